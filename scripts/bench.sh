@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# make bench: training-step throughput of configs A and B at 1 and 2
+# OpenBLAS threads, each against the sgemm peak measured in the same
+# process. Writes docs/benchmarks.json and regenerates docs/benchmarks.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FSPO=${FSPO:-./fspo}
+out=docs/benchmarks.json
+runs=()
+for preset in A B; do
+    for threads in 1 2; do
+        steps=$([[ $preset == A ]] && echo 5 || echo 3)
+        echo "bench: config $preset, $threads thread(s), $steps timed steps ..." >&2
+        runs+=("$("$FSPO" bench --preset "$preset" --threads "$threads" --steps "$steps" --json)")
+    done
+done
+printf '%s\n' "${runs[@]}" | /usr/bin/python3 scripts/bench_report.py "$out" docs/benchmarks.md \
+    "$(date -u +%Y-%m-%d) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "bench: wrote docs/benchmarks.md and $out" >&2

@@ -1,0 +1,144 @@
+/* `fspo bench`: training-step throughput on random tokens, against the
+ * sgemm peak measured in the same process (the ceiling for MFU). */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "cli.h"
+#include "commands.h"
+#include "model.h"
+#include "optim.h"
+#include "rng.h"
+#include "util.h"
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Median GFLOP/s of an n x n x n sgemm (one warm-up call first). */
+static double sgemm_peak_gflops(int n, int reps)
+{
+    float *a = xmalloc_aligned(sizeof(float) * n * n, "sgemm benchmark");
+    float *b = xmalloc_aligned(sizeof(float) * n * n, "sgemm benchmark");
+    float *c = xmalloc_aligned(sizeof(float) * n * n, "sgemm benchmark");
+    Rng r = rng_seed(7, 0);
+    for (long i = 0; i < (long)n * n; i++) {
+        a[i] = (float)rng_uniform(&r) - 0.5f;
+        b[i] = (float)rng_uniform(&r) - 0.5f;
+    }
+    double times[64];
+    if (reps > 64) reps = 64;
+    for (int k = -1; k < reps; k++) {
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        if (k >= 0) times[k] = now_seconds() - t0;
+    }
+    double t = median(times, reps);
+    xfree_aligned(a);
+    xfree_aligned(b);
+    xfree_aligned(c);
+    return 2.0 * n * (double)n * n / t / 1e9;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
+    int batch = 4, steps = 5, threads = 0, json = 0, sgemm_n = 2048;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: fspo bench [options]\n\nTimes training steps (forward + backward + AdamW) on random "
+                   "causal rows,\nafter measuring the sgemm peak at the same thread count; prints tokens/s and\n"
+                   "MFU = achieved model FLOP/s / sgemm peak (FLOPs: see 'fspo model').\n\n"
+                   "%s"
+                   "  --steps N          timed steps after one warm-up step (default 5; median reported)\n"
+                   "  --threads N        OpenBLAS threads (default: OPENBLAS_NUM_THREADS or OpenBLAS's own)\n"
+                   "  --sgemm-n N        size of the square sgemm used for the peak (default 2048)\n"
+                   "  --json             one JSON object on stdout instead of text\n",
+                   MODEL_SHAPE_HELP);
+            return EXIT_OK;
+        }
+        if (model_shape_option("bench", argc, argv, &i, &cfg, &batch)) continue;
+        if (!strcmp(argv[i], "--steps")) steps = cli_int("bench", argc, argv, &i, 1, 1000);
+        else if (!strcmp(argv[i], "--threads")) threads = cli_int("bench", argc, argv, &i, 1, 1024);
+        else if (!strcmp(argv[i], "--sgemm-n")) sgemm_n = cli_int("bench", argc, argv, &i, 64, 16384);
+        else if (!strcmp(argv[i], "--json")) json = 1;
+        else fatal(EXIT_USAGE, "bench: unknown option '%s' (see 'fspo bench --help')", argv[i]);
+    }
+    model_shape_check("bench", &cfg);
+    if (threads > 0) openblas_set_num_threads(threads);
+    threads = openblas_get_num_threads();
+
+    double peak = sgemm_peak_gflops(sgemm_n, 7);
+    int T = cfg.max_seq, N = batch * T;
+    Model *m = model_create(&cfg, 1, batch, T);
+    model_init_weights(m, 1234);
+    Batch b;
+    batch_alloc(&b, batch, T, 1, N);
+    batch_reset(&b, batch, T, 1);
+    Rng r = rng_seed(99, 0);
+    int32_t *row = malloc(sizeof(int32_t) * T);
+    for (int rr = 0; rr < batch; rr++) {
+        for (int t = 0; t < T; t++) row[t] = (int32_t)rng_below(&r, 256);
+        batch_set_causal_row(&b, rr, row);
+    }
+    /* next-token targets on every position but the last of each row */
+    for (int rr = 0; rr < batch; rr++)
+        for (int t = 0; t + 1 < T; t++)
+            b.targets[b.n_targets++] = (Target){ rr * T + t, b.tokens[rr * T + t + 1], 1.0f };
+    float *logp = malloc(sizeof(float) * b.n_targets), *dlogp = malloc(sizeof(float) * b.n_targets);
+    for (int k = 0; k < b.n_targets; k++) dlogp[k] = -1.0f / (float)b.n_targets;
+    OptimConfig oc = optim_default_config(OPTIM_ADAMW);
+    Optimizer opt;
+    optim_init(&opt, &oc, m->n_params);
+
+    double times[1000], loss = 0;
+    for (int s = -1; s < steps; s++) {
+        double t0 = now_seconds();
+        model_zero_grad(m);
+        model_forward(m, &b, logp);
+        model_backward(m, &b, dlogp);
+        optim_step(&opt, m, 1e-3f);
+        if (s >= 0) times[s] = now_seconds() - t0;
+        loss = 0;
+        for (int k = 0; k < b.n_targets; k++) loss -= logp[k];
+        loss /= b.n_targets;
+        if (!json) fprintf(stderr, "\rbench: step %d/%d  loss %.4f", s + 1, steps, loss);
+    }
+    if (!json) fprintf(stderr, "\n");
+    double t = median(times, steps);
+    double tok_s = N / t, flops = model_flops_per_token(&cfg, T);
+    double gflops = tok_s * flops / 1e9, mfu = gflops / peak;
+    /* the same with attention counted as the causal half it really is */
+    double flops_causal = flops - 6.0 * cfg.n_layers * (double)T * cfg.d_model;
+    double mfu_causal = tok_s * flops_causal / 1e9 / peak;
+    if (json)
+        printf("{\"vocab\": %d, \"d_model\": %d, \"n_layers\": %d, \"n_heads\": %d, \"ffn_hidden\": %d, "
+               "\"seq\": %d, \"batch\": %d, \"threads\": %d, \"params\": %zu, \"flops_per_token\": %.0f, "
+               "\"step_s_median\": %.5f, \"tokens_per_s\": %.1f, \"model_gflops\": %.2f, "
+               "\"sgemm_peak_gflops\": %.2f, \"mfu\": %.4f, \"mfu_causal\": %.4f, \"final_loss\": %.5f}\n",
+               cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, T, batch, threads, m->n_params,
+               flops, t, tok_s, gflops, peak, mfu, mfu_causal, loss);
+    else
+        printf("d_model %d, layers %d, heads %d, T %d, batch %d, %d thread(s): %.0f tokens/s, step %.3f s "
+               "(median of %d), %.1f GFLOP/s model = %.1f%% of sgemm peak %.1f GFLOP/s (%.1f%% counting causal "
+               "attention only)\n",
+               cfg.d_model, cfg.n_layers, cfg.n_heads, T, batch, threads, tok_s, t, steps, gflops, 100 * mfu, peak,
+               100 * mfu_causal);
+    optim_free(&opt);
+    free(row);
+    free(logp);
+    free(dlogp);
+    batch_free(&b);
+    model_free(m);
+    return EXIT_OK;
+}

@@ -1,0 +1,11 @@
+/* cli: tiny helpers for subcommand option parsing with clear errors. */
+#ifndef FSPO_CLI_H
+#define FSPO_CLI_H
+
+/* Parses argv[*i+1] as an int in [lo, hi] for option `opt`; advances *i.
+ * Exits with code 2 and "CMD: OPT: reason" on any problem. */
+int cli_int(const char *cmd, int argc, char **argv, int *i, long lo, long hi);
+/* The same for a string value. */
+const char *cli_str(const char *cmd, int argc, char **argv, int *i);
+
+#endif

@@ -1,0 +1,52 @@
+/* fspo: one binary, subcommands dispatched from here. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "util.h"
+
+#define FSPO_VERSION "0.1.0"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} Command;
+
+static const Command commands[] = {
+    { "model", cmd_model, "describe a model shape: tensors, parameters, FLOPs and memory" },
+    { "bench", cmd_bench, "measure training-step throughput and MFU against this machine's sgemm peak" },
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "fspo %s: Few-Shot Preference Optimization trainer (C, MPI, OpenBLAS)\n\n"
+               "usage: fspo COMMAND [options]      fspo COMMAND --help for details\n\ncommands:\n",
+            FSPO_VERSION);
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nexit codes: 0 done, 1 runtime failure, 2 bad usage/config/input, 3 stopped by a signal\n"
+               "after a verified checkpoint (requeue me).\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+        usage(stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(cmd, "--version")) {
+        printf("fspo %s\n", FSPO_VERSION);
+        return EXIT_OK;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
+        if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "fspo: unknown command '%s'\n\n", cmd);
+    usage(stderr);
+    return EXIT_USAGE;
+}

@@ -1,0 +1,417 @@
+/* model: the fspo transformer, readable top to bottom.
+ * Layout of parameters and the exact math: docs/model.md. */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "rng.h"
+#include "tokenizer.h"
+#include "util.h"
+
+/* Per-layer activations saved by the forward for the backward. In a
+ * forward-only model every layer's views point at the same slot. */
+struct LayerActs {
+    float *xn1, *rstd1; /* attn_norm output [N,C], its rstd [N] */
+    float *qkv;         /* [N,3C], q and k after RoPE */
+    float *att;         /* [B,H,T,T] attention probabilities */
+    float *atto;        /* [N,C] attention output before wo */
+    float *xmid;        /* [N,C] residual after the attention block */
+    float *xn2, *rstd2; /* mlp_norm output [N,C], its rstd [N] */
+    float *h13;         /* [N,2F] gate|up pre-activations */
+    float *hact;        /* [N,F] silu(gate) * up */
+};
+
+int model_config_validate(ModelConfig *c, char *err, size_t errlen)
+{
+    if (c->vocab < TOKENIZER_VOCAB)
+        return set_err(err, errlen,
+                       "model.vocab = %d is too small: the tokenizer needs %d ids (256 bytes + %d special tokens)",
+                       c->vocab, TOKENIZER_VOCAB, TOKENIZER_VOCAB - 256);
+    if (c->d_model < 1) return set_err(err, errlen, "model.d_model = %d must be positive", c->d_model);
+    if (c->n_layers < 1) return set_err(err, errlen, "model.n_layers = %d must be positive", c->n_layers);
+    if (c->n_heads < 1) return set_err(err, errlen, "model.n_heads = %d must be positive", c->n_heads);
+    if (c->max_seq < 1) return set_err(err, errlen, "model.max_seq = %d must be positive", c->max_seq);
+    if (c->ffn_hidden < 0) return set_err(err, errlen, "model.ffn_hidden = %d must be >= 0 (0 = default)", c->ffn_hidden);
+    if (c->d_model % c->n_heads != 0)
+        return set_err(err, errlen, "model.d_model = %d is not divisible by model.n_heads = %d", c->d_model,
+                       c->n_heads);
+    if ((c->d_model / c->n_heads) % 2 != 0)
+        return set_err(err, errlen, "head size model.d_model/model.n_heads = %d must be even (RoPE rotates pairs)",
+                       c->d_model / c->n_heads);
+    /* keep every tensor's element count and the attention arena well inside int/size_t math */
+    if (c->d_model > 65536 || c->n_layers > 4096 || c->vocab > (1 << 24) || c->max_seq > (1 << 20) ||
+        c->ffn_hidden > (1 << 20))
+        return set_err(err, errlen, "model size out of range (d_model <= 65536, n_layers <= 4096, vocab <= 2^24, "
+                                    "max_seq <= 2^20, ffn_hidden <= 2^20)");
+    if (c->ffn_hidden == 0) c->ffn_hidden = 64 * ((8 * c->d_model / 3 + 63) / 64);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* parameter layout                                                        */
+
+static void add_tensor(Model *m, int *i, size_t *off, const char *name, int rows, int cols, int decay)
+{
+    TensorInfo *t = &m->tensors[(*i)++];
+    snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = cols ? 2 : 1;
+    t->shape[0] = rows;
+    t->shape[1] = cols;
+    t->numel = (size_t)rows * (cols ? cols : 1);
+    t->offset = *off;
+    t->decay = decay;
+    *off += t->numel;
+}
+
+static void build_layout(Model *m)
+{
+    const ModelConfig *c = &m->cfg;
+    int C = c->d_model, F = c->ffn_hidden, i = 0;
+    size_t off = 0;
+    char name[48];
+    m->n_tensors = 2 + 6 * c->n_layers;
+    m->tensors = calloc(m->n_tensors, sizeof(TensorInfo));
+    if (!m->tensors) fatal(EXIT_RUNTIME, "out of memory for the tensor table");
+    add_tensor(m, &i, &off, "tok_emb", c->vocab, C, 1);
+    for (int l = 0; l < c->n_layers; l++) {
+        static const char *suffix[6] = { "attn_norm", "attn.wqkv", "attn.wo", "mlp_norm", "mlp.w13", "mlp.w2" };
+        int rows[6] = { C, 3 * C, C, C, 2 * F, C }, cols[6] = { 0, C, C, 0, C, F };
+        for (int j = 0; j < 6; j++) {
+            snprintf(name, sizeof name, "layers.%d.%s", l, suffix[j]);
+            add_tensor(m, &i, &off, name, rows[j], cols[j], cols[j] != 0);
+        }
+    }
+    add_tensor(m, &i, &off, "final_norm", C, 0, 0);
+    m->n_params = off;
+}
+
+void model_views(const Model *m, float *base, Weights *w)
+{
+    const TensorInfo *t = m->tensors;
+    w->tok_emb = base + t[0].offset;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const TensorInfo *lt = t + 1 + 6 * l;
+        LayerWeights *lw = &w->layer[l];
+        lw->attn_norm = base + lt[0].offset;
+        lw->wqkv = base + lt[1].offset;
+        lw->wo = base + lt[2].offset;
+        lw->mlp_norm = base + lt[3].offset;
+        lw->w13 = base + lt[4].offset;
+        lw->w2 = base + lt[5].offset;
+    }
+    w->final_norm = base + t[m->n_tensors - 1].offset;
+}
+
+const TensorInfo *model_find_tensor(const Model *m, const char *name)
+{
+    for (int i = 0; i < m->n_tensors; i++)
+        if (strcmp(m->tensors[i].name, name) == 0) return &m->tensors[i];
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* activation arena                                                        */
+
+/* Floats of one layer's saved activations for N tokens in rows of T. */
+static size_t layer_floats(const ModelConfig *c, size_t N, size_t T)
+{
+    size_t C = c->d_model, F = c->ffn_hidden, H = c->n_heads;
+    return N * (C + 1) * 2 + N * 3 * C + N * H * T + N * C * 2 + N * 3 * F;
+}
+
+/* Floats shared by all layers: residual streams (L+1 when training, else
+ * one), final norm, logits, and the backward scratch when training. */
+static size_t shared_floats(const ModelConfig *c, int trainable, size_t N, size_t T)
+{
+    size_t C = c->d_model, F = c->ffn_hidden, V = c->vocab, L = c->n_layers;
+    size_t s = (trainable ? L + 1 : 1) * N * C + N * (C + 1) + N * V + N + N * C;
+    if (trainable) s += N * C * 3 + N * 3 * C + N * 2 * F + N * F + N * V + T * T;
+    return s;
+}
+
+size_t model_arena_bytes(const ModelConfig *c, int trainable, int max_rows, int max_len)
+{
+    size_t N = (size_t)max_rows * max_len;
+    size_t per_layer = layer_floats(c, N, max_len);
+    return sizeof(float) * ((trainable ? (size_t)c->n_layers : 1) * per_layer + shared_floats(c, trainable, N, max_len));
+}
+
+static void carve_arena(Model *m)
+{
+    const ModelConfig *c = &m->cfg;
+    size_t N = (size_t)m->cap_rows * m->cap_len, T = m->cap_len;
+    size_t C = c->d_model, F = c->ffn_hidden, V = c->vocab, H = c->n_heads, L = c->n_layers;
+    m->arena_floats = model_arena_bytes(c, m->trainable, m->cap_rows, m->cap_len) / sizeof(float);
+    m->arena = xcalloc_aligned(m->arena_floats * sizeof(float), "the activation arena");
+    float *p = m->arena;
+#define TAKE(n) (p += (n), p - (n))
+    for (size_t l = 0; l < L; l++) {
+        LayerActs *a = &m->acts[l];
+        if (!m->trainable && l > 0) { /* forward-only: every layer reuses slot 0 */
+            *a = m->acts[0];
+            continue;
+        }
+        a->xn1 = TAKE(N * C);
+        a->rstd1 = TAKE(N);
+        a->qkv = TAKE(N * 3 * C);
+        a->att = TAKE(N * H * T);
+        a->atto = TAKE(N * C);
+        a->xmid = TAKE(N * C);
+        a->xn2 = TAKE(N * C);
+        a->rstd2 = TAKE(N);
+        a->h13 = TAKE(N * 2 * F);
+        a->hact = TAKE(N * F);
+    }
+    for (size_t l = 0; l <= L; l++) m->resid[l] = (m->trainable || l == 0) ? TAKE(N * C) : m->resid[0];
+    m->xnf = TAKE(N * C);
+    m->rstdf = TAKE(N);
+    m->logits = TAKE(N * V);
+    m->lse = TAKE(N);
+    m->tmp = TAKE(N * C);
+    if (m->trainable) {
+        m->d_resid = TAKE(N * C);
+        m->d_norm = TAKE(N * C);
+        m->d_atto = TAKE(N * C);
+        m->d_qkv = TAKE(N * 3 * C);
+        m->d_h13 = TAKE(N * 2 * F);
+        m->d_hact = TAKE(N * F);
+        m->d_logits = TAKE(N * V);
+        m->d_att = TAKE(T * T);
+    }
+#undef TAKE
+    if ((size_t)(p - m->arena) != m->arena_floats) fatal(EXIT_RUNTIME, "internal: arena layout mismatch");
+}
+
+Model *model_create(const ModelConfig *cfg, int trainable, int max_rows, int max_len)
+{
+    Model *m = calloc(1, sizeof *m);
+    if (!m) fatal(EXIT_RUNTIME, "out of memory for the model");
+    m->cfg = *cfg;
+    char err[256];
+    if (model_config_validate(&m->cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
+    if (max_rows < 1 || max_len < 1 || max_len > m->cfg.max_seq)
+        fatal(EXIT_USAGE, "batch shape %d rows x %d tokens does not fit model.max_seq = %d", max_rows, max_len,
+              m->cfg.max_seq);
+    build_layout(m);
+    int L = m->cfg.n_layers, hd = m->cfg.d_model / m->cfg.n_heads;
+    m->w.layer = calloc(L, sizeof(LayerWeights));
+    m->g.layer = calloc(L, sizeof(LayerWeights));
+    m->acts = calloc(L, sizeof(LayerActs));
+    m->resid = calloc(L + 1, sizeof(float *));
+    if (!m->w.layer || !m->g.layer || !m->acts || !m->resid) fatal(EXIT_RUNTIME, "out of memory for the model");
+    m->params = xcalloc_aligned(m->n_params * sizeof(float), "model parameters");
+    model_views(m, m->params, &m->w);
+    m->trainable = trainable;
+    if (trainable) {
+        m->grads = xcalloc_aligned(m->n_params * sizeof(float), "model gradients");
+        model_views(m, m->grads, &m->g);
+    }
+    m->rope_cos = xmalloc_aligned(sizeof(float) * m->cfg.max_seq * (hd / 2), "RoPE tables");
+    m->rope_sin = xmalloc_aligned(sizeof(float) * m->cfg.max_seq * (hd / 2), "RoPE tables");
+    rope_tables(m->rope_cos, m->rope_sin, m->cfg.max_seq, hd);
+    m->cap_rows = max_rows;
+    m->cap_len = max_len;
+    carve_arena(m);
+    return m;
+}
+
+void model_free(Model *m)
+{
+    if (!m) return;
+    xfree_aligned(m->params);
+    xfree_aligned(m->grads);
+    xfree_aligned(m->rope_cos);
+    xfree_aligned(m->rope_sin);
+    xfree_aligned(m->arena);
+    free(m->tensors);
+    free(m->w.layer);
+    free(m->g.layer);
+    free(m->acts);
+    free(m->resid);
+    free(m);
+}
+
+void model_init_weights(Model *m, uint64_t seed)
+{
+    Rng rng = rng_seed(seed, 0x1417);
+    double resid_std = 0.02 / sqrt(2.0 * m->cfg.n_layers); /* GPT-2's scaled init of residual outputs */
+    for (int i = 0; i < m->n_tensors; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        int is_resid_out = strstr(t->name, ".wo") || strstr(t->name, ".w2");
+        double std = is_resid_out ? resid_std : 0.02;
+        for (size_t j = 0; j < t->numel; j++) p[j] = t->ndim == 1 ? 1.0f : (float)(std * rng_normal(&rng));
+    }
+}
+
+void model_zero_grad(Model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+
+/* ---------------------------------------------------------------------- */
+/* forward and backward                                                    */
+
+static void check_shape(const Model *m, const Batch *b)
+{
+    if (b->B > m->cap_rows || b->T > m->cap_len)
+        fatal(EXIT_RUNTIME, "internal: batch %dx%d exceeds the model's arena %dx%d", b->B, b->T, m->cap_rows,
+              m->cap_len);
+}
+
+void model_forward(Model *m, const Batch *b, float *logp)
+{
+    check_shape(m, b);
+    const ModelConfig *c = &m->cfg;
+    int B = b->B, T = b->T, N = B * T, C = c->d_model, F = c->ffn_hidden, H = c->n_heads, V = c->vocab;
+    size_t NC = (size_t)N * C;
+    embedding_forward(m->resid[0], b->tokens, m->w.tok_emb, N, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *w = &m->w.layer[l];
+        LayerActs *a = &m->acts[l];
+        /* attention block: x + wo(attn(rope(wqkv(norm(x))))) */
+        rmsnorm_forward(a->xn1, a->rstd1, m->resid[l], w->attn_norm, N, C);
+        matmul_forward(a->qkv, a->xn1, w->wqkv, N, C, 3 * C);
+        rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
+        attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
+        matmul_forward(m->tmp, a->atto, w->wo, N, C, C);
+        residual_forward(a->xmid, m->resid[l], m->tmp, NC);
+        /* MLP block: x + w2(silu(w1 norm(x)) * w3 norm(x)) */
+        rmsnorm_forward(a->xn2, a->rstd2, a->xmid, w->mlp_norm, N, C);
+        matmul_forward(a->h13, a->xn2, w->w13, N, C, 2 * F);
+        swiglu_forward(a->hact, a->h13, N, F);
+        matmul_forward(m->tmp, a->hact, w->w2, N, F, C);
+        residual_forward(m->resid[l + 1], a->xmid, m->tmp, NC);
+    }
+    rmsnorm_forward(m->xnf, m->rstdf, m->resid[c->n_layers], m->w.final_norm, N, C);
+    matmul_forward(m->logits, m->xnf, m->w.tok_emb, N, C, V);
+    target_logp_forward(logp, m->lse, m->logits, b->targets, b->n_targets, N, V);
+}
+
+void model_backward(Model *m, const Batch *b, const float *dlogp)
+{
+    if (!m->trainable) fatal(EXIT_RUNTIME, "internal: backward on a forward-only model");
+    const ModelConfig *c = &m->cfg;
+    int B = b->B, T = b->T, N = B * T, C = c->d_model, F = c->ffn_hidden, H = c->n_heads, V = c->vocab;
+    size_t NC = (size_t)N * C;
+    /* the scratch gradients are overwritten per use; only m->grads accumulates across calls */
+    memset(m->d_logits, 0, sizeof(float) * N * V);
+    target_logp_backward(m->d_logits, dlogp, m->logits, m->lse, b->targets, b->n_targets, V);
+    memset(m->d_norm, 0, sizeof(float) * NC);
+    matmul_backward(m->d_norm, m->g.tok_emb, m->d_logits, m->xnf, m->w.tok_emb, N, C, V);
+    memset(m->d_resid, 0, sizeof(float) * NC);
+    rmsnorm_backward(m->d_resid, m->g.final_norm, m->d_norm, m->resid[c->n_layers], m->w.final_norm, m->rstdf, N, C);
+    for (int l = c->n_layers - 1; l >= 0; l--) {
+        const LayerWeights *w = &m->w.layer[l];
+        LayerWeights *g = &m->g.layer[l];
+        LayerActs *a = &m->acts[l];
+        /* MLP block; d_resid holds dL/d(layer output) and flows on unchanged through the residual */
+        memset(m->d_hact, 0, sizeof(float) * N * F);
+        matmul_backward(m->d_hact, g->w2, m->d_resid, a->hact, w->w2, N, F, C);
+        memset(m->d_h13, 0, sizeof(float) * N * 2 * F);
+        swiglu_backward(m->d_h13, m->d_hact, a->h13, N, F);
+        memset(m->d_norm, 0, sizeof(float) * NC);
+        matmul_backward(m->d_norm, g->w13, m->d_h13, a->xn2, w->w13, N, C, 2 * F);
+        rmsnorm_backward(m->d_resid, g->mlp_norm, m->d_norm, a->xmid, w->mlp_norm, a->rstd2, N, C);
+        /* attention block */
+        memset(m->d_atto, 0, sizeof(float) * NC);
+        matmul_backward(m->d_atto, g->wo, m->d_resid, a->atto, w->wo, N, C, C);
+        memset(m->d_qkv, 0, sizeof(float) * NC * 3);
+        attention_backward(m->d_qkv, m->d_att, m->d_atto, a->att, a->qkv, B, T, C, H);
+        rope_backward(m->d_qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
+        memset(m->d_norm, 0, sizeof(float) * NC);
+        matmul_backward(m->d_norm, g->wqkv, m->d_qkv, a->xn1, w->wqkv, N, C, 3 * C);
+        rmsnorm_backward(m->d_resid, g->attn_norm, m->d_norm, m->resid[l], w->attn_norm, a->rstd1, N, C);
+    }
+    embedding_backward(m->g.tok_emb, m->d_resid, b->tokens, N, C);
+}
+
+double model_flops_per_token(const ModelConfig *c, int T)
+{
+    double C = c->d_model, F = c->ffn_hidden, L = c->n_layers, V = c->vocab;
+    double matmul_weights = L * (3 * C * C + C * C + 3 * C * F) + V * C; /* + tied output head */
+    return 6.0 * matmul_weights + 12.0 * L * T * C;
+}
+
+/* ---------------------------------------------------------------------- */
+/* incremental decoding                                                    */
+
+struct KVCache {
+    int len, cap, max_chunk;
+    float *k, *v;            /* [L][cap, C] */
+    float *x, *xn, *rstd;    /* [chunk, C], [chunk] */
+    float *qkv, *atto, *tmp; /* [chunk, 3C], [chunk, C], [chunk, C] */
+    float *h13, *hact;       /* [chunk, 2F], [chunk, F] */
+    float *scores;           /* [chunk, cap] */
+    int32_t *pos;            /* [chunk] */
+};
+
+KVCache *kv_create(const Model *m, int max_chunk)
+{
+    const ModelConfig *c = &m->cfg;
+    size_t C = c->d_model, F = c->ffn_hidden, L = c->n_layers, cap = c->max_seq, n = max_chunk;
+    KVCache *kv = calloc(1, sizeof *kv);
+    if (!kv) fatal(EXIT_RUNTIME, "out of memory for the KV cache");
+    kv->cap = (int)cap;
+    kv->max_chunk = max_chunk;
+    kv->k = xmalloc_aligned(sizeof(float) * L * cap * C, "the KV cache");
+    kv->v = xmalloc_aligned(sizeof(float) * L * cap * C, "the KV cache");
+    kv->x = xmalloc_aligned(sizeof(float) * n * C, "decode scratch");
+    kv->xn = xmalloc_aligned(sizeof(float) * n * C, "decode scratch");
+    kv->rstd = xmalloc_aligned(sizeof(float) * n, "decode scratch");
+    kv->qkv = xmalloc_aligned(sizeof(float) * n * 3 * C, "decode scratch");
+    kv->atto = xmalloc_aligned(sizeof(float) * n * C, "decode scratch");
+    kv->tmp = xmalloc_aligned(sizeof(float) * n * C, "decode scratch");
+    kv->h13 = xmalloc_aligned(sizeof(float) * n * 2 * F, "decode scratch");
+    kv->hact = xmalloc_aligned(sizeof(float) * n * F, "decode scratch");
+    kv->scores = xmalloc_aligned(sizeof(float) * n * cap, "decode scratch");
+    kv->pos = xmalloc_aligned(sizeof(int32_t) * n, "decode scratch");
+    return kv;
+}
+
+void kv_free(KVCache *kv)
+{
+    if (!kv) return;
+    float *bufs[] = { kv->k, kv->v, kv->x, kv->xn, kv->rstd, kv->qkv, kv->atto, kv->tmp, kv->h13, kv->hact,
+                      kv->scores };
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) xfree_aligned(bufs[i]);
+    xfree_aligned(kv->pos);
+    free(kv);
+}
+
+void kv_reset(KVCache *kv) { kv->len = 0; }
+int kv_len(const KVCache *kv) { return kv->len; }
+
+int model_decode(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits)
+{
+    const ModelConfig *c = &m->cfg;
+    int C = c->d_model, F = c->ffn_hidden, H = c->n_heads, V = c->vocab;
+    if (n < 1 || n > kv->max_chunk || kv->len + n > kv->cap) return -1;
+    size_t nC = (size_t)n * C;
+    for (int i = 0; i < n; i++) kv->pos[i] = kv->len + i;
+    embedding_forward(kv->x, tokens, m->w.tok_emb, n, C);
+    for (int l = 0; l < c->n_layers; l++) {
+        const LayerWeights *w = &m->w.layer[l];
+        float *kc = kv->k + (size_t)l * kv->cap * C, *vc = kv->v + (size_t)l * kv->cap * C;
+        rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->attn_norm, n, C);
+        matmul_forward(kv->qkv, kv->xn, w->wqkv, n, C, 3 * C);
+        rope_forward(kv->qkv, kv->pos, m->rope_cos, m->rope_sin, n, C, H);
+        for (int i = 0; i < n; i++) {
+            memcpy(kc + (size_t)(kv->len + i) * C, kv->qkv + (size_t)i * 3 * C + C, sizeof(float) * C);
+            memcpy(vc + (size_t)(kv->len + i) * C, kv->qkv + (size_t)i * 3 * C + 2 * C, sizeof(float) * C);
+        }
+        attention_cached_forward(kv->atto, kv->scores, kv->qkv, 3 * C, kc, vc, n, kv->len, C, H);
+        matmul_forward(kv->tmp, kv->atto, w->wo, n, C, C);
+        residual_forward(kv->x, kv->x, kv->tmp, nC);
+        rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->mlp_norm, n, C);
+        matmul_forward(kv->h13, kv->xn, w->w13, n, C, 2 * F);
+        swiglu_forward(kv->hact, kv->h13, n, F);
+        matmul_forward(kv->tmp, kv->hact, w->w2, n, F, C);
+        residual_forward(kv->x, kv->x, kv->tmp, nC);
+    }
+    rmsnorm_forward(kv->xn, kv->rstd, kv->x, m->w.final_norm, n, C);
+    matmul_forward(logits, kv->xn, m->w.tok_emb, n, C, V);
+    kv->len += n;
+    return 0;
+}

@@ -1,0 +1,106 @@
+/* model: a Llama-style decoder (docs/model.md is the exact definition).
+ *
+ * All parameters live in one flat buffer (and so do their gradients), with
+ * named views per tensor: allreduce, checkpoints and checksums then work on
+ * flat memory. Activations live in one arena sized at creation from the
+ * largest batch the model will see; nothing is allocated per step. */
+#ifndef FSPO_MODEL_H
+#define FSPO_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "batch.h"
+
+typedef struct {
+    int vocab, d_model, n_layers, n_heads, ffn_hidden, max_seq;
+} ModelConfig;
+
+/* Checks sizes (fills ffn_hidden when 0); 0, or -1 with a message that
+ * names the offending key as in the config file (model.d_model, ...). */
+int model_config_validate(ModelConfig *cfg, char *err, size_t errlen);
+
+typedef struct {
+    float *attn_norm; /* [C] */
+    float *wqkv;      /* [3C, C] */
+    float *wo;        /* [C, C] */
+    float *mlp_norm;  /* [C] */
+    float *w13;       /* [2F, C] */
+    float *w2;        /* [C, F] */
+} LayerWeights;
+
+/* Named views into one flat buffer (parameters, gradients or moments). */
+typedef struct {
+    float *tok_emb;      /* [V, C], also the output head (tied) */
+    LayerWeights *layer; /* [L] */
+    float *final_norm;   /* [C] */
+} Weights;
+
+typedef struct {
+    char name[48];
+    int ndim, shape[2];
+    size_t offset, numel; /* in floats, into the flat buffer */
+    int decay;            /* weight decay applies (matrices yes, norm gains no) */
+} TensorInfo;
+
+typedef struct LayerActs LayerActs;
+
+typedef struct {
+    ModelConfig cfg;
+    size_t n_params;
+    int n_tensors;
+    TensorInfo *tensors;
+    float *params; /* [n_params] */
+    float *grads;  /* [n_params], NULL for a forward-only model */
+    Weights w, g;
+    float *rope_cos, *rope_sin; /* [max_seq, hd/2] */
+    /* activation arena */
+    int cap_rows, cap_len, trainable;
+    float *arena;
+    size_t arena_floats;
+    LayerActs *acts;          /* [L] per-layer views (all alias one slot when forward-only) */
+    float **resid;            /* [L+1] residual stream at each layer's input; resid[L] is the last */
+    float *xnf, *rstdf;       /* final norm output [N,C] and its rstd [N] */
+    float *logits, *lse;      /* [N,V], [N] */
+    float *tmp;               /* [N,C] projection output before the residual add */
+    float *d_resid, *d_norm, *d_atto, *d_qkv, *d_h13, *d_hact, *d_logits, *d_att; /* backward scratch */
+} Model;
+
+/* A model able to run batches of up to max_rows rows of max_len tokens.
+ * trainable = 0 builds a forward-only model (no gradients; one activation
+ * slot reused by every layer), as the frozen reference model needs. */
+Model *model_create(const ModelConfig *cfg, int trainable, int max_rows, int max_len);
+void model_free(Model *m);
+
+/* Views of a flat buffer laid out like the parameters. */
+void model_views(const Model *m, float *base, Weights *out);
+const TensorInfo *model_find_tensor(const Model *m, const char *name);
+
+void model_init_weights(Model *m, uint64_t seed);
+void model_zero_grad(Model *m);
+
+/* Runs the batch; logp[k] = log-prob of target k. Logits stay in m->logits. */
+void model_forward(Model *m, const Batch *b, float *logp);
+/* Accumulates into m->grads the gradient of a loss whose derivative with
+ * respect to each target's log-prob is dlogp[k]. Needs the forward of the
+ * same batch just before. */
+void model_backward(Model *m, const Batch *b, const float *dlogp);
+
+/* Training FLOPs per token at row length T (forward + backward), written
+ * down in docs/benchmarks.md: 6 * (matmul weights) + 12 * L * T * C. */
+double model_flops_per_token(const ModelConfig *cfg, int T);
+/* Bytes of the activation arena for a shape, so callers can report memory. */
+size_t model_arena_bytes(const ModelConfig *cfg, int trainable, int max_rows, int max_len);
+
+/* Incremental decoding for one sequence with a key/value cache. */
+typedef struct KVCache KVCache;
+KVCache *kv_create(const Model *m, int max_chunk);
+void kv_free(KVCache *kv);
+void kv_reset(KVCache *kv);
+int kv_len(const KVCache *kv);
+/* Appends n tokens (n <= max_chunk, positions kv_len.. ) and writes their
+ * next-token logits to logits[n,V]. Returns -1 if the cache would overflow
+ * model.max_seq. */
+int model_decode(Model *m, KVCache *kv, const int32_t *tokens, int n, float *logits);
+
+#endif

@@ -1,0 +1,78 @@
+/* `fspo model`: what a model shape costs before you train it. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "util.h"
+
+int model_shape_option(const char *cmd, int argc, char **argv, int *i, ModelConfig *cfg, int *batch)
+{
+    const char *a = argv[*i];
+    if (!strcmp(a, "--preset")) {
+        const char *p = cli_str(cmd, argc, argv, i);
+        if (!strcmp(p, "A") || !strcmp(p, "a")) {
+            *cfg = (ModelConfig){ .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
+            *batch = 4;
+        } else if (!strcmp(p, "B") || !strcmp(p, "b")) {
+            *cfg = (ModelConfig){ .vocab = 264, .d_model = 512, .n_layers = 8, .n_heads = 8, .max_seq = 1024 };
+            *batch = 2;
+        } else
+            fatal(EXIT_USAGE, "%s: --preset: '%s' is not A or B", cmd, p);
+    } else if (!strcmp(a, "--vocab")) cfg->vocab = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--d-model")) cfg->d_model = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--n-layers")) cfg->n_layers = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--n-heads")) cfg->n_heads = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--ffn-hidden")) cfg->ffn_hidden = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--max-seq")) cfg->max_seq = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--batch")) *batch = cli_int(cmd, argc, argv, i, 1, 1 << 16);
+    else return 0;
+    return 1;
+}
+
+void model_shape_check(const char *cmd, ModelConfig *cfg)
+{
+    char err[256];
+    if (model_config_validate(cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s: %s", cmd, err);
+}
+
+int cmd_model(int argc, char **argv)
+{
+    ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
+    int batch = 4;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: fspo model [options]\n\nPrints the tensor table, parameter count, training FLOPs per "
+                   "token and the\nmemory a training step needs for a model shape (default: preset A).\n\n"
+                   "%s",
+                   MODEL_SHAPE_HELP);
+            return EXIT_OK;
+        }
+        if (!model_shape_option("model", argc, argv, &i, &cfg, &batch))
+            fatal(EXIT_USAGE, "model: unknown option '%s' (see 'fspo model --help')", argv[i]);
+    }
+    model_shape_check("model", &cfg);
+    /* a one-token model gives the layout without allocating the real arena */
+    Model *m = model_create(&cfg, 0, 1, 1);
+    printf("model: vocab %d, d_model %d, n_layers %d, n_heads %d, ffn_hidden %d, max_seq %d\n\n", cfg.vocab,
+           cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, cfg.max_seq);
+    printf("%-24s %-14s %12s  %s\n", "tensor", "shape", "params", "decay");
+    for (int i = 0; i < m->n_tensors; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        char shape[32];
+        if (t->ndim == 2) snprintf(shape, sizeof shape, "[%d, %d]", t->shape[0], t->shape[1]);
+        else snprintf(shape, sizeof shape, "[%d]", t->shape[0]);
+        if (i < 7 || i == m->n_tensors - 1) printf("%-24s %-14s %12zu  %s\n", t->name, shape, t->numel,
+                                                   t->decay ? "yes" : "no");
+        else if (i == 7) printf("%-24s (layers 1..%d repeat layer 0)\n", "...", cfg.n_layers - 1);
+    }
+    double arena = (double)model_arena_bytes(&cfg, 1, batch, cfg.max_seq);
+    double state = 16.0 * (double)m->n_params; /* params, grads, AdamW m and v */
+    printf("\nparameters: %zu (%.2f M)\n", m->n_params, m->n_params / 1e6);
+    printf("training FLOPs per token at T=%d: %.1f M (6 x matmul weights + 12 x L x T x C)\n", cfg.max_seq,
+           model_flops_per_token(&cfg, cfg.max_seq) / 1e6);
+    printf("training memory for batch %d x %d: %.1f MiB state (params, grads, AdamW) + %.1f MiB activations\n",
+           batch, cfg.max_seq, state / (1 << 20), arena / (1 << 20));
+    model_free(m);
+    return EXIT_OK;
+}

@@ -1,0 +1,71 @@
+/* ops: the transformer's kernels, one forward/backward pair per op.
+ *
+ * Conventions (llm.c's): every tensor is a flat row-major float array whose
+ * shape is given in the comment; N = B*T tokens. Backward functions
+ * ACCUMULATE (+=) into their gradient outputs, so a tensor used twice (the
+ * tied embedding, the residual stream) just receives two contributions.
+ * No op allocates: scratch space is passed in by the caller. */
+#ifndef FSPO_OPS_H
+#define FSPO_OPS_H
+
+#include <stdint.h>
+
+#include "batch.h"
+
+/* out[N,OUT] = inp[N,IN] @ w[OUT,IN]^T  (w in nn.Linear layout). */
+void matmul_forward(float *out, const float *inp, const float *w, int N, int IN, int OUT);
+/* dinp[N,IN] += dout[N,OUT] @ w[OUT,IN];  dw[OUT,IN] += dout^T @ inp.
+ * Either gradient may be NULL to skip it. */
+void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int IN,
+                     int OUT);
+
+/* out[N,C] = emb[tokens[n], :] */
+void embedding_forward(float *out, const int32_t *tokens, const float *emb, int N, int C);
+/* demb[tokens[n], :] += dout[n, :] */
+void embedding_backward(float *demb, const float *dout, const int32_t *tokens, int N, int C);
+
+/* out[N,C] = inp * rstd * g, rstd[N] = 1/sqrt(mean(inp^2) + eps) (saved for backward). */
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int N, int C);
+void rmsnorm_backward(float *dinp, float *dg, const float *dout, const float *inp, const float *g,
+                      const float *rstd, int N, int C);
+
+/* RoPE tables cos/sin[max_pos, hd/2]. */
+void rope_tables(float *cos_t, float *sin_t, int max_pos, int hd);
+/* Rotates the q and k thirds of qkv[N,3C] in place by each token's pos[N]
+ * (interleaved pairs, H heads of hd = C/H). */
+void rope_forward(float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H);
+/* Inverse rotation of dq, dk inside dqkv[N,3C] (rotations are orthogonal). */
+void rope_backward(float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H);
+
+/* Masked multi-head attention over B rows of T tokens.
+ * qkv[B,T,3C] (q,k already rotated), out[B,T,C], att[B,H,T,T] softmax
+ * probabilities (saved for backward; entries a token cannot see are 0 and
+ * rows are only written up to the query block's last key).
+ * Visibility: token t sees u iff u == t, or u < t and
+ * vis[b][seg[t]][seg[u]] (seg[B,T], vis[B,S,S]). */
+void attention_forward(float *out, float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T,
+                       int C, int H, int S);
+/* dqkv[B,T,3C] += ...; datt_scratch[T,T] is caller-provided scratch. */
+void attention_backward(float *dqkv, float *datt_scratch, const float *dout, const float *att, const float *qkv,
+                        int B, int T, int C, int H);
+
+/* Plain causal attention of n new tokens against a key/value cache that
+ * already holds len0 tokens plus these n: q rows [n] with stride ldq (head h
+ * at column h*hd), kc/vc [len0+n, C], out [n, C], scores scratch [n, len0+n]. */
+void attention_cached_forward(float *out, float *scores, const float *q, int ldq, const float *kc, const float *vc,
+                              int n, int len0, int C, int H);
+
+/* SwiGLU on h13[N,2F] = [gate | up]: out[N,F] = silu(gate) * up. */
+void swiglu_forward(float *out, const float *h13, int N, int F);
+void swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F);
+
+/* out[n] = a[n] + b[n]; safe in place (out may alias a or b). */
+void residual_forward(float *out, const float *a, const float *b, size_t n);
+
+/* lse[N] = logsumexp of each logits row [N,V]; logp[k] = logits[idx_k, y_k] - lse[idx_k]. */
+void target_logp_forward(float *logp, float *lse, const float *logits, const Target *targets, int K, int N, int V);
+/* dlogits[N,V] += sum over targets k at row i: dlogp[k] * (onehot(y_k) - softmax(logits[i])). */
+void target_logp_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse,
+                          const Target *targets, int K, int V);
+
+#endif

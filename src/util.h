@@ -1,0 +1,27 @@
+/* util: small helpers shared by every module (allocation, errors, timing). */
+#ifndef FSPO_UTIL_H
+#define FSPO_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit codes of the CLI contract (docs/design.md). */
+enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_REQUEUE = 3 };
+
+/* Print "fspo: <message>" to stderr and exit with `code`. */
+_Noreturn void fatal(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* 64-byte aligned allocation (AVX-512 cache lines); dies on OOM naming the
+ * purpose, since an OOM deep in a training run must say what it was for. */
+void *xmalloc_aligned(size_t bytes, const char *what);
+void *xcalloc_aligned(size_t bytes, const char *what);
+void xfree_aligned(void *p);
+
+/* Monotonic wall-clock seconds. */
+double now_seconds(void);
+
+/* snprintf into a fixed error buffer; returns -1 so validators can
+ * `return set_err(...)`. */
+int set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#endif

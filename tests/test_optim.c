@@ -1,0 +1,104 @@
+/* Optimizer pieces against closed forms worked out by hand: the schedule's
+ * landmarks, clipping, one AdamW / RMSprop step, and which tensors decay. */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "check.h"
+#include "model.h"
+#include "optim.h"
+
+static int close_to(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(1.0, fabs(b)); }
+
+static void test_schedule(void)
+{
+    Schedule s = { .kind = SCHED_COSINE, .lr = 1e-3f, .min_lr = 1e-4f, .warmup_steps = 10, .total_steps = 110 };
+    check(close_to(schedule_lr(&s, 0), 1e-4, 1e-6) && close_to(schedule_lr(&s, 4), 5e-4, 1e-6) &&
+              close_to(schedule_lr(&s, 9), 1e-3, 1e-6),
+          "warmup ramps linearly to lr", "s0 %g s4 %g s9 %g", schedule_lr(&s, 0), schedule_lr(&s, 4),
+          schedule_lr(&s, 9));
+    check(close_to(schedule_lr(&s, 10), 1e-3, 1e-6) && close_to(schedule_lr(&s, 60), 5.5e-4, 1e-6) &&
+              close_to(schedule_lr(&s, 110), 1e-4, 1e-6) && close_to(schedule_lr(&s, 500), 1e-4, 1e-6),
+          "cosine: peak, midpoint (lr+min)/2, floor after the end", "s10 %g s60 %g s110 %g s500 %g",
+          schedule_lr(&s, 10), schedule_lr(&s, 60), schedule_lr(&s, 110), schedule_lr(&s, 500));
+    /* a quarter of the way: 0.5 (1 + cos(pi/4)) = 0.853553 */
+    check(close_to(schedule_lr(&s, 35), 1e-4 + 9e-4 * 0.8535534, 1e-6), "cosine quarter point", "%g",
+          schedule_lr(&s, 35));
+    s.kind = SCHED_LINEAR;
+    check(close_to(schedule_lr(&s, 60), 5.5e-4, 1e-6) && close_to(schedule_lr(&s, 35), 7.75e-4, 1e-6),
+          "linear decay", "s35 %g s60 %g", schedule_lr(&s, 35), schedule_lr(&s, 60));
+    s.kind = SCHED_CONSTANT;
+    s.warmup_steps = 0;
+    check(schedule_lr(&s, 0) == 1e-3f && schedule_lr(&s, 1000) == 1e-3f, "constant", "%g", schedule_lr(&s, 1000));
+}
+
+static void test_clip(void)
+{
+    float g[2] = { 3, 4 };
+    double n = grad_clip(g, 2, 1.0);
+    check(n == 5.0 && close_to(g[0], 0.6 * 5 / (5 + 1e-6), 1e-6) && close_to(g[1], 0.8 * 5 / (5 + 1e-6), 1e-6),
+          "clip scales to max_norm", "norm %g -> (%g, %g)", n, g[0], g[1]);
+    float h[2] = { 0.3f, 0.4f };
+    grad_clip(h, 2, 1.0);
+    check(h[0] == 0.3f && h[1] == 0.4f, "clip leaves small gradients alone", "(%g, %g)", h[0], h[1]);
+    grad_clip(g, 2, 0.0);
+    check(close_to(g[0], 0.6, 1e-5), "max_norm 0 disables clipping", "%g", g[0]);
+}
+
+/* A tiny model whose gradient we set by hand: one step must follow the formula. */
+static void test_steps(void)
+{
+    ModelConfig cfg = { .vocab = 264, .d_model = 4, .n_layers = 1, .n_heads = 2, .ffn_hidden = 4, .max_seq = 2 };
+    Model *m = model_create(&cfg, 1, 1, 1);
+    const TensorInfo *emb = model_find_tensor(m, "tok_emb"), *nrm = model_find_tensor(m, "final_norm");
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] = 0.5f;
+    model_zero_grad(m);
+    m->grads[emb->offset] = 0.02f; /* one element with a gradient; all others zero */
+    float lr = 0.1f;
+
+    OptimConfig oc = { .kind = OPTIM_ADAMW, .beta1 = 0.9f, .beta2 = 0.95f, .eps = 1e-8f, .weight_decay = 0.1f };
+    Optimizer o;
+    optim_init(&o, &oc, m->n_params);
+    optim_step(&o, m, lr);
+    /* step 1: m_hat = g, v_hat = g^2 -> p = p (1 - lr wd) - lr g / (|g| + eps) */
+    double want = 0.5 * (1 - 0.1 * 0.1) - 0.1 * 0.02 / (0.02 + 1e-8);
+    check(close_to(m->params[emb->offset], want, 1e-6), "adamw step 1 closed form", "%.7f vs %.7f",
+          m->params[emb->offset], want);
+    check(close_to(m->params[emb->offset + 1], 0.5 * 0.99, 1e-6) && m->params[nrm->offset] == 0.5f,
+          "adamw decays matrices only", "zero-grad matrix entry %.6f (want 0.495), norm gain %.6f (want 0.5)",
+          m->params[emb->offset + 1], m->params[nrm->offset]);
+    /* step 2 with g2: m = 0.1*0.9 g1 ... written out */
+    double p1 = m->params[emb->offset], g1 = 0.02, g2 = -0.01;
+    m->grads[emb->offset] = (float)g2;
+    optim_step(&o, m, lr);
+    double mm = 0.9 * 0.1 * g1 + 0.1 * g2, vv = 0.95 * 0.05 * g1 * g1 + 0.05 * g2 * g2;
+    double mhat = mm / (1 - 0.81), vhat = vv / (1 - 0.95 * 0.95);
+    want = p1 * (1 - 0.01) - 0.1 * mhat / (sqrt(vhat) + 1e-8);
+    check(close_to(m->params[emb->offset], want, 1e-5), "adamw step 2 closed form", "%.7f vs %.7f",
+          m->params[emb->offset], want);
+    optim_free(&o);
+
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] = 0.5f;
+    model_zero_grad(m);
+    m->grads[emb->offset] = 0.02f;
+    oc = (OptimConfig){ .kind = OPTIM_RMSPROP, .alpha = 0.99f, .eps = 1e-8f, .weight_decay = 0.1f };
+    optim_init(&o, &oc, m->n_params);
+    optim_step(&o, m, lr);
+    /* g' = g + wd p; v = 0.01 g'^2; p -= lr g' / (0.1 |g'| + eps) */
+    double gp = 0.02 + 0.1 * 0.5;
+    want = 0.5 - 0.1 * gp / (0.1 * gp + 1e-8);
+    check(close_to(m->params[emb->offset], want, 1e-5), "rmsprop step 1 closed form", "%.7f vs %.7f",
+          m->params[emb->offset], want);
+    check(m->params[nrm->offset] == 0.5f, "rmsprop decays matrices only", "norm gain %.6f (want 0.5)",
+          m->params[nrm->offset]);
+    optim_free(&o);
+    model_free(m);
+}
+
+int main(void)
+{
+    test_schedule();
+    test_clip();
+    test_steps();
+    return check_status();
+}
