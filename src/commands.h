@@ -4,6 +4,8 @@
 
 int cmd_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_config(int argc, char **argv);  /* src/config_cli.c */
+int cmd_inspect(int argc, char **argv); /* src/inspect_cli.c */
 
 #endif
 

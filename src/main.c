@@ -16,6 +16,8 @@ typedef struct {
 static const Command commands[] = {
     { "model", cmd_model, "describe a model shape: tensors, parameters, FLOPs and memory" },
     { "bench", cmd_bench, "measure training-step throughput and MFU against this machine's sgemm peak" },
+    { "config", cmd_config, "check a YAML config, print it resolved, or print the key reference" },
+    { "inspect", cmd_inspect, "describe an HDF5 checkpoint or dataset: step, config, tensors, checksums" },
 };
 
 static void usage(FILE *f)

@@ -20,4 +20,8 @@ enum {
     TOKENIZER_VOCAB = 264   /* smallest model vocab that holds every id */
 };
 
+/* Recorded in checkpoints and datasets: data tokenized one way must not be
+ * trained with a model that reads ids another way. */
+#define TOKENIZER_ID "fspo-byte264-v1"
+
 #endif

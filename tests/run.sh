@@ -35,12 +35,14 @@ run() {
     return 0
 }
 
-run test_ops 300 "$BUILD/tests/test_ops"
-run test_model 300 "$BUILD/tests/test_model"
-run test_optim 120 "$BUILD/tests/test_optim"
+# every C test binary (test_golden needs its golden file: tests/test_golden.sh runs it)
+for bin in "$BUILD"/tests/test_*; do
+    name=$(basename "$bin")
+    [[ -x $bin && $name != test_golden ]] && run "$name" 300 "$bin"
+done
 
 for t in tests/test_*.sh; do
-    run "$(basename "$t" .sh)" 600 bash "$t"
+    run "$(basename "$t")" 600 bash "$t"
 done
 
 echo "$passed passed, $failed failed, $skipped skipped"

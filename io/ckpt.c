@@ -1,0 +1,517 @@
+/* ckpt: HDF5 checkpoints; see ckpt.h for the guarantees. */
+#include "ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checksum.h"
+#include "h5util.h"
+#include "tokenizer.h"
+#include "util.h"
+
+#define CKPT_FORMAT "fspo-checkpoint"
+
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+/* Checksum of one named tensor, mixed so the sum over tensors is
+ * order-independent yet still binds each tensor to its name. */
+static uint64_t named_sum(const char *name, uint64_t sum) { return checksum_mix(checksum64(name, strlen(name)) ^ sum); }
+
+static int write_tensor(hid_t group, const TensorInfo *t, const float *base)
+{
+    int64_t dims[2] = { t->shape[0], t->shape[1] };
+    if (h5_write(group, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, base + t->offset) < 0) return -1;
+    hid_t ds = H5Dopen2(group, t->name, H5P_DEFAULT);
+    if (ds < 0) return -1;
+    int rc = h5_attr_write_u64(ds, "checksum", checksum64(base + t->offset, t->numel * sizeof(float)));
+    H5Dclose(ds);
+    return rc;
+}
+
+static int write_group(hid_t file, const char *gname, const Model *m, const float *base)
+{
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    /* track creation order so tools list tensors in model order, not alphabetically */
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    H5Pset_link_creation_order(gcpl, H5P_CRT_ORDER_TRACKED | H5P_CRT_ORDER_INDEXED);
+    hid_t g = H5Gcreate2(file, gname, lcpl, gcpl, H5P_DEFAULT);
+    H5Pclose(gcpl);
+    H5Pclose(lcpl);
+    if (g < 0) return -1;
+    int rc = 0;
+    for (int i = 0; i < m->n_tensors && rc == 0; i++) rc = write_tensor(g, &m->tensors[i], base);
+    H5Gclose(g);
+    return rc;
+}
+
+static int write_file(const char *tmp, const Model *m, const Optimizer *o, const CkptMeta *meta,
+                      const char *config_yaml)
+{
+    hid_t f = h5_create(tmp);
+    if (f < 0) return -1;
+    const ModelConfig *c = &m->cfg;
+    int64_t shape[6] = { c->vocab, c->d_model, c->n_layers, c->n_heads, c->ffn_hidden, c->max_seq };
+    uint64_t wsum = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        wsum += named_sum(t->name, checksum64(m->params + t->offset, t->numel * sizeof(float)));
+    }
+    int rc = 0;
+    rc |= h5_attr_write_str(f, "format", CKPT_FORMAT);
+    rc |= h5_attr_write_i64(f, "format_version", CKPT_FORMAT_VERSION);
+    rc |= h5_attr_write_i64(f, "step", meta->step);
+    rc |= h5_attr_write_i64(f, "samples_seen", meta->samples_seen);
+    rc |= h5_attr_write_i64(f, "world_size", meta->world_size);
+    rc |= h5_attr_write_i64(f, "seed", meta->seed);
+    rc |= h5_attr_write_u64(f, "data_checksum", meta->data_checksum);
+    rc |= h5_attr_write_str(f, "stage", meta->stage);
+    rc |= h5_attr_write_str(f, "ref_ckpt", meta->ref_ckpt);
+    rc |= h5_attr_write_u64(f, "ref_checksum", meta->ref_checksum);
+    rc |= h5_attr_write_str(f, "config_yaml", config_yaml ? config_yaml : "");
+    rc |= h5_attr_write_str(f, "tokenizer", TOKENIZER_ID);
+    rc |= h5_attr_write_i64s(f, "model_shape", shape, 6);
+    rc |= h5_attr_write_u64(f, "weights_checksum", wsum);
+    rc |= h5_attr_write_i64(f, "created_unix", (int64_t)time(NULL));
+    rc |= write_group(f, "/model", m, m->params);
+    if (o && rc == 0) {
+        rc |= h5_attr_write_str(f, "optim_type", o->cfg.kind == OPTIM_ADAMW ? "adamw" : "rmsprop");
+        rc |= h5_attr_write_i64(f, "optim_step", o->t);
+        if (o->m) rc |= write_group(f, "/optim/m", m, o->m);
+        if (rc == 0) rc |= write_group(f, "/optim/v", m, o->v);
+    }
+    /* flush before close so a failed write (disk full) is reported here */
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
+    if (H5Fclose(f) < 0) rc = -1;
+    return rc ? -1 : 0;
+}
+
+/* ---- listing the checkpoints of a directory ---- */
+
+typedef struct { long step; char name[64]; } CkptEntry;
+
+static int parse_ckpt_name(const char *name, long *step)
+{
+    if (strncmp(name, "ckpt_", 5) != 0) return 0;
+    char *end;
+    errno = 0;
+    long s = strtol(name + 5, &end, 10);
+    if (errno || end == name + 5 || strcmp(end, ".h5") != 0 || s < 0) return 0;
+    *step = s;
+    return 1;
+}
+
+static int by_step_desc(const void *a, const void *b)
+{
+    long x = ((const CkptEntry *)a)->step, y = ((const CkptEntry *)b)->step;
+    return (x < y) - (x > y);
+}
+
+/* Checkpoint files of dir, newest first; *n entries; NULL and -1 on error. */
+static CkptEntry *list_ckpts(const char *dir, int *n)
+{
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    int cap = 16;
+    CkptEntry *e = malloc(sizeof *e * cap);
+    *n = 0;
+    struct dirent *de;
+    while (e && (de = readdir(d))) {
+        long step;
+        if (!parse_ckpt_name(de->d_name, &step) || strlen(de->d_name) >= sizeof e->name) continue;
+        if (*n == cap) {
+            CkptEntry *grown = realloc(e, sizeof *e * (cap *= 2));
+            if (!grown) { free(e); e = NULL; break; }
+            e = grown;
+        }
+        e[*n].step = step;
+        snprintf(e[*n].name, sizeof e[*n].name, "%s", de->d_name);
+        (*n)++;
+    }
+    closedir(d);
+    if (e) qsort(e, *n, sizeof *e, by_step_desc);
+    return e;
+}
+
+int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
+              int keep, char *path_out, size_t path_len, char *err, size_t errlen)
+{
+    char path[4096], tmp[4200];
+    snprintf(path, sizeof path, "%s/ckpt_%lld.h5", dir, (long long)meta->step);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return set_err(err, errlen, "%s: checkpoint directory: %s", dir,
+                          errno ? strerror(errno) : "not a directory");
+    if (write_file(tmp, m, o, meta, config_yaml) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return set_err(err, errlen, "%s: writing the checkpoint failed (%s); previous checkpoints are untouched",
+                          tmp, e ? strerror(e) : "HDF5 write error");
+    }
+    if (fsync_path(tmp) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return set_err(err, errlen, "%s: fsync failed: %s", tmp, strerror(e));
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return set_err(err, errlen, "%s: rename to %s failed: %s", tmp, base_name(path), strerror(e));
+    }
+    fsync_dir_of(path);
+    /* read it back before anything older may go: never trade a good file for an unverified one */
+    char verr[512];
+    if (ckpt_verify(path, verr, sizeof verr) != 0) {
+        unlink(path);
+        return set_err(err, errlen, "%s: the new checkpoint does not verify (%s); removed it, previous "
+                                       "checkpoints are untouched",
+                          path, verr);
+    }
+    if (path_out) snprintf(path_out, path_len, "%s", path);
+    int n = 0;
+    CkptEntry *e = list_ckpts(dir, &n);
+    if (e && keep > 0) {
+        int kept = 1; /* the new file */
+        for (int i = 0; i < n; i++) {
+            if (e[i].step == meta->step) continue;
+            if (kept < keep) {
+                kept++;
+                continue;
+            }
+            char old[4200];
+            snprintf(old, sizeof old, "%s/%s", dir, e[i].name);
+            unlink(old);
+        }
+        fsync_dir_of(path);
+    }
+    free(e);
+    return 0;
+}
+
+/* ---- reading ---- */
+
+static int open_ckpt(const char *path, hid_t *f, char *err, size_t errlen)
+{
+    char why[256];
+    if (h5_check_signature(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
+    *f = h5_open_ro(path);
+    if (*f < 0) return set_err(err, errlen, "%s: HDF5 cannot open it (truncated or corrupt)", path);
+    char fmt[64] = "";
+    int64_t ver = -1;
+    if (h5_attr_read_str(*f, "format", fmt, sizeof fmt) != 0 || strcmp(fmt, CKPT_FORMAT) != 0) {
+        H5Fclose(*f);
+        return set_err(err, errlen, "%s: not an fspo checkpoint (format attribute '%s')", path, fmt);
+    }
+    if (h5_attr_read_i64(*f, "format_version", &ver) != 0 || ver != CKPT_FORMAT_VERSION) {
+        H5Fclose(*f);
+        return set_err(err, errlen, "%s: checkpoint format version %lld, this build reads version %d", path,
+                          (long long)ver, CKPT_FORMAT_VERSION);
+    }
+    return 0;
+}
+
+static int read_shape(hid_t f, const char *path, ModelConfig *c, char *err, size_t errlen)
+{
+    int64_t s[6];
+    int got = 0;
+    if (h5_attr_read_i64s(f, "model_shape", s, 6, &got) != 0 || got != 6)
+        return set_err(err, errlen, "%s: attribute model_shape missing or malformed", path);
+    for (int i = 0; i < 6; i++)
+        if (s[i] < 0 || s[i] > (1 << 24)) return set_err(err, errlen, "%s: model_shape out of range", path);
+    *c = (ModelConfig){ (int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5] };
+    return 0;
+}
+
+int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen)
+{
+    hid_t f = -1;
+    if (open_ckpt(path, &f, err, errlen) != 0) return -1;
+    int rc = read_shape(f, path, cfg, err, errlen);
+    H5Fclose(f);
+    if (rc == 0) {
+        char why[256];
+        if (model_config_validate(cfg, why, sizeof why) != 0)
+            return set_err(err, errlen, "%s: stored model shape is invalid: %s", path, why);
+    }
+    return rc;
+}
+
+/* Reads tensor `t` of group g into dst, checking shape and checksum. */
+static int read_tensor(hid_t g, const char *gname, const TensorInfo *t, float *dst, const char *path, char *err,
+                       size_t errlen)
+{
+    int nd = 0;
+    int64_t d[4];
+    if (h5_dims(g, t->name, &nd, d) != 0)
+        return set_err(err, errlen, "%s: tensor %s/%s missing", path, gname, t->name);
+    int ok = nd == t->ndim && d[0] == t->shape[0] && (nd == 1 || d[1] == t->shape[1]);
+    if (!ok) {
+        char have[64] = "[", want[64];
+        for (int i = 0; i < nd; i++)
+            snprintf(have + strlen(have), sizeof have - strlen(have), "%s%lld", i ? ", " : "", (long long)d[i]);
+        strcat(have, "]");
+        if (t->ndim == 2) snprintf(want, sizeof want, "[%d, %d]", t->shape[0], t->shape[1]);
+        else snprintf(want, sizeof want, "[%d]", t->shape[0]);
+        return set_err(err, errlen, "%s: tensor %s/%s has shape %s, the model expects %s", path, gname, t->name,
+                          have, want);
+    }
+    hid_t ds = H5Dopen2(g, t->name, H5P_DEFAULT);
+    uint64_t want_sum = 0;
+    int have_sum = ds >= 0 && h5_attr_read_u64(ds, "checksum", &want_sum) == 0;
+    int rd = ds >= 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) >= 0;
+    if (ds >= 0) H5Dclose(ds);
+    if (!rd) return set_err(err, errlen, "%s: tensor %s/%s cannot be read (corrupt file)", path, gname, t->name);
+    if (!have_sum) return set_err(err, errlen, "%s: tensor %s/%s has no checksum", path, gname, t->name);
+    if (checksum64(dst, t->numel * sizeof(float)) != want_sum)
+        return set_err(err, errlen, "%s: tensor %s/%s fails its checksum (corrupt file)", path, gname, t->name);
+    return 0;
+}
+
+static int read_group(hid_t f, const char *gname, const Model *m, float *base, const char *path, char *err,
+                      size_t errlen)
+{
+    if (!h5_group_exists(f, gname)) return set_err(err, errlen, "%s: group %s missing", path, gname);
+    hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
+    if (g < 0) return set_err(err, errlen, "%s: group %s cannot be opened", path, gname);
+    int rc = 0;
+    for (int i = 0; i < m->n_tensors && rc == 0; i++)
+        rc = read_tensor(g, gname, &m->tensors[i], base + m->tensors[i].offset, path, err, errlen);
+    H5Gclose(g);
+    return rc;
+}
+
+static int read_meta(hid_t f, CkptMeta *meta)
+{
+    memset(meta, 0, sizeof *meta);
+    int rc = 0;
+    rc |= h5_attr_read_i64(f, "step", &meta->step);
+    rc |= h5_attr_read_i64(f, "samples_seen", &meta->samples_seen);
+    rc |= h5_attr_read_i64(f, "world_size", &meta->world_size);
+    rc |= h5_attr_read_i64(f, "seed", &meta->seed);
+    rc |= h5_attr_read_u64(f, "data_checksum", &meta->data_checksum);
+    rc |= h5_attr_read_str(f, "stage", meta->stage, sizeof meta->stage);
+    rc |= h5_attr_read_str(f, "ref_ckpt", meta->ref_ckpt, sizeof meta->ref_ckpt);
+    rc |= h5_attr_read_u64(f, "ref_checksum", &meta->ref_checksum);
+    return rc ? -1 : 0;
+}
+
+static void shape_text(const ModelConfig *c, char *buf, size_t len)
+{
+    snprintf(buf, len, "vocab %d, d_model %d, n_layers %d, n_heads %d, ffn_hidden %d, max_seq %d", c->vocab,
+             c->d_model, c->n_layers, c->n_heads, c->ffn_hidden, c->max_seq);
+}
+
+int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *err, size_t errlen)
+{
+    hid_t f = -1;
+    if (open_ckpt(path, &f, err, errlen) != 0) return -1;
+    ModelConfig c;
+    int rc = read_shape(f, path, &c, err, errlen);
+    if (rc == 0 && memcmp(&c, &m->cfg, sizeof c) != 0) {
+        char have[160], want[160];
+        shape_text(&c, have, sizeof have);
+        shape_text(&m->cfg, want, sizeof want);
+        rc = set_err(err, errlen, "%s: model shape mismatch: the checkpoint has %s; the config has %s", path,
+                        have, want);
+    }
+    CkptMeta local;
+    if (rc == 0 && read_meta(f, meta ? meta : &local) != 0)
+        rc = set_err(err, errlen, "%s: checkpoint metadata attributes missing or malformed", path);
+    if (rc == 0) rc = read_group(f, "/model", m, m->params, path, err, errlen);
+    if (rc == 0 && o) {
+        char kind[16] = "";
+        int64_t t = 0;
+        const char *want = o->cfg.kind == OPTIM_ADAMW ? "adamw" : "rmsprop";
+        if (h5_attr_read_str(f, "optim_type", kind, sizeof kind) != 0)
+            rc = set_err(err, errlen, "%s: no optimizer state in this checkpoint (weights only): use "
+                                         "train.init_from to start from it",
+                            path);
+        else if (strcmp(kind, want) != 0)
+            rc = set_err(err, errlen, "%s: optimizer state is %s, the config asks for %s", path, kind, want);
+        else if (h5_attr_read_i64(f, "optim_step", &t) != 0 || t < 0)
+            rc = set_err(err, errlen, "%s: attribute optim_step missing or malformed", path);
+        if (rc == 0 && o->m) rc = read_group(f, "/optim/m", m, o->m, path, err, errlen);
+        if (rc == 0) rc = read_group(f, "/optim/v", m, o->v, path, err, errlen);
+        if (rc == 0) o->t = t;
+    }
+    H5Fclose(f);
+    return rc;
+}
+
+/* ---- generic verification (no model needed) ---- */
+
+typedef struct {
+    const char *path, *gname;
+    char *err;
+    size_t errlen;
+    int failed;
+    int count; /* tensors visited in the current group */
+    uint64_t wsum;
+    FILE *print; /* inspect: print a table row per tensor */
+} VerifyCtx;
+
+static herr_t verify_one(hid_t g, const char *name, const H5L_info_t *info, void *p)
+{
+    VerifyCtx *v = p;
+    v->count++;
+    int nd = 0;
+    int64_t d[4] = { 0 };
+    if (h5_dims(g, name, &nd, d) != 0 || nd < 1 || nd > 2 || d[0] <= 0 || (nd == 2 && d[1] <= 0) ||
+        (double)d[0] * (nd == 2 ? d[1] : 1) > 4e9) {
+        if (!v->failed) set_err(v->err, v->errlen, "%s: %s/%s is not a tensor fspo wrote", v->path, v->gname, name);
+        v->failed = 1;
+        return v->print ? 0 : 1;
+    }
+    size_t n = (size_t)d[0] * (nd == 2 ? (size_t)d[1] : 1);
+    float *buf = malloc(n * sizeof(float));
+    hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
+    uint64_t want = 0;
+    int have = ds >= 0 && h5_attr_read_u64(ds, "checksum", &want) == 0;
+    int rd = buf && ds >= 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0;
+    if (ds >= 0) H5Dclose(ds);
+    uint64_t sum = rd ? checksum64(buf, n * sizeof(float)) : 0;
+    const char *status = !rd ? "UNREADABLE" : !have ? "NO CHECKSUM" : sum != want ? "MISMATCH" : "ok";
+    if (strcmp(status, "ok") != 0) {
+        if (!v->failed)
+            set_err(v->err, v->errlen, "%s: tensor %s/%s %s", v->path, v->gname, name,
+                       !rd ? "cannot be read (corrupt file)" : !have ? "has no checksum" : "fails its checksum (corrupt file)");
+        v->failed = 1;
+    }
+    if (strcmp(v->gname, "/model") == 0) v->wsum += named_sum(name, sum);
+    if (v->print) {
+        double ss = 0;
+        for (size_t i = 0; rd && i < n; i++) ss += (double)buf[i] * buf[i];
+        char shape[48];
+        if (nd == 2) snprintf(shape, sizeof shape, "[%lld, %lld]", (long long)d[0], (long long)d[1]);
+        else snprintf(shape, sizeof shape, "[%lld]", (long long)d[0]);
+        fprintf(v->print, "  %-8s %-26s %-14s %12.5g  %s\n", v->gname + 1, name, shape, sqrt(ss), status);
+    }
+    free(buf);
+    return v->failed && !v->print ? 1 : 0;
+}
+
+/* Visits every tensor of /model and the /optim groups. A group whose
+ * listing fails or whose tensor count differs from the model shape's is
+ * corrupt: verification must never pass on tensors it did not read. */
+static int verify_groups(hid_t f, VerifyCtx *v, int expected)
+{
+    static const char *groups[3] = { "/model", "/optim/m", "/optim/v" };
+    for (int i = 0; i < 3; i++) {
+        if (!h5_group_exists(f, groups[i])) {
+            if (i > 0) continue; /* weights-only checkpoints have no /optim */
+            v->failed = 1;
+            return set_err(v->err, v->errlen, "%s: group /model missing", v->path);
+        }
+        hid_t g = H5Gopen2(f, groups[i], H5P_DEFAULT);
+        if (g < 0) {
+            v->failed = 1;
+            return set_err(v->err, v->errlen, "%s: group %s cannot be opened", v->path, groups[i]);
+        }
+        v->gname = groups[i];
+        v->count = 0;
+        hsize_t idx = 0;
+        herr_t r = H5Literate(g, H5_INDEX_CRT_ORDER, H5_ITER_INC, &idx, verify_one, v);
+        if (r < 0 && v->count == 0) { /* no creation-order index (not written by fspo): by name */
+            idx = 0;
+            r = H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, &idx, verify_one, v);
+        }
+        H5Gclose(g);
+        if (!v->failed && (r < 0 || v->count != expected)) {
+            v->failed = 1;
+            set_err(v->err, v->errlen, "%s: group %s lists %d of the %d tensors the model shape implies (corrupt "
+                                       "file)", v->path, groups[i], v->count, expected);
+        }
+        if (v->failed && !v->print) return -1;
+    }
+    return v->failed ? -1 : 0;
+}
+
+static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *err, size_t errlen)
+{
+    hid_t f = -1;
+    if (open_ckpt(path, &f, err, errlen) != 0) return -1;
+    VerifyCtx v = { .path = path, .err = err, .errlen = errlen, .print = print };
+    ModelConfig c;
+    int rc = read_shape(f, path, &c, err, errlen);
+    if (rc == 0) rc = verify_groups(f, &v, 2 + 6 * c.n_layers);
+    uint64_t want = 0;
+    if (rc == 0 && (h5_attr_read_u64(f, "weights_checksum", &want) != 0 || want != v.wsum))
+        rc = set_err(err, errlen, "%s: weights checksum does not match the tensors (corrupt file)", path);
+    H5Fclose(f);
+    if (wsum_out) *wsum_out = v.wsum;
+    return rc;
+}
+
+int ckpt_verify(const char *path, char *err, size_t errlen) { return verify_file(path, NULL, NULL, err, errlen); }
+
+int ckpt_weights_checksum(const char *path, uint64_t *sum, char *err, size_t errlen)
+{
+    return verify_file(path, NULL, sum, err, errlen);
+}
+
+int ckpt_find_latest(const char *dir, char *path, size_t len, char *err, size_t errlen)
+{
+    int n = 0;
+    CkptEntry *e = list_ckpts(dir, &n);
+    if (!e) return set_err(err, errlen, "%s: cannot list checkpoints: %s", dir, strerror(errno));
+    int found = 0;
+    for (int i = 0; i < n && !found; i++) {
+        char p[4200], why[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, e[i].name);
+        if (ckpt_verify(p, why, sizeof why) == 0) {
+            snprintf(path, len, "%s", p);
+            found = 1;
+        } else
+            fprintf(stderr, "fspo: skipping %s\n", why);
+    }
+    free(e);
+    return found;
+}
+
+int ckpt_print(const char *path, FILE *out, char *err, size_t errlen)
+{
+    hid_t f = -1;
+    if (open_ckpt(path, &f, err, errlen) != 0) return -1;
+    CkptMeta meta;
+    ModelConfig c = { 0 };
+    char shape[160] = "?", tok[64] = "?", optim[16] = "none";
+    int64_t ostep = 0;
+    if (read_shape(f, path, &c, err, errlen) == 0) shape_text(&c, shape, sizeof shape);
+    int meta_ok = read_meta(f, &meta) == 0;
+    h5_attr_read_str(f, "tokenizer", tok, sizeof tok);
+    h5_attr_read_str(f, "optim_type", optim, sizeof optim);
+    h5_attr_read_i64(f, "optim_step", &ostep);
+    char *yaml = h5_attr_read_str_alloc(f, "config_yaml");
+    H5Fclose(f);
+    fprintf(out, "checkpoint %s (format %s v%d)\n", path, CKPT_FORMAT, CKPT_FORMAT_VERSION);
+    if (meta_ok) {
+        fprintf(out, "  step %lld, samples seen %lld, stage %s, saved by %lld rank(s), seed %lld\n",
+                (long long)meta.step, (long long)meta.samples_seen, meta.stage, (long long)meta.world_size,
+                (long long)meta.seed);
+        fprintf(out, "  data checksum %016llx\n", (unsigned long long)meta.data_checksum);
+        if (meta.ref_ckpt[0])
+            fprintf(out, "  reference %s (weights checksum %016llx)\n", meta.ref_ckpt,
+                    (unsigned long long)meta.ref_checksum);
+    } else
+        fprintf(out, "  metadata attributes missing or malformed\n");
+    fprintf(out, "  model: %s\n  tokenizer: %s\n  optimizer: %s, step %lld\n\n", shape, tok, optim,
+            (long long)ostep);
+    fprintf(out, "  %-8s %-26s %-14s %12s  %s\n", "group", "tensor", "shape", "L2 norm", "checksum");
+    uint64_t wsum = 0;
+    int rc = verify_file(path, out, &wsum, err, errlen);
+    fprintf(out, "\n  weights checksum %016llx: %s\n", (unsigned long long)wsum, rc == 0 ? "verified" : "FAILED");
+    if (yaml && yaml[0]) fprintf(out, "\nconfig:\n%s%s", yaml, yaml[strlen(yaml) - 1] == '\n' ? "" : "\n");
+    free(yaml);
+    return rc;
+}

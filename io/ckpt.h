@@ -1,0 +1,66 @@
+/* ckpt: crash-safe HDF5 checkpoints (docs/formats.md).
+ *
+ * One file per checkpoint, <dir>/ckpt_<step>.h5, readable with h5py:
+ * /model/<tensor> with real shapes, /optim/m|v/<tensor> moments, and
+ * attributes for everything a resume or an audit needs. Every tensor
+ * carries a checksum. A save writes <file>.tmp, flushes, fsyncs, renames
+ * and fsyncs the directory, verifies the new file, and only then deletes
+ * checkpoints beyond `keep`: a crash at any instant leaves the previous
+ * checkpoint intact and no file that passes verification half-written. */
+#ifndef FSPO_CKPT_H
+#define FSPO_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "model.h"
+#include "optim.h"
+
+#define CKPT_FORMAT_VERSION 1
+
+typedef struct {
+    int64_t step;          /* optimizer steps completed */
+    int64_t samples_seen;  /* meta-examples consumed */
+    int64_t world_size;    /* ranks at save (resume may use another) */
+    int64_t seed;          /* train.seed */
+    uint64_t data_checksum; /* content checksum of the dataset trained on */
+    char stage[16];        /* sft | pref */
+    char ref_ckpt[512];    /* reference (SFT) checkpoint of a pref stage, "" if none */
+    uint64_t ref_checksum; /* its weights checksum */
+} CkptMeta;
+
+/* Saves m (and o's moments unless o is NULL) as <dir>/ckpt_<step>.h5 and
+ * prunes older ones so at most `keep` remain. config_yaml is the resolved
+ * config text. Writes the final path to path_out. 0, or -1 with a message
+ * (the previous checkpoints are then untouched). */
+int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
+              int keep, char *path_out, size_t path_len, char *err, size_t errlen);
+
+/* Loads weights into m, and the optimizer state into o unless o is NULL
+ * (then it is a weights-only load, as train.init_from does). Checks format
+ * version, model shape against m->cfg (naming the tensor and both shapes)
+ * and every checksum. meta may be NULL. On error m/o may be partly written. */
+int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *err, size_t errlen);
+
+/* The model shape stored in a checkpoint (to build a model for it). */
+int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen);
+
+/* Full verification without a model: signature, format, every tensor's
+ * checksum and the weights checksum. */
+int ckpt_verify(const char *path, char *err, size_t errlen);
+
+/* Order-independent checksum of the /model tensors: what a preference
+ * stage records for its reference checkpoint. */
+int ckpt_weights_checksum(const char *path, uint64_t *sum, char *err, size_t errlen);
+
+/* Newest checkpoint in dir that verifies. Returns 1 and writes its path, 0
+ * if there is none, -1 if dir cannot be read. Files that fail verification
+ * are skipped with a line on stderr naming the file and the reason. */
+int ckpt_find_latest(const char *dir, char *path, size_t len, char *err, size_t errlen);
+
+/* `fspo inspect`: step, metadata, config, tensor table (name, shape, norm,
+ * checksum status). Returns 0 if every checksum verifies, else -1. */
+int ckpt_print(const char *path, FILE *out, char *err, size_t errlen);
+
+#endif

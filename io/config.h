@@ -1,0 +1,106 @@
+/* config: the YAML run configuration (libyaml), checked against a
+ * table-driven schema in io/config.c: one line per key with its type,
+ * default, range and help, so adding a key is one line plus a field here.
+ * docs/config.md is generated from that table (`fspo config doc`).
+ *
+ * Every error names the place: "cfg.yaml:12:3: unknown key 'lerning_rate'
+ * in section 'train' (did you mean 'learning_rate'?)", or for an override
+ * "--set train.lr=abc: ...". All config errors mean exit code 2. */
+#ifndef FSPO_CONFIG_H
+#define FSPO_CONFIG_H
+
+#include <stddef.h>
+
+#include "model.h"
+
+#define CFG_STR 512   /* max bytes of a string value, NUL included */
+#define CFG_LIST 16   /* max entries of a list value */
+
+typedef struct { int n; long v[CFG_LIST]; } CfgIntList;
+typedef struct { int n; char v[CFG_LIST][CFG_STR]; } CfgStrList;
+
+typedef struct {
+    ModelConfig model; /* vocab, d_model, n_layers, n_heads, ffn_hidden (0 = auto), max_seq */
+    struct {
+        char path[CFG_STR];   /* prepared dataset (.h5) from `fspo prep` */
+        int n_fewshot;        /* N: few-shot pairs in context */
+        int n_fewshot_min;    /* < 0: always N; else N drawn uniformly in [n_fewshot_min, n_fewshot] */
+        int n_queries;        /* Q: query pairs per meta-example */
+    } data;
+    struct {
+        char run_dir[CFG_STR];
+        char stage[16];       /* sft | pref */
+        long max_steps;
+        long max_time_s;      /* 0 = no limit; YAML takes 3600, "90s", "30m", "2h" or "HH:MM:SS" */
+        int batch_size;       /* global meta-examples per step */
+        int micro_batch;      /* meta-examples per forward/backward on a rank; 0 = the whole share */
+        long seed;
+        char resume[CFG_STR]; /* auto | none | path to a checkpoint */
+        char init_from[CFG_STR]; /* weights-only start; "" = random init */
+        int log_every;
+        int sft_include_rejected; /* SFT stage also trains on dispreferred answers (FSPO's code option) */
+        int max_bad_steps;    /* abort after this many non-finite steps in a row */
+    } train;
+    struct {
+        char type[16];        /* dpo | ipo | cdpo | simpo | hinge */
+        double beta;
+        double label_smoothing; /* cdpo */
+        double simpo_gamma;   /* simpo margin */
+        double sft_weight;    /* NLL on chosen added to the preference loss */
+        char ref_ckpt[CFG_STR]; /* frozen reference (SFT) checkpoint for pref */
+    } loss;
+    struct {
+        char type[16];        /* adamw | rmsprop */
+        double lr, min_lr;
+        char schedule[16];    /* cosine | linear | constant */
+        long warmup_steps;
+        double beta1, beta2, eps, alpha, weight_decay, grad_clip;
+    } optim;
+    struct {
+        int threads_per_rank; /* OpenBLAS threads per rank; 0 = SLURM_CPUS_PER_TASK or cores / local ranks */
+        double bucket_mb;     /* gradient allreduce bucket size */
+        int checksum_every;   /* compare parameter checksums across ranks every K steps; 0 = never */
+    } mpi;
+    struct {
+        long every;           /* steps between checkpoints */
+        int keep;             /* newest verified checkpoints kept */
+    } checkpoint;
+    struct {
+        CfgIntList n_fewshot; /* N values to evaluate, e.g. [0, 1, 2, 4, 8] */
+        int max_users;        /* 0 = every held-out user */
+        int bootstrap;        /* resamples for the 95% CI */
+        int max_new_tokens;
+        double temperature, top_p;
+        char sft_ckpt[CFG_STR];    /* baseline for the generation win rate */
+        char pooled_ckpt[CFG_STR]; /* no-context baseline */
+    } eval;
+    struct {
+        char job_name[CFG_STR];
+        int nodes, ntasks_per_node, cpus_per_task;
+        char mem[CFG_STR], time[CFG_STR], partition[CFG_STR], account[CFG_STR], qos[CFG_STR],
+            constraint[CFG_STR];
+        CfgStrList extra_sbatch; /* extra "#SBATCH" option lines, e.g. "--exclusive" */
+        CfgStrList setup;        /* shell lines before the run (module load ..., export ...) */
+        int signal_lead_s;
+        int requeue;
+        char launcher[16];       /* srun | mpirun */
+    } slurm;
+} Config;
+
+/* Every key at its default. */
+void config_defaults(Config *c);
+
+/* Loads `path` over the defaults, then applies each "section.key=value" of
+ * sets[0..n_sets), then cross-checks (model shape, stage/loss needs).
+ * 0 on success; -1 with err = "file:line:col: message" (or "--set ...: message"). */
+int config_load(const char *path, const char *const *sets, int n_sets, Config *c, char *err, size_t errlen);
+
+/* The resolved config as YAML (every key, defaults included) that
+ * config_load parses back to the same values. Returns bytes written
+ * (excluding NUL) or -1 if buf is too small. Stored in every checkpoint. */
+int config_to_yaml(const Config *c, char *buf, size_t len);
+
+/* docs/config.md's content, generated from the schema. */
+int config_doc_markdown(char *buf, size_t len);
+
+#endif

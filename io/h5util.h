@@ -1,0 +1,61 @@
+/* h5util: the small HDF5 vocabulary shared by checkpoints and datasets
+ * (internal to io/). Every helper returns 0 / -1 and never prints: callers
+ * turn failures into messages that name the file. */
+#ifndef FSPO_H5UTIL_H
+#define FSPO_H5UTIL_H
+
+#include <hdf5.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Silences HDF5's own error-stack printing (once per process). */
+void h5_quiet(void);
+
+/* 0 if `path` is a readable regular file that starts with the HDF5
+ * signature; else -1 with a reason ("no such file", "is a directory",
+ * "empty file", "not an HDF5 file"). Checked before libhdf5 parses
+ * anything, so hostile files meet our code first. */
+int h5_check_signature(const char *path, char *reason, size_t len);
+
+/* File access without file locking: network filesystems often lack lock
+ * support, and fspo never shares a file between writers (rank 0 writes a
+ * temporary name, then renames). */
+hid_t h5_fapl(void);
+hid_t h5_create(const char *path);
+hid_t h5_open_ro(const char *path);
+
+int h5_attr_write_i64(hid_t obj, const char *name, int64_t v);
+int h5_attr_write_u64(hid_t obj, const char *name, uint64_t v);
+int h5_attr_write_f64(hid_t obj, const char *name, double v);
+int h5_attr_write_i64s(hid_t obj, const char *name, const int64_t *v, int n);
+int h5_attr_write_str(hid_t obj, const char *name, const char *s);
+int h5_attr_read_i64(hid_t obj, const char *name, int64_t *v);
+int h5_attr_read_u64(hid_t obj, const char *name, uint64_t *v);
+int h5_attr_read_f64(hid_t obj, const char *name, double *v);
+/* Reads up to n values; *got = how many the attribute has. */
+int h5_attr_read_i64s(hid_t obj, const char *name, int64_t *v, int n, int *got);
+/* Copies the string into buf (truncating to len-1); -1 if absent or not a string. */
+int h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t len);
+/* The same, into a fresh malloc'd buffer the caller frees (for long text). */
+char *h5_attr_read_str_alloc(hid_t obj, const char *name);
+
+/* Writes a contiguous dataset of `type_file` with `ndim` dims from memory of `type_mem`. */
+int h5_write(hid_t loc, const char *name, hid_t type_file, hid_t type_mem, int ndim, const int64_t *dims,
+             const void *data);
+/* Dataset dims (up to 4); -1 if absent. */
+int h5_dims(hid_t loc, const char *name, int *ndim, int64_t *dims);
+int h5_read(hid_t loc, const char *name, hid_t type_mem, void *data);
+
+/* fsync a file by path, and the directory holding it. */
+int fsync_path(const char *path);
+int fsync_dir_of(const char *path);
+
+/* 1-D dataset of variable-length UTF-8 strings (h5py: array of str). */
+int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n);
+/* Reads n strings into a fresh array of malloc'd strings; -1 if absent,
+ * not n strings, or not strings. Free with h5_free_strings. */
+int h5_read_strings(hid_t loc, const char *name, int64_t n, char ***out);
+void h5_free_strings(char **s, int64_t n);
+/* "/a/b" exists (walks components: H5Lexists needs each parent). */
+int h5_group_exists(hid_t f, const char *gname);
+#endif

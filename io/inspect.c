@@ -1,0 +1,22 @@
+#include "inspect.h"
+
+#include <string.h>
+
+#include "ckpt.h"
+#include "dataset.h"
+#include "h5util.h"
+#include "util.h"
+
+int inspect_file(const char *path, FILE *out, char *err, size_t errlen)
+{
+    char why[256], fmt[64] = "";
+    if (h5_check_signature(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
+    hid_t f = h5_open_ro(path);
+    if (f < 0) return set_err(err, errlen, "%s: HDF5 cannot open it (truncated or corrupt)", path);
+    h5_attr_read_str(f, "format", fmt, sizeof fmt);
+    H5Fclose(f);
+    if (!strcmp(fmt, "fspo-checkpoint")) return ckpt_print(path, out, err, errlen);
+    if (!strcmp(fmt, "fspo-dataset")) return dataset_print(path, out, err, errlen);
+    return set_err(err, errlen, "%s: an HDF5 file, but neither an fspo checkpoint nor dataset (format '%s')", path,
+                   fmt);
+}

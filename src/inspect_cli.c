@@ -1,0 +1,21 @@
+/* `fspo inspect FILE.h5`: what a checkpoint or dataset holds, and whether it verifies. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+#include "inspect.h"
+#include "util.h"
+
+int cmd_inspect(int argc, char **argv)
+{
+    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        printf("usage: fspo inspect FILE.h5\n\nDescribes an fspo checkpoint (step, metadata, model shape, tensor "
+               "table with\nnorms, checksum status, stored config) or dataset (users, split, pairs, tokens).\n"
+               "Exit 0 if every checksum verifies, 2 if the file is not valid.\n");
+        return EXIT_OK;
+    }
+    if (argc != 2) fatal(EXIT_USAGE, "inspect: expected one file (usage: fspo inspect FILE.h5)");
+    char err[1024];
+    if (inspect_file(argv[1], stdout, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
+    return EXIT_OK;
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Checkpoints as other tools see them: h5dump's header, h5py's tensors and
+# attributes, scripts/ckpt_to_torch.py running the checkpoint in the PyTorch
+# reference with fspo's logits, and `fspo inspect` on good and bad files.
+cd "$(dirname "$0")/.." && source tests/lib.sh
+PY=/usr/bin/python3
+tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
+ckpt=$("${BUILD:-build}/tests/test_ckpt" --write "$tmp") || { fail "write sample checkpoint" "$ckpt"; exit 1; }
+
+hdr=$(h5dump -H "$ckpt" 2>&1)
+if grep -q 'DATASET "layers.1.mlp.w13"' <<<"$hdr" && grep -A2 'DATASET "tok_emb"' <<<"$hdr" | grep -q '( 264, 32 )' &&
+   grep -q 'ATTRIBUTE "format_version"' <<<"$hdr" && grep -q 'GROUP "optim"' <<<"$hdr"; then
+    pass "h5dump -H sees the layout" "tensors with real shapes, attributes, /optim"
+else
+    fail "h5dump -H sees the layout" "$hdr"
+fi
+
+if ! "$PY" -c 'import torch, h5py' 2>/dev/null; then
+    echo "SKIP: h5py/torch checks: $PY lacks torch or h5py"
+    exit 0
+fi
+out=$("$PY" - "$ckpt" "$tmp" <<'PYEOF' 2>&1
+import sys, numpy as np, h5py
+sys.path.insert(0, "tests")
+from torch_ref import Config, param_shapes
+path, d = sys.argv[1], sys.argv[2]
+flat = np.fromfile(f"{d}/params.f32", dtype=np.float32)
+with h5py.File(path, "r", locking=False) as f:
+    cfg = Config(*[int(v) for v in f.attrs["model_shape"]])
+    assert f.attrs["format"] == "fspo-checkpoint" and int(f.attrs["format_version"]) == 1
+    assert int(f.attrs["step"]) == 7 and int(f.attrs["samples_seen"]) == 56, dict(f.attrs)
+    assert "d_model: 32" in f.attrs["config_yaml"], f.attrs["config_yaml"]
+    off = 0
+    for name, shape, _ in param_shapes(cfg):
+        t = f["model"][name][()]
+        assert t.shape == shape and t.dtype == np.float32, (name, t.shape, shape)
+        n = int(np.prod(shape))
+        assert np.array_equal(t.ravel(), flat[off:off + n]), name
+        off += n
+        assert f["optim/m"][name].shape == shape and f["optim/v"][name].shape == shape
+    assert off == flat.size and sorted(f["model"]) == sorted(n for n, _, _ in param_shapes(cfg))
+print(f"{off} parameters in {len(param_shapes(cfg))} tensors equal fspo's buffer")
+PYEOF
+) && pass "h5py reads named tensors and attributes" "$out" || fail "h5py reads named tensors and attributes" "$out"
+
+out=$("$PY" scripts/ckpt_to_torch.py "$ckpt" "$tmp/ckpt.pt" 2>&1 && "$PY" - "$tmp" <<'PYEOF' 2>&1
+import sys, numpy as np, torch
+sys.path.insert(0, "tests")
+from torch_ref import Config, FspoModel
+d = sys.argv[1]
+blob = torch.load(f"{d}/ckpt.pt")
+model = FspoModel(Config(**blob["config"]), dtype=torch.float32)
+model.load_state_dict(blob["state_dict"])
+tok = torch.from_numpy(np.fromfile(f"{d}/tokens.i32", dtype=np.int32).astype(np.int64))[None]
+T = tok.shape[1]
+pos, seg, vis = torch.arange(T)[None], torch.zeros(1, T, dtype=torch.long), torch.ones(1, 1, 1, dtype=torch.long)
+with torch.no_grad():
+    logits = model(tok, pos, seg, vis)[0].numpy()
+want = np.fromfile(f"{d}/logits.f32", dtype=np.float32).reshape(logits.shape)
+err = np.abs(logits - want).max() / np.abs(want).max()
+assert err < 1e-4, err
+print(f"logits rel err {err:.2e}")
+PYEOF
+) && pass "ckpt_to_torch.py state_dict runs in PyTorch with fspo's logits" "$out" ||
+    fail "ckpt_to_torch.py state_dict runs in PyTorch with fspo's logits" "$out"
+
+out=$("$FSPO" inspect "$ckpt" 2>&1); rc=$?
+[[ $rc -eq 0 && $out == *"step 7"* && $out == *"layers.1.mlp.w2"* && $out == *"verified"* && $out == *"config:"* ]] \
+    && pass "fspo inspect" "exit 0, tensor table, verified" || fail "fspo inspect" "exit $rc: $out"
+# no file locking: fspo reads a checkpoint that another process holds an exclusive HDF5 lock on
+# (what matters on filesystems without lock support: fspo never needs one)
+out=$("$PY" - "$ckpt" "$FSPO" <<'PYEOF' 2>&1
+import subprocess, sys, h5py
+with h5py.File(sys.argv[1], "r+", locking=True):
+    r = subprocess.run([sys.argv[2], "inspect", sys.argv[1]], capture_output=True, text=True)
+assert r.returncode == 0, r.stderr
+print("inspect ok while locked")
+PYEOF
+) && pass "reads without HDF5 file locking" "$out" || fail "reads without HDF5 file locking" "$out"
+cp "$ckpt" "$tmp/bad.h5"
+off=$("$PY" -c 'import h5py,sys; print(h5py.File(sys.argv[1],"r",locking=False)["model/layers.0.mlp.w2"].id.get_offset())' "$ckpt")
+printf '\x55' | dd of="$tmp/bad.h5" bs=1 seek=$((off + 100)) conv=notrunc status=none
+expect_error "fspo inspect on a corrupt checkpoint" 2 "bad.h5: tensor /model/layers.0.mlp.w2 fails its checksum" -- \
+    "$FSPO" inspect "$tmp/bad.h5"
+# damage anywhere (here: near the end, in HDF5's own structures) is still rejected
+cp "$ckpt" "$tmp/bad2.h5"
+printf '\x55' | dd of="$tmp/bad2.h5" bs=1 seek=$(( $(stat -c %s "$tmp/bad2.h5") - 64 )) conv=notrunc status=none
+expect_error "fspo inspect on a damaged index" 2 "bad2.h5: .*corrupt" -- "$FSPO" inspect "$tmp/bad2.h5"
+expect_error "fspo inspect on a non-HDF5 file" 2 "not an HDF5 file" -- "$FSPO" inspect README.md

@@ -1,0 +1,162 @@
+/* Dataset container: write -> read round trip, validation of every
+ * structural invariant, checksum and format errors naming the file. */
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "dataset.h"
+#include "tokenizer.h"
+
+/* 3 users with 2, 3, 1 pairs; user 1 held out; user 2 has a description. */
+static void make_dataset(Dataset *d)
+{
+    memset(d, 0, sizeof *d);
+    d->n_users = 3;
+    d->n_pairs = 6;
+    d->n_tokens = 60;
+    d->tokens = malloc(sizeof(uint16_t) * 60);
+    for (int i = 0; i < 60; i++) d->tokens[i] = (uint16_t)((i * 37) % TOKENIZER_VOCAB);
+    d->prompt = malloc(sizeof(int64_t) * 12);
+    d->chosen = malloc(sizeof(int64_t) * 12);
+    d->rejected = malloc(sizeof(int64_t) * 12);
+    for (int p = 0; p < 6; p++) {
+        int64_t *pr = d->prompt + 2 * p, *c = d->chosen + 2 * p, *r = d->rejected + 2 * p;
+        pr[0] = p * 9, pr[1] = 3, c[0] = p * 9 + 3, c[1] = 3, r[0] = p * 9 + 6, r[1] = 3;
+    }
+    d->user_pairs = malloc(sizeof(int64_t) * 6);
+    int64_t up[6] = { 0, 2, 2, 3, 5, 1 };
+    memcpy(d->user_pairs, up, sizeof up);
+    d->user_desc = calloc(6, sizeof(int64_t));
+    d->user_desc[4] = 54, d->user_desc[5] = 6;
+    d->user_heldout = calloc(3, 1);
+    d->user_heldout[1] = 1;
+    d->user_ids = malloc(sizeof(char *) * 3);
+    d->user_ids[0] = strdup("alice");
+    d->user_ids[1] = strdup("bob \"the\" builder");
+    d->user_ids[2] = strdup("user-ü-3");
+    snprintf(d->tokenizer, sizeof d->tokenizer, "%s", TOKENIZER_ID);
+    d->vocab = TOKENIZER_VOCAB;
+    snprintf(d->source, sizeof d->source, "users.jsonl");
+    d->heldout_frac = 0.25;
+    d->seed = 9;
+}
+
+static int same(const Dataset *a, const Dataset *b)
+{
+    if (a->n_users != b->n_users || a->n_pairs != b->n_pairs || a->n_tokens != b->n_tokens) return 0;
+    if (memcmp(a->tokens, b->tokens, 2 * a->n_tokens) || memcmp(a->prompt, b->prompt, 16 * a->n_pairs) ||
+        memcmp(a->chosen, b->chosen, 16 * a->n_pairs) || memcmp(a->rejected, b->rejected, 16 * a->n_pairs) ||
+        memcmp(a->user_pairs, b->user_pairs, 16 * a->n_users) || memcmp(a->user_desc, b->user_desc, 16 * a->n_users) ||
+        memcmp(a->user_heldout, b->user_heldout, a->n_users))
+        return 0;
+    for (int64_t u = 0; u < a->n_users; u++)
+        if (strcmp(a->user_ids[u], b->user_ids[u])) return 0;
+    return !strcmp(a->tokenizer, b->tokenizer) && a->vocab == b->vocab && !strcmp(a->source, b->source) &&
+           a->heldout_frac == b->heldout_frac && a->seed == b->seed && a->checksum == b->checksum;
+}
+
+static void test_round_trip(const char *dir)
+{
+    Dataset d, back;
+    make_dataset(&d);
+    char path[512], err[1024];
+    snprintf(path, sizeof path, "%s/data.h5", dir);
+    int rc = dataset_write(path, &d, err, sizeof err);
+    check(rc == 0, "dataset write", "%s", rc ? err : path);
+    rc = dataset_read(path, &back, err, sizeof err);
+    check(rc == 0 && same(&d, &back), "dataset round trip", "%s", rc ? err : "every array, id and attribute equal");
+    if (rc == 0) dataset_free(&back);
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    check(access(path, F_OK) == 0 && access(tmp, F_OK) != 0, "no temporary left behind", "%s", tmp);
+    dataset_free(&d);
+}
+
+typedef void (*Break)(Dataset *d);
+static void brk_span(Dataset *d) { d->chosen[2 * 4 + 1] = 100; }
+static void brk_empty(Dataset *d) { d->rejected[2 * 0 + 1] = 0; }
+static void brk_token(Dataset *d) { d->tokens[7] = 300; }
+static void brk_gap(Dataset *d) { d->user_pairs[2] = 3; }
+static void brk_cover(Dataset *d) { d->user_pairs[5] = 0; }
+static void brk_flag(Dataset *d) { d->user_heldout[2] = 7; }
+static void brk_desc(Dataset *d) { d->user_desc[0] = 59, d->user_desc[1] = 5; }
+
+static void test_validation(const char *dir)
+{
+    static const struct { const char *name; Break brk; const char *want; } cases[] = {
+        { "span outside the stream", brk_span, "pair 4: a prompt/chosen/rejected span is empty or outside" },
+        { "empty answer", brk_empty, "pair 0: a prompt/chosen/rejected span is empty" },
+        { "token outside vocab", brk_token, "token 7 has id 300, outside vocab 264" },
+        { "users not contiguous", brk_gap, "user 1: pair range [3, +3) is not contiguous" },
+        { "user with no pairs", brk_cover, "user 2: pair range [5, +0) is not contiguous or out of range" },
+        { "bad held-out flag", brk_flag, "user 2: held-out flag 7" },
+        { "description outside", brk_desc, "user 0: description span outside" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        Dataset d;
+        make_dataset(&d);
+        cases[i].brk(&d);
+        char path[512], err[1024] = "";
+        snprintf(path, sizeof path, "%s/bad%zu.h5", dir, i);
+        int rc = dataset_write(path, &d, err, sizeof err);
+        char label[96];
+        snprintf(label, sizeof label, "dataset refuses: %s", cases[i].name);
+        check(rc == -1 && strstr(err, cases[i].want) && access(path, F_OK) != 0, label, "%s", err);
+        dataset_free(&d);
+    }
+}
+
+static void test_bad_files(const char *dir)
+{
+    Dataset d, back;
+    make_dataset(&d);
+    char path[512], err[1024];
+    snprintf(path, sizeof path, "%s/flip.h5", dir);
+    dataset_write(path, &d, err, sizeof err);
+    /* flip one token in the stored stream: the content checksum catches it */
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = H5Dopen2(f, "tokens", H5P_DEFAULT);
+    haddr_t off = H5Dget_offset(ds);
+    H5Dclose(ds);
+    H5Fclose(f);
+    int fd = open(path, O_RDWR);
+    uint16_t v = 5;
+    if (pwrite(fd, &v, 2, (off_t)off + 2 * 11) != 2) perror("pwrite");
+    close(fd);
+    int rc = dataset_read(path, &back, err, sizeof err);
+    check(rc == -1 && strstr(err, "flip.h5: content checksum mismatch"), "dataset bit flip", "%s", err);
+    /* a checkpoint-like foreign HDF5 file, a text file, a missing file */
+    snprintf(path, sizeof path, "%s/foreign.h5", dir);
+    f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    H5Fclose(f);
+    rc = dataset_read(path, &back, err, sizeof err);
+    check(rc == -1 && strstr(err, "not an fspo dataset"), "dataset: foreign HDF5", "%s", err);
+    snprintf(path, sizeof path, "%s/text.h5", dir);
+    FILE *t = fopen(path, "w");
+    fputs("{\"user_id\": 1}\n", t);
+    fclose(t);
+    rc = dataset_read(path, &back, err, sizeof err);
+    check(rc == -1 && strstr(err, "not an HDF5 file"), "dataset: JSONL given instead", "%s", err);
+    rc = dataset_read("/nonexistent/data.h5", &back, err, sizeof err);
+    check(rc == -1 && strstr(err, "/nonexistent/data.h5: No such file"), "dataset: missing file", "%s", err);
+    dataset_free(&d);
+}
+
+int main(void)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    char dir[] = "/tmp/fspo-dataset.XXXXXX";
+    if (!mkdtemp(dir)) return 1;
+    test_round_trip(dir);
+    test_validation(dir);
+    test_bad_files(dir);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");
+    return check_status();
+}
