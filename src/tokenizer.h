@@ -24,4 +24,19 @@ enum {
  * trained with a model that reads ids another way. */
 #define TOKENIZER_ID "fspo-byte264-v1"
 
+#include <stddef.h>
+#include <stdint.h>
+
+/* Bytes to ids: each byte becomes its own id, so text never produces a
+ * special token and decode(encode(s)) == s for any bytes. Writes n ids. */
+void tok_encode(const char *s, size_t n, uint16_t *out);
+
+/* Ids to bytes. Special tokens become their display names ("<|eos|>")
+ * when show_special, else nothing. Writes at most cap-1 bytes plus a NUL;
+ * returns the length the full text needs (like snprintf). */
+size_t tok_decode(const uint16_t *ids, size_t n, char *out, size_t cap, int show_special);
+
+/* "<|eos|>" etc. for a special id, NULL for a byte or an unknown id. */
+const char *tok_special_name(int id);
+
 #endif

@@ -1,0 +1,56 @@
+/* jsonl: preference data as JSON lines (jansson), the only JSONL I/O.
+ *
+ * Input rows follow TRL's preference columns plus a user id:
+ *   {"user_id": "...", "prompt": "...", "chosen": "...", "rejected": "...",
+ *    "user_description": "..."}   (the description is optional)
+ * Readers report a bad line as "FILE:LINE: reason" and let the caller
+ * decide whether to skip it (fspo prep) or stop (--strict). Writers write
+ * FILE.tmp and rename on close, so a reader never sees a partial file. */
+#ifndef FSPO_JSONL_H
+#define FSPO_JSONL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *user_id, *prompt, *chosen, *rejected;
+    const char *user_description; /* NULL when absent */
+    size_t prompt_len, chosen_len, rejected_len, user_description_len; /* bytes (strings may hold NUL) */
+} PrefRow;
+
+/* Ground truth of one synthetic user (fspo synth), for scoring. */
+typedef struct {
+    const char *user_id, *flavor, *description;
+    int n_attrs;
+    const double *weights; /* [n_attrs]: r_u(y) = weights . a(y) */
+    const char *const *attr_names;
+    double temperature;    /* Bradley-Terry temperature of the labels */
+    int scorer_version;
+} UserTruth;
+
+/* ---- reading (io/jsonl_read.c) ---- */
+typedef struct JsonlReader JsonlReader;
+
+/* Lines longer than max_line_bytes are reported as bad lines, not read whole. */
+JsonlReader *jsonl_reader_open(const char *path, size_t max_line_bytes, char *err, size_t errlen);
+/* 1: *row filled (pointers valid until the next call); 0: end of file;
+ * -1: bad line, err = "FILE:LINE: reason", call again for the next line;
+ * -2: I/O error, err says what. *line_no is the line just read (1-based). */
+int jsonl_next_row(JsonlReader *r, PrefRow *row, long *line_no, char *err, size_t errlen);
+/* Bytes consumed so far and the file size, for a progress line. */
+void jsonl_progress(const JsonlReader *r, uint64_t *done, uint64_t *total);
+void jsonl_reader_close(JsonlReader *r);
+
+/* ---- writing (io/jsonl_write.c) ---- */
+typedef struct JsonlWriter JsonlWriter;
+
+JsonlWriter *jsonl_writer_open(const char *path, char *err, size_t errlen);
+int jsonl_write_row(JsonlWriter *w, const PrefRow *row);
+int jsonl_write_truth(JsonlWriter *w, const UserTruth *t);
+/* Flushes, fsyncs and renames FILE.tmp to FILE; 0 or -1 with a message.
+ * Frees w either way. */
+int jsonl_writer_close(JsonlWriter *w, char *err, size_t errlen);
+/* Discards the temporary file (error paths). */
+void jsonl_writer_abort(JsonlWriter *w);
+
+#endif

@@ -1,0 +1,48 @@
+/* loss: FSPO's preference objectives on per-answer log-probabilities.
+ *
+ * The model returns one log-prob per target token; an answer's log-prob is
+ * the sum over its tokens (PackedAnswers says which). With policy sums
+ * pc, pr and reference sums rc, rr for a query's chosen and rejected answer:
+ *   h = beta * ((pc - rc) - (pr - rr))
+ *   dpo    -log sigmoid(h)
+ *   cdpo   -(1-eps) log sigmoid(h) - eps log sigmoid(-h)        (label smoothing eps)
+ *   ipo    (h/beta - 1/(2 beta))^2                              (FSPO's: summed log-probs)
+ *   simpo  -log sigmoid(beta (pc/|c| - pr/|r|) - gamma)         (no reference)
+ *   hinge  max(0, 1 - h)
+ * plus sft_weight * (-pc / |c|) per pair when sft_weight > 0. The batch loss
+ * is the sum over pairs divided by `norm` (the GLOBAL pair count across
+ * ranks, so every world size computes the same update). */
+#ifndef FSPO_LOSS_H
+#define FSPO_LOSS_H
+
+#include "batch.h"
+#include "pack.h"
+
+typedef enum { LOSS_DPO = 0, LOSS_IPO, LOSS_CDPO, LOSS_SIMPO, LOSS_HINGE } LossType;
+
+typedef struct {
+    LossType type;
+    double beta, label_smoothing, simpo_gamma, sft_weight;
+} LossConfig;
+
+/* "dpo" etc. to a type; -1 if unknown. */
+int loss_type_from_name(const char *name);
+
+/* Sums that TRL reports (divide by the pair count for means). */
+typedef struct {
+    double loss, pairs;
+    double reward_chosen, reward_rejected, reward_margin, reward_accuracy; /* beta * (policy - reference) */
+    double logp_chosen, logp_rejected;
+} PrefStats;
+
+/* Per-answer sums of target log-probs: sums[a] over ans->first[a]..first[a+1]. */
+void answer_logps(const float *logp, const PackedAnswers *ans, double *sums);
+
+/* Loss for one meta-example's pairs. logp: the policy's per-target
+ * log-probs; ref: the reference's per-answer sums (NULL for simpo). Adds
+ * dloss/dlogp to dlogp[] for each answer token (scaled by 1/norm), adds to
+ * *stats, and returns this example's share of the loss (already / norm). */
+double pref_loss(const LossConfig *c, const float *logp, const double *ref, const PackedAnswers *ans, double norm,
+                 float *dlogp, PrefStats *stats);
+
+#endif

@@ -1,0 +1,175 @@
+/* pack: see pack.h for the layout. */
+#include "pack.h"
+
+#include <string.h>
+
+#include "tokenizer.h"
+#include "util.h"
+
+static int64_t span_len(const int64_t *span) { return span[1]; }
+
+/* Tokens of C for the first n few-shot pairs. */
+static int64_t context_len(const Dataset *d, const MetaExample *ex, int n)
+{
+    int64_t len = 1; /* BOS */
+    for (int i = 0; i < n; i++) {
+        int64_t p = ex->pairs[i];
+        len += 4 + span_len(d->prompt + 2 * p) + span_len(d->chosen + 2 * p) + span_len(d->rejected + 2 * p);
+    }
+    return len;
+}
+
+static int64_t query_prompt_len(const Dataset *d, int64_t p) { return 3 + span_len(d->prompt + 2 * p); }
+static int64_t answer_len(const Dataset *d, int64_t p, int rejected)
+{
+    return 1 + span_len((rejected ? d->rejected : d->chosen) + 2 * p);
+}
+
+/* Longest row the example needs in a mode. */
+static int64_t needed_len(const Dataset *d, const MetaExample *ex, PackMode mode)
+{
+    int64_t c = context_len(d, ex, ex->n_fewshot), total = c, longest = 0;
+    for (int j = 0; j < ex->n_queries; j++) {
+        int64_t p = ex->pairs[ex->n_fewshot + j], pl = query_prompt_len(d, p);
+        int64_t w = answer_len(d, p, 0), l = answer_len(d, p, 1);
+        total += pl + w + l;
+        int64_t row = c + pl + (w > l ? w : l);
+        if (row > longest) longest = row;
+    }
+    return mode == PACK_TREE ? total : longest;
+}
+
+int pack_plan(const Dataset *d, MetaExample *ex, PackMode mode, int max_len, int *dropped_fewshot,
+              int *dropped_queries)
+{
+    *dropped_fewshot = *dropped_queries = 0;
+    int64_t len;
+    while ((len = needed_len(d, ex, mode)) > max_len && ex->n_fewshot > 0) {
+        /* the queries sit after the context in ex->pairs: shift them down */
+        memmove(ex->pairs + ex->n_fewshot - 1, ex->pairs + ex->n_fewshot, sizeof(int64_t) * ex->n_queries);
+        ex->n_fewshot--;
+        (*dropped_fewshot)++;
+    }
+    while ((len = needed_len(d, ex, mode)) > max_len && ex->n_queries > 1) {
+        ex->n_queries--;
+        (*dropped_queries)++;
+    }
+    return len > max_len ? -1 : (int)len;
+}
+
+int pack_rows(const MetaExample *ex, PackMode mode) { return mode == PACK_TREE ? 1 : 2 * ex->n_queries; }
+int pack_segments(const MetaExample *ex, PackMode mode) { return mode == PACK_TREE ? 1 + 3 * ex->n_queries : 1; }
+
+typedef struct {
+    Batch *b;
+    size_t base; /* flat index of the row's first token */
+    int t;       /* tokens written in the row */
+} RowWriter;
+
+static void put(RowWriter *w, int token, int pos, int seg)
+{
+    size_t i = w->base + (size_t)w->t++;
+    w->b->tokens[i] = token;
+    w->b->pos[i] = pos;
+    w->b->seg[i] = seg;
+}
+
+static void put_span(RowWriter *w, const Dataset *d, const int64_t *span, int *pos, int seg)
+{
+    for (int64_t k = 0; k < span[1]; k++) put(w, d->tokens[span[0] + k], (*pos)++, seg);
+}
+
+static void write_context(RowWriter *w, const Dataset *d, const MetaExample *ex, int *pos)
+{
+    put(w, TOK_BOS, (*pos)++, 0);
+    for (int i = 0; i < ex->n_fewshot; i++) {
+        int64_t p = ex->pairs[i];
+        put(w, TOK_EXAMPLE, (*pos)++, 0);
+        put(w, TOK_QUESTION, (*pos)++, 0);
+        put_span(w, d, d->prompt + 2 * p, pos, 0);
+        put(w, TOK_PREFERRED, (*pos)++, 0);
+        put_span(w, d, d->chosen + 2 * p, pos, 0);
+        put(w, TOK_DISPREFERRED, (*pos)++, 0);
+        put_span(w, d, d->rejected + 2 * p, pos, 0);
+    }
+}
+
+static void write_query_prompt(RowWriter *w, const Dataset *d, int64_t p, int *pos, int seg)
+{
+    put(w, TOK_TASK, (*pos)++, seg);
+    put(w, TOK_QUESTION, (*pos)++, seg);
+    put_span(w, d, d->prompt + 2 * p, pos, seg);
+    put(w, TOK_PREFERRED, (*pos)++, seg);
+}
+
+/* Writes an answer (span + EOS) whose first token is predicted from the
+ * token at flat index `from`, adding one target per answer token. */
+static void write_answer(RowWriter *w, const Dataset *d, const int64_t *span, int pos, int seg, size_t from)
+{
+    Batch *b = w->b;
+    for (int64_t k = 0; k <= span[1]; k++) {
+        int tok = k < span[1] ? d->tokens[span[0] + k] : TOK_EOS;
+        b->targets[b->n_targets++] = (Target){ (int32_t)from, tok, 0.0f };
+        from = w->base + (size_t)w->t;
+        put(w, tok, pos++, seg);
+    }
+}
+
+static void pad_row(RowWriter *w)
+{
+    while (w->t < w->b->T) put(w, TOK_PAD, 0, 0);
+}
+
+static void need_targets(const Batch *b, int more)
+{
+    if (b->n_targets + more > b->cap_targets)
+        fatal(EXIT_RUNTIME, "internal: batch has room for %d targets, packing needs %d", b->cap_targets,
+              b->n_targets + more);
+}
+
+void pack_write(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row, PackedAnswers *out)
+{
+    int Q = ex->n_queries, S = b->S;
+    int answer_tokens = 0;
+    for (int j = 0; j < Q; j++)
+        answer_tokens += (int)(answer_len(d, ex->pairs[ex->n_fewshot + j], 0) +
+                               answer_len(d, ex->pairs[ex->n_fewshot + j], 1));
+    need_targets(b, answer_tokens);
+    out->n_answers = 2 * Q;
+    if (mode == PACK_TREE) {
+        RowWriter w = { b, (size_t)row * b->T, 0 };
+        uint8_t *vis = b->vis + (size_t)row * S * S;
+        int pos = 0;
+        write_context(&w, d, ex, &pos);
+        vis[0] = 1;
+        int c_len = pos;
+        for (int j = 0; j < Q; j++) {
+            int64_t p = ex->pairs[ex->n_fewshot + j];
+            int sp = 1 + 3 * j, sw = sp + 1, sl = sp + 2;
+            int qpos = c_len;
+            write_query_prompt(&w, d, p, &qpos, sp);
+            size_t last_prompt = w.base + (size_t)w.t - 1;
+            vis[sp * S + 0] = vis[sp * S + sp] = 1;
+            vis[sw * S + 0] = vis[sw * S + sp] = vis[sw * S + sw] = 1;
+            vis[sl * S + 0] = vis[sl * S + sp] = vis[sl * S + sl] = 1;
+            out->first[2 * j] = b->n_targets;
+            write_answer(&w, d, d->chosen + 2 * p, qpos, sw, last_prompt);
+            out->first[2 * j + 1] = b->n_targets;
+            write_answer(&w, d, d->rejected + 2 * p, qpos, sl, last_prompt);
+        }
+        pad_row(&w);
+    } else {
+        for (int a = 0; a < 2 * Q; a++) {
+            int64_t p = ex->pairs[ex->n_fewshot + a / 2];
+            RowWriter w = { b, (size_t)(row + a) * b->T, 0 };
+            b->vis[(size_t)(row + a) * S * S] = 1;
+            int pos = 0;
+            write_context(&w, d, ex, &pos);
+            write_query_prompt(&w, d, p, &pos, 0);
+            out->first[a] = b->n_targets;
+            write_answer(&w, d, (a % 2 ? d->rejected : d->chosen) + 2 * p, pos, 0, w.base + (size_t)w.t - 1);
+            pad_row(&w);
+        }
+    }
+    out->first[2 * Q] = b->n_targets;
+}

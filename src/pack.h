@@ -1,0 +1,47 @@
+/* pack: renders meta-examples into batch rows (docs/design.md, "Tree packing").
+ *
+ * Layout, FSPO's "example / question / preferred / dispreferred / task" with
+ * one special token per header:
+ *   C   = BOS, then per few-shot pair: EXAMPLE QUESTION prompt PREFERRED chosen DISPREFERRED rejected
+ *   P_j = TASK QUESTION prompt PREFERRED          (query j's prompt)
+ *   W_j = chosen EOS,  L_j = rejected EOS         (its two answers)
+ * PACK_TREE writes one row [C P_1 W_1 L_1 P_2 W_2 L_2 ...] whose segment
+ * table lets P_j see C, W_j see C and P_j, L_j see C and P_j (not W_j), and
+ * whose positions restart so every query continues right after C and both
+ * answers right after their prompt: C is computed once instead of 2Q times,
+ * and each answer is scored exactly as in its own linear sequence.
+ * PACK_UNSHARED writes those 2Q linear sequences [C P_j W_j], [C P_j L_j] as
+ * separate rows (the usual way, kept for comparison and tests). */
+#ifndef FSPO_PACK_H
+#define FSPO_PACK_H
+
+#include "batch.h"
+#include "dataset.h"
+#include "sampler.h"
+
+typedef enum { PACK_TREE = 0, PACK_UNSHARED = 1 } PackMode;
+
+/* Where a meta-example's answers landed: answer a (2j = chosen of query j,
+ * 2j+1 = rejected) owns batch targets [first[a], first[a+1]). */
+typedef struct {
+    int n_answers;
+    int first[2 * SAMPLER_MAX_QUERIES + 1];
+} PackedAnswers;
+
+/* Fits ex to rows of max_len tokens: drops trailing few-shot pairs first,
+ * then trailing queries, never cutting an answer. Returns the length of the
+ * longest row it needs, or -1 if not even one query fits (the example must
+ * be skipped). *dropped_fewshot / *dropped_queries count what was removed. */
+int pack_plan(const Dataset *d, MetaExample *ex, PackMode mode, int max_len, int *dropped_fewshot,
+              int *dropped_queries);
+
+/* Rows and segments a planned example needs in a batch. */
+int pack_rows(const MetaExample *ex, PackMode mode);
+int pack_segments(const MetaExample *ex, PackMode mode);
+
+/* Writes ex into rows row.. of b (reset with T >= its planned length and
+ * S >= its segments), pads each row to T, appends one target per answer
+ * token with weight 0 (losses set weights) and records them in *out. */
+void pack_write(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row, PackedAnswers *out);
+
+#endif

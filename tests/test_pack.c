@@ -1,0 +1,310 @@
+/* Sampler, tree packing and preference losses.
+ * The central check: per-answer log-probs and DPO gradients from one
+ * tree-packed row equal those from the 2Q separate linear rows. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "checksum.h"
+#include "loss.h"
+#include "model.h"
+#include "pack.h"
+#include "rng.h"
+#include "sampler.h"
+#include "tokenizer.h"
+
+/* users x pairs of random byte strings; the last user is held out */
+static void make_dataset(Dataset *d, int users, int pairs_per_user, uint64_t seed)
+{
+    memset(d, 0, sizeof *d);
+    Rng r = rng_seed(seed, 1);
+    d->n_users = users;
+    d->n_pairs = (int64_t)users * pairs_per_user;
+    d->tokens = malloc(sizeof(uint16_t) * d->n_pairs * 3 * 16);
+    d->prompt = malloc(sizeof(int64_t) * 2 * d->n_pairs);
+    d->chosen = malloc(sizeof(int64_t) * 2 * d->n_pairs);
+    d->rejected = malloc(sizeof(int64_t) * 2 * d->n_pairs);
+    int64_t *spans[3] = { d->prompt, d->chosen, d->rejected };
+    for (int64_t p = 0; p < d->n_pairs; p++)
+        for (int s = 0; s < 3; s++) {
+            int len = 2 + (int)rng_below(&r, 14);
+            spans[s][2 * p] = d->n_tokens;
+            spans[s][2 * p + 1] = len;
+            for (int k = 0; k < len; k++) d->tokens[d->n_tokens++] = (uint16_t)(32 + rng_below(&r, 90));
+        }
+    d->user_pairs = malloc(sizeof(int64_t) * 2 * users);
+    d->user_desc = calloc(2 * users, sizeof(int64_t));
+    d->user_heldout = calloc(users, 1);
+    for (int u = 0; u < users; u++) d->user_pairs[2 * u] = (int64_t)u * pairs_per_user, d->user_pairs[2 * u + 1] = pairs_per_user;
+    d->user_heldout[users - 1] = 1;
+    d->vocab = TOKENIZER_VOCAB;
+}
+
+static void free_dataset(Dataset *d)
+{
+    free(d->tokens), free(d->prompt), free(d->chosen), free(d->rejected);
+    free(d->user_pairs), free(d->user_desc), free(d->user_heldout);
+}
+
+/* ---- sampler ---- */
+static uint64_t draws_hash(const Sampler *s, int n)
+{
+    uint64_t h = 0;
+    MetaExample ex;
+    for (int g = 0; g < n; g++) {
+        memset(&ex, 0, sizeof ex);
+        sampler_draw(s, (uint64_t)g, &ex);
+        h = checksum_combine(h, checksum64(&ex, sizeof ex));
+    }
+    return h;
+}
+
+static void test_sampler(const Dataset *d)
+{
+    Sampler s, h;
+    char err[256];
+    int rc = sampler_init(&s, d, SPLIT_TRAIN, 42, 4, -1, 2, err, sizeof err);
+    check(rc == 0 && s.n_users == d->n_users - 1, "sampler: training split", "%lld users", (long long)s.n_users);
+    /* determinism across calls and across processes */
+    uint64_t a = draws_hash(&s, 1000), b = draws_hash(&s, 1000);
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        uint64_t c = draws_hash(&s, 1000);
+        _exit(write(fds[1], &c, sizeof c) == sizeof c ? 0 : 1);
+    }
+    uint64_t c = 0;
+    if (read(fds[0], &c, sizeof c) != sizeof c) c = 0;
+    waitpid(pid, NULL, 0);
+    close(fds[0]), close(fds[1]);
+    check(a == b && a == c, "sampler: same (seed, g) gives the same meta-example", "here twice and in a child process");
+    /* 100k draws: never a held-out user, pairs distinct and the user's own */
+    int heldout = 0, overlap = 0, foreign = 0;
+    MetaExample ex;
+    for (uint64_t g = 0; g < 100000; g++) {
+        sampler_draw(&s, g, &ex);
+        heldout += d->user_heldout[ex.user];
+        int64_t first = d->user_pairs[2 * ex.user], count = d->user_pairs[2 * ex.user + 1];
+        for (int i = 0; i < ex.n_fewshot + ex.n_queries; i++) {
+            foreign += ex.pairs[i] < first || ex.pairs[i] >= first + count;
+            for (int j = 0; j < i; j++) overlap += ex.pairs[i] == ex.pairs[j];
+        }
+    }
+    check(heldout == 0 && overlap == 0 && foreign == 0, "sampler: 100k draws", "%d held-out, %d repeated pairs, %d "
+                                                                                "pairs of another user",
+          heldout, overlap, foreign);
+    /* every position of a user's pairs is used both as context and as query */
+    int as_query[12] = { 0 }, as_context[12] = { 0 };
+    for (uint64_t g = 0; g < 20000; g++) {
+        sampler_draw(&s, g, &ex);
+        if (ex.user != 0) continue;
+        for (int i = 0; i < ex.n_fewshot + ex.n_queries; i++) (i < ex.n_fewshot ? as_context : as_query)[ex.pairs[i]]++;
+    }
+    int unused = 0;
+    for (int p = 0; p < 12; p++) unused += as_query[p] == 0 || as_context[p] == 0;
+    check(unused == 0, "sampler: every pair serves as context and as query", "%d pairs never do", unused);
+    sampler_free(&s);
+    rc = sampler_init(&h, d, SPLIT_HELDOUT, 42, 4, 1, 2, err, sizeof err);
+    int only_heldout = 1, nmin = 99, nmax = 0;
+    for (uint64_t g = 0; rc == 0 && g < 2000; g++) {
+        sampler_draw(&h, g, &ex);
+        only_heldout &= d->user_heldout[ex.user];
+        nmin = ex.n_fewshot < nmin ? ex.n_fewshot : nmin;
+        nmax = ex.n_fewshot > nmax ? ex.n_fewshot : nmax;
+    }
+    check(rc == 0 && only_heldout && nmin == 1 && nmax == 4, "sampler: held-out split, random N in [1, 4]",
+          "N from %d to %d", nmin, nmax);
+    sampler_free(&h);
+    rc = sampler_init(&h, d, SPLIT_TRAIN, 1, 10, -1, 3, err, sizeof err);
+    check(rc == -1 && strstr(err, "no training user has the 13 pairs"), "sampler: users too small", "%s", err);
+}
+
+/* ---- packing ---- */
+static Model *small_model(int max_seq)
+{
+    ModelConfig cfg = { .vocab = 264, .d_model = 32, .n_layers = 2, .n_heads = 4, .max_seq = max_seq };
+    Model *m = model_create(&cfg, 1, 8, max_seq);
+    Rng r = rng_seed(5, 5);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        for (size_t j = 0; j < t->numel; j++)
+            m->params[t->offset + j] = t->ndim == 1 ? 1.0f + 0.1f * (float)rng_normal(&r) : 0.15f * (float)rng_normal(&r);
+    }
+    return m;
+}
+
+/* Packs ex in one mode, runs forward (+ DPO backward into fresh grads). */
+static void run_mode(Model *m, const Dataset *d, const MetaExample *ex0, PackMode mode, double *sums, float *grads)
+{
+    MetaExample ex = *ex0;
+    int df, dq;
+    int len = pack_plan(d, &ex, mode, m->cfg.max_seq, &df, &dq);
+    Batch b;
+    batch_alloc(&b, pack_rows(&ex, mode), len, pack_segments(&ex, mode), 4096);
+    batch_reset(&b, pack_rows(&ex, mode), len, pack_segments(&ex, mode));
+    PackedAnswers ans;
+    pack_write(d, &ex, mode, &b, 0, &ans);
+    char err[256];
+    if (batch_validate(&b, m->cfg.vocab, m->cfg.max_seq, err, sizeof err) != 0) fprintf(stderr, "%s\n", err);
+    float *logp = calloc(b.n_targets, sizeof(float)), *dlogp = calloc(b.n_targets, sizeof(float));
+    model_forward(m, &b, logp);
+    answer_logps(logp, &ans, sums);
+    double ref[2 * SAMPLER_MAX_QUERIES];
+    for (int a = 0; a < ans.n_answers; a++) ref[a] = -30.0 - 3 * a; /* any fixed reference */
+    LossConfig lc = { .type = LOSS_DPO, .beta = 0.5 };
+    pref_loss(&lc, logp, ref, &ans, ex.n_queries, dlogp, NULL);
+    model_zero_grad(m);
+    model_backward(m, &b, dlogp);
+    memcpy(grads, m->grads, sizeof(float) * m->n_params);
+    free(logp), free(dlogp);
+    batch_free(&b);
+}
+
+static void test_packing_equivalence(const Dataset *d)
+{
+    Model *m = small_model(512);
+    Sampler s;
+    char err[256];
+    sampler_init(&s, d, SPLIT_TRAIN, 7, 3, -1, 3, err, sizeof err);
+    float *gt = malloc(sizeof(float) * m->n_params), *gu = malloc(sizeof(float) * m->n_params);
+    double worst_logp = 0, worst_grad = 0;
+    for (uint64_t g = 0; g < 10; g++) {
+        MetaExample ex;
+        sampler_draw(&s, g, &ex);
+        double st[64], su[64];
+        run_mode(m, d, &ex, PACK_TREE, st, gt);
+        run_mode(m, d, &ex, PACK_UNSHARED, su, gu);
+        for (int a = 0; a < 2 * ex.n_queries; a++) worst_logp = fmax(worst_logp, fabs(st[a] - su[a]) / fabs(su[a]));
+        for (int i = 0; i < m->n_tensors; i++) {
+            const TensorInfo *t = &m->tensors[i];
+            worst_grad = fmax(worst_grad, rel_err(gt + t->offset, gu + t->offset, t->numel, 1e-20));
+        }
+    }
+    check(worst_logp < 1e-5, "tree-packed answer log-probs equal unshared rows", "max rel err %.2e over 10 "
+                                                                                  "meta-examples x 6 answers", worst_logp);
+    check(worst_grad < 1e-5, "tree-packed DPO gradients equal unshared rows", "max rel err %.2e (per tensor)",
+          worst_grad);
+    free(gt), free(gu);
+    sampler_free(&s);
+    model_free(m);
+}
+
+static void test_layout_and_truncation(const Dataset *d)
+{
+    MetaExample ex = { .user = 0, .n_fewshot = 2, .n_queries = 2, .pairs = { 0, 1, 2, 3 } };
+    int df, dq;
+    int len = pack_plan(d, &ex, PACK_TREE, 1000, &df, &dq);
+    Batch b;
+    batch_alloc(&b, 4, 1000, 7, 512);
+    batch_reset(&b, 1, len, pack_segments(&ex, PACK_TREE));
+    PackedAnswers ans;
+    pack_write(d, &ex, PACK_TREE, &b, 0, &ans);
+    uint16_t ids[1000];
+    for (int t = 0; t < len; t++) ids[t] = (uint16_t)b.tokens[t];
+    char text[4000], want[4000], part[3][64];
+    tok_decode(ids, len, text, sizeof text, 1);
+    /* build the expected rendering from the raw spans */
+    int n = snprintf(want, sizeof want, "<|bos|>");
+    for (int i = 0; i < 4; i++) {
+        int64_t p = ex.pairs[i];
+        const int64_t *sp[3] = { d->prompt + 2 * p, d->chosen + 2 * p, d->rejected + 2 * p };
+        for (int k = 0; k < 3; k++) {
+            tok_decode(d->tokens + sp[k][0], sp[k][1], part[k], sizeof part[k], 1);
+        }
+        if (i < 2)
+            n += snprintf(want + n, sizeof want - n, "<|example|><|question|>%s<|preferred|>%s<|dispreferred|>%s",
+                          part[0], part[1], part[2]);
+        else
+            n += snprintf(want + n, sizeof want - n, "<|task|><|question|>%s<|preferred|>%s<|eos|>%s<|eos|>",
+                          part[0], part[1], part[2]);
+    }
+    check(!strcmp(text, want), "tree row renders FSPO's layout", "%.120s...", text);
+    int ntg = 0;
+    for (int j = 0; j < 2; j++) {
+        int64_t p = ex.pairs[2 + j];
+        ntg += (int)(d->chosen[2 * p + 1] + d->rejected[2 * p + 1] + 2);
+    }
+    check(b.n_targets == ntg && ans.n_answers == 4 && ans.first[4] == ntg, "one target per answer token incl. EOS",
+          "%d targets", b.n_targets);
+    /* truncation: a budget that fits one few-shot pair drops the other; answers are never cut */
+    MetaExample t = ex;
+    int budget = len - (int)(4 + d->prompt[2 * 1 + 1] + d->chosen[2 * 1 + 1] + d->rejected[2 * 1 + 1]);
+    int l2 = pack_plan(d, &t, PACK_TREE, budget, &df, &dq);
+    check(l2 == budget && t.n_fewshot == 1 && t.n_queries == 2 && df == 1 && dq == 0 && t.pairs[1] == 2 &&
+              t.pairs[2] == 3,
+          "truncation drops few-shot pairs first", "len %d, N %d, Q %d", l2, t.n_fewshot, t.n_queries);
+    t = ex;
+    l2 = pack_plan(d, &t, PACK_TREE, 30, &df, &dq);
+    check(t.n_fewshot == 0 && (l2 == -1 || l2 <= 30) && (l2 != -1 || t.n_queries == 1), "truncation then drops "
+                                                                                          "queries, or gives up",
+          "len %d, N %d, Q %d, dropped %d + %d", l2, t.n_fewshot, t.n_queries, df, dq);
+    batch_free(&b);
+}
+
+/* ---- losses: values at known points and gradients by finite differences ---- */
+static double loss_at(const LossConfig *c, float *logp, const double *ref, const PackedAnswers *ans)
+{
+    float dl[16] = { 0 };
+    return pref_loss(c, logp, ref, ans, 2.0, dl, NULL);
+}
+
+static void test_losses(void)
+{
+    PackedAnswers ans = { .n_answers = 4, .first = { 0, 3, 5, 9, 12 } };
+    float logp[12] = { -1.0f, -0.5f, -2.0f, -1.5f, -0.7f, -0.2f, -3.0f, -1.1f, -0.9f, -0.4f, -2.2f, -0.6f };
+    double ref[4] = { -4.0, -2.5, -5.5, -3.0 };
+    static const char *names[5] = { "dpo", "ipo", "cdpo", "simpo", "hinge" };
+    for (int type = 0; type < 5; type++) {
+        LossConfig c = { .type = type, .beta = 0.3, .label_smoothing = 0.1, .simpo_gamma = 0.5, .sft_weight = 0.2 };
+        float dl[12] = { 0 };
+        pref_loss(&c, logp, type == LOSS_SIMPO ? NULL : ref, &ans, 2.0, dl, NULL);
+        double worst = 0;
+        for (int k = 0; k < 12; k++) {
+            float x = logp[k];
+            logp[k] = x + 1e-3f;
+            double up = loss_at(&c, logp, type == LOSS_SIMPO ? NULL : ref, &ans);
+            logp[k] = x - 1e-3f;
+            double dn = loss_at(&c, logp, type == LOSS_SIMPO ? NULL : ref, &ans);
+            logp[k] = x;
+            worst = fmax(worst, fabs((up - dn) / 2e-3 - dl[k]));
+        }
+        char label[64];
+        snprintf(label, sizeof label, "%s loss gradient", names[type]);
+        check(worst < 1e-3, label, "max abs err vs finite differences %.1e", worst);
+    }
+    /* DPO at zero margin is log 2 per pair; IPO at zero margin is (1/(2 beta))^2 */
+    PackedAnswers one = { .n_answers = 2, .first = { 0, 1, 2 } };
+    float lp[2] = { -1.0f, -2.0f };
+    double r0[2] = { -1.0, -2.0 };
+    float dl[2] = { 0 };
+    LossConfig dpo = { .type = LOSS_DPO, .beta = 0.1 }, ipo = { .type = LOSS_IPO, .beta = 0.1 };
+    double vd = pref_loss(&dpo, lp, r0, &one, 1.0, dl, NULL), vi = pref_loss(&ipo, lp, r0, &one, 1.0, dl, NULL);
+    check(fabs(vd - log(2.0)) < 1e-12 && fabs(vi - 25.0) < 1e-9, "loss values at zero margin", "dpo %.6f (log 2), "
+                                                                                               "ipo %.6f (25)",
+          vd, vi);
+    PrefStats st = { 0 };
+    float lp2[2] = { -1.0f, -3.0f };
+    memset(dl, 0, sizeof dl);
+    pref_loss(&dpo, lp2, r0, &one, 1.0, dl, &st);
+    check(st.pairs == 1 && st.reward_accuracy == 1 && fabs(st.reward_margin - 0.1) < 1e-9 &&
+              fabs(st.reward_rejected + 0.1) < 1e-9,
+          "reward statistics", "margin %.3f, accuracy %.0f", st.reward_margin, st.reward_accuracy);
+    check(loss_type_from_name("simpo") == LOSS_SIMPO && loss_type_from_name("sigmoid") == -1, "loss names", "ok");
+}
+
+int main(void)
+{
+    Dataset d;
+    make_dataset(&d, 6, 12, 3);
+    test_sampler(&d);
+    test_packing_equivalence(&d);
+    test_layout_and_truncation(&d);
+    test_losses();
+    free_dataset(&d);
+    return check_status();
+}
