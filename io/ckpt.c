@@ -93,6 +93,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     /* flush before close so a failed write (disk full) is reported here */
     if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
     if (H5Fclose(f) < 0) rc = -1;
+    if (rc == 0 && h5_seal(tmp) != 0) rc = -1;
     return rc ? -1 : 0;
 }
 
@@ -135,7 +136,7 @@ static CkptEntry *list_ckpts(const char *dir, int *n)
             e = grown;
         }
         e[*n].step = step;
-        snprintf(e[*n].name, sizeof e[*n].name, "%s", de->d_name);
+        memcpy(e[*n].name, de->d_name, strlen(de->d_name) + 1); /* length checked above */
         (*n)++;
     }
     closedir(d);
@@ -204,7 +205,7 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
 static int open_ckpt(const char *path, hid_t *f, char *err, size_t errlen)
 {
     char why[256];
-    if (h5_check_signature(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
+    if (h5_check_file(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
     *f = h5_open_ro(path);
     if (*f < 0) return set_err(err, errlen, "%s: HDF5 cannot open it (truncated or corrupt)", path);
     char fmt[64] = "";

@@ -16,6 +16,10 @@
 #define CFG_STR 512   /* max bytes of a string value, NUL included */
 #define CFG_LIST 16   /* max entries of a list value */
 
+/* A buffer this size always holds config_to_yaml's output, even with every
+ * string at its longest and every byte escaped (test_config checks). */
+#define CFG_YAML_MAX (128 * 1024)
+
 typedef struct { int n; long v[CFG_LIST]; } CfgIntList;
 typedef struct { int n; char v[CFG_LIST][CFG_STR]; } CfgStrList;
 
@@ -26,6 +30,7 @@ typedef struct {
         int n_fewshot;        /* N: few-shot pairs in context */
         int n_fewshot_min;    /* < 0: always N; else N drawn uniformly in [n_fewshot_min, n_fewshot] */
         int n_queries;        /* Q: query pairs per meta-example */
+        int fixed_examples;   /* > 0: cycle through only meta-examples 0..K-1 (overfitting checks) */
     } data;
     struct {
         char run_dir[CFG_STR];
@@ -54,6 +59,7 @@ typedef struct {
         double lr, min_lr;
         char schedule[16];    /* cosine | linear | constant */
         long warmup_steps;
+        long decay_steps;     /* schedule length; 0 = train.max_steps (set it to stop early and resume on the same schedule) */
         double beta1, beta2, eps, alpha, weight_decay, grad_clip;
     } optim;
     struct {

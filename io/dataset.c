@@ -100,6 +100,7 @@ static int write_all(const char *tmp, const Dataset *d)
     if (gu >= 0) H5Gclose(gu);
     if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
     if (H5Fclose(f) < 0) rc = -1;
+    if (rc == 0 && h5_seal(tmp) != 0) rc = -1;
     return rc ? -1 : 0;
 }
 
@@ -143,7 +144,7 @@ static int open_dataset_file(const char *path, hid_t *f, char *err, size_t errle
 {
     char why[256], fmt[64] = "";
     int64_t ver = -1;
-    if (h5_check_signature(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
+    if (h5_check_file(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
     *f = h5_open_ro(path);
     if (*f < 0) return set_err(err, errlen, "%s: HDF5 cannot open it (truncated or corrupt)", path);
     if (h5_attr_read_str(*f, "format", fmt, sizeof fmt) != 0 || strcmp(fmt, DATASET_FORMAT) != 0) {

@@ -17,6 +17,19 @@ void h5_quiet(void);
  * anything, so hostile files meet our code first. */
 int h5_check_signature(const char *path, char *reason, size_t len);
 
+/* The seal: fspo reserves a 512-byte HDF5 user block at the start of every
+ * file it writes and, after closing the file, stores there a checksum of
+ * everything after it ("FSPOSEAL1 <hex checksum> <bytes>"). Readers check
+ * the seal BEFORE libhdf5 parses the file: libhdf5 is not robust to corrupt
+ * input (a flipped byte in a link index can make it free garbage), so no
+ * damaged file ever reaches it. Not a defence against deliberate tampering. */
+#define H5_SEAL_BYTES 512
+int h5_seal(const char *path);
+/* 0 if the seal matches; -1 with a reason (no seal, truncated, corrupt). */
+int h5_check_seal(const char *path, char *reason, size_t len);
+/* Signature, then seal: everything to know before handing a path to libhdf5. */
+int h5_check_file(const char *path, char *reason, size_t len);
+
 /* File access without file locking: network filesystems often lack lock
  * support, and fspo never shares a file between writers (rank 0 writes a
  * temporary name, then renames). */

@@ -10,7 +10,7 @@
 int inspect_file(const char *path, FILE *out, char *err, size_t errlen)
 {
     char why[256], fmt[64] = "";
-    if (h5_check_signature(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
+    if (h5_check_file(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
     hid_t f = h5_open_ro(path);
     if (f < 0) return set_err(err, errlen, "%s: HDF5 cannot open it (truncated or corrupt)", path);
     h5_attr_read_str(f, "format", fmt, sizeof fmt);

@@ -4,7 +4,10 @@
 
 int cmd_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_synth(int argc, char **argv);   /* src/synth_cli.c */
+int cmd_prep(int argc, char **argv);    /* src/prep_cli.c */
 int cmd_config(int argc, char **argv);  /* src/config_cli.c */
+int cmd_train(int argc, char **argv);   /* src/train_cli.c */
 int cmd_inspect(int argc, char **argv); /* src/inspect_cli.c */
 
 #endif

@@ -289,7 +289,18 @@ void model_forward(Model *m, const Batch *b, float *logp)
     target_logp_forward(logp, m->lse, m->logits, b->targets, b->n_targets, N, V);
 }
 
-void model_backward(Model *m, const Batch *b, const float *dlogp)
+int model_grad_cuts(const Model *m, size_t *cuts)
+{
+    int L = m->cfg.n_layers;
+    for (int l = 0; l < L; l++) cuts[l] = m->tensors[1 + 6 * l].offset;
+    cuts[L] = m->tensors[m->n_tensors - 1].offset; /* final_norm */
+    cuts[L + 1] = m->n_params;
+    return L + 2;
+}
+
+void model_backward(Model *m, const Batch *b, const float *dlogp) { model_backward_hooked(m, b, dlogp, NULL, NULL); }
+
+void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsReadyFn ready, void *ctx)
 {
     if (!m->trainable) fatal(EXIT_RUNTIME, "internal: backward on a forward-only model");
     const ModelConfig *c = &m->cfg;
@@ -302,6 +313,7 @@ void model_backward(Model *m, const Batch *b, const float *dlogp)
     matmul_backward(m->d_norm, m->g.tok_emb, m->d_logits, m->xnf, m->w.tok_emb, N, C, V);
     memset(m->d_resid, 0, sizeof(float) * NC);
     rmsnorm_backward(m->d_resid, m->g.final_norm, m->d_norm, m->resid[c->n_layers], m->w.final_norm, m->rstdf, N, C);
+    if (ready) ready(ctx, m->tensors[m->n_tensors - 1].offset);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const LayerWeights *w = &m->w.layer[l];
         LayerWeights *g = &m->g.layer[l];
@@ -323,6 +335,7 @@ void model_backward(Model *m, const Batch *b, const float *dlogp)
         memset(m->d_norm, 0, sizeof(float) * NC);
         matmul_backward(m->d_norm, g->wqkv, m->d_qkv, a->xn1, w->wqkv, N, C, 3 * C);
         rmsnorm_backward(m->d_resid, g->attn_norm, m->d_norm, m->resid[l], w->attn_norm, a->rstd1, N, C);
+        if (ready) ready(ctx, m->tensors[1 + 6 * l].offset);
     }
     embedding_backward(m->g.tok_emb, m->d_resid, b->tokens, N, C);
 }

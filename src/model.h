@@ -85,6 +85,14 @@ void model_forward(Model *m, const Batch *b, float *logp);
  * respect to each target's log-prob is dlogp[k]. Needs the forward of the
  * same batch just before. */
 void model_backward(Model *m, const Batch *b, const float *dlogp);
+/* The same, calling ready(ctx, from) whenever grads[from..n_params) are
+ * final (after the final norm, then after each layer, last layer first),
+ * so a data-parallel caller can start reducing them during the backward. */
+typedef void (*GradsReadyFn)(void *ctx, size_t from);
+void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsReadyFn ready, void *ctx);
+/* Offsets where the backward finishes gradient ranges, increasing, ending
+ * with n_params (for dist_reducer_create). Returns how many (L + 2). */
+int model_grad_cuts(const Model *m, size_t *cuts);
 
 /* Training FLOPs per token at row length T (forward + backward), written
  * down in docs/benchmarks.md: 6 * (matmul weights) + 12 * L * T * C. */

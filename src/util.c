@@ -6,6 +6,10 @@
 #include <string.h>
 #include <time.h>
 
+static void (*fatal_hook)(int code);
+
+void fatal_set_hook(void (*hook)(int code)) { fatal_hook = hook; }
+
 void fatal(int code, const char *fmt, ...)
 {
     va_list ap;
@@ -14,6 +18,7 @@ void fatal(int code, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+    if (fatal_hook) fatal_hook(code);
     exit(code);
 }
 

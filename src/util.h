@@ -10,6 +10,9 @@ enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_REQUEUE = 3 };
 
 /* Print "fspo: <message>" to stderr and exit with `code`. */
 _Noreturn void fatal(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Called by fatal() after printing, instead of exit(), when set: under MPI
+ * it aborts the whole job so no rank waits forever for a dead one. */
+void fatal_set_hook(void (*hook)(int code));
 
 /* 64-byte aligned allocation (AVX-512 cache lines); dies on OOM naming the
  * purpose, since an OOM deep in a training run must say what it was for. */

@@ -18,3 +18,15 @@ expect_error() {
         fail "$name" "exit $rc (want $code), stderr '$err' (want /$pattern/)"
     fi
 }
+
+# mpirun for tests: root needs --allow-run-as-root; more ranks than cores need --oversubscribe
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Open MPI's shared-memory transport warns about /dev/shm in some sandboxes; keep output clean
+export OMPI_MCA_btl_vader_single_copy_mechanism=none
+# MPIRUN: the launcher with the flags tests need; use it directly where a PID or timeout matters
+MPIRUN=(mpirun --oversubscribe -q)
+mpirun_np() {
+    local np=$1
+    shift
+    "${MPIRUN[@]}" -np "$np" "$@"
+}

@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "ckpt.h"
+#include "h5util.h"
 #include "model.h"
 #include "optim.h"
 #include "rng.h"
@@ -160,6 +161,13 @@ static void test_retention_and_latest(void)
 
 typedef void (*Damage)(const char *path);
 
+/* Damage done through the HDF5 API is re-sealed, so the test reaches the
+ * checks behind the seal; byte-level damage (flips, truncation) is not. */
+static void reseal(const char *path)
+{
+    if (h5_seal(path) != 0) fprintf(stderr, "reseal %s failed\n", path);
+}
+
 static hid_t open_rw(const char *path)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -175,6 +183,7 @@ static void set_i64_attr(const char *path, const char *name, int64_t v)
     H5Awrite(a, H5T_NATIVE_INT64, &v);
     H5Aclose(a);
     H5Fclose(f);
+    reseal(path);
 }
 static void dmg_version(const char *p) { set_i64_attr(p, "format_version", 99); }
 static void dmg_missing_tensor(const char *p)
@@ -182,6 +191,7 @@ static void dmg_missing_tensor(const char *p)
     hid_t f = open_rw(p);
     H5Ldelete(f, "/model/layers.1.mlp.w2", H5P_DEFAULT);
     H5Fclose(f);
+    reseal(p);
 }
 static void dmg_reshaped_tensor(const char *p)
 {
@@ -193,6 +203,7 @@ static void dmg_reshaped_tensor(const char *p)
     H5Dclose(ds);
     H5Sclose(s);
     H5Fclose(f);
+    reseal(p);
 }
 static void dmg_no_checksum(const char *p)
 {
@@ -201,6 +212,7 @@ static void dmg_no_checksum(const char *p)
     H5Adelete(ds, "checksum");
     H5Dclose(ds);
     H5Fclose(f);
+    reseal(p);
 }
 static void flip_data_byte(const char *p, const char *dset)
 {
@@ -218,7 +230,22 @@ static void flip_data_byte(const char *p, const char *dset)
     close(fd);
 }
 static void dmg_bitflip_weights(const char *p) { flip_data_byte(p, "/model/layers.0.attn.wqkv"); }
-static void dmg_bitflip_moment(const char *p) { flip_data_byte(p, "/optim/v/tok_emb"); }
+static void dmg_bitflip_resealed(const char *p)
+{
+    flip_data_byte(p, "/model/layers.0.attn.wqkv");
+    reseal(p);
+}
+static void dmg_bitflip_moment_resealed(const char *p)
+{
+    flip_data_byte(p, "/optim/v/tok_emb");
+    reseal(p);
+}
+static void dmg_seal(const char *p)
+{
+    int fd = open(p, O_RDWR);
+    if (pwrite(fd, "XXXX", 4, 0) != 4) perror("pwrite");
+    close(fd);
+}
 static void dmg_truncate(const char *p)
 {
     struct stat st;
@@ -253,6 +280,7 @@ static void dmg_shape_attr(const char *p)
     H5Awrite(a, H5T_NATIVE_INT64, s);
     H5Aclose(a);
     H5Fclose(f);
+    reseal(p);
 }
 static void dmg_missing(const char *p) { unlink(p); }
 
@@ -264,13 +292,15 @@ static void test_bad_checkpoints(void)
         { "wrong tensor shape", dmg_reshaped_tensor, "tensor /model/layers.0.attn.wo has shape [16, 64], the model "
                                                      "expects [32, 32]" },
         { "tensor without checksum", dmg_no_checksum, "tensor /model/final_norm has no checksum" },
-        { "bit flip in weights", dmg_bitflip_weights, "layers.0.attn.wqkv fails its checksum" },
-        { "bit flip in a moment", dmg_bitflip_moment, "/optim/v/tok_emb fails its checksum" },
-        { "truncated file", dmg_truncate, "HDF5 cannot open it (truncated or corrupt)" },
+        { "bit flip", dmg_bitflip_weights, "file checksum mismatch: corrupt or modified" },
+        { "bit flip behind a valid seal", dmg_bitflip_resealed, "layers.0.attn.wqkv fails its checksum" },
+        { "bit flip in a moment behind a valid seal", dmg_bitflip_moment_resealed, "/optim/v/tok_emb fails its checksum" },
+        { "damaged seal", dmg_seal, "no fspo seal" },
+        { "truncated file", dmg_truncate, "truncated or extended" },
         { "empty file", dmg_empty, "empty file" },
         { "not HDF5", dmg_text, "not an HDF5 file" },
         { "directory", dmg_directory, "is a directory" },
-        { "foreign HDF5 file", dmg_foreign_hdf5, "not an fspo checkpoint" },
+        { "foreign HDF5 file", dmg_foreign_hdf5, "no fspo seal" },
         { "model shape of another config", dmg_shape_attr, "model shape mismatch: the checkpoint has vocab 264, "
                                                            "d_model 64" },
         { "no such file", dmg_missing, "No such file or directory" },
@@ -423,6 +453,8 @@ static int write_sample(const char *dir)
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--write")) return write_sample(argv[2]);
+    /* test_ckpt --reseal FILE: accept an HDF5 file edited on purpose by a test (h5py) */
+    if (argc == 3 && !strcmp(argv[1], "--reseal")) return h5_seal(argv[2]) == 0 ? 0 : 1;
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     test_round_trip();
     test_retention_and_latest();

@@ -70,20 +70,25 @@ out=$("$FSPO" inspect "$ckpt" 2>&1); rc=$?
 # no file locking: fspo reads a checkpoint that another process holds an exclusive HDF5 lock on
 # (what matters on filesystems without lock support: fspo never needs one)
 out=$("$PY" - "$ckpt" "$FSPO" <<'PYEOF' 2>&1
-import subprocess, sys, h5py
-with h5py.File(sys.argv[1], "r+", locking=True):
+import fcntl, subprocess, sys
+# HDF5 1.10 locks with flock(); hold an exclusive one, as a writer would
+# (h5py's own r+ open would rewrite superblock flags and break the seal)
+with open(sys.argv[1], "rb") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)
     r = subprocess.run([sys.argv[2], "inspect", sys.argv[1]], capture_output=True, text=True)
 assert r.returncode == 0, r.stderr
-print("inspect ok while locked")
+print("inspect ok under an exclusive flock")
 PYEOF
 ) && pass "reads without HDF5 file locking" "$out" || fail "reads without HDF5 file locking" "$out"
 cp "$ckpt" "$tmp/bad.h5"
 off=$("$PY" -c 'import h5py,sys; print(h5py.File(sys.argv[1],"r",locking=False)["model/layers.0.mlp.w2"].id.get_offset())' "$ckpt")
 printf '\x55' | dd of="$tmp/bad.h5" bs=1 seek=$((off + 100)) conv=notrunc status=none
-expect_error "fspo inspect on a corrupt checkpoint" 2 "bad.h5: tensor /model/layers.0.mlp.w2 fails its checksum" -- \
+expect_error "fspo inspect on a corrupt checkpoint" 2 "bad.h5: file checksum mismatch" -- "$FSPO" inspect "$tmp/bad.h5"
+"${BUILD:-build}/tests/test_ckpt" --reseal "$tmp/bad.h5"
+expect_error "fspo inspect names the damaged tensor" 2 "bad.h5: tensor /model/layers.0.mlp.w2 fails its checksum" -- \
     "$FSPO" inspect "$tmp/bad.h5"
 # damage anywhere (here: near the end, in HDF5's own structures) is still rejected
 cp "$ckpt" "$tmp/bad2.h5"
 printf '\x55' | dd of="$tmp/bad2.h5" bs=1 seek=$(( $(stat -c %s "$tmp/bad2.h5") - 64 )) conv=notrunc status=none
-expect_error "fspo inspect on a damaged index" 2 "bad2.h5: .*corrupt" -- "$FSPO" inspect "$tmp/bad2.h5"
+expect_error "fspo inspect on a damaged index" 2 "bad2.h5: file checksum mismatch" -- "$FSPO" inspect "$tmp/bad2.h5"
 expect_error "fspo inspect on a non-HDF5 file" 2 "not an HDF5 file" -- "$FSPO" inspect README.md

@@ -10,6 +10,7 @@
 
 #include "check.h"
 #include "dataset.h"
+#include "h5util.h"
 #include "tokenizer.h"
 
 /* 3 users with 2, 3, 1 pairs; user 1 held out; user 2 has a description. */
@@ -129,13 +130,18 @@ static void test_bad_files(const char *dir)
     if (pwrite(fd, &v, 2, (off_t)off + 2 * 11) != 2) perror("pwrite");
     close(fd);
     int rc = dataset_read(path, &back, err, sizeof err);
-    check(rc == -1 && strstr(err, "flip.h5: content checksum mismatch"), "dataset bit flip", "%s", err);
+    check(rc == -1 && strstr(err, "flip.h5: file checksum mismatch"), "dataset bit flip", "%s", err);
+    /* behind a valid seal (an edit through HDF5), the content checksum still catches it */
+    h5_seal(path);
+    rc = dataset_read(path, &back, err, sizeof err);
+    check(rc == -1 && strstr(err, "flip.h5: content checksum mismatch"), "dataset bit flip behind a valid seal", "%s",
+          err);
     /* a checkpoint-like foreign HDF5 file, a text file, a missing file */
     snprintf(path, sizeof path, "%s/foreign.h5", dir);
     f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     H5Fclose(f);
     rc = dataset_read(path, &back, err, sizeof err);
-    check(rc == -1 && strstr(err, "not an fspo dataset"), "dataset: foreign HDF5", "%s", err);
+    check(rc == -1 && strstr(err, "no fspo seal"), "dataset: foreign HDF5", "%s", err);
     snprintf(path, sizeof path, "%s/text.h5", dir);
     FILE *t = fopen(path, "w");
     fputs("{\"user_id\": 1}\n", t);

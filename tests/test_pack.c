@@ -297,9 +297,26 @@ static void test_losses(void)
     check(loss_type_from_name("simpo") == LOSS_SIMPO && loss_type_from_name("sigmoid") == -1, "loss names", "ok");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     Dataset d;
+    /* test_pack --write-dataset PATH USERS PAIRS: a random dataset file for the train tests */
+    if (argc == 5 && !strcmp(argv[1], "--write-dataset")) {
+        make_dataset(&d, atoi(argv[3]), atoi(argv[4]), 11);
+        d.user_ids = malloc(sizeof(char *) * d.n_users);
+        for (int64_t u = 0; u < d.n_users; u++) {
+            d.user_ids[u] = malloc(24);
+            snprintf(d.user_ids[u], 24, "u%lld", (long long)u);
+        }
+        snprintf(d.tokenizer, sizeof d.tokenizer, "%s", TOKENIZER_ID);
+        char err[512];
+        int rc = dataset_write(argv[2], &d, err, sizeof err);
+        if (rc) fprintf(stderr, "%s\n", err);
+        for (int64_t u = 0; u < d.n_users; u++) free(d.user_ids[u]);
+        free(d.user_ids);
+        free_dataset(&d);
+        return rc ? 1 : 0;
+    }
     make_dataset(&d, 6, 12, 3);
     test_sampler(&d);
     test_packing_equivalence(&d);

@@ -1,0 +1,51 @@
+/* dist: everything fspo asks of MPI (only mpi/ calls MPI).
+ *
+ * Data parallelism needs little: one broadcast of the initial state, a
+ * gradient allreduce per step (in buckets, started while the backward is
+ * still running), one small allreduce of metrics and flags per step, and
+ * a way to bring every rank down at once when one of them fails. */
+#ifndef FSPO_DIST_H
+#define FSPO_DIST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    int rank, size;             /* in MPI_COMM_WORLD */
+    int local_rank, local_size; /* ranks sharing this node */
+} Dist;
+
+/* Initializes MPI (works as a singleton without mpirun too) and installs
+ * dist_abort as the fatal() hook, so an error on one rank ends the job. */
+void dist_init(int *argc, char ***argv, Dist *d);
+void dist_finalize(void);
+/* MPI_Abort: every rank of the job stops within seconds. */
+_Noreturn void dist_abort(int code);
+int dist_initialized(void);
+
+void dist_barrier(void);
+void dist_bcast(void *buf, size_t bytes, int root);
+/* In-place sums over ranks (metrics, counts). */
+void dist_allreduce_sum_f64(double *v, int n);
+/* Maximum over ranks: agreement on stop flags and failures. */
+int dist_allreduce_max_int(int v);
+/* 1 if every rank passed the same value. */
+int dist_all_equal_u64(uint64_t v);
+
+/* Gradient reduction in buckets over the flat gradient buffer. The buffer
+ * is split at `cuts` (increasing offsets, the last == n) into ranges that
+ * the backward finishes from the end towards the start; as soon as all
+ * ranges from some cut to n are final, dist_reducer_ready() starts their
+ * MPI_Iallreduce (summing in place) so communication overlaps the rest of
+ * the backward. dist_reducer_finish() waits for all and scales by `scale`. */
+typedef struct GradReducer GradReducer;
+GradReducer *dist_reducer_create(float *grads, const size_t *cuts, int n_cuts, double bucket_bytes);
+void dist_reducer_free(GradReducer *r);
+void dist_reducer_begin(GradReducer *r);           /* a new step: nothing started yet */
+void dist_reducer_ready(GradReducer *r, size_t from); /* grads[from..n) are final */
+void dist_reducer_finish(GradReducer *r);
+/* Seconds spent inside finish (waiting) and total communication started,
+ * for the overlap figure. */
+void dist_reducer_stats(const GradReducer *r, double *wait_s, int *buckets);
+
+#endif

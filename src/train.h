@@ -1,0 +1,19 @@
+/* train: the data-parallel training loop behind `fspo train`.
+ *
+ * Every rank runs the same loop on its share of each step's global batch
+ * of meta-examples (a pure function of the step, see sampler.h), reduces
+ * gradients with the other ranks, and applies the identical optimizer
+ * update. Rank 0 alone writes checkpoints, the metrics log and progress. */
+#ifndef FSPO_TRAIN_H
+#define FSPO_TRAIN_H
+
+#include "config.h"
+#include "dist.h"
+
+/* Runs training as configured; returns the process exit code (EXIT_OK when
+ * train.max_steps is reached, EXIT_REQUEUE after a signal or
+ * train.max_time with a verified checkpoint written). Errors end the job
+ * through fatal(), which aborts every rank. */
+int train_run(const Config *cfg, const Dist *dist, const char *config_yaml);
+
+#endif

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# fspo train under mpirun: the same result at 1, 2 and 3 ranks, bit-exact
+# resume, a signal cycle, learning on fixed examples, a dead rank, bad input.
+cd "$(dirname "$0")/.." && source tests/lib.sh
+PY=/usr/bin/python3
+B=${BUILD:-build}
+tmp=$(mktemp -d /tmp/fspo-train.XXXXXX) && trap 'rm -rf "$tmp"' EXIT
+"$B/tests/test_pack" --write-dataset "$tmp/data.h5" 8 24 || { fail "make dataset"; exit 1; }
+cat >"$tmp/cfg.yaml" <<YAML
+model: {d_model: 32, n_layers: 2, n_heads: 4, max_seq: 256}
+data: {path: $tmp/data.h5, n_fewshot: 2, n_queries: 2}
+train: {run_dir: $tmp/run, max_steps: 20, batch_size: 6, log_every: 1}
+optim: {warmup_steps: 2}
+mpi: {threads_per_rank: 1, checksum_every: 5}
+checkpoint: {every: 10, keep: 2}
+YAML
+train() { # train NP RUN_DIR [--set ...]
+    local np=$1 dir=$2
+    shift 2
+    mpirun_np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1
+}
+same_losses() { # metrics A B TOL: every logged training metric agrees (timing ones excluded)
+    "$PY" - "$1" "$2" "$3" <<'PYEOF'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+tol = float(sys.argv[3])
+assert [r["step"] for r in a] == [r["step"] for r in b], "different steps logged"
+worst = 0.0
+for x, y in zip(a, b):
+    for k in x:
+        if k in ("tokens_per_sec", "mfu"):
+            continue
+        if x[k] is None or y[k] is None:
+            assert x[k] == y[k], (k, x[k], y[k])
+            continue
+        err = abs(x[k] - y[k]) / max(abs(y[k]), 1e-12)
+        worst = max(worst, err)
+assert worst <= tol, f"metrics differ: {worst:.3g}"
+print(f"{len(a)} steps, worst rel diff {worst:.2g}")
+PYEOF
+}
+
+# ---- equivalence across world sizes (3 ranks: shares of 2 over a batch of 6; also uneven below) ----
+for np in 1 2 3; do train $np "$tmp/np$np" || fail "train -np $np" "$(tail -3 "$tmp/np$np.log")"; done
+for np in 2 3; do
+    out=$("$PY" tests/ckpt_compare.py "$tmp/np$np/ckpt_20.h5" "$tmp/np1/ckpt_20.h5" --tol 1e-5 2>&1) &&
+        m=$(same_losses "$tmp/np$np/metrics.jsonl" "$tmp/np1/metrics.jsonl" 1e-5 2>&1) &&
+        pass "np $np equals np 1 after 20 steps" "params $out; metrics $m" || fail "np $np equals np 1 after 20 steps" "$out $m"
+done
+train 4 "$tmp/np4" --set train.batch_size=7 && train 1 "$tmp/np1b" --set train.batch_size=7 &&
+    out=$("$PY" tests/ckpt_compare.py "$tmp/np4/ckpt_20.h5" "$tmp/np1b/ckpt_20.h5" --tol 1e-5 2>&1) &&
+    pass "uneven shares (7 over 4 ranks) equal np 1" "$out" || fail "uneven shares (7 over 4 ranks) equal np 1" "$out"
+
+# ---- resume: 40 straight vs 20 + 20 on the same schedule ----
+train 2 "$tmp/full" --set train.max_steps=40 --set optim.decay_steps=40
+train 2 "$tmp/half" --set train.max_steps=20 --set optim.decay_steps=40
+train 2 "$tmp/half" --set train.max_steps=40 --set optim.decay_steps=40
+grep -q "resuming from .*ckpt_20.h5 at step 20" "$tmp/half.log" || fail "resume auto picks ckpt_20" "$(head -3 "$tmp/half.log")"
+out=$("$PY" tests/ckpt_compare.py "$tmp/half/ckpt_40.h5" "$tmp/full/ckpt_40.h5" --tol 0 --optim 2>&1) &&
+    m=$(same_losses "$tmp/half/metrics.jsonl" "$tmp/full/metrics.jsonl" 0 2>&1) &&
+    pass "resume is bit-exact (same world size)" "params and moments $out; metrics $m" ||
+    fail "resume is bit-exact (same world size)" "$out $m"
+train 1 "$tmp/other" --set train.max_steps=20 --set optim.decay_steps=40
+train 3 "$tmp/other" --set train.max_steps=40 --set optim.decay_steps=40
+out=$("$PY" tests/ckpt_compare.py "$tmp/other/ckpt_40.h5" "$tmp/full/ckpt_40.h5" --tol 1e-5 --optim 2>&1) &&
+    pass "resume at another world size (1 -> 3 ranks)" "$out" || fail "resume at another world size (1 -> 3 ranks)" "$out"
+
+# ---- a signal mid-run: one checkpoint, exit 3, resume to the same end ----
+long=(--set train.max_steps=300 --set optim.decay_steps=300 --set checkpoint.every=1000)
+train 2 "$tmp/straight" "${long[@]}"
+# mpirun itself in the background (not a shell function), so $! is mpirun's PID
+"${MPIRUN[@]}" -np 2 "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$tmp/sig" "${long[@]}" >"$tmp/sig.log" 2>&1 &
+pid=$!
+for _ in $(seq 400); do
+    [[ -f $tmp/sig/metrics.jsonl && $(wc -l <"$tmp/sig/metrics.jsonl") -ge 30 ]] && break
+    sleep 0.05
+done
+kill -USR1 $pid
+wait $pid
+rc=$?
+n_ckpt=$(ls "$tmp/sig"/ckpt_*.h5 2>/dev/null | wc -l)
+stopped_at=$(ls "$tmp/sig"/ckpt_*.h5 2>/dev/null | sed 's/.*ckpt_\([0-9]*\).h5/\1/')
+if [[ $rc -eq 3 && $n_ckpt -eq 1 && $stopped_at -lt 300 ]]; then
+    pass "SIGUSR1 to mpirun: one checkpoint, exit 3" "stopped at step $stopped_at"
+else
+    fail "SIGUSR1 to mpirun: one checkpoint, exit 3" "exit $rc, checkpoints: $(ls "$tmp/sig") $(tail -3 "$tmp/sig.log")"
+fi
+train 2 "$tmp/sig" "${long[@]}"
+out=$("$PY" tests/ckpt_compare.py "$tmp/sig/ckpt_300.h5" "$tmp/straight/ckpt_300.h5" --tol 0 --optim 2>&1) &&
+    pass "resume after the signal reaches the uninterrupted result" "$out" ||
+    fail "resume after the signal reaches the uninterrupted result" "$out"
+
+# ---- learning: 32 fixed meta-examples, 2 ranks ----
+fit=(--set data.fixed_examples=32 --set train.batch_size=8 --set model.d_model=64 --set optim.lr=3e-3
+     --set optim.warmup_steps=10 --set checkpoint.every=1000 --set train.log_every=10)
+train 2 "$tmp/sft" "${fit[@]}" --set train.max_steps=400
+sft_loss=$("$PY" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])["loss"])' "$tmp/sft/metrics.jsonl")
+"$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) < 0.1 else 1)' "$sft_loss" &&
+    pass "SFT overfits 32 meta-examples" "final loss $sft_loss" || fail "SFT overfits 32 meta-examples" "final loss $sft_loss"
+train 2 "$tmp/pref" "${fit[@]}" --set train.max_steps=200 --set train.stage=pref --set loss.beta=0.5 \
+    --set loss.ref_ckpt="$tmp/sft/ckpt_400.h5" --set train.init_from="$tmp/sft/ckpt_400.h5"
+acc=$("$PY" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])["rewards/accuracies"])' "$tmp/pref/metrics.jsonl")
+"$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) == 1.0 else 1)' "$acc" &&
+    pass "preference stage reaches accuracy 1.0 on them" "rewards/accuracies $acc" ||
+    fail "preference stage reaches accuracy 1.0 on them" "rewards/accuracies $acc; $(tail -2 "$tmp/pref.log")"
+
+# ---- a rank that fails ends the whole job quickly ----
+t0=$SECONDS
+FSPO_FAULT=data@1 timeout 60 "${MPIRUN[@]}" -np 2 "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$tmp/dead" >"$tmp/dead.log" 2>&1
+rc=$?
+if [[ $rc -ne 0 && $rc -ne 124 && $((SECONDS - t0)) -lt 30 ]] && grep -q "rank 1: .*cannot read the dataset" "$tmp/dead.log"; then
+    pass "one failing rank ends the job" "exit $rc after $((SECONDS - t0)) s"
+else
+    fail "one failing rank ends the job" "exit $rc after $((SECONDS - t0)) s: $(tail -5 "$tmp/dead.log")"
+fi
+
+# ---- bad input ----
+cp "$tmp/data.h5" "$tmp/other_tok.h5"
+"$PY" -c 'import h5py,sys; f=h5py.File(sys.argv[1],"r+",locking=False); f.attrs["tokenizer"]="gpt2-bpe"' "$tmp/other_tok.h5"
+"$B/tests/test_ckpt" --reseal "$tmp/other_tok.h5"
+bad() { expect_error "$1" 2 "$2" -- mpirun_np "${3:-1}" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$tmp/bad" "${@:4}"; }
+bad "init_from of another shape" "model shape mismatch: the checkpoint has .*d_model 32.*the config has .*d_model 64" 1 \
+    --set model.d_model=64 --set train.init_from="$tmp/np1/ckpt_20.h5"
+bad "pref without a reference" "train.stage pref with loss.type dpo needs loss.ref_ckpt" 1 --set train.stage=pref
+bad "reference missing" "loss.ref_ckpt: $tmp/nope.h5: No such file" 1 --set train.stage=pref --set loss.ref_ckpt="$tmp/nope.h5"
+bad "reference of another shape" "loss.ref_ckpt: .*model shape mismatch" 1 --set train.stage=pref \
+    --set loss.ref_ckpt="$tmp/sft/ckpt_400.h5"
+bad "dataset missing" "$tmp/missing.h5: No such file" 2 --set data.path="$tmp/missing.h5"
+bad "dataset of another tokenizer" "tokenized with gpt2-bpe" 1 --set data.path="$tmp/other_tok.h5"
+bad "more ranks than meta-examples" "7 ranks but train.batch_size is 6" 7
+bad "resume a pref stage from an sft checkpoint" "a sft checkpoint cannot resume a pref stage" 1 --set train.stage=pref \
+    --set loss.ref_ckpt="$tmp/np1/ckpt_20.h5" --set train.resume="$tmp/np1/ckpt_20.h5"
