@@ -14,6 +14,7 @@ typedef struct {
 } Command;
 
 static const Command commands[] = {
+    { "synth", cmd_synth, "write a synthetic preference dataset with known per-user rewards (JSONL)" },
     { "train", cmd_train, "train with SFT or FSPO preference losses, data parallel over MPI ranks" },
     { "model", cmd_model, "describe a model shape: tensors, parameters, FLOPs and memory" },
     { "bench", cmd_bench, "measure training-step throughput and MFU against this machine's sgemm peak" },

@@ -1,0 +1,272 @@
+/* `fspo synth`: a synthetic preference dataset whose users have known
+ * latent rewards (OUT.jsonl + OUT.truth.jsonl), and `fspo synth --score`,
+ * the same scorer [eval] uses, for any text. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "commands.h"
+#include "jsonl.h"
+#include "synth.h"
+#include "util.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fspo synth -o OUT.jsonl [options]\n"
+            "       fspo synth --score TEXT|-\n\n"
+            "Writes a preference dataset of synthetic users with known latent rewards:\n"
+            "OUT.jsonl, rows {\"user_id\",\"prompt\",\"chosen\",\"rejected\",\"user_description\"}\n"
+            "(the input of 'fspo prep'), and OUT.truth.jsonl, one line per user with its\n"
+            "weights w_u, attribute names, label temperature and scorer version ([eval]).\n\n"
+            "Each answer has %d binary attributes (long, positive, formal, enthusiastic,\n"
+            "technical, bullets, emoji) that a scorer reads back from any text; user u's\n"
+            "reward is r_u(y) = w_u . a(y), and a pair's label is a Bradley-Terry draw:\n"
+            "P(y1 preferred) = sigmoid((r_u(y1) - r_u(y2)) / T). The two answers of a pair\n"
+            "always differ in an attribute the user cares about and never tie in reward.\n"
+            "The output is a pure function of the options: same command, same bytes.\n\n"
+            "options:\n"
+            "  -o OUT.jsonl         output path (required)\n"
+            "  --truth FILE         ground-truth path (default: OUT with .jsonl -> .truth.jsonl)\n"
+            "  --users N            number of users (default 1500)\n"
+            "  --pairs-per-user M   preference pairs per user (default 40)\n"
+            "  --flavor F           reviews (movie reviews), elix (explain like I'm X),\n"
+            "                       roleplay (persona Q&A), or all (users alternate; default)\n"
+            "  --seed S             random seed (default 1)\n"
+            "  --noise T            Bradley-Terry temperature T >= 0 (default 0.1: nearly\n"
+            "                       deterministic; 0 = always the higher-reward answer)\n"
+            "  --active K           sparse users: K attributes with weight +1 or -1 (default 2)\n"
+            "  --dirichlet ALPHA    dense users instead: |w| = %g * Dirichlet(ALPHA) with\n"
+            "                       random signs (ALPHA in [0.05, 100])\n"
+            "  --minimal-pairs      both answers of a pair share their wording, so they differ\n"
+            "                       only in attributes\n"
+            "  --quiet              no summary or progress\n"
+            "  --score TEXT         print the scorer's attribute vector of TEXT ('-' reads\n"
+            "                       stdin) and exit; the scorer is the same for every flavour\n",
+            SYNTH_K, SYNTH_DENSE_TOTAL);
+}
+
+/* A finite number in [lo, hi], in cli_int's error style. */
+static double cli_double(const char *cmd, int argc, char **argv, int *i, double lo, double hi)
+{
+    const char *opt = argv[*i];
+    const char *s = cli_str(cmd, argc, argv, i);
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno == ERANGE || end == s || *end != '\0' || !isfinite(v))
+        fatal(EXIT_USAGE, "%s: %s: '%s' is not a number", cmd, opt, s);
+    if (v < lo || v > hi) fatal(EXIT_USAGE, "%s: %s: %g is outside [%g, %g]", cmd, opt, v, lo, hi);
+    return v;
+}
+
+/* OUT.jsonl -> OUT.truth.jsonl; any other name gets ".truth.jsonl" appended. */
+static char *truth_path_for(const char *out)
+{
+    size_t n = strlen(out);
+    const char *ext = ".jsonl";
+    size_t ne = strlen(ext);
+    if (n > ne && !strcmp(out + n - ne, ext)) n -= ne;
+    char *p = malloc(n + sizeof ".truth.jsonl");
+    if (!p) fatal(EXIT_RUNTIME, "synth: out of memory");
+    memcpy(p, out, n);
+    strcpy(p + n, ".truth.jsonl");
+    return p;
+}
+
+/* ---- --score ---- */
+
+static char *read_stdin(size_t *n)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + len, 1, cap - len, stdin)) > 0;) {
+        len += got;
+        if (len == cap) buf = realloc(buf, cap *= 2);
+    }
+    if (!buf) fatal(EXIT_RUNTIME, "synth: out of memory reading stdin");
+    *n = len;
+    return buf;
+}
+
+static int score_text(const char *arg)
+{
+    size_t n = 0;
+    char *owned = NULL;
+    const char *text = arg;
+    if (!strcmp(arg, "-")) text = owned = read_stdin(&n);
+    else n = strlen(arg);
+    double a[SYNTH_K];
+    SynthEvidence ev;
+    synth_score_evidence(text, n, &ev, a);
+    printf("scorer v%d, %d attributes, %zu bytes\n", SYNTH_SCORER_VERSION, SYNTH_K, n);
+    printf("  %-13s %d   %d sentence(s)\n", synth_attr_names[SYNTH_LONG], (int)a[SYNTH_LONG], ev.sentences);
+    printf("  %-13s %d   %d positive vs %d negative words\n", synth_attr_names[SYNTH_POSITIVE],
+           (int)a[SYNTH_POSITIVE], ev.positive, ev.negative);
+    printf("  %-13s %d   %d formal vs %d casual words\n", synth_attr_names[SYNTH_FORMAL], (int)a[SYNTH_FORMAL],
+           ev.formal, ev.casual);
+    printf("  %-13s %d   %d of %d sentence(s) end in '!'\n", synth_attr_names[SYNTH_ENTHUSIASTIC],
+           (int)a[SYNTH_ENTHUSIASTIC], ev.exclaimed, ev.sentences);
+    printf("  %-13s %d   %d technical term(s)\n", synth_attr_names[SYNTH_TECHNICAL], (int)a[SYNTH_TECHNICAL],
+           ev.technical);
+    printf("  %-13s %d   %d list line(s)\n", synth_attr_names[SYNTH_BULLETS], (int)a[SYNTH_BULLETS],
+           ev.bullet_lines);
+    printf("  %-13s %d   %d emoji\n", synth_attr_names[SYNTH_EMOJI], (int)a[SYNTH_EMOJI], ev.emoji);
+    printf("a = [");
+    for (int k = 0; k < SYNTH_K; k++) printf("%s%d", k ? "," : "", (int)a[k]);
+    printf("]\n");
+    free(owned);
+    return EXIT_OK;
+}
+
+/* ---- generation ---- */
+
+typedef struct {
+    long long pairs, agree;      /* labels that picked the higher-reward answer */
+    double expected_agree;       /* their Bradley-Terry expectation */
+    long long response_bytes, responses;
+    int users_per_flavor[SYNTH_N_FLAVORS];
+} Stats;
+
+static void die_write(JsonlWriter *a, JsonlWriter *b, const char *err)
+{
+    jsonl_writer_abort(a);
+    jsonl_writer_abort(b);
+    fatal(EXIT_RUNTIME, "synth: %s", err);
+}
+
+/* A failed write's reason comes from closing the writer (jsonl_write.c). */
+static void fail_writer(JsonlWriter *failed, JsonlWriter *other)
+{
+    char err[512];
+    jsonl_writer_close(failed, err, sizeof err);
+    die_write(NULL, other, err);
+}
+
+static void write_user(const SynthConfig *cfg, SynthUser *u, int pairs, JsonlWriter *data, JsonlWriter *truth,
+                       Stats *st)
+{
+    SynthPair p;
+    for (int j = 0; j < pairs; j++) {
+        synth_next_pair(cfg, u, &p);
+        PrefRow row = { .user_id = u->id, .prompt = p.prompt, .chosen = p.chosen, .rejected = p.rejected,
+                        .user_description = u->description, .prompt_len = p.prompt_len,
+                        .chosen_len = p.chosen_len, .rejected_len = p.rejected_len,
+                        .user_description_len = u->description_len };
+        if (jsonl_write_row(data, &row) != 0) fail_writer(data, truth);
+        st->pairs++;
+        st->agree += p.chosen_reward > p.rejected_reward;
+        st->expected_agree += p.chosen_reward > p.rejected_reward ? p.p_chosen : 1 - p.p_chosen;
+        st->response_bytes += (long long)(p.chosen_len + p.rejected_len);
+        st->responses += 2;
+    }
+    UserTruth t = { .user_id = u->id, .flavor = synth_flavor_name(u->flavor), .description = u->description,
+                    .n_attrs = SYNTH_K, .weights = u->w, .attr_names = synth_attr_names,
+                    .temperature = cfg->temperature, .scorer_version = SYNTH_SCORER_VERSION };
+    if (jsonl_write_truth(truth, &t) != 0) fail_writer(truth, data);
+    st->users_per_flavor[u->flavor]++;
+}
+
+/* One line on stderr, rewritten in place on a terminal. */
+static void progress(int done, int total, long long pairs, double elapsed, int final)
+{
+    int tty = isatty(fileno(stderr));
+    fprintf(stderr, "%ssynth: %d/%d users (%.0f%%), %lld pairs, %.1f s%s", tty ? "\r" : "", done, total,
+            100.0 * done / total, pairs, elapsed, tty && !final ? "" : "\n");
+    fflush(stderr);
+}
+
+static long long file_size(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 ? (long long)sb.st_size : -1;
+}
+
+int cmd_synth(int argc, char **argv)
+{
+    const char *cmd = "synth", *out = NULL, *truth_opt = NULL, *score = NULL;
+    SynthConfig cfg = { .seed = 1, .flavor = SYNTH_ALL, .n_active = 2, .temperature = 0.1 };
+    int users = 1500, pairs = 40, quiet = 0, active_given = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return EXIT_OK;
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = cli_str(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--truth")) truth_opt = cli_str(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--users")) users = cli_int(cmd, argc, argv, &i, 1, 10000000);
+        else if (!strcmp(a, "--pairs-per-user")) pairs = cli_int(cmd, argc, argv, &i, 1, 1000000);
+        else if (!strcmp(a, "--seed")) cfg.seed = (uint64_t)cli_int(cmd, argc, argv, &i, 0, 2147483647);
+        else if (!strcmp(a, "--noise")) cfg.temperature = cli_double(cmd, argc, argv, &i, 0, 1e6);
+        else if (!strcmp(a, "--active")) {
+            cfg.n_active = cli_int(cmd, argc, argv, &i, 1, SYNTH_K);
+            active_given = 1;
+        } else if (!strcmp(a, "--dirichlet")) cfg.dirichlet_alpha = cli_double(cmd, argc, argv, &i, 0.05, 100);
+        else if (!strcmp(a, "--minimal-pairs")) cfg.minimal_pairs = 1;
+        else if (!strcmp(a, "--quiet")) quiet = 1;
+        else if (!strcmp(a, "--score")) score = cli_str(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--flavor")) {
+            const char *f = cli_str(cmd, argc, argv, &i);
+            cfg.flavor = synth_flavor_parse(f);
+            if (cfg.flavor < 0)
+                fatal(EXIT_USAGE, "%s: --flavor: '%s' is not reviews, elix, roleplay or all", cmd, f);
+        } else if (a[0] == '-' && a[1])
+            fatal(EXIT_USAGE, "%s: unknown option '%s' (see 'fspo synth --help')", cmd, a);
+        else
+            fatal(EXIT_USAGE, "%s: unexpected argument '%s' (the output goes after -o)", cmd, a);
+    }
+    if (score) {
+        if (out) fatal(EXIT_USAGE, "%s: --score prints to the terminal; drop -o", cmd);
+        return score_text(score);
+    }
+    if (!out) fatal(EXIT_USAGE, "%s: -o OUT.jsonl is required (see 'fspo synth --help')", cmd);
+    if (active_given && cfg.dirichlet_alpha > 0)
+        fatal(EXIT_USAGE, "%s: --active (sparse users) and --dirichlet (dense users) exclude each other", cmd);
+    char *truth_path = truth_opt ? strdup(truth_opt) : truth_path_for(out);
+    if (!strcmp(truth_path, out)) fatal(EXIT_USAGE, "%s: --truth must differ from -o", cmd);
+
+    char err[512];
+    JsonlWriter *data = jsonl_writer_open(out, err, sizeof err);
+    if (!data) fatal(EXIT_RUNTIME, "synth: %s", err);
+    JsonlWriter *truth = jsonl_writer_open(truth_path, err, sizeof err);
+    if (!truth) die_write(data, NULL, err);
+
+    Stats st = { 0 };
+    double t0 = now_seconds(), last_report = t0;
+    int reported = 0;
+    for (int u = 0; u < users; u++) {
+        SynthUser user;
+        synth_user_init(&cfg, u, &user);
+        write_user(&cfg, &user, pairs, data, truth, &st);
+        double now = now_seconds();
+        if (!quiet && now - last_report >= 1.0) { /* only runs long enough to wonder get a progress line */
+            progress(u + 1, users, st.pairs, now - t0, 0);
+            last_report = now;
+            reported = 1;
+        }
+    }
+    if (jsonl_writer_close(data, err, sizeof err) != 0) die_write(NULL, truth, err);
+    if (jsonl_writer_close(truth, err, sizeof err) != 0) fatal(EXIT_RUNTIME, "synth: %s", err);
+    double secs = now_seconds() - t0;
+    if (reported) progress(users, users, st.pairs, secs, 1);
+    if (!quiet) {
+        printf("synth: wrote %s (%d users, %lld pairs, %lld bytes) and %s\n", out, users, st.pairs, file_size(out),
+               truth_path);
+        printf("synth: flavours reviews %d, elix %d, roleplay %d; users %s; noise T = %g%s\n",
+               st.users_per_flavor[SYNTH_REVIEWS], st.users_per_flavor[SYNTH_ELIX],
+               st.users_per_flavor[SYNTH_ROLEPLAY], cfg.dirichlet_alpha > 0 ? "dense (Dirichlet)" : "sparse",
+               cfg.temperature, cfg.minimal_pairs ? "; minimal pairs" : "");
+        printf("synth: labels pick the higher-reward answer in %.1f%% of pairs (Bradley-Terry expects %.1f%%); "
+               "mean answer %.0f bytes\n",
+               100.0 * st.agree / st.pairs, 100.0 * st.expected_agree / st.pairs,
+               (double)st.response_bytes / st.responses);
+        printf("synth: %.2f s, %.0f pairs/s\n", secs, st.pairs / (secs > 0 ? secs : 1e-9));
+    }
+    free(truth_path);
+    return EXIT_OK;
+}

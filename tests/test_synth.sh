@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# `fspo synth`: files a Python user can read, the ground-truth file [eval]
+# needs, clear usage errors, byte-identical reruns, the scorer on the
+# command line, and the 1500 users x 40 pairs timing.
+cd "$(dirname "$0")/.." && source tests/lib.sh
+PY=/usr/bin/python3
+T=$(mktemp -d /tmp/fspo-synth.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+
+out=$("$FSPO" synth --help); rc=$?
+[[ $rc -eq 0 && $out == *"usage: fspo synth -o OUT.jsonl"* && $out == *"--noise T"* ]] \
+    && pass "synth --help" "exit 0" || fail "synth --help" "exit $rc"
+
+# a small dataset: both files in place, no temporary left behind
+"$FSPO" synth -o "$T/a.jsonl" --users 30 --pairs-per-user 5 --seed 3 >"$T/a.log" 2>&1; rc=$?
+if [[ $rc -eq 0 && -s $T/a.jsonl && -s $T/a.truth.jsonl && ! -e $T/a.jsonl.tmp && ! -e $T/a.truth.jsonl.tmp ]]; then
+    pass "synth writes OUT.jsonl and OUT.truth.jsonl" "$(head -n 1 "$T/a.log")"
+else
+    fail "synth writes OUT.jsonl and OUT.truth.jsonl" "exit $rc: $(cat "$T/a.log")"
+fi
+
+# every line parses with Python's json module and has the five string fields
+if msg=$($PY - "$T/a.jsonl" 2>&1 <<'EOF'
+import json, sys, collections
+keys = {"user_id", "prompt", "chosen", "rejected", "user_description"}
+per_user = collections.Counter()
+with open(sys.argv[1], encoding="utf-8") as f:
+    for i, line in enumerate(f, 1):
+        row = json.loads(line)
+        assert set(row) == keys, f"line {i}: keys {sorted(row)}"
+        assert all(isinstance(row[k], str) and row[k] for k in keys), f"line {i}: empty or non-string field"
+        assert row["chosen"] != row["rejected"], f"line {i}: chosen == rejected"
+        per_user[row["user_id"]] += 1
+assert i == 150 and len(per_user) == 30 and set(per_user.values()) == {5}, (i, per_user)
+print(f"{i} rows, {len(per_user)} users x 5 pairs")
+EOF
+); then pass "OUT.jsonl parses with python json, required keys" "$msg"; else fail "OUT.jsonl parses with python json, required keys" "$msg"; fi
+
+# the truth file: one line per user, weights of length K, matching the data's users and descriptions
+if msg=$($PY - "$T/a.jsonl" "$T/a.truth.jsonl" 2>&1 <<'EOF'
+import json, sys
+desc = {}
+for line in open(sys.argv[1], encoding="utf-8"):
+    r = json.loads(line)
+    desc[r["user_id"]] = r["user_description"]
+truth = [json.loads(line) for line in open(sys.argv[2], encoding="utf-8")]
+assert len(truth) == len(desc) == 30, (len(truth), len(desc))
+for t in truth:
+    K = len(t["attr_names"])
+    assert K >= 6 and len(t["weights"]) == K, t
+    assert all(isinstance(w, (int, float)) for w in t["weights"]), t
+    assert sum(w != 0 for w in t["weights"]) == 2, t      # default: 2 active attributes
+    assert t["description"] == desc[t["user_id"]], t
+    assert t["flavor"] in ("reviews", "elix", "roleplay") and isinstance(t["scorer_version"], int), t
+    assert t["temperature"] == 0.1, t
+print(f"{len(truth)} users, K = {K}, e.g. {truth[0]['user_id']}: {truth[0]['weights']} '{truth[0]['description']}'")
+EOF
+); then pass "truth file: one line per user, weights of length K" "$msg"; else fail "truth file: one line per user, weights of length K" "$msg"; fi
+
+# same command, same bytes; another seed, other bytes
+"$FSPO" synth -o "$T/b.jsonl" --users 30 --pairs-per-user 5 --seed 3 --quiet
+cmp -s "$T/a.jsonl" "$T/b.jsonl" && cmp -s "$T/a.truth.jsonl" "$T/b.truth.jsonl" \
+    && pass "same command twice: identical files" "cmp" || fail "same command twice: identical files" "files differ"
+"$FSPO" synth -o "$T/c.jsonl" --users 30 --pairs-per-user 5 --seed 4 --quiet
+! cmp -s "$T/a.jsonl" "$T/c.jsonl" && pass "another seed: different data" "--seed 3 vs 4" || fail "another seed: different data" "same bytes"
+
+# users are reproducible individually: fewer users or pairs give a prefix of the same data
+"$FSPO" synth -o "$T/d.jsonl" --users 10 --pairs-per-user 5 --seed 3 --quiet
+"$FSPO" synth -o "$T/e.jsonl" --users 30 --pairs-per-user 3 --seed 3 --quiet
+if cmp -s "$T/d.jsonl" <(head -n 50 "$T/a.jsonl") && cmp -s "$T/d.truth.jsonl" <(head -n 10 "$T/a.truth.jsonl") \
+    && cmp -s "$T/e.jsonl" <(awk 'NR % 5 >= 1 && NR % 5 <= 3' "$T/a.jsonl"); then
+    pass "users independent of --users, pairs a prefix across --pairs-per-user" "10 of 30 users; 3 of 5 pairs"
+else
+    fail "users independent of --users, pairs a prefix across --pairs-per-user" "outputs differ"
+fi
+
+# flavours and options
+"$FSPO" synth -o "$T/f.jsonl" --users 9 --pairs-per-user 2 --flavor elix --dirichlet 0.5 --noise 0 --quiet
+if $PY -c '
+import json, sys
+t = [json.loads(l) for l in open(sys.argv[1])]
+assert len(t) == 9 and all(u["flavor"] == "elix" and u["temperature"] == 0 for u in t)
+assert all(abs(sum(abs(w) for w in u["weights"]) - 2) < 1e-5 for u in t)
+rows = [json.loads(l) for l in open(sys.argv[2])]
+assert all("xplain" in r["prompt"] for r in rows), rows[0]
+' "$T/f.truth.jsonl" "$T/f.jsonl"; then pass "--flavor elix --dirichlet 0.5 --noise 0" "dense weights sum to 2"
+else fail "--flavor elix --dirichlet 0.5 --noise 0" "unexpected truth or prompts"; fi
+
+# usage errors: exit 2 with a message that says what is wrong
+expect_error "--users 0" 2 "synth: --users: 0 is outside \[1, " -- "$FSPO" synth -o "$T/x.jsonl" --users 0
+expect_error "--flavor bogus" 2 "synth: --flavor: 'bogus' is not reviews, elix, roleplay or all" -- \
+    "$FSPO" synth -o "$T/x.jsonl" --flavor bogus
+expect_error "missing -o" 2 "synth: -o OUT.jsonl is required" -- "$FSPO" synth --users 3
+expect_error "--noise negative" 2 "synth: --noise: -1 is outside \[0, " -- "$FSPO" synth -o "$T/x.jsonl" --noise -1
+expect_error "--noise not a number" 2 "synth: --noise: 'abc' is not a number" -- "$FSPO" synth -o "$T/x.jsonl" --noise abc
+expect_error "--noise nan" 2 "synth: --noise: 'nan' is not a number" -- "$FSPO" synth -o "$T/x.jsonl" --noise nan
+expect_error "--active 8" 2 "synth: --active: 8 is outside \[1, 7\]" -- "$FSPO" synth -o "$T/x.jsonl" --active 8
+expect_error "--active with --dirichlet" 2 "exclude each other" -- "$FSPO" synth -o "$T/x.jsonl" --active 2 --dirichlet 1
+expect_error "unknown option" 2 "synth: unknown option '--userz'" -- "$FSPO" synth -o "$T/x.jsonl" --userz 3
+expect_error "missing value" 2 "option --seed needs a value" -- "$FSPO" synth -o "$T/x.jsonl" --seed
+expect_error "unwritable output" 1 "/nonexistent-dir/x.jsonl.tmp: cannot create" -- \
+    "$FSPO" synth -o /nonexistent-dir/x.jsonl --users 2
+[[ ! -e $T/x.jsonl && ! -e $T/x.truth.jsonl ]] && pass "failed runs leave no output" "no x.jsonl, x.truth.jsonl" \
+    || fail "failed runs leave no output" "$(ls "$T")"
+
+# the scorer on the command line, from an argument and from stdin
+text=$'- Moreover, the entropy is elegant!\n- Furthermore, the math is neat! \xf0\x9f\x92\xa1'
+out=$("$FSPO" synth --score "$text"); rc=$?
+[[ $rc -eq 0 && $out == *"a = [1,1,1,1,1,1,1]"* ]] && pass "synth --score TEXT" "a = [1,1,1,1,1,1,1]" \
+    || fail "synth --score TEXT" "exit $rc: $out"
+out=$(printf 'Tbh the plot was dull.' | "$FSPO" synth --score -); rc=$?
+[[ $rc -eq 0 && $out == *"a = [0,0,0,0,0,0,0]"* ]] && pass "synth --score - (stdin)" "a = [0,0,0,0,0,0,0]" \
+    || fail "synth --score - (stdin)" "exit $rc: $out"
+
+# the FSPO-scale dataset in seconds
+t0=$(date +%s.%N)
+sum=$("$FSPO" synth -o "$T/big.jsonl" --users 1500 --pairs-per-user 40 --seed 1 2>&1); rc=$?
+secs=$(echo "$(date +%s.%N) - $t0" | bc)
+rows=$(wc -l <"$T/big.jsonl")
+rate=$(sed -n 's/.* \([0-9]*\) pairs\/s$/\1/p' <<<"$sum")
+if [[ $rc -eq 0 && $rows -eq 60000 && $(wc -l <"$T/big.truth.jsonl") -eq 1500 ]] && (( $(echo "$secs < 10" | bc) )); then
+    pass "synth 1500 users x 40 pairs" "$rows pairs, $(stat -c %s "$T/big.jsonl") bytes in $(printf %.2f "$secs") s wall ($rate pairs/s)"
+else
+    fail "synth 1500 users x 40 pairs" "exit $rc, $rows rows, ${secs} s: $sum"
+fi
