@@ -15,6 +15,7 @@ typedef struct {
 
 static const Command commands[] = {
     { "synth", cmd_synth, "write a synthetic preference dataset with known per-user rewards (JSONL)" },
+    { "prep", cmd_prep, "tokenize a JSONL preference dataset into an HDF5 dataset with a held-out split" },
     { "train", cmd_train, "train with SFT or FSPO preference losses, data parallel over MPI ranks" },
     { "model", cmd_model, "describe a model shape: tensors, parameters, FLOPs and memory" },
     { "bench", cmd_bench, "measure training-step throughput and MFU against this machine's sgemm peak" },

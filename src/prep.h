@@ -1,0 +1,67 @@
+/* prep: JSONL preference rows -> the HDF5 dataset container (`fspo prep`).
+ *
+ * Rows are grouped by user in order of first appearance, each user's pairs
+ * in input order. A row is a bad line, reported "FILE:LINE: reason" and
+ * skipped (or, strict, fatal), when the reader rejects it (io/jsonl.h),
+ * when chosen == rejected, or when it repeats an earlier kept row's
+ * (user, prompt, chosen, rejected) ("duplicate of line K"). Users with
+ * fewer than min_pairs pairs are dropped and counted, not reported per
+ * line. A user is held out when a hash of (seed, user id) falls below
+ * heldout_frac, so the split depends on nothing but the seed and the id:
+ * not on file order, not on which other users exist. */
+#ifndef FSPO_PREP_H
+#define FSPO_PREP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *in_path, *out_path;
+    int strict;             /* the first bad line is an error, nothing is written */
+    double heldout_frac;    /* in [0, 1) */
+    uint64_t seed;
+    int64_t min_pairs;      /* users with fewer pairs are dropped */
+    size_t max_line_bytes;  /* longer lines are bad lines */
+    /* Optional observers: every bad line (msg = "FILE:LINE: reason"), and
+     * progress every few thousand rows and once at the end. */
+    void (*on_bad_line)(void *ctx, long line_no, const char *msg);
+    void (*on_progress)(void *ctx, uint64_t bytes_done, uint64_t bytes_total, int64_t rows);
+    void *ctx;
+} PrepOptions;
+
+/* Bad lines of one kind: the reason with its details (jansson's text,
+ * columns) cut and numbers shown as N, e.g. "duplicate of line N". */
+#define PREP_MAX_KINDS 32
+typedef struct {
+    char kind[96];
+    int64_t count;
+    long first_line;
+} PrepBadKind;
+
+typedef struct {
+    long lines;                              /* lines read, blank ones included */
+    int64_t rows_ok, bad_lines;
+    int64_t users, train_users, heldout_users; /* users kept */
+    int64_t pairs, heldout_pairs, tokens;      /* of kept users */
+    int64_t dropped_users, dropped_pairs;      /* below min_pairs */
+    int64_t pairs_min, pairs_median, pairs_max; /* per kept user; median as in `fspo inspect` */
+    int64_t users_with_description, description_conflicts; /* conflicts: later rows that differ; first wins */
+    uint64_t bytes_read;
+    double seconds;
+    int n_kinds;                             /* bad-line kinds, most frequent first */
+    PrepBadKind kinds[PREP_MAX_KINDS];
+    char dropped_example[160];               /* a few dropped user ids, for the message */
+} PrepStats;
+
+/* Reads in_path and writes out_path atomically (nothing appears there on
+ * any error). Returns 0, or an exit code (2: bad input or usage, 1: I/O
+ * or memory failure) with the reason in err. */
+int prep_run(const PrepOptions *o, PrepStats *s, char *err, size_t errlen);
+
+/* The summary key of a bad-line reason (exposed for tests). */
+void prep_reason_kind(const char *reason, char *kind, size_t cap);
+
+/* Whether a user id lands in the held-out split (exposed for tests). */
+int prep_is_heldout(uint64_t seed, const char *user_id, size_t len, double heldout_frac);
+
+#endif
