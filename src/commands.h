@@ -8,6 +8,9 @@ int cmd_synth(int argc, char **argv);   /* src/synth_cli.c */
 int cmd_prep(int argc, char **argv);    /* src/prep_cli.c */
 int cmd_config(int argc, char **argv);  /* src/config_cli.c */
 int cmd_train(int argc, char **argv);   /* src/train_cli.c */
+int cmd_eval(int argc, char **argv);    /* src/eval_cli.c */
+int cmd_sample(int argc, char **argv);  /* src/sample_cli.c */
+int cmd_slurm(int argc, char **argv);   /* src/slurm_cli.c */
 int cmd_inspect(int argc, char **argv); /* src/inspect_cli.c */
 
 #endif
