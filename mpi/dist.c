@@ -160,3 +160,19 @@ void dist_reducer_stats(const GradReducer *r, double *wait_s, int *buckets)
     *wait_s = r->wait_s;
     *buckets = r->started;
 }
+
+double dist_time_allreduce(float *buf, size_t n)
+{
+    double t[3];
+    for (int k = 0; k < 3; k++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = now_seconds();
+        for (size_t off = 0; off < n; off += (size_t)1 << 28) {
+            size_t c = n - off < ((size_t)1 << 28) ? n - off : ((size_t)1 << 28);
+            MPI_Allreduce(MPI_IN_PLACE, buf + off, (int)c, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        }
+        t[k] = now_seconds() - t0;
+    }
+    double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
+    return t[2] < lo ? lo : (t[2] > hi ? hi : t[2]);
+}

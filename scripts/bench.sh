@@ -14,6 +14,8 @@ for preset in A B; do
         runs+=("$("$FSPO" bench --preset "$preset" --threads "$threads" --steps "$steps" --json)")
     done
 done
+echo "bench: data pipeline and preference-stage training ..." >&2
+while IFS= read -r line; do runs+=("$line"); done < <(bash scripts/bench_train.sh)
 printf '%s\n' "${runs[@]}" | /usr/bin/python3 scripts/bench_report.py "$out" docs/benchmarks.md \
     "$(date -u +%Y-%m-%d) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "bench: wrote docs/benchmarks.md and $out" >&2

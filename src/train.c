@@ -101,6 +101,9 @@ typedef struct {
     uint64_t ref_checksum, data_checksum;
     char ref_path[CFG_STR];
     double peak_gflops;
+    double allreduce_full_s;  /* one blocking allreduce of all gradients, measured at start */
+    double allreduce_wait_s;  /* summed exposed wait after the backward */
+    long allreduce_steps;
     long skipped_examples, dropped_fewshot, dropped_queries, bad_steps_total;
 } Run;
 
@@ -268,6 +271,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
         if (cfg->model.n_layers + 2 > 4200) fatal(EXIT_USAGE, "model.n_layers too large for the bucket table");
         int nc = model_grad_cuts(r->policy, cuts);
         r->reducer = dist_reducer_create(r->policy->grads, cuts, nc, cfg->mpi.bucket_mb * 1048576.0);
+        r->allreduce_full_s = dist_time_allreduce(r->policy->grads, r->policy->n_params);
     }
     if (d->rank == 0) {
         r->peak_gflops = sgemm_peak();
@@ -325,6 +329,18 @@ static void sft_loss(Run *r, const PackedAnswers *ans, double norm, double *m)
     m[M_PAIRS] += ans->n_answers / 2;
 }
 
+/* FSPO_FAULT=nan@RANK:STEP[+K]: that rank poisons its loss gradient for K
+ * steps (default 1) from STEP, before the allreduce, so the test sees what
+ * a real NaN does: it reaches every rank's gradients the same step. */
+static int inject_nan(const Run *r)
+{
+    const char *f = getenv("FSPO_FAULT");
+    int rank, k = 1;
+    long step;
+    if (!f || sscanf(f, "nan@%d:%ld+%d", &rank, &step, &k) < 2) return 0;
+    return rank == r->dist->rank && r->step >= step && r->step < step + k;
+}
+
 /* Runs this rank's share of the step; fills the local metric sums. */
 static void run_share(Run *r, double norm, double *m)
 {
@@ -373,10 +389,18 @@ static void run_share(Run *r, double norm, double *m)
             m[M_LOSS] += st.loss, m[M_PAIRS] += st.pairs, m[M_RC] += st.reward_chosen, m[M_RR] += st.reward_rejected;
             m[M_MARGIN] += st.reward_margin, m[M_ACC] += st.reward_accuracy, m[M_LPC] += st.logp_chosen, m[M_LPR] += st.logp_rejected;
         }
+        if (start == lo && inject_nan(r)) r->dlogp[0] = NAN;
         if (last && r->reducer) model_backward_hooked(r->policy, &r->batch, r->dlogp, grads_ready, r);
         else model_backward(r->policy, &r->batch, r->dlogp);
     }
-    if (r->reducer) dist_reducer_finish(r->reducer);
+    if (r->reducer) {
+        dist_reducer_finish(r->reducer);
+        double wait_s;
+        int buckets;
+        dist_reducer_stats(r->reducer, &wait_s, &buckets);
+        r->allreduce_wait_s += wait_s;
+        r->allreduce_steps++;
+    }
 }
 
 static int grads_finite(const Model *m)
@@ -424,7 +448,7 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
     }
     static const char *names[] = { "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
                                    "logps/chosen", "logps/rejected", "grad_norm", "learning_rate", "tokens_per_sec",
-                                   "mfu", "skipped_nonfinite" };
+                                   "mfu", "skipped_nonfinite", "meta_examples_per_sec" };
     double t_start = now_seconds(), t_last = t_start;
     long steps_timed = 0, bad_in_a_row = 0, last_saved = -1;
     int exit_code = EXIT_OK;
@@ -457,9 +481,14 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
         if (local[M_N] > 0) {
             r->bad_steps_total++;
             if (++bad_in_a_row >= cfg->train.max_bad_steps) {
-                if (d->rank == 0) fprintf(stderr, "fspo: %ld non-finite steps in a row at step %ld; saving the last good state\n", bad_in_a_row, r->step);
+                /* every rank counted the same steps, so all stop here together; rank 0
+                 * saves the weights of the last good step (skipped steps changed nothing) */
                 save(r, config_yaml, cfg->checkpoint.keep);
-                fatal(EXIT_RUNTIME, "training diverged (non-finite loss or gradients %ld steps in a row at step %ld)", bad_in_a_row, r->step);
+                if (d->rank == 0)
+                    fprintf(stderr, "fspo: training diverged (non-finite loss or gradients %ld steps in a row at "
+                                    "step %ld); the last good state is checkpointed\n", bad_in_a_row, r->step);
+                exit_code = EXIT_RUNTIME;
+                break;
             }
         } else {
             bad_in_a_row = 0;
@@ -479,9 +508,10 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
             int mean_len = (int)(tokens_since / (rows_since > 0 ? rows_since : 1));
             double mfu = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / (r->peak_gflops * d->size);
             double pairs = m[M_PAIRS] > 0 ? m[M_PAIRS] : 1;
-            double vals[12] = { m[M_LOSS], m[M_RC] / pairs, m[M_RR] / pairs, m[M_MARGIN] / pairs, m[M_ACC] / pairs,
-                                m[M_LPC] / pairs, m[M_LPR] / pairs, grad_norm, lr, tok_s, mfu, (double)r->bad_steps_total };
-            metrics_log(log, r->step, names, vals, 12);
+            double vals[13] = { m[M_LOSS], m[M_RC] / pairs, m[M_RR] / pairs, m[M_MARGIN] / pairs, m[M_ACC] / pairs,
+                                m[M_LPC] / pairs, m[M_LPR] / pairs, grad_norm, lr, tok_s, mfu, (double)r->bad_steps_total,
+                                rows_since / (dt > 0 ? dt : 1e-9) };
+            metrics_log(log, r->step, names, vals, 13);
             char eta[32];
             fmt_eta((now - t_start) / steps_timed * (cfg->train.max_steps - r->step), eta, sizeof eta);
             if (r->pref)
@@ -504,6 +534,12 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
             printf("train: truncation to model.max_seq: %ld meta-examples skipped, %ld few-shot pairs and %ld queries dropped\n",
                    r->skipped_examples, r->dropped_fewshot, r->dropped_queries);
         if (exit_code == EXIT_OK) printf("train: done, %ld steps\n", r->step);
+        if (r->reducer && r->allreduce_steps > 0) {
+            double exposed = r->allreduce_wait_s / r->allreduce_steps, full = r->allreduce_full_s;
+            printf("train: gradient allreduce %.2f ms blocking; %.2f ms per step left after the backward (%.0f%% "
+                   "hidden by overlap)\n",
+                   1e3 * full, 1e3 * exposed, full > 0 ? 100 * (1 - exposed / full) : 0.0);
+        }
     }
     metrics_close(log);
     return exit_code;

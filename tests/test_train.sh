@@ -29,7 +29,7 @@ assert [r["step"] for r in a] == [r["step"] for r in b], "different steps logged
 worst = 0.0
 for x, y in zip(a, b):
     for k in x:
-        if k in ("tokens_per_sec", "mfu"):
+        if k in ("tokens_per_sec", "mfu", "meta_examples_per_sec"):
             continue
         if x[k] is None or y[k] is None:
             assert x[k] == y[k], (k, x[k], y[k])
@@ -113,6 +113,31 @@ if [[ $rc -ne 0 && $rc -ne 124 && $((SECONDS - t0)) -lt 30 ]] && grep -q "rank 1
     pass "one failing rank ends the job" "exit $rc after $((SECONDS - t0)) s"
 else
     fail "one failing rank ends the job" "exit $rc after $((SECONDS - t0)) s: $(tail -5 "$tmp/dead.log")"
+fi
+
+# ---- non-finite gradients: skipped on every rank the same step; abort after k in a row ----
+FSPO_FAULT=nan@1:5 train 2 "$tmp/nan1" || fail "a NaN step is survivable" "$(tail -3 "$tmp/nan1.log")"
+out=$("$PY" - "$tmp/nan1/metrics.jsonl" <<'PYEOF' 2>&1
+import json, sys
+rows = {r["step"]: r for r in map(json.loads, open(sys.argv[1]))}
+# step 6 in the log is the 6th step, the one that ran with step counter 5
+assert rows[6]["grad_norm"] is None and rows[6]["loss"] is None, rows[6]
+assert rows[5]["grad_norm"] is not None and rows[7]["grad_norm"] is not None
+assert rows[20]["skipped_nonfinite"] == 1, rows[20]
+print("step 6 skipped (loss and grad_norm null), 1 skipped in total, finished 20 steps")
+PYEOF
+) && pass "a NaN gradient on one rank is skipped by all" "$out" || fail "a NaN gradient on one rank is skipped by all" "$out"
+FSPO_FAULT=nan@0:5+100 train 2 "$tmp/nan3" --set train.max_bad_steps=3
+rc=$?
+out=$("$PY" -c '
+import h5py, numpy as np, sys
+f = h5py.File(sys.argv[1], "r", locking=False)
+assert all(np.isfinite(f["model"][n][()]).all() for n in f["model"])
+print("checkpoint at step", int(f.attrs["step"]), "with finite weights")' "$tmp/nan3/ckpt_7.h5" 2>&1)
+if [[ $rc -eq 1 ]] && grep -q "training diverged (non-finite loss or gradients 3 steps in a row" "$tmp/nan3.log" && [[ -n $out ]]; then
+    pass "k non-finite steps in a row abort with the last good state" "exit 1, $out"
+else
+    fail "k non-finite steps in a row abort with the last good state" "exit $rc; $out; $(tail -3 "$tmp/nan3.log")"
 fi
 
 # ---- bad input ----

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Part of make bench: data-pipeline and training throughput, one JSON line
+# per measurement on stdout (scripts/bench_report.py turns them into
+# docs/benchmarks.md). Uses config A's model on synthetic FSPO meta-batches.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FSPO=${FSPO:-./fspo}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+tmp=$(mktemp -d /tmp/fspo-bench.XXXXXX) && trap 'rm -rf "$tmp"' EXIT
+
+# synth and prep on the paper's scale of users: 1500 users x 40 pairs
+synth=$("$FSPO" synth -o "$tmp/users.jsonl" --users 1500 --pairs-per-user 40 --seed 1 2>&1)
+pairs_s=$(sed -n 's/.* \([0-9.]*\) pairs\/s.*/\1/p' <<<"$synth" | tail -1)
+prep=$("$FSPO" prep "$tmp/users.jsonl" -o "$tmp/data.h5" 2>&1)
+mb_s=$(sed -n 's/.*speed .*: \([0-9.]*\) MB\/s.*/\1/p' <<<"$prep" | tail -1)
+mb=$(sed -n 's/.*speed *\([0-9.]*\) MB in.*/\1/p' <<<"$prep" | tail -1)
+echo "{\"kind\": \"data\", \"synth_pairs_per_s\": $pairs_s, \"synth_pairs\": 60000, \"prep_mb_per_s\": $mb_s, \"prep_mb\": $mb}"
+
+# preference stage, config A's model, N = 4 few-shot and Q = 4 queries per meta-example
+cat >"$tmp/cfg.yaml" <<YAML
+model: {d_model: 256, n_layers: 4, n_heads: 4, max_seq: 2048}
+data: {path: $tmp/data.h5, n_fewshot: 4, n_queries: 4}
+train: {run_dir: $tmp/sft, max_steps: 1, batch_size: 8, log_every: 1}
+checkpoint: {every: 1000}
+YAML
+"$FSPO" train "$tmp/cfg.yaml" --set mpi.threads_per_rank=2 >/dev/null
+for layout in 1x1 1x2 2x1; do
+    np=${layout%x*} th=${layout#*x}
+    echo "bench: pref stage, $np rank(s) x $th thread(s) ..." >&2
+    mpirun -q --oversubscribe -np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$tmp/pref$layout" \
+        --set train.stage=pref --set loss.ref_ckpt="$tmp/sft/ckpt_1.h5" --set train.init_from="$tmp/sft/ckpt_1.h5" \
+        --set train.max_steps=6 --set mpi.threads_per_rank="$th" --set mpi.bucket_mb=1 >"$tmp/pref$layout.log" 2>&1
+    /usr/bin/python3 - "$tmp/pref$layout/metrics.jsonl" "$np" "$th" "$tmp/pref$layout.log" <<'PYEOF'
+import json, re, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])][1:]  # the first step includes start-up
+log = open(sys.argv[4]).read()
+m = re.search(r"allreduce ([0-9.]+) ms blocking; ([0-9.]+) ms per step left .* \(([-0-9]+)% hidden", log)
+print(json.dumps({"kind": "pref_step", "ranks": int(sys.argv[2]), "threads": int(sys.argv[3]),
+                  "tokens_per_s": statistics.median(r["tokens_per_sec"] for r in rows),
+                  "meta_examples_per_s": statistics.median(r["meta_examples_per_sec"] for r in rows),
+                  "mfu": statistics.median(r["mfu"] for r in rows),
+                  "allreduce_ms": float(m.group(1)) if m else None,
+                  "allreduce_exposed_ms": float(m.group(2)) if m else None,
+                  "allreduce_hidden_pct": float(m.group(3)) if m else None}))
+PYEOF
+done
