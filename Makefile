@@ -63,7 +63,8 @@ test: deps
 sanitize: deps
 	@$(MAKE) --no-print-directory BUILD=build-san OPT="-O1 -march=native" \
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" tests
-	@BUILD=build-san FSPO=./build-san/fspo ASAN_OPTIONS=detect_leaks=1 bash tests/run.sh
+	@BUILD=build-san FSPO=./build-san/fspo ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 bash tests/run.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all
@@ -71,8 +72,7 @@ bench: deps
 
 demo: deps
 	@$(MAKE) --no-print-directory all
-	@echo "make demo: the end-to-end demo (synthesize users, train with mpirun -np 2, evaluate)"
-	@echo "lands with the [data], [train] and [eval] issues; not yet. Meanwhile: ./fspo --help"
+	@bash scripts/demo.sh
 
 clean:
 	rm -rf build build-san fspo

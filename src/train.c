@@ -281,6 +281,22 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     }
 }
 
+static void teardown(Run *r)
+{
+    xfree_aligned(r->logp);
+    xfree_aligned(r->ref_logp);
+    xfree_aligned(r->dlogp);
+    free(r->plan);
+    free(r->plan_len);
+    batch_free(&r->batch);
+    dist_reducer_free(r->reducer);
+    optim_free(&r->opt);
+    model_free(r->policy);
+    model_free(r->ref);
+    sampler_free(&r->sampler);
+    dataset_free(&r->data);
+}
+
 /* ---- one step ---- */
 
 static void grads_ready(void *ctx, size_t from) { dist_reducer_ready(((Run *)ctx)->reducer, from); }
@@ -542,5 +558,6 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
         }
     }
     metrics_close(log);
+    teardown(r);
     return exit_code;
 }
