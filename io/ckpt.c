@@ -17,12 +17,6 @@
 
 #define CKPT_FORMAT "fspo-checkpoint"
 
-static const char *base_name(const char *path)
-{
-    const char *s = strrchr(path, '/');
-    return s ? s + 1 : path;
-}
-
 /* Checksum of one named tensor, mixed so the sum over tensors is
  * order-independent yet still binds each tensor to its name. */
 static uint64_t named_sum(const char *name, uint64_t sum) { return checksum_mix(checksum64(name, strlen(name)) ^ sum); }
@@ -160,17 +154,9 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
         return set_err(err, errlen, "%s: writing the checkpoint failed (%s); previous checkpoints are untouched",
                           tmp, e ? strerror(e) : "HDF5 write error");
     }
-    if (fsync_path(tmp) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return set_err(err, errlen, "%s: fsync failed: %s", tmp, strerror(e));
-    }
-    if (rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return set_err(err, errlen, "%s: rename to %s failed: %s", tmp, base_name(path), strerror(e));
-    }
-    fsync_dir_of(path);
+    char why[256];
+    if (commit_tmp(tmp, path, why, sizeof why) != 0)
+        return set_err(err, errlen, "%s: %s; previous checkpoints are untouched", tmp, why);
     /* read it back before anything older may go: never trade a good file for an unverified one */
     char verr[512];
     if (ckpt_verify(path, verr, sizeof verr) != 0) {

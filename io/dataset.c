@@ -116,12 +116,7 @@ int dataset_write(const char *path, Dataset *d, char *err, size_t errlen)
         unlink(tmp);
         return set_err(err, errlen, "%s: writing failed (%s)", tmp, e ? strerror(e) : "HDF5 write error");
     }
-    if (fsync_path(tmp) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return set_err(err, errlen, "%s: cannot move into place: %s", path, strerror(e));
-    }
-    fsync_dir_of(path);
+    if (commit_tmp(tmp, path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", tmp, why);
     return 0;
 }
 

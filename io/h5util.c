@@ -398,3 +398,15 @@ int h5_group_exists(hid_t f, const char *gname)
         if (!p) return 1;
     }
 }
+
+int commit_tmp(const char *tmp, const char *path, char *why, size_t len)
+{
+    const char *step = fsync_path(tmp) != 0 ? "fsync" : rename(tmp, path) != 0 ? "rename" : NULL;
+    if (step) {
+        snprintf(why, len, "%s failed: %s", step, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    fsync_dir_of(path);
+    return 0;
+}

@@ -62,6 +62,10 @@ int h5_read(hid_t loc, const char *name, hid_t type_mem, void *data);
 /* fsync a file by path, and the directory holding it. */
 int fsync_path(const char *path);
 int fsync_dir_of(const char *path);
+/* Makes a finished temporary file durable under its final name: fsync it,
+ * rename it over `path`, fsync the directory. On failure the temporary is
+ * removed, `path` is untouched and why says which step failed. */
+int commit_tmp(const char *tmp, const char *path, char *why, size_t len);
 
 /* 1-D dataset of variable-length UTF-8 strings (h5py: array of str). */
 int h5_write_strings(hid_t loc, const char *name, char *const *s, int64_t n);

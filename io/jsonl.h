@@ -53,4 +53,17 @@ int jsonl_writer_close(JsonlWriter *w, char *err, size_t errlen);
 /* Discards the temporary file (error paths). */
 void jsonl_writer_abort(JsonlWriter *w);
 
+/* ---- ground truth of synthetic users (io/jsonl_truth.c) ----
+ * Reads the file jsonl_write_truth writes (fspo synth's OUT.truth.jsonl)
+ * into memory, for [eval]'s oracle columns. Every line must be a valid
+ * truth record: a scorer must never run on half-understood weights. */
+typedef struct TruthSet TruthSet;
+
+/* NULL with err = "FILE:LINE: reason" on the first bad line or I/O error. */
+TruthSet *truth_read(const char *path, char *err, size_t errlen);
+int64_t truth_count(const TruthSet *t);
+/* The user's record, NULL if the file has none. Valid until truth_free. */
+const UserTruth *truth_find(const TruthSet *t, const char *user_id);
+void truth_free(TruthSet *t);
+
 #endif

@@ -80,7 +80,7 @@ if pref:
 `fspo train` with `train.stage: pref` (DPO against a frozen reference, so two
 forwards and one backward per step) on config A's model (d 256, 4 layers,
 T ≤ 2048), global batch 8 FSPO meta-examples (N = 4 few-shot, Q = 4 queries,
-tree-packed) from the synthetic users above; median over steps 2–6 of the
+tree-packed) from the synthetic users above; median over steps 2–5 of the
 metrics log, `mpi.bucket_mb: 1`. Ranks × OpenBLAS threads per rank on this
 2-core machine:
 
@@ -89,7 +89,8 @@ metrics log, `mpi.bucket_mb: 1`. Ranks × OpenBLAS threads per rank on this
 {chr(10).join(rows)}
 
 Target of the [train] issue: 2 ranks × 1 thread ≥ 1.8× 1 rank × 1 thread.
-"Hidden" is 1 − (wait left after the backward) / (one blocking allreduce of
-all gradients, timed at start-up).
+"Hidden" is 1 − (time waited after the backward) / (one blocking allreduce
+of all gradients, timed at start-up); the wait also absorbs load imbalance
+between ranks, so it is a lower bound.
 """
 open(out_md, "w").write(md)

@@ -29,12 +29,12 @@ for layout in 1x1 1x2 2x1; do
     echo "bench: pref stage, $np rank(s) x $th thread(s) ..." >&2
     mpirun -q --oversubscribe -np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$tmp/pref$layout" \
         --set train.stage=pref --set loss.ref_ckpt="$tmp/sft/ckpt_1.h5" --set train.init_from="$tmp/sft/ckpt_1.h5" \
-        --set train.max_steps=6 --set mpi.threads_per_rank="$th" --set mpi.bucket_mb=1 >"$tmp/pref$layout.log" 2>&1
+        --set train.max_steps=5 --set mpi.threads_per_rank="$th" --set mpi.bucket_mb=1 >"$tmp/pref$layout.log" 2>&1
     /usr/bin/python3 - "$tmp/pref$layout/metrics.jsonl" "$np" "$th" "$tmp/pref$layout.log" <<'PYEOF'
 import json, re, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])][1:]  # the first step includes start-up
 log = open(sys.argv[4]).read()
-m = re.search(r"allreduce ([0-9.]+) ms blocking; ([0-9.]+) ms per step left .* \(([-0-9]+)% hidden", log)
+m = re.search(r"allreduce ([0-9.]+) ms blocking; ([0-9.]+) ms per step waited .*: ([0-9]+)% hidden", log)
 print(json.dumps({"kind": "pref_step", "ranks": int(sys.argv[2]), "threads": int(sys.argv[3]),
                   "tokens_per_s": statistics.median(r["tokens_per_sec"] for r in rows),
                   "meta_examples_per_s": statistics.median(r["meta_examples_per_sec"] for r in rows),

@@ -5,8 +5,7 @@
 set -euo pipefail
 
 PKGS=(libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools libyaml-dev libjansson-dev
-      pkg-config python3-torch python3-h5py python3-numpy)
-# later issues add: slurm-wlm munge gnuplot-nox
+      pkg-config python3-torch python3-h5py python3-numpy gnuplot-nox slurm-wlm munge)
 
 missing=()
 for p in "${PKGS[@]}"; do

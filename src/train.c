@@ -552,9 +552,12 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
         if (exit_code == EXIT_OK) printf("train: done, %ld steps\n", r->step);
         if (r->reducer && r->allreduce_steps > 0) {
             double exposed = r->allreduce_wait_s / r->allreduce_steps, full = r->allreduce_full_s;
-            printf("train: gradient allreduce %.2f ms blocking; %.2f ms per step left after the backward (%.0f%% "
-                   "hidden by overlap)\n",
-                   1e3 * full, 1e3 * exposed, full > 0 ? 100 * (1 - exposed / full) : 0.0);
+            /* the wait also absorbs load imbalance (a rank waiting for a slower one),
+             * so "hidden" is a lower bound and clamps at 0 */
+            double hidden = full > 0 ? 1 - exposed / full : 0.0;
+            printf("train: gradient allreduce %.2f ms blocking; %.2f ms per step waited after the backward "
+                   "(communication left + rank imbalance): %.0f%% hidden by overlap\n",
+                   1e3 * full, 1e3 * exposed, 100 * (hidden > 0 ? hidden : 0));
         }
     }
     metrics_close(log);
