@@ -142,7 +142,7 @@ static void initial_state(Run *r)
 {
     const Config *cfg = r->cfg;
     const Dist *d = r->dist;
-    char path[CFG_STR] = "", err[1024] = "";
+    char path[CFG_STR] = "", err[3072] = "";
     int code = 0, full = 0; /* full: optimizer state too (a resume) */
     CkptMeta meta = { 0 };
     if (d->rank == 0) {
@@ -161,7 +161,17 @@ static void initial_state(Run *r)
                 code = EXIT_USAGE;
                 snprintf(err, sizeof err, "%s: a %s checkpoint cannot resume a %s stage (use train.init_from to start "
                                           "a new stage from it)", path, meta.stage, cfg->train.stage);
-            }
+            } else if (r->ref && meta.ref_checksum != r->ref_checksum) {
+                /* the loss is relative to the reference: another one silently changes the objective */
+                code = EXIT_USAGE;
+                snprintf(err, sizeof err, "%s was trained against reference %s (weights checksum %016llx); "
+                                          "loss.ref_ckpt %s has checksum %016llx", path, meta.ref_ckpt,
+                         (unsigned long long)meta.ref_checksum, cfg->loss.ref_ckpt,
+                         (unsigned long long)r->ref_checksum);
+            } else if (meta.data_checksum != r->data_checksum)
+                fprintf(stderr, "fspo: warning: %s was trained on other data (checksum %016llx, %s has %016llx); "
+                                "continuing on the new data\n", path, (unsigned long long)meta.data_checksum,
+                        cfg->data.path, (unsigned long long)r->data_checksum);
         } else if (code == 0 && cfg->train.init_from[0]) {
             if (ckpt_load(cfg->train.init_from, r->policy, NULL, NULL, err, sizeof err) != 0) code = EXIT_USAGE;
         }

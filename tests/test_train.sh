@@ -166,5 +166,8 @@ bad "reference of another shape" "loss.ref_ckpt: .*model shape mismatch" 1 --set
 bad "dataset missing" "$tmp/missing.h5: No such file" 2 --set data.path="$tmp/missing.h5"
 bad "dataset of another tokenizer" "tokenized with gpt2-bpe" 1 --set data.path="$tmp/other_tok.h5"
 bad "more ranks than meta-examples" "7 ranks but train.batch_size is 6" 7
+bad "resume against another reference" "was trained against reference .*sft/ckpt_400.h5" 1 --set train.stage=pref \
+    --set model.d_model=64 --set loss.ref_ckpt="$tmp/pref/ckpt_200.h5" --set train.resume="$tmp/pref/ckpt_200.h5" \
+    --set data.fixed_examples=32 --set train.batch_size=8
 bad "resume a pref stage from an sft checkpoint" "a sft checkpoint cannot resume a pref stage" 1 --set train.stage=pref \
     --set loss.ref_ckpt="$tmp/np1/ckpt_20.h5" --set train.resume="$tmp/np1/ckpt_20.h5"
