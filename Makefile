@@ -32,7 +32,15 @@ else
 FSPO_BIN := fspo
 endif
 
-.PHONY: all test demo bench clean sanitize deps tests
+# libFuzzer harnesses (tests/fuzz/): clang builds them over the parsers only
+FUZZ_SECONDS ?= 60
+FUZZ_NAMES   := config jsonl tokenizer h5file
+FUZZ_BINS    := $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_NAMES))
+FUZZ_SRCS    := io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c io/inspect.c \
+                src/model.c src/ops.c src/optim.c src/batch.c src/tokenizer.c src/util.c
+HAVE_CLANG   := $(shell command -v clang 2>/dev/null)
+
+.PHONY: all test demo bench clean sanitize deps tests fuzz
 all: $(FSPO_BIN)
 
 $(FSPO_BIN): $(MAIN_OBJ) $(LIB_OBJS)
@@ -50,7 +58,17 @@ $(BUILD)/tests/test_%: tests/test_%.c $(LIB_OBJS) $(TEST_LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests -o $@ $^ $(LDLIBS_ALL)
 
-tests: $(FSPO_BIN) $(TEST_BINS)
+tests: $(FSPO_BIN) $(TEST_BINS) $(if $(HAVE_CLANG),$(if $(filter build,$(BUILD)),$(FUZZ_BINS)))
+
+build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS) $(wildcard src/*.h io/*.h)
+	@mkdir -p build-fuzz
+	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -Iio \
+		$(PKG_CFLAGS) -o $@ $< $(FUZZ_SRCS) $(PKG_LIBS) -lm
+
+# every harness for FUZZ_SECONDS each; findings land in build-fuzz/
+fuzz: deps
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@bash tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_NAMES)
 
 deps:
 	@bash scripts/deps.sh
@@ -75,4 +93,4 @@ demo: deps
 	@bash scripts/demo.sh
 
 clean:
-	rm -rf build build-san fspo
+	rm -rf build build-san build-fuzz fspo
