@@ -14,6 +14,18 @@ for preset in A B; do
         runs+=("$("$FSPO" bench --preset "$preset" --threads "$threads" --steps "$steps" --json)")
     done
 done
+# the PyTorch reference on the same step: defaults, and tuned as docs/benchmarks.md says
+TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+for preset in A B; do
+    steps=$([[ $preset == A ]] && echo 3 || echo 2)
+    echo "bench: PyTorch config $preset, defaults ..." >&2
+    runs+=("$(/usr/bin/python3 scripts/bench_torch.py --preset $preset --steps $steps --label default)")
+    if [[ -e $TCMALLOC ]]; then
+        echo "bench: PyTorch config $preset, tuned ..." >&2
+        runs+=("$(LD_PRELOAD=$TCMALLOC OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=2 \
+            /usr/bin/python3 scripts/bench_torch.py --preset $preset --steps $steps --threads 1 --label tuned)")
+    fi
+done
 echo "bench: data pipeline and preference-stage training ..." >&2
 while IFS= read -r line; do runs+=("$line"); done < <(bash scripts/bench_train.sh)
 printf '%s\n' "${runs[@]}" | /usr/bin/python3 scripts/bench_report.py "$out" docs/benchmarks.md \

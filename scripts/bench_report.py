@@ -5,9 +5,11 @@ import sys
 out_json, out_md, machine = sys.argv[1], sys.argv[2], sys.argv[3]
 lines = [json.loads(line) for line in sys.stdin if line.strip()]
 runs = [r for r in lines if "kind" not in r]
+torch_runs = [r for r in lines if r.get("kind") == "torch_step"]
 data = next((r for r in lines if r.get("kind") == "data"), None)
 pref = [r for r in lines if r.get("kind") == "pref_step"]
-json.dump({"machine": machine, "step_runs": runs, "data": data, "pref_steps": pref}, open(out_json, "w"), indent=1)
+json.dump({"machine": machine, "step_runs": runs, "torch_steps": torch_runs, "data": data, "pref_steps": pref},
+          open(out_json, "w"), indent=1)
 
 name = {(256, 4): "A", (512, 8): "B"}
 rows = []
@@ -54,6 +56,31 @@ same OpenBLAS thread count (`--sgemm-n`).
 
 Target of the [core] issue: MFU ≥ 35% on config B. The [perf] issue raises
 it and adds the PyTorch comparison.
+"""
+
+if torch_runs:
+    best = {}
+    for r in runs:
+        cfg = name.get((r["d_model"], r["n_layers"]), "?")
+        best[cfg] = max(best.get(cfg, 0), r["tokens_per_s"])
+    trows = []
+    for r in torch_runs:
+        ours = best.get(r["preset"], float("nan"))
+        trows.append(f"| {r['preset']} | {r['label']} | {r['tokens_per_s']:.0f} | {r['step_s_median']:.2f} | "
+                     f"{ours:.0f} | {ours / r['tokens_per_s']:.2f}× |")
+    md += f"""
+## Against PyTorch on the same step
+
+`scripts/bench_torch.py`: tests/torch_ref.py's model (the same network,
+float32) doing the same step (forward, next-token loss on every position,
+backward, clipping, `torch.optim.AdamW`) on the same shapes, Debian's
+PyTorch under `/usr/bin/python3`. **defaults**: as installed. **tuned**:
+`LD_PRELOAD` of tcmalloc, `OMP_NUM_THREADS=1`, `OPENBLAS_NUM_THREADS=2`,
+`torch.set_num_threads(1)`. fspo's figure is its best above (1 or 2 threads).
+
+| config | PyTorch | PyTorch tokens/s | step s | fspo tokens/s | fspo / PyTorch |
+|---|---|---|---|---|---|
+{chr(10).join(trows)}
 """
 
 if data:
