@@ -460,8 +460,11 @@ static void fmt_eta(double s, char *buf, size_t len)
 int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
 {
     Run run, *r = &run;
-    setup(r, cfg, d);
+    /* before setup: a preemption signal during start-up (loading data and
+     * checkpoints can take a while) must become a stop at the first step
+     * boundary, not kill the ranks */
     install_signals();
+    setup(r, cfg, d);
     MetricsLog *log = NULL;
     if (d->rank == 0) {
         char path[4200], err[1024];
