@@ -1,0 +1,211 @@
+# A real one-node Slurm on localhost for tests (source this file).
+#
+#   slurm_start     munged + slurmctld + slurmd under a fresh temp dir; waits
+#                   until `sinfo` shows the node idle. Returns 1 with a
+#                   "SKIP: ..." line when the machine cannot host it (not
+#                   root, or the slurm-wlm/munge binaries are missing: the
+#                   deps step installs them), 2 with a "FAIL: ..." line when
+#                   a daemon does not come up.
+#   slurm_stop      cancels what is still queued, stops every daemon it
+#                   started (by PID) and removes the temp dir. An EXIT trap
+#                   set by slurm_start runs it, so a failing test cleans up.
+#
+# After slurm_start: SLURM_CONF is exported (every client needs it),
+# SLURM_DIR is the temp dir, SLURM_PARTITION the partition's name and
+# SLURM_NODE the node's. Settings follow what is known to work on Debian 12
+# with slurm-wlm 22.05 as root without systemd or cgroups: see issue 7.
+
+SLURM_DIR=
+SLURM_PIDS=()
+
+# A daemon counts as alive unless it is gone or a zombie: after a kill the
+# init here reaps slowly, and a zombie holds its PID for a while.
+slurm_pid_alive() {
+    local state
+    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+    [[ -n $state && $state != Z && $state != X ]]
+}
+
+# Two free TCP ports in a row for slurmctld and slurmd, so a test run never
+# meets another Slurm on this host (or another test run's).
+slurm_free_port_pair() {
+    local used port
+    used=$(ss -Htan 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -u)
+    for _ in $(seq 50); do
+        port=$((20000 + RANDOM % 20000))
+        grep -qx "$port" <<<"$used" || grep -qx "$((port + 1))" <<<"$used" || { echo "$port"; return 0; }
+    done
+    return 1
+}
+
+slurm_write_conf() {
+    local dir=$1 node=$2 port=$3 cpus mem_mb
+    cpus=$(nproc)
+    # RealMemory must not exceed what slurmd finds, or the node is drained
+    mem_mb=$(awk '/^MemAvailable:/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)
+    cat >"$dir/slurm.conf" <<EOF
+# one-node test cluster written by tests/slurm_local.sh
+ClusterName=fspotest
+SlurmctldHost=$node
+SlurmctldPort=$port
+SlurmdPort=$((port + 1))
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+# cred_expire=10: a requeued job restarts after ~12 s instead of 2-3 min
+AuthInfo=socket=$dir/munge/munge.socket.2,cred_expire=10
+# no cgroups here: plain process tracking, no task binding
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+MpiDefault=pmix
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+JobAcctGatherType=jobacct_gather/none
+MailProg=/bin/true
+SchedulerParameters=sched_interval=2,bf_interval=2
+ReturnToService=2
+StateSaveLocation=$dir/state
+SlurmdSpoolDir=$dir/spool
+SlurmctldLogFile=$dir/log/slurmctld.log
+SlurmdLogFile=$dir/log/slurmd.log
+SlurmctldPidFile=$dir/run/slurmctld.pid
+SlurmdPidFile=$dir/run/slurmd.pid
+NodeName=$node CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE State=UP
+EOF
+    # PMIx client dirs are named after job and step ids, which restart at 1
+    # on a fresh cluster: in /tmp a killed step's dir would break the next.
+    mkdir -p "$dir/pmix"
+    echo "PMIxCliTmpDirBase=$dir/pmix" >"$dir/mpi.conf"
+}
+
+slurm_start_munge() {
+    local dir=$1
+    # munged insists that every directory up to its socket is world-executable
+    mkdir -p "$dir/munge" && chmod 755 "$dir" "$dir/munge"
+    dd if=/dev/urandom of="$dir/munge/munge.key" bs=1024 count=1 status=none && chmod 400 "$dir/munge/munge.key"
+    munged -F --key-file="$dir/munge/munge.key" --socket="$dir/munge/munge.socket.2" \
+        --pid-file="$dir/run/munged.pid" --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munge.seed" \
+        </dev/null >>"$dir/log/munged.out" 2>&1 &
+    SLURM_PIDS+=($!)
+    for _ in $(seq 100); do
+        [[ -S $dir/munge/munge.socket.2 ]] && return 0
+        slurm_pid_alive "${SLURM_PIDS[-1]}" || break
+        sleep 0.05
+    done
+    echo "FAIL: slurm_start: munged did not come up: $(tail -3 "$dir/log/munged.log" "$dir/log/munged.out" 2>/dev/null)"
+    return 2
+}
+
+# Waits until sinfo shows the node idle; the daemons are in the foreground
+# (-D) as children of this shell, so their PIDs are known without pid files.
+slurm_wait_idle() {
+    local state=""
+    for _ in $(seq 150); do
+        state=$(sinfo -h -N -n "$SLURM_NODE" -o %t 2>/dev/null)
+        [[ $state == idle ]] && return 0
+        local pid
+        for pid in "${SLURM_PIDS[@]}"; do
+            slurm_pid_alive "$pid" || { echo "FAIL: slurm_start: a daemon (PID $pid) died: $(tail -3 "$SLURM_DIR"/log/*.log)"; return 2; }
+        done
+        sleep 0.1
+    done
+    echo "FAIL: slurm_start: node $SLURM_NODE not idle after 15 s (state '${state:-none}'): $(tail -3 "$SLURM_DIR"/log/*.log)"
+    return 2
+}
+
+# Runs slurm_stop on exit before whatever EXIT trap the test already had
+# (bash runs the EXIT trap on TERM too, e.g. from the runner's timeout).
+SLURM_PREV_EXIT_TRAP=
+slurm_chain_exit_trap() {
+    local prev
+    prev=$(trap -p EXIT)
+    if [[ -n $prev ]]; then
+        eval "prev=(${prev})" # trap -p quotes it: (trap -- 'CMD' EXIT)
+        SLURM_PREV_EXIT_TRAP=${prev[2]}
+    fi
+    trap 'slurm_stop; eval "$SLURM_PREV_EXIT_TRAP"' EXIT
+}
+
+slurm_start() {
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "SKIP: slurm: the local test cluster needs root (slurmd runs jobs as any user)"
+        return 1
+    fi
+    local bin
+    for bin in munged slurmctld slurmd sbatch squeue sinfo scontrol scancel srun; do
+        if ! command -v "$bin" >/dev/null; then
+            echo "SKIP: slurm: '$bin' not found (scripts/deps.sh installs slurm-wlm and munge)"
+            return 1
+        fi
+    done
+    SLURM_DIR=$(mktemp -d /tmp/fspo-slurm.XXXXXX) || return 2
+    slurm_chain_exit_trap
+    mkdir -p "$SLURM_DIR"/{state,spool,log,run}
+    SLURM_NODE=$(hostname -s)
+    SLURM_PARTITION=local
+    local port
+    port=$(slurm_free_port_pair) || { echo "FAIL: slurm_start: no free TCP port pair"; return 2; }
+    slurm_write_conf "$SLURM_DIR" "$SLURM_NODE" "$port"
+    export SLURM_CONF=$SLURM_DIR/slurm.conf
+    slurm_start_munge "$SLURM_DIR" || return 2
+    slurmctld -D -c -f "$SLURM_CONF" </dev/null >>"$SLURM_DIR/log/slurmctld.out" 2>&1 &
+    SLURM_PIDS+=($!)
+    slurmd -D -c -f "$SLURM_CONF" </dev/null >>"$SLURM_DIR/log/slurmd.out" 2>&1 &
+    SLURM_PIDS+=($!)
+    slurm_wait_idle
+}
+
+# Job processes (slurmstepd, the batch shell, srun, ranks) inherit
+# SLURM_CONF=<this cluster's conf> from the daemons and the submitter: any
+# still alive once the daemons are gone belongs to this cluster and would
+# run on unseen. Call after unsetting SLURM_CONF here.
+slurm_kill_leftovers() {
+    local env pid
+    for env in /proc/[0-9]*/environ; do
+        pid=${env#/proc/}
+        pid=${pid%/environ}
+        [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
+        if { tr '\0' '\n' <"$env" | grep -qxF "SLURM_CONF=$SLURM_DIR/slurm.conf"; } 2>/dev/null; then
+            slurm_pid_alive "$pid" && echo "slurm_stop: killing leftover job process $pid" && kill -KILL "$pid" 2>/dev/null
+        fi
+    done
+}
+
+slurm_stop() {
+    [[ -n $SLURM_DIR ]] || return 0
+    if [[ -n $SLURM_PREV_EXIT_TRAP ]]; then trap -- "$SLURM_PREV_EXIT_TRAP" EXIT; else trap - EXIT; fi
+    # cancel jobs first: their step daemons outlive slurmd otherwise. A
+    # cancel sends TERM (an fspo job then checkpoints and ends); KILL if slow.
+    local left i pid
+    if [[ -n $(squeue -h -o %i 2>/dev/null) ]]; then
+        scancel --user=root 2>/dev/null
+        for i in $(seq 150); do
+            left=$(squeue -h -o %i 2>/dev/null | tr '\n' ' ')
+            [[ -z $left ]] && break
+            ((i == 100)) && scancel --full -s KILL --user=root 2>/dev/null
+            sleep 0.1
+        done
+        [[ -n $left ]] && echo "slurm_stop: jobs $left still listed after cancelling"
+    fi
+
+    for ((i = ${#SLURM_PIDS[@]} - 1; i >= 0; i--)); do # slurmd, slurmctld, then munged
+        pid=${SLURM_PIDS[i]}
+        slurm_pid_alive "$pid" && kill -TERM "$pid" 2>/dev/null
+    done
+    for pid in "${SLURM_PIDS[@]}"; do
+        for _ in $(seq 50); do
+            slurm_pid_alive "$pid" || break
+            sleep 0.1
+        done
+        slurm_pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    unset SLURM_CONF
+    slurm_kill_leftovers
+    rm -rf "$SLURM_DIR"
+    SLURM_DIR= SLURM_PIDS=()
+}
