@@ -1,4 +1,191 @@
-/* placeholder until fspo eval lands */
+/* `fspo eval CFG.yaml --ckpt FILE [--json OUT.json] [--truth FILE] [--set ...]`:
+ * the table on the terminal, the same numbers as JSON (scripts/plot.sh
+ * draws them). The JSON is printed by hand: only io/ may link jansson,
+ * and this is a fixed, flat shape. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "commands.h"
+#include "config.h"
+#include "eval.h"
 #include "util.h"
-int cmd_eval(int argc, char **argv) { fatal(EXIT_USAGE, "eval: not implemented yet"); }
+
+static void usage(void)
+{
+    printf("usage: fspo eval CFG.yaml --ckpt FILE [--json OUT.json] [--truth FILE] [--set section.key=value]...\n\n"
+           "Scores a checkpoint on the held-out users of data.path (never trained on). For\n"
+           "each N in eval.n_fewshot, with the same %s query pairs per user at every N:\n"
+           "  model    few-shot preference accuracy: the fraction of query pairs whose implicit\n"
+           "           reward margin beta*[(logpi - logpi_ref)(chosen) - (...)(rejected)] is > 0\n"
+           "           (reference loss.ref_ckpt; without one, the plain log-prob margin)\n"
+           "  pooled   the same for eval.pooled_ckpt (trained without context), shown no context\n"
+           "  linear   PReF-style baseline: a ridge Bradley-Terry fit on the scorer's attribute\n"
+           "           differences of the same N context pairs (N = 0: no data, a coin flip)\n"
+           "  bayes    the user's true weights from the truth file (the best any method can do)\n"
+           "A margin of exactly 0 counts 1/2. 95%% CIs: eval.bootstrap resamples of users.\n"
+           "Then the generation win rate at the largest N: answers sampled from the policy with\n"
+           "the user's pairs in context vs eval.sft_ckpt (default loss.ref_ckpt) with the same\n"
+           "context, and vs the pooled model without context, scored with the user's true\n"
+           "reward r_u; win = P(policy > baseline) + P(tie)/2.\n\n"
+           "  --ckpt FILE     the checkpoint to evaluate\n"
+           "  --json OUT      also write every number as JSON (scripts/plot.sh OUT draws it)\n"
+           "  --truth FILE    ground truth of fspo synth (default: the dataset's source file\n"
+           "                  with .jsonl -> .truth.jsonl, or that name next to data.path);\n"
+           "                  without it the bayes column and the win rate are skipped\n"
+           "  --set k=v       override a config key (e.g. --set eval.max_users=20)\n"
+           "  --quiet         no progress line\n",
+           "8");
+}
+
+/* ---- the terminal table ---- */
+
+static void print_cell(const EvalMethod *m)
+{
+    if (!m->valid) printf("  %-19s", "-");
+    else printf("  %.3f [%.3f,%.3f]", m->ci.mean, m->ci.lo, m->ci.hi);
+}
+
+static void print_win(const EvalWin *w)
+{
+    if (!w->valid) return;
+    printf("win rate vs %-6s at N = %d: %.3f [%.3f,%.3f]  (%d samples, %d users; mean r_u policy %.2f vs %.2f; "
+           "ties %.0f%%; %.0f tok/s)\n",
+           w->baseline, w->n_fewshot, w->win.mean, w->win.lo, w->win.hi, w->samples, w->users, w->reward_policy,
+           w->reward_baseline, 100 * w->tie_frac, w->tokens_per_sec);
+}
+
+static void print_table(const EvalReport *r, const char *ckpt)
+{
+    printf("\neval: %s on %d held-out users x up to 8 query pairs (%.0f s)\n", ckpt, r->evaluated_users, r->seconds);
+    printf("  reference %s; truth %s\n", r->ref_path[0] ? r->ref_path : "(none)", r->truth_path[0] ? r->truth_path : "(none)");
+    printf("  accuracy (95%% CI over users)\n");
+    printf("   N users   %-19s  %-19s  %-19s  %-19s\n", "model", "pooled", "linear (PReF)", "bayes-optimal");
+    for (int i = 0; i < r->n_rows; i++) {
+        const EvalRow *row = &r->rows[i];
+        printf("%4d %5d ", row->n_fewshot, row->users);
+        for (int m = 0; m < EVAL_N_METHODS; m++) print_cell(&row->m[m]);
+        printf("\n");
+    }
+    print_win(&r->win_sft);
+    print_win(&r->win_pooled);
+    for (int i = 0; i < r->n_notes; i++) printf("note: %s\n", r->notes[i]);
+}
+
+/* ---- JSON ---- */
+
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+        else fputc(*p, f);
+    }
+    fputc('"', f);
+}
+
+static void json_num(FILE *f, double x)
+{
+    if (isfinite(x)) fprintf(f, "%.6g", x);
+    else fputs("null", f);
+}
+
+static void json_ci(FILE *f, const EvalCI *c)
+{
+    fputs("{\"mean\": ", f), json_num(f, c->mean);
+    fputs(", \"lo\": ", f), json_num(f, c->lo);
+    fputs(", \"hi\": ", f), json_num(f, c->hi);
+    fputs("}", f);
+}
+
+static void json_win(FILE *f, const EvalWin *w)
+{
+    if (!w->valid) {
+        fputs("null", f);
+        return;
+    }
+    fprintf(f, "{\"baseline\": ");
+    json_str(f, w->baseline);
+    fprintf(f, ", \"n_fewshot\": %d, \"users\": %d, \"samples\": %d, \"win\": ", w->n_fewshot, w->users, w->samples);
+    json_ci(f, &w->win);
+    fputs(", \"reward_policy\": ", f), json_num(f, w->reward_policy);
+    fputs(", \"reward_baseline\": ", f), json_num(f, w->reward_baseline);
+    fputs(", \"tie_frac\": ", f), json_num(f, w->tie_frac);
+    fputs(", \"tokens_per_sec\": ", f), json_num(f, w->tokens_per_sec);
+    fputs("}", f);
+}
+
+static int write_json(const char *path, const EvalReport *r, const char *ckpt, const Config *cfg)
+{
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return -1;
+    fputs("{\"ckpt\": ", f), json_str(f, ckpt);
+    fputs(", \"data\": ", f), json_str(f, cfg->data.path);
+    fputs(", \"ref_ckpt\": ", f), json_str(f, r->ref_path);
+    fputs(", \"pooled_ckpt\": ", f), json_str(f, r->pooled_path);
+    fputs(", \"sft_ckpt\": ", f), json_str(f, r->sft_path);
+    fputs(", \"truth\": ", f), json_str(f, r->truth_path);
+    fprintf(f, ", \"beta\": %.6g, \"bootstrap\": %d, \"heldout_users\": %d, \"users\": %d, \"queries_per_user\": %d, "
+               "\"seconds\": %.3f,\n \"accuracy\": [",
+            cfg->loss.beta, cfg->eval.bootstrap, r->heldout_users, r->evaluated_users, r->queries_per_user, r->seconds);
+    for (int i = 0; i < r->n_rows; i++) {
+        const EvalRow *row = &r->rows[i];
+        fprintf(f, "%s\n  {\"n\": %d, \"users\": %d", i ? "," : "", row->n_fewshot, row->users);
+        for (int m = 0; m < EVAL_N_METHODS; m++) {
+            fprintf(f, ", \"%s\": ", eval_method_names[m]);
+            if (row->m[m].valid) json_ci(f, &row->m[m].ci);
+            else fputs("null", f);
+        }
+        fputs("}", f);
+    }
+    fputs("],\n \"win_rate_sft\": ", f), json_win(f, &r->win_sft);
+    fputs(",\n \"win_rate_pooled\": ", f), json_win(f, &r->win_pooled);
+    fputs(",\n \"notes\": [", f);
+    for (int i = 0; i < r->n_notes; i++) fputs(i ? ", " : "", f), json_str(f, r->notes[i]);
+    fputs("]}\n", f);
+    if (fclose(f) != 0 || rename(tmp, path) != 0) return -1;
+    return 0;
+}
+
+int cmd_eval(int argc, char **argv)
+{
+    const char *path = NULL, *json = NULL;
+    const char *sets[256];
+    int n_sets = 0;
+    EvalOptions o = { 0 };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage();
+            return EXIT_OK;
+        } else if (!strcmp(a, "--set") || !strcmp(a, "--ckpt") || !strcmp(a, "--json") || !strcmp(a, "--truth")) {
+            if (i + 1 >= argc) fatal(EXIT_USAGE, "eval: %s needs a value (see 'fspo eval --help')", a);
+            const char *v = argv[++i];
+            if (!strcmp(a, "--ckpt")) o.ckpt = v;
+            else if (!strcmp(a, "--json")) json = v;
+            else if (!strcmp(a, "--truth")) o.truth = v;
+            else if (n_sets == 256) fatal(EXIT_USAGE, "eval: more than 256 --set overrides");
+            else sets[n_sets++] = v;
+        } else if (!strcmp(a, "--quiet")) o.quiet = 1;
+        else if (a[0] == '-') fatal(EXIT_USAGE, "eval: unknown option '%s' (see 'fspo eval --help')", a);
+        else if (path) fatal(EXIT_USAGE, "eval: one config file expected, got '%s' and '%s'", path, a);
+        else path = a;
+    }
+    if (!path || !o.ckpt) fatal(EXIT_USAGE, "eval: usage: fspo eval CFG.yaml --ckpt FILE [--json OUT.json] [--set k=v]...");
+    static Config cfg;
+    char err[2048];
+    if (config_load(path, sets, n_sets, &cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
+    static EvalReport rep;
+    int code = eval_run(&cfg, &o, &rep, err, sizeof err);
+    if (code != 0) fatal(code, "eval: %s", err);
+    print_table(&rep, o.ckpt);
+    if (json) {
+        if (write_json(json, &rep, o.ckpt, &cfg) != 0) fatal(EXIT_RUNTIME, "eval: cannot write %s", json);
+        printf("eval: wrote %s (plots: bash scripts/plot.sh %s)\n", json, json);
+    }
+    return EXIT_OK;
+}

@@ -1,4 +1,151 @@
-/* placeholder until fspo sample lands */
+/* `fspo sample --ckpt FILE --examples USER.jsonl --prompt TEXT`: one
+ * personalized answer, conditioned on a user's few-shot preference pairs. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
 #include "commands.h"
+#include "jsonl.h"
+#include "sample.h"
+#include "tokenizer.h"
 #include "util.h"
-int cmd_sample(int argc, char **argv) { fatal(EXIT_USAGE, "sample: not implemented yet"); }
+
+static void usage(void)
+{
+    printf("usage: fspo sample --ckpt FILE --examples USER.jsonl --prompt TEXT [options]\n\n"
+           "Generates an answer to TEXT personalized to the user whose preference pairs\n"
+           "USER.jsonl holds (rows {\"prompt\", \"chosen\", \"rejected\"}, as fspo prep reads;\n"
+           "user_id is required there too, other fields are ignored). The pairs become the\n"
+           "few-shot context exactly as training renders it (example / question / preferred /\n"
+           "dispreferred, then task / question), and the answer is decoded with a KV cache\n"
+           "until end of answer or --max-tokens. The text goes to stdout; tokens/s to stderr.\n"
+           "The same seed, checkpoint and inputs give the same text.\n\n"
+           "  --ckpt FILE         checkpoint to sample from (ckpt_<step>.h5)\n"
+           "  --examples FILE     the user's few-shot pairs, JSON lines (may be empty: N = 0)\n"
+           "  --prompt TEXT       the question to answer\n"
+           "  --seed S            random seed (default 1)\n"
+           "  --temperature T     softmax temperature, 0 = greedy (default 0.7)\n"
+           "  --top-p P           nucleus mass in (0, 1] (default 0.9)\n"
+           "  --max-tokens N      generation limit (default 160)\n\n"
+           "Exit codes: 0 done, 2 bad usage or input (missing checkpoint, malformed JSONL,\n"
+           "a prompt that does not fit the model's context), 1 runtime failure.\n");
+}
+
+static double cli_double(const char *cmd, int argc, char **argv, int *i, double lo, double hi)
+{
+    const char *opt = argv[*i];
+    const char *s = cli_str(cmd, argc, argv, i);
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno == ERANGE || end == s || *end != '\0' || !isfinite(v))
+        fatal(EXIT_USAGE, "%s: %s: '%s' is not a number", cmd, opt, s);
+    if (v < lo || v > hi) fatal(EXIT_USAGE, "%s: %s: %g is outside [%g, %g]", cmd, opt, v, lo, hi);
+    return v;
+}
+
+static uint16_t *encode(const char *s, size_t n)
+{
+    uint16_t *ids = malloc(sizeof(uint16_t) * (n ? n : 1));
+    if (!ids) fatal(EXIT_RUNTIME, "sample: out of memory");
+    tok_encode(s, n, ids);
+    return ids;
+}
+
+/* Every row of the file, tokenized; the first bad line is an error. */
+static PairSpans *read_examples(const char *path, int *n_out)
+{
+    char err[1024];
+    JsonlReader *r = jsonl_reader_open(path, 1 << 20, err, sizeof err);
+    if (!r) fatal(EXIT_USAGE, "sample: --examples: %s", err);
+    PairSpans *shots = NULL;
+    int n = 0, cap = 0;
+    PrefRow row;
+    long line;
+    int rc;
+    while ((rc = jsonl_next_row(r, &row, &line, err, sizeof err)) == 1) {
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            shots = realloc(shots, sizeof *shots * (size_t)cap);
+            if (!shots) fatal(EXIT_RUNTIME, "sample: out of memory");
+        }
+        shots[n].prompt = (TokSpan){ encode(row.prompt, row.prompt_len), row.prompt_len };
+        shots[n].chosen = (TokSpan){ encode(row.chosen, row.chosen_len), row.chosen_len };
+        shots[n].rejected = (TokSpan){ encode(row.rejected, row.rejected_len), row.rejected_len };
+        n++;
+    }
+    jsonl_reader_close(r);
+    if (rc < 0) fatal(EXIT_USAGE, "sample: --examples: %s", err);
+    *n_out = n;
+    return shots;
+}
+
+int cmd_sample(int argc, char **argv)
+{
+    const char *cmd = "sample", *ckpt = NULL, *examples = NULL, *prompt = NULL;
+    SampleConfig sc = { .temperature = 0.7, .top_p = 0.9, .max_new_tokens = 160 };
+    long seed = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage();
+            return EXIT_OK;
+        } else if (!strcmp(a, "--ckpt")) ckpt = cli_str(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--examples")) examples = cli_str(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--prompt")) prompt = cli_str(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--seed")) seed = cli_int(cmd, argc, argv, &i, 0, 2147483647);
+        else if (!strcmp(a, "--temperature")) sc.temperature = cli_double(cmd, argc, argv, &i, 0, 100);
+        else if (!strcmp(a, "--top-p")) {
+            sc.top_p = cli_double(cmd, argc, argv, &i, 0, 1);
+            if (sc.top_p <= 0) fatal(EXIT_USAGE, "%s: --top-p must be above 0", cmd);
+        } else if (!strcmp(a, "--max-tokens")) sc.max_new_tokens = cli_int(cmd, argc, argv, &i, 1, 1 << 20);
+        else fatal(EXIT_USAGE, "%s: unknown argument '%s' (see 'fspo sample --help')", cmd, a);
+    }
+    if (!ckpt || !examples || !prompt)
+        fatal(EXIT_USAGE, "%s: --ckpt, --examples and --prompt are required (see 'fspo sample --help')", cmd);
+    if (!*prompt) fatal(EXIT_USAGE, "%s: --prompt is empty", cmd);
+
+    char err[1024];
+    Model *m = load_frozen_model(ckpt, 1, 1, err, sizeof err);
+    if (!m) fatal(EXIT_USAGE, "%s: %s", cmd, err);
+    int n_shots;
+    PairSpans *shots = read_examples(examples, &n_shots);
+    size_t plen = strlen(prompt);
+    TokSpan query = { encode(prompt, plen), plen };
+    int max_seq = m->cfg.max_seq;
+    size_t need = sample_prompt_len(shots, n_shots, query);
+    if (need >= (size_t)max_seq)
+        fatal(EXIT_USAGE, "%s: the prompt with its %d few-shot pair(s) is %zu tokens; the model's context "
+                          "(model.max_seq) is %d and must leave room for the answer: use fewer or shorter examples",
+              cmd, n_shots, need, max_seq);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_seq * 2);
+    if (!ids) fatal(EXIT_RUNTIME, "%s: out of memory", cmd);
+    int n_prompt = sample_render_prompt(shots, n_shots, query, ids, max_seq);
+    int32_t *out = ids + max_seq;
+
+    Generator *g = generator_create(m);
+    SampleResult res;
+    generate(g, ids, n_prompt, &sc, (uint64_t)seed, out, max_seq, &res);
+    char *text = malloc((size_t)res.n_tokens + 1);
+    if (!text) fatal(EXIT_RUNTIME, "%s: out of memory", cmd);
+    for (int k = 0; k < res.n_tokens; k++) text[k] = (char)out[k];
+    fwrite(text, 1, (size_t)res.n_tokens, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+    fprintf(stderr, "sample: %d few-shot pair(s), %d prompt tokens, %d generated (stop: %s) in %.2f s: %.0f tokens/s\n",
+            n_shots, n_prompt, res.n_tokens, sample_stop_name(res.stop), res.seconds,
+            (n_prompt + res.n_tokens) / (res.seconds > 0 ? res.seconds : 1e-9));
+
+    free(text);
+    free(ids);
+    generator_free(g);
+    model_free(m);
+    for (int i = 0; i < n_shots; i++)
+        free((void *)shots[i].prompt.ids), free((void *)shots[i].chosen.ids), free((void *)shots[i].rejected.ids);
+    free(shots);
+    free((void *)query.ids);
+    return EXIT_OK;
+}

@@ -1,0 +1,678 @@
+/* eval: see eval.h. The run, in order:
+ *   users    held-out users of the dataset (sampler, SPLIT_HELDOUT), each with a
+ *            fixed pool of few-shot pairs and Q query pairs drawn once;
+ *   oracles  the scorer's attribute vectors of every pair's two answers, for the
+ *            linear baseline and (with the truth file) the Bayes-optimal column;
+ *   models   per N, tree-packed rows [C P_1 W_1 L_1 ...] in batches through the
+ *            forward-only policy and reference (and the pooled model at N = 0);
+ *   win rate per user, samples from the policy (with the context) and the
+ *            baseline, scored with the user's true reward;
+ *   CIs      bootstrap over users. */
+#include "eval.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "dataset.h"
+#include "jsonl.h"
+#include "loss.h"
+#include "model.h"
+#include "pack.h"
+#include "rng.h"
+#include "sample.h"
+#include "sampler.h"
+#include "synth.h"
+#include "tokenizer.h"
+#include "util.h"
+
+const char *const eval_method_names[EVAL_N_METHODS] = { "model", "pooled", "linear", "bayes" };
+
+/* ---- statistics ---- */
+
+double eval_pair_credit(double margin) { return margin > 0 ? 1.0 : margin == 0 ? 0.5 : 0.0; }
+
+double eval_margin(double beta, double pc, double pr, const double *ref)
+{
+    if (!ref) return pc - pr;
+    return beta * ((pc - ref[0]) - (pr - ref[1]));
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Type-1 quantile: the smallest value whose empirical CDF reaches q. */
+static double quantile_sorted(const double *v, int n, double q)
+{
+    int k = (int)ceil(q * n) - 1;
+    if (k < 0) k = 0;
+    if (k > n - 1) k = n - 1;
+    return v[k];
+}
+
+EvalCI eval_bootstrap(const double *hits, const double *count, int n, int resamples, uint64_t seed)
+{
+    double h = 0, c = 0;
+    for (int i = 0; i < n; i++) h += hits[i], c += count[i];
+    EvalCI ci = { c > 0 ? h / c : NAN, NAN, NAN };
+    ci.lo = ci.hi = ci.mean;
+    if (resamples <= 0 || n == 0 || !(c > 0)) return ci;
+    double *v = malloc(sizeof(double) * (size_t)resamples);
+    if (!v) fatal(EXIT_RUNTIME, "out of memory for the bootstrap");
+    Rng r = rng_seed(seed, 0xb0075);
+    int kept = 0;
+    for (int b = 0; b < resamples; b++) {
+        double hb = 0, cb = 0;
+        for (int i = 0; i < n; i++) {
+            uint32_t j = rng_below(&r, (uint32_t)n);
+            hb += hits[j], cb += count[j];
+        }
+        if (cb > 0) v[kept++] = hb / cb; /* a resample of only empty users has no accuracy */
+    }
+    if (kept > 0) {
+        qsort(v, (size_t)kept, sizeof *v, cmp_double);
+        ci.lo = quantile_sorted(v, kept, 0.025);
+        ci.hi = quantile_sorted(v, kept, 0.975);
+    }
+    free(v);
+    return ci;
+}
+
+/* Solves A z = b for symmetric positive definite A (d x d, overwritten) by Cholesky. */
+static void solve_spd(double *A, double *b, int d)
+{
+    for (int j = 0; j < d; j++) {
+        double s = A[j * d + j];
+        for (int k = 0; k < j; k++) s -= A[j * d + k] * A[j * d + k];
+        A[j * d + j] = sqrt(s > 1e-300 ? s : 1e-300);
+        for (int i = j + 1; i < d; i++) {
+            double t = A[i * d + j];
+            for (int k = 0; k < j; k++) t -= A[i * d + k] * A[j * d + k];
+            A[i * d + j] = t / A[j * d + j];
+        }
+    }
+    for (int i = 0; i < d; i++) { /* L y = b */
+        double t = b[i];
+        for (int k = 0; k < i; k++) t -= A[i * d + k] * b[k];
+        b[i] = t / A[i * d + i];
+    }
+    for (int i = d - 1; i >= 0; i--) { /* L^T z = y */
+        double t = b[i];
+        for (int k = i + 1; k < d; k++) t -= A[k * d + i] * b[k];
+        b[i] = t / A[i * d + i];
+    }
+}
+
+static double log1p_exp(double z) { return z > 30 ? z : log1p(exp(z)); }
+
+static double linear_objective(const double *x, int n, int d, double l2, const double *w)
+{
+    double f = 0, ww = 0;
+    for (int i = 0; i < n; i++) {
+        double z = 0;
+        for (int k = 0; k < d; k++) z += w[k] * x[i * d + k];
+        f += log1p_exp(-z);
+    }
+    for (int k = 0; k < d; k++) ww += w[k] * w[k];
+    return f + 0.5 * l2 * ww;
+}
+
+void eval_linear_fit(const double *x, int n, int d, double l2, double *w)
+{
+    double g[64], H[64 * 64], step[64], trial[64];
+    memset(w, 0, sizeof(double) * (size_t)d);
+    if (n == 0) return;
+    double f = linear_objective(x, n, d, l2, w);
+    for (int it = 0; it < 100; it++) {
+        for (int k = 0; k < d; k++) g[k] = l2 * w[k];
+        memset(H, 0, sizeof(double) * (size_t)d * d);
+        for (int k = 0; k < d; k++) H[k * d + k] = l2;
+        for (int i = 0; i < n; i++) {
+            const double *xi = x + (size_t)i * d;
+            double z = 0;
+            for (int k = 0; k < d; k++) z += w[k] * xi[k];
+            double s = 1.0 / (1.0 + exp(z)); /* sigmoid(-z) */
+            for (int k = 0; k < d; k++) {
+                g[k] -= s * xi[k];
+                for (int l = 0; l < d; l++) H[k * d + l] += s * (1 - s) * xi[k] * xi[l];
+            }
+        }
+        memcpy(step, g, sizeof(double) * (size_t)d);
+        solve_spd(H, step, d);
+        /* Newton with step halving: the objective is convex, so this converges */
+        double t = 1, ft = f;
+        for (int h = 0; h < 40; h++, t *= 0.5) {
+            for (int k = 0; k < d; k++) trial[k] = w[k] - t * step[k];
+            ft = linear_objective(x, n, d, l2, trial);
+            if (ft <= f) break;
+        }
+        double moved = 0;
+        for (int k = 0; k < d; k++) moved = fmax(moved, fabs(trial[k] - w[k]));
+        memcpy(w, trial, sizeof(double) * (size_t)d);
+        f = ft;
+        if (moved < 1e-12) break;
+    }
+}
+
+/* ---- the run ---- */
+
+/* Queries per held-out user: 8 keeps a row of C plus its queries short and
+ * gives every N the same, fairly precise, per-user accuracy. */
+#define EVAL_QUERIES 8
+/* Rows per forward pass. */
+#define EVAL_ROWS 8
+/* Samples per user and model for the win rate. */
+#define EVAL_WIN_PROMPTS 2
+
+typedef struct {
+    int64_t user;
+    int n_pool, n_queries;
+    int64_t pool[SAMPLER_MAX_FEWSHOT], queries[EVAL_QUERIES];
+    double pool_x[SAMPLER_MAX_FEWSHOT][SYNTH_K], query_x[EVAL_QUERIES][SYNTH_K]; /* a(chosen) - a(rejected) */
+    const UserTruth *truth;
+} EvalUser;
+
+typedef struct {
+    const Config *cfg;
+    const EvalOptions *o;
+    EvalReport *rep;
+    Dataset data;
+    EvalUser *users;
+    int n_users, max_seq;
+    Model *policy, *ref, *pooled;
+    Batch batch;
+    float *logp, *ref_logp;
+    /* credit per [method][row][user] and query pairs per [row][user], flattened;
+     * fits[row][user]: the user's context of N pairs and all its queries fit model.max_seq */
+    double *hits, *count;
+    unsigned char *fits;
+    double t0, last_progress;
+} Eval;
+
+static double *tally(Eval *e, int method, int row) { return e->hits + ((size_t)method * CFG_LIST + row) * e->n_users; }
+static double *counts(Eval *e, int row) { return e->count + (size_t)row * e->n_users; }
+
+static void note(EvalReport *rep, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(EvalReport *rep, const char *fmt, ...)
+{
+    if (rep->n_notes >= EVAL_MAX_NOTES) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(rep->notes[rep->n_notes++], sizeof rep->notes[0], fmt, ap);
+    va_end(ap);
+}
+
+static void progress(Eval *e, const char *what, long done, long total)
+{
+    if (e->o->quiet) return;
+    double now = now_seconds();
+    int tty = isatty(fileno(stderr)), final = done >= total;
+    if (!final && now - e->last_progress < (tty ? 0.2 : 5.0)) return;
+    e->last_progress = now;
+    fprintf(stderr, "%seval: %s %ld/%ld (%.0f%%), %.0f s%s", tty ? "\r\033[K" : "", what, done, total,
+            total ? 100.0 * done / total : 100.0, now - e->t0, tty && !final ? "" : "\n");
+    fflush(stderr);
+}
+
+/* The scorer's reading of a span of byte tokens. */
+static void span_attrs(const Dataset *d, const int64_t *span, double a[SYNTH_K])
+{
+    char buf[4096];
+    size_t n = (size_t)span[1] < sizeof buf ? (size_t)span[1] : sizeof buf;
+    for (size_t k = 0; k < n; k++) buf[k] = (char)d->tokens[span[0] + k];
+    synth_score(buf, n, a);
+}
+
+static void pair_diff(const Dataset *d, int64_t p, double x[SYNTH_K])
+{
+    double ac[SYNTH_K], ar[SYNTH_K];
+    span_attrs(d, d->chosen + 2 * p, ac);
+    span_attrs(d, d->rejected + 2 * p, ar);
+    for (int k = 0; k < SYNTH_K; k++) x[k] = ac[k] - ar[k];
+}
+
+static int max_n_fewshot(const Config *cfg)
+{
+    int m = 0;
+    for (int i = 0; i < cfg->eval.n_fewshot.n; i++)
+        if (cfg->eval.n_fewshot.v[i] > m) m = (int)cfg->eval.n_fewshot.v[i];
+    return m;
+}
+
+/* The truth file: --truth, else the dataset's source with .jsonl ->
+ * .truth.jsonl (as fspo synth names it), as given or next to the dataset. */
+static void find_truth(Eval *e, char *path, size_t len)
+{
+    if (e->o->truth) {
+        snprintf(path, len, "%s", e->o->truth);
+        return;
+    }
+    char guess[CFG_STR];
+    const char *src = e->data.source;
+    size_t n = strlen(src);
+    if (n > 6 && !strcmp(src + n - 6, ".jsonl")) n -= 6;
+    snprintf(guess, sizeof guess, "%.*s.truth.jsonl", (int)n, src);
+    if (access(guess, R_OK) == 0) {
+        snprintf(path, len, "%s", guess);
+        return;
+    }
+    const char *base = strrchr(guess, '/'), *dir_end = strrchr(e->cfg->data.path, '/');
+    base = base ? base + 1 : guess;
+    int w = dir_end ? snprintf(path, len, "%.*s/%s", (int)(dir_end - e->cfg->data.path), e->cfg->data.path, base)
+                    : snprintf(path, len, "%s", base);
+    if (w >= (int)len || access(path, R_OK) != 0) {
+        note(e->rep, "no truth file (looked for %s%s%s): the Bayes-optimal column and the win rate need it; "
+                     "pass --truth FILE", guess, strcmp(guess, path) ? " and " : "", strcmp(guess, path) ? path : "");
+        path[0] = '\0';
+    }
+}
+
+static int load_truth(Eval *e, TruthSet **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    char path[CFG_STR];
+    find_truth(e, path, sizeof path);
+    snprintf(e->rep->truth_path, sizeof e->rep->truth_path, "%s", path);
+    if (!path[0]) return 0;
+    char why[1024];
+    TruthSet *t = truth_read(path, why, sizeof why);
+    if (!t) return set_err(err, errlen, "truth file: %s", why);
+    for (int i = 0; i < e->n_users; i++) {
+        const char *id = e->data.user_ids[e->users[i].user];
+        const UserTruth *u = truth_find(t, id);
+        if (!u) {
+            truth_free(t);
+            return set_err(err, errlen, "%s has no record of held-out user '%s': it belongs to another dataset", path, id);
+        }
+        if (u->scorer_version != SYNTH_SCORER_VERSION || u->n_attrs != SYNTH_K) {
+            truth_free(t);
+            return set_err(err, errlen, "%s: user '%s' was made for scorer v%d with %d attributes; this fspo scores "
+                                        "with v%d and %d", path, id, u->scorer_version, u->n_attrs, SYNTH_SCORER_VERSION,
+                           SYNTH_K);
+        }
+        e->users[i].truth = u;
+    }
+    *out = t;
+    return 0;
+}
+
+/* Held-out users and their fixed pool and queries. */
+static int pick_users(Eval *e, char *err, size_t errlen)
+{
+    const Config *cfg = e->cfg;
+    int nmax = max_n_fewshot(cfg);
+    if (nmax > SAMPLER_MAX_FEWSHOT)
+        return set_err(err, errlen, "eval.n_fewshot: %d is above the limit %d", nmax, SAMPLER_MAX_FEWSHOT);
+    Sampler s;
+    if (sampler_init(&s, &e->data, SPLIT_HELDOUT, (uint64_t)cfg->train.seed, nmax, -1, 1, err, errlen) != 0) return -1;
+    e->rep->heldout_users = (int)(s.n_users + s.n_skipped_small);
+    if (s.n_skipped_small)
+        note(e->rep, "%lld held-out user(s) have fewer than %d pairs (max N + 1) and are not evaluated",
+             (long long)s.n_skipped_small, nmax + 1);
+    int n = (int)s.n_users;
+    if (cfg->eval.max_users > 0 && n > cfg->eval.max_users) n = cfg->eval.max_users;
+    e->users = calloc((size_t)n, sizeof *e->users);
+    if (!e->users) fatal(EXIT_RUNTIME, "out of memory for the evaluation users");
+    e->n_users = n;
+    for (int i = 0; i < n; i++) {
+        EvalUser *u = &e->users[i];
+        u->user = s.users[i];
+        int64_t first = e->data.user_pairs[2 * u->user], cnt = e->data.user_pairs[2 * u->user + 1];
+        /* a seeded shuffle of the user's pairs: the pool first, then the queries */
+        int64_t *perm = malloc(sizeof(int64_t) * (size_t)cnt);
+        if (!perm) fatal(EXIT_RUNTIME, "out of memory");
+        for (int64_t k = 0; k < cnt; k++) perm[k] = first + k;
+        Rng r = rng_seed((uint64_t)cfg->train.seed ^ 0xe7a1, (uint64_t)u->user);
+        for (int64_t k = cnt - 1; k > 0; k--) {
+            int64_t j = rng_below(&r, (uint32_t)(k + 1)), t = perm[k];
+            perm[k] = perm[j], perm[j] = t;
+        }
+        u->n_pool = nmax;
+        u->n_queries = (int)(cnt - nmax < EVAL_QUERIES ? cnt - nmax : EVAL_QUERIES);
+        for (int k = 0; k < nmax; k++) u->pool[k] = perm[k], pair_diff(&e->data, perm[k], u->pool_x[k]);
+        for (int k = 0; k < u->n_queries; k++)
+            u->queries[k] = perm[nmax + k], pair_diff(&e->data, perm[nmax + k], u->query_x[k]);
+        free(perm);
+    }
+    sampler_free(&s);
+    e->rep->evaluated_users = n;
+    e->rep->queries_per_user = EVAL_QUERIES;
+    return 0;
+}
+
+/* The meta-example for user u with N context pairs and queries [q0, q0+nq). */
+static void make_example(const EvalUser *u, int n, int q0, int nq, MetaExample *ex)
+{
+    ex->user = u->user;
+    ex->n_fewshot = n;
+    ex->n_queries = nq;
+    for (int k = 0; k < n; k++) ex->pairs[k] = u->pool[k];
+    for (int k = 0; k < nq; k++) ex->pairs[n + k] = u->queries[q0 + k];
+}
+
+/* Row length if it fits whole (no pair dropped), else -1. */
+static int fits(const Dataset *d, const MetaExample *ex, int max_len)
+{
+    MetaExample copy = *ex;
+    int df, dq, len = pack_plan(d, &copy, PACK_TREE, max_len, &df, &dq);
+    return len < 0 || df || dq ? -1 : len;
+}
+
+typedef struct {
+    int user, q0;
+    MetaExample ex;
+    int len;
+} RowJob;
+
+/* All rows of N: each user's queries split greedily over rows of C + as
+ * many queries as fit. Users whose context plus one query does not fit get
+ * no row; fit[u] records which. Returns the number of rows. */
+static int plan_rows(Eval *e, int n, RowJob *jobs, unsigned char *fit)
+{
+    int count = 0;
+    for (int i = 0; i < e->n_users; i++) {
+        const EvalUser *u = &e->users[i];
+        fit[i] = 0;
+        for (int q0 = 0; q0 < u->n_queries;) {
+            int nq = 1, len;
+            MetaExample ex;
+            make_example(u, n, q0, 1, &ex);
+            if ((len = fits(&e->data, &ex, e->max_seq)) < 0) break;
+            while (q0 + nq < u->n_queries) {
+                MetaExample more;
+                make_example(u, n, q0, nq + 1, &more);
+                int l2 = fits(&e->data, &more, e->max_seq);
+                if (l2 < 0) break;
+                ex = more, len = l2, nq++;
+            }
+            jobs[count++] = (RowJob){ i, q0, ex, len };
+            q0 += nq;
+        }
+        /* a user counts only with all its queries scored: every N then averages the same pairs */
+        int scored = 0;
+        for (int j = 0; j < count; j++)
+            if (jobs[j].user == i) scored += jobs[j].ex.n_queries;
+        if (scored == u->n_queries) fit[i] = 1;
+        else
+            while (count > 0 && jobs[count - 1].user == i) count--;
+    }
+    return count;
+}
+
+/* Runs rows through the model (and its reference) and adds each query's
+ * credit to the method's tally of row `row`. */
+static void score_rows(Eval *e, Model *m, Model *ref, const RowJob *jobs, int n_jobs, int method, int row,
+                       const char *what)
+{
+    double beta = e->cfg->loss.beta;
+    PackedAnswers ans[EVAL_ROWS];
+    for (int start = 0; start < n_jobs; start += EVAL_ROWS) {
+        int end = start + EVAL_ROWS < n_jobs ? start + EVAL_ROWS : n_jobs, T = 1, S = 1;
+        for (int j = start; j < end; j++) {
+            if (jobs[j].len > T) T = jobs[j].len;
+            int s = pack_segments(&jobs[j].ex, PACK_TREE);
+            if (s > S) S = s;
+        }
+        batch_reset(&e->batch, end - start, T, S);
+        for (int j = start; j < end; j++) pack_write(&e->data, &jobs[j].ex, PACK_TREE, &e->batch, j - start, &ans[j - start]);
+        model_forward(m, &e->batch, e->logp);
+        if (ref) model_forward(ref, &e->batch, e->ref_logp);
+        for (int j = start; j < end; j++) {
+            double pol[2 * SAMPLER_MAX_QUERIES], rs[2 * SAMPLER_MAX_QUERIES];
+            answer_logps(e->logp, &ans[j - start], pol);
+            if (ref) answer_logps(e->ref_logp, &ans[j - start], rs);
+            double credit = 0;
+            for (int q = 0; q < jobs[j].ex.n_queries; q++)
+                credit += eval_pair_credit(eval_margin(beta, pol[2 * q], pol[2 * q + 1], ref ? rs + 2 * q : NULL));
+            tally(e, method, row)[jobs[j].user] += credit;
+        }
+        progress(e, what, end, n_jobs);
+    }
+}
+
+/* Linear and Bayes columns of row `row` (N = n) for the users that fit. */
+static void score_oracles(Eval *e, int row, int n, int have_truth)
+{
+    double x[SAMPLER_MAX_FEWSHOT * SYNTH_K], w[SYNTH_K];
+    for (int i = 0; i < e->n_users; i++) {
+        if (!e->fits[(size_t)row * e->n_users + i]) continue;
+        const EvalUser *u = &e->users[i];
+        for (int k = 0; k < n; k++) memcpy(x + k * SYNTH_K, u->pool_x[k], sizeof u->pool_x[k]);
+        eval_linear_fit(x, n, SYNTH_K, EVAL_LINEAR_L2, w);
+        for (int q = 0; q < u->n_queries; q++) {
+            tally(e, EVAL_LINEAR, row)[i] += eval_pair_credit(synth_reward(w, u->query_x[q]));
+            if (have_truth) tally(e, EVAL_BAYES, row)[i] += eval_pair_credit(synth_reward(u->truth->weights, u->query_x[q]));
+        }
+    }
+}
+
+/* Compacts row `row`'s users that fit and bootstraps a method's accuracy. */
+static EvalMethod summarize(Eval *e, int method, int row)
+{
+    EvalMethod out = { 0 };
+    double *h = malloc(sizeof(double) * (size_t)(e->n_users + 1)), *c = malloc(sizeof(double) * (size_t)(e->n_users + 1));
+    if (!h || !c) fatal(EXIT_RUNTIME, "out of memory");
+    int n = 0;
+    for (int i = 0; i < e->n_users; i++) {
+        if (!e->fits[(size_t)row * e->n_users + i]) continue;
+        h[n] = tally(e, method, row)[i], c[n] = counts(e, row)[i], out.pairs += c[n], n++;
+    }
+    if (n > 0) {
+        out.valid = 1;
+        out.ci = eval_bootstrap(h, c, n, e->cfg->eval.bootstrap, (uint64_t)e->cfg->train.seed);
+    }
+    free(h), free(c);
+    return out;
+}
+
+/* ---- generation win rate ---- */
+
+static double sample_reward(const UserTruth *t, const int32_t *ids, int n)
+{
+    char text[8192];
+    int m = n < (int)sizeof text ? n : (int)sizeof text;
+    for (int k = 0; k < m; k++) text[k] = (char)ids[k];
+    double a[SYNTH_K];
+    synth_score(text, (size_t)m, a);
+    return synth_reward(t->weights, a);
+}
+
+static TokSpan dspan(const Dataset *d, const int64_t *span) { return (TokSpan){ d->tokens + span[0], (size_t)span[1] }; }
+
+/* Renders user u's prompt for query q with N context pairs; -1 if it does not fit. */
+static int render_for(Eval *e, const EvalUser *u, int n, int q, int32_t *out)
+{
+    PairSpans shots[SAMPLER_MAX_FEWSHOT];
+    for (int k = 0; k < n; k++) {
+        int64_t p = u->pool[k];
+        shots[k] = (PairSpans){ dspan(&e->data, e->data.prompt + 2 * p), dspan(&e->data, e->data.chosen + 2 * p),
+                                dspan(&e->data, e->data.rejected + 2 * p) };
+    }
+    int len = sample_render_prompt(shots, n, dspan(&e->data, e->data.prompt + 2 * u->queries[q]), out, e->max_seq);
+    return len >= e->max_seq ? -1 : len;
+}
+
+/* Win rate of the policy (N context pairs) over a baseline (baseline_n
+ * context pairs: N for SFT, 0 for the pooled model), scored with r_u. */
+static void win_rate(Eval *e, Model *baseline, int baseline_n, int n, const char *name, EvalWin *out)
+{
+    const Config *cfg = e->cfg;
+    SampleConfig sc = { cfg->eval.temperature, cfg->eval.top_p, cfg->eval.max_new_tokens };
+    Generator *gp = generator_create(e->policy), *gb = generator_create(baseline);
+    int cap = e->max_seq;
+    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)cap * 4);
+    if (!prompt) fatal(EXIT_RUNTIME, "out of memory");
+    int32_t *bprompt = prompt + cap, *ya = prompt + 2 * cap, *yb = prompt + 3 * cap;
+    double *hits = calloc((size_t)e->n_users + 1, sizeof(double)), *cnt = calloc((size_t)e->n_users + 1, sizeof(double));
+    double rp = 0, rb = 0, ties = 0, tokens = 0, secs = 0;
+    int samples = 0, users = 0;
+    char what[64];
+    snprintf(what, sizeof what, "win rate vs %s, users", name);
+    for (int i = 0; i < e->n_users; i++) {
+        const EvalUser *u = &e->users[i];
+        int used = 0;
+        for (int q = 0; q < u->n_queries && q < EVAL_WIN_PROMPTS; q++) {
+            int lp = render_for(e, u, n, q, prompt), lb = render_for(e, u, baseline_n, q, bprompt);
+            if (lp < 0 || lb < 0) continue;
+            /* the same seed for both: common random numbers lower the variance of the difference */
+            uint64_t seed = ((uint64_t)cfg->train.seed << 32) ^ ((uint64_t)u->user << 8) ^ (uint64_t)q;
+            SampleResult a, b;
+            generate(gp, prompt, lp, &sc, seed, ya, cap, &a);
+            generate(gb, bprompt, lb, &sc, seed, yb, cap, &b);
+            double ra = sample_reward(u->truth, ya, a.n_tokens), rbv = sample_reward(u->truth, yb, b.n_tokens);
+            hits[users] += ra > rbv ? 1 : ra == rbv ? 0.5 : 0;
+            cnt[users] += 1;
+            ties += ra == rbv, rp += ra, rb += rbv, samples++, used = 1;
+            tokens += a.n_tokens + b.n_tokens, secs += a.seconds + b.seconds;
+        }
+        users += used;
+        progress(e, what, i + 1, e->n_users);
+    }
+    out->valid = samples > 0;
+    out->n_fewshot = n, out->users = users, out->samples = samples;
+    snprintf(out->baseline, sizeof out->baseline, "%s", name);
+    if (samples > 0) {
+        out->win = eval_bootstrap(hits, cnt, users, cfg->eval.bootstrap, (uint64_t)cfg->train.seed + 1);
+        out->reward_policy = rp / samples, out->reward_baseline = rb / samples, out->tie_frac = ties / samples;
+        out->tokens_per_sec = tokens / (secs > 0 ? secs : 1e-9);
+    }
+    free(hits), free(cnt), free(prompt);
+    generator_free(gp), generator_free(gb);
+}
+
+/* ---- setup ---- */
+
+static int load_models(Eval *e, char *err, size_t errlen)
+{
+    const Config *cfg = e->cfg;
+    char why[1024];
+    struct {
+        const char *path, *role;
+        Model **m;
+    } want[] = { { e->o->ckpt, "--ckpt", &e->policy }, { cfg->loss.ref_ckpt, "loss.ref_ckpt", &e->ref },
+                 { cfg->eval.pooled_ckpt, "eval.pooled_ckpt", &e->pooled } };
+    e->max_seq = 1 << 30;
+    for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
+        if (!want[i].path || !want[i].path[0]) continue;
+        *want[i].m = load_frozen_model(want[i].path, EVAL_ROWS, 0, why, sizeof why);
+        if (!*want[i].m) return set_err(err, errlen, "%s: %s", want[i].role, why);
+        const ModelConfig *mc = &(*want[i].m)->cfg;
+        if (mc->vocab < e->data.vocab)
+            return set_err(err, errlen, "%s: %s reads %d token ids; the dataset has %lld", want[i].role, want[i].path,
+                           mc->vocab, (long long)e->data.vocab);
+        if (mc->max_seq < e->max_seq) e->max_seq = mc->max_seq;
+    }
+    snprintf(e->rep->ref_path, sizeof e->rep->ref_path, "%s", cfg->loss.ref_ckpt);
+    snprintf(e->rep->pooled_path, sizeof e->rep->pooled_path, "%s", cfg->eval.pooled_ckpt);
+    if (!e->ref) note(e->rep, "no loss.ref_ckpt: the model column is the plain log-prob margin logpi(chosen) - logpi(rejected)");
+    if (!e->pooled) note(e->rep, "no eval.pooled_ckpt: the pooled (no-context) column is empty");
+    return 0;
+}
+
+static void free_eval(Eval *e, TruthSet *truth)
+{
+    model_free(e->policy), model_free(e->ref), model_free(e->pooled);
+    batch_free(&e->batch);
+    xfree_aligned(e->logp), xfree_aligned(e->ref_logp);
+    free(e->hits), free(e->count), free(e->fits), free(e->users);
+    dataset_free(&e->data);
+    truth_free(truth);
+}
+
+int eval_run(const Config *cfg, const EvalOptions *o, EvalReport *rep, char *err, size_t errlen)
+{
+    static Eval ev;
+    Eval *e = &ev;
+    memset(e, 0, sizeof *e);
+    memset(rep, 0, sizeof *rep);
+    e->cfg = cfg, e->o = o, e->rep = rep, e->t0 = now_seconds();
+    TruthSet *truth = NULL;
+    char why[1024];
+    if (dataset_read(cfg->data.path, &e->data, why, sizeof why) != 0) return set_err(err, errlen, "%s", why), EXIT_USAGE;
+    if (cfg->eval.n_fewshot.n < 1) return set_err(err, errlen, "eval.n_fewshot is empty"), EXIT_USAGE;
+    if (pick_users(e, err, errlen) != 0 || load_models(e, err, errlen) != 0 || load_truth(e, &truth, err, errlen) != 0) {
+        free_eval(e, truth);
+        return EXIT_USAGE;
+    }
+    int R = cfg->eval.n_fewshot.n, U = e->n_users;
+    e->hits = calloc((size_t)EVAL_N_METHODS * CFG_LIST * U + 1, sizeof(double));
+    e->count = calloc((size_t)CFG_LIST * U + 1, sizeof(double));
+    e->fits = calloc((size_t)CFG_LIST * U + 1, 1);
+    int max_jobs = U * EVAL_QUERIES + 1;
+    RowJob *jobs = malloc(sizeof(RowJob) * (size_t)max_jobs), *pooled_jobs = malloc(sizeof(RowJob) * (size_t)max_jobs);
+    unsigned char *pooled_fit = calloc((size_t)U + 1, 1);
+    if (!e->hits || !e->count || !e->fits || !jobs || !pooled_jobs || !pooled_fit) fatal(EXIT_RUNTIME, "out of memory");
+    batch_alloc(&e->batch, EVAL_ROWS, e->max_seq, 1 + 3 * EVAL_QUERIES, EVAL_ROWS * e->max_seq);
+    e->logp = xcalloc_aligned(sizeof(float) * EVAL_ROWS * e->max_seq, "eval log-probs");
+    e->ref_logp = xcalloc_aligned(sizeof(float) * EVAL_ROWS * e->max_seq, "eval log-probs");
+
+    /* the pooled model never sees context: score its N = 0 rows once */
+    int n_pooled_jobs = e->pooled ? plan_rows(e, 0, pooled_jobs, pooled_fit) : 0;
+    double *pooled_hits = calloc((size_t)U + 1, sizeof(double));
+    if (e->pooled) {
+        score_rows(e, e->pooled, e->ref, pooled_jobs, n_pooled_jobs, EVAL_POOLED, 0, "pooled model, rows");
+        memcpy(pooled_hits, tally(e, EVAL_POOLED, 0), sizeof(double) * (size_t)U);
+        memset(tally(e, EVAL_POOLED, 0), 0, sizeof(double) * (size_t)U);
+    }
+    for (int r = 0; r < R; r++) {
+        int n = (int)cfg->eval.n_fewshot.v[r];
+        unsigned char *fit = e->fits + (size_t)r * U;
+        int n_jobs = plan_rows(e, n, jobs, fit);
+        EvalRow *row = &rep->rows[r];
+        row->n_fewshot = n;
+        for (int i = 0; i < U; i++) {
+            if (e->pooled && !pooled_fit[i]) fit[i] = 0; /* compare every method on the same users */
+            if (fit[i]) row->users++, counts(e, r)[i] = e->users[i].n_queries;
+        }
+        char what[64];
+        snprintf(what, sizeof what, "N = %d, rows", n);
+        score_rows(e, e->policy, e->ref, jobs, n_jobs, EVAL_MODEL, r, what);
+        if (e->pooled) memcpy(tally(e, EVAL_POOLED, r), pooled_hits, sizeof(double) * (size_t)U);
+        score_oracles(e, r, n, truth != NULL);
+        row->m[EVAL_MODEL] = summarize(e, EVAL_MODEL, r);
+        if (e->pooled) row->m[EVAL_POOLED] = summarize(e, EVAL_POOLED, r);
+        row->m[EVAL_LINEAR] = summarize(e, EVAL_LINEAR, r);
+        if (truth) row->m[EVAL_BAYES] = summarize(e, EVAL_BAYES, r);
+        if (row->users < U)
+            note(rep, "N = %d: %d of %d users' context plus queries do not fit model.max_seq = %d and are left out",
+                 n, U - row->users, U, e->max_seq);
+    }
+    rep->n_rows = R;
+
+    /* win rate at the largest N that any user fits */
+    int win_n = -1;
+    for (int r = 0; r < R; r++)
+        if (rep->rows[r].users > 0 && (int)cfg->eval.n_fewshot.v[r] > win_n) win_n = (int)cfg->eval.n_fewshot.v[r];
+    const char *sft_path = cfg->eval.sft_ckpt[0] ? cfg->eval.sft_ckpt : cfg->loss.ref_ckpt;
+    snprintf(rep->sft_path, sizeof rep->sft_path, "%s", sft_path);
+    if (!truth) note(rep, "no truth file: no generation win rate");
+    else if (win_n < 0) note(rep, "no N fits: no generation win rate");
+    else if (!sft_path[0]) note(rep, "no eval.sft_ckpt (nor loss.ref_ckpt): no win rate against SFT");
+    else {
+        Model *sft = e->ref;
+        if (strcmp(sft_path, cfg->loss.ref_ckpt) != 0 || !sft) {
+            sft = load_frozen_model(sft_path, 1, 0, why, sizeof why);
+            if (!sft) {
+                set_err(err, errlen, "eval.sft_ckpt: %s", why);
+                free(jobs), free(pooled_jobs), free(pooled_fit), free(pooled_hits);
+                free_eval(e, truth);
+                return EXIT_USAGE;
+            }
+        }
+        if (!cfg->eval.sft_ckpt[0]) note(rep, "no eval.sft_ckpt: the win rate's SFT baseline is loss.ref_ckpt");
+        win_rate(e, sft, win_n, win_n, "sft", &rep->win_sft);
+        if (sft != e->ref) model_free(sft);
+    }
+    if (truth && win_n >= 0 && e->pooled) win_rate(e, e->pooled, 0, win_n, "pooled", &rep->win_pooled);
+    rep->seconds = now_seconds() - e->t0;
+    free(jobs), free(pooled_jobs), free(pooled_fit), free(pooled_hits);
+    free_eval(e, truth);
+    return 0;
+}

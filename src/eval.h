@@ -1,0 +1,99 @@
+/* eval: few-shot personalization scored on held-out users (`fspo eval`).
+ *
+ * For every held-out user the evaluation draws, once, a pool of few-shot
+ * pairs and Q query pairs (disjoint); N = 0, 1, 2, ... uses the first N
+ * pool pairs as context and always the same queries, so the accuracy-vs-N
+ * curve compares like with like. Each method scores every query pair:
+ *   model   implicit reward margin beta*[(logpi - logpi_ref)(chosen) - (...)(rejected)]
+ *           (plain log-prob margin without a reference), FSPO's "reward accuracy"
+ *   pooled  the same for a model trained without context, shown no context
+ *   linear  PReF-style: a ridge-regularized Bradley-Terry fit of the scorer's
+ *           attribute differences a(chosen) - a(rejected) of the N context pairs
+ *   bayes   the user's true weights w_u: r_u(chosen) - r_u(rejected)
+ * A score > 0 counts 1, exactly 0 counts 1/2 (a coin flip: the linear
+ * baseline at N = 0, or a policy equal to its reference), < 0 counts 0.
+ * Accuracies are sums over users' queries; 95% CIs resample users. */
+#ifndef FSPO_EVAL_H
+#define FSPO_EVAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+
+/* ---- the statistics (pure functions, tested in tests/test_eval.c) ---- */
+
+/* 1 if margin > 0, 1/2 if it is exactly 0, else 0. */
+double eval_pair_credit(double margin);
+
+/* beta * ((pc - rc) - (pr - rr)); without a reference (ref NULL) pc - pr.
+ * ref = {rc, rr}. */
+double eval_margin(double beta, double pc, double pr, const double *ref);
+
+typedef struct {
+    double mean, lo, hi; /* point estimate and 95% percentile interval */
+} EvalCI;
+
+/* Accuracy sum(hits)/sum(count) over n users, and its percentile bootstrap
+ * interval: `resamples` draws of n users with replacement (seeded, so
+ * reproducible); the 2.5% and 97.5% quantiles of the resampled ratios
+ * (type-1, inverse of the empirical CDF). resamples = 0 gives lo = hi = mean.
+ * Users with count 0 weigh nothing. */
+EvalCI eval_bootstrap(const double *hits, const double *count, int n, int resamples, uint64_t seed);
+
+/* The linear baseline's fit: w minimizing
+ *   sum_i log(1 + exp(-w . x_i)) + (l2 / 2) |w|^2
+ * over the n difference vectors x_i = a(chosen_i) - a(rejected_i) (rows of
+ * x, d columns, d <= 64), by Newton's method. n = 0 gives w = 0. */
+void eval_linear_fit(const double *x, int n, int d, double l2, double *w);
+/* The ridge strength fspo eval uses: enough to keep separable data finite. */
+#define EVAL_LINEAR_L2 1.0
+
+/* ---- the run ---- */
+
+typedef struct {
+    int valid;     /* 0: not computed (no checkpoint, no truth file) */
+    EvalCI ci;
+    double pairs;  /* query pairs scored */
+} EvalMethod;
+
+enum { EVAL_MODEL, EVAL_POOLED, EVAL_LINEAR, EVAL_BAYES, EVAL_N_METHODS };
+extern const char *const eval_method_names[EVAL_N_METHODS];
+
+typedef struct {
+    int n_fewshot;
+    int users;     /* held-out users whose context of N pairs plus a query fits model.max_seq */
+    EvalMethod m[EVAL_N_METHODS];
+} EvalRow;
+
+typedef struct {
+    int valid, n_fewshot, users, samples;
+    EvalCI win;                      /* P(policy > baseline) + P(tie)/2 */
+    double reward_policy, reward_baseline; /* mean r_u of the samples */
+    double tie_frac, tokens_per_sec;
+    char baseline[CFG_STR];
+} EvalWin;
+
+typedef struct {
+    const char *ckpt;       /* the policy */
+    const char *truth;      /* ground truth file, NULL = look next to the dataset's source */
+    int quiet;              /* no progress line */
+} EvalOptions;
+
+#define EVAL_MAX_NOTES 12
+typedef struct {
+    int n_rows;
+    EvalRow rows[CFG_LIST];
+    EvalWin win_sft, win_pooled;
+    int queries_per_user, heldout_users, evaluated_users;
+    char truth_path[CFG_STR], ref_path[CFG_STR], sft_path[CFG_STR], pooled_path[CFG_STR];
+    double seconds;
+    int n_notes;
+    char notes[EVAL_MAX_NOTES][400];
+} EvalReport;
+
+/* Runs the whole evaluation. 0, or an exit code (EXIT_USAGE for bad input)
+ * with a message in err. */
+int eval_run(const Config *cfg, const EvalOptions *o, EvalReport *rep, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,181 @@
+/* sample: see sample.h. */
+#include "sample.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+#include "tokenizer.h"
+#include "util.h"
+
+/* Prompt processing feeds the cache this many tokens per model_decode:
+ * large enough for sgemm to pay off, small enough for little scratch. */
+#define PREFILL_CHUNK 64
+
+size_t sample_prompt_len(const PairSpans *shots, int n_shots, TokSpan query)
+{
+    size_t n = 1; /* BOS */
+    for (int i = 0; i < n_shots; i++) n += 4 + shots[i].prompt.n + shots[i].chosen.n + shots[i].rejected.n;
+    return n + 3 + query.n;
+}
+
+static int32_t *put_span(int32_t *out, TokSpan s)
+{
+    for (size_t k = 0; k < s.n; k++) *out++ = s.ids[k];
+    return out;
+}
+
+int sample_render_prompt(const PairSpans *shots, int n_shots, TokSpan query, int32_t *out, int cap)
+{
+    size_t need = sample_prompt_len(shots, n_shots, query);
+    if (need > (size_t)cap) return -1;
+    int32_t *o = out;
+    *o++ = TOK_BOS;
+    for (int i = 0; i < n_shots; i++) {
+        *o++ = TOK_EXAMPLE;
+        *o++ = TOK_QUESTION;
+        o = put_span(o, shots[i].prompt);
+        *o++ = TOK_PREFERRED;
+        o = put_span(o, shots[i].chosen);
+        *o++ = TOK_DISPREFERRED;
+        o = put_span(o, shots[i].rejected);
+    }
+    *o++ = TOK_TASK;
+    *o++ = TOK_QUESTION;
+    o = put_span(o, query);
+    *o++ = TOK_PREFERRED;
+    return (int)(o - out);
+}
+
+typedef struct {
+    float p;
+    int id;
+} Candidate;
+
+/* Most likely first; equal probabilities by lower id, so the order (and
+ * hence the draw) never depends on qsort's instability. */
+static int by_prob_desc(const void *a, const void *b)
+{
+    const Candidate *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->id - y->id;
+}
+
+int sample_token(const float *logits, int V, double temperature, double top_p, Rng *rng, void *scratch)
+{
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        if (logits[i] > logits[best]) best = i;
+    if (temperature <= 0) return best;
+    Candidate *c = scratch;
+    double sum = 0, inv_t = 1.0 / temperature;
+    for (int i = 0; i < V; i++) {
+        c[i].p = (float)exp((logits[i] - logits[best]) * inv_t);
+        c[i].id = i;
+        sum += c[i].p;
+    }
+    qsort(c, (size_t)V, sizeof *c, by_prob_desc);
+    /* the nucleus: the shortest prefix whose mass reaches top_p (at least one token) */
+    int keep = 0;
+    double mass = 0, target = (top_p < 1 ? top_p : 1) * sum;
+    while (keep < V && (keep == 0 || mass < target)) mass += c[keep++].p;
+    double u = rng_uniform(rng) * mass, acc = 0;
+    for (int i = 0; i < keep; i++) {
+        acc += c[i].p;
+        if (u < acc) return c[i].id;
+    }
+    return c[keep - 1].id; /* u landed on the rounding edge */
+}
+
+struct Generator {
+    Model *m;
+    KVCache *kv;
+    float *logits;  /* [PREFILL_CHUNK, V] */
+    void *scratch;  /* sample_token's candidates */
+};
+
+Generator *generator_create(Model *m)
+{
+    Generator *g = calloc(1, sizeof *g);
+    if (!g) fatal(EXIT_RUNTIME, "out of memory for the generator");
+    g->m = m;
+    g->kv = kv_create(m, PREFILL_CHUNK);
+    g->logits = xmalloc_aligned(sizeof(float) * PREFILL_CHUNK * (size_t)m->cfg.vocab, "generation logits");
+    g->scratch = xmalloc_aligned(sizeof(Candidate) * (size_t)m->cfg.vocab, "sampling scratch");
+    return g;
+}
+
+void generator_free(Generator *g)
+{
+    if (!g) return;
+    kv_free(g->kv);
+    xfree_aligned(g->logits);
+    xfree_aligned(g->scratch);
+    free(g);
+}
+
+const char *sample_stop_name(int stop)
+{
+    return stop == SAMPLE_STOP_EOS ? "eos" : stop == SAMPLE_STOP_MAX_TOKENS ? "max tokens" : "context full";
+}
+
+int generate(Generator *g, const int32_t *prompt, int n_prompt, const SampleConfig *c, uint64_t seed, int32_t *out,
+             int cap_out, SampleResult *res)
+{
+    Model *m = g->m;
+    int V = m->cfg.vocab;
+    memset(res, 0, sizeof *res);
+    if (n_prompt < 1 || n_prompt >= m->cfg.max_seq) return -1;
+    double t0 = now_seconds();
+    kv_reset(g->kv);
+    int last = 0; /* row of g->logits holding the newest token's prediction */
+    for (int at = 0; at < n_prompt; at += PREFILL_CHUNK) {
+        int n = n_prompt - at < PREFILL_CHUNK ? n_prompt - at : PREFILL_CHUNK;
+        model_decode(m, g->kv, prompt + at, n, g->logits);
+        last = n - 1;
+    }
+    Rng rng = rng_seed(seed, 0x5a4d91e); /* a stream of its own: never shared with the data sampler's */
+    int limit = c->max_new_tokens < cap_out ? c->max_new_tokens : cap_out;
+    res->stop = SAMPLE_STOP_MAX_TOKENS;
+    for (;;) {
+        if (res->n_tokens >= limit) break;
+        int32_t tok = sample_token(g->logits + (size_t)last * V, V, c->temperature, c->top_p, &rng, g->scratch);
+        if (tok >= 256) { /* EOS, or a structure token: the answer is over either way */
+            res->stop = SAMPLE_STOP_EOS;
+            break;
+        }
+        out[res->n_tokens++] = tok;
+        if (res->n_tokens >= limit) break;
+        if (model_decode(m, g->kv, &tok, 1, g->logits) != 0) {
+            res->stop = SAMPLE_STOP_CONTEXT_FULL;
+            break;
+        }
+        last = 0;
+    }
+    res->seconds = now_seconds() - t0;
+    return 0;
+}
+
+Model *load_frozen_model(const char *path, int max_rows, int max_len, char *err, size_t errlen)
+{
+    char why[900];
+    if (access(path, R_OK) != 0) {
+        set_err(err, errlen, "%s: cannot open the checkpoint: %s", path, strerror(errno));
+        return NULL;
+    }
+    ModelConfig mc;
+    if (ckpt_read_model_config(path, &mc, why, sizeof why) != 0) {
+        set_err(err, errlen, "%s", why);
+        return NULL;
+    }
+    Model *m = model_create(&mc, 0, max_rows, max_len > 0 && max_len < mc.max_seq ? max_len : mc.max_seq);
+    if (ckpt_load(path, m, NULL, NULL, why, sizeof why) != 0) {
+        set_err(err, errlen, "%s", why);
+        model_free(m);
+        return NULL;
+    }
+    return m;
+}

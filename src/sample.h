@@ -1,0 +1,76 @@
+/* sample: personalized generation, shared by `fspo sample` and the win
+ * rate of `fspo eval`.
+ *
+ * The prompt is rendered exactly as src/pack.c renders a meta-example, so
+ * the model sees at generation time what it saw in training:
+ *   BOS, then per few-shot pair: EXAMPLE QUESTION prompt PREFERRED chosen DISPREFERRED rejected,
+ *   then TASK QUESTION query-prompt PREFERRED
+ * and the answer is generated after it with the KV cache (model_decode)
+ * until EOS, any other structure token, max_new_tokens, or a full context.
+ * Everything random comes from one counter-based stream seeded by the
+ * caller: the same seed, model and prompt give the same tokens. */
+#ifndef FSPO_SAMPLE_H
+#define FSPO_SAMPLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "rng.h"
+
+/* A span of token ids (dataset slices or freshly encoded text). */
+typedef struct {
+    const uint16_t *ids;
+    size_t n;
+} TokSpan;
+
+typedef struct {
+    TokSpan prompt, chosen, rejected;
+} PairSpans;
+
+/* Tokens the rendered prompt needs (BOS, the pairs, the query header). */
+size_t sample_prompt_len(const PairSpans *shots, int n_shots, TokSpan query);
+/* Writes the rendered prompt into out[0..cap); returns its length, or -1
+ * (writing nothing) if it needs more than cap tokens. */
+int sample_render_prompt(const PairSpans *shots, int n_shots, TokSpan query, int32_t *out, int cap);
+
+typedef struct {
+    double temperature; /* 0 = greedy (argmax, lowest id on a tie) */
+    double top_p;       /* nucleus mass in (0, 1]; 1 = the whole distribution */
+    int max_new_tokens;
+} SampleConfig;
+
+/* Draws one token id from next-token logits[V]: softmax(logits / T),
+ * restricted to the smallest set of most likely tokens whose mass reaches
+ * top_p (ties broken by lower id), renormalized. scratch holds 2V floats'
+ * worth of room (probabilities and an index order). */
+int sample_token(const float *logits, int V, double temperature, double top_p, Rng *rng, void *scratch);
+
+enum { SAMPLE_STOP_EOS, SAMPLE_STOP_MAX_TOKENS, SAMPLE_STOP_CONTEXT_FULL };
+
+typedef struct {
+    int n_tokens;   /* generated, the stop token excluded */
+    int stop;       /* SAMPLE_STOP_* */
+    double seconds; /* wall time, prompt processing included */
+} SampleResult;
+
+/* A model plus its KV cache and scratch: make one per model, reuse it. */
+typedef struct Generator Generator;
+Generator *generator_create(Model *m);
+void generator_free(Generator *g);
+
+/* Generates after prompt[0..n_prompt) into out[0..cap_out), byte tokens
+ * only (the stop token is not written). Returns 0, or -1 if the prompt
+ * leaves no room to generate (n_prompt >= model.max_seq). */
+int generate(Generator *g, const int32_t *prompt, int n_prompt, const SampleConfig *c, uint64_t seed, int32_t *out,
+             int cap_out, SampleResult *res);
+
+/* A forward-only model with the shape and weights of a checkpoint, able
+ * to run batches of max_rows rows of max_len tokens (0 = model.max_seq).
+ * NULL with a message naming the file if it is missing or does not verify. */
+Model *load_frozen_model(const char *path, int max_rows, int max_len, char *err, size_t errlen);
+
+/* "eos", "max tokens", "context full". */
+const char *sample_stop_name(int stop);
+
+#endif

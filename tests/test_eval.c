@@ -1,0 +1,450 @@
+/* Evaluation and sampling (src/eval.c, src/sample.c, io/jsonl_truth.c):
+ * eval_run end to end on a model whose log-probs are set by hand (accuracy
+ * 1, 0 and 1/2 by construction), the bootstrap against the exact bootstrap
+ * distribution of a Bernoulli mean, the linear baseline against a
+ * hand-solved case and its optimality conditions, the prompt renderer
+ * against src/pack.c, and the sampler's determinism and distribution. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "ckpt.h"
+#include "config.h"
+#include "dataset.h"
+#include "eval.h"
+#include "jsonl.h"
+#include "pack.h"
+#include "rng.h"
+#include "sample.h"
+#include "synth.h"
+#include "tokenizer.h"
+
+static char dir[256];
+
+/* ---- a dataset where every chosen answer is "a" and every rejected one "b" ---- */
+
+enum { USERS = 5, PAIRS = 12 }; /* user 0 trains, users 1..4 are held out */
+
+static void write_dataset(const char *path, const char *source)
+{
+    static uint16_t tokens[] = { 'q', '?', 'a', 'b' };
+    Dataset d;
+    memset(&d, 0, sizeof d);
+    d.n_users = USERS, d.n_pairs = USERS * PAIRS, d.n_tokens = 4;
+    d.tokens = tokens;
+    d.prompt = malloc(sizeof(int64_t) * 2 * d.n_pairs);
+    d.chosen = malloc(sizeof(int64_t) * 2 * d.n_pairs);
+    d.rejected = malloc(sizeof(int64_t) * 2 * d.n_pairs);
+    for (int64_t p = 0; p < d.n_pairs; p++) {
+        d.prompt[2 * p] = 0, d.prompt[2 * p + 1] = 2;
+        d.chosen[2 * p] = 2, d.chosen[2 * p + 1] = 1;
+        d.rejected[2 * p] = 3, d.rejected[2 * p + 1] = 1;
+    }
+    d.user_pairs = malloc(sizeof(int64_t) * 2 * USERS);
+    d.user_desc = calloc(2 * USERS, sizeof(int64_t));
+    d.user_heldout = calloc(USERS, 1);
+    d.user_ids = malloc(sizeof(char *) * USERS);
+    for (int u = 0; u < USERS; u++) {
+        d.user_pairs[2 * u] = (int64_t)u * PAIRS, d.user_pairs[2 * u + 1] = PAIRS;
+        d.user_heldout[u] = u > 0;
+        d.user_ids[u] = malloc(16);
+        snprintf(d.user_ids[u], 16, "u%d", u);
+    }
+    snprintf(d.tokenizer, sizeof d.tokenizer, "%s", TOKENIZER_ID);
+    d.vocab = TOKENIZER_VOCAB;
+    snprintf(d.source, sizeof d.source, "%s", source);
+    d.heldout_frac = 0.8;
+    char err[512];
+    if (dataset_write(path, &d, err, sizeof err) != 0) {
+        printf("FAIL: write dataset: %s\n", err);
+        exit(1);
+    }
+    for (int u = 0; u < USERS; u++) free(d.user_ids[u]);
+    free(d.user_ids), free(d.prompt), free(d.chosen), free(d.rejected), free(d.user_pairs), free(d.user_desc),
+        free(d.user_heldout);
+}
+
+/* Truth for the users: weights that favour "long", which neither "a" nor
+ * "b" has, so the Bayes-optimal margin is exactly 0 on every pair. */
+static void write_truth(const char *path)
+{
+    char err[512];
+    JsonlWriter *w = jsonl_writer_open(path, err, sizeof err);
+    double wt[SYNTH_K] = { 1.0 };
+    for (int u = 0; u < USERS; u++) {
+        char id[16];
+        snprintf(id, sizeof id, "u%d", u);
+        UserTruth t = { .user_id = id, .flavor = "reviews", .description = "prefers: long answers", .n_attrs = SYNTH_K,
+                        .weights = wt, .attr_names = synth_attr_names, .temperature = 0.1,
+                        .scorer_version = SYNTH_SCORER_VERSION };
+        jsonl_write_truth(w, &t);
+    }
+    jsonl_writer_close(w, err, sizeof err);
+}
+
+static const ModelConfig shape = { .vocab = TOKENIZER_VOCAB, .d_model = 16, .n_layers = 1, .n_heads = 2, .max_seq = 256 };
+
+/* A model that ignores context: every matrix but the embedding is zero, so
+ * the logits at a token are 4 * E[token] . E[next] (rmsnorm of a vector
+ * 10 e_0 is 4 e_0). With E[PREFERRED] = E[EOS] = E[favoured] = 10 e_0 and
+ * every other row 0, after the query's PREFERRED the favoured answer byte
+ * has log-prob -ln 3 and the other about -40: the margin's sign is set. */
+static void save_model(const char *name, int favoured, char *path, size_t len)
+{
+    Model *m = model_create(&shape, 0, 1, 1);
+    memset(m->params, 0, sizeof(float) * m->n_params);
+    int C = shape.d_model;
+    for (int k = 0; k < C; k++) m->w.final_norm[k] = 1, m->w.layer[0].attn_norm[k] = 1, m->w.layer[0].mlp_norm[k] = 1;
+    int rows[] = { TOK_PREFERRED, TOK_EOS, favoured };
+    for (int i = 0; i < 3; i++) m->w.tok_emb[(size_t)rows[i] * C] = 10;
+    char sub[300], err[1024];
+    snprintf(sub, sizeof sub, "%s/%s", dir, name);
+    mkdir(sub, 0777);
+    static Config cfg;
+    config_defaults(&cfg);
+    cfg.model = shape;
+    static char yaml[CFG_YAML_MAX];
+    config_to_yaml(&cfg, yaml, sizeof yaml);
+    CkptMeta meta = { .step = 1 };
+    snprintf(meta.stage, sizeof meta.stage, "pref");
+    if (ckpt_save(sub, m, NULL, &meta, yaml, 1, path, len, err, sizeof err) != 0) {
+        printf("FAIL: save %s: %s\n", name, err);
+        exit(1);
+    }
+    model_free(m);
+}
+
+static void eval_config(Config *c, const char *data)
+{
+    config_defaults(c);
+    c->model = shape;
+    snprintf(c->data.path, sizeof c->data.path, "%s", data);
+    c->eval.n_fewshot.n = 3;
+    c->eval.n_fewshot.v[0] = 0, c->eval.n_fewshot.v[1] = 1, c->eval.n_fewshot.v[2] = 4;
+    c->eval.bootstrap = 200;
+    c->eval.max_new_tokens = 4;
+    c->loss.ref_ckpt[0] = c->eval.sft_ckpt[0] = c->eval.pooled_ckpt[0] = '\0';
+}
+
+static int all_rows(const EvalReport *r, int method, double want, int users)
+{
+    int ok = r->n_rows == 3;
+    for (int i = 0; i < r->n_rows; i++) {
+        const EvalMethod *m = &r->rows[i].m[method];
+        ok &= m->valid && m->ci.mean == want && m->ci.lo == want && m->ci.hi == want && r->rows[i].users == users &&
+              m->pairs == users * 8;
+    }
+    return ok;
+}
+
+static void test_eval_known_answers(void)
+{
+    char data[300], src[300], truth[300], good[512], bad[512], err[1024];
+    snprintf(data, sizeof data, "%s/data.h5", dir);
+    snprintf(src, sizeof src, "%s/users.jsonl", dir);
+    snprintf(truth, sizeof truth, "%s/users.truth.jsonl", dir);
+    write_dataset(data, src);
+    write_truth(truth);
+    save_model("good", 'a', good, sizeof good);
+    save_model("bad", 'b', bad, sizeof bad);
+    static Config c;
+    static EvalReport r;
+    eval_config(&c, data);
+    EvalOptions o = { .ckpt = good, .quiet = 1 };
+
+    int rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 0 && all_rows(&r, EVAL_MODEL, 1.0, 4), "model prefers the chosen answer: accuracy 1 at every N",
+          "%s; N=0 %.3f, N=4 %.3f over %d users", rc ? err : "ran", r.rows[0].m[EVAL_MODEL].ci.mean,
+          r.rows[2].m[EVAL_MODEL].ci.mean, r.rows[0].users);
+    check(rc == 0 && all_rows(&r, EVAL_LINEAR, 0.5, 4) && all_rows(&r, EVAL_BAYES, 0.5, 4),
+          "linear and Bayes see no attribute difference: exactly 1/2", "linear %.3f, bayes %.3f, truth %s",
+          r.rows[1].m[EVAL_LINEAR].ci.mean, r.rows[1].m[EVAL_BAYES].ci.mean, r.truth_path);
+    check(rc == 0 && !strcmp(r.truth_path, truth), "truth file found next to the dataset's source", "%s", r.truth_path);
+    check(rc == 0 && !r.rows[0].m[EVAL_POOLED].valid && !r.win_sft.valid, "no pooled or SFT checkpoint: columns empty",
+          "%d notes", r.n_notes);
+
+    o.ckpt = bad;
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 0 && all_rows(&r, EVAL_MODEL, 0.0, 4), "model prefers the rejected answer: accuracy 0",
+          "%s; %.3f", rc ? err : "ran", r.rows[0].m[EVAL_MODEL].ci.mean);
+
+    /* the policy against itself as reference: every margin is exactly 0 */
+    snprintf(c.loss.ref_ckpt, sizeof c.loss.ref_ckpt, "%s", bad);
+    snprintf(c.eval.pooled_ckpt, sizeof c.eval.pooled_ckpt, "%s", good);
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 0 && all_rows(&r, EVAL_MODEL, 0.5, 4), "policy equal to its reference: every margin 0, accuracy 1/2",
+          "%s; %.3f", rc ? err : "ran", r.rows[0].m[EVAL_MODEL].ci.mean);
+    /* pooled = the "a" model against the "b" reference: margin beta*((-ln3+40) - (-40+ln3)) > 0 */
+    check(rc == 0 && all_rows(&r, EVAL_POOLED, 1.0, 4), "pooled column scores the pooled checkpoint",
+          "%.3f", r.rows[0].m[EVAL_POOLED].ci.mean);
+    check(rc == 0 && r.win_sft.valid && r.win_sft.win.mean == 0.5 && r.win_sft.tie_frac == 1,
+          "win rate of a model against itself is 1/2 (all ties)", "%.3f over %d samples",
+          r.win_sft.win.mean, r.win_sft.samples);
+
+    c.loss.ref_ckpt[0] = c.eval.pooled_ckpt[0] = '\0';
+    o.ckpt = good;
+    snprintf(c.eval.pooled_ckpt, sizeof c.eval.pooled_ckpt, "%s/missing.h5", dir);
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 2 && strstr(err, "missing.h5"), "a missing pooled checkpoint is a usage error", "%d: %s", rc, err);
+    c.eval.pooled_ckpt[0] = '\0';
+    char other[300];
+    snprintf(other, sizeof other, "%s/other.truth.jsonl", dir);
+    FILE *f = fopen(other, "w");
+    fprintf(f, "{\"user_id\": \"zz\", \"weights\": [1], \"attr_names\": [\"long\"], \"scorer_version\": 1}\n");
+    fclose(f);
+    o.truth = other;
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 2 && strstr(err, "no record of held-out user"), "a truth file of another dataset is refused", "%s", err);
+}
+
+/* ---- the truth reader ---- */
+
+static void test_truth_reader(void)
+{
+    char path[300], err[512];
+    snprintf(path, sizeof path, "%s/users.truth.jsonl", dir);
+    TruthSet *t = truth_read(path, err, sizeof err);
+    const UserTruth *u = t ? truth_find(t, "u3") : NULL;
+    check(t && truth_count(t) == USERS && u && u->n_attrs == SYNTH_K && u->weights[0] == 1.0 &&
+              !strcmp(u->attr_names[6], "emoji") && u->scorer_version == SYNTH_SCORER_VERSION && !truth_find(t, "u9"),
+          "truth file round trip", "%lld users", (long long)truth_count(t));
+    truth_free(t);
+    snprintf(path, sizeof path, "%s/bad.truth.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"user_id\": \"a\", \"weights\": [1], \"attr_names\": [\"long\"], \"scorer_version\": 1}\n{\"user_id\": \"b\", \"weights\": [1,\n");
+    fclose(f);
+    t = truth_read(path, err, sizeof err);
+    check(!t && strstr(err, "bad.truth.jsonl:2:"), "malformed truth line named by file:line", "%s", err);
+    f = fopen(path, "w");
+    fprintf(f, "{\"user_id\": \"a\", \"weights\": [1, 2], \"attr_names\": [\"long\"], \"scorer_version\": 1}\n");
+    fclose(f);
+    t = truth_read(path, err, sizeof err);
+    check(!t && strstr(err, "attr_names"), "weights and names must pair up", "%s", err);
+}
+
+/* ---- bootstrap ---- */
+
+/* log of the binomial pmf, for the exact bootstrap distribution */
+static double log_binom_pmf(int n, int k, double p)
+{
+    return lgamma(n + 1.0) - lgamma(k + 1.0) - lgamma(n - k + 1.0) + k * log(p) + (n - k) * log1p(-p);
+}
+
+/* Type-1 quantile of Binomial(n, p) / n. */
+static double binom_quantile(int n, double p, double q)
+{
+    double cdf = 0;
+    for (int k = 0; k <= n; k++) {
+        cdf += exp(log_binom_pmf(n, k, p));
+        if (cdf >= q - 1e-12) return (double)k / n;
+    }
+    return 1;
+}
+
+static void test_bootstrap(void)
+{
+    double h2[2] = { 0, 1 }, c2[2] = { 1, 1 };
+    EvalCI ci = eval_bootstrap(h2, c2, 2, 4000, 7);
+    /* resampled means are 0, 1/2, 1 with probability 1/4, 1/2, 1/4 */
+    check(ci.mean == 0.5 && ci.lo == 0 && ci.hi == 1, "two users 0 and 1: CI [0, 1]", "%.3f [%.3f, %.3f]", ci.mean, ci.lo, ci.hi);
+
+    double h3[5] = { 3, 3, 3, 3, 3 }, c3[5] = { 4, 4, 4, 4, 4 };
+    ci = eval_bootstrap(h3, c3, 5, 500, 1);
+    check(ci.mean == 0.75 && ci.lo == 0.75 && ci.hi == 0.75, "identical users: a point", "%.3f [%.3f, %.3f]", ci.mean,
+          ci.lo, ci.hi);
+
+    /* n Bernoulli users: the bootstrap distribution of the mean is exactly
+     * Binomial(n, p_hat) / n, whose quantiles we compute directly */
+    enum { N = 200 };
+    double h[N], c[N];
+    Rng r = rng_seed(99, 0);
+    int ones = 0;
+    for (int i = 0; i < N; i++) h[i] = rng_uniform(&r) < 0.7, c[i] = 1, ones += (int)h[i];
+    double p = (double)ones / N;
+    ci = eval_bootstrap(h, c, N, 20000, 3);
+    double lo = binom_quantile(N, p, 0.025), hi = binom_quantile(N, p, 0.975);
+    check(fabs(ci.mean - p) < 1e-12 && fabs(ci.lo - lo) <= 1.0 / N + 1e-12 && fabs(ci.hi - hi) <= 1.0 / N + 1e-12,
+          "Bernoulli users: CI equals the exact bootstrap quantiles (within one user)",
+          "p %.3f: [%.3f, %.3f] vs exact [%.3f, %.3f]", p, ci.lo, ci.hi, lo, hi);
+    EvalCI again = eval_bootstrap(h, c, N, 20000, 3);
+    check(again.lo == ci.lo && again.hi == ci.hi, "bootstrap is reproducible for a seed", "[%.4f, %.4f]", again.lo, again.hi);
+
+    /* users weigh by their pairs: a user with no pairs changes nothing */
+    double hw[3] = { 2, 0, 0 }, cw[3] = { 4, 2, 0 };
+    ci = eval_bootstrap(hw, cw, 3, 0, 1);
+    check(fabs(ci.mean - 2.0 / 6) < 1e-12, "accuracy pools pairs over users", "%.4f", ci.mean);
+}
+
+/* ---- linear baseline ---- */
+
+static double sigmoid(double z) { return 1 / (1 + exp(-z)); }
+
+static void test_linear(void)
+{
+    double w[SYNTH_K];
+    eval_linear_fit(NULL, 0, SYNTH_K, EVAL_LINEAR_L2, w);
+    int zero = 1;
+    for (int k = 0; k < SYNTH_K; k++) zero &= w[k] == 0;
+    check(zero && eval_pair_credit(synth_reward(w, (double[SYNTH_K]){ 1, -1 })) == 0.5, "N = 0: w = 0, a coin flip",
+          "credit %.1f", eval_pair_credit(0));
+
+    /* one pair, x = 1, l2 = 1: the optimum solves w = sigmoid(-w); bisection */
+    double x1 = 1, w1, a = 0, b = 1;
+    for (int i = 0; i < 200; i++) {
+        double m = (a + b) / 2;
+        if (m - sigmoid(-m) > 0) b = m;
+        else a = m;
+    }
+    eval_linear_fit(&x1, 1, 1, 1.0, &w1);
+    check(fabs(w1 - a) < 1e-9, "one pair solved by hand: w = sigmoid(-w)", "%.12f vs %.12f", w1, a);
+
+    /* random pairs: the fit meets the optimality condition (zero gradient) */
+    enum { N = 30, D = SYNTH_K };
+    double x[N * D], wt[D] = { 1, -1, 0, 0, 0.5, 0, 0 };
+    Rng r = rng_seed(5, 0);
+    for (int i = 0; i < N; i++) {
+        double z = 0;
+        for (int k = 0; k < D; k++) x[i * D + k] = (double)rng_below(&r, 3) - 1, z += wt[k] * x[i * D + k];
+        if (z < 0)
+            for (int k = 0; k < D; k++) x[i * D + k] = -x[i * D + k]; /* chosen is the higher-reward answer */
+    }
+    eval_linear_fit(x, N, D, 0.3, w);
+    double g[D], gmax = 0;
+    for (int k = 0; k < D; k++) g[k] = 0.3 * w[k];
+    for (int i = 0; i < N; i++) {
+        double z = 0;
+        for (int k = 0; k < D; k++) z += w[k] * x[i * D + k];
+        for (int k = 0; k < D; k++) g[k] -= sigmoid(-z) * x[i * D + k];
+    }
+    for (int k = 0; k < D; k++) gmax = fmax(gmax, fabs(g[k]));
+    check(gmax < 1e-8, "fit has zero gradient (direct computation)", "max |grad| %.2e", gmax);
+    int right = 0, n_pos = 0;
+    for (int i = 0; i < N; i++) {
+        double zt = 0;
+        for (int k = 0; k < D; k++) zt += wt[k] * x[i * D + k];
+        if (zt == 0) continue; /* no preference: nothing to get right */
+        n_pos++;
+        right += synth_reward(w, x + i * D) > 0;
+    }
+    check(right == n_pos, "separable pairs: the fit ranks every training pair right", "%d of %d", right, n_pos);
+}
+
+/* ---- margins ---- */
+
+static void test_margin(void)
+{
+    double ref[2] = { -11, -11 };
+    check(eval_margin(0.5, -10, -12, ref) == 1.0 && eval_margin(0.5, -10, -12, NULL) == 2.0 &&
+              eval_pair_credit(1e-30) == 1 && eval_pair_credit(0) == 0.5 && eval_pair_credit(-1e-30) == 0,
+          "implicit reward margin and credit", "beta*((-10+11)-(-12+11)) = 1");
+}
+
+/* ---- sampling ---- */
+
+static void test_render_matches_pack(void)
+{
+    char data[300], err[512];
+    snprintf(data, sizeof data, "%s/data.h5", dir);
+    Dataset d;
+    if (dataset_read(data, &d, err, sizeof err) != 0) {
+        check(0, "render matches pack", "%s", err);
+        return;
+    }
+    MetaExample ex = { .user = 1, .n_fewshot = 3, .n_queries = 1, .pairs = { 12, 13, 14, 15 } };
+    Batch b;
+    batch_alloc(&b, 2, 256, 1, 64);
+    batch_reset(&b, 2, 64, 1);
+    PackedAnswers ans;
+    pack_write(&d, &ex, PACK_UNSHARED, &b, 0, &ans);
+    PairSpans shots[3];
+    for (int i = 0; i < 3; i++) {
+        int64_t p = ex.pairs[i];
+        shots[i] = (PairSpans){ { d.tokens + d.prompt[2 * p], (size_t)d.prompt[2 * p + 1] },
+                                { d.tokens + d.chosen[2 * p], (size_t)d.chosen[2 * p + 1] },
+                                { d.tokens + d.rejected[2 * p], (size_t)d.rejected[2 * p + 1] } };
+    }
+    TokSpan q = { d.tokens + d.prompt[2 * 15], (size_t)d.prompt[2 * 15 + 1] };
+    int32_t out[256];
+    int n = sample_render_prompt(shots, 3, q, out, 256);
+    /* pack's row is [C P W]: the rendered prompt is C P, W's first token comes next */
+    int same = n > 0 && out[n - 1] == TOK_PREFERRED && b.tokens[n] == 'a';
+    for (int i = 0; i < n && same; i++) same = out[i] == b.tokens[i];
+    check(same, "rendered prompt equals src/pack.c's row up to the answer", "%d tokens", n);
+    check(sample_render_prompt(shots, 3, q, out, n - 1) == -1 && sample_prompt_len(shots, 3, q) == (size_t)n,
+          "render refuses a buffer one token short", "needs %d", n);
+    batch_free(&b);
+    dataset_free(&d);
+}
+
+static void test_sample_token(void)
+{
+    float logits[3] = { 0, (float)log(3.0), -1e9f };
+    char scratch[64];
+    Rng r = rng_seed(11, 0);
+    int ones = 0, draws = 40000;
+    for (int i = 0; i < draws; i++) ones += sample_token(logits, 3, 1.0, 1.0, &r, scratch) == 1;
+    double f = (double)ones / draws;
+    check(fabs(f - 0.75) < 0.01, "temperature 1 follows softmax", "P(token 1) = %.4f, want 0.75", f);
+    /* probabilities 0.5, 0.3, 0.2: top_p 0.6 keeps the first two, renormalized to 0.625 / 0.375 */
+    float l2[3] = { (float)log(0.5), (float)log(0.3), (float)log(0.2) };
+    int cnt[3] = { 0 };
+    for (int i = 0; i < draws; i++) cnt[sample_token(l2, 3, 1.0, 0.6, &r, scratch)]++;
+    check(cnt[2] == 0 && fabs((double)cnt[0] / draws - 0.625) < 0.01, "top-p keeps the nucleus and renormalizes",
+          "%d %d %d", cnt[0], cnt[1], cnt[2]);
+    check(sample_token(l2, 3, 0, 1, &r, scratch) == 0 && sample_token(l2, 3, 5.0, 1e-6, &r, scratch) == 0,
+          "greedy and a tiny nucleus pick the argmax", "token 0");
+}
+
+static void test_generation_determinism(void)
+{
+    ModelConfig mc = { .vocab = TOKENIZER_VOCAB, .d_model = 32, .n_layers = 2, .n_heads = 4, .max_seq = 128 };
+    Model *m = model_create(&mc, 0, 1, 1);
+    model_init_weights(m, 4);
+    Generator *g = generator_create(m);
+    int32_t prompt[80], a[128], b[128], c[128];
+    for (int i = 0; i < 80; i++) prompt[i] = i == 0 ? TOK_BOS : 'a' + i % 26;
+    SampleConfig sc = { .temperature = 1.0, .top_p = 1.0, .max_new_tokens = 40 };
+    SampleResult ra, rb, rc;
+    generate(g, prompt, 80, &sc, 7, a, 128, &ra);
+    generate(g, prompt, 80, &sc, 7, b, 128, &rb);
+    generate(g, prompt, 80, &sc, 8, c, 128, &rc);
+    int same = ra.n_tokens == rb.n_tokens && !memcmp(a, b, sizeof(int32_t) * (size_t)ra.n_tokens);
+    int differ = ra.n_tokens != rc.n_tokens || memcmp(a, c, sizeof(int32_t) * (size_t)ra.n_tokens) != 0;
+    check(same && ra.n_tokens > 0, "same seed, same tokens", "%d tokens, stop %s", ra.n_tokens, sample_stop_name(ra.stop));
+    check(differ, "another seed, other tokens", "%d vs %d tokens", ra.n_tokens, rc.n_tokens);
+    /* the cache holds 128 positions: 80 + 48 fed back, plus the one predicted from the last */
+    sc.max_new_tokens = 1000;
+    generate(g, prompt, 80, &sc, 7, c, 128, &rc);
+    int32_t long_prompt[128] = { TOK_BOS };
+    SampleResult rfull;
+    int rc_full = generate(g, long_prompt, 128, &sc, 7, c, 128, &rfull);
+    check(rc.n_tokens == 49 && rc.stop == SAMPLE_STOP_CONTEXT_FULL && rc_full == -1, "generation stops at the context; a full prompt is refused",
+          "%d tokens (%s)", rc.n_tokens, sample_stop_name(rc.stop));
+    generator_free(g);
+    model_free(m);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/fspo-test-eval.XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_margin();
+    test_bootstrap();
+    test_linear();
+    test_sample_token();
+    test_generation_determinism();
+    test_eval_known_answers();
+    test_truth_reader();
+    test_render_matches_pack();
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) printf("note: could not remove %s\n", dir);
+    return check_status();
+}
