@@ -1,6 +1,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 
 #include "util.h"
@@ -23,4 +24,17 @@ int cli_int(const char *cmd, int argc, char **argv, int *i, long lo, long hi)
         fatal(EXIT_USAGE, "%s: %s: '%s' is not an integer", cmd, opt, s);
     if (v < lo || v > hi) fatal(EXIT_USAGE, "%s: %s: %ld is outside [%ld, %ld]", cmd, opt, v, lo, hi);
     return (int)v;
+}
+
+double cli_double(const char *cmd, int argc, char **argv, int *i, double lo, double hi)
+{
+    const char *opt = argv[*i];
+    const char *s = cli_str(cmd, argc, argv, i);
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno == ERANGE || end == s || *end != '\0' || !isfinite(v))
+        fatal(EXIT_USAGE, "%s: %s: '%s' is not a number", cmd, opt, s);
+    if (v < lo || v > hi) fatal(EXIT_USAGE, "%s: %s: %g is outside [%g, %g]", cmd, opt, v, lo, hi);
+    return v;
 }

@@ -34,19 +34,6 @@ static void usage(void)
            "a prompt that does not fit the model's context), 1 runtime failure.\n");
 }
 
-static double cli_double(const char *cmd, int argc, char **argv, int *i, double lo, double hi)
-{
-    const char *opt = argv[*i];
-    const char *s = cli_str(cmd, argc, argv, i);
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno == ERANGE || end == s || *end != '\0' || !isfinite(v))
-        fatal(EXIT_USAGE, "%s: %s: '%s' is not a number", cmd, opt, s);
-    if (v < lo || v > hi) fatal(EXIT_USAGE, "%s: %s: %g is outside [%g, %g]", cmd, opt, v, lo, hi);
-    return v;
-}
-
 static uint16_t *encode(const char *s, size_t n)
 {
     uint16_t *ids = malloc(sizeof(uint16_t) * (n ? n : 1));

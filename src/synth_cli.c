@@ -51,20 +51,6 @@ static void usage(FILE *f)
             SYNTH_K, SYNTH_DENSE_TOTAL);
 }
 
-/* A finite number in [lo, hi], in cli_int's error style. */
-static double cli_double(const char *cmd, int argc, char **argv, int *i, double lo, double hi)
-{
-    const char *opt = argv[*i];
-    const char *s = cli_str(cmd, argc, argv, i);
-    char *end = NULL;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno == ERANGE || end == s || *end != '\0' || !isfinite(v))
-        fatal(EXIT_USAGE, "%s: %s: '%s' is not a number", cmd, opt, s);
-    if (v < lo || v > hi) fatal(EXIT_USAGE, "%s: %s: %g is outside [%g, %g]", cmd, opt, v, lo, hi);
-    return v;
-}
-
 /* OUT.jsonl -> OUT.truth.jsonl; any other name gets ".truth.jsonl" appended. */
 static char *truth_path_for(const char *out)
 {

@@ -94,6 +94,9 @@ typedef struct {
     float *logp, *ref_logp, *dlogp;
     MetaExample *plan; /* [B] this step's meta-examples after truncation */
     int *plan_len;     /* [B] their row lengths, -1 = skipped */
+    int *owner;        /* [B] the rank that runs each one (-1 = skipped) */
+    int *mine;         /* [B] this rank's examples, in index order */
+    int n_mine;
     int pref, include_rejected;
     LossConfig loss;
     Schedule sched;
@@ -276,6 +279,8 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     r->dlogp = xcalloc_aligned(sizeof(float) * K, "loss gradients");
     r->plan = calloc(B, sizeof(MetaExample));
     r->plan_len = calloc(B, sizeof(int));
+    r->owner = calloc(B, sizeof(int));
+    r->mine = calloc(B, sizeof(int));
     if (d->size > 1) {
         size_t cuts[4200];
         if (cfg->model.n_layers + 2 > 4200) fatal(EXIT_USAGE, "model.n_layers too large for the bucket table");
@@ -298,6 +303,8 @@ static void teardown(Run *r)
     xfree_aligned(r->dlogp);
     free(r->plan);
     free(r->plan_len);
+    free(r->owner);
+    free(r->mine);
     batch_free(&r->batch);
     dist_reducer_free(r->reducer);
     optim_free(&r->opt);
@@ -312,6 +319,48 @@ static void teardown(Run *r)
 static void grads_ready(void *ctx, size_t from) { dist_reducer_ready(((Run *)ctx)->reducer, from); }
 
 enum { M_LOSS, M_PAIRS, M_RC, M_RR, M_MARGIN, M_ACC, M_LPC, M_LPR, M_TOKENS, M_ROWS, M_SFT_TOKENS, M_N };
+
+typedef struct { double cost; int index; } Job;
+
+static int by_cost_desc(const void *a, const void *b)
+{
+    const Job *x = a, *y = b;
+    if (x->cost != y->cost) return x->cost < y->cost ? 1 : -1;
+    return x->index - y->index;
+}
+
+/* Splits the step's meta-examples over the ranks by cost, longest first to
+ * the least-loaded rank. Lengths vary a lot between meta-examples, so equal
+ * counts per rank leave ranks waiting for each other; every rank computes
+ * the same assignment from the same plan, with no communication. */
+static void assign_ranks(Run *r)
+{
+    int B = r->cfg->train.batch_size, W = r->dist->size;
+    Job jobs[4096];
+    double load[1024] = { 0 };
+    if (B > 4096 || W > 1024) { /* beyond the tables: contiguous slices */
+        for (int i = 0; i < B; i++) r->owner[i] = r->plan_len[i] < 0 ? -1 : (int)((long)i * W / B);
+    } else {
+        int n = 0;
+        for (int i = 0; i < B; i++) {
+            r->owner[i] = -1;
+            if (r->plan_len[i] < 0) continue;
+            double L = r->plan_len[i];
+            jobs[n++] = (Job){ L * model_flops_per_token(&r->cfg->model, (int)L), i };
+        }
+        qsort(jobs, n, sizeof *jobs, by_cost_desc);
+        for (int k = 0; k < n; k++) {
+            int best = 0;
+            for (int w = 1; w < W; w++)
+                if (load[w] < load[best]) best = w;
+            load[best] += jobs[k].cost;
+            r->owner[jobs[k].index] = best;
+        }
+    }
+    r->n_mine = 0;
+    for (int i = 0; i < B; i++)
+        if (r->owner[i] == r->dist->rank) r->mine[r->n_mine++] = i;
+}
 
 /* Plans all B meta-examples of the step; returns the global normalizer
  * (query pairs for pref, answer tokens for sft) and counts skips. */
@@ -338,6 +387,7 @@ static double plan_step(Run *r, long step)
             else norm += (double)(r->data.chosen[2 * p + 1] + 1) + (r->include_rejected ? (double)(r->data.rejected[2 * p + 1] + 1) : 0);
         }
     }
+    assign_ranks(r);
     return norm;
 }
 
@@ -370,29 +420,24 @@ static int inject_nan(const Run *r)
 /* Runs this rank's share of the step; fills the local metric sums. */
 static void run_share(Run *r, double norm, double *m)
 {
-    const Config *cfg = r->cfg;
-    const Dist *d = r->dist;
-    int B = cfg->train.batch_size, lo = (int)((long)B * d->rank / d->size), hi = (int)((long)B * (d->rank + 1) / d->size);
     int mb = r->policy->cap_rows;
     model_zero_grad(r->policy);
     if (r->reducer) dist_reducer_begin(r->reducer);
     PackedAnswers ans[256];
     if (mb > 256) fatal(EXIT_USAGE, "train.micro_batch above 256 is not supported");
-    for (int start = lo; start < hi; start += mb) {
-        int end = start + mb < hi ? start + mb : hi, T = 1, S = 1, rows = 0;
-        for (int i = start; i < end; i++) {
-            if (r->plan_len[i] < 0) continue;
+    for (int start = 0; start < r->n_mine; start += mb) {
+        int end = start + mb < r->n_mine ? start + mb : r->n_mine, T = 1, S = 1, rows = end - start;
+        for (int k = start; k < end; k++) {
+            int i = r->mine[k];
             if (r->plan_len[i] > T) T = r->plan_len[i];
             int s = pack_segments(&r->plan[i], PACK_TREE);
             if (s > S) S = s;
-            rows++;
         }
-        int last = end >= hi;
-        if (rows == 0) continue;
+        int last = end >= r->n_mine;
         batch_reset(&r->batch, rows, T, S);
         int row = 0;
-        for (int i = start; i < end; i++) {
-            if (r->plan_len[i] < 0) continue;
+        for (int k = start; k < end; k++) {
+            int i = r->mine[k];
             m[M_TOKENS] += r->plan_len[i];
             m[M_ROWS] += 1;
             pack_write(&r->data, &r->plan[i], PACK_TREE, &r->batch, row, &ans[row]);
@@ -415,7 +460,7 @@ static void run_share(Run *r, double norm, double *m)
             m[M_LOSS] += st.loss, m[M_PAIRS] += st.pairs, m[M_RC] += st.reward_chosen, m[M_RR] += st.reward_rejected;
             m[M_MARGIN] += st.reward_margin, m[M_ACC] += st.reward_accuracy, m[M_LPC] += st.logp_chosen, m[M_LPR] += st.logp_rejected;
         }
-        if (start == lo && inject_nan(r)) r->dlogp[0] = NAN;
+        if (start == 0 && inject_nan(r)) r->dlogp[0] = NAN;
         if (last && r->reducer) model_backward_hooked(r->policy, &r->batch, r->dlogp, grads_ready, r);
         else model_backward(r->policy, &r->batch, r->dlogp);
     }
