@@ -65,6 +65,8 @@ int dist_allreduce_max_int(int v)
     return out;
 }
 
+void dist_allreduce_max_ints(int *v, int n) { MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT, MPI_MAX, MPI_COMM_WORLD); }
+
 int dist_all_equal_u64(uint64_t v)
 {
     uint64_t mn, mx;

@@ -29,6 +29,8 @@ void dist_bcast(void *buf, size_t bytes, int root);
 void dist_allreduce_sum_f64(double *v, int n);
 /* Maximum over ranks: agreement on stop flags and failures. */
 int dist_allreduce_max_int(int v);
+/* The same for n values at once, in place. */
+void dist_allreduce_max_ints(int *v, int n);
 /* 1 if every rank passed the same value. */
 int dist_all_equal_u64(uint64_t v);
 

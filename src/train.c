@@ -528,9 +528,11 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
     int exit_code = EXIT_OK;
     double tokens_since = 0, rows_since = 0;
     while (r->step < cfg->train.max_steps) {
-        int stop = dist_allreduce_max_int(stop_signal ? 1 : 0);
-        int out_of_time = cfg->train.max_time_s > 0 && now_seconds() - t_start > cfg->train.max_time_s;
-        out_of_time = dist_allreduce_max_int(out_of_time);
+        /* both reasons to stop, agreed in one allreduce */
+        int flags[2] = { stop_signal ? 1 : 0,
+                         cfg->train.max_time_s > 0 && now_seconds() - t_start > cfg->train.max_time_s };
+        dist_allreduce_max_ints(flags, 2);
+        int stop = flags[0], out_of_time = flags[1];
         if (stop || out_of_time) {
             if (d->rank == 0)
                 printf("train: %s at step %ld: writing a checkpoint, then exiting with code %d (requeue)\n",
