@@ -86,6 +86,8 @@ static const Key schema[] = {
     STR(train, init_from, "", 0, "weights-only start from this checkpoint; empty = random initialization"),
     INT(train, log_every, "10", 1, 1e9, "steps between metrics lines"),
     BOOL(train, sft_include_rejected, "false", "the SFT stage also trains on dispreferred answers (FSPO's option)"),
+    BOOL(train, sft_context, "false",
+         "the SFT stage also trains on the few-shot pairs' chosen answers, each after the pairs before it"),
     INT(train, max_bad_steps, "5", 1, 1e6, "abort after this many non-finite steps in a row"),
 
     ENUM(loss, type, "dpo", "dpo|ipo|cdpo|simpo|hinge", "preference loss of the pref stage"),

@@ -43,6 +43,7 @@ typedef struct {
         char resume[CFG_STR]; /* auto | none | path to a checkpoint */
         char init_from[CFG_STR]; /* weights-only start; "" = random init */
         int log_every;
+        int sft_context;          /* SFT stage also trains on the context's chosen answers (dense supervision) */
         int sft_include_rejected; /* SFT stage also trains on dispreferred answers (FSPO's code option) */
         int max_bad_steps;    /* abort after this many non-finite steps in a row */
     } train;

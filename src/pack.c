@@ -79,8 +79,11 @@ static void put_span(RowWriter *w, const Dataset *d, const int64_t *span, int *p
     for (int64_t k = 0; k < span[1]; k++) put(w, d->tokens[span[0] + k], (*pos)++, seg);
 }
 
-static void write_context(RowWriter *w, const Dataset *d, const MetaExample *ex, int *pos)
+/* With `targets`, each chosen answer token and the DISPREFERRED header after
+ * it also become a target predicted from the token before it. */
+static void write_context(RowWriter *w, const Dataset *d, const MetaExample *ex, int *pos, int targets)
 {
+    Batch *b = w->b;
     put(w, TOK_BOS, (*pos)++, 0);
     for (int i = 0; i < ex->n_fewshot; i++) {
         int64_t p = ex->pairs[i];
@@ -88,8 +91,12 @@ static void write_context(RowWriter *w, const Dataset *d, const MetaExample *ex,
         put(w, TOK_QUESTION, (*pos)++, 0);
         put_span(w, d, d->prompt + 2 * p, pos, 0);
         put(w, TOK_PREFERRED, (*pos)++, 0);
+        size_t first = w->base + (size_t)w->t;
         put_span(w, d, d->chosen + 2 * p, pos, 0);
         put(w, TOK_DISPREFERRED, (*pos)++, 0);
+        if (targets)
+            for (size_t k = first; k < w->base + (size_t)w->t; k++)
+                b->targets[b->n_targets++] = (Target){ (int32_t)(k - 1), b->tokens[k], 0.0f };
         put_span(w, d, d->rejected + 2 * p, pos, 0);
     }
 }
@@ -127,10 +134,18 @@ static void need_targets(const Batch *b, int more)
               b->n_targets + more);
 }
 
-void pack_write(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row, PackedAnswers *out)
+int pack_context_targets(const Dataset *d, const MetaExample *ex)
+{
+    int n = 0;
+    for (int i = 0; i < ex->n_fewshot; i++) n += (int)answer_len(d, ex->pairs[i], 0);
+    return n;
+}
+
+static void write_meta_example(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row,
+                               PackedAnswers *out, int context_targets)
 {
     int Q = ex->n_queries, S = b->S;
-    int answer_tokens = 0;
+    int answer_tokens = context_targets ? pack_context_targets(d, ex) : 0;
     for (int j = 0; j < Q; j++)
         answer_tokens += (int)(answer_len(d, ex->pairs[ex->n_fewshot + j], 0) +
                                answer_len(d, ex->pairs[ex->n_fewshot + j], 1));
@@ -140,7 +155,9 @@ void pack_write(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b
         RowWriter w = { b, (size_t)row * b->T, 0 };
         uint8_t *vis = b->vis + (size_t)row * S * S;
         int pos = 0;
-        write_context(&w, d, ex, &pos);
+        out->ctx_first = b->n_targets;
+        write_context(&w, d, ex, &pos, context_targets);
+        out->ctx_end = b->n_targets;
         vis[0] = 1;
         int c_len = pos;
         for (int j = 0; j < Q; j++) {
@@ -164,7 +181,9 @@ void pack_write(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b
             RowWriter w = { b, (size_t)(row + a) * b->T, 0 };
             b->vis[(size_t)(row + a) * S * S] = 1;
             int pos = 0;
-            write_context(&w, d, ex, &pos);
+            if (a == 0) out->ctx_first = b->n_targets;
+            write_context(&w, d, ex, &pos, context_targets && a == 0); /* the context's targets once */
+            if (a == 0) out->ctx_end = b->n_targets;
             write_query_prompt(&w, d, p, &pos, 0);
             out->first[a] = b->n_targets;
             write_answer(&w, d, (a % 2 ? d->rejected : d->chosen) + 2 * p, pos, 0, w.base + (size_t)w.t - 1);
@@ -172,4 +191,15 @@ void pack_write(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b
         }
     }
     out->first[2 * Q] = b->n_targets;
+}
+
+void pack_write(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row, PackedAnswers *out)
+{
+    write_meta_example(d, ex, mode, b, row, out, 0);
+}
+
+void pack_write_context_targets(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row,
+                                PackedAnswers *out)
+{
+    write_meta_example(d, ex, mode, b, row, out, 1);
 }

@@ -26,6 +26,7 @@ typedef enum { PACK_TREE = 0, PACK_UNSHARED = 1 } PackMode;
 typedef struct {
     int n_answers;
     int first[2 * SAMPLER_MAX_QUERIES + 1];
+    int ctx_first, ctx_end; /* targets on the context's chosen answers (pack_write_context_targets), else empty */
 } PackedAnswers;
 
 /* Fits ex to rows of max_len tokens: drops trailing few-shot pairs first,
@@ -43,5 +44,16 @@ int pack_segments(const MetaExample *ex, PackMode mode);
  * S >= its segments), pads each row to T, appends one target per answer
  * token with weight 0 (losses set weights) and records them in *out. */
 void pack_write(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row, PackedAnswers *out);
+
+/* pack_write, plus one target per token of each few-shot pair's chosen
+ * answer and its closing DISPREFERRED header, each predicted from the token
+ * before it: the SFT stage's dense supervision (train.sft_context), where
+ * pair i's chosen answer is learned from pairs 0..i-1 at no extra forward
+ * cost. Recorded in out->ctx_first..ctx_end. */
+void pack_write_context_targets(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row,
+                                PackedAnswers *out);
+
+/* Target tokens pack_write_context_targets adds for ex. */
+int pack_context_targets(const Dataset *d, const MetaExample *ex);
 
 #endif

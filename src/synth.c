@@ -542,16 +542,22 @@ static double rng_gamma(Rng *r, double alpha)
 
 static double random_sign(Rng *r) { return rng_u64(r) >> 63 ? 1.0 : -1.0; }
 
-/* Sparse, as PReF's synthetic users: n_active distinct attributes, +-1. */
-static void draw_sparse_weights(Rng *r, int n_active, double w[SYNTH_K])
+/* The attributes a dataset varies (--attrs); 0 in a config means all. */
+static unsigned allowed_attrs(const SynthConfig *cfg) { return cfg->attrs ? cfg->attrs & SYNTH_ALL_ATTRS : SYNTH_ALL_ATTRS; }
+
+/* Sparse, as PReF's synthetic users: n_active distinct attributes among the
+ * allowed ones, +-1. With every attribute allowed the draws are those of the
+ * first datasets, so old seeds give the same users. */
+static void draw_sparse_weights(Rng *r, int n_active, unsigned allowed, double w[SYNTH_K])
 {
-    int order[SYNTH_K];
-    for (int k = 0; k < SYNTH_K; k++) order[k] = k;
+    int order[SYNTH_K], m = 0;
+    for (int k = 0; k < SYNTH_K; k++)
+        if ((allowed >> k) & 1u) order[m++] = k;
     /* a user with no active attribute would make every pair a tie */
     if (n_active < 1) n_active = 1;
-    if (n_active > SYNTH_K) n_active = SYNTH_K;
+    if (n_active > m) n_active = m;
     for (int j = 0; j < n_active; j++) {
-        int s = j + (int)rng_below(r, (uint32_t)(SYNTH_K - j));
+        int s = j + (int)rng_below(r, (uint32_t)(m - j));
         int t = order[j];
         order[j] = order[s];
         order[s] = t;
@@ -559,15 +565,23 @@ static void draw_sparse_weights(Rng *r, int n_active, double w[SYNTH_K])
     }
 }
 
-static void draw_dense_weights(Rng *r, double alpha, double w[SYNTH_K])
+static void draw_dense_weights(Rng *r, double alpha, unsigned allowed, double w[SYNTH_K])
 {
     double sum = 0;
-    for (int k = 0; k < SYNTH_K; k++) sum += w[k] = rng_gamma(r, alpha);
-    if (!(sum > 0)) { /* every draw underflowed (tiny alpha): all mass on one attribute */
-        w[rng_below(r, SYNTH_K)] = sum = 1;
+    for (int k = 0; k < SYNTH_K; k++) {
+        double g = rng_gamma(r, alpha); /* drawn for every k, so an attribute subset keeps the stream */
+        sum += w[k] = ((allowed >> k) & 1u) ? g : 0;
+    }
+    if (!(sum > 0)) { /* every draw underflowed (tiny alpha): all mass on one allowed attribute */
+        int k = (int)rng_below(r, SYNTH_K);
+        while (!((allowed >> k) & 1u)) k = (k + 1) % SYNTH_K;
+        w[k] = sum = 1;
     }
     /* multiples of 1e-6, so the truth file's decimal text is the exact weight */
-    for (int k = 0; k < SYNTH_K; k++) w[k] = round(w[k] * SYNTH_DENSE_TOTAL / sum * 1e6) / 1e6 * random_sign(r);
+    for (int k = 0; k < SYNTH_K; k++) {
+        double sign = random_sign(r);
+        w[k] = w[k] == 0 ? 0 : round(w[k] * SYNTH_DENSE_TOTAL / sum * 1e6) / 1e6 * sign;
+    }
 }
 
 static int strongest_attr(const double w[SYNTH_K])
@@ -597,9 +611,9 @@ void synth_user_init(const SynthConfig *cfg, int index, SynthUser *u)
     u->flavor = cfg->flavor == SYNTH_ALL ? index % SYNTH_N_FLAVORS : cfg->flavor;
     u->rng = rng_seed(cfg->seed, (uint64_t)index);
     if (cfg->dirichlet_alpha > 0)
-        draw_dense_weights(&u->rng, cfg->dirichlet_alpha, u->w);
+        draw_dense_weights(&u->rng, cfg->dirichlet_alpha, allowed_attrs(cfg), u->w);
     else
-        draw_sparse_weights(&u->rng, cfg->n_active, u->w);
+        draw_sparse_weights(&u->rng, cfg->n_active, allowed_attrs(cfg), u->w);
     /* never empty: sparse users have >= 1 weight of +-1, and a dense user's
      * largest |w| is at least SYNTH_DENSE_TOTAL / SYNTH_K = 0.29 */
     for (int k = 0; k < SYNTH_K; k++) u->active_mask |= (unsigned)(fabs(u->w[k]) >= SYNTH_ACTIVE_MIN) << k;
@@ -617,10 +631,13 @@ void synth_next_pair(const SynthConfig *cfg, SynthUser *u, SynthPair *p)
 {
     unsigned m1 = 0, m2 = 0;
     double r1 = 0, r2 = 0;
+    unsigned allowed = allowed_attrs(cfg);
     p->redraws = 0;
     for (;; p->redraws++) {
-        m1 = rng_below(&u->rng, 1u << SYNTH_K);
-        m2 = rng_below(&u->rng, 1u << SYNTH_K);
+        m1 = rng_below(&u->rng, 1u << SYNTH_K) & allowed;
+        m2 = rng_below(&u->rng, 1u << SYNTH_K) & allowed;
+        /* contrastive: the answers differ only where the user cares */
+        if (cfg->contrastive) m2 = (m1 & ~u->active_mask) | (m2 & u->active_mask);
         r1 = reward_of_mask(u->w, m1);
         r2 = reward_of_mask(u->w, m2);
         if (((m1 ^ m2) & u->active_mask) && r1 != r2) break;

@@ -70,6 +70,8 @@ typedef struct {
     double dirichlet_alpha; /* > 0: dense users, |w| = SYNTH_DENSE_TOTAL * Dirichlet(alpha), random signs */
     double temperature;     /* Bradley-Terry temperature T of the labels; 0 = always the higher reward */
     int minimal_pairs;      /* both answers of a pair share their wording and differ only in attributes */
+    unsigned attrs;         /* attributes that vary (a mask); the others are always off; 0 = all */
+    int contrastive;        /* both answers of a pair share the attributes the user is indifferent to */
 } SynthConfig;
 
 typedef struct {

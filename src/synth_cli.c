@@ -45,10 +45,34 @@ static void usage(FILE *f)
             "                       random signs (ALPHA in [0.05, 100])\n"
             "  --minimal-pairs      both answers of a pair share their wording, so they differ\n"
             "                       only in attributes\n"
+            "  --contrastive        both answers of a pair share the attributes the user is\n"
+            "                       indifferent to: they differ only where the user cares\n"
+            "  --attrs LIST         the attributes that vary, comma-separated (default: all);\n"
+            "                       the others are always off (e.g. without 'long' every\n"
+            "                       answer is one sentence: shorter contexts)\n"
             "  --quiet              no summary or progress\n"
             "  --score TEXT         print the scorer's attribute vector of TEXT ('-' reads\n"
             "                       stdin) and exit; the scorer is the same for every flavour\n",
             SYNTH_K, SYNTH_DENSE_TOTAL);
+}
+
+/* "emoji,bullets" -> their attribute mask; any unknown or repeated name is a usage error. */
+static unsigned parse_attrs(const char *cmd, const char *list)
+{
+    unsigned mask = 0;
+    const char *p = list;
+    for (;;) {
+        size_t n = strcspn(p, ",");
+        int k = 0;
+        while (k < SYNTH_K && !(strlen(synth_attr_names[k]) == n && !strncmp(p, synth_attr_names[k], n))) k++;
+        if (k == SYNTH_K)
+            fatal(EXIT_USAGE, "%s: --attrs: '%.*s' is not an attribute (long, positive, formal, enthusiastic, "
+                              "technical, bullets, emoji)", cmd, (int)n, p);
+        if ((mask >> k) & 1u) fatal(EXIT_USAGE, "%s: --attrs: '%s' is named twice", cmd, synth_attr_names[k]);
+        mask |= 1u << k;
+        if (!p[n]) return mask;
+        p += n + 1;
+    }
 }
 
 /* OUT.jsonl -> OUT.truth.jsonl; any other name gets ".truth.jsonl" appended. */
@@ -194,6 +218,8 @@ int cmd_synth(int argc, char **argv)
             active_given = 1;
         } else if (!strcmp(a, "--dirichlet")) cfg.dirichlet_alpha = cli_double(cmd, argc, argv, &i, 0.05, 100);
         else if (!strcmp(a, "--minimal-pairs")) cfg.minimal_pairs = 1;
+        else if (!strcmp(a, "--contrastive")) cfg.contrastive = 1;
+        else if (!strcmp(a, "--attrs")) cfg.attrs = parse_attrs(cmd, cli_str(cmd, argc, argv, &i));
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--score")) score = cli_str(cmd, argc, argv, &i);
         else if (!strcmp(a, "--flavor")) {
@@ -211,6 +237,10 @@ int cmd_synth(int argc, char **argv)
         return score_text(score);
     }
     if (!out) fatal(EXIT_USAGE, "%s: -o OUT.jsonl is required (see 'fspo synth --help')", cmd);
+    int n_allowed = __builtin_popcount(cfg.attrs ? cfg.attrs : SYNTH_ALL_ATTRS);
+    if (active_given && cfg.n_active > n_allowed)
+        fatal(EXIT_USAGE, "%s: --active %d but --attrs names only %d attribute%s", cmd, cfg.n_active, n_allowed,
+              n_allowed == 1 ? "" : "s");
     if (active_given && cfg.dirichlet_alpha > 0)
         fatal(EXIT_USAGE, "%s: --active (sparse users) and --dirichlet (dense users) exclude each other", cmd);
     char *truth_path = truth_opt ? strdup(truth_opt) : truth_path_for(out);
@@ -247,6 +277,12 @@ int cmd_synth(int argc, char **argv)
                st.users_per_flavor[SYNTH_REVIEWS], st.users_per_flavor[SYNTH_ELIX],
                st.users_per_flavor[SYNTH_ROLEPLAY], cfg.dirichlet_alpha > 0 ? "dense (Dirichlet)" : "sparse",
                cfg.temperature, cfg.minimal_pairs ? "; minimal pairs" : "");
+        if (cfg.attrs || cfg.contrastive) {
+            printf("synth: varied attributes:");
+            for (int k = 0; k < SYNTH_K; k++)
+                if (((cfg.attrs ? cfg.attrs : SYNTH_ALL_ATTRS) >> k) & 1u) printf(" %s", synth_attr_names[k]);
+            printf("%s\n", cfg.contrastive ? "; contrastive pairs (differ only where the user cares)" : "");
+        }
         printf("synth: labels pick the higher-reward answer in %.1f%% of pairs (Bradley-Terry expects %.1f%%); "
                "mean answer %.0f bytes\n",
                100.0 * st.agree / st.pairs, 100.0 * st.expected_agree / st.pairs,

@@ -97,7 +97,7 @@ typedef struct {
     int *owner;        /* [B] the rank that runs each one (-1 = skipped) */
     int *mine;         /* [B] this rank's examples, in index order */
     int n_mine;
-    int pref, include_rejected;
+    int pref, include_rejected, context_targets;
     LossConfig loss;
     Schedule sched;
     long step;               /* steps done */
@@ -236,6 +236,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
     r->policy = model_create(&cfg->model, 1, mb, cfg->model.max_seq);
     r->include_rejected = cfg->train.sft_include_rejected;
+    r->context_targets = !r->pref && cfg->train.sft_context;
     int lt = loss_type_from_name(cfg->loss.type);
     r->loss = (LossConfig){ .type = lt, .beta = cfg->loss.beta, .label_smoothing = cfg->loss.label_smoothing,
                             .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight };
@@ -386,6 +387,7 @@ static double plan_step(Run *r, long step)
             if (r->pref) norm += 1;
             else norm += (double)(r->data.chosen[2 * p + 1] + 1) + (r->include_rejected ? (double)(r->data.rejected[2 * p + 1] + 1) : 0);
         }
+        if (r->context_targets) norm += pack_context_targets(&r->data, ex);
     }
     assign_ranks(r);
     return norm;
@@ -394,6 +396,11 @@ static double plan_step(Run *r, long step)
 /* SFT: mean NLL over the chosen answers' tokens (and rejected ones if asked). */
 static void sft_loss(Run *r, const PackedAnswers *ans, double norm, double *m)
 {
+    for (int k = ans->ctx_first; k < ans->ctx_end; k++) { /* empty unless train.sft_context */
+        r->dlogp[k] = (float)(-1.0 / norm);
+        m[M_LOSS] -= r->logp[k] / norm;
+        m[M_SFT_TOKENS] += 1;
+    }
     for (int a = 0; a < ans->n_answers; a++) {
         if (a % 2 && !r->include_rejected) continue;
         for (int k = ans->first[a]; k < ans->first[a + 1]; k++) {
@@ -440,7 +447,10 @@ static void run_share(Run *r, double norm, double *m)
             int i = r->mine[k];
             m[M_TOKENS] += r->plan_len[i];
             m[M_ROWS] += 1;
-            pack_write(&r->data, &r->plan[i], PACK_TREE, &r->batch, row, &ans[row]);
+            if (r->context_targets)
+                pack_write_context_targets(&r->data, &r->plan[i], PACK_TREE, &r->batch, row, &ans[row]);
+            else
+                pack_write(&r->data, &r->plan[i], PACK_TREE, &r->batch, row, &ans[row]);
             row++;
         }
         int K = r->batch.n_targets;

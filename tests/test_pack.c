@@ -194,6 +194,69 @@ static void test_packing_equivalence(const Dataset *d)
     model_free(m);
 }
 
+/* train.sft_context: the context's chosen answers as targets. Checked
+ * against an independent causal row per few-shot pair, built from the raw
+ * spans, whose last answer is scored target by target. */
+static void test_context_targets(const Dataset *d)
+{
+    Model *m = small_model(512);
+    MetaExample ex = { .user = 0, .n_fewshot = 3, .n_queries = 2, .pairs = { 0, 1, 2, 3, 4 } };
+    int df, dq, len = pack_plan(d, &ex, PACK_TREE, 512, &df, &dq);
+    Batch b, c;
+    batch_alloc(&b, 1, 512, 7, 2048);
+    batch_reset(&b, 1, len, pack_segments(&ex, PACK_TREE));
+    PackedAnswers ans;
+    pack_write_context_targets(d, &ex, PACK_TREE, &b, 0, &ans);
+    float *logp = calloc(b.n_targets, sizeof(float));
+    model_forward(m, &b, logp);
+    PackedAnswers plain;
+    Batch q;
+    batch_alloc(&q, 1, 512, 7, 2048);
+    batch_reset(&q, 1, len, pack_segments(&ex, PACK_TREE));
+    pack_write(d, &ex, PACK_TREE, &q, 0, &plain);
+    int shift_ok = ans.first[0] - ans.ctx_first == ans.ctx_end - ans.ctx_first && plain.ctx_end == plain.ctx_first &&
+                   ans.first[4] - ans.first[0] == plain.first[4] - plain.first[0];
+
+    batch_alloc(&c, 1, 512, 1, 512);
+    int32_t row[512];
+    double worst = 0;
+    int k = ans.ctx_first, count_ok = 1;
+    for (int i = 0; i < ex.n_fewshot; i++) {
+        int n = 0;
+        row[n++] = TOK_BOS;
+        for (int j = 0; j <= i; j++) {
+            int64_t p = ex.pairs[j];
+            const int64_t *sp[3] = { d->prompt + 2 * p, d->chosen + 2 * p, d->rejected + 2 * p };
+            row[n++] = TOK_EXAMPLE, row[n++] = TOK_QUESTION;
+            for (int64_t t = 0; t < sp[0][1]; t++) row[n++] = d->tokens[sp[0][0] + t];
+            row[n++] = TOK_PREFERRED;
+            int answer_start = n;
+            for (int64_t t = 0; t < sp[1][1]; t++) row[n++] = d->tokens[sp[1][0] + t];
+            row[n++] = TOK_DISPREFERRED;
+            if (j < i) {
+                for (int64_t t = 0; t < sp[2][1]; t++) row[n++] = d->tokens[sp[2][0] + t];
+                continue;
+            }
+            batch_reset(&c, 1, n, 1);
+            batch_set_causal_row(&c, 0, row);
+            for (int t = answer_start; t < n; t++) c.targets[c.n_targets++] = (Target){ t - 1, row[t], 0.0f };
+            float lp[512];
+            model_forward(m, &c, lp);
+            for (int t = 0; t < c.n_targets; t++, k++) {
+                count_ok &= k < ans.ctx_end && b.targets[k].token == c.targets[t].token;
+                if (k < ans.ctx_end) worst = fmax(worst, fabs(logp[k] - lp[t]));
+            }
+        }
+    }
+    check(count_ok && k == ans.ctx_end && shift_ok && ans.ctx_end - ans.ctx_first == pack_context_targets(d, &ex),
+          "context targets: every chosen token of the few-shot pairs, once, before the queries' targets",
+          "%d of %d", k - ans.ctx_first, ans.ctx_end - ans.ctx_first);
+    check(worst < 1e-5, "context targets score as a causal row of the pairs before them", "max |dlogp| %.2e", worst);
+    free(logp);
+    batch_free(&b), batch_free(&c), batch_free(&q);
+    model_free(m);
+}
+
 static void test_layout_and_truncation(const Dataset *d)
 {
     MetaExample ex = { .user = 0, .n_fewshot = 2, .n_queries = 2, .pairs = { 0, 1, 2, 3 } };
@@ -320,6 +383,7 @@ int main(int argc, char **argv)
     make_dataset(&d, 6, 12, 3);
     test_sampler(&d);
     test_packing_equivalence(&d);
+    test_context_targets(&d);
     test_layout_and_truncation(&d);
     test_losses();
     free_dataset(&d);

@@ -214,6 +214,64 @@ static void test_minimal_pairs(void)
           "%ld of %ld pairs share wording", same_free, cand_free);
 }
 
+/* --attrs and --contrastive (curriculum levers of [eval]): an attribute
+ * left out is never on in any answer, as the scorer reads the text, and no
+ * user weighs it; contrastive answers differ only in active attributes. */
+static void test_attribute_subsets(void)
+{
+    SynthConfig cfg = config(13, SYNTH_ALL, 0.1);
+    cfg.attrs = (1u << SYNTH_FORMAL) | (1u << SYNTH_BULLETS) | (1u << SYNTH_EMOJI);
+    cfg.contrastive = 1;
+    long pairs = 0, outside_on = 0, outside_weight = 0, inactive_diff = 0, scorer_wrong = 0, max_len = 0;
+    unsigned seen_active = 0;
+    for (int u = 0; u < 300; u++) {
+        SynthUser user;
+        synth_user_init(&cfg, u, &user);
+        for (int k = 0; k < SYNTH_K; k++) outside_weight += !((cfg.attrs >> k) & 1u) && user.w[k] != 0;
+        seen_active |= user.active_mask;
+        for (int j = 0; j < 20; j++) {
+            SynthPair p;
+            synth_next_pair(&cfg, &user, &p);
+            pairs++;
+            double a[SYNTH_K];
+            for (int side = 0; side < 2; side++) {
+                const char *t = side ? p.rejected : p.chosen;
+                size_t n = side ? p.rejected_len : p.chosen_len;
+                synth_score(t, n, a);
+                unsigned read = synth_attrs_to_mask(a);
+                outside_on += (read & ~cfg.attrs) != 0;
+                scorer_wrong += read != (side ? p.rejected_mask : p.chosen_mask);
+                if ((long)n > max_len) max_len = (long)n;
+            }
+            inactive_diff += ((p.chosen_mask ^ p.rejected_mask) & ~user.active_mask) != 0;
+        }
+    }
+    check(outside_on == 0 && outside_weight == 0 && scorer_wrong == 0,
+          "--attrs formal,bullets,emoji: other attributes never on (scorer) and never weighed",
+          "%ld answers with another attribute on, %ld outside weights, %ld misread", outside_on, outside_weight,
+          scorer_wrong);
+    check(seen_active == cfg.attrs, "--attrs: every named attribute is some user's active one", "active union %#x",
+          seen_active);
+    check(inactive_diff == 0 && pairs == 6000, "--contrastive: answers differ only in the user's active attributes",
+          "%ld of %ld pairs differ elsewhere", inactive_diff, pairs);
+    check(max_len < 120, "--attrs without long: one-sentence answers", "longest %ld bytes", max_len);
+
+    /* every attribute allowed is the default, draw for draw */
+    SynthConfig all = config(13, SYNTH_ALL, 0.1), named = all;
+    named.attrs = SYNTH_ALL_ATTRS;
+    int same = 1;
+    for (int u = 0; u < 50 && same; u++) {
+        SynthUser a, b;
+        synth_user_init(&all, u, &a);
+        synth_user_init(&named, u, &b);
+        SynthPair pa, pb;
+        synth_next_pair(&all, &a, &pa);
+        synth_next_pair(&named, &b, &pb);
+        same = !memcmp(a.w, b.w, sizeof a.w) && !strcmp(pa.chosen, pb.chosen) && !strcmp(pa.rejected, pb.rejected);
+    }
+    check(same, "--attrs naming all attributes = the default stream", "user differs");
+}
+
 static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
 
 /* Labels: with T = 0 the chosen answer always has the higher reward; with
@@ -606,6 +664,7 @@ int main(void)
     test_scorer_exact_on_grammar();
     test_generated_pairs();
     test_minimal_pairs();
+    test_attribute_subsets();
     test_bradley_terry();
     test_determinism();
     test_weights_and_descriptions();
