@@ -40,7 +40,7 @@ FUZZ_SRCS    := io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c i
                 src/model.c src/ops.c src/optim.c src/batch.c src/tokenizer.c src/util.c
 HAVE_CLANG   := $(shell command -v clang 2>/dev/null)
 
-.PHONY: all test demo bench clean sanitize deps tests fuzz
+.PHONY: all test demo bench clean sanitize deps tests fuzz soak
 all: $(FSPO_BIN)
 
 $(FSPO_BIN): $(MAIN_OBJ) $(LIB_OBJS)
@@ -83,6 +83,12 @@ sanitize: deps
 		SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" tests
 	@BUILD=build-san FSPO=./build-san/fspo ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 bash tests/run.sh
+
+# SIGKILL soak: SOAK_TRIALS (default 20) trials per kind (mpirun, one rank,
+# rank 0 inside a checkpoint write), each resumed and compared bit for bit
+soak: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/test_pack
+	@SOAK_TRIALS=$${SOAK_TRIALS:-20} bash scripts/soak.sh
 
 bench: deps
 	@$(MAKE) --no-print-directory all
