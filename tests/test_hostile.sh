@@ -8,6 +8,8 @@
 cd "$(dirname "$0")/.." && source tests/lib.sh
 export OPENBLAS_NUM_THREADS=1
 FSPO=$(readlink -f "$FSPO") # the cases run in the fixture directory
+# a singleton fspo (no mpirun) need not start an Open MPI daemon: half the start-up time
+export OMPI_MCA_ess_singleton_isolated=1
 PY=/usr/bin/python3
 B=${BUILD:-build}
 T=$(mktemp -d /tmp/fspo-hostile.XXXXXX) && trap 'rm -rf "$T"' EXIT
