@@ -104,7 +104,7 @@ for kind in $KINDS; do
         dir=$tmp/$kind-$t t0=$SECONDS
         name="kill $kind, trial $t"
         fault=""
-        [[ $kind == ckpt ]] && fault=ckptslow@10
+        [[ $kind == ckpt ]] && fault=ckptslow@20
         FSPO_FAULT=$fault launch "$dir"
         why="" injected=0 detail=""
         case $kind in
@@ -128,7 +128,7 @@ for kind in $KINDS; do
                 sleep 0.005
             done
             if [[ -e $dir/ckpt_$c.h5.tmp ]]; then
-                sleep "0.$(printf '%03d' $((RANDOM % 400)))"
+                sleep "0.$(printf '%03d' $((RANDOM % 500)))"
                 p=$(rank_pid 0)
                 [[ -n $p ]] && kill -9 "$p" 2>/dev/null && injected=1
                 [[ -e $dir/ckpt_$c.h5.tmp ]] && midwrite=$((midwrite + 1)) && detail="inside the write of ckpt_$c" ||
@@ -141,7 +141,7 @@ for kind in $KINDS; do
             kill -9 "$MPI_PID" 2>/dev/null
             wait "$MPI_PID" 2>/dev/null
             missed=$((missed + 1))
-            echo "soak: $name: missed the kill point (the job ended first); not counted"
+            echo "SKIP: $name: missed the kill point (the job ended first); not counted"
             continue
         fi
         n=$((n + 1))
