@@ -25,11 +25,11 @@ TEST_LIB  := $(BUILD)/tests/golden.o $(BUILD)/tests/check.o $(BUILD)/tests/gradc
 # test_model counts allocations in the step loop through these wrappers
 WRAP_ALLOC := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign
 
-# the sanitizer build lives apart so both can coexist
-ifeq ($(BUILD),build-san)
-FSPO_BIN := build-san/fspo
-else
+# other build trees (build-san, build-vg) keep their binary apart so all coexist
+ifeq ($(BUILD),build)
 FSPO_BIN := fspo
+else
+FSPO_BIN := $(BUILD)/fspo
 endif
 
 # libFuzzer harnesses (tests/fuzz/): clang builds them over the parsers only
@@ -40,7 +40,7 @@ FUZZ_SRCS    := io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c i
                 src/model.c src/ops.c src/optim.c src/batch.c src/tokenizer.c src/util.c
 HAVE_CLANG   := $(shell command -v clang 2>/dev/null)
 
-.PHONY: all test demo bench clean sanitize deps tests fuzz
+.PHONY: all test demo bench clean sanitize deps tests fuzz soak valgrind
 all: $(FSPO_BIN)
 
 $(FSPO_BIN): $(MAIN_OBJ) $(LIB_OBJS)
@@ -84,6 +84,19 @@ sanitize: deps
 	@BUILD=build-san FSPO=./build-san/fspo ASAN_OPTIONS=detect_leaks=1:fast_unwind_on_malloc=0 \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 bash tests/run.sh
 
+# SIGKILL soak: SOAK_TRIALS (default 20) trials per kind (mpirun, one rank,
+# rank 0 inside a checkpoint write), each resumed and compared bit for bit
+soak: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/test_pack
+	@SOAK_TRIALS=$${SOAK_TRIALS:-20} bash scripts/soak.sh
+
+# valgrind memcheck on short runs of the main paths (scripts/valgrind.sh);
+# build-vg has no AVX-512, which valgrind 3.19 cannot decode
+valgrind: deps
+	@command -v valgrind >/dev/null || { echo "valgrind missing: apt-get install valgrind"; exit 1; }
+	@$(MAKE) --no-print-directory BUILD=build-vg OPT="-O1 -march=x86-64-v3" build-vg/fspo build-vg/tests/test_pack
+	@BUILD=build-vg bash scripts/valgrind.sh
+
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/bench.sh
@@ -93,4 +106,4 @@ demo: deps
 	@bash scripts/demo.sh
 
 clean:
-	rm -rf build build-san build-fuzz fspo
+	rm -rf build build-san build-vg build-fuzz fspo

@@ -21,8 +21,25 @@
  * order-independent yet still binds each tensor to its name. */
 static uint64_t named_sum(const char *name, uint64_t sum) { return checksum_mix(checksum64(name, strlen(name)) ^ sum); }
 
+/* Fault hooks for the reliability tests (docs/reliability.md), read from
+ * FSPO_FAULT once per save: ckptfail@STEP makes the save of STEP fail
+ * midway like a full disk (ENOSPC); ckptslow@MS sleeps MS ms after each
+ * tensor so a test can kill the writer at a random point inside the write. */
+static long fault_fail_step = -1;
+static int fault_slow_ms;
+
+static void read_faults(void)
+{
+    const char *f = getenv("FSPO_FAULT");
+    fault_fail_step = -1, fault_slow_ms = 0;
+    if (!f) return;
+    if (sscanf(f, "ckptfail@%ld", &fault_fail_step) != 1) fault_fail_step = -1;
+    if (sscanf(f, "ckptslow@%d", &fault_slow_ms) != 1 || fault_slow_ms < 0 || fault_slow_ms > 10000) fault_slow_ms = 0;
+}
+
 static int write_tensor(hid_t group, const TensorInfo *t, const float *base)
 {
+    if (fault_slow_ms > 0) nanosleep(&(struct timespec){ fault_slow_ms / 1000, (fault_slow_ms % 1000) * 1000000L }, NULL);
     int64_t dims[2] = { t->shape[0], t->shape[1] };
     if (h5_write(group, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, base + t->offset) < 0) return -1;
     hid_t ds = H5Dopen2(group, t->name, H5P_DEFAULT);
@@ -78,6 +95,8 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     rc |= h5_attr_write_u64(f, "weights_checksum", wsum);
     rc |= h5_attr_write_i64(f, "created_unix", (int64_t)time(NULL));
     rc |= write_group(f, "/model", m, m->params);
+    int injected = rc == 0 && meta->step == fault_fail_step;
+    if (injected) rc = -1;
     if (o && rc == 0) {
         rc |= h5_attr_write_str(f, "optim_type", o->cfg.kind == OPTIM_ADAMW ? "adamw" : "rmsprop");
         rc |= h5_attr_write_i64(f, "optim_step", o->t);
@@ -88,6 +107,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
     if (H5Fclose(f) < 0) rc = -1;
     if (rc == 0 && h5_seal(tmp) != 0) rc = -1;
+    if (injected) errno = ENOSPC;
     return rc ? -1 : 0;
 }
 
@@ -138,6 +158,29 @@ static CkptEntry *list_ckpts(const char *dir, int *n)
     return e;
 }
 
+/* ckpt_*.h5.tmp left by a writer that was killed mid-save: never
+ * checkpoints (nothing reads them), only wasted space. One writer per run
+ * directory (rank 0), so any tmp other than the one just renamed is stale. */
+static void remove_stale_tmps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        long step;
+        char name[256];
+        if (len < 5 || len >= sizeof name || strcmp(de->d_name + len - 4, ".tmp") != 0) continue;
+        memcpy(name, de->d_name, len - 4);
+        name[len - 4] = '\0';
+        if (!parse_ckpt_name(name, &step)) continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        unlink(p);
+    }
+    closedir(d);
+}
+
 int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
               int keep, char *path_out, size_t path_len, char *err, size_t errlen)
 {
@@ -148,11 +191,14 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return set_err(err, errlen, "%s: checkpoint directory: %s", dir,
                           errno ? strerror(errno) : "not a directory");
+    read_faults();
+    errno = 0;
     if (write_file(tmp, m, o, meta, config_yaml) != 0) {
         int e = errno;
         unlink(tmp);
-        return set_err(err, errlen, "%s: writing the checkpoint failed (%s); previous checkpoints are untouched",
-                          tmp, e ? strerror(e) : "HDF5 write error");
+        return set_err(err, errlen, "%s: writing the checkpoint failed (%s%s); previous checkpoints are untouched",
+                          tmp, e ? strerror(e) : "HDF5 write error",
+                          meta->step == fault_fail_step ? ", injected by FSPO_FAULT" : "");
     }
     char why[256];
     if (commit_tmp(tmp, path, why, sizeof why) != 0)
@@ -166,6 +212,7 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
                           path, verr);
     }
     if (path_out) snprintf(path_out, path_len, "%s", path);
+    remove_stale_tmps(dir);
     int n = 0;
     CkptEntry *e = list_ckpts(dir, &n);
     if (e && keep > 0) {

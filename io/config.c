@@ -114,7 +114,7 @@ static const Key schema[] = {
     INT(mpi, threads_per_rank, "0", 0, 1024,
         "OpenBLAS threads per rank; 0 = SLURM_CPUS_PER_TASK, else cores / local ranks"),
     FLOAT(mpi, bucket_mb, "4", 0, 4096, OPEN_LO, "gradient allreduce bucket size in MiB"),
-    INT(mpi, checksum_every, "100", 0, 1e9, "steps between parameter checksum comparisons across ranks; 0 = never"),
+    INT(mpi, checksum_every, "100", 0, 1e9, "steps between parameter checksum comparisons across ranks (also before every checkpoint); 0 = never"),
 
     INT(checkpoint, every, "200", 1, 1e12, "steps between checkpoints"),
     INT(checkpoint, keep, "3", 1, 1e6, "newest verified checkpoints kept in run_dir"),

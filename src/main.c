@@ -1,6 +1,7 @@
 /* fspo: one binary, subcommands dispatched from here. */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "commands.h"
 #include "util.h"
@@ -39,6 +40,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* run directories, checkpoints and logs honor the user's umask but are
+     * never world-writable, even under umask 000 (docs/reliability.md) */
+    mode_t mask = umask(0);
+    umask(mask | S_IWOTH);
     if (argc < 2) {
         usage(stderr);
         return EXIT_USAGE;

@@ -196,6 +196,22 @@ static void initial_state(Run *r)
     }
 }
 
+/* FSPO_FAULT values the hooks understand: data@R, nan@R:S[+K], diverge@R:S
+ * (here), ckptfail@S, ckptslow@MS (io/ckpt.c). Whole-string matches only. */
+static int fault_valid(const char *f)
+{
+    int a, c, n = -1;
+    long b;
+    if ((sscanf(f, "data@%d%n", &a, &n) == 1 && n > 0 && !f[n] && a >= 0) ||
+        (n = -1, sscanf(f, "nan@%d:%ld%n", &a, &b, &n) == 2 && n > 0 && !f[n] && a >= 0 && b >= 0) ||
+        (n = -1, sscanf(f, "nan@%d:%ld+%d%n", &a, &b, &c, &n) == 3 && n > 0 && !f[n] && a >= 0 && b >= 0 && c > 0) ||
+        (n = -1, sscanf(f, "diverge@%d:%ld%n", &a, &b, &n) == 2 && n > 0 && !f[n] && a >= 0 && b >= 0) ||
+        (n = -1, sscanf(f, "ckptfail@%ld%n", &b, &n) == 1 && n > 0 && !f[n] && b >= 0) ||
+        (n = -1, sscanf(f, "ckptslow@%d%n", &a, &n) == 1 && n > 0 && !f[n] && a >= 0 && a <= 10000))
+        return 1;
+    return 0;
+}
+
 static void setup(Run *r, const Config *cfg, const Dist *d)
 {
     memset(r, 0, sizeof *r);
@@ -211,8 +227,15 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
                                   "step (raise train.batch_size or use fewer ranks)", d->size, B);
     }
     agree_or_exit(d, code, err);
-    /* fault injection for the dead-rank test (docs/reliability.md) */
+    /* fault injection for the reliability tests (docs/reliability.md); a
+     * value that is not one of the hooks is a usage error, not ignored */
     const char *fault = getenv("FSPO_FAULT");
+    if (fault && *fault && !fault_valid(fault)) {
+        code = EXIT_USAGE;
+        snprintf(err, sizeof err, "FSPO_FAULT='%.200s' is not a fault hook (data@RANK, nan@RANK:STEP[+K], "
+                                  "diverge@RANK:STEP, ckptfail@STEP, ckptslow@MS); unset it", fault);
+    }
+    agree_or_exit(d, code, err);
     char fault_rank[32];
     snprintf(fault_rank, sizeof fault_rank, "data@%d", d->rank);
     if (fault && !strcmp(fault, fault_rank))
@@ -290,7 +313,12 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
         r->allreduce_full_s = dist_time_allreduce(r->policy->grads, r->policy->n_params);
     }
     if (d->rank == 0) {
-        r->peak_gflops = sgemm_peak();
+        /* FSPO_PEAK_GFLOPS=G skips the start-up probe (valgrind runs it ~100x
+         * slower); anything but a positive number is ignored */
+        const char *pk = getenv("FSPO_PEAK_GFLOPS");
+        char *end = NULL;
+        double g = pk ? strtod(pk, &end) : 0;
+        r->peak_gflops = pk && end != pk && *end == '\0' && g > 0 && isfinite(g) ? g : sgemm_peak();
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "
                "%d), %lld training users\n",
                cfg->train.stage, d->size, threads, why, r->policy->n_params, B, mb, (long long)r->sampler.n_users);
@@ -424,6 +452,30 @@ static int inject_nan(const Run *r)
     return rank == r->dist->rank && r->step >= step && r->step < step + k;
 }
 
+/* FSPO_FAULT=diverge@RANK:STEP: after the update of STEP that rank nudges
+ * one parameter, so only the cross-rank checksum can notice. */
+static int inject_diverge(const Run *r)
+{
+    const char *f = getenv("FSPO_FAULT");
+    int rank;
+    long step;
+    if (!f || sscanf(f, "diverge@%d:%ld", &rank, &step) != 2) return 0;
+    return rank == r->dist->rank && r->step == step;
+}
+
+/* The ranks' parameters must be identical; a mismatch aborts before any
+ * checkpoint could store one rank's diverged copy. Collective. */
+static void check_agree(const Run *r)
+{
+    if (r->cfg->mpi.checksum_every <= 0 || r->dist->size < 2) return;
+    if (dist_all_equal_u64(checksum64(r->policy->params, sizeof(float) * r->policy->n_params))) return;
+    /* every rank saw the mismatch: rank 0 reports and aborts the job; the
+     * others wait in a barrier rank 0 never enters, so the message is printed once */
+    if (r->dist->rank != 0) dist_barrier();
+    fatal(EXIT_RUNTIME, "parameters differ across ranks at step %ld (checksum mismatch): aborting; the newest "
+                            "checkpoint predates the mismatch", r->step);
+}
+
 /* Runs this rank's share of the step; fills the local metric sums. */
 static void run_share(Run *r, double norm, double *m)
 {
@@ -547,7 +599,7 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
             if (d->rank == 0)
                 printf("train: %s at step %ld: writing a checkpoint, then exiting with code %d (requeue)\n",
                        stop ? "stop signal" : "train.max_time reached", r->step, EXIT_REQUEUE);
-            if (last_saved != r->step) save(r, config_yaml, cfg->checkpoint.keep);
+            if (last_saved != r->step) check_agree(r), save(r, config_yaml, cfg->checkpoint.keep);
             exit_code = EXIT_REQUEUE;
             break;
         }
@@ -569,6 +621,7 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
             if (++bad_in_a_row >= cfg->train.max_bad_steps) {
                 /* every rank counted the same steps, so all stop here together; rank 0
                  * saves the weights of the last good step (skipped steps changed nothing) */
+                check_agree(r);
                 save(r, config_yaml, cfg->checkpoint.keep);
                 if (d->rank == 0)
                     fprintf(stderr, "fspo: training diverged (non-finite loss or gradients %ld steps in a row at "
@@ -579,14 +632,15 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
         } else {
             bad_in_a_row = 0;
             grad_norm = optim_step(&r->opt, r->policy, lr);
+            if (inject_diverge(r)) r->policy->params[0] += 1e-3f;
         }
         r->step++;
         tokens_since += m[M_TOKENS];
         rows_since += m[M_ROWS];
         steps_timed++;
-        if (cfg->mpi.checksum_every > 0 && r->step % cfg->mpi.checksum_every == 0 && d->size > 1 &&
-            !dist_all_equal_u64(checksum64(r->policy->params, sizeof(float) * r->policy->n_params)))
-            fatal(EXIT_RUNTIME, "parameters differ across ranks at step %ld (checksum mismatch): aborting", r->step);
+        int save_now = r->step % cfg->checkpoint.every == 0 || r->step == cfg->train.max_steps;
+        /* every checksum_every steps, and before every checkpoint */
+        if (cfg->mpi.checksum_every > 0 && (r->step % cfg->mpi.checksum_every == 0 || save_now)) check_agree(r);
         int log_now = r->step % cfg->train.log_every == 0 || r->step == cfg->train.max_steps || r->step == 1;
         if (log_now && d->rank == 0) {
             double now = now_seconds(), dt = now - t_last;
@@ -610,7 +664,7 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
             t_last = now;
             tokens_since = rows_since = 0;
         }
-        if (r->step % cfg->checkpoint.every == 0 || r->step == cfg->train.max_steps) {
+        if (save_now) {
             save(r, config_yaml, cfg->checkpoint.keep);
             last_saved = r->step;
         }
