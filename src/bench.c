@@ -10,6 +10,7 @@
 #include "commands.h"
 #include "model.h"
 #include "optim.h"
+#include "pool.h"
 #include "rng.h"
 #include "util.h"
 
@@ -77,6 +78,7 @@ int cmd_bench(int argc, char **argv)
     model_shape_check("bench", &cfg);
     if (threads > 0) openblas_set_num_threads(threads);
     threads = openblas_get_num_threads();
+    pool_set_threads(threads); /* the non-BLAS loops use as many threads as OpenBLAS */
 
     double peak = sgemm_peak_gflops(sgemm_n, 7);
     int T = cfg.max_seq, N = batch * T;

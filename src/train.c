@@ -27,6 +27,7 @@
 #include "model.h"
 #include "optim.h"
 #include "pack.h"
+#include "pool.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -232,6 +233,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     char why[64];
     int threads = blas_threads(cfg, d, why, sizeof why);
     openblas_set_num_threads(threads);
+    pool_set_threads(threads);
     int share = (B + d->size - 1) / d->size;
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
     r->policy = model_create(&cfg->model, 1, mb, cfg->model.max_seq);
