@@ -286,7 +286,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     if (d->size > 1) {
         size_t cuts[4200];
         if (cfg->model.n_layers + 2 > 4200) fatal(EXIT_USAGE, "model.n_layers too large for the bucket table");
-        int nc = model_grad_cuts(r->policy, cuts);
+        int nc = model_grad_cuts(r->policy, cuts, 4200);
         r->reducer = dist_reducer_create(r->policy->grads, cuts, nc, cfg->mpi.bucket_mb * 1048576.0);
         r->allreduce_full_s = dist_time_allreduce(r->policy->grads, r->policy->n_params);
     }
