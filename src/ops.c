@@ -356,6 +356,7 @@ static void attention_forward_task(void *p, int t, int nt)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
                             v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
         }
+        if (t == 0) pool_progress();
     }
 }
 
@@ -466,6 +467,7 @@ static void attention_backward_task(void *p, int t, int nt)
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, m, 1.0f, D + u0, T, q + (size_t)i0 * ld,
                             ld, 1.0f, dk + (size_t)u0 * ld, ld);
             }
+            if (t == 0) pool_progress();
         }
     }
 }

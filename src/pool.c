@@ -71,6 +71,20 @@ void pool_set_threads(int n)
 
 int pool_threads(void) { return P.n; }
 
+static void (*progress_fn)(void *);
+static void *progress_ctx;
+
+void pool_set_progress(void (*fn)(void *ctx), void *ctx)
+{
+    progress_fn = fn;
+    progress_ctx = ctx;
+}
+
+void pool_progress(void)
+{
+    if (progress_fn) progress_fn(progress_ctx);
+}
+
 void pool_run(PoolFn fn, void *ctx)
 {
     int nt = P.n;

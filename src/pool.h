@@ -22,6 +22,13 @@ void pool_set_threads(int n);
 int pool_threads(void);
 void pool_run(PoolFn fn, void *ctx);
 
+/* A progress hook (the data-parallel code sets one to poll its nonblocking
+ * allreduces, which Open MPI moves forward only inside MPI calls): long
+ * kernels call pool_progress() from thread 0, i.e. the caller's thread,
+ * between units of work. NULL clears it. */
+void pool_set_progress(void (*fn)(void *ctx), void *ctx);
+void pool_progress(void);
+
 /* [*lo, *hi) = thread t's share of [0, n) in nt near-equal contiguous parts. */
 static inline void pool_range(size_t n, int t, int nt, size_t *lo, size_t *hi)
 {
