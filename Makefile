@@ -37,7 +37,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_NAMES   := config jsonl tokenizer h5file
 FUZZ_BINS    := $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_NAMES))
 FUZZ_SRCS    := io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c io/inspect.c \
-                src/model.c src/ops.c src/optim.c src/batch.c src/tokenizer.c src/util.c
+                src/model.c src/ops.c src/pool.c src/optim.c src/batch.c src/tokenizer.c src/util.c
 HAVE_CLANG   := $(shell command -v clang 2>/dev/null)
 
 .PHONY: all test demo bench clean sanitize deps tests fuzz soak valgrind
@@ -62,7 +62,7 @@ tests: $(FSPO_BIN) $(TEST_BINS) $(if $(HAVE_CLANG),$(if $(filter build,$(BUILD))
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS) $(wildcard src/*.h io/*.h)
 	@mkdir -p build-fuzz
-	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -fsanitize=fuzzer,address,undefined -Isrc -Iio \
+	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -Wno-psabi -fsanitize=fuzzer,address,undefined -Isrc -Iio \
 		$(PKG_CFLAGS) -o $@ $< $(FUZZ_SRCS) $(PKG_LIBS) -lm
 
 # every harness for FUZZ_SECONDS each; findings land in build-fuzz/

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pool.h"
 #include "util.h"
 
 static int initialized_here;
@@ -122,11 +123,22 @@ void dist_reducer_free(GradReducer *r)
     free(r);
 }
 
+static void poll(void *ctx)
+{
+    GradReducer *r = ctx;
+    if (r->next >= r->n_buckets) return;
+    int flag;
+    /* one MPI_Testall moves every bucket in flight one round on */
+    MPI_Testall(r->n_buckets - r->next, r->req + r->next, &flag, MPI_STATUSES_IGNORE);
+}
+
 void dist_reducer_begin(GradReducer *r)
 {
     r->next = r->n_buckets;
     r->wait_s = 0;
     r->started = 0;
+    /* long kernels (attention) poll the buckets in flight between heads */
+    pool_set_progress(poll, r);
 }
 
 static void start_bucket(GradReducer *r, int b)
@@ -143,10 +155,18 @@ void dist_reducer_ready(GradReducer *r, size_t from)
     while (r->next > 0 && r->start[r->next - 1] >= from) start_bucket(r, --r->next);
     /* Open MPI moves nonblocking collectives forward only inside MPI calls:
      * poke the ones in flight so they progress during the backward */
+    poll(r);
+}
+
+int dist_reducer_pending(GradReducer *r)
+{
+    int pending = 0;
     for (int b = r->next; b < r->n_buckets; b++) {
         int done;
         MPI_Test(&r->req[b], &done, MPI_STATUS_IGNORE);
+        pending += !done;
     }
+    return pending + r->next; /* not started yet count too */
 }
 
 void dist_reducer_finish(GradReducer *r)
@@ -155,6 +175,7 @@ void dist_reducer_finish(GradReducer *r)
     double t0 = now_seconds();
     MPI_Waitall(r->n_buckets, r->req, MPI_STATUSES_IGNORE);
     r->wait_s += now_seconds() - t0;
+    pool_set_progress(NULL, NULL);
 }
 
 void dist_reducer_stats(const GradReducer *r, double *wait_s, int *buckets)

@@ -46,6 +46,8 @@ void dist_reducer_free(GradReducer *r);
 void dist_reducer_begin(GradReducer *r);           /* a new step: nothing started yet */
 void dist_reducer_ready(GradReducer *r, size_t from); /* grads[from..n) are final */
 void dist_reducer_finish(GradReducer *r);
+/* Buckets not yet complete (polls them once): for the overlap benchmark. */
+int dist_reducer_pending(GradReducer *r);
 /* Seconds spent inside finish (waiting) and total communication started,
  * for the overlap figure. */
 void dist_reducer_stats(const GradReducer *r, double *wait_s, int *buckets);

@@ -28,6 +28,9 @@ for preset in A B; do
 done
 echo "bench: data pipeline and preference-stage training ..." >&2
 while IFS= read -r line; do runs+=("$line"); done < <(bash scripts/bench_train.sh)
+while IFS= read -r line; do runs+=("$line"); done < <(bash scripts/bench_fspo.sh)
+# the alpha-beta scaling model, fed with this run's measured step time (docs/scaling.md)
+printf '%s\n' "${runs[@]}" | /usr/bin/python3 scripts/scaling.py --bench-json - --out docs/scaling.md
 printf '%s\n' "${runs[@]}" | /usr/bin/python3 scripts/bench_report.py "$out" docs/benchmarks.md \
     "$(date -u +%Y-%m-%d) on $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "bench: wrote docs/benchmarks.md and $out" >&2

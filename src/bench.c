@@ -6,10 +6,12 @@
 #include <string.h>
 
 #include "batch.h"
+#include "bench.h"
 #include "cli.h"
 #include "commands.h"
 #include "model.h"
 #include "optim.h"
+#include "pool.h"
 #include "rng.h"
 #include "util.h"
 
@@ -54,6 +56,8 @@ int cmd_bench(int argc, char **argv)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
     int batch = 4, steps = 5, threads = 0, json = 0, sgemm_n = 2048;
+    int extra = bench_extra(argc, argv);
+    if (extra >= 0) return extra;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("usage: fspo bench [options]\n\nTimes training steps (forward + backward + AdamW) on random "
@@ -63,7 +67,12 @@ int cmd_bench(int argc, char **argv)
                    "  --steps N          timed steps after one warm-up step (default 5; median reported)\n"
                    "  --threads N        OpenBLAS threads (default: OPENBLAS_NUM_THREADS or OpenBLAS's own)\n"
                    "  --sgemm-n N        size of the square sgemm used for the peak (default 2048)\n"
-                   "  --json             one JSON object on stdout instead of text\n",
+                   "  --json             one JSON object on stdout instead of text\n\n"
+                   "Other rows of make bench (one JSON line each; see src/bench_fspo.c):\n"
+                   "  --pref DATA.h5 [--fewshot N --queries Q --examples K --dump FILE]\n"
+                   "                     FSPO preference step per meta-example, tree-packed vs unshared rows\n"
+                   "  --ckpt DIR         checkpoint save/load vs plain write+fsync/read of the same bytes\n"
+                   "  --dp [--bucket-mb X]  (under mpirun) allreduce time and the share hidden by the backward\n",
                    MODEL_SHAPE_HELP);
             return EXIT_OK;
         }
@@ -77,6 +86,7 @@ int cmd_bench(int argc, char **argv)
     model_shape_check("bench", &cfg);
     if (threads > 0) openblas_set_num_threads(threads);
     threads = openblas_get_num_threads();
+    pool_set_threads(threads); /* the non-BLAS loops use as many threads as OpenBLAS */
 
     double peak = sgemm_peak_gflops(sgemm_n, 7);
     int T = cfg.max_seq, N = batch * T;
@@ -116,6 +126,10 @@ int cmd_bench(int argc, char **argv)
     }
     if (!json) fprintf(stderr, "\n");
     double t = median(times, steps);
+    /* peak RSS against what the design says the step needs */
+    double analytic = 4.0 * m->n_params * 4 /* params, grads, AdamW m and v */ +
+                      model_arena_bytes(&cfg, 1, batch, T);
+    double rss = bench_status_kb("VmHWM") * 1024.0;
     double tok_s = N / t, flops = model_flops_per_token(&cfg, T);
     double gflops = tok_s * flops / 1e9, mfu = gflops / peak;
     /* the same with attention counted as the causal half it really is */
@@ -125,9 +139,10 @@ int cmd_bench(int argc, char **argv)
         printf("{\"vocab\": %d, \"d_model\": %d, \"n_layers\": %d, \"n_heads\": %d, \"ffn_hidden\": %d, "
                "\"seq\": %d, \"batch\": %d, \"threads\": %d, \"params\": %zu, \"flops_per_token\": %.0f, "
                "\"step_s_median\": %.5f, \"tokens_per_s\": %.1f, \"model_gflops\": %.2f, "
-               "\"sgemm_peak_gflops\": %.2f, \"mfu\": %.4f, \"mfu_causal\": %.4f, \"final_loss\": %.5f}\n",
+               "\"sgemm_peak_gflops\": %.2f, \"mfu\": %.4f, \"mfu_causal\": %.4f, \"final_loss\": %.5f, "
+               "\"rss_peak_mb\": %.1f, \"analytic_mb\": %.1f, \"rss_ratio\": %.3f}\n",
                cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, T, batch, threads, m->n_params,
-               flops, t, tok_s, gflops, peak, mfu, mfu_causal, loss);
+               flops, t, tok_s, gflops, peak, mfu, mfu_causal, loss, rss / 1048576, analytic / 1048576, rss / analytic);
     else
         printf("d_model %d, layers %d, heads %d, T %d, batch %d, %d thread(s): %.0f tokens/s, step %.3f s "
                "(median of %d), %.1f GFLOP/s model = %.1f%% of sgemm peak %.1f GFLOP/s (%.1f%% counting causal "

@@ -129,7 +129,7 @@ static size_t shared_floats(const ModelConfig *c, int trainable, size_t N, size_
 {
     size_t C = c->d_model, F = c->ffn_hidden, V = c->vocab, L = c->n_layers;
     size_t s = (trainable ? L + 1 : 1) * N * C + N * (C + 1) + N * V + N + N * C;
-    if (trainable) s += N * C * 3 + N * 3 * C + N * 2 * F + N * F + N * V + T * T;
+    if (trainable) s += N * C * 3 + N * 3 * C + N * 2 * F + N * F + N * V + attention_scratch_floats((int)T);
     return s;
 }
 
@@ -180,7 +180,7 @@ static void carve_arena(Model *m)
         m->d_h13 = TAKE(N * 2 * F);
         m->d_hact = TAKE(N * F);
         m->d_logits = TAKE(N * V);
-        m->d_att = TAKE(T * T);
+        m->d_att = TAKE(attention_scratch_floats((int)T));
     }
 #undef TAKE
     if ((size_t)(p - m->arena) != m->arena_floats) fatal(EXIT_RUNTIME, "internal: arena layout mismatch");
@@ -289,13 +289,18 @@ void model_forward(Model *m, const Batch *b, float *logp)
     target_logp_forward(logp, m->lse, m->logits, b->targets, b->n_targets, N, V);
 }
 
-int model_grad_cuts(const Model *m, size_t *cuts)
+int model_grad_cuts(const Model *m, size_t *cuts, int cap)
 {
-    int L = m->cfg.n_layers;
-    for (int l = 0; l < L; l++) cuts[l] = m->tensors[1 + 6 * l].offset;
-    cuts[L] = m->tensors[m->n_tensors - 1].offset; /* final_norm */
-    cuts[L + 1] = m->n_params;
-    return L + 2;
+    int L = m->cfg.n_layers, n = 0;
+    if (m->n_tensors <= cap) { /* every tensor but tok_emb (offset 0, finished last) */
+        for (int i = 1; i < m->n_tensors; i++) cuts[n++] = m->tensors[i].offset;
+    } else {
+        if (L + 2 > cap) fatal(EXIT_RUNTIME, "internal: %d gradient cuts do not fit %d", L + 2, cap);
+        for (int l = 0; l < L; l++) cuts[n++] = m->tensors[1 + 6 * l].offset;
+        cuts[n++] = m->tensors[m->n_tensors - 1].offset; /* final_norm */
+    }
+    cuts[n++] = m->n_params;
+    return n;
 }
 
 void model_backward(Model *m, const Batch *b, const float *dlogp) { model_backward_hooked(m, b, dlogp, NULL, NULL); }
@@ -309,8 +314,7 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
     /* the scratch gradients are overwritten per use; only m->grads accumulates across calls */
     memset(m->d_logits, 0, sizeof(float) * N * V);
     target_logp_backward(m->d_logits, dlogp, m->logits, m->lse, b->targets, b->n_targets, V);
-    memset(m->d_norm, 0, sizeof(float) * NC);
-    matmul_backward(m->d_norm, m->g.tok_emb, m->d_logits, m->xnf, m->w.tok_emb, N, C, V);
+    matmul_backward_beta(m->d_norm, 0.0f, m->g.tok_emb, m->d_logits, m->xnf, m->w.tok_emb, N, C, V);
     memset(m->d_resid, 0, sizeof(float) * NC);
     rmsnorm_backward(m->d_resid, m->g.final_norm, m->d_norm, m->resid[c->n_layers], m->w.final_norm, m->rstdf, N, C);
     if (ready) ready(ctx, m->tensors[m->n_tensors - 1].offset);
@@ -319,23 +323,27 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         LayerWeights *g = &m->g.layer[l];
         LayerActs *a = &m->acts[l];
         /* MLP block; d_resid holds dL/d(layer output) and flows on unchanged through the residual */
-        memset(m->d_hact, 0, sizeof(float) * N * F);
-        matmul_backward(m->d_hact, g->w2, m->d_resid, a->hact, w->w2, N, F, C);
-        memset(m->d_h13, 0, sizeof(float) * N * 2 * F);
-        swiglu_backward(m->d_h13, m->d_hact, a->h13, N, F);
-        memset(m->d_norm, 0, sizeof(float) * NC);
-        matmul_backward(m->d_norm, g->w13, m->d_h13, a->xn2, w->w13, N, C, 2 * F);
+        /* each tensor's gradient is final right after its op: report it, so a
+         * bucket can start (and the ones in flight progress) within the layer */
+        const TensorInfo *lt = m->tensors + 1 + 6 * l; /* attn_norm wqkv wo mlp_norm w13 w2 */
+        matmul_backward_beta(m->d_hact, 0.0f, g->w2, m->d_resid, a->hact, w->w2, N, F, C);
+        if (ready) ready(ctx, lt[5].offset);
+        swiglu_backward_set(m->d_h13, m->d_hact, a->h13, N, F);
+        matmul_backward_beta(m->d_norm, 0.0f, g->w13, m->d_h13, a->xn2, w->w13, N, C, 2 * F);
+        if (ready) ready(ctx, lt[4].offset);
         rmsnorm_backward(m->d_resid, g->mlp_norm, m->d_norm, a->xmid, w->mlp_norm, a->rstd2, N, C);
+        if (ready) ready(ctx, lt[3].offset);
         /* attention block */
-        memset(m->d_atto, 0, sizeof(float) * NC);
-        matmul_backward(m->d_atto, g->wo, m->d_resid, a->atto, w->wo, N, C, C);
+        matmul_backward_beta(m->d_atto, 0.0f, g->wo, m->d_resid, a->atto, w->wo, N, C, C);
+        if (ready) ready(ctx, lt[2].offset);
         memset(m->d_qkv, 0, sizeof(float) * NC * 3);
-        attention_backward(m->d_qkv, m->d_att, m->d_atto, a->att, a->qkv, B, T, C, H);
+        attention_backward(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, a->qkv, b->seg,
+                           b->vis, B, T, C, H, b->S);
         rope_backward(m->d_qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-        memset(m->d_norm, 0, sizeof(float) * NC);
-        matmul_backward(m->d_norm, g->wqkv, m->d_qkv, a->xn1, w->wqkv, N, C, 3 * C);
+        matmul_backward_beta(m->d_norm, 0.0f, g->wqkv, m->d_qkv, a->xn1, w->wqkv, N, C, 3 * C);
+        if (ready) ready(ctx, lt[1].offset);
         rmsnorm_backward(m->d_resid, g->attn_norm, m->d_norm, m->resid[l], w->attn_norm, a->rstd1, N, C);
-        if (ready) ready(ctx, m->tensors[1 + 6 * l].offset);
+        if (ready) ready(ctx, lt[0].offset);
     }
     embedding_backward(m->g.tok_emb, m->d_resid, b->tokens, N, C);
 }

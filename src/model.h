@@ -86,13 +86,15 @@ void model_forward(Model *m, const Batch *b, float *logp);
  * same batch just before. */
 void model_backward(Model *m, const Batch *b, const float *dlogp);
 /* The same, calling ready(ctx, from) whenever grads[from..n_params) are
- * final (after the final norm, then after each layer, last layer first),
- * so a data-parallel caller can start reducing them during the backward. */
+ * final (after the final norm, then after each tensor of each layer, last
+ * layer first), so a data-parallel caller can start reducing them during
+ * the backward (and progress the reductions in flight). */
 typedef void (*GradsReadyFn)(void *ctx, size_t from);
 void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsReadyFn ready, void *ctx);
 /* Offsets where the backward finishes gradient ranges, increasing, ending
- * with n_params (for dist_reducer_create). Returns how many (L + 2). */
-int model_grad_cuts(const Model *m, size_t *cuts);
+ * with n_params (for dist_reducer_create): every tensor's start (6L + 2
+ * cuts), or every layer's (L + 2) if cap is below that. Returns how many. */
+int model_grad_cuts(const Model *m, size_t *cuts, int cap);
 
 /* Training FLOPs per token at row length T (forward + backward), written
  * down in docs/benchmarks.md: 6 * (matmul weights) + 12 * L * T * C. */

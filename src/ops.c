@@ -5,10 +5,9 @@
 #include <math.h>
 #include <string.h>
 
-/* Attention works on blocks of this many query rows so that a query block
- * only multiplies against the keys at or before its last row: causal
- * attention then costs about half of the full T x T product. */
-#define ATTN_QBLOCK 128
+#include "pool.h"
+#include "util.h"
+#include "vecmath.h"
 
 void matmul_forward(float *out, const float *inp, const float *w, int N, int IN, int OUT)
 {
@@ -17,7 +16,13 @@ void matmul_forward(float *out, const float *inp, const float *w, int N, int IN,
 
 void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int IN, int OUT)
 {
-    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, dout, OUT, w, IN, 1.0f, dinp, IN);
+    matmul_backward_beta(dinp, 1.0f, dw, dout, inp, w, N, IN, OUT);
+}
+
+void matmul_backward_beta(float *dinp, float beta, float *dw, const float *dout, const float *inp, const float *w, int N,
+                          int IN, int OUT)
+{
+    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, dout, OUT, w, IN, beta, dinp, IN);
     if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f, dw, IN);
 }
 
@@ -26,48 +31,120 @@ void embedding_forward(float *out, const int32_t *tokens, const float *emb, int 
     for (int n = 0; n < N; n++) memcpy(out + (size_t)n * C, emb + (size_t)tokens[n] * C, sizeof(float) * C);
 }
 
-void embedding_backward(float *demb, const float *dout, const int32_t *tokens, int N, int C)
+typedef struct {
+    float *demb;
+    const float *dout;
+    const int32_t *tokens;
+    int N, C;
+} EmbBwd;
+
+/* split by columns: every row's contributions land in token order */
+static void embedding_backward_task(void *p, int t, int nt)
 {
-    for (int n = 0; n < N; n++) {
-        float *d = demb + (size_t)tokens[n] * C;
-        const float *s = dout + (size_t)n * C;
-        for (int c = 0; c < C; c++) d[c] += s[c];
+    const EmbBwd *a = p;
+    size_t c0, c1;
+    pool_range((size_t)a->C, t, nt, &c0, &c1);
+    for (int n = 0; n < a->N; n++) {
+        float *d = a->demb + (size_t)a->tokens[n] * a->C;
+        const float *s = a->dout + (size_t)n * a->C;
+        for (size_t c = c0; c < c1; c++) d[c] += s[c];
     }
 }
 
+void embedding_backward(float *demb, const float *dout, const int32_t *tokens, int N, int C)
+{
+    EmbBwd a = { demb, dout, tokens, N, C };
+    pool_run(embedding_backward_task, &a);
+}
+
+
+/* ---- RMSNorm ---------------------------------------------------------- */
+
 #define RMSNORM_EPS 1e-5f
+
+/* sum of x*y over n floats, 8 lanes then a fixed-order horizontal sum */
+static inline float dot_v8(const float *x, const float *y, int n)
+{
+    v8f acc = v8_set1(0.0f);
+    int c = 0;
+    for (; c + 8 <= n; c += 8) acc += v8_load(x + c) * v8_load(y + c);
+    if (c < n) acc += v8_load_part(x + c, n - c, 0.0f) * v8_load_part(y + c, n - c, 0.0f);
+    return v8_hsum(acc);
+}
+
+typedef struct {
+    float *out, *rstd, *dinp, *dg;
+    const float *inp, *g, *dout;
+    int N, C;
+} NormArgs;
+
+static void rmsnorm_forward_task(void *p, int t, int nt)
+{
+    const NormArgs *a = p;
+    int C = a->C;
+    size_t n0, n1;
+    pool_range((size_t)a->N, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        const float *x = a->inp + n * C;
+        float *y = a->out + n * C;
+        float r = 1.0f / sqrtf(dot_v8(x, x, C) / (float)C + RMSNORM_EPS);
+        a->rstd[n] = r;
+        for (int c = 0; c < C; c++) y[c] = x[c] * r * a->g[c];
+    }
+}
 
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int N, int C)
 {
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        float *y = out + (size_t)n * C;
-        float ss = 0.0f;
-        for (int c = 0; c < C; c++) ss += x[c] * x[c];
-        float r = 1.0f / sqrtf(ss / (float)C + RMSNORM_EPS);
-        rstd[n] = r;
-        for (int c = 0; c < C; c++) y[c] = x[c] * r * g[c];
+    NormArgs a = { .out = out, .rstd = rstd, .inp = inp, .g = g, .N = N, .C = C };
+    pool_run(rmsnorm_forward_task, &a);
+}
+
+/* dx by rows */
+static void rmsnorm_backward_dx_task(void *p, int t, int nt)
+{
+    const NormArgs *a = p;
+    int C = a->C;
+    const float *g = a->g;
+    size_t n0, n1;
+    pool_range((size_t)a->N, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        const float *x = a->inp + n * C, *dy = a->dout + n * C;
+        float *dx = a->dinp + n * C;
+        float r = a->rstd[n];
+        /* y = x r g with r = (mean(x^2)+eps)^(-1/2), so dr/dx_i = -r^3 x_i / C */
+        v8f acc = v8_set1(0.0f);
+        int c = 0;
+        for (; c + 8 <= C; c += 8) acc += v8_load(dy + c) * v8_load(g + c) * v8_load(x + c);
+        float dot = v8_hsum(acc);
+        for (; c < C; c++) dot += dy[c] * g[c] * x[c];
+        float k = r * r * r * dot / (float)C;
+        for (c = 0; c < C; c++) dx[c] += r * dy[c] * g[c] - k * x[c];
+    }
+}
+
+/* dg by columns, rows in order: the sum does not depend on the split */
+static void rmsnorm_backward_dg_task(void *p, int t, int nt)
+{
+    const NormArgs *a = p;
+    int C = a->C;
+    size_t c0, c1;
+    pool_range((size_t)C, t, nt, &c0, &c1);
+    for (int n = 0; n < a->N; n++) {
+        const float *x = a->inp + (size_t)n * C, *dy = a->dout + (size_t)n * C;
+        float r = a->rstd[n];
+        for (size_t c = c0; c < c1; c++) a->dg[c] += dy[c] * x[c] * r;
     }
 }
 
 void rmsnorm_backward(float *dinp, float *dg, const float *dout, const float *inp, const float *g, const float *rstd,
                       int N, int C)
 {
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;
-        const float *dy = dout + (size_t)n * C;
-        float *dx = dinp + (size_t)n * C;
-        float r = rstd[n];
-        /* y = x r g with r = (mean(x^2)+eps)^(-1/2), so dr/dx_i = -r^3 x_i / C */
-        float dot = 0.0f;
-        for (int c = 0; c < C; c++) dot += dy[c] * g[c] * x[c];
-        float k = r * r * r * dot / (float)C;
-        for (int c = 0; c < C; c++) {
-            dx[c] += r * dy[c] * g[c] - k * x[c];
-            dg[c] += dy[c] * x[c] * r;
-        }
-    }
+    NormArgs a = { .rstd = (float *)rstd, .dinp = dinp, .dg = dg, .inp = inp, .g = g, .dout = dout, .N = N, .C = C };
+    pool_run(rmsnorm_backward_dx_task, &a);
+    pool_run(rmsnorm_backward_dg_task, &a);
 }
+
+/* ---- RoPE --------------------------------------------------------------- */
 
 void rope_tables(float *cos_t, float *sin_t, int max_pos, int hd)
 {
@@ -84,20 +161,30 @@ void rope_tables(float *cos_t, float *sin_t, int max_pos, int hd)
     }
 }
 
+typedef struct {
+    float *qkv;
+    const int32_t *pos;
+    const float *cos_t, *sin_t;
+    int N, C, H;
+    float sign;
+} RopeArgs;
+
 /* Rotates pairs by +angle (sign = 1) or -angle (sign = -1) in the q and k
  * thirds of a [N,3C] buffer. */
-static void rope_rotate(float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H,
-                        float sign)
+static void rope_task(void *p, int t, int nt)
 {
-    int hd = C / H, half = hd / 2;
-    for (int n = 0; n < N; n++) {
-        const float *cs = cos_t + (size_t)pos[n] * half;
-        const float *sn = sin_t + (size_t)pos[n] * half;
+    const RopeArgs *a = p;
+    int C = a->C, H = a->H, hd = C / H, half = hd / 2;
+    size_t n0, n1;
+    pool_range((size_t)a->N, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        const float *cs = a->cos_t + (size_t)a->pos[n] * half;
+        const float *sn = a->sin_t + (size_t)a->pos[n] * half;
         for (int part = 0; part < 2; part++) { /* 0: q, 1: k */
-            float *z = qkv + (size_t)n * 3 * C + (size_t)part * C;
+            float *z = a->qkv + n * 3 * C + (size_t)part * C;
             for (int h = 0; h < H; h++, z += hd) {
                 for (int i = 0; i < half; i++) {
-                    float c = cs[i], s = sign * sn[i];
+                    float c = cs[i], s = a->sign * sn[i];
                     float z0 = z[2 * i], z1 = z[2 * i + 1];
                     z[2 * i] = z0 * c - z1 * s;
                     z[2 * i + 1] = z0 * s + z1 * c;
@@ -109,62 +196,190 @@ static void rope_rotate(float *qkv, const int32_t *pos, const float *cos_t, cons
 
 void rope_forward(float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H)
 {
-    rope_rotate(qkv, pos, cos_t, sin_t, N, C, H, 1.0f);
+    RopeArgs a = { qkv, pos, cos_t, sin_t, N, C, H, 1.0f };
+    pool_run(rope_task, &a);
 }
 
 void rope_backward(float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H)
 {
-    rope_rotate(dqkv, pos, cos_t, sin_t, N, C, H, -1.0f);
+    RopeArgs a = { dqkv, pos, cos_t, sin_t, N, C, H, -1.0f };
+    pool_run(rope_task, &a);
 }
 
-/* Softmax of one score row in place over keys 0..t, honoring visibility
- * (vis_row NULL: plain causal); keys t+1..nk-1 (later tokens inside this
- * block's key range) are zeroed. */
-static void masked_softmax_row(float *row, int t, int nk, const int32_t *seg_row, const uint8_t *vis_row)
+/* ---- attention ---------------------------------------------------------- */
+
+/* Key ranges a query block [i0,i1) of one row needs: key u < i1 is needed
+ * if it lies in the block or some segment present in the block may see its
+ * segment. Gaps of at least ATTN_MIN_GAP masked keys are skipped (no sgemm
+ * columns, probability 0); shorter gaps stay in and are masked. Forward and
+ * backward compute the same ranges. Returns the number of ranges. */
+#define ATTN_MIN_GAP 32
+#define ATTN_MAX_RANGES 64
+#define ATTN_MAX_SEGS 256
+
+static int key_ranges(int i0, int i1, const int32_t *seg_row, const uint8_t *vis_b, int S, int *ra, int *rb)
 {
-    float mx = row[t]; /* a token always sees itself */
-    for (int u = 0; u < t; u++)
-        if ((!vis_row || vis_row[seg_row[u]]) && row[u] > mx) mx = row[u];
-    float sum = 0.0f;
-    for (int u = 0; u < t; u++) {
-        float e = (!vis_row || vis_row[seg_row[u]]) ? expf(row[u] - mx) : 0.0f;
-        row[u] = e;
-        sum += e;
+    if (!seg_row || S <= 1 || S > ATTN_MAX_SEGS) {
+        ra[0] = 0, rb[0] = i1;
+        return 1;
     }
-    row[t] = expf(row[t] - mx);
-    sum += row[t];
-    float inv = 1.0f / sum;
-    for (int u = 0; u <= t; u++) row[u] *= inv;
-    for (int u = t + 1; u < nk; u++) row[u] = 0.0f;
+    uint8_t present[ATTN_MAX_SEGS], need[ATTN_MAX_SEGS];
+    memset(present, 0, (size_t)S);
+    memset(need, 0, (size_t)S);
+    for (int t = i0; t < i1; t++) present[seg_row[t]] = 1;
+    for (int si = 0; si < S; si++)
+        if (present[si])
+            for (int sj = 0; sj < S; sj++) need[sj] |= vis_b[(size_t)si * S + sj];
+    int n = 0, u = 0;
+    while (u < i0) {
+        while (u < i0 && !need[seg_row[u]]) u++; /* skip a masked run */
+        if (u >= i0) break;
+        int a = u;
+        /* extend over needed keys and masked gaps shorter than ATTN_MIN_GAP */
+        for (;;) {
+            while (u < i0 && need[seg_row[u]]) u++;
+            int g = u;
+            while (g < i0 && !need[seg_row[g]] && g - u < ATTN_MIN_GAP) g++;
+            if (g < i0 && g - u < ATTN_MIN_GAP) u = g; /* short gap: keep going */
+            else break;
+        }
+        if (n == ATTN_MAX_RANGES - 1) { /* out of slots: one range to the end */
+            ra[n] = a, rb[n] = i1;
+            return n + 1;
+        }
+        ra[n] = a, rb[n] = u, n++;
+    }
+    /* the block's own keys always: merge with a range ending near i0 */
+    if (n > 0 && rb[n - 1] + ATTN_MIN_GAP >= i0) rb[n - 1] = i1;
+    else ra[n] = i0, rb[n] = i1, n++;
+    return n;
+}
+
+/* Softmax of row t over the keys in the ranges (ra,rb) honoring visibility
+ * (vis_row NULL: plain causal): u == t, or u < t with vis_row[seg[u]].
+ * Invisible keys inside the ranges, and keys after t, get probability 0. */
+static void masked_softmax_row(float *row, int t, int nr, const int *ra, const int *rb, const int32_t *seg_row,
+                               const uint8_t *vis_row)
+{
+    v8f vmx = v8_set1(-INFINITY);
+    float mx = -INFINITY;
+    for (int r = 0; r < nr; r++) {
+        int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1;
+        int u = a;
+        while (u < b) {
+            int e = b;
+            int visible = 1;
+            if (vis_row) {
+                int s = seg_row[u];
+                e = u + 1;
+                while (e < b && seg_row[e] == s) e++;
+                visible = vis_row[s] || (e == t + 1 && u == t); /* a token always sees itself */
+                if (!visible && e == t + 1) { /* run ends with t itself: mask all but t */
+                    for (int k = u; k < t; k++) row[k] = -INFINITY;
+                    if (row[t] > mx) mx = row[t];
+                    u = e;
+                    continue;
+                }
+            }
+            if (visible) {
+                int k = u;
+                for (; k + 8 <= e; k += 8) vmx = v8_max(vmx, v8_load(row + k));
+                for (; k < e; k++)
+                    if (row[k] > mx) mx = row[k];
+            } else
+                for (int k = u; k < e; k++) row[k] = -INFINITY;
+            u = e;
+        }
+    }
+    float vm = v8_hmax(vmx);
+    if (vm > mx) mx = vm;
+    v8f vmax = v8_set1(mx), acc = v8_set1(0.0f);
+    for (int r = 0; r < nr; r++) {
+        int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
+        for (; u + 8 <= b; u += 8) {
+            v8f e = v8_exp(v8_load(row + u) - vmax);
+            v8_store(row + u, e);
+            acc += e;
+        }
+        if (u < b) {
+            v8f e = v8_exp(v8_load_part(row + u, b - u, -INFINITY) - vmax);
+            v8_store_part(row + u, e, b - u);
+            acc += e;
+        }
+    }
+    v8f inv = v8_set1(1.0f / v8_hsum(acc));
+    for (int r = 0; r < nr; r++) {
+        int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
+        for (; u + 8 <= b; u += 8) v8_store(row + u, v8_load(row + u) * inv);
+        for (; u < b; u++) row[u] *= inv[0];
+        for (u = b > a ? b : a; u < rb[r]; u++) row[u] = 0.0f;
+    }
+}
+
+typedef struct {
+    float *out, *att, *dqkv, *scratch;
+    const float *qkv, *dout;
+    const int32_t *seg;
+    const uint8_t *vis;
+    int B, T, C, H, S, workers;
+} AttnArgs;
+
+static void attention_forward_task(void *p, int t, int nt)
+{
+    const AttnArgs *a = p;
+    int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hd);
+    int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
+    size_t j0, j1;
+    pool_range((size_t)a->B * H, t, nt, &j0, &j1);
+    for (size_t j = j0; j < j1; j++) {
+        int b = (int)(j / H), h = (int)(j % H);
+        const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
+        const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
+        const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd;
+        const float *k = q + C, *v = q + 2 * C;
+        float *A = a->att + ((size_t)b * H + h) * T * T;
+        float *o = a->out + (size_t)b * T * C + (size_t)h * hd;
+        for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
+            int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
+            int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
+            float *Ab = A + (size_t)i0 * T;
+            /* scores [m, range] = scale * Q[i0:i1] K[range]^T */
+            for (int r = 0; r < nr; r++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld,
+                            ld, k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
+            for (int tt = i0; tt < i1; tt++)
+                masked_softmax_row(A + (size_t)tt * T, tt, nr, ra, rb, seg_row,
+                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL);
+            /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
+            for (int r = 0; r < nr; r++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
+                            v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
+        }
+        if (t == 0) pool_progress();
+    }
+}
+
+/* Heads run in parallel on the pool, each with single-threaded sgemms:
+ * the per-block products are too small for OpenBLAS's own threading. */
+static void run_heads(PoolFn fn, AttnArgs *a)
+{
+    int nt = pool_threads();
+    if (nt <= 1) {
+        fn(a, 0, 1);
+        return;
+    }
+    int bt = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    pool_run(fn, a);
+    openblas_set_num_threads(bt);
 }
 
 void attention_forward(float *out, float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T,
                        int C, int H, int S)
 {
-    int hd = C / H, ld = 3 * C;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < B; b++) {
-        const int32_t *seg_row = seg + (size_t)b * T;
-        const uint8_t *vis_b = vis + (size_t)b * S * S;
-        for (int h = 0; h < H; h++) {
-            const float *q = qkv + (size_t)b * T * ld + (size_t)h * hd;
-            const float *k = q + C, *v = q + 2 * C;
-            float *A = att + ((size_t)b * H + h) * T * T;
-            float *o = out + (size_t)b * T * C + (size_t)h * hd;
-            for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
-                int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0, nk = i1;
-                float *Ab = A + (size_t)i0 * T;
-                /* scores [m, nk] = scale * Q[i0:i1] K[0:nk]^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, scale, q + (size_t)i0 * ld, ld, k,
-                            ld, 0.0f, Ab, T);
-                for (int t = i0; t < i1; t++)
-                    masked_softmax_row(A + (size_t)t * T, t, nk, seg_row, vis_b + (size_t)seg_row[t] * S);
-                /* out[i0:i1] = P [m, nk] V[0:nk] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, Ab, T, v, ld, 0.0f,
-                            o + (size_t)i0 * C, C);
-            }
-        }
-    }
+    AttnArgs a = { .out = out, .att = att, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S };
+    run_heads(attention_forward_task, &a);
 }
 
 void attention_cached_forward(float *out, float *scores, const float *q, int ldq, const float *kc, const float *vc,
@@ -172,114 +387,271 @@ void attention_cached_forward(float *out, float *scores, const float *q, int ldq
 {
     int hd = C / H, nk = len0 + n;
     float scale = 1.0f / sqrtf((float)hd);
+    int ra = 0, rb = nk;
     for (int h = 0; h < H; h++) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nk, hd, scale, q + (size_t)h * hd, ldq,
                     kc + (size_t)h * hd, C, 0.0f, scores, nk);
-        for (int i = 0; i < n; i++) masked_softmax_row(scores + (size_t)i * nk, len0 + i, nk, NULL, NULL);
+        for (int i = 0; i < n; i++) masked_softmax_row(scores + (size_t)i * nk, len0 + i, 1, &ra, &rb, NULL, NULL);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, nk, 1.0f, scores, nk, vc + (size_t)h * hd, C,
                     0.0f, out + (size_t)h * hd, C);
     }
 }
 
-void attention_backward(float *dqkv, float *datt_scratch, const float *dout, const float *att, const float *qkv,
-                        int B, int T, int C, int H)
+size_t attention_scratch_floats(int T)
 {
-    int hd = C / H, ld = 3 * C;
+    size_t m = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
+    return m * (size_t)T * ATTN_SCRATCH_SLOTS;
+}
+
+static void attention_backward_task(void *p, int t, int nt)
+{
+    const AttnArgs *a = p;
+    if (t >= a->workers) return;
+    nt = a->workers;
+    int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
-            const float *q = qkv + (size_t)b * T * ld + (size_t)h * hd;
-            const float *k = q + C, *v = q + 2 * C;
-            float *dq = dqkv + (size_t)b * T * ld + (size_t)h * hd;
-            float *dk = dq + C, *dv = dq + 2 * C;
-            const float *A = att + ((size_t)b * H + h) * T * T;
-            const float *dO = dout + (size_t)b * T * C + (size_t)h * hd;
-            for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
-                int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0, nk = i1;
-                const float *P = A + (size_t)i0 * T;
-                float *D = datt_scratch;
-                /* dV[0:nk] += P^T dO[i0:i1] */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, m, 1.0f, P, T, dO + (size_t)i0 * C, C,
-                            1.0f, dv, ld);
-                /* dP [m, nk] = dO[i0:i1] V[0:nk]^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, 1.0f, dO + (size_t)i0 * C, C, v, ld,
-                            0.0f, D, T);
-                /* softmax backward: dS = P * (dP - sum(P * dP)), times the score scale.
-                 * Masked entries have P = 0, so they get no gradient. */
-                for (int r = 0; r < m; r++) {
-                    int t = i0 + r;
-                    const float *pr = P + (size_t)r * T;
-                    float *dr = D + (size_t)r * T;
-                    float s = 0.0f;
-                    for (int u = 0; u <= t; u++) s += pr[u] * dr[u];
-                    for (int u = 0; u <= t; u++) dr[u] = pr[u] * (dr[u] - s) * scale;
-                    for (int u = t + 1; u < nk; u++) dr[u] = 0.0f;
-                }
-                /* dQ[i0:i1] += dS K[0:nk];  dK[0:nk] += dS^T Q[i0:i1] */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, D, T, k, ld, 1.0f,
-                            dq + (size_t)i0 * ld, ld);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, m, 1.0f, D, T, q + (size_t)i0 * ld, ld,
-                            1.0f, dk, ld);
+    int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
+    size_t mrows = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
+    float *D = a->scratch + (size_t)t * mrows * T;
+    size_t j0, j1;
+    pool_range((size_t)a->B * H, t, nt, &j0, &j1);
+    for (size_t j = j0; j < j1; j++) {
+        int b = (int)(j / H), h = (int)(j % H);
+        const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
+        const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
+        const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd;
+        const float *k = q + C, *v = q + 2 * C;
+        float *dq = a->dqkv + (size_t)b * T * ld + (size_t)h * hd;
+        float *dk = dq + C, *dv = dq + 2 * C;
+        const float *A = a->att + ((size_t)b * H + h) * T * T;
+        const float *dO = a->dout + (size_t)b * T * C + (size_t)h * hd;
+        for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
+            int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
+            int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
+            const float *P = A + (size_t)i0 * T;
+            for (int r = 0; r < nr; r++) {
+                int u0 = ra[r], nk = rb[r] - ra[r];
+                /* dV[range] += P[:, range]^T dO[i0:i1] */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, m, 1.0f, P + u0, T, dO + (size_t)i0 * C, C,
+                            1.0f, dv + (size_t)u0 * ld, ld);
+                /* dP [m, range] = dO[i0:i1] V[range]^T */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, nk, hd, 1.0f, dO + (size_t)i0 * C, C,
+                            v + (size_t)u0 * ld, ld, 0.0f, D + u0, T);
             }
+            /* softmax backward: dS = P * (dP - sum(P * dP)), times the score scale.
+             * Masked entries have P = 0, so they get no gradient. */
+            v8f vscale = v8_set1(scale);
+            for (int row = 0; row < m; row++) {
+                int tt = i0 + row;
+                const float *pr = P + (size_t)row * T;
+                float *dr = D + (size_t)row * T;
+                v8f acc = v8_set1(0.0f);
+                for (int r = 0; r < nr; r++) {
+                    int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
+                    for (; u + 8 <= e; u += 8) acc += v8_load(pr + u) * v8_load(dr + u);
+                    if (u < e) acc += v8_load_part(pr + u, e - u, 0.0f) * v8_load_part(dr + u, e - u, 0.0f);
+                }
+                v8f s = v8_set1(v8_hsum(acc));
+                for (int r = 0; r < nr; r++) {
+                    int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
+                    for (; u + 8 <= e; u += 8) v8_store(dr + u, v8_load(pr + u) * (v8_load(dr + u) - s) * vscale);
+                    for (; u < e; u++) dr[u] = pr[u] * (dr[u] - s[0]) * scale;
+                    for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) dr[u] = 0.0f;
+                }
+            }
+            for (int r = 0; r < nr; r++) {
+                int u0 = ra[r], nk = rb[r] - ra[r];
+                /* dQ[i0:i1] += dS[:, range] K[range];  dK[range] += dS[:, range]^T Q[i0:i1] */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, D + u0, T,
+                            k + (size_t)u0 * ld, ld, 1.0f, dq + (size_t)i0 * ld, ld);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, m, 1.0f, D + u0, T, q + (size_t)i0 * ld,
+                            ld, 1.0f, dk + (size_t)u0 * ld, ld);
+            }
+            if (t == 0) pool_progress();
         }
+    }
+}
+
+void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+                        const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
+{
+    size_t per = (T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK) * (size_t)T;
+    int workers = pool_threads();
+    if ((size_t)workers > scratch_floats / per) workers = (int)(scratch_floats / per);
+    if (workers < 1) fatal(EXIT_RUNTIME, "internal: attention scratch of %zu floats is below one block", scratch_floats);
+    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .att = (float *)att, .qkv = qkv, .seg = seg, .vis = vis,
+                   .B = B, .T = T, .C = C, .H = H, .S = S, .workers = workers };
+    run_heads(attention_backward_task, &a);
+}
+
+/* ---- SwiGLU ------------------------------------------------------------- */
+
+typedef struct {
+    float *out, *dh13;
+    const float *h13, *dout;
+    int N, F, accumulate;
+} SwiArgs;
+
+static void swiglu_forward_task(void *p, int t, int nt)
+{
+    const SwiArgs *a = p;
+    int F = a->F;
+    size_t n0, n1;
+    pool_range((size_t)a->N, t, nt, &n0, &n1);
+    v8f one = v8_set1(1.0f);
+    for (size_t n = n0; n < n1; n++) {
+        const float *g = a->h13 + n * 2 * F, *u = g + F;
+        float *y = a->out + n * F;
+        int f = 0;
+        for (; f + 8 <= F; f += 8) {
+            v8f gv = v8_load(g + f);
+            v8_store(y + f, gv / (one + v8_exp(-gv)) * v8_load(u + f));
+        }
+        for (; f < F; f++) y[f] = g[f] / (1.0f + scalar_exp(-g[f])) * u[f];
     }
 }
 
 void swiglu_forward(float *out, const float *h13, int N, int F)
 {
-    for (int n = 0; n < N; n++) {
-        const float *g = h13 + (size_t)n * 2 * F, *u = g + F;
-        float *y = out + (size_t)n * F;
-        for (int f = 0; f < F; f++) y[f] = g[f] / (1.0f + expf(-g[f])) * u[f];
+    SwiArgs a = { .out = out, .h13 = h13, .N = N, .F = F };
+    pool_run(swiglu_forward_task, &a);
+}
+
+static void swiglu_backward_task(void *p, int t, int nt)
+{
+    const SwiArgs *a = p;
+    int F = a->F;
+    size_t n0, n1;
+    pool_range((size_t)a->N, t, nt, &n0, &n1);
+    v8f one = v8_set1(1.0f), keep = v8_set1(a->accumulate ? 1.0f : 0.0f);
+    for (size_t n = n0; n < n1; n++) {
+        const float *g = a->h13 + n * 2 * F, *u = g + F;
+        const float *dy = a->dout + n * F;
+        float *dg = a->dh13 + n * 2 * F, *du = dg + F;
+        int f = 0;
+        for (; f + 8 <= F; f += 8) {
+            v8f gv = v8_load(g + f), uv = v8_load(u + f), dyv = v8_load(dy + f);
+            v8f sig = one / (one + v8_exp(-gv));
+            v8f dgv = dyv * uv * sig * (one + gv * (one - sig)), duv = dyv * gv * sig;
+            if (a->accumulate) dgv += v8_load(dg + f), duv += v8_load(du + f);
+            v8_store(dg + f, dgv);
+            v8_store(du + f, duv);
+        }
+        for (; f < F; f++) {
+            float sig = 1.0f / (1.0f + scalar_exp(-g[f]));
+            float dgs = dy[f] * u[f] * sig * (1.0f + g[f] * (1.0f - sig)), dus = dy[f] * g[f] * sig;
+            dg[f] = keep[0] * dg[f] + dgs;
+            du[f] = keep[0] * du[f] + dus;
+        }
     }
 }
 
 void swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F)
 {
-    for (int n = 0; n < N; n++) {
-        const float *g = h13 + (size_t)n * 2 * F, *u = g + F;
-        const float *dy = dout + (size_t)n * F;
-        float *dg = dh13 + (size_t)n * 2 * F, *du = dg + F;
-        for (int f = 0; f < F; f++) {
-            float sig = 1.0f / (1.0f + expf(-g[f]));
-            float silu = g[f] * sig;
-            dg[f] += dy[f] * u[f] * sig * (1.0f + g[f] * (1.0f - sig));
-            du[f] += dy[f] * silu;
-        }
-    }
+    SwiArgs a = { .dh13 = dh13, .dout = dout, .h13 = h13, .N = N, .F = F, .accumulate = 1 };
+    pool_run(swiglu_backward_task, &a);
+}
+
+void swiglu_backward_set(float *dh13, const float *dout, const float *h13, int N, int F)
+{
+    SwiArgs a = { .dh13 = dh13, .dout = dout, .h13 = h13, .N = N, .F = F, .accumulate = 0 };
+    pool_run(swiglu_backward_task, &a);
+}
+
+/* ---- residual ----------------------------------------------------------- */
+
+typedef struct {
+    float *out;
+    const float *a, *b;
+    size_t n;
+} ResArgs;
+
+static void residual_task(void *p, int t, int nt)
+{
+    const ResArgs *r = p;
+    size_t i0, i1;
+    pool_range(r->n, t, nt, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) r->out[i] = r->a[i] + r->b[i];
 }
 
 void residual_forward(float *out, const float *a, const float *b, size_t n)
 {
-    for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    ResArgs r = { out, a, b, n };
+    pool_run(residual_task, &r);
+}
+
+/* ---- log-softmax at the targets ---------------------------------------- */
+
+typedef struct {
+    float *logp, *lse, *dlogits;
+    const float *logits, *dlogp;
+    const Target *targets;
+    int K, N, V;
+} LogpArgs;
+
+static void lse_task(void *p, int t, int nt)
+{
+    const LogpArgs *a = p;
+    int V = a->V;
+    size_t n0, n1;
+    pool_range((size_t)a->N, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        const float *row = a->logits + n * V;
+        v8f vm = v8_set1(-INFINITY);
+        int v = 0;
+        for (; v + 8 <= V; v += 8) vm = v8_max(vm, v8_load(row + v));
+        float mx = v8_hmax(vm);
+        for (; v < V; v++)
+            if (row[v] > mx) mx = row[v];
+        v8f vmax = v8_set1(mx), acc = v8_set1(0.0f);
+        for (v = 0; v + 8 <= V; v += 8) acc += v8_exp(v8_load(row + v) - vmax);
+        if (v < V) acc += v8_exp(v8_load_part(row + v, V - v, -INFINITY) - vmax);
+        a->lse[n] = mx + logf(v8_hsum(acc));
+    }
 }
 
 void target_logp_forward(float *logp, float *lse, const float *logits, const Target *targets, int K, int N, int V)
 {
-    for (int n = 0; n < N; n++) {
-        const float *row = logits + (size_t)n * V;
-        float mx = row[0];
-        for (int v = 1; v < V; v++)
-            if (row[v] > mx) mx = row[v];
-        double sum = 0.0;
-        for (int v = 0; v < V; v++) sum += expf(row[v] - mx);
-        lse[n] = mx + (float)log(sum);
-    }
+    LogpArgs a = { .lse = lse, .logits = logits, .N = N, .V = V };
+    pool_run(lse_task, &a);
     for (int k = 0; k < K; k++) {
         int i = targets[k].index;
         logp[k] = logits[(size_t)i * V + targets[k].token] - lse[i];
     }
 }
 
+/* split by row: a thread applies, in target order, the targets whose row is
+ * in its share, so several targets on one row never race */
+static void logp_backward_task(void *p, int t, int nt)
+{
+    const LogpArgs *a = p;
+    int V = a->V;
+    size_t n0, n1;
+    pool_range((size_t)a->N, t, nt, &n0, &n1);
+    for (int k = 0; k < a->K; k++) {
+        size_t i = (size_t)a->targets[k].index;
+        if (i < n0 || i >= n1) continue;
+        const float *row = a->logits + i * V;
+        float *drow = a->dlogits + i * V;
+        float d = a->dlogp[k];
+        v8f vd = v8_set1(d), vl = v8_set1(a->lse[i]);
+        int v = 0;
+        for (; v + 8 <= V; v += 8) v8_store(drow + v, v8_load(drow + v) - vd * v8_exp(v8_load(row + v) - vl));
+        if (v < V) {
+            v8f e = v8_exp(v8_load_part(row + v, V - v, -INFINITY) - vl);
+            v8_store_part(drow + v, v8_load_part(drow + v, V - v, 0.0f) - vd * e, V - v);
+        }
+        drow[a->targets[k].token] += d;
+    }
+}
+
 void target_logp_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse,
                           const Target *targets, int K, int V)
 {
-    for (int k = 0; k < K; k++) {
-        int i = targets[k].index;
-        const float *row = logits + (size_t)i * V;
-        float *drow = dlogits + (size_t)i * V;
-        float d = dlogp[k];
-        for (int v = 0; v < V; v++) drow[v] -= d * expf(row[v] - lse[i]);
-        drow[targets[k].token] += d;
-    }
+    int N = 0;
+    for (int k = 0; k < K; k++)
+        if (targets[k].index + 1 > N) N = targets[k].index + 1;
+    LogpArgs a = { .dlogits = dlogits, .dlogp = dlogp, .logits = logits, .lse = (float *)lse, .targets = targets, .K = K,
+                   .N = N, .V = V };
+    pool_run(logp_backward_task, &a);
 }

@@ -4,7 +4,11 @@
  * shape is given in the comment; N = B*T tokens. Backward functions
  * ACCUMULATE (+=) into their gradient outputs, so a tensor used twice (the
  * tied embedding, the residual stream) just receives two contributions.
- * No op allocates: scratch space is passed in by the caller. */
+ * No op allocates: scratch space is passed in by the caller.
+ *
+ * The non-BLAS loops run on the thread pool (pool.h), split by rows (or by
+ * columns where a gradient sums over rows), and attention splits by
+ * (row, head); results are the same for every thread count. */
 #ifndef FSPO_OPS_H
 #define FSPO_OPS_H
 
@@ -12,12 +16,22 @@
 
 #include "batch.h"
 
+/* Attention works on blocks of this many query rows so that a query block
+ * only multiplies against the keys at or before its last row (and, in a
+ * tree-packed row, only against key ranges some query of the block may see). */
+#define ATTN_QBLOCK 128
+/* attention_backward's scratch holds this many per-thread [QBLOCK, T] slices */
+#define ATTN_SCRATCH_SLOTS 8
+
 /* out[N,OUT] = inp[N,IN] @ w[OUT,IN]^T  (w in nn.Linear layout). */
 void matmul_forward(float *out, const float *inp, const float *w, int N, int IN, int OUT);
 /* dinp[N,IN] += dout[N,OUT] @ w[OUT,IN];  dw[OUT,IN] += dout^T @ inp.
  * Either gradient may be NULL to skip it. */
 void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int IN,
                      int OUT);
+/* The same with dinp = beta * dinp + dout @ w (beta 0: no need to clear dinp first). */
+void matmul_backward_beta(float *dinp, float beta, float *dw, const float *dout, const float *inp, const float *w, int N,
+                          int IN, int OUT);
 
 /* out[N,C] = emb[tokens[n], :] */
 void embedding_forward(float *out, const int32_t *tokens, const float *emb, int N, int C);
@@ -45,9 +59,13 @@ void rope_backward(float *dqkv, const int32_t *pos, const float *cos_t, const fl
  * vis[b][seg[t]][seg[u]] (seg[B,T], vis[B,S,S]). */
 void attention_forward(float *out, float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T,
                        int C, int H, int S);
-/* dqkv[B,T,3C] += ...; datt_scratch[T,T] is caller-provided scratch. */
-void attention_backward(float *dqkv, float *datt_scratch, const float *dout, const float *att, const float *qkv,
-                        int B, int T, int C, int H);
+/* dqkv[B,T,3C] += ...; scratch of scratch_floats floats (at least one
+ * [min(T,QBLOCK), T] slice; attention_scratch_floats(T) gives room for
+ * ATTN_SCRATCH_SLOTS threads). seg/vis/S as for the forward, which must
+ * have run on the same batch. */
+void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+                        const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S);
+size_t attention_scratch_floats(int T);
 
 /* Plain causal attention of n new tokens against a key/value cache that
  * already holds len0 tokens plus these n: q rows [n] with stride ldq (head h
@@ -58,6 +76,8 @@ void attention_cached_forward(float *out, float *scores, const float *q, int ldq
 /* SwiGLU on h13[N,2F] = [gate | up]: out[N,F] = silu(gate) * up. */
 void swiglu_forward(float *out, const float *h13, int N, int F);
 void swiglu_backward(float *dh13, const float *dout, const float *h13, int N, int F);
+/* The same, overwriting dh13 instead of accumulating into it. */
+void swiglu_backward_set(float *dh13, const float *dout, const float *h13, int N, int F);
 
 /* out[n] = a[n] + b[n]; safe in place (out may alias a or b). */
 void residual_forward(float *out, const float *a, const float *b, size_t n);

@@ -27,6 +27,7 @@
 #include "model.h"
 #include "optim.h"
 #include "pack.h"
+#include "pool.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -255,6 +256,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     char why[64];
     int threads = blas_threads(cfg, d, why, sizeof why);
     openblas_set_num_threads(threads);
+    pool_set_threads(threads);
     int share = (B + d->size - 1) / d->size;
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
     r->policy = model_create(&cfg->model, 1, mb, cfg->model.max_seq);
@@ -308,7 +310,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     if (d->size > 1) {
         size_t cuts[4200];
         if (cfg->model.n_layers + 2 > 4200) fatal(EXIT_USAGE, "model.n_layers too large for the bucket table");
-        int nc = model_grad_cuts(r->policy, cuts);
+        int nc = model_grad_cuts(r->policy, cuts, 4200);
         r->reducer = dist_reducer_create(r->policy->grads, cuts, nc, cfg->mpi.bucket_mb * 1048576.0);
         r->allreduce_full_s = dist_time_allreduce(r->policy->grads, r->policy->n_params);
     }

@@ -11,6 +11,8 @@
 #include "gradcheck.h"
 #include "model.h"
 #include "optim.h"
+#include "pool.h"
+#include <cblas.h>
 #include "rng.h"
 #include "tokenizer.h"
 
@@ -226,6 +228,73 @@ static void test_no_alloc_in_step(void)
     model_free(m);
 }
 
+/* ---- the thread pool: the same step at 1, 2 and 3 threads ---- */
+static void test_thread_counts(void)
+{
+    ModelConfig cfg = { .vocab = 264, .d_model = 64, .n_layers = 2, .n_heads = 4, .max_seq = 400 };
+    int B = 2, T = 400, S = 7, K = 64;
+    Model *m = model_create(&cfg, 1, B, T);
+    model_init_weights(m, 5);
+    Batch b;
+    batch_alloc(&b, B, T, S, K);
+    batch_reset(&b, B, T, S);
+    /* a tree-packed layout: context, then 2 queries of prompt/chosen/rejected, so
+     * the attention skips key ranges */
+    for (int r = 0; r < B; r++) {
+        for (int t = 0; t < T; t++) {
+            int j = t < 100 ? -1 : (t - 100) / 150, o = t < 100 ? 0 : (t - 100) % 150;
+            b.tokens[r * T + t] = (int32_t)rng_below(&rng, cfg.vocab);
+            b.pos[r * T + t] = j < 0 ? t : 100 + (o < 30 ? o : 30 + (o - 30) % 60);
+            b.seg[r * T + t] = j < 0 ? 0 : 1 + 3 * j + (o < 30 ? 0 : o < 90 ? 1 : 2);
+        }
+        uint8_t *v = b.vis + (size_t)r * S * S;
+        v[0] = 1;
+        for (int j = 0; j < 2; j++) {
+            int sp = 1 + 3 * j;
+            v[sp * S] = v[sp * S + sp] = 1;
+            for (int k = 1; k <= 2; k++) v[(sp + k) * S] = v[(sp + k) * S + sp] = v[(sp + k) * S + sp + k] = 1;
+        }
+    }
+    for (int k = 0; k < K; k++)
+        b.targets[k] = (Target){ (int32_t)rng_below(&rng, B * T), (int32_t)rng_below(&rng, cfg.vocab), 1.0f };
+    b.n_targets = K;
+    /* pool threads x OpenBLAS threads: our kernels split work so that every
+     * element is computed alike (bitwise equal); OpenBLAS's own threading
+     * may round differently, so with it the bound is 1e-6 */
+    enum { RUNS = 4 };
+    static const int pool_n[RUNS] = { 1, 2, 3, 2 }, blas_n[RUNS] = { 1, 1, 1, 2 };
+    float logp[RUNS][64], dlogp[64];
+    for (int k = 0; k < K; k++) dlogp[k] = -1.0f / K;
+    float *grads[RUNS];
+    for (int i = 0; i < RUNS; i++) {
+        pool_set_threads(pool_n[i]);
+        openblas_set_num_threads(blas_n[i]);
+        model_zero_grad(m);
+        model_forward(m, &b, logp[i]);
+        model_backward(m, &b, dlogp);
+        grads[i] = malloc(sizeof(float) * m->n_params);
+        memcpy(grads[i], m->grads, sizeof(float) * m->n_params);
+    }
+    pool_set_threads(1);
+    openblas_set_num_threads(1);
+    for (int i = 1; i < RUNS; i++) {
+        double dl = 0, dg = 0, gmax = 0;
+        for (int k = 0; k < K; k++) dl = fmax(dl, fabs(logp[i][k] - logp[0][k]));
+        for (size_t p = 0; p < m->n_params; p++) {
+            dg = fmax(dg, fabs(grads[i][p] - grads[0][p]));
+            gmax = fmax(gmax, fabs(grads[0][p]));
+        }
+        char name[96];
+        snprintf(name, sizeof name, "%d pool x %d BLAS threads %s 1 x 1", pool_n[i], blas_n[i],
+                 blas_n[i] == 1 ? "bitwise equal" : "within 1e-6 of");
+        int ok = blas_n[i] == 1 ? dl == 0 && dg == 0 : dl <= 1e-6 && dg <= 1e-6 * gmax;
+        check(ok, name, "max |dlogp| %.1e, max |dgrad| %.1e (max |grad| %.1e)", dl, dg, gmax);
+    }
+    for (int i = 0; i < RUNS; i++) free(grads[i]);
+    batch_free(&b);
+    model_free(m);
+}
+
 /* ---- init is deterministic and scaled as documented ---- */
 static void test_init(void)
 {
@@ -283,6 +352,11 @@ int main(void)
     test_inference_paths();
     test_tree_packing();
     test_no_alloc_in_step();
+    test_thread_counts();
+    /* and again with the pool running: dispatches allocate nothing either */
+    pool_set_threads(2);
+    test_no_alloc_in_step();
+    pool_set_threads(1);
     test_init();
     test_bad_configs();
     return check_status();

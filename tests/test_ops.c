@@ -137,13 +137,31 @@ static double att_loss(void *p)
     attention_forward(c->y, c->att, c->qkv, c->seg, c->vis, c->B, c->T, c->C, c->H, c->S);
     return dot(c->r, c->y, (size_t)c->B * c->T * c->C);
 }
-static void test_attention_shape(int B, int T, int C, int H, int S, size_t max_elems, const char *name)
+/* tree > 0: a tree-packed layout (docs/design.md) with a context of
+ * `tree` tokens and (S-1)/3 queries of prompt/chosen/rejected segments
+ * sharing the rest, so long masked key ranges get skipped */
+static void test_attention_shape(int B, int T, int C, int H, int S, size_t max_elems, const char *name, int tree)
 {
     AttCtx c = { .B = B, .T = T, .C = C, .H = H, .S = S };
     size_t N = (size_t)B * T;
     c.seg = malloc(sizeof(int32_t) * N);
-    c.vis = malloc((size_t)B * S * S);
-    for (int b = 0; b < B; b++) {
+    c.vis = calloc((size_t)B * S * S, 1);
+    for (int b = 0; tree && b < B; b++) {
+        int Q = (S - 1) / 3, per = (T - tree) / Q;
+        for (int t = 0; t < T; t++) {
+            int j = t < tree ? -1 : (t - tree) / per, r = t < tree ? 0 : (t - tree) % per;
+            if (j >= Q) j = Q - 1, r = per - 1;
+            c.seg[b * T + t] = j < 0 ? 0 : 1 + 3 * j + (r < per / 4 ? 0 : r < per * 5 / 8 ? 1 : 2);
+        }
+        uint8_t *v = c.vis + (size_t)b * S * S;
+        v[0] = 1;
+        for (int j = 0; j < Q; j++) {
+            int sp = 1 + 3 * j;
+            v[sp * S] = v[sp * S + sp] = 1;
+            for (int k = 1; k <= 2; k++) v[(sp + k) * S] = v[(sp + k) * S + sp] = v[(sp + k) * S + sp + k] = 1;
+        }
+    }
+    for (int b = 0; !tree && b < B; b++) {
         /* nondecreasing random segments and a random visibility table (diagonal on) */
         int s = 0;
         for (int t = 0; t < T; t++) {
@@ -154,9 +172,10 @@ static void test_attention_shape(int B, int T, int C, int H, int S, size_t max_e
             for (int j = 0; j < S; j++) c.vis[(b * S + i) * S + j] = i == j || rng_below(&rng, 2);
     }
     c.qkv = randn(N * 3 * C, 1), c.y = zeros(N * C), c.att = zeros((size_t)B * H * T * T), c.r = randn(N * C, 1);
-    float *dqkv = zeros(N * 3 * C), *scratch = zeros((size_t)T * T);
+    size_t nscratch = attention_scratch_floats(T);
+    float *dqkv = zeros(N * 3 * C), *scratch = zeros(nscratch);
     att_loss(&c);
-    attention_backward(dqkv, scratch, c.r, c.att, c.qkv, B, T, C, H);
+    attention_backward(dqkv, scratch, nscratch, c.r, c.att, c.qkv, c.seg, c.vis, B, T, C, H, S);
     report(name, gradcheck(att_loss, &c, c.qkv, dqkv, N * 3 * C, 1e-2f, max_elems));
     /* probabilities: rows sum to 1 and hidden keys get exactly 0 */
     double sum_err = 0;
@@ -237,8 +256,10 @@ int main(void)
     test_rope();
     test_swiglu();
     test_target_logp();
-    test_attention_shape(2, 7, 8, 2, 3, 100000, "attention d_qkv (T=7)");
+    test_attention_shape(2, 7, 8, 2, 3, 100000, "attention d_qkv (T=7)", 0);
     /* T past the 128-row query block exercises the blocked causal path */
-    test_attention_shape(1, 150, 8, 2, 4, 300, "attention d_qkv (T=150, two query blocks)");
+    test_attention_shape(1, 150, 8, 2, 4, 300, "attention d_qkv (T=150, two query blocks)", 0);
+    /* a tree-packed row: query blocks skip key ranges no query of theirs sees */
+    test_attention_shape(1, 520, 8, 2, 10, 300, "attention d_qkv (tree-packed T=520, skipped key ranges)", 160);
     return check_status();
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Part of make bench: the FSPO-specific rows, one JSON line each on stdout
+# (scripts/bench_report.py turns them into docs/benchmarks.md):
+#   tree packing vs unshared rows (fspo bench --pref, config A's model,
+#   N = 8 few-shot, Q = 4 queries), the same meta-examples in PyTorch the
+#   usual way (scripts/bench_torch_fspo.py, tuned), checkpoint save/load
+#   for config B (fspo bench --ckpt) and the overlapped allreduce with
+#   identical work per rank (mpirun -np 2 fspo bench --dp).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+FSPO=${FSPO:-./fspo}
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+tmp=$(mktemp -d /tmp/fspo-bench-fspo.XXXXXX) && trap 'rm -rf "$tmp"' EXIT
+TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+EXAMPLES=${EXAMPLES:-3}
+
+"$FSPO" synth -o "$tmp/users.jsonl" --users 300 --pairs-per-user 40 --seed 1 >/dev/null 2>&1
+"$FSPO" prep "$tmp/users.jsonl" -o "$tmp/data.h5" >/dev/null 2>&1
+
+echo "bench: FSPO pref step, tree-packed vs unshared rows ($EXAMPLES meta-examples) ..." >&2
+cmd="fspo bench --pref data.h5 --preset A --fewshot 8 --queries 4 --examples $EXAMPLES --threads 2 --json"
+line=$("$FSPO" bench --pref "$tmp/data.h5" --preset A --fewshot 8 --queries 4 --examples "$EXAMPLES" --threads 2 \
+    --dump "$tmp/rows.jsonl" --json 2>/dev/null)
+echo "${line%\}}, \"command\": \"$cmd\"}"
+
+if [[ -e $TCMALLOC ]]; then
+    echo "bench: the same meta-examples in PyTorch the usual way, tuned ..." >&2
+    cmd="LD_PRELOAD=libtcmalloc_minimal.so.4 OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=2 python3 scripts/bench_torch_fspo.py rows.jsonl --threads 1"
+    line=$(LD_PRELOAD=$TCMALLOC OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=2 \
+        /usr/bin/python3 scripts/bench_torch_fspo.py "$tmp/rows.jsonl" --examples 2 --threads 1 --label tuned 2>/dev/null)
+    echo "${line%\}}, \"command\": \"$cmd\"}"
+fi
+
+echo "bench: checkpoint save/load, config B ..." >&2
+line=$("$FSPO" bench --ckpt "$tmp/ckpt" --preset B --reps 3 --json)
+echo "${line%\}}, \"command\": \"fspo bench --ckpt DIR --preset B --reps 3\"}"
+
+echo "bench: overlapped allreduce, 2 ranks x 1 thread, identical work ..." >&2
+line=$(mpirun -q --oversubscribe -np 2 "$FSPO" bench --dp --preset A --threads 1 --steps 3 --bucket-mb 1 --json)
+echo "${line%\}}, \"command\": \"mpirun -np 2 fspo bench --dp --preset A --threads 1 --steps 3 --bucket-mb 1\"}"
