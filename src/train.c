@@ -423,22 +423,23 @@ static double plan_step(Run *r, long step)
     return norm;
 }
 
-/* SFT: mean NLL over the chosen answers' tokens (and rejected ones if asked). */
-static void sft_loss(Run *r, const PackedAnswers *ans, double norm, double *m)
+/* Next-token NLL on targets [k0, k1), each weighted 1/norm. */
+static void nll_targets(Run *r, int k0, int k1, double norm, double *m)
 {
-    for (int k = ans->ctx_first; k < ans->ctx_end; k++) { /* empty unless train.sft_context */
+    for (int k = k0; k < k1; k++) {
         r->dlogp[k] = (float)(-1.0 / norm);
         m[M_LOSS] -= r->logp[k] / norm;
         m[M_SFT_TOKENS] += 1;
     }
-    for (int a = 0; a < ans->n_answers; a++) {
-        if (a % 2 && !r->include_rejected) continue;
-        for (int k = ans->first[a]; k < ans->first[a + 1]; k++) {
-            r->dlogp[k] = (float)(-1.0 / norm);
-            m[M_LOSS] -= r->logp[k] / norm;
-            m[M_SFT_TOKENS] += 1;
-        }
-    }
+}
+
+/* SFT: mean NLL over the chosen answers' tokens (and rejected ones if asked),
+ * and over the context's chosen answers with train.sft_context. */
+static void sft_loss(Run *r, const PackedAnswers *ans, double norm, double *m)
+{
+    nll_targets(r, ans->ctx_first, ans->ctx_end, norm, m); /* empty unless train.sft_context */
+    for (int a = 0; a < ans->n_answers; a++)
+        if (a % 2 == 0 || r->include_rejected) nll_targets(r, ans->first[a], ans->first[a + 1], norm, m);
     m[M_PAIRS] += ans->n_answers / 2;
 }
 
