@@ -24,18 +24,21 @@ train: {run_dir: $tmp/sft, max_steps: 1, batch_size: 8, log_every: 1}
 checkpoint: {every: 1000}
 YAML
 "$FSPO" train "$tmp/cfg.yaml" --set mpi.threads_per_rank=2 >/dev/null
+# BENCH_ROUNDS rounds of the three layouts, interleaved, so that the machine's
+# drift between minutes falls on every layout alike (the report takes medians)
+for round in $(seq 1 "${BENCH_ROUNDS:-3}"); do
 for layout in 1x1 1x2 2x1; do
-    np=${layout%x*} th=${layout#*x}
-    echo "bench: pref stage, $np rank(s) x $th thread(s) ..." >&2
-    mpirun -q --oversubscribe -np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$tmp/pref$layout" \
+    np=${layout%x*} th=${layout#*x} dir="$tmp/pref$layout.$round"
+    echo "bench: pref stage, round $round, $np rank(s) x $th thread(s) ..." >&2
+    mpirun -q --oversubscribe -np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" \
         --set train.stage=pref --set loss.ref_ckpt="$tmp/sft/ckpt_1.h5" --set train.init_from="$tmp/sft/ckpt_1.h5" \
-        --set train.max_steps=5 --set mpi.threads_per_rank="$th" --set mpi.bucket_mb=1 >"$tmp/pref$layout.log" 2>&1
-    /usr/bin/python3 - "$tmp/pref$layout/metrics.jsonl" "$np" "$th" "$tmp/pref$layout.log" <<'PYEOF'
+        --set train.max_steps=5 --set mpi.threads_per_rank="$th" --set mpi.bucket_mb=1 >"$dir.log" 2>&1
+    /usr/bin/python3 - "$dir/metrics.jsonl" "$np" "$th" "$dir.log" "$round" <<'PYEOF'
 import json, re, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])][1:]  # the first step includes start-up
 log = open(sys.argv[4]).read()
 m = re.search(r"allreduce ([0-9.]+) ms blocking; ([0-9.]+) ms per step waited .*: ([0-9]+)% hidden", log)
-print(json.dumps({"kind": "pref_step", "ranks": int(sys.argv[2]), "threads": int(sys.argv[3]),
+print(json.dumps({"kind": "pref_step", "ranks": int(sys.argv[2]), "threads": int(sys.argv[3]), "round": int(sys.argv[5]),
                   "tokens_per_s": statistics.median(r["tokens_per_sec"] for r in rows),
                   "meta_examples_per_s": statistics.median(r["meta_examples_per_sec"] for r in rows),
                   "mfu": statistics.median(r["mfu"] for r in rows),
@@ -43,4 +46,5 @@ print(json.dumps({"kind": "pref_step", "ranks": int(sys.argv[2]), "threads": int
                   "allreduce_exposed_ms": float(m.group(2)) if m else None,
                   "allreduce_hidden_pct": float(m.group(3)) if m else None}))
 PYEOF
+done
 done

@@ -10,6 +10,7 @@ measured training-step tokens/s on this machine is the node's compute rate;
 """
 import argparse
 import json
+import statistics
 import sys
 
 NETS = {  # name: (alpha seconds, effective bandwidth bytes/s)
@@ -93,9 +94,13 @@ def main():
             runs = [json.loads(l) for l in text.splitlines() if l.strip()]
         runs = [r for r in runs if "kind" not in r and r.get("d_model") == 512 and r.get("n_layers") == 8]
         if runs and not tok_s_b:
-            best = max(runs, key=lambda r: r["tokens_per_s"])
-            tok_s_b = best["tokens_per_s"]
-            source = f"make bench: config B, {best['threads']} thread(s), this machine"
+            # the faster thread count, median over make bench's rounds
+            by_threads = {}
+            for r in runs:
+                by_threads.setdefault(r["threads"], []).append(r["tokens_per_s"])
+            threads, vals = max(by_threads.items(), key=lambda kv: statistics.median(kv[1]))
+            tok_s_b = statistics.median(vals)
+            source = f"make bench: config B, {threads} thread(s), median of {len(vals)} run(s), this machine"
     if not tok_s_b:
         tok_s_b, source = 579.0, "docs/benchmarks.md of 2026-11-23 (quiet machine)"
     fB, WB = flops_per_token(512, 8)

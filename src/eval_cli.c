@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
 #include <string.h>
 
 #include "commands.h"
@@ -179,6 +180,15 @@ int cmd_eval(int argc, char **argv)
     static Config cfg;
     char err[2048];
     if (config_load(path, sets, n_sets, &cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
+    if (json) {
+        /* An eval takes minutes: find out now, not after it, that --json cannot be written. */
+        char tmp[4200];
+        snprintf(tmp, sizeof tmp, "%s.tmp", json);
+        FILE *f = fopen(tmp, "w");
+        if (!f) fatal(EXIT_USAGE, "eval: --json %s: cannot create %s: %s", json, tmp, strerror(errno));
+        fclose(f);
+        remove(tmp);
+    }
     static EvalReport rep;
     int code = eval_run(&cfg, &o, &rep, err, sizeof err);
     if (code != 0) fatal(code, "eval: %s", err);
