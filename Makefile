@@ -40,7 +40,7 @@ FUZZ_SRCS    := io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c i
                 src/model.c src/ops.c src/pool.c src/optim.c src/batch.c src/tokenizer.c src/util.c
 HAVE_CLANG   := $(shell command -v clang 2>/dev/null)
 
-.PHONY: all test demo bench clean sanitize deps tests fuzz soak valgrind
+.PHONY: all test demo small bench clean sanitize deps tests fuzz soak valgrind
 all: $(FSPO_BIN)
 
 $(FSPO_BIN): $(MAIN_OBJ) $(LIB_OBJS)
@@ -104,6 +104,11 @@ bench: deps
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
+
+# the longer tier: docs/results.md experiment 5 (~50 minutes on 2 cores, resumable)
+small: deps
+	@$(MAKE) --no-print-directory all
+	@FSPO_TIER=small bash scripts/demo.sh
 
 clean:
 	rm -rf build build-san build-vg build-fuzz fspo
