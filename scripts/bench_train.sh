@@ -30,7 +30,9 @@ for round in $(seq 1 "${BENCH_ROUNDS:-3}"); do
 for layout in 1x1 1x2 2x1; do
     np=${layout%x*} th=${layout#*x} dir="$tmp/pref$layout.$round"
     echo "bench: pref stage, round $round, $np rank(s) x $th thread(s) ..." >&2
-    mpirun -q --oversubscribe -np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" \
+    # mpirun binds each rank to one core by default: a rank with 2 threads needs --bind-to none
+    bind=(); [[ $th -gt 1 ]] && bind=(--bind-to none)
+    mpirun -q --oversubscribe "${bind[@]}" -np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" \
         --set train.stage=pref --set loss.ref_ckpt="$tmp/sft/ckpt_1.h5" --set train.init_from="$tmp/sft/ckpt_1.h5" \
         --set train.max_steps=5 --set mpi.threads_per_rank="$th" --set mpi.bucket_mb=1 >"$dir.log" 2>&1
     /usr/bin/python3 - "$dir/metrics.jsonl" "$np" "$th" "$dir.log" "$round" <<'PYEOF'

@@ -3,15 +3,75 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "pool.h"
 #include "util.h"
 #include "vecmath.h"
 
+/* Who threads the big products. With OpenBLAS's own threads, its workers
+ * busy-wait for ~0.1 s after every call (2^28 cycles, OPENBLAS_THREAD_TIMEOUT)
+ * and so compete for the cores with the pool running the loops between the
+ * products; splitting each product's rows over the pool instead, with
+ * single-threaded sgemms, keeps one set of threads for everything. Rows of
+ * the output are independent, so each is computed by the same kernel with
+ * the same K order either way. FSPO_SGEMM=openblas restores OpenBLAS's. */
+static int sgemm_on_pool = -1;
+
+void ops_set_gemm_on_pool(int on)
+{
+    sgemm_on_pool = on;
+}
+
+static int use_pool(double flops)
+{
+    if (sgemm_on_pool < 0) {
+        const char *e = getenv("FSPO_SGEMM");
+        sgemm_on_pool = !(e && !strcmp(e, "openblas"));
+    }
+    return sgemm_on_pool && pool_threads() > 1 && flops >= 4e6;
+}
+
+typedef struct {
+    int transa, M, N, K, lda, ldb, ldc;
+    float beta;
+    const float *A, *B;
+    float *Cm;
+    int transb; /* transa: A is stored [K x M], so row block lo.. starts at column lo */
+} GemmArgs;
+
+static void gemm_part(void *ctx, int t, int nt)
+{
+    const GemmArgs *g = ctx;
+    size_t lo, hi;
+    pool_range((size_t)g->M, t, nt, &lo, &hi);
+    if (hi <= lo) return;
+    const float *A = g->transa ? g->A + lo : g->A + lo * (size_t)g->lda;
+    cblas_sgemm(CblasRowMajor, g->transa ? CblasTrans : CblasNoTrans, g->transb ? CblasTrans : CblasNoTrans, (int)(hi - lo),
+                g->N, g->K, 1.0f, A, g->lda, g->B, g->ldb, g->beta, g->Cm + lo * (size_t)g->ldc, g->ldc);
+}
+
+/* C[M x N] = op(A) op(B) + beta C, the rows of C split over the pool when worth it. */
+static void gemm(int transa, int transb, int M, int N, int K, const float *A, int lda, const float *B, int ldb, float beta,
+                 float *Cm, int ldc)
+{
+    if (!use_pool(2.0 * M * N * K)) {
+        cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans, M, N, K, 1.0f, A,
+                    lda, B, ldb, beta, Cm, ldc);
+        return;
+    }
+    GemmArgs g = { .transa = transa, .transb = transb, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
+                   .beta = beta, .A = A, .B = B, .Cm = Cm };
+    int bt = openblas_get_num_threads();
+    if (bt != 1) openblas_set_num_threads(1);
+    pool_run(gemm_part, &g);
+    if (bt != 1) openblas_set_num_threads(bt);
+}
+
 void matmul_forward(float *out, const float *inp, const float *w, int N, int IN, int OUT)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OUT, IN, 1.0f, inp, IN, w, IN, 0.0f, out, OUT);
+    gemm(0, 1, N, OUT, IN, inp, IN, w, IN, 0.0f, out, OUT);
 }
 
 void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w, int N, int IN, int OUT)
@@ -22,8 +82,8 @@ void matmul_backward(float *dinp, float *dw, const float *dout, const float *inp
 void matmul_backward_beta(float *dinp, float beta, float *dw, const float *dout, const float *inp, const float *w, int N,
                           int IN, int OUT)
 {
-    if (dinp) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, IN, OUT, 1.0f, dout, OUT, w, IN, beta, dinp, IN);
-    if (dw) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OUT, IN, N, 1.0f, dout, OUT, inp, IN, 1.0f, dw, IN);
+    if (dinp) gemm(0, 0, N, IN, OUT, dout, OUT, w, IN, beta, dinp, IN);
+    if (dw) gemm(1, 0, OUT, IN, N, dout, OUT, inp, IN, 1.0f, dw, IN);
 }
 
 void embedding_forward(float *out, const int32_t *tokens, const float *emb, int N, int C)

@@ -23,6 +23,14 @@
 /* attention_backward's scratch holds this many per-thread [QBLOCK, T] slices */
 #define ATTN_SCRATCH_SLOTS 8
 
+/* The big products' threads: 1 (default, or FSPO_SGEMM unset/other) splits
+ * each product's output rows over the pool with single-threaded sgemms;
+ * 0 (FSPO_SGEMM=openblas) leaves them to OpenBLAS's own threads. Rows are
+ * computed independently either way, but OpenBLAS's kernels may round a
+ * row differently with another row count, so results agree to ~1e-7 across
+ * pool sizes, not bitwise (with 0 and 1 OpenBLAS thread they are bitwise equal). */
+void ops_set_gemm_on_pool(int on);
+
 /* out[N,OUT] = inp[N,IN] @ w[OUT,IN]^T  (w in nn.Linear layout). */
 void matmul_forward(float *out, const float *inp, const float *w, int N, int IN, int OUT);
 /* dinp[N,IN] += dout[N,OUT] @ w[OUT,IN];  dw[OUT,IN] += dout^T @ inp.

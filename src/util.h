@@ -20,6 +20,10 @@ void *xmalloc_aligned(size_t bytes, const char *what);
 void *xcalloc_aligned(size_t bytes, const char *what);
 void xfree_aligned(void *p);
 
+/* CPUs this process may run on (its affinity mask, e.g. what mpirun's
+ * default --bind-to core left it); 0 if unknown. */
+int affinity_cpus(void);
+
 /* Monotonic wall-clock seconds. */
 double now_seconds(void);
 

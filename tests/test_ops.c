@@ -9,6 +9,7 @@
 #include "check.h"
 #include "gradcheck.h"
 #include "ops.h"
+#include "pool.h"
 #include "rng.h"
 
 #define TOL 1e-3
@@ -55,6 +56,47 @@ static void test_matmul(void)
     check(fabsf(dw[3] - 2 * before) <= 1e-5f * fabsf(before) + 1e-7f, "matmul backward accumulates",
           "%g vs 2 x %g", dw[3], before);
     free(c.inp), free(c.w), free(c.y), free(c.r), free(dinp), free(dw);
+}
+
+/* The products split by rows over a 2- and 3-thread pool (big enough to be
+ * split) against the same products in double precision, element by element,
+ * so a wrong row offset or leading dimension in a part cannot hide. */
+static void test_matmul_on_pool(void)
+{
+    enum { N = 301, IN = 96, OUT = 160 };
+    float *inp = randn((size_t)N * IN, 1), *w = randn((size_t)OUT * IN, 1), *dout = randn((size_t)N * OUT, 1);
+    float *y = zeros((size_t)N * OUT), *dinp = zeros((size_t)N * IN), *dw = zeros((size_t)OUT * IN);
+    for (int threads = 2; threads <= 3; threads++) {
+        pool_set_threads(threads);
+        ops_set_gemm_on_pool(1);
+        for (size_t i = 0; i < (size_t)N * IN; i++) dinp[i] = 1.0f; /* beta = 0.5 keeps half of it */
+        for (size_t i = 0; i < (size_t)OUT * IN; i++) dw[i] = 1.0f; /* dw accumulates */
+        matmul_forward(y, inp, w, N, IN, OUT);
+        matmul_backward_beta(dinp, 0.5f, dw, dout, inp, w, N, IN, OUT);
+        double ey = 0, ei = 0, ew = 0;
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < OUT; o++) {
+                double s = 0;
+                for (int k = 0; k < IN; k++) s += (double)inp[n * IN + k] * w[o * IN + k];
+                ey = fmax(ey, fabs(s - y[n * OUT + o]));
+            }
+        for (int n = 0; n < N; n++)
+            for (int k = 0; k < IN; k++) {
+                double s = 0.5;
+                for (int o = 0; o < OUT; o++) s += (double)dout[n * OUT + o] * w[o * IN + k];
+                ei = fmax(ei, fabs(s - dinp[n * IN + k]));
+            }
+        for (int o = 0; o < OUT; o++)
+            for (int k = 0; k < IN; k++) {
+                double s = 1.0;
+                for (int n = 0; n < N; n++) s += (double)dout[n * OUT + o] * inp[n * IN + k];
+                ew = fmax(ew, fabs(s - dw[o * IN + k]));
+            }
+        check(ey < 1e-4 && ei < 1e-4 && ew < 1e-3, "matmul split over the pool",
+              "%d threads: max abs err y %.1e, dinp %.1e, dw %.1e vs double", threads, ey, ei, ew);
+    }
+    pool_set_threads(1);
+    free(inp), free(w), free(dout), free(y), free(dinp), free(dw);
 }
 
 /* ---- embedding ---- */
@@ -251,6 +293,7 @@ int main(void)
 {
     rng = rng_seed(2024, 1);
     test_matmul();
+    test_matmul_on_pool();
     test_embedding();
     test_rmsnorm();
     test_rope();
