@@ -112,7 +112,8 @@ static const Key schema[] = {
     FLOAT(optim, grad_clip, "1.0", 0, 1e6, 0, "clip the global gradient norm to this; 0 = no clipping"),
 
     INT(mpi, threads_per_rank, "0", 0, 1024,
-        "OpenBLAS threads per rank; 0 = SLURM_CPUS_PER_TASK, else cores / local ranks"),
+        "threads per rank (BLAS products and fspo's own loops); 0 = SLURM_CPUS_PER_TASK, else cores / local "
+        "ranks, at most the CPUs the rank is bound to"),
     FLOAT(mpi, bucket_mb, "4", 0, 4096, OPEN_LO, "gradient allreduce bucket size in MiB"),
     INT(mpi, checksum_every, "100", 0, 1e9, "steps between parameter checksum comparisons across ranks (also before every checkpoint); 0 = never"),
 

@@ -122,6 +122,17 @@ throughput, old → new binary: config A 1 thread 1151 → 1531 tokens/s
 where tuned PyTorch did 133–141 tokens/s in the same minutes. After the
 change sgemm is ~90% of a 1-thread step, so MFU is now bounded by how well
 OpenBLAS runs our shapes (N×C×3C, N×C×2F with C = 256–512), not by our loops.
+
+Then (session 3): the layer products split their output rows over the same
+pool, each part a single-threaded sgemm, instead of using OpenBLAS's own
+threads, whose workers busy-wait ~0.1 s after every call and so competed
+with the pool for the two cores. Same minutes, config A at 2 threads: 5,002
+and 5,051 tokens/s against 4,873 and 3,899 with OpenBLAS threading; config
+B 812 / 772 against 804 / 678 (steadier rather than faster). And the
+preference stage's "1 rank × 2 threads no faster than 1 × 1" of earlier
+reports was `mpirun` binding the one rank to one core (its default for
+np ≤ 2): the rows below run 2-thread layouts with `--bind-to none`, and
+`fspo train` now warns when a rank's threads exceed the CPUs it is bound to.
 """
 
 if torch_runs:
