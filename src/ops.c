@@ -15,8 +15,9 @@
  * and so compete for the cores with the pool running the loops between the
  * products; splitting each product's rows over the pool instead, with
  * single-threaded sgemms, keeps one set of threads for everything. Rows of
- * the output are independent, so each is computed by the same kernel with
- * the same K order either way. FSPO_SGEMM=openblas restores OpenBLAS's. */
+ * the output are independent, but OpenBLAS may round a row differently in a
+ * product of another row count, so results across pool sizes agree to ~1e-7
+ * rather than bitwise (test_model). FSPO_SGEMM=openblas restores OpenBLAS's. */
 static int sgemm_on_pool = -1;
 
 void ops_set_gemm_on_pool(int on)
@@ -34,11 +35,11 @@ static int use_pool(double flops)
 }
 
 typedef struct {
-    int transa, M, N, K, lda, ldb, ldc;
+    int transa, transb; /* transa: A is stored [K x M], so row block lo.. starts at its column lo */
+    int M, N, K, lda, ldb, ldc;
     float beta;
     const float *A, *B;
     float *Cm;
-    int transb; /* transa: A is stored [K x M], so row block lo.. starts at column lo */
 } GemmArgs;
 
 static void gemm_part(void *ctx, int t, int nt)
