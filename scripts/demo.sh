@@ -4,7 +4,7 @@
 # on held-out users -> table and plots. Three tiers of the same pipeline:
 #
 #   FSPO_TIER=demo      (default, make demo) <= 20 minutes on 2 cores
-#   FSPO_TIER=small     (make small) ~50 minutes on 2 cores: docs/results.md
+#   FSPO_TIER=small     (make small) ~35 minutes on 2 cores: docs/results.md
 #                       experiment 5, where few-shot personalization emerges;
 #                       resumable: run it again after a stop and it goes on
 #   FSPO_TIER=quick     (or FSPO_DEMO_QUICK=1) a ~1-minute miniature (the test
