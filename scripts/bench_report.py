@@ -208,6 +208,14 @@ rounds, and "vs 1 × 1" is the median of each round's ratio to that round's
 {chr(10).join(rows)}
 
 Targets: 2 ranks × 1 thread ≥ 1.8× 1 rank × 1 thread ([train]), ≥ 1.85× ([perf]).
+What 2 × 1 loses against a perfect 2× (measured by hand, 2026-11-23; this VM
+exposes no hardware counters to `perf stat`): two independent 1-thread
+`fspo bench --preset A` processes side by side run at 0.98× and 0.95× of
+one alone (3,066 and 2,974 vs 3,123 tokens/s): ≈ 3% for sharing the
+last-level cache and memory bandwidth, i.e. ≈ 1.94× at best; the ranks'
+wait after the backward (`allreduce_exposed_ms` in the JSON, ≈ 50–220 ms of a ≈ 4.6 s step:
+length imbalance the cost-balanced shares leave, plus the allreduce's
+tail) takes 1–5% more; and rounds differ by ±10% on this shared VM.
 "Hidden" is 1 − (time waited after the backward) / (one blocking allreduce
 of all gradients, timed at start-up); the wait also absorbs load imbalance
 between ranks, so it is a lower bound.
