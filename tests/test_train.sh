@@ -152,6 +152,20 @@ else
     fail "k non-finite steps in a row abort with the last good state" "exit $rc; $out; $(tail -3 "$tmp/nan3.log")"
 fi
 
+# ---- threads against the launcher's binding ----
+# mpirun --bind-to core leaves a rank one CPU: an explicit 2 threads per rank
+# is warned about, the automatic count drops to the CPUs it may use
+if [[ $(nproc) -ge 2 ]]; then
+    bind_run() { "${MPIRUN[@]}" -np 1 --bind-to "$1" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$tmp/bind" \
+        --set train.max_steps=1 --set checkpoint.every=1000 --set mpi.threads_per_rank="$2" 2>&1; rm -rf "$tmp/bind"; }
+    warned=$(bind_run core 2 | grep -c "threads per rank, but this rank may run on 1 CPU(s) only")
+    unwarned=$(bind_run none 2 | grep -c "warning: ")
+    auto=$(bind_run core 0 | grep -o "1 rank(s) x [0-9]* BLAS thread(s) ([^)]*)")
+    [[ $warned == 1 && $unwarned == 0 && $auto == "1 rank(s) x 1 BLAS thread(s) (the CPUs this rank is bound to)" ]] &&
+        pass "threads vs launcher binding" "bound to a core: warned, unbound: not; automatic count: $auto" ||
+        fail "threads vs launcher binding" "warned $warned, unbound warnings $unwarned, automatic: '$auto'"
+fi
+
 # ---- bad input ----
 cp "$tmp/data.h5" "$tmp/other_tok.h5"
 "$PY" -c 'import h5py,sys; f=h5py.File(sys.argv[1],"r+",locking=False); f.attrs["tokenizer"]="gpt2-bpe"' "$tmp/other_tok.h5"
