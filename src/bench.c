@@ -15,18 +15,6 @@
 #include "rng.h"
 #include "util.h"
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* Median GFLOP/s of an n x n x n sgemm (one warm-up call first). */
 static double sgemm_peak_gflops(int n, int reps)
 {
@@ -45,7 +33,7 @@ static double sgemm_peak_gflops(int n, int reps)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
         if (k >= 0) times[k] = now_seconds() - t0;
     }
-    double t = median(times, reps);
+    double t = bench_median(times, reps);
     xfree_aligned(a);
     xfree_aligned(b);
     xfree_aligned(c);
@@ -93,20 +81,8 @@ int cmd_bench(int argc, char **argv)
     Model *m = model_create(&cfg, 1, batch, T);
     model_init_weights(m, 1234);
     Batch b;
-    batch_alloc(&b, batch, T, 1, N);
-    batch_reset(&b, batch, T, 1);
-    Rng r = rng_seed(99, 0);
-    int32_t *row = malloc(sizeof(int32_t) * T);
-    for (int rr = 0; rr < batch; rr++) {
-        for (int t = 0; t < T; t++) row[t] = (int32_t)rng_below(&r, 256);
-        batch_set_causal_row(&b, rr, row);
-    }
-    /* next-token targets on every position but the last of each row */
-    for (int rr = 0; rr < batch; rr++)
-        for (int t = 0; t + 1 < T; t++)
-            b.targets[b.n_targets++] = (Target){ rr * T + t, b.tokens[rr * T + t + 1], 1.0f };
-    float *logp = malloc(sizeof(float) * b.n_targets), *dlogp = malloc(sizeof(float) * b.n_targets);
-    for (int k = 0; k < b.n_targets; k++) dlogp[k] = -1.0f / (float)b.n_targets;
+    float *logp, *dlogp;
+    bench_lm_batch(&b, batch, T, &logp, &dlogp);
     OptimConfig oc = optim_default_config(OPTIM_ADAMW);
     Optimizer opt;
     optim_init(&opt, &oc, m->n_params);
@@ -125,7 +101,7 @@ int cmd_bench(int argc, char **argv)
         if (!json) fprintf(stderr, "\rbench: step %d/%d  loss %.4f", s + 1, steps, loss);
     }
     if (!json) fprintf(stderr, "\n");
-    double t = median(times, steps);
+    double t = bench_median(times, steps);
     /* peak RSS against what the design says the step needs */
     double analytic = 4.0 * m->n_params * 4 /* params, grads, AdamW m and v */ +
                       model_arena_bytes(&cfg, 1, batch, T);
@@ -150,7 +126,6 @@ int cmd_bench(int argc, char **argv)
                cfg.d_model, cfg.n_layers, cfg.n_heads, T, batch, threads, tok_s, t, steps, gflops, 100 * mfu, peak,
                100 * mfu_causal);
     optim_free(&opt);
-    free(row);
     free(logp);
     free(dlogp);
     batch_free(&b);

@@ -2,6 +2,12 @@
 #ifndef FSPO_BENCH_H
 #define FSPO_BENCH_H
 
+#include "batch.h"
+
+/* `rows` causal rows of T random bytes (the same on every rank), next-token
+ * targets, and malloc'd logp/dlogp [K] with dlogp = -1/K. */
+void bench_lm_batch(Batch *b, int rows, int T, float **logp, float **dlogp);
+
 double bench_median(const double *v, int n);
 /* a /proc/self/status field in kB (VmHWM = peak RSS, VmRSS = now), -1 if unknown */
 long bench_status_kb(const char *key);

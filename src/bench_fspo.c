@@ -70,6 +70,27 @@ long bench_status_kb(const char *key)
     return kb;
 }
 
+/* The benchmark batch: `rows` causal rows of T random bytes (seed 99, so
+ * every rank and mode gets the same rows) with next-token targets on every
+ * position but the last, and dlogp = -1/K (the mean loss's gradient). */
+void bench_lm_batch(Batch *b, int rows, int T, float **logp, float **dlogp)
+{
+    batch_alloc(b, rows, T, 1, rows * T);
+    batch_reset(b, rows, T, 1);
+    Rng r = rng_seed(99, 0);
+    int32_t *row = malloc(sizeof(int32_t) * T);
+    for (int rr = 0; rr < rows; rr++) {
+        for (int t = 0; t < T; t++) row[t] = (int32_t)rng_below(&r, 256);
+        batch_set_causal_row(b, rr, row);
+    }
+    free(row);
+    for (int rr = 0; rr < rows; rr++)
+        for (int t = 0; t + 1 < T; t++) b->targets[b->n_targets++] = (Target){ rr * T + t, b->tokens[rr * T + t + 1], 1.0f };
+    *logp = malloc(sizeof(float) * b->n_targets);
+    *dlogp = malloc(sizeof(float) * b->n_targets);
+    for (int k = 0; k < b->n_targets; k++) (*dlogp)[k] = -1.0f / (float)b->n_targets;
+}
+
 static void set_threads(int threads)
 {
     if (threads > 0) openblas_set_num_threads(threads);
@@ -380,22 +401,12 @@ static int bench_dp(int argc, char **argv)
     Dist dd;
     dist_init(&argc, &argv, &dd);
     set_threads(threads);
-    int T = cfg.max_seq, N = batch * T;
+    int T = cfg.max_seq;
     Model *m = model_create(&cfg, 1, batch, T);
     model_init_weights(m, 1234);
     Batch b;
-    batch_alloc(&b, batch, T, 1, N);
-    batch_reset(&b, batch, T, 1);
-    Rng r = rng_seed(99, 0); /* the same rows on every rank: identical work */
-    int32_t *row = malloc(sizeof(int32_t) * T);
-    for (int rr = 0; rr < batch; rr++) {
-        for (int t = 0; t < T; t++) row[t] = (int32_t)rng_below(&r, 256);
-        batch_set_causal_row(&b, rr, row);
-    }
-    for (int rr = 0; rr < batch; rr++)
-        for (int t = 0; t + 1 < T; t++) b.targets[b.n_targets++] = (Target){ rr * T + t, b.tokens[rr * T + t + 1], 1.0f };
-    float *logp = malloc(sizeof(float) * b.n_targets), *dlogp = malloc(sizeof(float) * b.n_targets);
-    for (int k = 0; k < b.n_targets; k++) dlogp[k] = -1.0f / (float)b.n_targets;
+    float *logp, *dlogp;
+    bench_lm_batch(&b, batch, T, &logp, &dlogp); /* the same rows on every rank: identical work */
     size_t cuts[4200];
     int nc = model_grad_cuts(m, cuts, 4200);
     DpCtx ctx = { dist_reducer_create(m->grads, cuts, nc, bucket_mb * 1048576.0) };
@@ -451,7 +462,6 @@ static int bench_dp(int argc, char **argv)
                dd.size, openblas_get_num_threads(), cfg.d_model, cfg.n_layers, batch, m->n_params, bucket_mb, buckets,
                1e3 * full, 1e3 * bp, 1e3 * bo, 1e3 * wt, hidden_wait, hidden_time, bench_median(pend, steps), 1e3 * ext, hidden);
     dist_reducer_free(ctx.r);
-    free(row);
     free(logp);
     free(dlogp);
     batch_free(&b);
