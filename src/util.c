@@ -1,27 +1,105 @@
 #define _GNU_SOURCE /* sched_getaffinity */
 #include "util.h"
 
+#include <libgen.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static void (*fatal_hook)(int code);
+static void (*fatal_cleanup)(void);
 
 void fatal_set_hook(void (*hook)(int code)) { fatal_hook = hook; }
+void fatal_set_cleanup(void (*cleanup)(void)) { fatal_cleanup = cleanup; }
+
+/* Length of the valid UTF-8 sequence at s (1..4), 0 if it is not one. */
+static int utf8_len(const unsigned char *s)
+{
+    int n = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3 : (s[0] & 0xf8) == 0xf0 ? 4 : 0;
+    if (n == 0 || (n == 2 && s[0] < 0xc2) || (n == 4 && s[0] > 0xf4)) return 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 3 && s[0] == 0xed && s[1] >= 0xa0) ||
+        (n == 4 && s[0] == 0xf0 && s[1] < 0x90) || (n == 4 && s[0] == 0xf4 && s[1] >= 0x90))
+        return 0; /* overlong, surrogate, above U+10FFFF */
+    return n;
+}
+
+char *str_escape(char *dst, size_t len, const char *src)
+{
+    if (!len) return dst;
+    size_t o = 0;
+    for (const unsigned char *s = (const unsigned char *)src; *s;) {
+        char esc[8];
+        int n = utf8_len(s), raw = n > 0 && s[0] >= 0x20 && s[0] != 0x7f && !(n == 2 && s[0] == 0xc2 && s[1] < 0xa0);
+        if (raw) memcpy(esc, s, (size_t)n), esc[n] = '\0';
+        else if (*s == '\n') strcpy(esc, "\\n");
+        else if (*s == '\r') strcpy(esc, "\\r");
+        else if (*s == '\t') strcpy(esc, "\\t");
+        else if (n == 2) snprintf(esc, sizeof esc, "\\u%04x", s[1]); /* a C1 control */
+        else snprintf(esc, sizeof esc, "\\x%02x", *s), n = 1;
+        size_t k = strlen(esc);
+        if (o + k >= len) break;
+        memcpy(dst + o, esc, k);
+        o += k;
+        s += n > 0 ? n : 1;
+    }
+    dst[o] = '\0';
+    return dst;
+}
+
+static void vreport(const char *fmt, va_list ap)
+{
+    char msg[16384], out[16384];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    fprintf(stderr, "fspo: %s\n", str_escape(out, sizeof out, msg));
+}
+
+void report(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vreport(fmt, ap);
+    va_end(ap);
+}
 
 void fatal(int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    fputs("fspo: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vreport(fmt, ap);
     va_end(ap);
+    if (fatal_cleanup) fatal_cleanup();
     if (fatal_hook) fatal_hook(code);
     exit(code);
+}
+
+/* The absolute name of a path whose file may not exist: its directory
+ * resolved, then its base name. 0, or -1 if the directory does not exist. */
+static int canonical_name(const char *path, char *out, size_t len)
+{
+    char a[PATH_MAX], b[PATH_MAX], dir[PATH_MAX];
+    if (strlen(path) >= sizeof a) return -1;
+    strcpy(a, path), strcpy(b, path);
+    if (!realpath(dirname(a), dir)) return -1;
+    snprintf(out, len, "%s/%s", dir, basename(b));
+    return 0;
+}
+
+int same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    int ea = stat(a, &sa) == 0, eb = stat(b, &sb) == 0;
+    if (ea && eb) return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+    if (ea || eb) return 0;
+    char ca[PATH_MAX + 256], cb[PATH_MAX + 256];
+    if (canonical_name(a, ca, sizeof ca) != 0 || canonical_name(b, cb, sizeof cb) != 0) return !strcmp(a, b);
+    return !strcmp(ca, cb);
 }
 
 void *xmalloc_aligned(size_t bytes, const char *what)

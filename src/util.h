@@ -13,6 +13,24 @@ _Noreturn void fatal(int code, const char *fmt, ...) __attribute__((format(print
 /* Called by fatal() after printing, instead of exit(), when set: under MPI
  * it aborts the whole job so no rank waits forever for a dead one. */
 void fatal_set_hook(void (*hook)(int code));
+/* Called by fatal() before the hook (MPI_Abort runs no atexit handlers):
+ * what must not outlive the process, e.g. the run directory's lock. */
+void fatal_set_cleanup(void (*cleanup)(void));
+/* "fspo: <message>" on stderr, like fatal() but returning. Both escape
+ * control characters (see str_escape): messages quote paths, values and
+ * library errors that come from input, and never echo them raw. */
+void report(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Copies src into dst (always terminated, truncated to fit) with every
+ * byte a terminal could act on escaped: C0 controls and DEL as \n, \r,
+ * \t or \xHH, the C1 controls U+0080..U+009F, and bytes that are not
+ * valid UTF-8 as \xHH. Other UTF-8 passes through. Returns dst. */
+char *str_escape(char *dst, size_t len, const char *src);
+
+/* 1 if paths a and b name the same file: the same device and inode when
+ * both exist; when neither does, the same name in the same (existing)
+ * directory, symlinks and "./" resolved. 0 otherwise. */
+int same_file(const char *a, const char *b);
 
 /* 64-byte aligned allocation (AVX-512 cache lines); dies on OOM naming the
  * purpose, since an OOM deep in a training run must say what it was for. */
