@@ -91,7 +91,10 @@ static int show_or_check(const char *sub, int argc, char **argv)
         fatal(EXIT_RUNTIME, "config: the resolved config does not fit its buffer");
     }
     if (!strcmp(sub, "show")) fwrite(buf, 1, (size_t)n, stdout);
-    else printf("%s: ok\n", path);
+    else {
+        char shown[8192];
+        printf("%s: ok\n", str_escape(shown, sizeof shown, path));
+    }
     free(buf);
     return EXIT_OK;
 }

@@ -184,6 +184,12 @@ int cmd_eval(int argc, char **argv)
         /* An eval takes minutes: find out now, not after it, that --json cannot be written. */
         char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp", json);
+        const char *in[] = { path, o.ckpt, o.truth ? o.truth : "", cfg.data.path, cfg.loss.ref_ckpt,
+                             cfg.eval.sft_ckpt, cfg.eval.pooled_ckpt };
+        for (size_t k = 0; k < sizeof in / sizeof *in; k++)
+            if (in[k][0] && (same_file(json, in[k]) || same_file(tmp, in[k])))
+                fatal(EXIT_USAGE, "eval: --json %s would overwrite %s, an input of this eval: choose another name", json,
+                      in[k]);
         FILE *f = fopen(tmp, "w");
         if (!f) fatal(EXIT_USAGE, "eval: --json %s: cannot create %s: %s", json, tmp, strerror(errno));
         fclose(f);
@@ -193,6 +199,12 @@ int cmd_eval(int argc, char **argv)
     int code = eval_run(&cfg, &o, &rep, err, sizeof err);
     if (code != 0) fatal(code, "eval: %s", err);
     print_table(&rep, o.ckpt);
+    int scored = 0; /* users scored at some N */
+    for (int i = 0; i < rep.n_rows; i++) scored = rep.rows[i].users > scored ? rep.rows[i].users : scored;
+    if (scored == 0)
+        fatal(EXIT_USAGE, "eval: no user was evaluated (%d held-out users, %d picked; none has a context of N pairs "
+                          "plus a query that fits the model's max_seq at any N of eval.n_fewshot): nothing to report%s",
+              rep.heldout_users, rep.evaluated_users, json ? ", no JSON written" : "");
     if (json) {
         if (write_json(json, &rep, o.ckpt, &cfg) != 0) fatal(EXIT_RUNTIME, "eval: cannot write %s", json);
         printf("eval: wrote %s (plots: bash scripts/plot.sh %s)\n", json, json);

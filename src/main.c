@@ -59,7 +59,8 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
         if (!strcmp(cmd, commands[i].name)) return commands[i].run(argc - 1, argv + 1);
-    fprintf(stderr, "fspo: unknown command '%s'\n\n", cmd);
+    report("unknown command '%s'", cmd);
+    fputc('\n', stderr);
     usage(stderr);
     return EXIT_USAGE;
 }

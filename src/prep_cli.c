@@ -74,7 +74,8 @@ static void on_bad_line(void *ctx, long line_no, const char *msg)
         return;
     }
     clear_progress(r);
-    fprintf(stderr, "%s\n", msg);
+    char shown[8192]; /* the file name and the reason may carry control characters */
+    fprintf(stderr, "%s\n", str_escape(shown, sizeof shown, msg));
     r->shown++;
 }
 
@@ -143,7 +144,7 @@ static void print_warnings(const PrepOptions *o, const PrepStats *s)
     if (s->dropped_users)
         fprintf(stderr, "prep: dropped %lld user%s with fewer than %lld pairs (%lld pairs): %s\n",
                 (long long)s->dropped_users, s->dropped_users == 1 ? "" : "s", (long long)o->min_pairs,
-                (long long)s->dropped_pairs, s->dropped_example);
+                (long long)s->dropped_pairs, str_escape((char[2048]){ 0 }, 2048, s->dropped_example));
     if (s->description_conflicts)
         fprintf(stderr, "prep: %lld later row%s a user a description other than the user's first; the first "
                         "is kept\n",
@@ -196,6 +197,11 @@ int cmd_prep(int argc, char **argv)
     }
     if (!o.in_path) fatal(EXIT_USAGE, "prep: no input file (usage: fspo prep IN.jsonl -o OUT.h5)");
     if (!o.out_path) fatal(EXIT_USAGE, "prep: no output file: add -o OUT.h5");
+    char out_tmp[4200]; /* written first, then renamed to OUT.h5 */
+    snprintf(out_tmp, sizeof out_tmp, "%s.tmp", o.out_path);
+    if (same_file(o.in_path, out_tmp))
+        fatal(EXIT_USAGE, "prep: -o %s is written as %s first, which is the input: choose another output name",
+              o.out_path, out_tmp);
 
     struct stat st; /* only for the progress decision; prep_run reports a missing file */
     int big = stat(o.in_path, &st) == 0 && st.st_size > (off_t)PREP_PROGRESS_BYTES;

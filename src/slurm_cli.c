@@ -352,12 +352,12 @@ typedef struct {
 static void problem(Problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void problem(Problems *p, const char *fmt, ...)
 {
+    char msg[8192];
     va_list ap;
     va_start(ap, fmt);
-    fputs("fspo: slurm submit: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    report("slurm submit: %s", msg);
     p->problems++;
 }
 
@@ -425,7 +425,8 @@ static void check_run_dir(const char *run_dir, int dry_run, Problems *p)
     char why[PATH_LEN + 64];
     if (dry_run) {
         if (!could_create(run_dir, why, sizeof why))
-            fprintf(stderr, "slurm submit: note: train.run_dir %s cannot be created here: %s\n", run_dir, why);
+            fprintf(stderr, "slurm submit: note: train.run_dir %s cannot be created here: %s\n",
+                    str_escape((char[PATH_LEN * 4]){ 0 }, PATH_LEN * 4, run_dir), why);
     } else if (make_dirs(run_dir) != 0) {
         problem(p, "train.run_dir %s cannot be created: %s", run_dir, strerror(errno));
     } else if (!can_create_in(run_dir, why, sizeof why)) {
@@ -707,7 +708,7 @@ static int cmd_submit(int argc, char **argv)
     if (p.problems) fatal(EXIT_USAGE, "slurm submit: %d problem%s above; nothing submitted", p.problems, p.problems > 1 ? "s" : "");
     if (strcmp(cfg.train.resume, "auto") != 0)
         fprintf(stderr, "slurm submit: note: the job runs with train.resume=auto (not '%s') so that a requeued job resumes\n",
-                cfg.train.resume);
+                str_escape((char[CFG_STR * 4]){ 0 }, CFG_STR * 4, cfg.train.resume));
 
     char *tmpl = read_whole_file(tmpl_path);
     if (!tmpl) fatal(EXIT_USAGE, "slurm submit: template %s: %s", tmpl_path, strerror(errno));
@@ -840,7 +841,7 @@ static int cmd_status(int argc, char **argv)
     else printf("last step        %ld\n", step);
 
     char ckpt[PATH_LEN];
-    int found = ckpt_find_latest(run_dir, ckpt, sizeof ckpt, err, sizeof err);
+    int found = ckpt_find_latest(run_dir, NULL, ckpt, sizeof ckpt, err, sizeof err);
     if (found > 0) printf("last checkpoint  %s\n", ckpt);
     else if (found == 0) printf("last checkpoint  none\n");
     else printf("last checkpoint  ? (%s)\n", err);

@@ -244,7 +244,7 @@ int cmd_synth(int argc, char **argv)
     if (active_given && cfg.dirichlet_alpha > 0)
         fatal(EXIT_USAGE, "%s: --active (sparse users) and --dirichlet (dense users) exclude each other", cmd);
     char *truth_path = truth_opt ? strdup(truth_opt) : truth_path_for(out);
-    if (!strcmp(truth_path, out)) fatal(EXIT_USAGE, "%s: --truth must differ from -o", cmd);
+    if (same_file(truth_path, out)) fatal(EXIT_USAGE, "%s: --truth %s is the file -o names; they must differ", cmd, truth_path);
 
     char err[512];
     JsonlWriter *data = jsonl_writer_open(out, err, sizeof err);
