@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "pack.h"
+#include "sampler.h"
 #include "tokenizer.h"
 
 /* ---------------------------------------------------------------------- */
@@ -82,7 +84,8 @@ static const Key schema[] = {
         "meta-examples per forward/backward on one rank (gradient accumulation); 0 = the rank's whole share"),
     INT(train, seed, "1234", 0, NO_MAX, "seeds the initialization and the sampler (meta-example = f(seed, index))"),
     STR(train, resume, "auto", 1,
-        "auto: newest verified checkpoint in run_dir, if any; none: start fresh; else a checkpoint path"),
+        "auto: newest verified checkpoint of run_dir's run, if any; none: start fresh (refused if run_dir holds a "
+        "run); else a checkpoint path"),
     STR(train, init_from, "", 0, "weights-only start from this checkpoint; empty = random initialization"),
     INT(train, log_every, "10", 1, 1e9, "steps between metrics lines"),
     BOOL(train, sft_include_rejected, "false", "the SFT stage also trains on dispreferred answers (FSPO's option)"),
@@ -1165,6 +1168,27 @@ static int cross_check(Loader *L)
         snprintf(msg, sizeof msg, "optim.min_lr = %g is larger than optim.lr = %g (the schedule decays lr to min_lr)",
                  c->optim.min_lr, c->optim.lr);
         return fail_key(L, blame(L, key_index("optim", "min_lr"), key_index("optim", "lr")), msg);
+    }
+    /* the meta-example shape against what the sampler and a row can hold */
+    if (c->data.n_fewshot > SAMPLER_MAX_FEWSHOT || c->data.n_queries > SAMPLER_MAX_QUERIES) {
+        int few = c->data.n_fewshot > SAMPLER_MAX_FEWSHOT;
+        snprintf(msg, sizeof msg, "data.%s = %d is above the sampler's limit of %d", few ? "n_fewshot" : "n_queries",
+                 few ? c->data.n_fewshot : c->data.n_queries, few ? SAMPLER_MAX_FEWSHOT : SAMPLER_MAX_QUERIES);
+        return fail_key(L, key_index("data", few ? "n_fewshot" : "n_queries"), msg);
+    }
+    int n_min = c->data.n_fewshot_min >= 0 ? c->data.n_fewshot_min : c->data.n_fewshot;
+    int64_t need = pack_len(n_min, c->data.n_queries, 0);
+    if (need > c->model.max_seq) {
+        snprintf(msg, sizeof msg, "model.max_seq = %d cannot hold a meta-example of %d few-shot and %d query pairs "
+                 "(data.n_fewshot%s, data.n_queries): its headers alone take %lld tokens, before any text",
+                 c->model.max_seq, n_min, c->data.n_queries, c->data.n_fewshot_min >= 0 ? "_min" : "", (long long)need);
+        return fail_key(L, key_index("model", "max_seq"), msg);
+    }
+    /* a pref stage scores against a frozen reference (SimPO needs none) */
+    if (!strcmp(c->train.stage, "pref") && strcmp(c->loss.type, "simpo") != 0 && !c->loss.ref_ckpt[0]) {
+        snprintf(msg, sizeof msg, "train.stage pref with loss.type %s needs loss.ref_ckpt (the SFT checkpoint)",
+                 c->loss.type);
+        return fail_key(L, blame(L, key_index("train", "stage"), key_index("loss", "ref_ckpt")), msg);
     }
     return 0;
 }

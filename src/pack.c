@@ -39,6 +39,18 @@ static int64_t needed_len(const Dataset *d, const MetaExample *ex, PackMode mode
     return mode == PACK_TREE ? total : longest;
 }
 
+int64_t pack_len(int n_fewshot, int n_queries, int64_t text_tokens)
+{
+    /* needed_len of examples with empty texts, which grows by a fixed
+     * amount per context pair and per query */
+    int64_t empty[2] = { 0, 0 };
+    Dataset d = { .prompt = empty, .chosen = empty, .rejected = empty };
+    MetaExample none = { 0 }, pair = { .n_fewshot = 1 }, query = { .n_queries = 1 };
+    int64_t base = needed_len(&d, &none, PACK_TREE);
+    return base + (int64_t)n_fewshot * (needed_len(&d, &pair, PACK_TREE) - base) +
+           (int64_t)n_queries * (needed_len(&d, &query, PACK_TREE) - base) + text_tokens;
+}
+
 int pack_plan(const Dataset *d, MetaExample *ex, PackMode mode, int max_len, int *dropped_fewshot,
               int *dropped_queries)
 {

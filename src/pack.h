@@ -36,6 +36,12 @@ typedef struct {
 int pack_plan(const Dataset *d, MetaExample *ex, PackMode mode, int max_len, int *dropped_fewshot,
               int *dropped_queries);
 
+/* Tokens of the whole row of a meta-example of n_fewshot context pairs and
+ * n_queries queries whose pairs add up to text_tokens tokens of prompts
+ * and answers (PACK_TREE): a lower bound for every example of that shape
+ * with text_tokens 0, the exact length with the texts' sum. */
+int64_t pack_len(int n_fewshot, int n_queries, int64_t text_tokens);
+
 /* Rows and segments a planned example needs in a batch. */
 int pack_rows(const MetaExample *ex, PackMode mode);
 int pack_segments(const MetaExample *ex, PackMode mode);
