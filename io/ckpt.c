@@ -89,6 +89,9 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     rc |= h5_attr_write_str(f, "stage", meta->stage);
     rc |= h5_attr_write_str(f, "ref_ckpt", meta->ref_ckpt);
     rc |= h5_attr_write_u64(f, "ref_checksum", meta->ref_checksum);
+    rc |= h5_attr_write_str(f, "lineage", meta->lineage);
+    rc |= h5_attr_write_i64(f, "skipped_examples", meta->skipped_examples);
+    rc |= h5_attr_write_i64(f, "skipped_nonfinite", meta->skipped_nonfinite);
     rc |= h5_attr_write_str(f, "config_yaml", config_yaml ? config_yaml : "");
     rc |= h5_attr_write_str(f, "tokenizer", TOKENIZER_ID);
     rc |= h5_attr_write_i64s(f, "model_shape", shape, 6);
@@ -115,7 +118,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
 
 typedef struct { long step; char name[64]; } CkptEntry;
 
-static int parse_ckpt_name(const char *name, long *step)
+int ckpt_name_step(const char *name, long *step)
 {
     if (strncmp(name, "ckpt_", 5) != 0) return 0;
     char *end;
@@ -143,7 +146,7 @@ static CkptEntry *list_ckpts(const char *dir, int *n)
     struct dirent *de;
     while (e && (de = readdir(d))) {
         long step;
-        if (!parse_ckpt_name(de->d_name, &step) || strlen(de->d_name) >= sizeof e->name) continue;
+        if (!ckpt_name_step(de->d_name, &step) || strlen(de->d_name) >= sizeof e->name) continue;
         if (*n == cap) {
             CkptEntry *grown = realloc(e, sizeof *e * (cap *= 2));
             if (!grown) { free(e); e = NULL; break; }
@@ -173,12 +176,67 @@ static void remove_stale_tmps(const char *dir)
         if (len < 5 || len >= sizeof name || strcmp(de->d_name + len - 4, ".tmp") != 0) continue;
         memcpy(name, de->d_name, len - 4);
         name[len - 4] = '\0';
-        if (!parse_ckpt_name(name, &step)) continue;
+        if (!ckpt_name_step(name, &step)) continue;
         char p[4400];
         snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
         unlink(p);
     }
     closedir(d);
+}
+
+static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *lineage, size_t lineage_len,
+                       char *err, size_t errlen);
+
+/* The lineage of a checkpoint file, remembered by name, inode, size and
+ * change time: pruning asks about the same few files at every save, and
+ * each answer costs a full read. -1 if the file does not verify. */
+static int lineage_of(const char *path, char *out, size_t len)
+{
+    static struct { char path[4200], lineage[64]; ino_t ino; off_t size; struct timespec ctime; } cache[32];
+    static int next;
+    struct stat st;
+    if (stat(path, &st) != 0) return -1;
+    for (int i = 0; i < 32; i++)
+        if (!strcmp(cache[i].path, path) && cache[i].ino == st.st_ino && cache[i].size == st.st_size &&
+            cache[i].ctime.tv_sec == st.st_ctim.tv_sec && cache[i].ctime.tv_nsec == st.st_ctim.tv_nsec) {
+            snprintf(out, len, "%s", cache[i].lineage);
+            return 0;
+        }
+    char why[1024], lin[64] = "";
+    if (verify_file(path, NULL, NULL, lin, sizeof lin, why, sizeof why) != 0) return -1;
+    int k = next++ % 32;
+    snprintf(cache[k].path, sizeof cache[k].path, "%s", path);
+    snprintf(cache[k].lineage, sizeof cache[k].lineage, "%s", lin);
+    cache[k].ino = st.st_ino, cache[k].size = st.st_size, cache[k].ctime = st.st_ctim;
+    snprintf(out, len, "%s", lin);
+    return 0;
+}
+
+/* Deletes this lineage's checkpoints beyond the newest `keep` (the new one
+ * at `kept` counts). Another lineage's files and files that do not verify
+ * are not this run's to delete: they stay, and do not count. */
+static void prune(const char *dir, const CkptMeta *meta, int keep, const char *kept)
+{
+    int n = 0;
+    CkptEntry *e = list_ckpts(dir, &n);
+    if (!e || keep <= 0) {
+        free(e);
+        return;
+    }
+    int count = 1, removed = 0; /* the new file */
+    for (int i = 0; i < n; i++) {
+        if (e[i].step == meta->step) continue;
+        char old[4200], lin[64];
+        snprintf(old, sizeof old, "%s/%s", dir, e[i].name);
+        if (lineage_of(old, lin, sizeof lin) != 0 || strcmp(lin, meta->lineage) != 0) continue;
+        if (count < keep) {
+            count++;
+            continue;
+        }
+        removed += unlink(old) == 0;
+    }
+    if (removed) fsync_dir_of(kept);
+    free(e);
 }
 
 int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
@@ -213,23 +271,7 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
     }
     if (path_out) snprintf(path_out, path_len, "%s", path);
     remove_stale_tmps(dir);
-    int n = 0;
-    CkptEntry *e = list_ckpts(dir, &n);
-    if (e && keep > 0) {
-        int kept = 1; /* the new file */
-        for (int i = 0; i < n; i++) {
-            if (e[i].step == meta->step) continue;
-            if (kept < keep) {
-                kept++;
-                continue;
-            }
-            char old[4200];
-            snprintf(old, sizeof old, "%s/%s", dir, e[i].name);
-            unlink(old);
-        }
-        fsync_dir_of(path);
-    }
-    free(e);
+    prune(dir, meta, keep, path);
     return 0;
 }
 
@@ -337,6 +379,10 @@ static int read_meta(hid_t f, CkptMeta *meta)
     rc |= h5_attr_read_str(f, "stage", meta->stage, sizeof meta->stage);
     rc |= h5_attr_read_str(f, "ref_ckpt", meta->ref_ckpt, sizeof meta->ref_ckpt);
     rc |= h5_attr_read_u64(f, "ref_checksum", &meta->ref_checksum);
+    /* absent from checkpoints written before lineages and skip counts existed */
+    h5_attr_read_str(f, "lineage", meta->lineage, sizeof meta->lineage);
+    h5_attr_read_i64(f, "skipped_examples", &meta->skipped_examples);
+    h5_attr_read_i64(f, "skipped_nonfinite", &meta->skipped_nonfinite);
     return rc ? -1 : 0;
 }
 
@@ -471,7 +517,8 @@ static int verify_groups(hid_t f, VerifyCtx *v, int expected)
     return v->failed ? -1 : 0;
 }
 
-static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *err, size_t errlen)
+static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *lineage, size_t lineage_len,
+                       char *err, size_t errlen)
 {
     hid_t f = -1;
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
@@ -482,35 +529,70 @@ static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *
     uint64_t want = 0;
     if (rc == 0 && (h5_attr_read_u64(f, "weights_checksum", &want) != 0 || want != v.wsum))
         rc = set_err(err, errlen, "%s: weights checksum does not match the tensors (corrupt file)", path);
+    if (lineage && h5_attr_read_str(f, "lineage", lineage, lineage_len) != 0) lineage[0] = '\0';
     H5Fclose(f);
     if (wsum_out) *wsum_out = v.wsum;
     return rc;
 }
 
-int ckpt_verify(const char *path, char *err, size_t errlen) { return verify_file(path, NULL, NULL, err, errlen); }
+int ckpt_verify(const char *path, char *err, size_t errlen) { return verify_file(path, NULL, NULL, NULL, 0, err, errlen); }
 
 int ckpt_weights_checksum(const char *path, uint64_t *sum, char *err, size_t errlen)
 {
-    return verify_file(path, NULL, sum, err, errlen);
+    return verify_file(path, NULL, sum, NULL, 0, err, errlen);
 }
 
-int ckpt_find_latest(const char *dir, char *path, size_t len, char *err, size_t errlen)
+int ckpt_find_latest(const char *dir, const char *lineage, char *path, size_t len, char *err, size_t errlen)
 {
     int n = 0;
     CkptEntry *e = list_ckpts(dir, &n);
     if (!e) return set_err(err, errlen, "%s: cannot list checkpoints: %s", dir, strerror(errno));
+    char why_all[4096] = "";
+    size_t used = 0;
     int found = 0;
     for (int i = 0; i < n && !found; i++) {
-        char p[4200], why[1024];
+        char p[4200], why[4400], lin[64] = "";
         snprintf(p, sizeof p, "%s/%s", dir, e[i].name);
-        if (ckpt_verify(p, why, sizeof why) == 0) {
+        int ok = verify_file(p, NULL, NULL, lin, sizeof lin, why, sizeof why) == 0;
+        if (ok && lineage && strcmp(lin, lineage) != 0) {
+            ok = 0;
+            snprintf(why, sizeof why, "%s: written by another run (lineage %s, not this directory's %s)", p,
+                     lin[0] ? lin : "none", lineage);
+        }
+        if (ok) {
             snprintf(path, len, "%s", p);
             found = 1;
-        } else
-            fprintf(stderr, "fspo: skipping %s\n", why);
+        } else if (used + 8 < sizeof why_all)
+            used += (size_t)snprintf(why_all + used, sizeof why_all - used, "%s%s", used ? "; " : "", why);
     }
     free(e);
+    if (!found && n > 0)
+        return set_err(err, errlen, "%s holds %d checkpoint file(s) and none can be resumed: %s. fspo leaves them "
+                                    "as they are: restore a good copy, or start over in another train.run_dir",
+                       dir, n, why_all);
     return found;
+}
+int ckpt_newer(const char *dir, int64_t step, const char *lineage, char *list, size_t len)
+{
+    int n = 0, count = 0;
+    size_t used = 0;
+    list[0] = '\0';
+    CkptEntry *e = list_ckpts(dir, &n);
+    if (!e) return -1;
+    for (int i = 0; i < n && e[i].step > step; i++) {
+        char p[4200], why[4400], lin[64] = "", item[4600];
+        snprintf(p, sizeof p, "%s/%s", dir, e[i].name);
+        if (verify_file(p, NULL, NULL, lin, sizeof lin, why, sizeof why) != 0)
+            snprintf(item, sizeof item, "%s does not verify (%s)", e[i].name, why);
+        else if (strcmp(lin, lineage) != 0)
+            snprintf(item, sizeof item, "%s is another run's (lineage %s)", e[i].name, lin[0] ? lin : "none");
+        else
+            snprintf(item, sizeof item, "%s is this run's, from a later point", e[i].name);
+        count++;
+        if (used + strlen(item) + 8 < len) used += (size_t)snprintf(list + used, len - used, "%s%s", used ? "; " : "", item);
+    }
+    free(e);
+    return count;
 }
 
 int ckpt_print(const char *path, FILE *out, char *err, size_t errlen)
@@ -543,7 +625,7 @@ int ckpt_print(const char *path, FILE *out, char *err, size_t errlen)
             (long long)ostep);
     fprintf(out, "  %-8s %-26s %-14s %12s  %s\n", "group", "tensor", "shape", "L2 norm", "checksum");
     uint64_t wsum = 0;
-    int rc = verify_file(path, out, &wsum, err, errlen);
+    int rc = verify_file(path, out, &wsum, NULL, 0, err, errlen);
     fprintf(out, "\n  weights checksum %016llx: %s\n", (unsigned long long)wsum, rc == 0 ? "verified" : "FAILED");
     if (yaml && yaml[0]) fprintf(out, "\nconfig:\n%s%s", yaml, yaml[strlen(yaml) - 1] == '\n' ? "" : "\n");
     free(yaml);

@@ -28,12 +28,17 @@ typedef struct {
     char stage[16];        /* sft | pref */
     char ref_ckpt[512];    /* reference (SFT) checkpoint of a pref stage, "" if none */
     uint64_t ref_checksum; /* its weights checksum */
+    char lineage[40];      /* the run that wrote it (io/rundir.h); "" if written without one */
+    int64_t skipped_examples;  /* meta-examples skipped so far (too long for model.max_seq) */
+    int64_t skipped_nonfinite; /* steps skipped so far (non-finite loss or gradients) */
 } CkptMeta;
 
 /* Saves m (and o's moments unless o is NULL) as <dir>/ckpt_<step>.h5 and
- * prunes older ones so at most `keep` remain. config_yaml is the resolved
- * config text. Writes the final path to path_out. 0, or -1 with a message
- * (the previous checkpoints are then untouched). */
+ * prunes older ones of the same lineage (meta->lineage) so at most `keep`
+ * of it remain: checkpoints of another lineage, and files that do not
+ * verify (whose lineage is unknown), are never deleted. config_yaml is the
+ * resolved config text. Writes the final path to path_out. 0, or -1 with
+ * a message (the previous checkpoints are then untouched). */
 int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
               int keep, char *path_out, size_t path_len, char *err, size_t errlen);
 
@@ -54,10 +59,21 @@ int ckpt_verify(const char *path, char *err, size_t errlen);
  * stage records for its reference checkpoint. */
 int ckpt_weights_checksum(const char *path, uint64_t *sum, char *err, size_t errlen);
 
-/* Newest checkpoint in dir that verifies. Returns 1 and writes its path, 0
- * if there is none, -1 if dir cannot be read. Files that fail verification
- * are skipped with a line on stderr naming the file and the reason. */
-int ckpt_find_latest(const char *dir, char *path, size_t len, char *err, size_t errlen);
+/* Newest checkpoint in dir that verifies and, unless lineage is NULL,
+ * belongs to that lineage. Returns 1 and writes its path; 0 if dir holds
+ * no checkpoint file; -1 if dir cannot be read, or if it holds checkpoint
+ * files and none qualifies (err then lists each file and why it failed). */
+int ckpt_find_latest(const char *dir, const char *lineage, char *path, size_t len, char *err, size_t errlen);
+
+/* The checkpoint files of dir with a step above `step`, which a run going on
+ * from `step` would overwrite or outlive: how many (-1 if dir cannot be
+ * read), and each with what it is in list ("ckpt_12.h5 does not verify
+ * (...)", "... is another run's (lineage ...)", "... is this run's, from a
+ * later point"), shortened to fit. */
+int ckpt_newer(const char *dir, int64_t step, const char *lineage, char *list, size_t len);
+
+/* 1 and *step if name (a file name, no directory) is ckpt_<step>.h5. */
+int ckpt_name_step(const char *name, long *step);
 
 /* `fspo inspect`: step, metadata, config, tensor table (name, shape, norm,
  * checksum status). Returns 0 if every checksum verifies, else -1. */

@@ -13,6 +13,8 @@
 #     never a corrupt "latest";
 #   - at most one checkpoint interval of work is lost (last logged step
 #     minus the newest checkpoint's step <= checkpoint.every);
+#   - a lock left by a killed rank 0 is refused as stale (exit 2, naming
+#     the dead pid, nothing changed) until it is removed as the message says;
 #   - `train.resume: auto` resumes from that newest checkpoint and ends with
 #     parameters, Adam moments (tests/ckpt_compare.py --tol 0 --optim) and
 #     the metrics log bit-identical to an uninterrupted run.
@@ -170,6 +172,22 @@ for kind in $KINDS; do
         done
         logged=$(last_step "$dir/metrics.jsonl")
         ((logged - newest > EVERY)) && data_lost="${data_lost}lost steps $newest..$logged (> one interval of $EVERY); "
+        # a killed rank 0 leaves its lock (io/rundir.h): the next start must
+        # refuse it as stale, naming the dead holder, and change nothing
+        lock_note=""
+        if [[ -e $dir/fspo.lock ]]; then
+            holder=$(sed -n 's/^pid //p' "$dir/fspo.lock")
+            before=$(cd "$dir" && sha256sum ckpt_*.h5 metrics.jsonl 2>/dev/null)
+            out=$(timeout 60 "${MPIRUN[@]}" -np 2 "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" 2>&1)
+            lrc=$?
+            if [[ $lrc -eq 2 ]] && grep -q "stale lock of fspo pid $holder on this host" <<<"$out" &&
+                [[ $(cd "$dir" && sha256sum ckpt_*.h5 metrics.jsonl 2>/dev/null) == "$before" ]]; then
+                rm "$dir/fspo.lock" # what the message says to do
+                lock_note="; its stale lock (pid $holder) was refused with exit 2, then removed"
+            else
+                data_lost="${data_lost}the stale lock of pid $holder was not refused cleanly (exit $lrc: $(tail -1 <<<"$out")); "
+            fi
+        fi
         # resume to the end
         t_kill=$SECONDS
         timeout 300 "${MPIRUN[@]}" -np 2 "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" >"$dir.resume.log" 2>&1
@@ -191,7 +209,7 @@ for kind in $KINDS; do
         why="${why:+$why; }$data_lost"
         if [[ -z $why ]]; then
             survived=$((survived + 1))
-            pass "$name" "$((t_end - t0)) s ($((t_kill - t0)) s to kill, check, $((t_end - t_kill)) s to resume and compare): killed $detail (job exit $rc), ended with no orphan; newest ckpt $newest, logged to $logged; resumed to step $STEPS bit-identical ($cmp_out; $met_out)"
+            pass "$name" "$((t_end - t0)) s ($((t_kill - t0)) s to kill, check, $((t_end - t_kill)) s to resume and compare): killed $detail (job exit $rc), ended with no orphan$lock_note; newest ckpt $newest, logged to $logged; resumed to step $STEPS bit-identical ($cmp_out; $met_out)"
             rm -rf "$dir" "$dir.log" "$dir.resume.log"
         else
             any_fail=1

@@ -28,6 +28,7 @@
 #include "optim.h"
 #include "pack.h"
 #include "pool.h"
+#include "rundir.h"
 #include "sampler.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -36,27 +37,31 @@
 static volatile sig_atomic_t stop_signal;
 static void on_signal(int sig) { stop_signal = sig; }
 
-static void install_signals(void)
+void train_catch_signals(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
+    /* restart interrupted system calls: a checkpoint being written when the
+     * signal comes must not fail with EINTR (network file systems) */
+    sa.sa_flags = SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGUSR1, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    static const int sigs[] = { SIGUSR1, SIGTERM, SIGINT, SIGHUP };
+    for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++) sigaction(sigs[i], &sa, NULL);
 }
 
 /* ---- startup errors: every rank must leave together ---- */
 
 /* Agrees on a startup phase's outcome: if any rank failed, the lowest
- * failing rank prints its message and every rank exits with its code. */
+ * failing rank prints its message and every rank exits with its code
+ * (rank 0 first releases the run directory, if it took it). */
 static void agree_or_exit(const Dist *d, int code, const char *msg)
 {
     int worst = dist_allreduce_max_int(code);
     if (worst == 0) return;
     int first = -dist_allreduce_max_int(code ? -d->rank : -d->size);
-    if (d->rank == first) fprintf(stderr, "fspo: %s\n", msg);
+    if (d->rank == first) report("%s", msg);
+    rundir_unlock();
     dist_finalize();
     exit(worst);
 }
@@ -117,6 +122,12 @@ typedef struct {
     double allreduce_wait_s;  /* summed exposed wait after the backward */
     long allreduce_steps;
     long skipped_examples, dropped_fewshot, dropped_queries, bad_steps_total;
+    PackedAnswers *ans;      /* [micro-batch] where each row's answers landed */
+    char lineage[RUNDIR_LINEAGE_MAX]; /* the run's lineage id (io/rundir.h) */
+    const char *config_path; /* the config file given to fspo train */
+    const char *yaml;        /* the resolved config, as the snapshot and checkpoints store it */
+    int resumed;             /* started from a checkpoint (of this step) */
+    int snapshot_is_input;   /* config_path is run_dir/config.yaml itself: leave it */
 } Run;
 
 /* Median of 3 timed 1024^3 sgemms: this rank's ceiling for the MFU figure. */
@@ -136,17 +147,72 @@ static double sgemm_peak(void)
     return 2.0 * n * n * (double)n / m / 1e9;
 }
 
-static void make_run_dir(const char *dir)
+/* Rank 0, holding the run directory: where a run that resumes from `resume`
+ * (auto, none or a path) starts. 0 with *full = 1 and path set to resume
+ * from a checkpoint, *full = 0 to start fresh (r->lineage then set); else
+ * an exit code and err. Never picks another run's files (io/rundir.h). */
+static int choose_start(Run *r, const char *mark, int n_files, const char *files, char *path, size_t plen, int *full,
+                        char *err, size_t errlen)
 {
-    char path[CFG_STR];
-    snprintf(path, sizeof path, "%s", dir);
-    for (char *p = path + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(path, 0777);
-            *p = '/';
-        }
-    if (mkdir(path, 0777) != 0 && errno != EEXIST) fatal(EXIT_RUNTIME, "%s: cannot create the run directory: %s", dir, strerror(errno));
+    const char *dir = r->cfg->train.run_dir, *resume = r->cfg->train.resume;
+    *full = 0;
+    if (!strcmp(resume, "none")) {
+        if (n_files > 0)
+            return set_err(err, errlen, "train.resume is none, but %s already holds a run (%s); fspo never deletes "
+                                        "or overwrites a run's files. Continue that run with train.resume: auto, "
+                                        "start this one in another train.run_dir, or remove those files yourself",
+                           dir, files), EXIT_USAGE;
+        rundir_new_lineage(r->lineage, sizeof r->lineage);
+        return 0;
+    }
+    if (strcmp(resume, "auto") != 0) {
+        snprintf(path, plen, "%s", resume);
+        *full = 1;
+        return 0;
+    }
+    /* auto: the newest checkpoint of this directory's run that verifies */
+    int found = ckpt_find_latest(dir, mark[0] ? mark : NULL, path, plen, err, errlen);
+    if (found < 0) return EXIT_USAGE;
+    if (found) {
+        *full = 1;
+        return 0;
+    }
+    if (mark[0]) /* this run, stopped before its first checkpoint */
+        snprintf(r->lineage, sizeof r->lineage, "%s", mark);
+    else if (n_files > 0)
+        return set_err(err, errlen, "%s holds files of a run (%s) but no checkpoint and no lineage record, so fspo "
+                                    "cannot tell whose they are and will not overwrite them: remove them, or use "
+                                    "another train.run_dir", dir, files), EXIT_USAGE;
+    else
+        rundir_new_lineage(r->lineage, sizeof r->lineage);
+    return 0;
+}
+
+/* Rank 0: a run resumed from `path` at meta->step must continue this
+ * directory's run (a checkpoint given as train.resume may come from
+ * elsewhere) and must not later overwrite a newer checkpoint in it: one
+ * that does not verify or is another run's (it is not this run's to
+ * replace), nor one of its own (a second history in one directory). 0, or
+ * an exit code and err. */
+static int check_resume(Run *r, const char *path, const CkptMeta *meta, const char *mark, int n_files,
+                        const char *files, char *err, size_t errlen)
+{
+    const char *dir = r->cfg->train.run_dir;
+    if (mark[0] && strcmp(mark, meta->lineage) != 0)
+        return set_err(err, errlen, "%s was written by another run (lineage %s) than the one in train.run_dir %s "
+                                    "(lineage %s): resume it into its own run directory or a new one", path,
+                       meta->lineage[0] ? meta->lineage : "none", dir, mark), EXIT_USAGE;
+    if (!mark[0] && n_files > 0 && !rundir_is_run_file(dir, path))
+        return set_err(err, errlen, "%s holds another run's files (%s): resume %s into an empty train.run_dir", dir,
+                       files, path), EXIT_USAGE;
+    char newer[2048];
+    int n = ckpt_newer(dir, meta->step, meta->lineage, newer, sizeof newer);
+    if (n > 0)
+        return set_err(err, errlen, "%s holds %d checkpoint(s) newer than %s (step %lld), which this run would "
+                                    "overwrite as it goes on: %s. fspo does not replace files it did not write on "
+                                    "this path: move them out of %s, or resume into a new train.run_dir", dir, n, path,
+                       (long long)meta->step, newer, dir), EXIT_USAGE;
+    return 0;
 }
 
 /* Rank 0 decides where the run starts; everyone receives the state. */
@@ -154,25 +220,22 @@ static void initial_state(Run *r)
 {
     const Config *cfg = r->cfg;
     const Dist *d = r->dist;
-    char path[CFG_STR] = "", err[3072] = "";
+    char path[CFG_STR + 64] = "", err[3584] = "";
     int code = 0, full = 0; /* full: optimizer state too (a resume) */
     CkptMeta meta = { 0 };
     if (d->rank == 0) {
         model_init_weights(r->policy, (uint64_t)cfg->train.seed);
-        if (!strcmp(cfg->train.resume, "auto")) {
-            int found = ckpt_find_latest(cfg->train.run_dir, path, sizeof path, err, sizeof err);
-            if (found < 0) code = EXIT_USAGE;
-            full = found == 1;
-        } else if (strcmp(cfg->train.resume, "none") != 0) {
-            snprintf(path, sizeof path, "%s", cfg->train.resume);
-            full = 1;
-        }
+        char mark[RUNDIR_LINEAGE_MAX], files[1024];
+        int n_files = rundir_run_files(cfg->train.run_dir, files, sizeof files);
+        if (rundir_read_lineage(cfg->train.run_dir, mark, sizeof mark, err, sizeof err) != 0) code = EXIT_USAGE;
+        if (code == 0) code = choose_start(r, mark, n_files, files, path, sizeof path, &full, err, sizeof err);
         if (code == 0 && full) {
             if (ckpt_load(path, r->policy, &r->opt, &meta, err, sizeof err) != 0) code = EXIT_USAGE;
             else if (strcmp(meta.stage, cfg->train.stage) != 0) {
                 code = EXIT_USAGE;
-                snprintf(err, sizeof err, "%s: a %s checkpoint cannot resume a %s stage (use train.init_from to start "
-                                          "a new stage from it)", path, meta.stage, cfg->train.stage);
+                snprintf(err, sizeof err, "%s: a %s checkpoint cannot resume a %s stage (start a new stage in its own "
+                                          "train.run_dir, with train.init_from = this checkpoint)", path, meta.stage,
+                         cfg->train.stage);
             } else if (r->ref && meta.ref_checksum != r->ref_checksum) {
                 /* the loss is relative to the reference: another one silently changes the objective */
                 code = EXIT_USAGE;
@@ -180,16 +243,28 @@ static void initial_state(Run *r)
                                           "loss.ref_ckpt %s has checksum %016llx", path, meta.ref_ckpt,
                          (unsigned long long)meta.ref_checksum, cfg->loss.ref_ckpt,
                          (unsigned long long)r->ref_checksum);
-            } else if (meta.data_checksum != r->data_checksum)
-                fprintf(stderr, "fspo: warning: %s was trained on other data (checksum %016llx, %s has %016llx); "
-                                "continuing on the new data\n", path, (unsigned long long)meta.data_checksum,
-                        cfg->data.path, (unsigned long long)r->data_checksum);
+            } else
+                code = check_resume(r, path, &meta, mark, n_files, files, err, sizeof err);
+            if (code == 0) {
+                snprintf(r->lineage, sizeof r->lineage, "%s", meta.lineage);
+                if (meta.data_checksum != r->data_checksum)
+                    report("warning: %s was trained on other data (checksum %016llx, %s has %016llx); continuing "
+                           "on the new data", path, (unsigned long long)meta.data_checksum, cfg->data.path,
+                           (unsigned long long)r->data_checksum);
+            }
         } else if (code == 0 && cfg->train.init_from[0]) {
             if (ckpt_load(cfg->train.init_from, r->policy, NULL, NULL, err, sizeof err) != 0) code = EXIT_USAGE;
         }
+        /* the directory is this lineage's from now on (a run resumed from a
+         * checkpoint written before lineages existed keeps none) */
+        char record[RUNDIR_LINEAGE_MAX + 1];
+        snprintf(record, sizeof record, "%s\n", r->lineage);
+        if (code == 0 && !mark[0] && r->lineage[0] &&
+            rundir_write_file(cfg->train.run_dir, RUNDIR_LINEAGE, record, err, sizeof err) != 0)
+            code = EXIT_RUNTIME;
     }
     agree_or_exit(d, code, err);
-    int64_t hdr[3] = { full, meta.step, r->opt.t };
+    int64_t hdr[5] = { full, meta.step, r->opt.t, meta.skipped_examples, meta.skipped_nonfinite };
     dist_bcast(hdr, sizeof hdr, 0);
     dist_bcast(r->policy->params, sizeof(float) * r->policy->n_params, 0);
     if (hdr[0]) {
@@ -197,10 +272,15 @@ static void initial_state(Run *r)
         dist_bcast(r->opt.v, sizeof(float) * r->opt.n, 0);
     }
     r->step = hdr[0] ? hdr[1] : 0;
+    r->resumed = hdr[0] != 0;
     r->opt.t = hdr[2];
+    r->skipped_examples = hdr[0] ? hdr[3] : 0;
+    r->bad_steps_total = hdr[0] ? hdr[4] : 0;
     if (d->rank == 0) {
-        if (full) printf("train: resuming from %s at step %ld\n", path, r->step);
-        else if (cfg->train.init_from[0]) printf("train: starting from the weights of %s\n", cfg->train.init_from);
+        char shown[2 * sizeof path];
+        if (full) printf("train: resuming from %s at step %ld\n", str_escape(shown, sizeof shown, path), r->step);
+        else if (cfg->train.init_from[0])
+            printf("train: starting from the weights of %s\n", str_escape(shown, sizeof shown, cfg->train.init_from));
         else printf("train: starting from random weights (seed %ld)\n", cfg->train.seed);
     }
 }
@@ -221,11 +301,93 @@ static int fault_valid(const char *f)
     return 0;
 }
 
-static void setup(Run *r, const Config *cfg, const Dist *d)
+static int by_value(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* A run that could never train a meta-example whole would spend its steps
+ * on cut-down or skipped ones: refuse it up front if even the shortest
+ * meta-example the sampler can draw (the user and pairs with the fewest
+ * tokens, N = data.n_fewshot_min if set) exceeds model.max_seq. */
+static int check_fits(const Run *r, char *err, size_t errlen)
+{
+    const Config *cfg = r->cfg;
+    const Dataset *ds = &r->data;
+    int n = cfg->data.n_fewshot_min >= 0 ? cfg->data.n_fewshot_min : cfg->data.n_fewshot, q = cfg->data.n_queries;
+    int64_t best = -1, best_user = -1, *tok = NULL;
+    size_t cap = 0;
+    for (int64_t i = 0; i < r->sampler.n_users; i++) {
+        int64_t u = r->sampler.users[i], first = ds->user_pairs[2 * u], count = ds->user_pairs[2 * u + 1];
+        if ((size_t)count > cap) {
+            int64_t *grown = realloc(tok, sizeof *tok * (size_t)count);
+            if (!grown) fatal(EXIT_RUNTIME, "out of memory checking meta-example lengths");
+            tok = grown, cap = (size_t)count;
+        }
+        for (int64_t k = 0; k < count; k++) {
+            int64_t p = first + k;
+            tok[k] = ds->prompt[2 * p + 1] + ds->chosen[2 * p + 1] + ds->rejected[2 * p + 1];
+        }
+        qsort(tok, (size_t)count, sizeof *tok, by_value);
+        int64_t text = 0;
+        for (int k = 0; k < n + q && k < count; k++) text += tok[k];
+        int64_t len = pack_len(n, q, text);
+        if (best < 0 || len < best) best = len, best_user = u;
+    }
+    free(tok);
+    if (best <= cfg->model.max_seq) return 0;
+    return set_err(err, errlen, "model.max_seq = %d is too short for %s: the shortest meta-example the sampler can draw "
+                                "(%d few-shot and %d query pairs, user '%s') takes %lld tokens, so every meta-example "
+                                "would be cut down or skipped. Raise model.max_seq to at least %lld, or lower "
+                                "data.n_fewshot%s or data.n_queries", cfg->model.max_seq, cfg->data.path, n, q,
+                   ds->user_ids[best_user], (long long)best, (long long)best,
+                   cfg->data.n_fewshot_min >= 0 ? "_min" : ""), EXIT_USAGE;
+}
+
+/* Rank 0, before the run directory is touched: no input of the run may be
+ * a file the run writes there (a stage's checkpoint, metrics or config
+ * pruned, truncated or rewritten), and a config given as the run's own
+ * config.yaml must not be replaced by a different one. */
+static int check_paths(Run *r, char *err, size_t errlen)
+{
+    const Config *cfg = r->cfg;
+    const char *dir = cfg->train.run_dir;
+    const struct { const char *key, *path; } in[] = {
+        { "data.path", cfg->data.path }, { "loss.ref_ckpt", cfg->loss.ref_ckpt },
+        { "train.init_from", cfg->train.init_from },
+    };
+    for (size_t i = 0; i < sizeof in / sizeof *in; i++)
+        if (in[i].path[0] && rundir_is_run_file(dir, in[i].path))
+            return set_err(err, errlen, "%s %s is a file of train.run_dir %s, which this run writes (it prunes "
+                                        "checkpoints and rewrites metrics.jsonl and config.yaml there): a stage's "
+                                        "inputs must live outside its run directory; use another train.run_dir",
+                           in[i].key, in[i].path, dir), EXIT_USAGE;
+    char snap[CFG_STR + 32];
+    snprintf(snap, sizeof snap, "%s/config.yaml", dir);
+    if (r->config_path && same_file(r->config_path, snap)) {
+        /* fspo train RUN/config.yaml: fine as long as the snapshot stays what it is */
+        static char text[CFG_YAML_MAX];
+        FILE *f = fopen(r->config_path, "r");
+        size_t n = f ? fread(text, 1, sizeof text - 1, f) : 0;
+        if (f) fclose(f);
+        text[n] = '\0';
+        if (strcmp(text, r->yaml) != 0)
+            return set_err(err, errlen, "%s is the config snapshot of train.run_dir %s, and this run's config "
+                                        "differs from it (--set overrides or an edit): the run would overwrite its "
+                                        "own input. Copy it and train from the copy", r->config_path, dir), EXIT_USAGE;
+        r->snapshot_is_input = 1;
+    }
+    return 0;
+}
+
+static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_path, const char *yaml)
 {
     memset(r, 0, sizeof *r);
     r->cfg = cfg;
     r->dist = d;
+    r->config_path = config_path;
+    r->yaml = yaml;
     char err[1024] = "";
     int code = 0;
     r->pref = !strcmp(cfg->train.stage, "pref");
@@ -258,6 +420,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     if (code == 0 && sampler_init(&r->sampler, &r->data, SPLIT_TRAIN, (uint64_t)cfg->train.seed, cfg->data.n_fewshot,
                                   cfg->data.n_fewshot_min, cfg->data.n_queries, err, sizeof err) != 0)
         code = EXIT_USAGE;
+    if (code == 0 && d->rank == 0) code = check_fits(r, err, sizeof err);
     agree_or_exit(d, code, err);
     r->data_checksum = r->data.checksum;
 
@@ -283,25 +446,27 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
                            .lr = (float)cfg->optim.lr, .min_lr = (float)cfg->optim.min_lr,
                            .warmup_steps = cfg->optim.warmup_steps,
                            .total_steps = cfg->optim.decay_steps > 0 ? cfg->optim.decay_steps : cfg->train.max_steps };
-    /* the frozen reference: the SFT checkpoint, forward only (SimPO needs none) */
+    /* the frozen reference: the SFT checkpoint, forward only (SimPO needs
+     * none; config_load made sure the others name one) */
     if (r->pref && r->loss.type != LOSS_SIMPO) {
-        if (!cfg->loss.ref_ckpt[0]) {
+        r->ref = model_create(&cfg->model, 0, mb, cfg->model.max_seq);
+        snprintf(r->ref_path, sizeof r->ref_path, "%s", cfg->loss.ref_ckpt);
+        char reason[900];
+        if (ckpt_load(cfg->loss.ref_ckpt, r->ref, NULL, NULL, reason, sizeof reason) != 0 ||
+            ckpt_weights_checksum(cfg->loss.ref_ckpt, &r->ref_checksum, reason, sizeof reason) != 0) {
             code = EXIT_USAGE;
-            snprintf(err, sizeof err, "train.stage pref with loss.type %s needs loss.ref_ckpt (the SFT checkpoint)", cfg->loss.type);
-        } else {
-            r->ref = model_create(&cfg->model, 0, mb, cfg->model.max_seq);
-            snprintf(r->ref_path, sizeof r->ref_path, "%s", cfg->loss.ref_ckpt);
-            char reason[900];
-            if (ckpt_load(cfg->loss.ref_ckpt, r->ref, NULL, NULL, reason, sizeof reason) != 0 ||
-                ckpt_weights_checksum(cfg->loss.ref_ckpt, &r->ref_checksum, reason, sizeof reason) != 0) {
-                code = EXIT_USAGE;
-                snprintf(err, sizeof err, "loss.ref_ckpt: %s", reason);
-            }
+            snprintf(err, sizeof err, "loss.ref_ckpt: %s", reason);
         }
     }
     agree_or_exit(d, code, err);
-    if (d->rank == 0) make_run_dir(cfg->train.run_dir);
-    dist_barrier();
+    /* everything that can fail on the inputs has been checked: only now is
+     * the run directory touched, and rank 0 first takes it for this run */
+    if (d->rank == 0 && (code = check_paths(r, err, sizeof err)) == 0) {
+        int held = rundir_lock(cfg->train.run_dir, err, sizeof err);
+        code = held == 0 ? 0 : held > 0 ? EXIT_USAGE : EXIT_RUNTIME;
+        if (held == 0) fatal_set_cleanup(rundir_unlock);
+    }
+    agree_or_exit(d, code, err);
     initial_state(r);
 
     int S = 1 + 3 * cfg->data.n_queries, K = 0;
@@ -315,6 +480,9 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     r->plan_len = calloc(B, sizeof(int));
     r->owner = calloc(B, sizeof(int));
     r->mine = calloc(B, sizeof(int));
+    r->ans = calloc(mb, sizeof *r->ans);
+    if (!r->plan || !r->plan_len || !r->owner || !r->mine || !r->ans)
+        fatal(EXIT_RUNTIME, "out of memory for a step's plan (train.batch_size %d)", B);
     if (d->size > 1) {
         size_t cuts[4200];
         if (cfg->model.n_layers + 2 > 4200) fatal(EXIT_USAGE, "model.n_layers too large for the bucket table");
@@ -344,6 +512,7 @@ static void teardown(Run *r)
     free(r->plan_len);
     free(r->owner);
     free(r->mine);
+    free(r->ans);
     batch_free(&r->batch);
     dist_reducer_free(r->reducer);
     optim_free(&r->opt);
@@ -493,8 +662,7 @@ static void run_share(Run *r, double norm, double *m)
     int mb = r->policy->cap_rows;
     model_zero_grad(r->policy);
     if (r->reducer) dist_reducer_begin(r->reducer);
-    PackedAnswers ans[256];
-    if (mb > 256) fatal(EXIT_USAGE, "train.micro_batch above 256 is not supported");
+    PackedAnswers *ans = r->ans;
     for (int start = 0; start < r->n_mine; start += mb) {
         int end = start + mb < r->n_mine ? start + mb : r->n_mine, T = 1, S = 1, rows = end - start;
         for (int k = start; k < end; k++) {
@@ -561,10 +729,12 @@ static void save(Run *r, const char *yaml, int keep)
                       .seed = r->cfg->train.seed, .data_checksum = r->data_checksum, .ref_checksum = r->ref_checksum };
     snprintf(meta.stage, sizeof meta.stage, "%s", r->cfg->train.stage);
     snprintf(meta.ref_ckpt, sizeof meta.ref_ckpt, "%s", r->ref_path);
-    char path[4096], err[1024];
+    snprintf(meta.lineage, sizeof meta.lineage, "%s", r->lineage);
+    meta.skipped_examples = r->skipped_examples, meta.skipped_nonfinite = r->bad_steps_total;
+    char path[4096], err[1024], shown[8192];
     if (ckpt_save(r->cfg->train.run_dir, r->policy, &r->opt, &meta, yaml, keep, path, sizeof path, err, sizeof err) != 0)
         fatal(EXIT_RUNTIME, "checkpoint at step %ld failed: %s", r->step, err);
-    printf("train: checkpoint %s\n", path);
+    printf("train: checkpoint %s\n", str_escape(shown, sizeof shown, path));
     fflush(stdout);
 }
 
@@ -575,29 +745,30 @@ static void fmt_eta(double s, char *buf, size_t len)
     else snprintf(buf, len, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
 }
 
-int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
+int train_run(const Config *cfg, const Dist *d, const char *config_path, const char *config_yaml)
 {
     Run run, *r = &run;
-    /* before setup: a preemption signal during start-up (loading data and
-     * checkpoints can take a while) must become a stop at the first step
-     * boundary, not kill the ranks */
-    install_signals();
-    setup(r, cfg, d);
+    /* fspo train catches the stop signals before MPI starts; this covers any
+     * other caller: a stop during start-up (loading data and checkpoints can
+     * take a while) becomes a stop at the first step boundary */
+    train_catch_signals();
+    setup(r, cfg, d, config_path, config_yaml);
     MetricsLog *log = NULL;
     if (d->rank == 0) {
         char path[4200], err[1024];
         snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->train.run_dir);
         log = metrics_open(path, r->step > 0 ? r->step : -1, err, sizeof err);
         if (!log) fatal(EXIT_RUNTIME, "%s", err);
-        snprintf(path, sizeof path, "%s/config.yaml", cfg->train.run_dir);
-        FILE *f = fopen(path, "w");
-        if (f) fputs(config_yaml, f), fclose(f);
+        if (!r->snapshot_is_input && rundir_write_file(cfg->train.run_dir, "config.yaml", config_yaml, err, sizeof err) != 0)
+            fatal(EXIT_RUNTIME, "%s", err);
     }
     static const char *names[] = { "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
                                    "logps/chosen", "logps/rejected", "grad_norm", "learning_rate", "tokens_per_sec",
-                                   "mfu", "skipped_nonfinite", "meta_examples_per_sec" };
+                                   "mfu", "skipped_nonfinite", "meta_examples_per_sec", "skipped_examples" };
+    enum { N_LOGGED = sizeof names / sizeof *names };
     double t_start = now_seconds(), t_last = t_start;
-    long steps_timed = 0, bad_in_a_row = 0, last_saved = -1;
+    /* a resumed run has its checkpoint already: a stop before the first step writes none */
+    long steps_timed = 0, bad_in_a_row = 0, last_saved = r->resumed ? r->step : -1, empty_steps = 0;
     int exit_code = EXIT_OK;
     double tokens_since = 0, rows_since = 0;
     while (r->step < cfg->train.max_steps) {
@@ -611,23 +782,35 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
                 printf("train: %s at step %ld: writing a checkpoint, then exiting with code %d (requeue)\n",
                        stop ? "stop signal" : "train.max_time reached", r->step, EXIT_REQUEUE);
             if (last_saved != r->step) check_agree(r), save(r, config_yaml, cfg->checkpoint.keep);
+            else if (d->rank == 0) printf("train: step %ld is checkpointed already\n", r->step);
             exit_code = EXIT_REQUEUE;
             break;
         }
         double norm = plan_step(r, r->step);
-        if (norm <= 0) fatal(EXIT_RUNTIME, "step %ld: no meta-example fits model.max_seq = %d", r->step, cfg->model.max_seq);
-        double m[M_N] = { 0 };
-        run_share(r, norm, m);
-        /* after the allreduce every rank holds the same gradients, so each decides alike */
-        int finite = grads_finite(r->policy) && isfinite(m[M_LOSS]);
-        double local[M_N + 1];
-        memcpy(local, m, sizeof m);
-        local[M_N] = finite ? 0 : 1;
-        dist_allreduce_sum_f64(local, M_N + 1);
-        memcpy(m, local, sizeof m);
+        double m[M_N] = { 0 }, local[M_N + 1] = { 0 };
+        /* every rank planned the same step: an empty one is empty everywhere */
+        int empty = norm <= 0;
+        if (!empty) {
+            run_share(r, norm, m);
+            /* after the allreduce every rank holds the same gradients, so each decides alike */
+            int finite = grads_finite(r->policy) && isfinite(m[M_LOSS]);
+            memcpy(local, m, sizeof m);
+            local[M_N] = finite ? 0 : 1;
+            dist_allreduce_sum_f64(local, M_N + 1);
+            memcpy(m, local, sizeof m);
+        } else {
+            /* not one meta-example of the step fits model.max_seq, even cut
+             * down: nothing to learn from. Skipping it (counted in
+             * skipped_examples) keeps the run going; stopping would stop
+             * every resume at the same step */
+            m[M_LOSS] = NAN;
+            if (d->rank == 0 && empty_steps++ == 0)
+                printf("train: step %ld: none of its %d meta-examples fits model.max_seq = %d, even cut down: step "
+                       "skipped (metrics: skipped_examples)\n", r->step, cfg->train.batch_size, cfg->model.max_seq);
+        }
         double grad_norm = NAN;
         float lr = schedule_lr(&r->sched, r->step);
-        if (local[M_N] > 0) {
+        if (!empty && local[M_N] > 0) {
             r->bad_steps_total++;
             if (++bad_in_a_row >= cfg->train.max_bad_steps) {
                 /* every rank counted the same steps, so all stop here together; rank 0
@@ -635,12 +818,13 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
                 check_agree(r);
                 save(r, config_yaml, cfg->checkpoint.keep);
                 if (d->rank == 0)
-                    fprintf(stderr, "fspo: training diverged (non-finite loss or gradients %ld steps in a row at "
-                                    "step %ld); the last good state is checkpointed\n", bad_in_a_row, r->step);
+                    report("training diverged (non-finite loss or gradients %ld steps in a row at step %ld); the last "
+                           "good state is checkpointed. Resuming with the same config repeats the same steps: lower "
+                           "optim.lr (or raise optim.warmup_steps or train.max_bad_steps) first", bad_in_a_row, r->step);
                 exit_code = EXIT_RUNTIME;
                 break;
             }
-        } else {
+        } else if (!empty) {
             bad_in_a_row = 0;
             grad_norm = optim_step(&r->opt, r->policy, lr);
             if (inject_diverge(r)) r->policy->params[0] += 1e-3f;
@@ -659,10 +843,13 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
             int mean_len = (int)(tokens_since / (rows_since > 0 ? rows_since : 1));
             double mfu = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / (r->peak_gflops * d->size);
             double pairs = m[M_PAIRS] > 0 ? m[M_PAIRS] : 1;
-            double vals[13] = { m[M_LOSS], m[M_RC] / pairs, m[M_RR] / pairs, m[M_MARGIN] / pairs, m[M_ACC] / pairs,
-                                m[M_LPC] / pairs, m[M_LPR] / pairs, grad_norm, lr, tok_s, mfu, (double)r->bad_steps_total,
-                                rows_since / (dt > 0 ? dt : 1e-9) };
-            metrics_log(log, r->step, names, vals, 13);
+            double vals[N_LOGGED] = { m[M_LOSS], m[M_RC] / pairs, m[M_RR] / pairs, m[M_MARGIN] / pairs,
+                                       m[M_ACC] / pairs, m[M_LPC] / pairs, m[M_LPR] / pairs, grad_norm, lr, tok_s, mfu,
+                                       (double)r->bad_steps_total, rows_since / (dt > 0 ? dt : 1e-9),
+                                       (double)r->skipped_examples };
+            if (metrics_log(log, r->step, names, vals, N_LOGGED) != 0)
+                fatal(EXIT_RUNTIME, "%s/metrics.jsonl: cannot append step %ld: %s", cfg->train.run_dir, r->step,
+                      strerror(errno));
             char eta[32];
             fmt_eta((now - t_start) / steps_timed * (cfg->train.max_steps - r->step), eta, sizeof eta);
             if (r->pref)
@@ -697,5 +884,6 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
     }
     metrics_close(log);
     teardown(r);
+    rundir_unlock();
     return exit_code;
 }

@@ -13,7 +13,15 @@
 /* Runs training as configured; returns the process exit code (EXIT_OK when
  * train.max_steps is reached, EXIT_REQUEUE after a signal or
  * train.max_time with a verified checkpoint written). Errors end the job
- * through fatal(), which aborts every rank. */
-int train_run(const Config *cfg, const Dist *dist, const char *config_yaml);
+ * through fatal(), which aborts every rank. config_path is the config file
+ * the run was started with (NULL if none), config_yaml the resolved config.
+ * Rank 0 holds the run directory's lock (io/rundir.h) while it runs. */
+int train_run(const Config *cfg, const Dist *dist, const char *config_path, const char *config_yaml);
+
+/* SIGUSR1, SIGTERM, SIGINT and SIGHUP set a flag instead of ending the
+ * process: the ranks agree on it at the next step boundary, checkpoint and
+ * exit with EXIT_REQUEUE. Called first thing by `fspo train`, so a signal
+ * during start-up (config, MPI, data) is caught too. */
+void train_catch_signals(void);
 
 #endif

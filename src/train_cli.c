@@ -19,13 +19,20 @@ static void usage(void)
            "its share of train.batch_size meta-examples per step.\n\n"
            "Writes train.run_dir/{config.yaml, metrics.jsonl, ckpt_<step>.h5}. With\n"
            "train.resume: auto it continues from the newest verified checkpoint there.\n\n"
-           "SIGUSR1, SIGTERM or SIGINT: every rank stops at the next step boundary after\n"
-           "one checkpoint and the job exits with code 3 (requeue me); train.max_time does\n"
-           "the same. Exit codes: 0 done, 1 runtime failure, 2 bad config or input, 3 as above.\n");
+           "One run per directory: rank 0 holds train.run_dir/fspo.lock while it runs; a\n"
+           "second train there exits 2 naming the holder. train.resume: none refuses a\n"
+           "directory that holds a run already; a run never deletes or overwrites another\n"
+           "run's files (docs/reliability.md).\n\n"
+           "SIGUSR1, SIGTERM, SIGINT or SIGHUP to the ranks: every rank stops at the next\n"
+           "step boundary after one checkpoint and the job exits with code 3 (requeue me);\n"
+           "train.max_time does the same. A bare mpirun forwards only SIGUSR1 (it aborts\n"
+           "the job on SIGTERM, SIGINT, SIGHUP): use scripts/fspo-mpirun.sh to turn those\n"
+           "into SIGUSR1. Exit codes: 0 done, 1 runtime failure, 2 bad config or input, 3 as above.\n");
 }
 
 int cmd_train(int argc, char **argv)
 {
+    train_catch_signals();
     const char *path = NULL;
     const char *sets[256];
     int n_sets = 0;
@@ -56,7 +63,7 @@ int cmd_train(int argc, char **argv)
     if (config_to_yaml(&cfg, yaml, sizeof yaml) < 0) fatal(EXIT_RUNTIME, "internal: resolved config too long");
     Dist d;
     dist_init(&argc, &argv, &d);
-    int code = train_run(&cfg, &d, yaml);
+    int code = train_run(&cfg, &d, path, yaml);
     dist_finalize();
     return code;
 }

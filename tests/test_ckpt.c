@@ -50,17 +50,33 @@ static CkptMeta meta_at(long step)
     return meta;
 }
 
+/* every directory made here, removed at the end (only these: another
+ * test_ckpt may be running next to this one) */
+static char made[128][64];
+static int n_made;
+
 static char *tmpdir(void)
 {
-    static char buf[8][64];
-    static int k;
-    char *d = buf[k++ % 8];
+    if (n_made == 128) {
+        fprintf(stderr, "tmpdir: too many\n");
+        exit(1);
+    }
+    char *d = made[n_made++];
     snprintf(d, 64, "/tmp/fspo-ckpt.XXXXXX");
     if (!mkdtemp(d)) {
         perror("mkdtemp");
         exit(1);
     }
     return d;
+}
+
+static void remove_tmpdirs(void)
+{
+    for (int i = 0; i < n_made; i++) {
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf '%.63s'", made[i]);
+        if (system(cmd) != 0) fprintf(stderr, "cleanup of %s failed\n", made[i]);
+    }
 }
 
 static int exists(const char *dir, const char *name)
@@ -125,12 +141,12 @@ static void test_retention_and_latest(void)
               exists(dir, "ckpt_40.h5") && exists(dir, "ckpt_50.h5"),
           "keep 3 keeps the newest three", "%s", dir);
     char latest[512];
-    int found = ckpt_find_latest(dir, latest, sizeof latest, err, sizeof err);
+    int found = ckpt_find_latest(dir, NULL, latest, sizeof latest, err, sizeof err);
     check(found == 1 && strstr(latest, "ckpt_50.h5"), "find_latest picks the newest", "%s", latest);
     /* numeric, not lexical, order: step 100 is newer than 50 */
     CkptMeta meta = meta_at(100);
     ckpt_save(dir, m, &o, &meta, yaml, 10, path, sizeof path, err, sizeof err);
-    found = ckpt_find_latest(dir, latest, sizeof latest, err, sizeof err);
+    found = ckpt_find_latest(dir, NULL, latest, sizeof latest, err, sizeof err);
     check(found == 1 && strstr(latest, "ckpt_100.h5"), "find_latest orders steps numerically", "%s", latest);
     /* corrupt the newest: it is skipped with a message, the next one is chosen */
     FILE *f = fopen(path, "r+b");
@@ -139,7 +155,7 @@ static void test_retention_and_latest(void)
     fseek(f, -100, SEEK_END);
     fputc(ch ^ 0x40, f);
     fclose(f);
-    found = ckpt_find_latest(dir, latest, sizeof latest, err, sizeof err);
+    found = ckpt_find_latest(dir, NULL, latest, sizeof latest, err, sizeof err);
     check(found == 1 && strstr(latest, "ckpt_50.h5"), "find_latest skips a corrupt newest", "%s", latest);
     /* stray files are ignored; an empty dir has none; a missing dir is an error */
     char junk[600];
@@ -147,12 +163,105 @@ static void test_retention_and_latest(void)
     fclose(fopen(junk, "w"));
     snprintf(junk, sizeof junk, "%s/ckpt_abc.h5", dir);
     fclose(fopen(junk, "w"));
-    found = ckpt_find_latest(dir, latest, sizeof latest, err, sizeof err);
+    found = ckpt_find_latest(dir, NULL, latest, sizeof latest, err, sizeof err);
     check(found == 1 && strstr(latest, "ckpt_50.h5"), "stray names ignored", "%s", latest);
-    found = ckpt_find_latest(tmpdir(), latest, sizeof latest, err, sizeof err);
+    found = ckpt_find_latest(tmpdir(), NULL, latest, sizeof latest, err, sizeof err);
     check(found == 0, "empty directory has no checkpoint", "%d", found);
-    found = ckpt_find_latest("/nonexistent/run", latest, sizeof latest, err, sizeof err);
+    found = ckpt_find_latest("/nonexistent/run", NULL, latest, sizeof latest, err, sizeof err);
     check(found == -1 && strstr(err, "/nonexistent/run"), "missing directory", "%s", err);
+    optim_free(&o);
+    model_free(m);
+}
+
+/* Names of the ckpt_*.h5 in dir, sorted by step, space separated. */
+static void listing(const char *dir, char *out, size_t len)
+{
+    long steps[64];
+    int n = 0;
+    for (long s = 0; s <= 100; s++) {
+        char p[256];
+        snprintf(p, sizeof p, "%s/ckpt_%ld.h5", dir, s);
+        if (access(p, F_OK) == 0 && n < 64) steps[n++] = s;
+    }
+    out[0] = '\0';
+    for (int i = 0; i < n; i++) snprintf(out + strlen(out), len - strlen(out), "%s%ld", i ? " " : "", steps[i]);
+}
+
+static void flip_byte(const char *path, long from_end)
+{
+    FILE *f = fopen(path, "r+b");
+    fseek(f, -from_end, SEEK_END);
+    int ch = fgetc(f);
+    fseek(f, -from_end, SEEK_END);
+    fputc(ch ^ 0x40, f);
+    fclose(f);
+}
+
+/* Two runs' checkpoints in one directory: each prunes only its own. */
+static void test_lineages(void)
+{
+    Optimizer o;
+    Model *m = trained_model(&small, &o, 7);
+    char *dir = tmpdir(), path[512], err[4096], got[256];
+    /* run A saves 10, 20, 30, 40; run B saves 15, 25, 35 in between; keep 2 */
+    long a[] = { 10, 20, 30, 40 }, b[] = { 15, 25, 35 };
+    for (int i = 0; i < 4; i++) {
+        CkptMeta meta = meta_at(a[i]);
+        snprintf(meta.lineage, sizeof meta.lineage, "aaaa");
+        meta.skipped_examples = 3 * a[i], meta.skipped_nonfinite = a[i] / 10;
+        ckpt_save(dir, m, &o, &meta, yaml, 2, path, sizeof path, err, sizeof err);
+        if (i < 3) {
+            meta = meta_at(b[i]);
+            snprintf(meta.lineage, sizeof meta.lineage, "bbbb");
+            ckpt_save(dir, m, &o, &meta, yaml, 2, path, sizeof path, err, sizeof err);
+        }
+    }
+    /* by hand: A keeps its newest two (30, 40), B its newest two (25, 35) */
+    listing(dir, got, sizeof got);
+    check(!strcmp(got, "25 30 35 40"), "keep prunes only the saving run's lineage", "left: %s (want 25 30 35 40)", got);
+    CkptMeta back;
+    Model *m2 = model_create(&small, 1, 1, 1);
+    snprintf(path, sizeof path, "%s/ckpt_40.h5", dir);
+    int rc = ckpt_load(path, m2, NULL, &back, err, sizeof err);
+    check(rc == 0 && !strcmp(back.lineage, "aaaa") && back.skipped_examples == 120 && back.skipped_nonfinite == 4,
+          "lineage and skip counts round trip", "%s lineage '%s' skipped %lld/%lld", rc ? err : "loaded", back.lineage,
+          (long long)back.skipped_examples, (long long)back.skipped_nonfinite);
+    char latest[512];
+    int fa = ckpt_find_latest(dir, "aaaa", latest, sizeof latest, err, sizeof err);
+    int ok_a = fa == 1 && strstr(latest, "ckpt_40.h5");
+    int fb = ckpt_find_latest(dir, "bbbb", latest, sizeof latest, err, sizeof err);
+    check(ok_a && fb == 1 && strstr(latest, "ckpt_35.h5"), "find_latest picks the newest of the asked lineage",
+          "a %d, b %d %s", fa, fb, latest);
+    int fc = ckpt_find_latest(dir, "cccc", latest, sizeof latest, err, sizeof err);
+    check(fc == -1 && strstr(err, "holds 4 checkpoint file(s) and none can be resumed") &&
+              strstr(err, "ckpt_40.h5: written by another run (lineage aaaa") &&
+              strstr(err, "ckpt_25.h5: written by another run (lineage bbbb"),
+          "another lineage's checkpoints are not resumed", "%d: %s", fc, err);
+    /* a damaged file of A is neither deleted nor counted: A's next save keeps 40 and 50, prunes 30 */
+    snprintf(path, sizeof path, "%s/ckpt_30.h5", dir);
+    flip_byte(path, 100);
+    CkptMeta meta = meta_at(50);
+    snprintf(meta.lineage, sizeof meta.lineage, "aaaa");
+    ckpt_save(dir, m, &o, &meta, yaml, 2, path, sizeof path, err, sizeof err);
+    listing(dir, got, sizeof got);
+    check(!strcmp(got, "25 30 35 40 50"), "a checkpoint that does not verify is never pruned", "left: %s", got);
+    meta = meta_at(60);
+    snprintf(meta.lineage, sizeof meta.lineage, "aaaa");
+    ckpt_save(dir, m, &o, &meta, yaml, 2, path, sizeof path, err, sizeof err);
+    listing(dir, got, sizeof got);
+    check(!strcmp(got, "25 30 35 50 60"), "pruning goes on past it", "left: %s (want 25 30 35 50 60)", got);
+    /* only damaged files: -1, each named with its reason */
+    char *bad = tmpdir();
+    for (long s = 1; s <= 2; s++) {
+        meta = meta_at(s);
+        ckpt_save(bad, m, &o, &meta, yaml, 5, path, sizeof path, err, sizeof err);
+        flip_byte(path, 200 * s);
+    }
+    int fd = ckpt_find_latest(bad, NULL, latest, sizeof latest, err, sizeof err);
+    check(fd == -1 && strstr(err, "holds 2 checkpoint file(s) and none can be resumed") && strstr(err, "ckpt_1.h5: ") &&
+              strstr(err, "ckpt_2.h5: ") && strstr(err, "file checksum mismatch"),
+          "only damaged checkpoints: an error listing each and why", "%d: %s", fd, err);
+    model_free(m2);
     optim_free(&o);
     model_free(m);
 }
@@ -389,7 +498,7 @@ static void test_kill_during_save(int trials)
         waitpid(pid, &st, 0);
         killed_mid += WIFSIGNALED(st);
         char latest[512];
-        int found = ckpt_find_latest(dir, latest, sizeof latest, err, sizeof err);
+        int found = ckpt_find_latest(dir, NULL, latest, sizeof latest, err, sizeof err);
         Model *m2 = model_create(&cfg, 1, 1, 1);
         CkptMeta back;
         int loads = found == 1 && ckpt_load(latest, m2, NULL, &back, err, sizeof err) == 0;
@@ -458,8 +567,9 @@ int main(int argc, char **argv)
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     test_round_trip();
     test_retention_and_latest();
+    test_lineages();
     test_bad_checkpoints();
     test_kill_during_save(argc == 3 && !strcmp(argv[1], "--trials") ? atoi(argv[2]) : 20);
-    if (system("rm -rf /tmp/fspo-ckpt.*") != 0) fprintf(stderr, "cleanup failed\n");
+    remove_tmpdirs();
     return check_status();
 }

@@ -88,7 +88,7 @@ fi
 if [[ -n $ro ]]; then
     train 2 "$tmp/ro" --set train.max_steps=16
     rc=$?
-    if [[ $rc -eq 1 ]] && grep -qE "$tmp/ro/metrics.jsonl.*(Read-only file system|Permission denied)" "$tmp/ro.log" &&
+    if [[ $rc -eq 1 ]] && grep -qE "$tmp/ro/fspo.lock: cannot create the lock: (Read-only file system|Permission denied)" "$tmp/ro.log" &&
         [[ $(sha256sum "$tmp/ro_src/"* | sha256sum) == "$sum_before" ]] && verifies "$tmp/ro/ckpt_12.h5"; then
         pass "read-only run directory: exit 1 naming the file, checkpoint untouched" "$ro: $(grep -m1 'fspo:' "$tmp/ro.log")"
     else
