@@ -282,6 +282,7 @@ typedef struct {
     const char *const *sets;
     char *err;
     size_t errlen;
+    int for_train;          /* config_load_train: also what only training needs */
 } Loader;
 
 /* The one error formatter: "FILE:LINE:COL: msg", or "--set ARG: msg" while
@@ -1169,6 +1170,14 @@ static int cross_check(Loader *L)
                  c->optim.min_lr, c->optim.lr);
         return fail_key(L, blame(L, key_index("optim", "min_lr"), key_index("optim", "lr")), msg);
     }
+    return 0;
+}
+
+/* What only a training run needs of the config (config_load_train). */
+static int train_check(Loader *L)
+{
+    Config *c = L->cfg;
+    char msg[512];
     /* the meta-example shape against what the sampler and a row can hold */
     if (c->data.n_fewshot > SAMPLER_MAX_FEWSHOT || c->data.n_queries > SAMPLER_MAX_QUERIES) {
         int few = c->data.n_fewshot > SAMPLER_MAX_FEWSHOT;
@@ -1193,7 +1202,8 @@ static int cross_check(Loader *L)
     return 0;
 }
 
-int config_load(const char *path, const char *const *sets, int n_sets, Config *c, char *err, size_t errlen)
+static int load(const char *path, const char *const *sets, int n_sets, int for_train, Config *c, char *err,
+                size_t errlen)
 {
     Loader *L = calloc(1, sizeof *L);
     Config *tmp = calloc(1, sizeof *tmp);
@@ -1207,14 +1217,25 @@ int config_load(const char *path, const char *const *sets, int n_sets, Config *c
         return -1;
     }
     config_defaults(tmp);
-    L->cfg = tmp, L->path = path, L->sets = sets, L->err = err, L->errlen = errlen;
+    L->cfg = tmp, L->path = path, L->sets = sets, L->err = err, L->errlen = errlen, L->for_train = for_train;
     int rc = path ? load_file(L) : 0;
     for (int i = 0; !rc && i < n_sets; i++) rc = apply_set(L, i);
     if (!rc) rc = cross_check(L);
+    if (!rc && L->for_train) rc = train_check(L);
     if (!rc) memcpy(c, tmp, sizeof *c);
     free(tmp);
     free(L);
     return rc;
+}
+
+int config_load(const char *path, const char *const *sets, int n_sets, Config *c, char *err, size_t errlen)
+{
+    return load(path, sets, n_sets, 0, c, err, errlen);
+}
+
+int config_load_train(const char *path, const char *const *sets, int n_sets, Config *c, char *err, size_t errlen)
+{
+    return load(path, sets, n_sets, 1, c, err, errlen);
 }
 
 /* ---------------------------------------------------------------------- */

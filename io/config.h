@@ -102,6 +102,13 @@ void config_defaults(Config *c);
  * 0 on success; -1 with err = "file:line:col: message" (or "--set ...: message"). */
 int config_load(const char *path, const char *const *sets, int n_sets, Config *c, char *err, size_t errlen);
 
+/* config_load, plus what a training run needs that another command may
+ * not: a pref stage names loss.ref_ckpt (unless SimPO), data.n_fewshot and
+ * n_queries within the sampler's limits, and model.max_seq long enough for
+ * the headers of one meta-example of that shape. `fspo train`, `fspo slurm
+ * submit` and `fspo config check` load with it. */
+int config_load_train(const char *path, const char *const *sets, int n_sets, Config *c, char *err, size_t errlen);
+
 /* The resolved config as YAML (every key, defaults included) that
  * config_load parses back to the same values. Returns bytes written
  * (excluding NUL) or -1 if buf is too small. Stored in every checkpoint. */

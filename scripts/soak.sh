@@ -35,22 +35,9 @@ RANDOM=$SEED
 STEPS=${SOAK_STEPS:-200} EVERY=20
 echo "soak: seed $SEED (SOAK_SEED=$SEED reproduces the kill points), $TRIALS trial(s) per kind: $KINDS"
 
-tmp=$(mktemp -d /tmp/fspo-soak.XXXXXX)
-cleanup() {
-    local p
-    for p in $(pgrep -f -- "$tmp/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-"$B/tests/test_pack" --write-dataset "$tmp/data.h5" 8 24 >/dev/null || { fail "soak: make dataset"; exit 1; }
-cat >"$tmp/cfg.yaml" <<YAML
-model: {d_model: 32, n_layers: 2, n_heads: 4, max_seq: 256}
-data: {path: $tmp/data.h5, n_fewshot: 2, n_queries: 2}
-train: {max_steps: $STEPS, batch_size: 6, log_every: 1, resume: auto}
-optim: {warmup_steps: 2}
-mpi: {threads_per_rank: 1, checksum_every: 5}
-checkpoint: {every: $EVERY, keep: 2}
-YAML
+tmp=$(mktemp -d /tmp/fspo-soak.XXXXXX) && trap 'remove_tmp "$tmp"' EXIT
+tiny_fixture "$tmp" "max_steps: $STEPS, batch_size: 6, log_every: 1, resume: auto" "warmup_steps: 2" "every: $EVERY, keep: 2" ||
+    { fail "soak: make dataset"; exit 1; }
 launch() { # launch DIR: starts the job in the background; MPI_PID is mpirun's PID
     "${MPIRUN[@]}" -np 2 "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$1" >>"$1.log" 2>&1 &
     MPI_PID=$!

@@ -14,7 +14,9 @@ static const char usage_text[] =
     "       fspo config doc\n\n"
     "  show    print the resolved config as YAML: every key, defaults included\n"
     "          (what a checkpoint stores; `fspo config show` of it prints it again)\n"
-    "  check   validate the config and print \"CFG.yaml: ok\"\n"
+    "  check   validate the config, including what `fspo train` needs of it (a pref\n"
+    "          stage's loss.ref_ckpt, a model.max_seq that holds a meta-example), and\n"
+    "          print \"CFG.yaml: ok\"\n"
     "  doc     print the reference of every key in markdown (docs/config.md)\n\n"
     "  --set section.key=value   override one key (repeatable; the last one wins),\n"
     "                            e.g. --set optim.lr=1e-4 --set eval.n_fewshot=[0,4]\n\n"
@@ -78,7 +80,9 @@ static int show_or_check(const char *sub, int argc, char **argv)
     char *buf = malloc(CFG_YAML_MAX);
     char err[1536];
     if (!cfg || !buf) fatal(EXIT_RUNTIME, "config: out of memory");
-    int rc = config_load(path, sets, n_sets, cfg, err, sizeof err);
+    /* check: also what a training run needs (config_load_train); show: any valid config */
+    int rc = !strcmp(sub, "check") ? config_load_train(path, sets, n_sets, cfg, err, sizeof err)
+                                   : config_load(path, sets, n_sets, cfg, err, sizeof err);
     free(sets);
     int n = rc ? -1 : config_to_yaml(cfg, buf, CFG_YAML_MAX);
     free(cfg);

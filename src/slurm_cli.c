@@ -688,7 +688,7 @@ static int cmd_submit(int argc, char **argv)
     parse_submit_args(argc, argv, &a);
     static Config cfg;
     char err[1536];
-    if (config_load(a.config, a.sets, a.n_sets, &cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
+    if (config_load_train(a.config, a.sets, a.n_sets, &cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
 
     char exe[PATH_LEN], config_path[PATH_LEN], run_dir[PATH_LEN], cwd[PATH_LEN], tmpl_path[PATH_LEN];
     path_of_exe(exe, sizeof exe);

@@ -58,7 +58,7 @@ int cmd_train(int argc, char **argv)
     /* the config is checked before MPI starts: a typo costs no MPI start-up */
     static Config cfg;
     char err[1024];
-    if (config_load(path, sets, n_sets, &cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
+    if (config_load_train(path, sets, n_sets, &cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
     static char yaml[CFG_YAML_MAX];
     if (config_to_yaml(&cfg, yaml, sizeof yaml) < 0) fatal(EXIT_RUNTIME, "internal: resolved config too long");
     Dist d;

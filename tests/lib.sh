@@ -30,3 +30,26 @@ mpirun_np() {
     shift
     "${MPIRUN[@]}" -np "$np" "$@"
 }
+
+# tiny_fixture DIR TRAIN OPTIM CHECKPOINT: DIR/data.h5 (8 users x 24 pairs,
+# from tests/test_pack) and DIR/cfg.yaml, the tiny model the training tests
+# run; TRAIN, OPTIM and CHECKPOINT are the insides of those flow mappings.
+tiny_fixture() {
+    "${BUILD:-build}/tests/test_pack" --write-dataset "$1/data.h5" 8 24 >/dev/null || return 1
+    cat >"$1/cfg.yaml" <<YAML
+model: {d_model: 32, n_layers: 2, n_heads: 4, max_seq: 256}
+data: {path: $1/data.h5, n_fewshot: 2, n_queries: 2}
+train: {$2}
+optim: {$3}
+mpi: {threads_per_rank: 1, checksum_every: 5}
+checkpoint: {$4}
+YAML
+}
+
+# remove_tmp DIR: kills what still runs with DIR in its command line (a
+# failed test's job), then removes DIR. For an EXIT trap.
+remove_tmp() {
+    local p
+    for p in $(pgrep -f -- "$1/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    rm -rf "$1"
+}

@@ -318,6 +318,37 @@ static void test_values(void)
     const char *pref[] = { "train.stage=pref" };
     rc = config_load(NULL, pref, 1, c, err, sizeof err);
     check(rc == 0, "pref without loss.ref_ckpt loads", "rc %d %s", rc, err);
+    /* ... which config_load_train (train, slurm submit, config check) refuses, at the key's place */
+    rc = config_load_train(NULL, pref, 1, c, err, sizeof err);
+    check(rc == -1 && !strcmp(err, "--set train.stage=pref: train.stage pref with loss.type dpo needs loss.ref_ckpt "
+                                    "(the SFT checkpoint)"),
+          "config_load_train: pref without loss.ref_ckpt", "rc %d %s", rc, err);
+    const char *simpo[] = { "train.stage=pref", "loss.type=simpo" };
+    rc = config_load_train(NULL, simpo, 2, c, err, sizeof err);
+    check(rc == 0, "config_load_train: SimPO needs no reference", "rc %d %s", rc, err);
+    /* headers of a meta-example of N = 3, Q = 2 (by hand, pack.h's layout): BOS + 3 x 4 + 2 x 5 = 23 tokens */
+    const char *text = "data: {n_fewshot: 3, n_queries: 2}\nmodel:\n  max_seq: 22\n";
+    const char *path = write_temp("short.yaml", text, strlen(text));
+    char want[256];
+    snprintf(want, sizeof want, "%s:3:3: model.max_seq = 22 cannot hold a meta-example of 3 few-shot and 2 query "
+                                "pairs (data.n_fewshot, data.n_queries): its headers alone take 23 tokens", path);
+    rc = config_load_train(path, NULL, 0, c, err, sizeof err);
+    int loads = config_load(path, NULL, 0, c, err + 512, sizeof err - 512) == 0;
+    check(rc == -1 && !strncmp(err, want, strlen(want)) && loads, "config_load_train: max_seq below the headers",
+          "rc %d %s (config_load %s)", rc, err, loads ? "loads it" : err + 512);
+    const char *ok23[] = { "model.max_seq=23" };
+    rc = config_load_train(path, ok23, 1, c, err, sizeof err);
+    check(rc == 0, "config_load_train: max_seq equal to the headers loads", "rc %d %s", rc, err);
+    /* with n_fewshot_min 0 the shortest draw has no context: 1 + 2 x 5 = 11 */
+    const char *fewmin[] = { "data.n_fewshot_min=0", "model.max_seq=11" }, *fewmin10[] = { "data.n_fewshot_min=0", "model.max_seq=10" };
+    rc = config_load_train(path, fewmin, 2, c, err, sizeof err);
+    int rc10 = config_load_train(path, fewmin10, 2, c, err, sizeof err);
+    check(rc == 0 && rc10 == -1 && strstr(err, "its headers alone take 11 tokens"),
+          "config_load_train: n_fewshot_min sets the shortest shape", "rc %d / %d %s", rc, rc10, err);
+    const char *big[] = { "data.n_queries=33" };
+    rc = config_load_train(NULL, big, 1, c, err, sizeof err);
+    check(rc == -1 && strstr(err, "--set data.n_queries=33: data.n_queries = 33 is above the sampler's limit of 32"),
+          "config_load_train: n_queries above the sampler's limit", "rc %d %s", rc, err);
     free(c);
 }
 

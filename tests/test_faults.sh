@@ -19,15 +19,8 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
-"$B/tests/test_pack" --write-dataset "$tmp/data.h5" 8 24 >/dev/null || { fail "make dataset"; exit 1; }
-cat >"$tmp/cfg.yaml" <<YAML
-model: {d_model: 32, n_layers: 2, n_heads: 4, max_seq: 256}
-data: {path: $tmp/data.h5, n_fewshot: 2, n_queries: 2}
-train: {max_steps: 12, batch_size: 6, log_every: 1}
-optim: {warmup_steps: 2, decay_steps: 40}
-mpi: {threads_per_rank: 1, checksum_every: 5}
-checkpoint: {every: 4, keep: 2}
-YAML
+tiny_fixture "$tmp" "max_steps: 12, batch_size: 6, log_every: 1" "warmup_steps: 2, decay_steps: 40" "every: 4, keep: 2" ||
+    { fail "make dataset"; exit 1; }
 train() { # train NP DIR [--set ...]: bounded by a timeout; output in DIR.log
     local np=$1 dir=$2
     shift 2

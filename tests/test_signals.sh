@@ -18,24 +18,10 @@
 cd "$(dirname "$0")/.." && source tests/lib.sh
 export OPENBLAS_NUM_THREADS=1 FSPO_PEAK_GFLOPS=10
 PY=/usr/bin/python3
-B=${BUILD:-build}
 FSPO=$(readlink -f "$FSPO")
-tmp=$(mktemp -d /tmp/fspo-signals.XXXXXX)
-cleanup() {
-    local p
-    for p in $(pgrep -f -- "$tmp/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-"$B/tests/test_pack" --write-dataset "$tmp/data.h5" 8 24 >/dev/null || { fail "make dataset"; exit 1; }
-cat >"$tmp/cfg.yaml" <<YAML
-model: {d_model: 32, n_layers: 2, n_heads: 4, max_seq: 256}
-data: {path: $tmp/data.h5, n_fewshot: 2, n_queries: 2}
-train: {max_steps: 200, batch_size: 6, log_every: 1}
-optim: {warmup_steps: 2, decay_steps: 200}
-mpi: {threads_per_rank: 1, checksum_every: 5}
-checkpoint: {every: 1000, keep: 3}
-YAML
+tmp=$(mktemp -d /tmp/fspo-signals.XXXXXX) && trap 'remove_tmp "$tmp"' EXIT
+tiny_fixture "$tmp" "max_steps: 200, batch_size: 6, log_every: 1" "warmup_steps: 2, decay_steps: 200" "every: 1000, keep: 3" ||
+    { fail "make dataset"; exit 1; }
 launch() { # launch DIR [--set ...]: mpirun -np 2 in the background; MPI_PID
     local dir=$1
     shift
@@ -155,11 +141,11 @@ rc=$?
 before=$(cd "$dir" && sha256sum ckpt_*.h5)
 launch "$dir"
 wait_for '[ -e "$dir/fspo.lock" ]'
-kill -HUP "$(rank_pid 1)"
+kill -HUP "$(rank_pid 0)" # rank 0: in the start-up sgemm probe (rank 1 may be at the first boundary already)
 wait $MPI_PID
 rc=$?
 [[ $rc -eq 3 && $(cd "$dir" && sha256sum ckpt_*.h5) == "$before" ]] && grep -q "step 0 is checkpointed already" "$dir.log" &&
-    pass "SIGHUP during a resumed run's start-up: exit 3, its checkpoint kept as it was" "$(grep -m1 'checkpointed already' "$dir.log")" ||
+    pass "SIGHUP to rank 0 during a resumed run's start-up: exit 3, its checkpoint kept as it was" "$(grep -m1 'checkpointed already' "$dir.log")" ||
     fail "SIGHUP during a resumed run's start-up" "exit $rc: $(tail -2 "$dir.log")"
 export FSPO_PEAK_GFLOPS=10
 
