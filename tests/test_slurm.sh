@@ -77,7 +77,6 @@ if [[ $rc -eq 0 && -z $pwned ]] && cmp -s "$tmp/srun.args" "$tmp/srun.want" && g
 else
     fail "hostile values reach srun intact and run nothing (sandbox)" "exit $rc, pwned: '$pwned', $(tail -3 "$tmp/sandbox.out")"
 fi
-rm -rf "$evil_dir" # the real job below starts it afresh
 # a step that "succeeds" without its final checkpoint (srun failed to launch the ranks) fails the job
 submit --dry-run --set train.run_dir="$tmp/never" >"$tmp/plain.sbatch"
 sandbox "$tmp/plain.sbatch"
@@ -85,6 +84,9 @@ rc=$?
 [[ $rc -eq 1 ]] && grep -q "ckpt_300.h5 is missing: the ranks did not run" "$tmp/sandbox.out" &&
     pass "exit 0 without the final checkpoint fails the job" "exit $rc" ||
     fail "exit 0 without the final checkpoint fails the job" "exit $rc: $(tail -2 "$tmp/sandbox.out")"
+# the real job below starts it afresh: without the fake srun's empty ckpt_300.h5 (both sandboxes
+# leave one there), which a resume now refuses as a checkpoint that does not verify
+rm -rf "$evil_dir"
 # setup entries are shell code by design; each runs in its own eval, so an
 # unbalanced quote or a newline in one cannot reach the rest of the script
 submit --dry-run --set "slurm.setup=[\"touch $tmp/setup1_ran\", \"echo 'unbalanced; touch $tmp/pwned8\", \"echo a\\n'\"]" >"$tmp/setup.sbatch"
