@@ -743,3 +743,76 @@ size_t synth_describe(const double w[SYNTH_K], char *out, size_t cap)
     if (!b.len) put_str(&b, "no preferences");
     return b.len;
 }
+
+/* ---- reading a description back ---- */
+
+typedef struct {
+    const char *s;
+    size_t n, at;
+    int bad; /* an attribute was named twice */
+} Cursor;
+
+static int eat(Cursor *c, const char *lit)
+{
+    size_t l = strlen(lit);
+    if (c->n - c->at < l || memcmp(c->s + c->at, lit, l) != 0) return 0;
+    c->at += l;
+    return 1;
+}
+
+/* One phrase of the attributes bipolar (1) or not (0), naming attribute k
+ * with sign +1/-1 (a marker's sign is the clause's, `marker_sign`); an
+ * attribute named twice marks the text bad. */
+static int eat_attr(Cursor *c, int bipolar, int marker_sign, int sign[SYNTH_K])
+{
+    for (int k = 0; k < SYNTH_K; k++) {
+        if (is_bipolar(k) != bipolar) continue;
+        for (int pos = 1; pos >= 0; pos--) {
+            if ((!bipolar && !pos) || !eat(c, synth_attr_phrase(k, pos))) continue;
+            if (sign[k]) c->bad = 1;
+            sign[k] = bipolar ? (pos ? 1 : -1) : marker_sign;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* put_and_list's "a", "a and b", "a, b and c" of marker phrases. */
+static int eat_marker_list(Cursor *c, int marker_sign, int sign[SYNTH_K])
+{
+    int comma = 0, and = 0;
+    for (;;) {
+        if (!eat_attr(c, 0, marker_sign, sign)) return 0;
+        if (and) return 1; /* the item after " and " is the last */
+        if (eat(c, ", ")) comma = 1;
+        else if (eat(c, " and ")) and = 1;
+        else return !comma;
+    }
+}
+
+int synth_parse_description(const char *text, size_t n, int sign[SYNTH_K])
+{
+    memset(sign, 0, sizeof(int) * SYNTH_K);
+    Cursor c = { text, n, 0, 0 };
+    int ok;
+    if (eat(&c, "no preferences")) ok = 1;
+    else {
+        int prefers = eat(&c, "prefers: ");
+        ok = 1;
+        if (prefers) {
+            int poles = 0;
+            while (eat_attr(&c, 1, 0, sign)) {
+                poles++;
+                if (!eat(&c, ", ")) break;
+            }
+            ok = eat(&c, poles ? " answers" : "answers");
+            if (ok && eat(&c, " with ")) ok = eat_marker_list(&c, 1, sign);
+            else if (!poles) ok = 0; /* "prefers: answers" names nothing */
+        }
+        if (ok && eat(&c, prefers ? "; dislikes: " : "dislikes: ")) ok = eat_marker_list(&c, -1, sign);
+        else if (!prefers) ok = 0;
+    }
+    if (ok && !c.bad && c.at == n) return 0;
+    memset(sign, 0, sizeof(int) * SYNTH_K);
+    return -1;
+}

@@ -164,4 +164,12 @@ size_t synth_describe(const double w[SYNTH_K], char *out, size_t cap);
  * the same for both signs and go under "prefers" or "dislikes". */
 const char *synth_attr_phrase(int k, int positive_weight);
 
+/* The inverse of synth_describe: the attributes a description names and
+ * their signs, sign[k] = +1 (w_k > 0), -1 (w_k < 0) or 0 (not named).
+ * The attributes may come in any order (synth_describe's order only says
+ * which is stronger). Returns 0 if the text is exactly a description
+ * synth_describe could write, else -1 with every sign 0 (a model's
+ * malformed description names nothing). */
+int synth_parse_description(const char *text, size_t n, int sign[SYNTH_K]);
+
 #endif

@@ -440,6 +440,66 @@ static void test_weights_and_descriptions(void)
     check(n == strlen(tiny) && n == sizeof tiny - 1, "description truncates safely", "%zu '%s'", n, tiny);
 }
 
+/* synth_parse_description inverts synth_describe: every sign pattern of
+ * the 7 attributes (3^7, so every pattern of 1-3 active attributes among
+ * them), each with random strengths (so every order the description can
+ * take) and small inactive weights that must not be named. */
+static void test_description_parser(void)
+{
+    Rng r = rng_seed(77, 0);
+    long patterns = 0, small = 0, bad = 0, not_ok = 0;
+    char first_bad[SYNTH_MAX_DESCRIPTION + 64] = "";
+    for (int code = 0; code < 2187; code++) {
+        int want[SYNTH_K], active = 0;
+        for (int k = 0, c = code; k < SYNTH_K; k++, c /= 3) want[k] = c % 3 - 1, active += want[k] != 0;
+        patterns++;
+        small += active >= 1 && active <= 3;
+        for (int rep = 0; rep < 4; rep++) {
+            double w[SYNTH_K];
+            for (int k = 0; k < SYNTH_K; k++) {
+                double mag = want[k] ? SYNTH_ACTIVE_MIN + (1 - SYNTH_ACTIVE_MIN) * rng_uniform(&r)
+                                     : rep == 0 ? 0 : 0.199 * rng_uniform(&r);
+                w[k] = (want[k] < 0 || (!want[k] && rng_uniform(&r) < 0.5) ? -1 : 1) * mag;
+            }
+            if (rep == 1)
+                for (int k = 0; k < SYNTH_K; k++) w[k] = want[k]; /* equal strengths: attribute order */
+            char d[SYNTH_MAX_DESCRIPTION];
+            size_t n = synth_describe(w, d, sizeof d);
+            int got[SYNTH_K];
+            int rc = synth_parse_description(d, n, got);
+            not_ok += rc != 0;
+            if ((rc != 0 || memcmp(got, want, sizeof got) != 0) && !bad++)
+                snprintf(first_bad, sizeof first_bad, "pattern %d: '%s' -> rc %d", code, d, rc);
+        }
+    }
+    check(bad == 0 && small == 378, "description parser inverts synth_describe on every sign pattern",
+          "%ld patterns (%ld with 1-3 active) x 4 strength draws, %ld wrong (%ld rejected); first %s", patterns, small,
+          bad, not_ok, first_bad);
+    /* what synth_describe never writes names nothing */
+    static const char *const bad_text[] = {
+        "", "prefers:", "prefers: answers", "prefers: long", "prefers: long answers;", "prefers: long, short answers",
+        "prefers: longer answers", "prefers: answers with emoji, bullet lists", "prefers: answers with emoji and emoji",
+        "prefers: answers with emoji; dislikes: emoji", "dislikes: long", "dislikes: emoji and", "prefers: emoji answers",
+        "prefers: long answers ", " prefers: long answers", "prefers: long answers with", "no preferences; dislikes: emoji",
+        "prefers: long, answers", "dislikes: bullet lists, emoji", "prefers: long answers\n", "prefers: Long answers",
+    };
+    int rejected = 0, first_wrong = -1;
+    for (int i = 0; i < (int)(sizeof bad_text / sizeof *bad_text); i++) {
+        int got[SYNTH_K], any = 0;
+        int rc = synth_parse_description(bad_text[i], strlen(bad_text[i]), got);
+        for (int k = 0; k < SYNTH_K; k++) any |= got[k];
+        if (rc == -1 && !any) rejected++;
+        else if (first_wrong < 0) first_wrong = i;
+    }
+    check(first_wrong < 0, "description parser rejects malformed text", "%d rejected; first accepted: '%s'", rejected,
+          first_wrong < 0 ? "" : bad_text[first_wrong]);
+    int got[SYNTH_K];
+    const char *mixed = "dislikes: technical terms, emoji and bullet lists";
+    int rc = synth_parse_description(mixed, strlen(mixed), got);
+    check(rc == 0 && got[SYNTH_TECHNICAL] == -1 && got[SYNTH_EMOJI] == -1 && got[SYNTH_BULLETS] == -1 && got[SYNTH_LONG] == 0,
+          "description parser: a hand-written dislikes list", "rc %d", rc);
+}
+
 static int attrs_binary(const double *a)
 {
     for (int k = 0; k < SYNTH_K; k++)
@@ -668,6 +728,7 @@ int main(void)
     test_bradley_terry();
     test_determinism();
     test_weights_and_descriptions();
+    test_description_parser();
     test_scorer_arbitrary_text();
     test_jsonl_writer();
     return check_status();
