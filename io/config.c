@@ -70,6 +70,10 @@ static const Key schema[] = {
     INT(data, n_queries, "4", 1, 256, "Q: query pairs per meta-example that carry the loss"),
     INT(data, fixed_examples, "0", 0, 1e9,
         "> 0: cycle through only meta-examples 0..K-1 (overfitting checks); 0 = the whole dataset"),
+    ENUM(data, user_desc, "none", "none|cot",
+         "cot: the context ends with the user's description from the dataset (USER_DESC desc EOS, after the pairs); "
+         "the SFT stage learns to write it (NLL on its tokens), the pref stage conditions on it; users without one "
+         "get no description segment"),
 
     STR(train, run_dir, "runs/fspo", 1, "directory of checkpoints (`ckpt_<step>.h5`), `metrics.jsonl` and Slurm logs"),
     ENUM(train, stage, "sft", "sft|pref",
@@ -128,6 +132,9 @@ static const Key schema[] = {
     FLOAT(eval, top_p, "0.9", 0, 1, OPEN_LO, "nucleus sampling mass"),
     STR(eval, sft_ckpt, "", 0, "SFT checkpoint: the baseline of the generation win rate"),
     STR(eval, pooled_ckpt, "", 0, "checkpoint trained without user context: the no-personalization baseline"),
+    ENUM(eval, user_desc, "none", "none|oracle|generated",
+         "description in the context: none; oracle: the user's true one from the dataset (upper bound); generated: "
+         "the policy writes it (greedy) after the N pairs, then answers with it; reports description accuracy"),
 
     STR(slurm, job_name, "fspo", 1, "--job-name"),
     INT(slurm, nodes, "1", 1, 100000, "--nodes"),

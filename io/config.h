@@ -31,6 +31,7 @@ typedef struct {
         int n_fewshot_min;    /* < 0: always N; else N drawn uniformly in [n_fewshot_min, n_fewshot] */
         int n_queries;        /* Q: query pairs per meta-example */
         int fixed_examples;   /* > 0: cycle through only meta-examples 0..K-1 (overfitting checks) */
+        char user_desc[16];   /* none | cot: the user's description written after the pairs, learned in SFT */
     } data;
     struct {
         char run_dir[CFG_STR];
@@ -80,6 +81,7 @@ typedef struct {
         double temperature, top_p;
         char sft_ckpt[CFG_STR];    /* baseline for the generation win rate */
         char pooled_ckpt[CFG_STR]; /* no-context baseline */
+        char user_desc[16];        /* none | oracle | generated: the description in the eval context */
     } eval;
     struct {
         char job_name[CFG_STR];

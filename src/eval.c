@@ -495,7 +495,7 @@ static int render_for(Eval *e, const EvalUser *u, int n, int q, int32_t *out)
         shots[k] = (PairSpans){ dspan(&e->data, e->data.prompt + 2 * p), dspan(&e->data, e->data.chosen + 2 * p),
                                 dspan(&e->data, e->data.rejected + 2 * p) };
     }
-    int len = sample_render_prompt(shots, n, dspan(&e->data, e->data.prompt + 2 * u->queries[q]), out, e->max_seq);
+    int len = sample_render_prompt(shots, n, NULL, dspan(&e->data, e->data.prompt + 2 * u->queries[q]), out, e->max_seq);
     return len >= e->max_seq ? -1 : len;
 }
 

@@ -103,14 +103,14 @@ int cmd_sample(int argc, char **argv)
     size_t plen = strlen(prompt);
     TokSpan query = { encode(prompt, plen), plen };
     int max_seq = m->cfg.max_seq;
-    size_t need = sample_prompt_len(shots, n_shots, query);
+    size_t need = sample_prompt_len(shots, n_shots, NULL, query);
     if (need >= (size_t)max_seq)
         fatal(EXIT_USAGE, "%s: the prompt with its %d few-shot pair(s) is %zu tokens; the model's context "
                           "(model.max_seq) is %d and must leave room for the answer: use fewer or shorter examples",
               cmd, n_shots, need, max_seq);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_seq * 2);
     if (!ids) fatal(EXIT_RUNTIME, "%s: out of memory", cmd);
-    int n_prompt = sample_render_prompt(shots, n_shots, query, ids, max_seq);
+    int n_prompt = sample_render_prompt(shots, n_shots, NULL, query, ids, max_seq);
     int32_t *out = ids + max_seq;
 
     Generator *g = generator_create(m);

@@ -74,4 +74,6 @@ void sampler_draw(const Sampler *s, uint64_t g, MetaExample *out)
     out->user = u;
     out->n_fewshot = n;
     out->n_queries = s->n_queries;
+    out->desc = NULL;
+    out->desc_len = 0;
 }

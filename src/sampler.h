@@ -24,6 +24,11 @@ typedef struct {
     int n_fewshot;     /* N: pairs[0..N) are the in-context examples */
     int n_queries;     /* Q: pairs[N..N+Q) are scored */
     int64_t pairs[SAMPLER_MAX_FEWSHOT + SAMPLER_MAX_QUERIES]; /* dataset pair indices */
+    /* the user's description, written into the context after the pairs
+     * (src/pack.h); NULL = none. The sampler never sets it: the caller
+     * decides (train: data.user_desc, eval: eval.user_desc) */
+    const uint16_t *desc;
+    int desc_len;
 } MetaExample;
 
 typedef struct {

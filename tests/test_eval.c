@@ -369,12 +369,12 @@ static void test_render_matches_pack(void)
     }
     TokSpan q = { d.tokens + d.prompt[2 * 15], (size_t)d.prompt[2 * 15 + 1] };
     int32_t out[256];
-    int n = sample_render_prompt(shots, 3, q, out, 256);
+    int n = sample_render_prompt(shots, 3, NULL, q, out, 256);
     /* pack's row is [C P W]: the rendered prompt is C P, W's first token comes next */
     int same = n > 0 && out[n - 1] == TOK_PREFERRED && b.tokens[n] == 'a';
     for (int i = 0; i < n && same; i++) same = out[i] == b.tokens[i];
     check(same, "rendered prompt equals src/pack.c's row up to the answer", "%d tokens", n);
-    check(sample_render_prompt(shots, 3, q, out, n - 1) == -1 && sample_prompt_len(shots, 3, q) == (size_t)n,
+    check(sample_render_prompt(shots, 3, NULL, q, out, n - 1) == -1 && sample_prompt_len(shots, 3, NULL, q) == (size_t)n,
           "render refuses a buffer one token short", "needs %d", n);
     batch_free(&b);
     dataset_free(&d);
