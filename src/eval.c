@@ -3,6 +3,9 @@
  *            fixed pool of few-shot pairs and Q query pairs drawn once;
  *   oracles  the scorer's attribute vectors of every pair's two answers, for the
  *            linear baseline and (with the truth file) the Bayes-optimal column;
+ *   descriptions (eval.user_desc) per N, each user's description for C: the
+ *            dataset's (oracle) or the policy's own, greedy (generated), read
+ *            back and scored against the truth;
  *   models   per N, tree-packed rows [C P_1 W_1 L_1 ...] in batches through the
  *            forward-only policy and reference (and the pooled model at N = 0);
  *   win rate per user, samples from the policy (with the context) and the
@@ -177,6 +180,8 @@ typedef struct {
     int64_t pool[SAMPLER_MAX_FEWSHOT], queries[EVAL_QUERIES];
     double pool_x[SAMPLER_MAX_FEWSHOT][SYNTH_K], query_x[EVAL_QUERIES][SYNTH_K]; /* a(chosen) - a(rejected) */
     const UserTruth *truth;
+    const uint16_t *desc; /* the description in C at the current N (eval.user_desc); NULL = none */
+    int desc_len;
 } EvalUser;
 
 typedef struct {
@@ -193,6 +198,10 @@ typedef struct {
      * fits[row][user]: the user's context of N pairs and all its queries fit model.max_seq */
     double *hits, *count;
     unsigned char *fits;
+    int desc_mode;        /* eval.user_desc: DESC_NONE | DESC_ORACLE | DESC_GENERATED */
+    int desc_cap;         /* generated: token limit per description */
+    uint16_t *desc_text;  /* generated: [row][user][desc_cap] */
+    int *desc_len;        /* generated: [row][user]; -1 = its prompt did not fit */
     double t0, last_progress;
 } Eval;
 
@@ -355,6 +364,8 @@ static void make_example(const EvalUser *u, int n, int q0, int nq, MetaExample *
     ex->n_queries = nq;
     for (int k = 0; k < n; k++) ex->pairs[k] = u->pool[k];
     for (int k = 0; k < nq; k++) ex->pairs[n + k] = u->queries[q0 + k];
+    ex->desc = u->desc;
+    ex->desc_len = u->desc_len;
 }
 
 /* Row length if it fits whole (no pair dropped), else -1. */
@@ -422,6 +433,7 @@ static void score_rows(Eval *e, Model *m, Model *ref, const RowJob *jobs, int n_
         }
         batch_reset(&e->batch, end - start, T, S);
         for (int j = start; j < end; j++) pack_write(&e->data, &jobs[j].ex, PACK_TREE, &e->batch, j - start, &ans[j - start]);
+        if (e->o->on_rows && m == e->policy) e->o->on_rows(e->o->on_rows_ctx, &e->batch, jobs[start].ex.n_fewshot);
         model_forward(m, &e->batch, e->logp);
         if (ref) model_forward(ref, &e->batch, e->ref_logp);
         for (int j = start; j < end; j++) {
@@ -486,16 +498,25 @@ static double sample_reward(const UserTruth *t, const int32_t *ids, int n)
 
 static TokSpan dspan(const Dataset *d, const int64_t *span) { return (TokSpan){ d->tokens + span[0], (size_t)span[1] }; }
 
-/* Renders user u's prompt for query q with N context pairs; -1 if it does not fit. */
-static int render_for(Eval *e, const EvalUser *u, int n, int q, int32_t *out)
+/* The first n pool pairs of user u as spans. */
+static void user_shots(const Eval *e, const EvalUser *u, int n, PairSpans *shots)
 {
-    PairSpans shots[SAMPLER_MAX_FEWSHOT];
     for (int k = 0; k < n; k++) {
         int64_t p = u->pool[k];
         shots[k] = (PairSpans){ dspan(&e->data, e->data.prompt + 2 * p), dspan(&e->data, e->data.chosen + 2 * p),
                                 dspan(&e->data, e->data.rejected + 2 * p) };
     }
-    int len = sample_render_prompt(shots, n, NULL, dspan(&e->data, e->data.prompt + 2 * u->queries[q]), out, e->max_seq);
+}
+
+/* Renders user u's prompt for query q with N context pairs (and its
+ * description, with_desc); -1 if it does not fit. */
+static int render_for(Eval *e, const EvalUser *u, int n, int q, int with_desc, int32_t *out)
+{
+    PairSpans shots[SAMPLER_MAX_FEWSHOT];
+    user_shots(e, u, n, shots);
+    TokSpan desc = { u->desc, (size_t)u->desc_len };
+    int len = sample_render_prompt(shots, n, with_desc && u->desc ? &desc : NULL,
+                                   dspan(&e->data, e->data.prompt + 2 * u->queries[q]), out, e->max_seq);
     return len >= e->max_seq ? -1 : len;
 }
 
@@ -519,7 +540,8 @@ static void win_rate(Eval *e, Model *baseline, int baseline_n, int n, const char
         const EvalUser *u = &e->users[i];
         int used = 0;
         for (int q = 0; q < u->n_queries && q < EVAL_WIN_PROMPTS; q++) {
-            int lp = render_for(e, u, n, q, prompt), lb = render_for(e, u, baseline_n, q, bprompt);
+            /* the baseline sees the policy's description too, unless it is the model trained without context */
+            int lp = render_for(e, u, n, q, 1, prompt), lb = render_for(e, u, baseline_n, q, baseline != e->pooled, bprompt);
             if (lp < 0 || lb < 0) continue;
             /* the same seed for both: common random numbers lower the variance of the difference */
             uint64_t seed = ((uint64_t)cfg->train.seed << 32) ^ ((uint64_t)u->user << 8) ^ (uint64_t)q;
@@ -545,6 +567,177 @@ static void win_rate(Eval *e, Model *baseline, int baseline_n, int n, const char
     }
     free(hits), free(cnt), free(prompt);
     generator_free(gp), generator_free(gb);
+}
+
+/* ---- the user description (eval.user_desc) ---- */
+
+enum { DESC_NONE, DESC_ORACLE, DESC_GENERATED };
+
+void eval_desc_score(const int sign[SYNTH_K], const double w[SYNTH_K], EvalDescScore *s)
+{
+    memset(s, 0, sizeof *s);
+    s->exact = 1;
+    for (int k = 0; k < SYNTH_K; k++) {
+        int truth = fabs(w[k]) >= SYNTH_ACTIVE_MIN ? (w[k] > 0 ? 1 : -1) : 0;
+        s->attr[k] = sign[k] == truth;
+        if (!s->attr[k]) s->exact = 0;
+        if (truth) s->active += 1, s->active_hits += sign[k] == truth;
+    }
+}
+
+/* The dataset's description of user u (NULL without one). */
+static const uint16_t *true_desc(const Dataset *d, int64_t u, int *len)
+{
+    *len = (int)d->user_desc[2 * u + 1];
+    return *len > 0 ? d->tokens + d->user_desc[2 * u] : NULL;
+}
+
+/* eval.user_desc: the mode, its checks and (generated) the storage. */
+static int setup_descriptions(Eval *e, char *err, size_t errlen)
+{
+    const char *mode = e->cfg->eval.user_desc;
+    snprintf(e->rep->user_desc, sizeof e->rep->user_desc, "%s", mode);
+    e->desc_mode = !strcmp(mode, "oracle") ? DESC_ORACLE : !strcmp(mode, "generated") ? DESC_GENERATED : DESC_NONE;
+    if (e->desc_mode == DESC_ORACLE) {
+        int with = 0, len;
+        for (int i = 0; i < e->n_users; i++) with += true_desc(&e->data, e->users[i].user, &len) != NULL;
+        if (with == 0)
+            return set_err(err, errlen, "eval.user_desc is oracle, but no evaluated user of %s has a description "
+                                        "(the 'user_description' field of fspo prep's input)", e->cfg->data.path);
+        if (with < e->n_users)
+            note(e->rep, "eval.user_desc oracle: %d of %d users have no description; their context has none",
+                 e->n_users - with, e->n_users);
+    }
+    if (e->desc_mode != DESC_GENERATED) return 0;
+    /* room for twice the longest description the model was trained on */
+    int64_t longest = 0;
+    for (int64_t u = 0; u < e->data.n_users; u++)
+        if (e->data.user_desc[2 * u + 1] > longest) longest = e->data.user_desc[2 * u + 1];
+    e->desc_cap = longest * 2 > 64 ? (int)(longest * 2 < 4096 ? longest * 2 : 4096) : 64;
+    e->rep->desc_max_tokens = e->desc_cap;
+    size_t slots = (size_t)CFG_LIST * (size_t)e->n_users;
+    e->desc_text = calloc(slots * (size_t)e->desc_cap + 1, sizeof(uint16_t));
+    e->desc_len = calloc(slots + 1, sizeof(int));
+    if (!e->desc_text || !e->desc_len) fatal(EXIT_RUNTIME, "out of memory for the generated descriptions");
+    return 0;
+}
+
+/* Points every user's description at the one of row `row`: the dataset's
+ * (oracle) or the one generated at that N. */
+static void point_descriptions(Eval *e, int row)
+{
+    for (int i = 0; i < e->n_users && e->desc_mode != DESC_NONE; i++) {
+        EvalUser *u = &e->users[i];
+        if (e->desc_mode == DESC_ORACLE) {
+            u->desc = true_desc(&e->data, u->user, &u->desc_len);
+            continue;
+        }
+        size_t slot = (size_t)row * e->n_users + i;
+        u->desc = e->desc_text + slot * e->desc_cap;
+        u->desc_len = e->desc_len[slot] > 0 ? e->desc_len[slot] : 0;
+    }
+}
+
+/* eval.user_desc generated: the policy writes each user's description
+ * after the first n pool pairs and USER_DESC, greedily, until EOS (or any
+ * structure token) or desc_cap tokens. */
+static void generate_descriptions(Eval *e, int row, int n)
+{
+    Generator *g = generator_create(e->policy);
+    int32_t *prompt = malloc(sizeof(int32_t) * ((size_t)e->max_seq + (size_t)e->desc_cap));
+    if (!prompt) fatal(EXIT_RUNTIME, "out of memory");
+    int32_t *out = prompt + e->max_seq;
+    SampleConfig greedy = { 0.0, 1.0, e->desc_cap };
+    char what[64];
+    snprintf(what, sizeof what, "N = %d, descriptions", n);
+    for (int i = 0; i < e->n_users; i++) {
+        size_t slot = (size_t)row * e->n_users + i;
+        PairSpans shots[SAMPLER_MAX_FEWSHOT];
+        user_shots(e, &e->users[i], n, shots);
+        int lp = sample_render_desc_prompt(shots, n, prompt, e->max_seq);
+        SampleResult res;
+        e->desc_len[slot] = -1;
+        if (lp > 0 && generate(g, prompt, lp, &greedy, 0, out, e->desc_cap, &res) == 0) {
+            for (int k = 0; k < res.n_tokens; k++) e->desc_text[slot * e->desc_cap + k] = (uint16_t)out[k];
+            e->desc_len[slot] = res.n_tokens;
+        }
+        progress(e, what, i + 1, e->n_users);
+    }
+    free(prompt);
+    generator_free(g);
+}
+
+/* Bytes as printable ASCII ('?' for the rest) into out[cap]. */
+static void shown_text(const uint16_t *ids, int n, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (; k < (size_t)n && k + 1 < cap; k++) out[k] = ids[k] >= 0x20 && ids[k] < 0x7f ? (char)ids[k] : '?';
+    out[k] = '\0';
+}
+
+/* Description accuracy of row `row` (N = n): each generated description
+ * read back with synth_parse_description and scored against the user's
+ * true weights; bootstrap over users. */
+static void score_descriptions(Eval *e, int row, int n)
+{
+    EvalDesc *out = &e->rep->desc[row];
+    int U = e->n_users;
+    double *buf = calloc((size_t)(6 + SYNTH_K) * (U + 1), sizeof(double));
+    char *text = malloc((size_t)e->desc_cap + 1);
+    if (!buf || !text) fatal(EXIT_RUNTIME, "out of memory");
+    double *one = buf, *exact = one + U + 1, *act_h = exact + U + 1, *act_c = act_h + U + 1, *all_h = act_c + U + 1,
+           *all_c = all_h + U + 1, *attr = all_c + U + 1; /* attr: [SYNTH_K][U + 1] */
+    int m = 0, parsed = 0, cut = 0;
+    double tokens = 0;
+    for (int i = 0; i < U; i++) {
+        const EvalUser *u = &e->users[i];
+        int len = e->desc_len[(size_t)row * U + i];
+        if (len < 0 || !u->truth) continue;
+        const uint16_t *ids = e->desc_text + ((size_t)row * U + i) * e->desc_cap;
+        for (int k = 0; k < len; k++) text[k] = (char)ids[k];
+        int sign[SYNTH_K];
+        parsed += synth_parse_description(text, (size_t)len, sign) == 0;
+        EvalDescScore sc;
+        eval_desc_score(sign, u->truth->weights, &sc);
+        one[m] = 1, exact[m] = sc.exact, act_h[m] = sc.active_hits, act_c[m] = sc.active;
+        all_c[m] = SYNTH_K;
+        for (int k = 0; k < SYNTH_K; k++) all_h[m] += sc.attr[k], attr[k * (U + 1) + m] = sc.attr[k];
+        tokens += len, cut += len >= e->desc_cap;
+        if (m == 0) {
+            int tl;
+            const uint16_t *t = true_desc(&e->data, u->user, &tl);
+            snprintf(out->example_user, sizeof out->example_user, "%s", e->data.user_ids[u->user]);
+            shown_text(ids, len, out->example, sizeof out->example);
+            shown_text(t, t ? tl : 0, out->example_truth, sizeof out->example_truth);
+        }
+        m++;
+    }
+    out->n_fewshot = n;
+    out->users = m;
+    if (m > 0) {
+        uint64_t seed = (uint64_t)e->cfg->train.seed + 2;
+        int B = e->cfg->eval.bootstrap;
+        out->valid = 1;
+        out->parsed = (double)parsed / m;
+        out->mean_tokens = tokens / m;
+        out->truncated = (double)cut / m;
+        out->exact = eval_bootstrap(exact, one, m, B, seed);
+        out->active_sign = eval_bootstrap(act_h, act_c, m, B, seed);
+        out->attributes = eval_bootstrap(all_h, all_c, m, B, seed);
+        for (int k = 0; k < SYNTH_K; k++) out->attr[k] = eval_bootstrap(attr + k * (U + 1), one, m, B, seed);
+    }
+    free(buf), free(text);
+}
+
+/* The descriptions of row `row` (N = n) for the users' contexts: the
+ * hook eval_run calls before planning a row. */
+static void describe_users(Eval *e, int row, int n, int have_truth)
+{
+    if (e->desc_mode == DESC_GENERATED) {
+        generate_descriptions(e, row, n);
+        if (have_truth) score_descriptions(e, row, n);
+    }
+    point_descriptions(e, row);
 }
 
 /* ---- setup ---- */
@@ -582,6 +775,7 @@ static void free_eval(Eval *e, TruthSet *truth)
     batch_free(&e->batch);
     xfree_aligned(e->logp), xfree_aligned(e->ref_logp);
     free(e->hits), free(e->count), free(e->fits), free(e->users);
+    free(e->desc_text), free(e->desc_len);
     dataset_free(&e->data);
     truth_free(truth);
 }
@@ -597,7 +791,8 @@ int eval_run(const Config *cfg, const EvalOptions *o, EvalReport *rep, char *err
     char why[1024];
     if (dataset_read(cfg->data.path, &e->data, why, sizeof why) != 0) return set_err(err, errlen, "%s", why), EXIT_USAGE;
     if (cfg->eval.n_fewshot.n < 1) return set_err(err, errlen, "eval.n_fewshot is empty"), EXIT_USAGE;
-    if (pick_users(e, err, errlen) != 0 || load_models(e, err, errlen) != 0 || load_truth(e, &truth, err, errlen) != 0) {
+    if (pick_users(e, err, errlen) != 0 || load_models(e, err, errlen) != 0 || load_truth(e, &truth, err, errlen) != 0 ||
+        setup_descriptions(e, err, errlen) != 0) {
         free_eval(e, truth);
         return EXIT_USAGE;
     }
@@ -624,6 +819,7 @@ int eval_run(const Config *cfg, const EvalOptions *o, EvalReport *rep, char *err
     for (int r = 0; r < R; r++) {
         int n = (int)cfg->eval.n_fewshot.v[r];
         unsigned char *fit = e->fits + (size_t)r * U;
+        describe_users(e, r, n, truth != NULL);
         int n_jobs = plan_rows(e, n, jobs, fit);
         EvalRow *row = &rep->rows[r];
         row->n_fewshot = n;
@@ -647,9 +843,11 @@ int eval_run(const Config *cfg, const EvalOptions *o, EvalReport *rep, char *err
     rep->n_rows = R;
 
     /* win rate at the largest N that any user fits */
-    int win_n = -1;
+    int win_n = -1, win_row = 0;
     for (int r = 0; r < R; r++)
-        if (rep->rows[r].users > 0 && (int)cfg->eval.n_fewshot.v[r] > win_n) win_n = (int)cfg->eval.n_fewshot.v[r];
+        if (rep->rows[r].users > 0 && (int)cfg->eval.n_fewshot.v[r] > win_n) win_n = (int)cfg->eval.n_fewshot.v[r], win_row = r;
+    point_descriptions(e, win_row); /* the descriptions of that N, for both samples */
+    if (e->desc_mode == DESC_GENERATED && !truth) note(rep, "no truth file: no description accuracy");
     const char *sft_path = cfg->eval.sft_ckpt[0] ? cfg->eval.sft_ckpt : cfg->loss.ref_ckpt;
     snprintf(rep->sft_path, sizeof rep->sft_path, "%s", sft_path);
     if (!truth) note(rep, "no truth file: no generation win rate");

@@ -12,14 +12,22 @@
  *   bayes   the user's true weights w_u: r_u(chosen) - r_u(rejected)
  * A score > 0 counts 1, exactly 0 counts 1/2 (a coin flip: the linear
  * baseline at N = 0, or a policy equal to its reference), < 0 counts 0.
- * Accuracies are sums over users' queries; 95% CIs resample users. */
+ * Accuracies are sums over users' queries; 95% CIs resample users.
+ *
+ * eval.user_desc puts a user description into the model's context C
+ * (after the N pairs, as data.user_desc cot trains it): none; oracle, the
+ * user's true description from the dataset (the upper bound); generated,
+ * the one the policy writes itself (greedy) after the N pairs, scored for
+ * description accuracy against the truth file's weights. */
 #ifndef FSPO_EVAL_H
 #define FSPO_EVAL_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "batch.h"
 #include "config.h"
+#include "synth.h"
 
 /* ---- the statistics (pure functions, tested in tests/test_eval.c) ---- */
 
@@ -49,6 +57,17 @@ void eval_linear_fit(const double *x, int n, int d, double l2, double *w);
 /* The ridge strength fspo eval uses: enough to keep separable data finite. */
 #define EVAL_LINEAR_L2 1.0
 
+/* One user's description read back against the truth. The state of
+ * attribute k is its sign: sign[k] as synth_parse_description read it
+ * from the text; in the truth sign(w_k) if |w_k| >= SYNTH_ACTIVE_MIN, else
+ * 0 (the description must not name it). */
+typedef struct {
+    double exact;               /* 1 if every attribute's state matches */
+    double attr[SYNTH_K];       /* 1 if attribute k's state matches */
+    double active_hits, active; /* the user's active attributes named with the right sign; how many are active */
+} EvalDescScore;
+void eval_desc_score(const int sign[SYNTH_K], const double w[SYNTH_K], EvalDescScore *s);
+
 /* ---- the run ---- */
 
 typedef struct {
@@ -74,16 +93,36 @@ typedef struct {
     char baseline[CFG_STR];
 } EvalWin;
 
+/* Description accuracy at one N (eval.user_desc generated, with a truth file). */
+typedef struct {
+    int valid, n_fewshot;
+    int users;                  /* users with a generated description and a truth record */
+    double parsed;              /* fraction of descriptions synth_parse_description reads (the others name nothing) */
+    double truncated;           /* fraction cut at the token limit */
+    double mean_tokens;
+    EvalCI exact;               /* every attribute's state right */
+    EvalCI active_sign;         /* the user's active attributes named with their sign (pooled over users) */
+    EvalCI attributes;          /* all SYNTH_K attribute states (pooled) */
+    EvalCI attr[SYNTH_K];       /* attribute k's state */
+    char example_user[32], example[320], example_truth[320]; /* the first user's (non-ASCII bytes as '?') */
+} EvalDesc;
+
 typedef struct {
     const char *ckpt;       /* the policy */
     const char *truth;      /* ground truth file, NULL = look next to the dataset's source */
     int quiet;              /* no progress line */
+    /* for tests: called with every batch of rows the policy scores, and N */
+    void (*on_rows)(void *ctx, const Batch *b, int n_fewshot);
+    void *on_rows_ctx;
 } EvalOptions;
 
 #define EVAL_MAX_NOTES 12
 typedef struct {
     int n_rows;
     EvalRow rows[CFG_LIST];
+    char user_desc[16];     /* eval.user_desc */
+    int desc_max_tokens;    /* generated: the token limit */
+    EvalDesc desc[CFG_LIST]; /* per row of rows[]: generated descriptions' accuracy */
     EvalWin win_sft, win_pooled;
     int queries_per_user, heldout_users, evaluated_users;
     char truth_path[CFG_STR], ref_path[CFG_STR], sft_path[CFG_STR], pooled_path[CFG_STR];

@@ -29,7 +29,11 @@ static void usage(void)
            "Then the generation win rate at the largest N: answers sampled from the policy with\n"
            "the user's pairs in context vs eval.sft_ckpt (default loss.ref_ckpt) with the same\n"
            "context, and vs the pooled model without context, scored with the user's true\n"
-           "reward r_u; win = P(policy > baseline) + P(tie)/2.\n\n"
+           "reward r_u; win = P(policy > baseline) + P(tie)/2.\n"
+           "eval.user_desc (models trained with data.user_desc: cot) puts a user description\n"
+           "after the N pairs: oracle = the user's true one (the upper bound); generated = the\n"
+           "policy writes it (greedy) and answers with it, and its description accuracy is\n"
+           "reported: the text read back into (attribute, sign) pairs against the truth file.\n\n"
            "  --ckpt FILE     the checkpoint to evaluate\n"
            "  --json OUT      also write every number as JSON (scripts/plot.sh OUT draws it)\n"
            "  --truth FILE    ground truth of fspo synth (default: the dataset's source file\n"
@@ -41,6 +45,39 @@ static void usage(void)
 }
 
 /* ---- the terminal table ---- */
+
+static void print_ci(const EvalCI *c) { printf("  %.3f [%.3f,%.3f]", c->mean, c->lo, c->hi); }
+
+static void print_desc_mode(const EvalReport *r)
+{
+    if (!strcmp(r->user_desc, "oracle")) printf("  user description in context: oracle (each user's true description)\n");
+    else if (!strcmp(r->user_desc, "generated"))
+        printf("  user description in context: generated (the policy writes it after the N pairs, greedy, at most %d "
+               "tokens)\n", r->desc_max_tokens);
+}
+
+/* Description accuracy per N (eval.user_desc generated). */
+static void print_desc(const EvalReport *r)
+{
+    int last = -1;
+    for (int i = 0; i < r->n_rows; i++)
+        if (r->desc[i].valid) last = i;
+    if (last < 0) return;
+    printf("  description accuracy (95%% CI over users): exact = every attribute's sign right; active = the user's\n"
+           "  active attributes named with their sign; attributes = all %d attributes' states (named +/-, or not)\n",
+           SYNTH_K);
+    printf("   N users parsed  %-19s  %-19s  %-19s\n", "exact", "active", "attributes");
+    for (int i = 0; i < r->n_rows; i++) {
+        const EvalDesc *d = &r->desc[i];
+        if (!d->valid) continue;
+        printf("%4d %5d %6.2f ", d->n_fewshot, d->users, d->parsed);
+        print_ci(&d->exact), print_ci(&d->active_sign), print_ci(&d->attributes);
+        printf("\n");
+    }
+    const EvalDesc *d = &r->desc[last];
+    printf("  e.g. N = %d, user %s wrote \"%s\" (true: \"%s\")\n", d->n_fewshot, d->example_user, d->example,
+           d->example_truth);
+}
 
 static void print_cell(const EvalMethod *m)
 {
@@ -61,6 +98,7 @@ static void print_table(const EvalReport *r, const char *ckpt)
 {
     printf("\neval: %s on %d held-out users x up to 8 query pairs (%.0f s)\n", ckpt, r->evaluated_users, r->seconds);
     printf("  reference %s; truth %s\n", r->ref_path[0] ? r->ref_path : "(none)", r->truth_path[0] ? r->truth_path : "(none)");
+    print_desc_mode(r);
     printf("  accuracy (95%% CI over users)\n");
     printf("   N users   %-19s  %-19s  %-19s  %-19s\n", "model", "pooled", "linear (PReF)", "bayes-optimal");
     for (int i = 0; i < r->n_rows; i++) {
@@ -69,6 +107,7 @@ static void print_table(const EvalReport *r, const char *ckpt)
         for (int m = 0; m < EVAL_N_METHODS; m++) print_cell(&row->m[m]);
         printf("\n");
     }
+    print_desc(r);
     print_win(&r->win_sft);
     print_win(&r->win_pooled);
     for (int i = 0; i < r->n_notes; i++) printf("note: %s\n", r->notes[i]);
@@ -118,6 +157,37 @@ static void json_win(FILE *f, const EvalWin *w)
     fputs("}", f);
 }
 
+/* "desc_accuracy": one object per N with generated descriptions scored, or null. */
+static void json_desc(FILE *f, const EvalReport *r)
+{
+    int any = 0;
+    for (int i = 0; i < r->n_rows; i++) any |= r->desc[i].valid;
+    if (!any) {
+        fputs("null", f);
+        return;
+    }
+    fputs("[", f);
+    for (int i = 0, first = 1; i < r->n_rows; i++) {
+        const EvalDesc *d = &r->desc[i];
+        if (!d->valid) continue;
+        fprintf(f, "%s\n  {\"n\": %d, \"users\": %d, \"parsed\": ", first ? "" : ",", d->n_fewshot, d->users);
+        first = 0;
+        json_num(f, d->parsed);
+        fputs(", \"truncated\": ", f), json_num(f, d->truncated);
+        fputs(", \"mean_tokens\": ", f), json_num(f, d->mean_tokens);
+        fputs(", \"exact\": ", f), json_ci(f, &d->exact);
+        fputs(", \"active_sign\": ", f), json_ci(f, &d->active_sign);
+        fputs(", \"attributes\": ", f), json_ci(f, &d->attributes);
+        fputs(", \"per_attribute\": {", f);
+        for (int k = 0; k < SYNTH_K; k++) fprintf(f, "%s\"%s\": ", k ? ", " : "", synth_attr_names[k]), json_ci(f, &d->attr[k]);
+        fputs("}, \"example\": {\"user\": ", f), json_str(f, d->example_user);
+        fputs(", \"text\": ", f), json_str(f, d->example);
+        fputs(", \"truth\": ", f), json_str(f, d->example_truth);
+        fputs("}}", f);
+    }
+    fputs("]", f);
+}
+
 static int write_json(const char *path, const EvalReport *r, const char *ckpt, const Config *cfg)
 {
     char tmp[4200];
@@ -143,7 +213,10 @@ static int write_json(const char *path, const EvalReport *r, const char *ckpt, c
         }
         fputs("}", f);
     }
-    fputs("],\n \"win_rate_sft\": ", f), json_win(f, &r->win_sft);
+    fputs("],\n \"user_desc\": ", f), json_str(f, r->user_desc);
+    fprintf(f, ", \"desc_max_tokens\": %d, \"desc_accuracy\": ", r->desc_max_tokens);
+    json_desc(f, r);
+    fputs(",\n \"win_rate_sft\": ", f), json_win(f, &r->win_sft);
     fputs(",\n \"win_rate_pooled\": ", f), json_win(f, &r->win_pooled);
     fputs(",\n \"notes\": [", f);
     for (int i = 0; i < r->n_notes; i++) fputs(i ? ", " : "", f), json_str(f, r->notes[i]);

@@ -29,9 +29,13 @@ static char dir[256];
 
 enum { USERS = 5, PAIRS = 12 }; /* user 0 trains, users 1..4 are held out */
 
+/* Users' descriptions in the dataset (the held-out u4 has none). */
+static const char *const user_desc[USERS] = { "no preferences", "prefers: long answers", "dislikes: emoji",
+                                              "prefers: short answers", NULL };
+
 static void write_dataset(const char *path, const char *source)
 {
-    static uint16_t tokens[] = { 'q', '?', 'a', 'b' };
+    static uint16_t tokens[256] = { 'q', '?', 'a', 'b' };
     Dataset d;
     memset(&d, 0, sizeof d);
     d.n_users = USERS, d.n_pairs = USERS * PAIRS, d.n_tokens = 4;
@@ -53,6 +57,10 @@ static void write_dataset(const char *path, const char *source)
         d.user_heldout[u] = u > 0;
         d.user_ids[u] = malloc(16);
         snprintf(d.user_ids[u], 16, "u%d", u);
+        if (!user_desc[u]) continue;
+        size_t n = strlen(user_desc[u]);
+        d.user_desc[2 * u] = d.n_tokens, d.user_desc[2 * u + 1] = (int64_t)n;
+        for (size_t k = 0; k < n; k++) tokens[d.n_tokens++] = (uint8_t)user_desc[u][k];
     }
     snprintf(d.tokenizer, sizeof d.tokenizer, "%s", TOKENIZER_ID);
     d.vocab = TOKENIZER_VOCAB;
@@ -93,14 +101,8 @@ static const ModelConfig shape = { .vocab = TOKENIZER_VOCAB, .d_model = 16, .n_l
  * 10 e_0 is 4 e_0). With E[PREFERRED] = E[EOS] = E[favoured] = 10 e_0 and
  * every other row 0, after the query's PREFERRED the favoured answer byte
  * has log-prob -ln 3 and the other about -40: the margin's sign is set. */
-static void save_model(const char *name, int favoured, char *path, size_t len)
+static void save_params(const char *name, Model *m, char *path, size_t len)
 {
-    Model *m = model_create(&shape, 0, 1, 1);
-    memset(m->params, 0, sizeof(float) * m->n_params);
-    int C = shape.d_model;
-    for (int k = 0; k < C; k++) m->w.final_norm[k] = 1, m->w.layer[0].attn_norm[k] = 1, m->w.layer[0].mlp_norm[k] = 1;
-    int rows[] = { TOK_PREFERRED, TOK_EOS, favoured };
-    for (int i = 0; i < 3; i++) m->w.tok_emb[(size_t)rows[i] * C] = 10;
     char sub[300], err[1024];
     snprintf(sub, sizeof sub, "%s/%s", dir, name);
     mkdir(sub, 0777);
@@ -116,6 +118,36 @@ static void save_model(const char *name, int favoured, char *path, size_t len)
         exit(1);
     }
     model_free(m);
+}
+
+/* Everything zero but the norms' gains (1) and the embedding rows given. */
+static Model *embedding_model(const int *rows, const float (*values)[3], int n)
+{
+    Model *m = model_create(&shape, 0, 1, 1);
+    memset(m->params, 0, sizeof(float) * m->n_params);
+    int C = shape.d_model;
+    for (int k = 0; k < C; k++) m->w.final_norm[k] = 1, m->w.layer[0].attn_norm[k] = 1, m->w.layer[0].mlp_norm[k] = 1;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < 3; k++) m->w.tok_emb[(size_t)rows[i] * C + k] = values[i][k];
+    return m;
+}
+
+static void save_model(const char *name, int favoured, char *path, size_t len)
+{
+    int rows[] = { TOK_PREFERRED, TOK_EOS, favoured };
+    const float v[3][3] = { { 10 }, { 10 }, { 10 } };
+    save_params(name, embedding_model(rows, v, 3), path, len);
+}
+
+/* A model that writes the description "x" after USER_DESC: with logits
+ * 4 E[cur] . E[next] / rms(E[cur]) * 2.5, after USER_DESC (10 e1) 'x'
+ * (20 e1 + 20 e2) scores 80, USER_DESC 40, EOS (100 e2) 0; after 'x'
+ * EOS scores 283, 'x' 113. */
+static void save_writer_model(const char *name, char *path, size_t len)
+{
+    int rows[] = { TOK_USER_DESC, 'x', TOK_EOS };
+    const float v[3][3] = { { 0, 10, 0 }, { 0, 20, 20 }, { 0, 0, 100 } };
+    save_params(name, embedding_model(rows, v, 3), path, len);
 }
 
 static void eval_config(Config *c, const char *data)
@@ -199,6 +231,115 @@ static void test_eval_known_answers(void)
     o.truth = other;
     rc = eval_run(&c, &o, &r, err, sizeof err);
     check(rc == 2 && strstr(err, "no record of held-out user"), "a truth file of another dataset is refused", "%s", err);
+}
+
+/* ---- the user description in the context (eval.user_desc) ---- */
+
+/* What the rows' contexts held: checked against the layout built here. */
+typedef struct {
+    int rows, bad, without, unknown, with[USERS];
+    char text[64];
+} Seen;
+
+static void see_rows(void *ctx, const Batch *b, int n)
+{
+    Seen *s = ctx;
+    static const int32_t pair[] = { TOK_EXAMPLE, TOK_QUESTION, 'q', '?', TOK_PREFERRED, 'a', TOK_DISPREFERRED, 'b' };
+    for (int r = 0; r < b->B; r++) {
+        const int32_t *t = b->tokens + (size_t)r * b->T;
+        int k = 0, ok = t[k++] == TOK_BOS;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < 8; j++) ok &= t[k++] == pair[j];
+        if (t[k] == TOK_USER_DESC) {
+            int end = k + 1;
+            while (end < b->T && t[end] != TOK_EOS) end++;
+            int len = end - k - 1, which = -1;
+            char text[64] = "";
+            for (int j = 0; j < len && j < 63; j++) text[j] = (char)t[k + 1 + j], text[j + 1] = '\0';
+            for (int u = 0; u < USERS; u++)
+                if (user_desc[u] && !strcmp(text, user_desc[u])) which = u;
+            if (which >= 0) s->with[which]++;
+            else s->unknown++, snprintf(s->text, sizeof s->text, "%s", text);
+            k = end + 1;
+        } else
+            s->without++;
+        ok &= t[k] == TOK_TASK;
+        s->rows++, s->bad += !ok;
+    }
+}
+
+static void test_eval_descriptions(void)
+{
+    char data[300], good[512], writer[512], err[1024];
+    snprintf(data, sizeof data, "%s/data.h5", dir);
+    save_model("good2", 'a', good, sizeof good);
+    save_writer_model("writer", writer, sizeof writer);
+    static Config c;
+    static EvalReport r;
+    eval_config(&c, data);
+    Seen seen = { 0 };
+    EvalOptions o = { .ckpt = good, .quiet = 1, .on_rows = see_rows, .on_rows_ctx = &seen };
+
+    int rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 0 && seen.rows > 0 && seen.without == seen.rows && seen.bad == 0 && !strcmp(r.user_desc, "none"),
+          "eval.user_desc none: no description in any context", "%d rows", seen.rows);
+    memset(&seen, 0, sizeof seen);
+    snprintf(c.eval.user_desc, sizeof c.eval.user_desc, "oracle");
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    /* users 1..3 have descriptions, u4 none; u0 trains; 3 N values, each user's 8 queries in one row */
+    int per_user = seen.with[1] == 3 && seen.with[2] == 3 && seen.with[3] == 3 && seen.with[0] == 0;
+    check(rc == 0 && seen.bad == 0 && per_user && seen.without == 3 && seen.unknown == 0 && all_rows(&r, EVAL_MODEL, 1.0, 4),
+          "eval.user_desc oracle: C = BOS pairs USER_DESC <the user's true description> EOS, none without one",
+          "%s; %d rows: %d/%d/%d with u1/u2/u3's, %d without, %d other, %d malformed", rc ? err : "ran", seen.rows,
+          seen.with[1], seen.with[2], seen.with[3], seen.without, seen.unknown, seen.bad);
+    int noted = -1;
+    for (int i = 0; i < r.n_notes; i++)
+        if (strstr(r.notes[i], "eval.user_desc oracle: 1 of 4 users have no description")) noted = i;
+    check(rc == 0 && noted >= 0, "oracle: users without a description are noted", "%s",
+          noted >= 0 ? r.notes[noted] : "(no such note)");
+
+    memset(&seen, 0, sizeof seen);
+    snprintf(c.eval.user_desc, sizeof c.eval.user_desc, "generated");
+    o.ckpt = writer;
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 0 && seen.bad == 0 && seen.unknown == seen.rows && seen.rows == 12 && !strcmp(seen.text, "x"),
+          "eval.user_desc generated: C holds what the policy wrote after USER_DESC", "%s; %d rows, '%s'",
+          rc ? err : "ran", seen.rows, seen.text);
+    /* the truth: 'long' +1, nothing else; "x" names nothing: 6 of 7 attribute states right, no exact match */
+    int known = rc == 0 && r.desc_max_tokens == 64;
+    for (int i = 0; i < 3 && known; i++) {
+        const EvalDesc *d = &r.desc[i];
+        known = d->valid && d->users == 4 && d->parsed == 0 && d->mean_tokens == 1 && d->truncated == 0 &&
+                d->exact.mean == 0 && d->active_sign.mean == 0 && fabs(d->attributes.mean - 6.0 / 7) < 1e-12 &&
+                d->attr[SYNTH_LONG].mean == 0 && d->attr[SYNTH_EMOJI].mean == 1 && !strcmp(d->example, "x") &&
+                !strcmp(d->example_truth, "prefers: long answers") && !strcmp(d->example_user, "u1");
+    }
+    check(known, "description accuracy of a description that names nothing: exact 0, active 0, attributes 6/7",
+          "N=0: users %d parsed %.2f exact %.3f active %.3f attributes %.3f, '%s' vs '%s'", r.desc[0].users,
+          r.desc[0].parsed, r.desc[0].exact.mean, r.desc[0].active_sign.mean, r.desc[0].attributes.mean,
+          r.desc[0].example, r.desc[0].example_truth);
+}
+
+static void test_desc_score(void)
+{
+    double w[SYNTH_K] = { 1, -0.5, 0.1, 0, 0, -0.2, 0 };
+    int right[SYNTH_K] = { 1, -1, 0, 0, 0, -1, 0 }, flipped[SYNTH_K] = { 1, 1, 0, 0, 0, -1, 0 },
+        extra[SYNTH_K] = { 1, -1, 1, 0, 0, -1, 1 }, none[SYNTH_K] = { 0 };
+    EvalDescScore a, b, c, d;
+    eval_desc_score(right, w, &a);
+    eval_desc_score(flipped, w, &b);
+    eval_desc_score(extra, w, &c);
+    eval_desc_score(none, w, &d);
+    double sa = 0, sb = 0, sc = 0, sd = 0;
+    for (int k = 0; k < SYNTH_K; k++) sa += a.attr[k], sb += b.attr[k], sc += c.attr[k], sd += d.attr[k];
+    check(a.exact == 1 && sa == 7 && a.active == 3 && a.active_hits == 3, "description score: the truth's own signs",
+          "exact %.0f, %g of 7, %g of %g active", a.exact, sa, a.active_hits, a.active);
+    check(b.exact == 0 && sb == 6 && b.active_hits == 2 && b.attr[1] == 0, "description score: one sign flipped",
+          "%g of 7, %g of %g active", sb, b.active_hits, b.active);
+    check(c.exact == 0 && sc == 5 && c.active_hits == 3 && c.attr[2] == 0 && c.attr[6] == 0,
+          "description score: naming inactive attributes (|w| < 0.2) is wrong", "%g of 7", sc);
+    check(d.exact == 0 && sd == 4 && d.active_hits == 0 && d.active == 3, "description score: naming nothing",
+          "%g of 7", sd);
 }
 
 /* ---- the truth reader ---- */
@@ -376,6 +517,21 @@ static void test_render_matches_pack(void)
     check(same, "rendered prompt equals src/pack.c's row up to the answer", "%d tokens", n);
     check(sample_render_prompt(shots, 3, NULL, q, out, n - 1) == -1 && sample_prompt_len(shots, 3, NULL, q) == (size_t)n,
           "render refuses a buffer one token short", "needs %d", n);
+    /* with a description: the prompt, and the prompt for writing it, against pack's row */
+    static const uint16_t desc_ids[] = { 'd', 'i', 's', 'l', 'i', 'k', 'e', 's', ':', ' ', 'e', 'm', 'o', 'j', 'i' };
+    TokSpan desc = { desc_ids, 15 };
+    ex.desc = desc_ids, ex.desc_len = 15;
+    batch_reset(&b, 2, 64, 1);
+    pack_write(&d, &ex, PACK_UNSHARED, &b, 0, &ans);
+    n = sample_render_prompt(shots, 3, &desc, q, out, 256);
+    same = n > 0 && out[n - 1] == TOK_PREFERRED && b.tokens[n] == 'a';
+    for (int i = 0; i < n && same; i++) same = out[i] == b.tokens[i];
+    int32_t dp[256];
+    int nd = sample_render_desc_prompt(shots, 3, dp, 256), prefix = nd > 0 && dp[nd - 1] == TOK_USER_DESC;
+    for (int i = 0; i < nd && prefix; i++) prefix = dp[i] == b.tokens[i];
+    check(same && prefix && b.tokens[nd + 15] == TOK_EOS && sample_render_desc_prompt(shots, 3, dp, nd - 1) == -1,
+          "with a description: the prompt, and the one for writing it, equal src/pack.c's row",
+          "%d and %d tokens", n, nd);
     batch_free(&b);
     dataset_free(&d);
 }
@@ -441,6 +597,8 @@ int main(void)
     test_sample_token();
     test_generation_determinism();
     test_eval_known_answers();
+    test_desc_score();
+    test_eval_descriptions();
     test_truth_reader();
     test_render_matches_pack();
     char cmd[400];
