@@ -197,6 +197,22 @@ static void test_packing_equivalence(const Dataset *d)
     model_free(m);
 }
 
+/* Packs ex into one tree row of b (allocated here; with the context's
+ * targets if asked) and returns the model's log-probs of its targets. */
+static float *pack_forward(Model *m, const Dataset *d, MetaExample *ex, int context_targets, Batch *b,
+                           PackedAnswers *ans, int *len)
+{
+    int df, dq;
+    *len = pack_plan(d, ex, PACK_TREE, 512, &df, &dq);
+    batch_alloc(b, 1, 512, 7, 2048);
+    batch_reset(b, 1, *len, pack_segments(ex, PACK_TREE));
+    if (context_targets) pack_write_context_targets(d, ex, PACK_TREE, b, 0, ans);
+    else pack_write(d, ex, PACK_TREE, b, 0, ans);
+    float *logp = calloc(b->n_targets, sizeof(float));
+    model_forward(m, b, logp);
+    return logp;
+}
+
 /* train.sft_context: the context's chosen answers as targets. Checked
  * against an independent causal row per few-shot pair, built from the raw
  * spans, whose last answer is scored target by target. */
@@ -204,14 +220,10 @@ static void test_context_targets(const Dataset *d)
 {
     Model *m = small_model(512);
     MetaExample ex = { .user = 0, .n_fewshot = 3, .n_queries = 2, .pairs = { 0, 1, 2, 3, 4 } };
-    int df, dq, len = pack_plan(d, &ex, PACK_TREE, 512, &df, &dq);
     Batch b, c;
-    batch_alloc(&b, 1, 512, 7, 2048);
-    batch_reset(&b, 1, len, pack_segments(&ex, PACK_TREE));
     PackedAnswers ans;
-    pack_write_context_targets(d, &ex, PACK_TREE, &b, 0, &ans);
-    float *logp = calloc(b.n_targets, sizeof(float));
-    model_forward(m, &b, logp);
+    int len;
+    float *logp = pack_forward(m, d, &ex, 1, &b, &ans, &len);
     PackedAnswers plain;
     Batch q;
     batch_alloc(&q, 1, 512, 7, 2048);
@@ -307,14 +319,10 @@ static void test_desc_targets(const Dataset *d)
     static const uint16_t desc[] = { 'p', 'r', 'e', 'f', 'e', 'r', 's', ':', ' ', 'l', 'o', 'n', 'g' };
     int dl = (int)(sizeof desc / sizeof *desc);
     MetaExample ex = { .user = 0, .n_fewshot = 3, .n_queries = 2, .pairs = { 0, 1, 2, 3, 4 }, .desc = desc, .desc_len = dl };
-    int df, dq, len = pack_plan(d, &ex, PACK_TREE, 512, &df, &dq);
     Batch b, c;
-    batch_alloc(&b, 1, 512, 7, 2048);
-    batch_reset(&b, 1, len, pack_segments(&ex, PACK_TREE));
     PackedAnswers ans;
-    pack_write(d, &ex, PACK_TREE, &b, 0, &ans);
-    float *logp = calloc(b.n_targets, sizeof(float)), *dlogp = calloc(b.n_targets, sizeof(float));
-    model_forward(m, &b, logp);
+    int len, df, dq;
+    float *logp = pack_forward(m, d, &ex, 0, &b, &ans, &len), *dlogp = calloc(b.n_targets, sizeof(float));
 
     /* the linear sequence C, from the raw spans */
     int32_t row[512];
