@@ -130,8 +130,11 @@ static const Key schema[] = {
     INT(eval, max_new_tokens, "160", 1, 1 << 20, "generation length limit"),
     FLOAT(eval, temperature, "0.7", 0, 100, 0, "sampling temperature; 0 = greedy"),
     FLOAT(eval, top_p, "0.9", 0, 1, OPEN_LO, "nucleus sampling mass"),
-    STR(eval, sft_ckpt, "", 0, "SFT checkpoint: the baseline of the generation win rate"),
+    STR(eval, sft_ckpt, "", 0, "SFT checkpoint trained with context (default loss.ref_ckpt), shown the context: the win rate's head-to-head baseline and the sft_plain accuracy column"),
     STR(eval, pooled_ckpt, "", 0, "checkpoint trained without user context: the no-personalization baseline"),
+    STR(eval, anchor_ckpt, "", 0,
+        "non-personalizing model (e.g. SFT without context), shown no context: every method's win rate is measured "
+        "against it, the oracle's is the ceiling; empty = no anchor rows"),
     ENUM(eval, user_desc, "none", "none|oracle|generated",
          "description in the context: none; oracle: the user's true one from the dataset (upper bound); generated: "
          "the policy writes it (greedy) after the N pairs, then answers with it; reports description accuracy"),

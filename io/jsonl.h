@@ -16,6 +16,7 @@ typedef struct {
     const char *user_id, *prompt, *chosen, *rejected;
     const char *user_description; /* NULL when absent */
     size_t prompt_len, chosen_len, rejected_len, user_description_len; /* bytes (strings may hold NUL) */
+    const char *split_hint; /* written when not NULL ("test": fspo synth's interpolated users); not read yet */
 } PrefRow;
 
 /* Ground truth of one synthetic user (fspo synth), for scoring. */
@@ -26,6 +27,9 @@ typedef struct {
     const char *const *attr_names;
     double temperature;    /* Bradley-Terry temperature of the labels */
     int scorer_version;
+    const char *population; /* fspo synth --population's rung, written when not NULL (not read back) */
+    int has_split;          /* the population has an interpolated split: write "interpolated" */
+    int interpolated;       /* this user is one of its test users */
 } UserTruth;
 
 /* ---- reading (io/jsonl_read.c) ---- */
