@@ -16,9 +16,14 @@ else
 fi
 [[ $((SECONDS - t0)) -le 150 ]] && pass "quick demo is quick" "$((SECONDS - t0)) s (limit 150)" ||
     fail "quick demo is quick" "$((SECONDS - t0)) s (limit 150)"
-grep -q '^\[demo 7/7 ' "$tmp/demo.log" && grep -qE '^ +N users +model' "$tmp/demo.log" &&
+grep -q '^\[demo 9/9 ' "$tmp/demo.log" && grep -qE '^ +N users +model' "$tmp/demo.log" &&
     pass "demo prints progress and the table" "$(grep -c '^\[demo ' "$tmp/demo.log") stage lines" ||
     fail "demo prints progress and the table" "$(head -c 300 "$tmp/demo.log")"
+
+# the self-check ran and said its verdict (quick only reports it; demo exits 1 on FAIL)
+grep -qE '^    (PASS: few-shot personalization shows|FAIL: accuracy at the largest N)' "$tmp/demo.log" &&
+    pass "demo self-check runs and reports" "$(grep -E '^    (PASS|FAIL):' "$tmp/demo.log")" ||
+    fail "demo self-check runs and reports" "$(tail -n 8 "$tmp/demo.log" | tr '\n' ' ')"
 
 # the JSON: every N, every method, numbers that make sense by construction
 out=$(/usr/bin/python3 - "$tmp/demo/eval.json" <<'PY' 2>&1
@@ -33,13 +38,16 @@ for a in acc:
         assert 0 <= c["lo"] <= c["mean"] <= c["hi"] <= 1, (a["n"], m, c)
 # no context, no data: the linear baseline is a coin flip
 assert acc[0]["linear"] == {"mean": 0.5, "lo": 0.5, "hi": 0.5}, acc[0]["linear"]
-# labels follow the true reward (synth noise 0.1): the oracle is nearly perfect
-assert min(a["bayes"]["mean"] for a in acc) >= 0.9, [a["bayes"] for a in acc]
+# population r1: labels follow the true reward 90% of the time (6 users x 8
+# queries: a binomial 0.9 lands below 0.7 with probability < 1e-3)
+assert min(a["bayes"]["mean"] for a in acc) >= 0.7, [a["bayes"] for a in acc]
 # the linear baseline learns from its context
 assert acc[3]["linear"]["mean"] > 0.6, acc[3]["linear"]
 for k in ("win_rate_sft", "win_rate_pooled"):
     w = r[k]
     assert w and 0 <= w["win"]["lo"] <= w["win"]["mean"] <= w["win"]["hi"] <= 1 and w["samples"] > 0, (k, w)
+# the demo trains the anchor, so every method is scored against it, beside the ceiling
+assert all(r["win_rate_anchor"][k] for k in ("policy", "pooled", "oracle")), r["win_rate_anchor"]
 print(f"{r['users']} users; linear N=4 {acc[3]['linear']['mean']:.3f}, bayes {acc[0]['bayes']['mean']:.3f}, "
       f"model N=0..4 " + " ".join(f"{a['model']['mean']:.3f}" for a in acc))
 PY
