@@ -66,7 +66,7 @@ done
 D=$tmp/demo
 SFT=$(ls -v "$D"/sft/ckpt_*.h5 | tail -n 1) POLICY=$(ls -v "$D"/pref/ckpt_*.h5 | tail -n 1)
 POOLED=$(ls -v "$D"/pooled/ckpt_*.h5 | tail -n 1)
-EV=(configs/demo.yaml --truth "$D/users.truth.jsonl" --set data.path="$D/data.h5" --set model.max_seq=1536
+EV=(configs/demo.yaml --truth "$D/users.truth.jsonl" --set data.path="$D/data.h5" --set model.max_seq=1024
     --set model.d_model=32 --set model.n_layers=2 --set model.n_heads=4 --set eval.max_users=6
     --set eval.bootstrap=200 --set eval.max_new_tokens=24 --quiet)
 if "$FSPO" eval "${EV[@]}" --ckpt "$POLICY" --json "$tmp/anchor.json" --set eval.n_fewshot=[0,2,4] \
@@ -153,7 +153,7 @@ printf '{"user_id": "u", "prompt": "p", "chosen": "c"}\n' >"$tmp/field.jsonl"
 expect_error "sample: a row without 'rejected'" 2 "field.jsonl:1: missing field 'rejected'" -- \
     "$FSPO" sample --ckpt "$ckpt" --examples "$tmp/field.jsonl" --prompt hi
 long=$(head -c 2000 /dev/zero | tr '\0' 'x')
-expect_error "sample: prompt longer than the context" 2 "is [0-9]+ tokens; the model's context \(model.max_seq\) is 1536" -- \
+expect_error "sample: prompt longer than the context" 2 "is [0-9]+ tokens; the model's context \(model.max_seq\) is 1024" -- \
     "$FSPO" sample --ckpt "$ckpt" --examples "$tmp/user.jsonl" --prompt "$long"
 expect_error "sample: missing --prompt" 2 "required" -- "$FSPO" sample --ckpt "$ckpt" --examples "$tmp/user.jsonl"
 expect_error "eval: missing --ckpt" 2 "usage: fspo eval" -- "$FSPO" eval configs/demo.yaml
