@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dataset.h"
 #include "util.h"
 
 struct JsonlWriter {
@@ -112,9 +113,14 @@ int jsonl_write_row(JsonlWriter *w, const PrefRow *row)
         { "chosen", row->chosen, row->chosen_len },
         { "rejected", row->rejected, row->rejected_len },
         { "user_description", row->user_description, row->user_description_len },
+        { "split", row->split, row->split ? strlen(row->split) : 0 },
     };
-    int n_fields = row->user_description ? 5 : 4; /* the description is optional */
-    for (int i = 0; i < n_fields; i++) {
+    if (row->split && dataset_split_parse(row->split) < 0) {
+        json_decref(obj);
+        return writer_fail(w, "%s: line %ld: field 'split' is '%s', not train, validation or test", row->split);
+    }
+    for (int i = 0; i < 6; i++) {
+        if (i >= 4 && !fields[i].s) continue; /* the description and the split are optional */
         if (!fields[i].s) {
             json_decref(obj);
             return writer_fail(w, "%s: line %ld: field '%s' is missing", fields[i].key);

@@ -78,4 +78,4 @@ expect_error "sample: prompt longer than the context" 2 "is [0-9]+ tokens; the m
 expect_error "sample: missing --prompt" 2 "required" -- "$FSPO" sample --ckpt "$ckpt" --examples "$tmp/user.jsonl"
 expect_error "eval: missing --ckpt" 2 "usage: fspo eval" -- "$FSPO" eval configs/demo.yaml
 expect_error "eval: missing checkpoint" 2 "nope.h5: cannot open the checkpoint" -- \
-    "$FSPO" eval configs/demo.yaml --ckpt "$tmp/nope.h5" --set data.path="$tmp/demo/data.h5" --quiet
+    "$FSPO" eval configs/demo.yaml --ckpt "$tmp/nope.h5" --set data.path="$tmp/demo/data.h5" --split test --quiet
