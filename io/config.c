@@ -128,8 +128,11 @@ static const Key schema[] = {
     INT(eval, max_new_tokens, "160", 1, 1 << 20, "generation length limit"),
     FLOAT(eval, temperature, "0.7", 0, 100, 0, "sampling temperature; 0 = greedy"),
     FLOAT(eval, top_p, "0.9", 0, 1, OPEN_LO, "nucleus sampling mass"),
-    STR(eval, sft_ckpt, "", 0, "SFT checkpoint: the baseline of the generation win rate"),
+    STR(eval, sft_ckpt, "", 0, "SFT checkpoint trained with context (default loss.ref_ckpt), shown the context: the win rate's head-to-head baseline and the sft_plain accuracy column"),
     STR(eval, pooled_ckpt, "", 0, "checkpoint trained without user context: the no-personalization baseline"),
+    STR(eval, anchor_ckpt, "", 0,
+        "non-personalizing model (e.g. SFT without context), shown no context: every method's win rate is measured "
+        "against it, the oracle's is the ceiling; empty = no anchor rows"),
 
     STR(slurm, job_name, "fspo", 1, "--job-name"),
     INT(slurm, nodes, "1", 1, 100000, "--nodes"),

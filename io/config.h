@@ -79,8 +79,9 @@ typedef struct {
         int bootstrap;        /* resamples for the 95% CI */
         int max_new_tokens;
         double temperature, top_p;
-        char sft_ckpt[CFG_STR];    /* baseline for the generation win rate */
+        char sft_ckpt[CFG_STR];    /* SFT with context: win-rate baseline, sft_plain column */
         char pooled_ckpt[CFG_STR]; /* no-context baseline */
+        char anchor_ckpt[CFG_STR]; /* non-personalizing model all win rates are measured against */
     } eval;
     struct {
         char job_name[CFG_STR];

@@ -2,8 +2,11 @@
  * eval_run end to end on a model whose log-probs are set by hand (accuracy
  * 1, 0 and 1/2 by construction), the bootstrap against the exact bootstrap
  * distribution of a Bernoulli mean, the linear baseline against a
- * hand-solved case and its optimality conditions, the prompt renderer
- * against src/pack.c, and the sampler's determinism and distribution. */
+ * hand-solved case and its optimality conditions, the gap-closed ratio and
+ * the win rate against exact bootstrap distributions of two users, the
+ * oracle's ceiling against 1/2 + P(anchor not optimal)/2, the oracle's
+ * answer against every attribute mask, the prompt renderer against
+ * src/pack.c, and the sampler's determinism and distribution. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -130,7 +133,7 @@ static void eval_config(Config *c, const char *data)
     c->eval.n_fewshot.v[0] = 0, c->eval.n_fewshot.v[1] = 1, c->eval.n_fewshot.v[2] = 4;
     c->eval.bootstrap = 200;
     c->eval.max_new_tokens = 4;
-    c->loss.ref_ckpt[0] = c->eval.sft_ckpt[0] = c->eval.pooled_ckpt[0] = '\0';
+    c->loss.ref_ckpt[0] = c->eval.sft_ckpt[0] = c->eval.pooled_ckpt[0] = c->eval.anchor_ckpt[0] = '\0';
 }
 
 static int all_rows(const EvalReport *r, int method, double want, int users)
@@ -244,6 +247,64 @@ static void test_eval_split(void)
           "%s", rc ? err : "bayes column computed");
 }
 
+/* The new columns and the anchor rows on the same hand-set models: "good"
+ * prefers every chosen answer, "bad" every rejected one; no answer has an
+ * attribute, so every sample and the oracle's answer score r_u = 0. */
+static void test_eval_anchor_known_answers(void)
+{
+    char data[300], good[512], bad[512], err[1024];
+    snprintf(data, sizeof data, "%s/data.h5", dir);
+    snprintf(good, sizeof good, "%s/good/ckpt_1.h5", dir);
+    snprintf(bad, sizeof bad, "%s/bad/ckpt_1.h5", dir);
+    static Config c;
+    static EvalReport r;
+    eval_config(&c, data);
+    EvalOptions o = { .ckpt = bad, .quiet = 1 };
+    /* policy "bad" against reference "bad" (SFT = the reference), pooled and anchor "good" */
+    snprintf(c.loss.ref_ckpt, sizeof c.loss.ref_ckpt, "%s", bad);
+    snprintf(c.eval.pooled_ckpt, sizeof c.eval.pooled_ckpt, "%s", good);
+    snprintf(c.eval.anchor_ckpt, sizeof c.eval.anchor_ckpt, "%s", good);
+    int rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 0 && all_rows(&r, EVAL_MODEL, 0.5, 4) && all_rows(&r, EVAL_MODEL_PLAIN, 0.0, 4) &&
+              all_rows(&r, EVAL_SFT_PLAIN, 0.0, 4) && !strcmp(r.sft_path, bad),
+          "plain margins: the policy's and SFT's (= the reference) own preference, implicit 1/2",
+          "%s; model %.3f, model_plain %.3f, sft_plain %.3f", rc ? err : "ran", r.rows[0].m[EVAL_MODEL].ci.mean,
+          r.rows[0].m[EVAL_MODEL_PLAIN].ci.mean, r.rows[0].m[EVAL_SFT_PLAIN].ci.mean);
+    /* Bayes 1/2 is below pooled 1: no gap to close */
+    int na = rc == 0;
+    for (int i = 0; i < r.n_rows && na; i++) na = r.rows[i].gap_state == -1 && isnan(r.rows[i].gap_closed.mean);
+    check(na, "gap closed is n/a when Bayes is not above pooled", "state %d", r.rows[0].gap_state);
+    int ties = rc == 0 && r.oracle_varied == 0 && r.oracle_fixed_on == 0;
+    for (int k = 0; k < EVAL_N_WIN && ties; k++) {
+        const EvalWin *w = &r.win_anchor[k];
+        ties = w->valid && w->win.mean == 0.5 && w->tie_frac == 1 && w->samples == 8 && w->users == 4 &&
+               w->reward_policy == 0 && w->reward_baseline == 0 && !strcmp(w->baseline, "anchor") &&
+               !strcmp(w->method, eval_win_names[k]) && w->of_ceiling.mean == 1;
+    }
+    check(ties && r.win_anchor[EVAL_WIN_POLICY].n_fewshot == 4 && r.win_anchor[EVAL_WIN_POOLED].n_fewshot == 0,
+          "anchor rows: no attribute anywhere, so every method and the oracle tie the anchor (1/2, ceiling 1/2)",
+          "policy %.3f, oracle %.3f, ties %.2f, varied %#x", r.win_anchor[0].win.mean,
+          r.win_anchor[EVAL_WIN_ORACLE].win.mean, r.win_anchor[0].tie_frac, r.oracle_varied);
+    check(rc == 0 && r.win_sft.valid && r.win_pooled.valid && r.win_sft.samples == 8 && r.win_sft.win.mean == 0.5,
+          "head-to-head win rates kept beside the anchor's", "vs sft %.3f, vs pooled %.3f", r.win_sft.win.mean,
+          r.win_pooled.win.mean);
+
+    /* an SFT checkpoint of its own (not the reference) is scored with the context; no anchor, no anchor rows */
+    c.loss.ref_ckpt[0] = c.eval.pooled_ckpt[0] = c.eval.anchor_ckpt[0] = '\0';
+    snprintf(c.eval.sft_ckpt, sizeof c.eval.sft_ckpt, "%s", good);
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    int none = 1;
+    for (int k = 0; k < EVAL_N_WIN; k++) none &= !r.win_anchor[k].valid;
+    check(rc == 0 && all_rows(&r, EVAL_SFT_PLAIN, 1.0, 4) && all_rows(&r, EVAL_MODEL_PLAIN, 0.0, 4) &&
+              r.rows[0].gap_state == 0 && none && r.win_sft.valid,
+          "eval.sft_ckpt apart from the reference: its own column; no anchor, no anchor rows",
+          "%s; sft_plain %.3f", rc ? err : "ran", r.rows[1].m[EVAL_SFT_PLAIN].ci.mean);
+    snprintf(c.eval.anchor_ckpt, sizeof c.eval.anchor_ckpt, "%s/missing.h5", dir);
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 2 && strstr(err, "eval.anchor_ckpt") && strstr(err, "missing.h5"),
+          "a missing anchor checkpoint is a usage error naming the key", "%d: %s", rc, err);
+}
+
 /* ---- the truth reader ---- */
 
 static void test_truth_reader(void)
@@ -320,6 +381,121 @@ static void test_bootstrap(void)
     double hw[3] = { 2, 0, 0 }, cw[3] = { 4, 2, 0 };
     ci = eval_bootstrap(hw, cw, 3, 0, 1);
     check(fabs(ci.mean - 2.0 / 6) < 1e-12, "accuracy pools pairs over users", "%.4f", ci.mean);
+}
+
+/* ---- gap closed, win rates and the ceiling ---- */
+
+static void test_gap_closed(void)
+{
+    /* two users, 8 queries each: model, pooled, Bayes credits */
+    double a[2] = { 6, 8 }, b[2] = { 4, 2 }, c[2] = { 8, 8 }, n[2] = { 8, 8 };
+    int left = -1;
+    EvalCI ci = eval_gap_closed(a, b, c, n, 2, 4000, 7, &left);
+    /* resamples {0,0}: (12-8)/(16-8) = 0.5 (p 1/4); mixed: (14-6)/(16-6) = 0.8 (1/2); {1,1}: 12/12 = 1 (1/4) */
+    check(fabs(ci.mean - 0.8) < 1e-12 && ci.lo == 0.5 && ci.hi == 1.0 && left == 0,
+          "gap closed: two users, the exact bootstrap distribution's quantiles", "%.3f [%.3f, %.3f], %d left out",
+          ci.mean, ci.lo, ci.hi, left);
+    double c0[2] = { 4, 2 };
+    ci = eval_gap_closed(a, b, c0, n, 2, 1000, 7, &left);
+    check(isnan(ci.mean) && isnan(ci.lo) && isnan(ci.hi), "gap closed: Bayes = pooled gives n/a", "%.3f", ci.mean);
+    /* user 1 has no gap (b = c): resamples of user 1 alone (p 1/4) are left out */
+    double a2[2] = { 6, 3 }, b2[2] = { 4, 5 }, c2[2] = { 8, 5 };
+    ci = eval_gap_closed(a2, b2, c2, n, 2, 4000, 7, &left);
+    check(ci.mean == 0 && ci.lo == 0 && ci.hi == 0.5 && left > 1000 - 140 && left < 1000 + 140,
+          "gap closed: resamples without a gap are left out and counted", "%.3f [%.3f, %.3f], %d of 4000 left out",
+          ci.mean, ci.lo, ci.hi, left);
+    double h[2] = { 3, 1 }, o[2] = { 4, 4 }, cnt[2] = { 4, 4 };
+    ci = eval_gap_closed(h, NULL, o, cnt, 2, 0, 1, NULL);
+    check(fabs(ci.mean - 0.5) < 1e-12 && ci.lo == ci.mean, "B = NULL: the plain ratio A / C (win over the ceiling)",
+          "%.3f", ci.mean);
+}
+
+static void test_win_and_ceiling(void)
+{
+    /* method vs baseline rewards of 4 samples of users 0 and 1; user 2 has none */
+    double ra[4] = { 1, 0, 0, 2 }, rb[4] = { 0, 0, 1, 2 };
+    int user[4] = { 0, 0, 1, 1 };
+    EvalWin w;
+    memset(&w, 0, sizeof w);
+    eval_win_summary(ra, rb, user, 4, 3, 4000, 5, &w);
+    /* by hand: user 0 wins 1 + 1/2 of 2, user 1 0 + 1/2 of 2; resampled 0.75, 0.5, 0.25 with p 1/4, 1/2, 1/4 */
+    check(w.valid && w.samples == 4 && w.users == 2 && w.win.mean == 0.5 && w.win.lo == 0.25 && w.win.hi == 0.75 &&
+              w.tie_frac == 0.5 && w.reward_policy == 0.75 && w.reward_baseline == 0.75,
+          "win rate by hand: wins, ties count 1/2, users without samples left out", "%.3f [%.3f, %.3f], ties %.2f, %d users",
+          w.win.mean, w.win.lo, w.win.hi, w.tie_frac, w.users);
+
+    /* the ceiling: the oracle reaches the best reward r* on every prompt, so
+     * it wins 1 - P(the anchor's sample reaches r*)/2 = 1/2 + P(not optimal)/2 */
+    enum { S = 9 };
+    double best[S] = { 2, 2, 2, 1, 1, 1, 0, 0, 0.5 }, anchor[S] = { 2, 0, -1, 1, 1, 0, -1, 0, 0.5 };
+    double method[S] = { 2, 2, 0, 0, 1, 1, 0, -1, 0 };
+    int who[S] = { 0, 0, 0, 1, 1, 1, 2, 2, 3 };
+    int not_optimal = 0;
+    for (int i = 0; i < S; i++) not_optimal += anchor[i] < best[i];
+    double formula = 0.5 + 0.5 * not_optimal / S; /* 4 of 9 not optimal: 13/18 */
+    EvalWin ceil_w, meth_w;
+    memset(&ceil_w, 0, sizeof ceil_w), memset(&meth_w, 0, sizeof meth_w);
+    eval_win_summary(best, anchor, who, S, 4, 0, 1, &ceil_w);
+    eval_win_summary(method, anchor, who, S, 4, 0, 1, &meth_w);
+    check(fabs(ceil_w.win.mean - formula) < 1e-12 && fabs(formula - 13.0 / 18) < 1e-12 &&
+              fabs(ceil_w.tie_frac - 5.0 / 9) < 1e-12,
+          "oracle vs anchor: win = 1/2 + P(anchor not optimal)/2", "%.4f vs formula %.4f", ceil_w.win.mean, formula);
+    /* the method: wins at samples 1, 2, 5, 6, ties at 0, 4, losses at 3, 7, 8: 5/9 */
+    double credit = 0;
+    for (int i = 0; i < S; i++) credit += method[i] > anchor[i] ? 1 : method[i] == anchor[i] ? 0.5 : 0;
+    double hits[4], cnt[4], ho[4], c2[4];
+    eval_win_tally(method, anchor, who, S, 4, hits, cnt);
+    eval_win_tally(best, anchor, who, S, 4, ho, c2);
+    EvalCI ratio = eval_gap_closed(hits, NULL, ho, cnt, 4, 0, 1, NULL);
+    check(fabs(meth_w.win.mean - credit / S) < 1e-12 && fabs(ratio.mean - (credit / S) / formula) < 1e-12 &&
+              hits[0] == 2.5 && cnt[0] == 3 && hits[3] == 0 && cnt[3] == 1,
+          "method vs anchor and its fraction of the ceiling", "win %.4f, of ceiling %.4f", meth_w.win.mean, ratio.mean);
+    EvalWin perfect;
+    memset(&perfect, 0, sizeof perfect);
+    eval_win_summary(best, anchor, who, S, 4, 0, 1, &perfect);
+    eval_win_tally(best, anchor, who, S, 4, hits, cnt);
+    ratio = eval_gap_closed(hits, NULL, ho, cnt, 4, 0, 1, NULL);
+    check(perfect.win.mean == ceil_w.win.mean && ratio.mean == 1, "a perfect policy wins exactly the ceiling",
+          "%.4f", ratio.mean);
+}
+
+/* The oracle's answer maximizes r_u over every mask the data allows
+ * (exhaustively, against synth_reward), and the scorer reads it back. */
+static void test_oracle_answer(void)
+{
+    Rng r = rng_seed(41, 0);
+    int trials = 0, bad = 0, reread = 0, zero_on = 0;
+    for (int t = 0; t < 300; t++) {
+        double w[SYNTH_K];
+        for (int k = 0; k < SYNTH_K; k++) {
+            int kind = (int)rng_below(&r, 4); /* zero, +-1, or a dense value */
+            w[k] = kind == 0 ? 0 : kind == 1 ? (rng_below(&r, 2) ? 1 : -1) : rng_uniform(&r) * 2 - 1;
+        }
+        unsigned varied = t % 3 == 0 ? SYNTH_ALL_ATTRS : rng_below(&r, 1u << SYNTH_K);
+        unsigned fixed_on = t % 5 == 0 ? rng_below(&r, 1u << SYNTH_K) & ~varied : 0;
+        int flavor = t % SYNTH_N_FLAVORS;
+        SynthWording wd;
+        synth_draw_wording(&r, &wd);
+        char text[SYNTH_MAX_RESPONSE];
+        size_t n = eval_oracle_answer(flavor, w, varied, fixed_on, &wd, text);
+        double a[SYNTH_K];
+        synth_score(text, n, a);
+        unsigned got = synth_attrs_to_mask(a);
+        reread += got == eval_oracle_mask(w, varied, fixed_on);
+        double r_oracle = synth_reward(w, a), best = -1e300;
+        for (unsigned m = 0; m < (1u << SYNTH_K); m++) {
+            if ((m & ~varied) != fixed_on) continue; /* outside what the data varies, as the data has it */
+            double am[SYNTH_K];
+            synth_mask_to_attrs(m, am);
+            best = fmax(best, synth_reward(w, am));
+        }
+        bad += (got & ~varied) != fixed_on || fabs(r_oracle - best) > 1e-12;
+        for (int k = 0; k < SYNTH_K; k++) zero_on += w[k] == 0 && ((got & varied) >> k & 1u);
+        trials++;
+    }
+    check(bad == 0 && reread == trials, "oracle answer: the best r_u over every allowed mask (exhaustive), read back exactly",
+          "%d of %d trials off, %d read back", bad, trials, reread);
+    check(zero_on == 0, "oracle answer: attributes of weight 0 are off", "%d on", zero_on);
 }
 
 /* ---- linear baseline ---- */
@@ -481,10 +657,14 @@ int main(void)
     test_margin();
     test_bootstrap();
     test_linear();
+    test_gap_closed();
+    test_win_and_ceiling();
+    test_oracle_answer();
     test_sample_token();
     test_generation_determinism();
     test_eval_known_answers();
     test_eval_split();
+    test_eval_anchor_known_answers();
     test_truth_reader();
     test_render_matches_pack();
     char cmd[400];

@@ -51,6 +51,78 @@ for p in accuracy_vs_n training_curves; do
         fail "plot $p.png" "missing or not a PNG"
 done
 
+# ---- every method against a non-personalizing anchor, and the oracle's ceiling ----
+# The anchor is the pooled model (trained without context, shown none): the
+# pooled row then samples the very same answers as the anchor (same model,
+# prompt and seed), a known answer of exactly 1/2, all ties.
+D=$tmp/demo
+SFT=$(ls -v "$D"/sft/ckpt_*.h5 | tail -n 1) POLICY=$(ls -v "$D"/pref/ckpt_*.h5 | tail -n 1)
+POOLED=$(ls -v "$D"/pooled/ckpt_*.h5 | tail -n 1)
+EV=(configs/demo.yaml --split test --truth "$D/users.truth.jsonl" --set data.path="$D/data.h5" --set model.max_seq=1536
+    --set model.d_model=32 --set model.n_layers=2 --set model.n_heads=4 --set eval.max_users=6
+    --set eval.bootstrap=200 --set eval.max_new_tokens=24 --quiet)
+if "$FSPO" eval "${EV[@]}" --ckpt "$POLICY" --json "$tmp/anchor.json" --set eval.n_fewshot=[0,2,4] \
+    --set loss.ref_ckpt="$SFT" --set eval.sft_ckpt="$SFT" --set eval.pooled_ckpt="$POOLED" \
+    --set eval.anchor_ckpt="$POOLED" >"$tmp/anchor.txt" 2>&1; then
+    out=$(/usr/bin/python3 - "$tmp/anchor.json" <<'PY' 2>&1
+import json, sys
+r = json.load(open(sys.argv[1]))
+for a in r["accuracy"]:
+    for m in ("model", "model_plain", "sft_plain", "pooled", "bayes"):
+        assert 0 <= a[m]["lo"] <= a[m]["mean"] <= a[m]["hi"] <= 1, (a["n"], m, a[m])
+    # the gap closed, recomputed from the columns it is made of
+    den = a["bayes"]["mean"] - a["pooled"]["mean"]
+    assert den >= 0.01 and a["gap_closed"] is not None, a
+    want = (a["model"]["mean"] - a["pooled"]["mean"]) / den
+    g = a["gap_closed"]
+    assert abs(g["mean"] - want) < 1e-4 and g["lo"] <= g["mean"] <= g["hi"], (a["n"], g, want)
+w = r["win_rate_anchor"]
+rows = [w[k] for k in ("policy", "sft", "pooled", "oracle")]
+assert all(x and x["baseline"] == "anchor" for x in rows), w
+# every method on the same prompts against the same anchor answers
+assert len({(x["samples"], x["users"], x["reward_baseline"]) for x in rows}) == 1, rows
+pooled, oracle = w["pooled"], w["oracle"]
+assert pooled["win"]["mean"] == 0.5 and pooled["tie_frac"] == 1, pooled
+# the ideal answer is at least as good as any sample of any model
+assert all(oracle["reward_policy"] >= x["reward_policy"] for x in rows), [x["reward_policy"] for x in rows]
+# it never loses, so its win rate is 1 - P(tie)/2: the ceiling formula
+assert abs(oracle["win"]["mean"] - (1 - oracle["tie_frac"] / 2)) < 1e-4, oracle
+for x in rows[:3]:
+    assert abs(x["of_ceiling"]["mean"] - x["win"]["mean"] / oracle["win"]["mean"]) < 1e-4, x
+assert w["oracle_varied_attrs"] and r["win_rate_sft"]["method"] == "policy" and r["win_rate_pooled"], w
+print(f"{oracle['samples']} samples: win vs anchor " + ", ".join(f"{k} {w[k]['win']['mean']:.3f}" for k in
+      ("policy", "sft", "pooled", "oracle")) + f"; mean r_u oracle {oracle['reward_policy']:.2f}, anchor "
+      f"{oracle['reward_baseline']:.2f}; gap closed N=4 {r['accuracy'][-1]['gap_closed']['mean']:.3f}")
+PY
+    ) && pass "eval with an anchor: every method and the oracle's ceiling, gap closed" "$out" ||
+        fail "eval with an anchor: every method and the oracle's ceiling, gap closed" "$out"
+    grep -q '^win rates vs the anchor' "$tmp/anchor.txt" && grep -qE '^ +oracle +w_u' "$tmp/anchor.txt" &&
+        pass "eval table: the anchor's rows" "$(grep -c '' "$tmp/anchor.txt") lines" ||
+        fail "eval table: the anchor's rows" "$(head -c 600 "$tmp/anchor.txt")"
+    bash scripts/plot.sh "$tmp/anchor.json" "$tmp/aplots" >/dev/null 2>&1 && [[ -s $tmp/aplots/accuracy_vs_n.png ]] &&
+        pass "plot.sh draws the JSON with the new columns" "$(stat -c %s "$tmp/aplots/accuracy_vs_n.png") bytes" ||
+        fail "plot.sh draws the JSON with the new columns" "no accuracy_vs_n.png"
+else
+    fail "eval with an anchor: every method and the oracle's ceiling, gap closed" "$(tail -n 5 "$tmp/anchor.txt")"
+fi
+# The SFT model as the policy, its own SFT column from a separate model (the
+# reference is another checkpoint): the two plain margins must agree exactly.
+if "$FSPO" eval "${EV[@]}" --ckpt "$SFT" --json "$tmp/sft.json" --set eval.n_fewshot=[0,2] \
+    --set loss.ref_ckpt="$POOLED" --set eval.sft_ckpt="$SFT" >"$tmp/sft.txt" 2>&1; then
+    out=$(/usr/bin/python3 - "$tmp/sft.json" <<'PY' 2>&1
+import json, sys
+r = json.load(open(sys.argv[1]))
+for a in r["accuracy"]:
+    assert a["model_plain"] == a["sft_plain"], a
+print(" ".join("N=%d: %.3f" % (a["n"], a["sft_plain"]["mean"]) for a in r["accuracy"]))
+PY
+    ) &&
+        pass "sft_plain of the policy's own checkpoint equals its model_plain" "$out" ||
+        fail "sft_plain of the policy's own checkpoint equals its model_plain" "$out"
+else
+    fail "sft_plain of the policy's own checkpoint equals its model_plain" "$(tail -n 5 "$tmp/sft.txt")"
+fi
+
 # ---- fspo sample ----
 ckpt=$(ls -v "$tmp"/demo/pref/ckpt_*.h5 | tail -n 1)
 head -n 3 "$tmp/demo/users.jsonl" >"$tmp/user.jsonl"
