@@ -125,7 +125,9 @@ static const Key schema[] = {
     INT(checkpoint, keep, "3", 1, 1e6, "newest verified checkpoints kept in run_dir"),
 
     INT_LIST(eval, n_fewshot, "[0, 1, 2, 4, 8]", 0, 256, "few-shot pair counts N to evaluate at"),
-    INT(eval, max_users, "0", 0, 1e9, "held-out users evaluated; 0 = all"),
+    ENUM(eval, split, "validation", "validation|test",
+         "users evaluated: validation to choose settings on, test once per finished design (`fspo eval --split`)"),
+    INT(eval, max_users, "0", 0, 1e9, "users of eval.split evaluated; 0 = all"),
     INT(eval, bootstrap, "1000", 0, 1e7, "bootstrap resamples for the 95% confidence intervals; 0 = none"),
     INT(eval, max_new_tokens, "160", 1, 1 << 20, "generation length limit"),
     FLOAT(eval, temperature, "0.7", 0, 100, 0, "sampling temperature; 0 = greedy"),
@@ -169,7 +171,7 @@ static const struct {
     { "optim", "Optimizer and learning-rate schedule." },
     { "mpi", "Data-parallel execution." },
     { "checkpoint", "How often checkpoints are written and how many are kept." },
-    { "eval", "Held-out evaluation (`fspo eval`) and generation." },
+    { "eval", "Evaluation on validation or test users (`fspo eval`) and generation." },
     { "slurm", "The batch job `fspo slurm submit` renders." },
 };
 

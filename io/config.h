@@ -75,7 +75,8 @@ typedef struct {
     } checkpoint;
     struct {
         CfgIntList n_fewshot; /* N values to evaluate, e.g. [0, 1, 2, 4, 8] */
-        int max_users;        /* 0 = every held-out user */
+        char split[16];       /* validation | test: the users evaluated */
+        int max_users;        /* 0 = every user of the split */
         int bootstrap;        /* resamples for the 95% CI */
         int max_new_tokens;
         double temperature, top_p;

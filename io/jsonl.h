@@ -2,7 +2,9 @@
  *
  * Input rows follow TRL's preference columns plus a user id:
  *   {"user_id": "...", "prompt": "...", "chosen": "...", "rejected": "...",
- *    "user_description": "..."}   (the description is optional)
+ *    "user_description": "...", "split": "test"}
+ * (the description and the split are optional; split, one of "train",
+ * "validation", "test", puts the row's user in that split, see src/prep.h)
  * Readers report a bad line as "FILE:LINE: reason" and let the caller
  * decide whether to skip it (fspo prep) or stop (--strict). Writers write
  * FILE.tmp and rename on close, so a reader never sees a partial file. */
@@ -15,8 +17,9 @@
 typedef struct {
     const char *user_id, *prompt, *chosen, *rejected;
     const char *user_description; /* NULL when absent */
+    const char *split;            /* NULL when absent, else "train", "validation" or "test" (fspo synth:
+                                     "test" on the rows of r4's interpolated users) */
     size_t prompt_len, chosen_len, rejected_len, user_description_len; /* bytes (strings may hold NUL) */
-    const char *split_hint; /* written when not NULL ("test": fspo synth's interpolated users); not read yet */
 } PrefRow;
 
 /* Ground truth of one synthetic user (fspo synth), for scoring. */

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dataset.h"
 #include "util.h"
 
 struct JsonlWriter {
@@ -113,8 +114,12 @@ int jsonl_write_row(JsonlWriter *w, const PrefRow *row)
         { "chosen", row->chosen, row->chosen_len, 0 },
         { "rejected", row->rejected, row->rejected_len, 0 },
         { "user_description", row->user_description, row->user_description_len, 1 },
-        { "split_hint", row->split_hint, row->split_hint ? strlen(row->split_hint) : 0, 1 },
+        { "split", row->split, row->split ? strlen(row->split) : 0, 1 },
     };
+    if (row->split && dataset_split_parse(row->split) < 0) {
+        json_decref(obj);
+        return writer_fail(w, "%s: line %ld: field 'split' is '%s', not train, validation or test", row->split);
+    }
     for (int i = 0; i < (int)(sizeof fields / sizeof *fields); i++) {
         if (fields[i].optional && !fields[i].s) continue;
         if (!fields[i].s) {

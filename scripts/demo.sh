@@ -167,8 +167,10 @@ POOLED=$(latest "$OUT/pooled")
 lap pooled
 
 LAP=$SECONDS
-stage "evaluate on held-out users: accuracy vs N, linear and Bayes baselines, win rates"
-"$FSPO" eval $CONFIG --ckpt "$POLICY" --json "$OUT/eval.json" --truth "$OUT/users.truth.jsonl" \
+# --heldout-frac F makes F of the users test users and none validation (the
+# demo's users and numbers as before the three-way split): evaluate the test split
+stage "evaluate on the held-out (test) users: accuracy vs N, linear and Bayes baselines, win rates"
+"$FSPO" eval $CONFIG --ckpt "$POLICY" --split test --json "$OUT/eval.json" --truth "$OUT/users.truth.jsonl" \
     "${COMMON[@]}" --set train.run_dir="$OUT/pref" --set loss.ref_ckpt="$SFT" --set eval.sft_ckpt="$SFT" \
     --set eval.pooled_ckpt="$POOLED" ${ANCHOR:+--set eval.anchor_ckpt="$ANCHOR"} "${EVAL[@]}" | tee "$OUT/eval.txt"
 lap eval

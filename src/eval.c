@@ -1,5 +1,5 @@
 /* eval: see eval.h. The run, in order:
- *   users    held-out users of the dataset (sampler, SPLIT_HELDOUT), each with a
+ *   users    held-out users of the dataset (sampler, split eval.split), each with a
  *            fixed pool of few-shot pairs and Q query pairs drawn once;
  *   oracles  the scorer's attribute vectors of every pair's two answers, for the
  *            linear baseline and (with the truth file) the Bayes-optimal column;
@@ -425,7 +425,8 @@ static int pick_users(Eval *e, char *err, size_t errlen)
     if (nmax > SAMPLER_MAX_FEWSHOT)
         return set_err(err, errlen, "eval.n_fewshot: %d is above the limit %d", nmax, SAMPLER_MAX_FEWSHOT);
     Sampler s;
-    if (sampler_init(&s, &e->data, SPLIT_HELDOUT, (uint64_t)cfg->train.seed, nmax, -1, 1, err, errlen) != 0) return -1;
+    Split split = (Split)dataset_split_parse(cfg->eval.split); /* the config allows only validation and test */
+    if (sampler_init(&s, &e->data, split, (uint64_t)cfg->train.seed, nmax, -1, 1, err, errlen) != 0) return -1;
     e->rep->heldout_users = (int)(s.n_users + s.n_skipped_small);
     if (s.n_skipped_small)
         note(e->rep, "%lld held-out user(s) have fewer than %d pairs (max N + 1) and are not evaluated",

@@ -1,4 +1,4 @@
-/* `fspo eval CFG.yaml --ckpt FILE [--json OUT.json] [--truth FILE] [--set ...]`:
+/* `fspo eval CFG.yaml --ckpt FILE [--split S] [--json OUT.json] [--truth FILE] [--set ...]`:
  * the table on the terminal, the same numbers as JSON (scripts/plot.sh
  * draws them). The JSON is printed by hand: only io/ may link jansson,
  * and this is a fixed, flat shape. */
@@ -16,9 +16,12 @@
 
 static void usage(void)
 {
-    printf("usage: fspo eval CFG.yaml --ckpt FILE [--json OUT.json] [--truth FILE] [--set section.key=value]...\n\n"
-           "Scores a checkpoint on the held-out users of data.path (never trained on). For\n"
-           "each N in eval.n_fewshot, with the same %s query pairs per user at every N:\n"
+    printf("usage: fspo eval CFG.yaml --ckpt FILE [--split validation|test] [--json OUT.json] [--truth FILE]\n"
+           "                 [--set section.key=value]...\n\n"
+           "Scores a checkpoint on the validation or test users of data.path (eval.split;\n"
+           "never trained on: choose settings on validation, score test once per finished\n"
+           "design). For each N in eval.n_fewshot, with the same %s query pairs per user\n"
+           "at every N:\n"
            "  model        few-shot preference accuracy: the fraction of query pairs whose implicit\n"
            "               reward margin beta*[(logpi - logpi_ref)(chosen) - (...)(rejected)] is > 0\n"
            "               (reference loss.ref_ckpt; without one, the plain log-prob margin)\n"
@@ -44,6 +47,7 @@ static void usage(void)
            "policy writes it (greedy) and answers with it, and its description accuracy is\n"
            "reported: the text read back into (attribute, sign) pairs against the truth file.\n\n"
            "  --ckpt FILE     the checkpoint to evaluate\n"
+           "  --split S       validation or test: the users evaluated (= --set eval.split=S)\n"
            "  --json OUT      also write every number as JSON (scripts/plot.sh OUT draws it)\n"
            "  --truth FILE    ground truth of fspo synth (default: the dataset's source file\n"
            "                  with .jsonl -> .truth.jsonl, or that name next to data.path);\n"
@@ -150,9 +154,9 @@ static void print_anchor(const EvalReport *r)
     }
 }
 
-static void print_table(const EvalReport *r, const char *ckpt)
+static void print_table(const EvalReport *r, const char *ckpt, const char *split)
 {
-    printf("\neval: %s on %d held-out users x up to 8 query pairs (%.0f s)\n", ckpt, r->evaluated_users, r->seconds);
+    printf("\neval: %s on %d %s users x up to 8 query pairs (%.0f s)\n", ckpt, r->evaluated_users, split, r->seconds);
     printf("  reference %s; SFT %s; truth %s\n", r->ref_path[0] ? r->ref_path : "(none)",
            r->sft_path[0] ? r->sft_path : "(none)", r->truth_path[0] ? r->truth_path : "(none)");
     print_desc_mode(r);
@@ -303,6 +307,7 @@ static int write_json(const char *path, const EvalReport *r, const char *ckpt, c
     fputs(", \"sft_ckpt\": ", f), json_str(f, r->sft_path);
     fputs(", \"anchor_ckpt\": ", f), json_str(f, r->anchor_path);
     fputs(", \"truth\": ", f), json_str(f, r->truth_path);
+    fputs(", \"split\": ", f), json_str(f, cfg->eval.split);
     fprintf(f, ", \"beta\": %.6g, \"bootstrap\": %d, \"heldout_users\": %d, \"users\": %d, \"queries_per_user\": %d, "
                "\"seconds\": %.3f,\n \"accuracy\": [",
             cfg->loss.beta, cfg->eval.bootstrap, r->heldout_users, r->evaluated_users, r->queries_per_user, r->seconds);
@@ -334,8 +339,8 @@ static int write_json(const char *path, const EvalReport *r, const char *ckpt, c
 
 int cmd_eval(int argc, char **argv)
 {
-    const char *path = NULL, *json = NULL;
-    const char *sets[256];
+    const char *path = NULL, *json = NULL, *split = NULL;
+    const char *sets[257]; /* the --set overrides, then --split's */
     int n_sets = 0;
     EvalOptions o = { 0 };
     for (int i = 1; i < argc; i++) {
@@ -343,12 +348,14 @@ int cmd_eval(int argc, char **argv)
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage();
             return EXIT_OK;
-        } else if (!strcmp(a, "--set") || !strcmp(a, "--ckpt") || !strcmp(a, "--json") || !strcmp(a, "--truth")) {
+        } else if (!strcmp(a, "--set") || !strcmp(a, "--ckpt") || !strcmp(a, "--json") || !strcmp(a, "--truth") ||
+                   !strcmp(a, "--split")) {
             if (i + 1 >= argc) fatal(EXIT_USAGE, "eval: %s needs a value (see 'fspo eval --help')", a);
             const char *v = argv[++i];
             if (!strcmp(a, "--ckpt")) o.ckpt = v;
             else if (!strcmp(a, "--json")) json = v;
             else if (!strcmp(a, "--truth")) o.truth = v;
+            else if (!strcmp(a, "--split")) split = v;
             else if (n_sets == 256) fatal(EXIT_USAGE, "eval: more than 256 --set overrides");
             else sets[n_sets++] = v;
         } else if (!strcmp(a, "--quiet")) o.quiet = 1;
@@ -357,6 +364,11 @@ int cmd_eval(int argc, char **argv)
         else path = a;
     }
     if (!path || !o.ckpt) fatal(EXIT_USAGE, "eval: usage: fspo eval CFG.yaml --ckpt FILE [--json OUT.json] [--set k=v]...");
+    static char split_set[300];
+    if (split) { /* after the --set overrides: the flag wins */
+        snprintf(split_set, sizeof split_set, "eval.split=%s", split);
+        sets[n_sets++] = split_set;
+    }
     static Config cfg;
     char err[2048];
     if (config_load(path, sets, n_sets, &cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
@@ -372,7 +384,7 @@ int cmd_eval(int argc, char **argv)
     static EvalReport rep;
     int code = eval_run(&cfg, &o, &rep, err, sizeof err);
     if (code != 0) fatal(code, "eval: %s", err);
-    print_table(&rep, o.ckpt);
+    print_table(&rep, o.ckpt, cfg.eval.split);
     if (json) {
         if (write_json(json, &rep, o.ckpt, &cfg) != 0) fatal(EXIT_RUNTIME, "eval: cannot write %s", json);
         printf("eval: wrote %s (plots: bash scripts/plot.sh %s)\n", json, json);

@@ -4,8 +4,9 @@
  * pairs of that user, distinct and in random order, all from a counter-based
  * RNG seeded by (seed, g). Nothing depends on the world size or on what was
  * drawn before, so step s of any run uses g in [s*B, (s+1)*B) and a resume
- * is "set s": exact at any world size. Held-out users are a separate split
- * and never appear in the training one. */
+ * is "set s": exact at any world size. A sampler draws from one split
+ * (io/dataset.h's Split): training uses SPLIT_TRAIN, whose users are never
+ * validation or test users; evaluation uses one of the other two. */
 #ifndef FSPO_SAMPLER_H
 #define FSPO_SAMPLER_H
 
@@ -16,8 +17,6 @@
 
 #define SAMPLER_MAX_FEWSHOT 64
 #define SAMPLER_MAX_QUERIES 32
-
-typedef enum { SPLIT_TRAIN = 0, SPLIT_HELDOUT = 1 } Split;
 
 typedef struct {
     int64_t user;      /* dataset user index */

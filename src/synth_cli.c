@@ -57,7 +57,7 @@ static void population_flags(const SynthPopulation *p, char *out, size_t cap)
     if (n < cap) n += (size_t)snprintf(out + n, cap - n, " --noise %g", c->temperature);
     if (n < cap && c->interpolated_pairs[0]) {
         n += (size_t)snprintf(out + n, cap - n,
-                              " + interpolated split: test users (\"split_hint\": \"test\") are those whose two "
+                              " + interpolated split: test users (\"split\": \"test\") are those whose two "
                               "strongest attributes are ");
         if (n < cap) put_pairs(c, out + n, cap - n);
     }
@@ -252,7 +252,7 @@ static void write_user(const SynthConfig *cfg, const char *population, SynthUser
                         .user_description = u->description, .prompt_len = p.prompt_len,
                         .chosen_len = p.chosen_len, .rejected_len = p.rejected_len,
                         .user_description_len = u->description_len,
-                        .split_hint = u->interpolated ? "test" : NULL };
+                        .split = u->interpolated ? "test" : NULL };
         if (jsonl_write_row(data, &row) != 0) fail_writer(data, truth);
         st->pairs++;
         st->agree += p.chosen_reward > p.rejected_reward;
@@ -394,7 +394,7 @@ int cmd_synth(int argc, char **argv)
                 char held[160];
                 put_pairs(&cfg, held, sizeof held);
                 printf("synth: %d of %d users interpolated (two strongest attributes %s): "
-                       "\"interpolated\": true in the truth file, \"split_hint\": \"test\" on their rows\n",
+                       "\"interpolated\": true in the truth file, \"split\": \"test\" on their rows\n",
                        st.interpolated, users, held);
             }
         }

@@ -30,7 +30,9 @@ static char dir[256];
 
 /* ---- a dataset where every chosen answer is "a" and every rejected one "b" ---- */
 
-enum { USERS = 5, PAIRS = 12 }; /* user 0 trains, users 1..4 are held out */
+/* user 0 trains, users 1..4 are validation users, 5 and 6 test users
+ * whose pairs prefer "b" where the others prefer "a" */
+enum { USERS = 7, PAIRS = 12, FIRST_TEST = 5 };
 
 /* Users' descriptions in the dataset (the held-out u4 has none). */
 static const char *const user_desc[USERS] = { "no preferences", "prefers: long answers", "dislikes: emoji",
@@ -47,17 +49,18 @@ static void write_dataset(const char *path, const char *source)
     d.chosen = malloc(sizeof(int64_t) * 2 * d.n_pairs);
     d.rejected = malloc(sizeof(int64_t) * 2 * d.n_pairs);
     for (int64_t p = 0; p < d.n_pairs; p++) {
+        int swap = p >= FIRST_TEST * PAIRS;
         d.prompt[2 * p] = 0, d.prompt[2 * p + 1] = 2;
-        d.chosen[2 * p] = 2, d.chosen[2 * p + 1] = 1;
-        d.rejected[2 * p] = 3, d.rejected[2 * p + 1] = 1;
+        d.chosen[2 * p] = 2 + swap, d.chosen[2 * p + 1] = 1;
+        d.rejected[2 * p] = 3 - swap, d.rejected[2 * p + 1] = 1;
     }
     d.user_pairs = malloc(sizeof(int64_t) * 2 * USERS);
     d.user_desc = calloc(2 * USERS, sizeof(int64_t));
-    d.user_heldout = calloc(USERS, 1);
+    d.user_split = calloc(USERS, 1);
     d.user_ids = malloc(sizeof(char *) * USERS);
     for (int u = 0; u < USERS; u++) {
         d.user_pairs[2 * u] = (int64_t)u * PAIRS, d.user_pairs[2 * u + 1] = PAIRS;
-        d.user_heldout[u] = u > 0;
+        d.user_split[u] = u == 0 ? SPLIT_TRAIN : u < FIRST_TEST ? SPLIT_VALIDATION : SPLIT_TEST;
         d.user_ids[u] = malloc(16);
         snprintf(d.user_ids[u], 16, "u%d", u);
         if (!user_desc[u]) continue;
@@ -68,7 +71,7 @@ static void write_dataset(const char *path, const char *source)
     snprintf(d.tokenizer, sizeof d.tokenizer, "%s", TOKENIZER_ID);
     d.vocab = TOKENIZER_VOCAB;
     snprintf(d.source, sizeof d.source, "%s", source);
-    d.heldout_frac = 0.8;
+    d.val_frac = 0.5, d.test_frac = 0.3;
     char err[512];
     if (dataset_write(path, &d, err, sizeof err) != 0) {
         printf("FAIL: write dataset: %s\n", err);
@@ -76,7 +79,7 @@ static void write_dataset(const char *path, const char *source)
     }
     for (int u = 0; u < USERS; u++) free(d.user_ids[u]);
     free(d.user_ids), free(d.prompt), free(d.chosen), free(d.rejected), free(d.user_pairs), free(d.user_desc),
-        free(d.user_heldout);
+        free(d.user_split);
 }
 
 /* Truth for the users: weights that favour "long", which neither "a" nor
@@ -234,6 +237,46 @@ static void test_eval_known_answers(void)
     o.truth = other;
     rc = eval_run(&c, &o, &r, err, sizeof err);
     check(rc == 2 && strstr(err, "no record of held-out user"), "a truth file of another dataset is refused", "%s", err);
+    o.truth = NULL;
+}
+
+/* eval.split picks the users: the default is validation (4 users whose
+ * pairs the "a" model gets right), test gives the 2 others (pairs it gets
+ * wrong); a truth file with only validation users is enough for
+ * validation and names the first test user for test. */
+static void test_eval_split(void)
+{
+    char data[300], good[512], part[300], err[1024];
+    snprintf(data, sizeof data, "%s/data.h5", dir);
+    snprintf(good, sizeof good, "%s/good/ckpt_1.h5", dir);
+    static Config c;
+    static EvalReport r;
+    eval_config(&c, data);
+    EvalOptions o = { .ckpt = good, .quiet = 1 };
+    int rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 0 && !strcmp(c.eval.split, "validation") && r.heldout_users == 4 && all_rows(&r, EVAL_MODEL, 1.0, 4),
+          "eval.split validation (the default): the 4 validation users", "%s; %d users, accuracy %.3f",
+          rc ? err : c.eval.split, r.heldout_users, r.rows[0].m[EVAL_MODEL].ci.mean);
+    snprintf(c.eval.split, sizeof c.eval.split, "test");
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 0 && r.heldout_users == 2 && all_rows(&r, EVAL_MODEL, 0.0, 2), "eval.split test: the 2 test users",
+          "%s; %d users, accuracy %.3f", rc ? err : "ran", r.heldout_users, r.rows[0].m[EVAL_MODEL].ci.mean);
+
+    snprintf(part, sizeof part, "%s/part.truth.jsonl", dir);
+    FILE *f = fopen(part, "w");
+    for (int u = 0; u < FIRST_TEST; u++)
+        fprintf(f, "{\"user_id\": \"u%d\", \"weights\": [1, 0, 0, 0, 0, 0, 0], \"attr_names\": [\"long\", \"positive\", "
+                   "\"formal\", \"enthusiastic\", \"technical\", \"bullets\", \"emoji\"], \"scorer_version\": %d}\n",
+                u, SYNTH_SCORER_VERSION);
+    fclose(f);
+    o.truth = part;
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 2 && strstr(err, "no record of held-out user 'u5'"), "eval.split test reads the test users' truth",
+          "%s", err);
+    snprintf(c.eval.split, sizeof c.eval.split, "validation");
+    rc = eval_run(&c, &o, &r, err, sizeof err);
+    check(rc == 0 && r.rows[0].m[EVAL_BAYES].valid, "eval.split validation needs only the validation users' truth",
+          "%s", rc ? err : "bayes column computed");
 }
 
 /* The new columns and the anchor rows on the same hand-set models: "good"
@@ -776,6 +819,7 @@ int main(void)
     test_sample_token();
     test_generation_determinism();
     test_eval_known_answers();
+    test_eval_split();
     test_eval_anchor_known_answers();
     test_desc_score();
     test_eval_descriptions();

@@ -66,7 +66,7 @@ done
 D=$tmp/demo
 SFT=$(ls -v "$D"/sft/ckpt_*.h5 | tail -n 1) POLICY=$(ls -v "$D"/pref/ckpt_*.h5 | tail -n 1)
 POOLED=$(ls -v "$D"/pooled/ckpt_*.h5 | tail -n 1)
-EV=(configs/demo.yaml --truth "$D/users.truth.jsonl" --set data.path="$D/data.h5" --set model.max_seq=1024
+EV=(configs/demo.yaml --split test --truth "$D/users.truth.jsonl" --set data.path="$D/data.h5" --set model.max_seq=1024
     --set model.d_model=32 --set model.n_layers=2 --set model.n_heads=4 --set eval.max_users=6
     --set eval.bootstrap=200 --set eval.max_new_tokens=24 --quiet)
 if "$FSPO" eval "${EV[@]}" --ckpt "$POLICY" --json "$tmp/anchor.json" --set eval.n_fewshot=[0,2,4] \
@@ -158,4 +158,4 @@ expect_error "sample: prompt longer than the context" 2 "is [0-9]+ tokens; the m
 expect_error "sample: missing --prompt" 2 "required" -- "$FSPO" sample --ckpt "$ckpt" --examples "$tmp/user.jsonl"
 expect_error "eval: missing --ckpt" 2 "usage: fspo eval" -- "$FSPO" eval configs/demo.yaml
 expect_error "eval: missing checkpoint" 2 "nope.h5: cannot open the checkpoint" -- \
-    "$FSPO" eval configs/demo.yaml --ckpt "$tmp/nope.h5" --set data.path="$tmp/demo/data.h5" --quiet
+    "$FSPO" eval configs/demo.yaml --ckpt "$tmp/nope.h5" --set data.path="$tmp/demo/data.h5" --split test --quiet

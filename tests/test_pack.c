@@ -17,7 +17,8 @@
 #include "sampler.h"
 #include "tokenizer.h"
 
-/* users x pairs of random byte strings; the last user is held out */
+/* users x pairs of random byte strings; the last user is a test user, the
+ * one before it (with 3 or more users) a validation user */
 static void make_dataset(Dataset *d, int users, int pairs_per_user, uint64_t seed)
 {
     memset(d, 0, sizeof *d);
@@ -38,16 +39,17 @@ static void make_dataset(Dataset *d, int users, int pairs_per_user, uint64_t see
         }
     d->user_pairs = malloc(sizeof(int64_t) * 2 * users);
     d->user_desc = calloc(2 * users, sizeof(int64_t));
-    d->user_heldout = calloc(users, 1);
+    d->user_split = calloc(users, 1);
     for (int u = 0; u < users; u++) d->user_pairs[2 * u] = (int64_t)u * pairs_per_user, d->user_pairs[2 * u + 1] = pairs_per_user;
-    d->user_heldout[users - 1] = 1;
+    d->user_split[users - 1] = SPLIT_TEST;
+    if (users >= 3) d->user_split[users - 2] = SPLIT_VALIDATION;
     d->vocab = TOKENIZER_VOCAB;
 }
 
 static void free_dataset(Dataset *d)
 {
     free(d->tokens), free(d->prompt), free(d->chosen), free(d->rejected);
-    free(d->user_pairs), free(d->user_desc), free(d->user_heldout);
+    free(d->user_pairs), free(d->user_desc), free(d->user_split);
 }
 
 /* ---- sampler ---- */
@@ -68,7 +70,7 @@ static void test_sampler(const Dataset *d)
     Sampler s, h;
     char err[256];
     int rc = sampler_init(&s, d, SPLIT_TRAIN, 42, 4, -1, 2, err, sizeof err);
-    check(rc == 0 && s.n_users == d->n_users - 1, "sampler: training split", "%lld users", (long long)s.n_users);
+    check(rc == 0 && s.n_users == d->n_users - 2, "sampler: training split", "%lld users", (long long)s.n_users);
     /* determinism across calls and across processes */
     uint64_t a = draws_hash(&s, 1000), b = draws_hash(&s, 1000);
     int fds[2];
@@ -83,19 +85,19 @@ static void test_sampler(const Dataset *d)
     waitpid(pid, NULL, 0);
     close(fds[0]), close(fds[1]);
     check(a == b && a == c, "sampler: same (seed, g) gives the same meta-example", "here twice and in a child process");
-    /* 100k draws: never a held-out user, pairs distinct and the user's own */
+    /* 100k draws: never a validation or test user, pairs distinct and the user's own */
     int heldout = 0, overlap = 0, foreign = 0;
     MetaExample ex;
     for (uint64_t g = 0; g < 100000; g++) {
         sampler_draw(&s, g, &ex);
-        heldout += d->user_heldout[ex.user];
+        heldout += d->user_split[ex.user] != SPLIT_TRAIN;
         int64_t first = d->user_pairs[2 * ex.user], count = d->user_pairs[2 * ex.user + 1];
         for (int i = 0; i < ex.n_fewshot + ex.n_queries; i++) {
             foreign += ex.pairs[i] < first || ex.pairs[i] >= first + count;
             for (int j = 0; j < i; j++) overlap += ex.pairs[i] == ex.pairs[j];
         }
     }
-    check(heldout == 0 && overlap == 0 && foreign == 0, "sampler: 100k draws", "%d held-out, %d repeated pairs, %d "
+    check(heldout == 0 && overlap == 0 && foreign == 0, "sampler: 100k draws", "%d validation/test, %d repeated pairs, %d "
                                                                                 "pairs of another user",
           heldout, overlap, foreign);
     /* every position of a user's pairs is used both as context and as query */
@@ -109,19 +111,61 @@ static void test_sampler(const Dataset *d)
     for (int p = 0; p < 12; p++) unused += as_query[p] == 0 || as_context[p] == 0;
     check(unused == 0, "sampler: every pair serves as context and as query", "%d pairs never do", unused);
     sampler_free(&s);
-    rc = sampler_init(&h, d, SPLIT_HELDOUT, 42, 4, 1, 2, err, sizeof err);
-    int only_heldout = 1, nmin = 99, nmax = 0;
+    rc = sampler_init(&h, d, SPLIT_TEST, 42, 4, 1, 2, err, sizeof err);
+    int only_test = 1, nmin = 99, nmax = 0;
     for (uint64_t g = 0; rc == 0 && g < 2000; g++) {
         sampler_draw(&h, g, &ex);
-        only_heldout &= d->user_heldout[ex.user];
+        only_test &= d->user_split[ex.user] == SPLIT_TEST;
         nmin = ex.n_fewshot < nmin ? ex.n_fewshot : nmin;
         nmax = ex.n_fewshot > nmax ? ex.n_fewshot : nmax;
     }
-    check(rc == 0 && only_heldout && nmin == 1 && nmax == 4, "sampler: held-out split, random N in [1, 4]",
+    check(rc == 0 && only_test && nmin == 1 && nmax == 4, "sampler: test split, random N in [1, 4]",
           "N from %d to %d", nmin, nmax);
     sampler_free(&h);
     rc = sampler_init(&h, d, SPLIT_TRAIN, 1, 10, -1, 3, err, sizeof err);
     check(rc == -1 && strstr(err, "no training user has the 13 pairs"), "sampler: users too small", "%s", err);
+}
+
+/* Each split's sampler draws exactly its own users, over many meta-example
+ * indices: the users drawn, counted against the split codes themselves, on
+ * a dataset whose splits are assigned at random (so no pattern of user
+ * order can hide a leak). */
+static void test_sampler_splits(void)
+{
+    Dataset d;
+    enum { USERS = 60 };
+    make_dataset(&d, USERS, 8, 21);
+    Rng r = rng_seed(99, 0);
+    int n_in[SPLIT_COUNT] = { 0 };
+    for (int u = 0; u < USERS; u++) d.user_split[u] = (uint8_t)rng_below(&r, SPLIT_COUNT), n_in[d.user_split[u]]++;
+    int drawn[USERS];
+    for (int sp = 0; sp < SPLIT_COUNT; sp++) {
+        Sampler s;
+        char err[256];
+        int rc = sampler_init(&s, &d, (Split)sp, 5, 3, 0, 2, err, sizeof err);
+        memset(drawn, 0, sizeof drawn);
+        int foreign = 0, seen = 0;
+        for (uint64_t g = 0; rc == 0 && g < 200000; g++) {
+            MetaExample ex;
+            sampler_draw(&s, g * 7919 + (uint64_t)sp, &ex); /* indices far apart too */
+            foreign += d.user_split[ex.user] != sp;
+            drawn[ex.user]++;
+        }
+        for (int u = 0; u < USERS; u++) seen += drawn[u] > 0;
+        char label[96];
+        snprintf(label, sizeof label, "sampler: the %s split draws only and all of its users", dataset_split_name(sp));
+        check(rc == 0 && foreign == 0 && seen == n_in[sp] && s.n_users == n_in[sp], label,
+              "200k draws: %d of another split; %d of its %d users drawn", foreign, seen, n_in[sp]);
+        sampler_free(&s);
+    }
+    /* a split without users is named, not "too few pairs" */
+    for (int u = 0; u < USERS; u++) d.user_split[u] = d.user_split[u] == SPLIT_VALIDATION ? SPLIT_TEST : d.user_split[u];
+    Sampler s;
+    char err[256];
+    int rc = sampler_init(&s, &d, SPLIT_VALIDATION, 5, 3, 0, 2, err, sizeof err);
+    check(rc == -1 && strstr(err, "the dataset has no validation users") && strstr(err, "fspo eval --split"),
+          "sampler: an empty split is named", "%s", err);
+    free_dataset(&d);
 }
 
 /* ---- packing ---- */
@@ -524,6 +568,7 @@ int main(int argc, char **argv)
     }
     make_dataset(&d, 6, 12, 3);
     test_sampler(&d);
+    test_sampler_splits();
     test_packing_equivalence(&d);
     test_context_targets(&d);
     test_desc_targets(&d);

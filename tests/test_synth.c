@@ -860,13 +860,13 @@ static void test_jsonl_writer(void)
     for (int i = 0; i < 3; i++) json_decref(row[i]);
     free(text);
 
-    /* fspo synth --population r4's extra fields: a row's split_hint, the truth's population and interpolated;
-     * the row reader (fspo prep) and the truth reader ([eval]) read such files and ignore the fields */
+    /* fspo synth --population r4's extra fields: a row's split, the truth's population and interpolated;
+     * the row reader (fspo prep) reads the split, the truth reader ([eval]) ignores the other two */
     char hint_path[256], truth_path[256];
     snprintf(hint_path, sizeof hint_path, "%s/hint.jsonl", dir);
     snprintf(truth_path, sizeof truth_path, "%s/hint.truth.jsonl", dir);
     PrefRow hinted = r1;
-    hinted.split_hint = "test";
+    hinted.split = "test";
     UserTruth t2 = t, t3 = t, t4 = t;
     t4.user_id = "u3";
     t2.population = "r4", t2.has_split = 1, t2.interpolated = 1;
@@ -885,25 +885,28 @@ static void test_jsonl_writer(void)
     text = read_all(hint_path, &n);
     char *ttext = read_all(truth_path, &n);
     ok = rc == 0 && text && ttext;
-    ok = ok && strstr(text, "\"user_description\":\"prefers: emoji\",\"split_hint\":\"test\"}\n") &&
+    ok = ok && strstr(text, "\"user_description\":\"prefers: emoji\",\"split\":\"test\"}\n") &&
          strstr(text, "\"rejected\":\"r\"}\n"); /* r2: no hint, no description */
     ok = ok && strstr(ttext, "\"population\":\"r4\",\"interpolated\":true}\n") &&
          strstr(ttext, "\"population\":\"r4\",\"interpolated\":false}\n") &&
          strstr(ttext, "\"weights\":[0.123456,-1.0,0.0,1e-6,-0.5,2.0,0.0]}\n"); /* t: neither field */
-    check(ok, "jsonl writer: split_hint on a row, population and interpolated in the truth when set", "%s%s",
+    check(ok, "jsonl writer: split on a row, population and interpolated in the truth when set", "%s%s",
           text ? flat(text) : err, ttext ? flat(ttext) : "");
     free(text);
     free(ttext);
     JsonlReader *rd = jsonl_reader_open(hint_path, 1 << 16, err, sizeof err);
     PrefRow row_in;
     long line_no = 0;
-    int rows_read = 0, got;
-    while (rd && (got = jsonl_next_row(rd, &row_in, &line_no, err, sizeof err)) != 0) rows_read += got == 1 ? 1 : 100;
+    int rows_read = 0, got, split_read = 0;
+    while (rd && (got = jsonl_next_row(rd, &row_in, &line_no, err, sizeof err)) != 0) {
+        rows_read += got == 1 ? 1 : 100;
+        split_read += got == 1 && row_in.split && !strcmp(row_in.split, "test") && line_no == 1;
+    }
     jsonl_reader_close(rd);
     TruthSet *ts = truth_read(truth_path, err, sizeof err);
     const UserTruth *u1 = ts ? truth_find(ts, "u1") : NULL;
-    check(rows_read == 2 && u1 && truth_count(ts) == 3 && u1->weights[0] == 0.123456,
-          "jsonl readers ignore split_hint, population, interpolated", "%d rows read, truth %s: %s", rows_read,
+    check(rows_read == 2 && split_read == 1 && u1 && truth_count(ts) == 3 && u1->weights[0] == 0.123456,
+          "jsonl readers: the row's split is read, population and interpolated ignored", "%d rows read, truth %s: %s", rows_read,
           ts ? "read" : "refused", err);
     truth_free(ts);
     unlink(hint_path);

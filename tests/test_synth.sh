@@ -124,14 +124,14 @@ pop, spelled, r = sys.argv[1:4]
 def load(path, drop=()):
     return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in open(path, encoding="utf-8")]
 rows_p = load(pop + ".jsonl")
-assert len(rows_p) == 360 and load(pop + ".jsonl", {"split_hint"}) == load(spelled + ".jsonl")
+assert len(rows_p) == 360 and load(pop + ".jsonl", {"split"}) == load(spelled + ".jsonl")
 truth_p = load(pop + ".truth.jsonl")
 assert all(t["population"] == r and ("interpolated" in t) == (r == "r4") for t in truth_p)
 assert load(pop + ".truth.jsonl", {"population", "interpolated"}) == load(spelled + ".truth.jsonl")
-hinted = sorted({x["user_id"] for x in rows_p if "split_hint" in x})
-assert all(x["split_hint"] == "test" for x in rows_p if "split_hint" in x)
+hinted = sorted({x["user_id"] for x in rows_p if "split" in x})
+assert all(x["split"] == "test" for x in rows_p if "split" in x)
 assert hinted == sorted(t["user_id"] for t in truth_p if t.get("interpolated")), hinted
-print(f"{len(rows_p)} rows, {len(hinted)} users with split_hint")
+print(f"{len(rows_p)} rows, {len(hinted)} users with a split field")
 EOF
 ) && [[ $rc -eq 0 ]]; then pass "--population $r = $flags" "$msg"; else fail "--population $r = $flags" "exit $rc: $msg"; fi
     cmp -s "$T/p$r.jsonl" "$T/p${r}b.jsonl" && cmp -s "$T/p$r.truth.jsonl" "$T/p${r}b.truth.jsonl" \
@@ -159,10 +159,21 @@ print(f"{n_interp} of 400 users interpolated; top-2 pairs: 3 test-only, 12 train
 EOF
 ); then pass "--population r4: interpolated users are exactly the held-out top-2 pairs" "$msg"
 else fail "--population r4: interpolated users are exactly the held-out top-2 pairs" "$msg"; fi
-# fspo prep reads the rows (split_hint is an extra field, ignored by the reader for now)
+# fspo prep puts the interpolated users (their rows' "split": "test") in the test split, whatever the hash
 out=$("$FSPO" prep "$T/split.jsonl" -o "$T/split.h5" 2>&1); rc=$?
-[[ $rc -eq 0 && $out == *"2400 read: 2400 rows kept, 0 bad lines"* ]] && pass "fspo prep reads --population r4 rows" \
-    "$(grep -m1 'lines' <<<"$out" | sed 's/^ *//')" || fail "fspo prep reads --population r4 rows" "exit $rc: $out"
+if [[ $rc -eq 0 && $out == *"2400 read: 2400 rows kept, 0 bad lines"* ]] && msg=$($PY - "$T/split.h5" "$T/split.truth.jsonl" 2>&1 <<'EOF'
+import json, sys
+import h5py
+with h5py.File(sys.argv[1], "r", locking=False) as f:
+    split = dict(zip(f["users/id"].asstr()[()], f["users/split"][()]))
+interp = {t["user_id"] for t in map(json.loads, open(sys.argv[2], encoding="utf-8")) if t["interpolated"]}
+assert interp and all(split[u] == 2 for u in interp), "an interpolated user outside the test split"
+others = [s for u, s in split.items() if u not in interp]
+assert 0 in others, "no training user"
+print(f"{len(interp)} interpolated users, all test; {others.count(0)} of the {len(others)} others train")
+EOF
+); then pass "fspo prep: --population r4's interpolated users are test users" "$msg"
+else fail "fspo prep: --population r4's interpolated users are test users" "exit $rc: $out $msg"; fi
 expect_error "--population unknown" 2 "synth: --population: 'r5' is not a rung \(r1, r2, r3, r4\)" -- \
     "$FSPO" synth -o "$T/x.jsonl" --population r5
 expect_error "--population with --noise" 2 "synth: --population r2 fixes --noise" -- \
