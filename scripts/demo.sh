@@ -127,7 +127,7 @@ LAP=$SECONDS
 stage "synthesize $USERS users x $PAIRS preference pairs (known per-user rewards): ${SYNTH[*]}"
 if [[ ! -s $OUT/data.h5 ]]; then # a resumed small tier keeps its data
     "$FSPO" synth -o "$OUT/users.jsonl" --users $USERS --pairs-per-user $PAIRS --seed $SEED "${SYNTH[@]}" --quiet
-    "$FSPO" prep "$OUT/users.jsonl" -o "$OUT/data.h5.tmp" --heldout-frac $HELDOUT --quiet
+    "$FSPO" prep "$OUT/users.jsonl" -o "$OUT/data.h5.tmp" --val-frac 0 --test-frac $HELDOUT --quiet
     mv "$OUT/data.h5.tmp" "$OUT/data.h5"
 fi
 if [[ ${SYNTH[*]} == "--population r1" ]]; then
@@ -167,8 +167,8 @@ POOLED=$(latest "$OUT/pooled")
 lap pooled
 
 LAP=$SECONDS
-# --heldout-frac F makes F of the users test users and none validation (the
-# demo's users and numbers as before the three-way split): evaluate the test split
+# the demo's recipe was chosen on other users (another synth seed), so its
+# own users are split train / test only, and the test users are evaluated once
 stage "evaluate on the held-out (test) users: accuracy vs N, linear and Bayes baselines, win rates"
 "$FSPO" eval $CONFIG --ckpt "$POLICY" --split test --json "$OUT/eval.json" --truth "$OUT/users.truth.jsonl" \
     "${COMMON[@]}" --set train.run_dir="$OUT/pref" --set loss.ref_ckpt="$SFT" --set eval.sft_ckpt="$SFT" \
