@@ -120,14 +120,14 @@ static int read_vocab(Ctx *c, const json_t *model, BpeToken **out, size_t *n)
     json_t *id;
     size_t i = 0;
     void *it;
-    /* json_object_foreach stops at a NUL in a key; the iterator keeps lengths */
+    /* the iterator gives each key with its length */
     for (it = json_object_iter((json_t *)v); it; it = json_object_iter_next((json_t *)v, it), i++) {
         key = json_object_iter_key(it);
         id = json_object_iter_value(it);
         size_t len = json_object_iter_key_len(it);
         if (!json_is_integer(id))
-            return FAIL(c, "%s: model.vocab: '%.*s' has an id that is not an integer", c->path, (int)(len > 40 ? 40 : len),
-                        key);
+            return FAIL(c, "%s: model.vocab: '%.*s' has an id that is not an integer", c->path,
+                        (int)(len > 40 ? 40 : len), key);
         t[i] = (BpeToken){ key, len, json_integer_value(id) };
     }
     return 0;
@@ -224,7 +224,8 @@ static Bpe *read_root(Ctx *c, const json_t *root)
     BpeMerge *merges = NULL;
     BpeAdded *added = NULL;
     Bpe *b = NULL;
-    if (check_null(c, root, "", "truncation", "only null") == 0 && check_null(c, root, "", "padding", "only null") == 0 &&
+    if (check_null(c, root, "", "truncation", "only null") == 0 &&
+        check_null(c, root, "", "padding", "only null") == 0 &&
         check_null(c, root, "", "normalizer", "fspo reads byte-level BPE without a normalizer") == 0 &&
         check_byte_level(c, root, "pre_tokenizer", 1) == 0 && check_byte_level(c, root, "decoder", 1) == 0 &&
         check_byte_level(c, root, "post_processor", 0) == 0 &&
@@ -345,7 +346,8 @@ static json_t *to_json(const BpeSpec *s)
 int tokenizer_json_write(const Bpe *b, const char *path, char *err, size_t errlen)
 {
     json_t *root = to_json(bpe_spec(b));
-    if (!root) return set_err(err, errlen, "%s: cannot build the JSON (out of memory or a token that is not UTF-8)", path);
+    if (!root)
+        return set_err(err, errlen, "%s: cannot build the JSON (out of memory or a token that is not UTF-8)", path);
     size_t n = strlen(path);
     char *tmp = malloc(n + 5);
     if (!tmp) {

@@ -1,4 +1,8 @@
-/* tokenizer: byte-level vocabulary plus structure tokens.
+/* tokenizer: the byte tokenizer that datasets use (below) and a byte-level
+ * BPE in Hugging Face's tokenizer.json format (further down), which keeps
+ * the same ids for bytes and special tokens.
+ *
+ * The byte tokenizer: byte-level vocabulary plus structure tokens.
  * Ids 0..255 are raw bytes, so any byte string round-trips losslessly; the
  * special tokens mark FSPO's prompt layout in one token each instead of
  * markdown headers. PAD aliases EOS: padding is never a loss target and is

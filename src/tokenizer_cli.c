@@ -156,7 +156,8 @@ static int train(int argc, char **argv)
         else if (!strcmp(a, "--vocab")) opt.vocab_size = cli_int(cmd, argc, argv, &i, TOKENIZER_VOCAB, 1 << 24);
         else if (!strcmp(a, "--min-count")) opt.min_count = cli_int(cmd, argc, argv, &i, 1, 2147483647);
         else if (!strcmp(a, "--quiet")) quiet = 1;
-        else if (a[0] == '-' && a[1]) fatal(EXIT_USAGE, "%s: unknown option '%s' (see 'fspo tokenizer --help')", cmd, a);
+        else if (a[0] == '-' && a[1])
+            fatal(EXIT_USAGE, "%s: unknown option '%s' (see 'fspo tokenizer --help')", cmd, a);
         else files[n_files++] = a;
     }
     if (!n_files) fatal(EXIT_USAGE, "%s: no corpus file given", cmd);
