@@ -108,22 +108,26 @@ static int check_model_options(Ctx *c, const json_t *model, int *ignore_merges)
     return 0;
 }
 
+/* n entries of size bytes for the list `what`; NULL with err on OOM. */
+static void *entries(Ctx *c, size_t n, size_t size, const char *what)
+{
+    void *p = calloc(n ? n : 1, size);
+    if (!p) FAIL(c, "%s: out of memory for %s (%zu entries)", c->path, what, n);
+    return p;
+}
+
 static int read_vocab(Ctx *c, const json_t *model, BpeToken **out, size_t *n)
 {
     json_t *v = json_object_get(model, "vocab");
     if (!json_is_object(v)) return FAIL(c, "%s: model.vocab is missing or not an object", c->path);
     *n = json_object_size(v);
-    BpeToken *t = calloc(*n ? *n : 1, sizeof *t);
-    if (!t) return FAIL(c, "%s: out of memory for model.vocab", c->path);
-    *out = t;
-    const char *key;
-    json_t *id;
+    BpeToken *t = *out = entries(c, *n, sizeof *t, "model.vocab");
+    if (!t) return -1;
     size_t i = 0;
-    void *it;
     /* the iterator gives each key with its length */
-    for (it = json_object_iter((json_t *)v); it; it = json_object_iter_next((json_t *)v, it), i++) {
-        key = json_object_iter_key(it);
-        id = json_object_iter_value(it);
+    for (void *it = json_object_iter((json_t *)v); it; it = json_object_iter_next((json_t *)v, it), i++) {
+        const char *key = json_object_iter_key(it);
+        json_t *id = json_object_iter_value(it);
         size_t len = json_object_iter_key_len(it);
         if (!json_is_integer(id))
             return FAIL(c, "%s: model.vocab: '%.*s' has an id that is not an integer", c->path,
@@ -139,9 +143,8 @@ static int read_merges(Ctx *c, const json_t *model, BpeMerge **out, size_t *n)
     json_t *m = json_object_get(model, "merges");
     if (!json_is_array(m)) return FAIL(c, "%s: model.merges is missing or not an array", c->path);
     *n = json_array_size(m);
-    BpeMerge *r = calloc(*n ? *n : 1, sizeof *r);
-    if (!r) return FAIL(c, "%s: out of memory for model.merges", c->path);
-    *out = r;
+    BpeMerge *r = *out = entries(c, *n, sizeof *r, "model.merges");
+    if (!r) return -1;
     int strings = *n && json_is_string(json_array_get(m, 0));
     for (size_t i = 0; i < *n; i++) {
         json_t *e = json_array_get(m, i);
@@ -174,9 +177,8 @@ static int read_added(Ctx *c, const json_t *root, BpeAdded **out, size_t *n)
     if (is_null(a)) return 0;
     if (!json_is_array(a)) return FAIL(c, "%s: added_tokens is not an array", c->path);
     *n = json_array_size(a);
-    BpeAdded *r = calloc(*n ? *n : 1, sizeof *r);
-    if (!r) return FAIL(c, "%s: out of memory for added_tokens", c->path);
-    *out = r;
+    BpeAdded *r = *out = entries(c, *n, sizeof *r, "added_tokens");
+    if (!r) return -1;
     for (size_t i = 0; i < *n; i++) {
         json_t *e = json_array_get(a, i);
         char where[48];

@@ -167,6 +167,35 @@ static void pairmap_free(PairMap *m)
     free(m->val);
 }
 
+/* A binary heap of T in an array: NAME_push(h, &n, x) (room for one more
+ * is the caller's), NAME_pop(h, &n) the element for which BEFORE(x, y)
+ * holds against every other. */
+#define DEFINE_HEAP(NAME, T, BEFORE)                                                                           \
+    static void NAME##_push(T *h, size_t *n, T x)                                                              \
+    {                                                                                                          \
+        size_t i = (*n)++;                                                                                     \
+        while (i > 0 && BEFORE(x, h[(i - 1) / 2])) {                                                           \
+            h[i] = h[(i - 1) / 2];                                                                             \
+            i = (i - 1) / 2;                                                                                   \
+        }                                                                                                      \
+        h[i] = x;                                                                                              \
+    }                                                                                                          \
+    static T NAME##_pop(T *h, size_t *n)                                                                       \
+    {                                                                                                          \
+        T top = h[0], last = h[--*n];                                                                          \
+        size_t i = 0;                                                                                          \
+        for (;;) {                                                                                             \
+            size_t k = 2 * i + 1;                                                                              \
+            if (k >= *n) break;                                                                                \
+            if (k + 1 < *n && BEFORE(h[k + 1], h[k])) k++;                                                     \
+            if (!BEFORE(h[k], last)) break;                                                                    \
+            h[i] = h[k];                                                                                       \
+            i = k;                                                                                             \
+        }                                                                                                      \
+        if (*n) h[i] = last;                                                                                   \
+        return top;                                                                                            \
+    }
+
 /* ---------------------------------------------------------------------- */
 /* the byte <-> character table (GPT-2's bytes_to_unicode)                 */
 
@@ -181,17 +210,14 @@ static uint32_t byte_char(unsigned b)
     return b;
 }
 
-/* Inverse for code points < 0x144; -1 if the character stands for no byte. */
+/* The inverse: the byte a character stands for, -1 if none. */
 static int char_byte(uint32_t cp)
 {
-    static int16_t table[0x144];
-    static int ready;
-    if (!ready) {
-        for (size_t i = 0; i < sizeof table / sizeof *table; i++) table[i] = -1;
-        for (unsigned b = 0; b < 256; b++) table[byte_char(b)] = (int16_t)b;
-        ready = 1;
-    }
-    return cp < sizeof table / sizeof *table ? table[cp] : -1;
+    if (cp >= 0x100 && cp <= 0x120) return (int)(cp - 0x100);
+    if (cp >= 0x121 && cp <= 0x142) return (int)(cp - 0xA2);
+    if (cp == 0x143) return 0xAD;
+    if ((cp >= '!' && cp <= '~') || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF)) return (int)cp;
+    return -1;
 }
 
 /* UTF-8 of one character (cp < 0x800 here); returns its length. */
@@ -587,33 +613,9 @@ typedef struct {
     Cand inline_heap[3 * SCRATCH_INLINE + 1];
 } Scratch;
 
-static int cand_less(Cand x, Cand y) { return x.rank != y.rank ? x.rank < y.rank : x.pos < y.pos; }
-
-static void heap_push(Scratch *w, Cand c)
-{
-    size_t i = w->n++;
-    while (i > 0 && cand_less(c, w->heap[(i - 1) / 2])) {
-        w->heap[i] = w->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    w->heap[i] = c;
-}
-
-static Cand heap_pop(Scratch *w)
-{
-    Cand top = w->heap[0], last = w->heap[--w->n];
-    size_t i = 0;
-    for (;;) {
-        size_t k = 2 * i + 1;
-        if (k >= w->n) break;
-        if (k + 1 < w->n && cand_less(w->heap[k + 1], w->heap[k])) k++;
-        if (!cand_less(w->heap[k], last)) break;
-        w->heap[i] = w->heap[k];
-        i = k;
-    }
-    if (w->n) w->heap[i] = last;
-    return top;
-}
+/* Hugging Face's order: lowest rank first, then leftmost */
+static int cand_before(Cand x, Cand y) { return x.rank != y.rank ? x.rank < y.rank : x.pos < y.pos; }
+DEFINE_HEAP(cand_heap, Cand, cand_before)
 
 /* Pushes the merge of the symbols at pos and its right neighbour, if any. */
 static void push_pair(const Bpe *b, Scratch *w, int32_t pos)
@@ -621,7 +623,7 @@ static void push_pair(const Bpe *b, Scratch *w, int32_t pos)
     int32_t next = w->sym[pos].next;
     if (next < 0) return;
     int32_t r = pairmap_get(&b->merge_rank, w->sym[pos].c, w->sym[next].c);
-    if (r >= 0) heap_push(w, (Cand){ r, pos, b->merge_new[r] });
+    if (r >= 0) cand_heap_push(w->heap, &w->n, (Cand){ r, pos, b->merge_new[r] });
 }
 
 /* One piece: Word::merge_all of Hugging Face (lowest rank first, leftmost
@@ -653,7 +655,7 @@ static size_t encode_piece(const Bpe *b, const unsigned char *p, size_t m, int32
     w->n = 0;
     for (int32_t i = 0; i + 1 < ns; i++) push_pair(b, w, i);
     while (w->n) {
-        Cand top = heap_pop(w);
+        Cand top = cand_heap_pop(w->heap, &w->n);
         Sym *s = &w->sym[top.pos];
         if (s->len == 0 || s->next < 0) continue;
         Sym right = w->sym[s->next];
@@ -809,37 +811,18 @@ typedef struct {
     size_t nheap, heap_cap;
 } Learner;
 
+/* Most frequent first, ties to the smallest (left id, right id) */
 static int top_before(Top x, Top y)
 {
     if (x.count != y.count) return x.count > y.count;
     return x.a != y.a ? x.a < y.a : x.b < y.b;
 }
+DEFINE_HEAP(top_heap, Top, top_before)
 
 static void lheap_push(Learner *L, Top t)
 {
     RESERVE(L->heap, L->heap_cap, L->nheap + 1);
-    size_t i = L->nheap++;
-    while (i > 0 && top_before(t, L->heap[(i - 1) / 2])) {
-        L->heap[i] = L->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    L->heap[i] = t;
-}
-
-static Top lheap_pop(Learner *L)
-{
-    Top top = L->heap[0], last = L->heap[--L->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t k = 2 * i + 1;
-        if (k >= L->nheap) break;
-        if (k + 1 < L->nheap && top_before(L->heap[k + 1], L->heap[k])) k++;
-        if (!top_before(L->heap[k], last)) break;
-        L->heap[i] = L->heap[k];
-        i = k;
-    }
-    if (L->nheap) L->heap[i] = last;
-    return top;
+    top_heap_push(L->heap, &L->nheap, t);
 }
 
 /* Adds delta to the count of (a, b) as seen in piece w. */
@@ -1018,7 +1001,7 @@ Bpe *bpe_learn(const BpeCorpus *c, const BpeLearnOptions *opt, BpeLearnStats *st
     char *joined = NULL;
     size_t jcap = 0;
     while ((int32_t)tok.n < opt->vocab_size && L.nheap) {
-        Top top = lheap_pop(&L);
+        Top top = top_heap_pop(L.heap, &L.nheap);
         int32_t p = top.p;
         if (L.done[p]) continue;
         if (top.count != L.pcount[p]) { /* stale: queue it again with its count now */
