@@ -34,10 +34,11 @@ endif
 
 # libFuzzer harnesses (tests/fuzz/): clang builds them over the parsers only
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES   := config jsonl tokenizer h5file
+FUZZ_NAMES   := config jsonl tokenizer tokenizer_json h5file
 FUZZ_BINS    := $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_NAMES))
-FUZZ_SRCS    := io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c io/inspect.c \
-                src/model.c src/ops.c src/pool.c src/optim.c src/batch.c src/tokenizer.c src/util.c
+FUZZ_SRCS    := io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c io/inspect.c io/tokenizer_json.c \
+                src/model.c src/ops.c src/pool.c src/optim.c src/batch.c src/tokenizer.c src/util.c \
+                src/tokenizer_bpe.c src/unicode.c src/unicode_tables.c
 HAVE_CLANG   := $(shell command -v clang 2>/dev/null)
 
 .PHONY: all test demo small bench clean sanitize deps tests fuzz soak valgrind

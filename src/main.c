@@ -25,6 +25,7 @@ static const Command commands[] = {
     { "bench", cmd_bench, "measure training-step throughput and MFU against this machine's sgemm peak" },
     { "config", cmd_config, "check a YAML config, print it resolved, or print the key reference" },
     { "inspect", cmd_inspect, "describe an HDF5 checkpoint or dataset: step, config, tensors, checksums" },
+    { "tokenizer", cmd_tokenizer, "learn a byte-level BPE as a Hugging Face tokenizer.json; encode, decode" },
 };
 
 static void usage(FILE *f)
@@ -33,7 +34,7 @@ static void usage(FILE *f)
                "usage: fspo COMMAND [options]      fspo COMMAND --help for details\n\ncommands:\n",
             FSPO_VERSION);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nexit codes: 0 done, 1 runtime failure, 2 bad usage/config/input, 3 stopped by a signal\n"
                "after a verified checkpoint (requeue me).\n");
 }
