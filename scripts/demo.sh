@@ -11,6 +11,8 @@
 #   FSPO_TIER=quick     (or FSPO_DEMO_QUICK=1) a ~1-minute miniature (the test
 #                       suite runs it): tiny model, a few steps, few users
 #   FSPO_DEMO_DIR=DIR   where everything goes (default runs/demo, runs/small)
+#   FSPO_DEMO_CAPS=0    no per-stage time caps (a slow machine then takes longer
+#                       instead of training less)
 #   FSPO=./fspo         the binary
 #
 # The demo and quick tiers start afresh on every run.
@@ -49,7 +51,7 @@ demo)
     # time caps per stage (train.max_time) keep the demo near its budget on a
     # busy machine; a capped stage is reported at the end
     SFT_CAP=7m30s ANCHOR_CAP=75s PREF_CAP=150s POOLED_CAP=45s
-    PREF=(--set optim.lr=1e-4 --set optim.min_lr=2e-5 --set optim.warmup_steps=20 --set optim.decay_steps=0
+    PREF=(--set optim.lr=3e-4 --set optim.min_lr=5e-5 --set optim.warmup_steps=20 --set optim.decay_steps=0
           --set loss.sft_weight=0.5 --set train.sft_context=false --set checkpoint.every=50)
     EVAL=(--set eval.bootstrap=1000) ;;
 small)
@@ -69,6 +71,7 @@ small)
     exit 2 ;;
 esac
 
+[[ ${FSPO_DEMO_CAPS:-1} == 0 ]] && SFT_CAP=0 ANCHOR_CAP=0 PREF_CAP=0 POOLED_CAP=0
 T0=$SECONDS
 STAGE=0
 N_STAGES=$((ANCHOR_STEPS > 0 ? 9 : 8))
