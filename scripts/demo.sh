@@ -130,7 +130,11 @@ LAP=$SECONDS
 stage "synthesize $USERS users x $PAIRS preference pairs (known per-user rewards): ${SYNTH[*]}"
 if [[ ! -s $OUT/data.h5 ]]; then # a resumed small tier keeps its data
     "$FSPO" synth -o "$OUT/users.jsonl" --users $USERS --pairs-per-user $PAIRS --seed $SEED "${SYNTH[@]}" --quiet
-    "$FSPO" prep "$OUT/users.jsonl" -o "$OUT/data.h5.tmp" --val-frac 0 --test-frac $HELDOUT --quiet
+    # the small grammar repeats a few pairs within a user; prep drops them
+    # (reported line by line in prep.log)
+    "$FSPO" prep "$OUT/users.jsonl" -o "$OUT/data.h5.tmp" --val-frac 0 --test-frac $HELDOUT --quiet 2>"$OUT/prep.log" ||
+        { cat "$OUT/prep.log" >&2; exit 1; }
+    grep -E '^prep: skipped' "$OUT/prep.log" | sed 's/^/    /;s/$/ (see prep.log)/' || true
     mv "$OUT/data.h5.tmp" "$OUT/data.h5"
 fi
 if [[ ${SYNTH[*]} == "--population r1" ]]; then
