@@ -10,6 +10,16 @@
 #include "util.h"
 #include "vecmath.h"
 
+/* Scratch of the bf16 products (see bf16_scratch_create). */
+struct Bf16Scratch {
+    size_t rows;          /* row capacity of a and b, padded (BF16_ROW_PAD) */
+    int cols, T, C, workers;
+    uint16_t *a, *b;      /* rounded operands of the layer products [rows, cols] (+ slack) */
+    uint16_t *qkv, *dout; /* attention: rounded q|k|v [rows, 3C] and dO [rows, C] */
+    uint16_t *blk;        /* per worker: rounded P and dS blocks, 2 x [QBLOCK, T] */
+    float *tile;          /* per worker: one product tile [BF16_TILE, cols] for a partial tile */
+};
+
 /* Who threads the big products. With OpenBLAS's own threads, its workers
  * busy-wait for ~0.1 s after every call (2^28 cycles, OPENBLAS_THREAD_TIMEOUT)
  * and so compete for the cores with the pool running the loops between the
@@ -316,11 +326,12 @@ static int key_ranges(int i0, int i1, const int32_t *seg_row, const uint8_t *vis
     return n;
 }
 
-/* Softmax of row t over the keys in the ranges (ra,rb) honoring visibility
- * (vis_row NULL: plain causal): u == t, or u < t with vis_row[seg[u]].
- * Invisible keys inside the ranges, and keys after t, get probability 0. */
+/* Softmax of scale * row t over the keys in the ranges (ra,rb) honoring
+ * visibility (vis_row NULL: plain causal): u == t, or u < t with
+ * vis_row[seg[u]]. Invisible keys inside the ranges, and keys after t, get
+ * probability 0. The fp32 path scales in its sgemm and passes 1 (exact). */
 static void masked_softmax_row(float *row, int t, int nr, const int *ra, const int *rb, const int32_t *seg_row,
-                               const uint8_t *vis_row)
+                               const uint8_t *vis_row, float scale)
 {
     v8f vmx = v8_set1(-INFINITY);
     float mx = -INFINITY;
@@ -354,16 +365,16 @@ static void masked_softmax_row(float *row, int t, int nr, const int *ra, const i
     }
     float vm = v8_hmax(vmx);
     if (vm > mx) mx = vm;
-    v8f vmax = v8_set1(mx), acc = v8_set1(0.0f);
+    v8f vmax = v8_set1(mx), acc = v8_set1(0.0f), vscale = v8_set1(scale);
     for (int r = 0; r < nr; r++) {
         int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
         for (; u + 8 <= b; u += 8) {
-            v8f e = v8_exp(v8_load(row + u) - vmax);
+            v8f e = v8_exp((v8_load(row + u) - vmax) * vscale);
             v8_store(row + u, e);
             acc += e;
         }
         if (u < b) {
-            v8f e = v8_exp(v8_load_part(row + u, b - u, -INFINITY) - vmax);
+            v8f e = v8_exp((v8_load_part(row + u, b - u, -INFINITY) - vmax) * vscale);
             v8_store_part(row + u, e, b - u);
             acc += e;
         }
@@ -383,39 +394,73 @@ typedef struct {
     const int32_t *seg;
     const uint8_t *vis;
     int B, T, C, H, S, workers;
+    /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks of
+     * P and dS rounded, and oneDNN's runtime-shape products A B^T, A B (beta
+     * 0 and 1) and A^T B (beta 1) */
+    Bf16Scratch *s16;
+    const Bf16Prim *abt, *ab0, *ab1, *atb1;
 } AttnArgs;
+
+static void attn_prims(AttnArgs *a);
+static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
+/* rounds the columns of a [m, T] block that the ranges cover */
+static void round_block(uint16_t *dst, const float *src, int m, int T, int nr, const int *ra, const int *rb)
+{
+    for (int row = 0; row < m; row++)
+        for (int r = 0; r < nr; r++)
+            bf16_round(dst + (size_t)row * T + ra[r], src + (size_t)row * T + ra[r], (size_t)(rb[r] - ra[r]));
+}
 
 static void attention_forward_task(void *p, int t, int nt)
 {
     const AttnArgs *a = p;
+    if (a->s16 && nt > a->workers) { /* bf16: only workers with their own block scratch */
+        if (t >= a->workers) return;
+        nt = a->workers;
+    }
     int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
+    uint16_t *P16 = a->s16 ? attn_block16(a, t, 0) : NULL;
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
         int b = (int)(j / H), h = (int)(j % H);
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
-        const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd;
+        size_t off = (size_t)b * T * ld + (size_t)h * hd;
+        const float *q = a->qkv + off;
         const float *k = q + C, *v = q + 2 * C;
+        const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL;
+        if (a->s16) q16 = a->s16->qkv + off, k16 = q16 + C, v16 = q16 + 2 * C;
         float *A = a->att + ((size_t)b * H + h) * T * T;
         float *o = a->out + (size_t)b * T * C + (size_t)h * hd;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
             float *Ab = A + (size_t)i0 * T;
-            /* scores [m, range] = scale * Q[i0:i1] K[range]^T */
-            for (int r = 0; r < nr; r++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld,
-                            ld, k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
+            /* scores [m, range] = scale * Q[i0:i1] K[range]^T (bf16: the scale goes into the softmax) */
+            for (int r = 0; r < nr; r++) {
+                if (a->s16)
+                    bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, q16 + (size_t)i0 * ld, ld, k16 + (size_t)ra[r] * ld, ld,
+                                 Ab + ra[r], T);
+                else
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale,
+                                q + (size_t)i0 * ld, ld, k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
+            }
             for (int tt = i0; tt < i1; tt++)
                 masked_softmax_row(A + (size_t)tt * T, tt, nr, ra, rb, seg_row,
-                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL);
+                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, a->s16 ? scale : 1.0f);
+            if (a->s16) round_block(P16, Ab, m, T, nr, ra, rb);
             /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
-            for (int r = 0; r < nr; r++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
-                            v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
+            for (int r = 0; r < nr; r++) {
+                if (a->s16)
+                    bf16_run_any(r ? a->ab1 : a->ab0, t, m, hd, rb[r] - ra[r], P16 + ra[r], T, v16 + (size_t)ra[r] * ld,
+                                 ld, o + (size_t)i0 * C, C);
+                else
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
+                                v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
+            }
         }
         if (t == 0) pool_progress();
     }
@@ -443,6 +488,21 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
     run_heads(attention_forward_task, &a);
 }
 
+static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols);
+
+void attention_forward_bf16(float *out, float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B,
+                            int T, int C, int H, int S, Bf16Scratch *s16)
+{
+    size_t N = (size_t)B * T;
+    if (N > s16->rows || T > s16->T || C != s16->C)
+        fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
+    AttnArgs a = { .out = out, .att = att, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S,
+                   .s16 = s16, .workers = s16->workers };
+    attn_prims(&a);
+    round_rows(s16->qkv, qkv, N, N, 3 * C);
+    run_heads(attention_forward_task, &a);
+}
+
 void attention_cached_forward(float *out, float *scores, const float *q, int ldq, const float *kc, const float *vc,
                               int n, int len0, int C, int H)
 {
@@ -452,7 +512,7 @@ void attention_cached_forward(float *out, float *scores, const float *q, int ldq
     for (int h = 0; h < H; h++) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nk, hd, scale, q + (size_t)h * hd, ldq,
                     kc + (size_t)h * hd, C, 0.0f, scores, nk);
-        for (int i = 0; i < n; i++) masked_softmax_row(scores + (size_t)i * nk, len0 + i, 1, &ra, &rb, NULL, NULL);
+        for (int i = 0; i < n; i++) masked_softmax_row(scores + (size_t)i * nk, len0 + i, 1, &ra, &rb, NULL, NULL, 1.0f);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, nk, 1.0f, scores, nk, vc + (size_t)h * hd, C,
                     0.0f, out + (size_t)h * hd, C);
     }
@@ -474,24 +534,35 @@ static void attention_backward_task(void *p, int t, int nt)
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
     size_t mrows = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
     float *D = a->scratch + (size_t)t * mrows * T;
+    uint16_t *P16 = a->s16 ? attn_block16(a, t, 0) : NULL, *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
         int b = (int)(j / H), h = (int)(j % H);
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
-        const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd;
+        size_t off = (size_t)b * T * ld + (size_t)h * hd, off_o = (size_t)b * T * C + (size_t)h * hd;
+        const float *q = a->qkv + off;
         const float *k = q + C, *v = q + 2 * C;
-        float *dq = a->dqkv + (size_t)b * T * ld + (size_t)h * hd;
+        const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL, *dO16 = NULL;
+        if (a->s16) q16 = a->s16->qkv + off, k16 = q16 + C, v16 = q16 + 2 * C,
+                    dO16 = a->s16->dout + off_o;
+        float *dq = a->dqkv + off;
         float *dk = dq + C, *dv = dq + 2 * C;
         const float *A = a->att + ((size_t)b * H + h) * T * T;
-        const float *dO = a->dout + (size_t)b * T * C + (size_t)h * hd;
+        const float *dO = a->dout + off_o;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
             const float *P = A + (size_t)i0 * T;
+            if (a->s16) round_block(P16, P, m, T, nr, ra, rb);
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
+                if (a->s16) {
+                    bf16_run_any(a->atb1, t, nk, hd, m, P16 + u0, T, dO16 + (size_t)i0 * C, C, dv + (size_t)u0 * ld, ld);
+                    bf16_run_any(a->abt, t, m, nk, hd, dO16 + (size_t)i0 * C, C, v16 + (size_t)u0 * ld, ld, D + u0, T);
+                    continue;
+                }
                 /* dV[range] += P[:, range]^T dO[i0:i1] */
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, m, 1.0f, P + u0, T, dO + (size_t)i0 * C, C,
                             1.0f, dv + (size_t)u0 * ld, ld);
@@ -520,8 +591,14 @@ static void attention_backward_task(void *p, int t, int nt)
                     for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) dr[u] = 0.0f;
                 }
             }
+            if (a->s16) round_block(D16, D, m, T, nr, ra, rb);
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
+                if (a->s16) {
+                    bf16_run_any(a->ab1, t, m, hd, nk, D16 + u0, T, k16 + (size_t)u0 * ld, ld, dq + (size_t)i0 * ld, ld);
+                    bf16_run_any(a->atb1, t, nk, hd, m, D16 + u0, T, q16 + (size_t)i0 * ld, ld, dk + (size_t)u0 * ld, ld);
+                    continue;
+                }
                 /* dQ[i0:i1] += dS[:, range] K[range];  dK[range] += dS[:, range]^T Q[i0:i1] */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, D + u0, T,
                             k + (size_t)u0 * ld, ld, 1.0f, dq + (size_t)i0 * ld, ld);
@@ -533,16 +610,39 @@ static void attention_backward_task(void *p, int t, int nt)
     }
 }
 
-void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
-                        const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
+static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_floats, const float *dout,
+                                   const float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B,
+                                   int T, int C, int H, int S, Bf16Scratch *s16)
 {
     size_t per = (T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK) * (size_t)T;
     int workers = pool_threads();
     if ((size_t)workers > scratch_floats / per) workers = (int)(scratch_floats / per);
+    if (s16 && workers > s16->workers) workers = s16->workers;
     if (workers < 1) fatal(EXIT_RUNTIME, "internal: attention scratch of %zu floats is below one block", scratch_floats);
     AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .att = (float *)att, .qkv = qkv, .seg = seg, .vis = vis,
-                   .B = B, .T = T, .C = C, .H = H, .S = S, .workers = workers };
+                   .B = B, .T = T, .C = C, .H = H, .S = S, .workers = workers, .s16 = s16 };
+    if (s16) {
+        size_t N = (size_t)B * T;
+        if (N > s16->rows || T > s16->T || C != s16->C)
+            fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
+        attn_prims(&a);
+        round_rows(s16->qkv, qkv, N, N, 3 * C);
+        round_rows(s16->dout, dout, N, N, C);
+    }
     run_heads(attention_backward_task, &a);
+}
+
+void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+                        const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
+{
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, seg, vis, B, T, C, H, S, NULL);
+}
+
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+                             const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S,
+                             Bf16Scratch *s16)
+{
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, seg, vis, B, T, C, H, S, s16);
 }
 
 /* ---- SwiGLU ------------------------------------------------------------- */
@@ -715,4 +815,283 @@ void target_logp_backward(float *dlogits, const float *dlogp, const float *logit
     LogpArgs a = { .dlogits = dlogits, .dlogp = dlogp, .logits = logits, .lse = (float *)lse, .targets = targets, .K = K,
                    .N = N, .V = V };
     pool_run(logp_backward_task, &a);
+}
+
+/* ---- bf16 products ------------------------------------------------------- */
+
+/* Tiles of a product's rows: BF16_TILE rows each, the rest rounded up to 16
+ * and cut into power-of-two tiles (128, 64, 32, 16); a last tile that
+ * reaches past the rows runs into the worker's tile buffer. Every tile size
+ * has its primitive, made by matmul_bf16_prepare. The rows of the weight
+ * gradient go in tiles of BF16_DW_TILE, its tokens in chunks of
+ * BF16_KCHUNK (the rest 512, 256, 128; rows past the batch are zero). */
+#define BF16_TILE 256
+#define BF16_DW_TILE 64
+#define BF16_MIN_TILE 16
+#define BF16_KCHUNK 1024
+#define BF16_ROW_PAD 128
+#define BF16_SLACK 64 /* elements after a, so a partial transposed tile may read past the last row */
+
+static size_t pad_rows(size_t n) { return (n + BF16_ROW_PAD - 1) / BF16_ROW_PAD * BF16_ROW_PAD; }
+
+/* Tile i of [0, M) in tiles of `full` rows: its size (0 past the last) and start. */
+static int tile_at(int M, int full, int i, int *start)
+{
+    int nfull = M / full;
+    if (i < nfull) {
+        *start = i * full;
+        return full;
+    }
+    int rest = M - nfull * full, r16 = (rest + BF16_MIN_TILE - 1) / BF16_MIN_TILE * BF16_MIN_TILE, pos = nfull * full;
+    i -= nfull;
+    for (int sz = full; sz >= BF16_MIN_TILE; sz /= 2)
+        if (r16 & sz) {
+            if (i-- == 0) {
+                *start = pos;
+                return sz;
+            }
+            pos += sz;
+        }
+    return 0;
+}
+
+/* index of a tile size in full, full/2, ..., 16 */
+static int size_index(int full, int sz)
+{
+    int i = 0;
+    while (full > sz) full /= 2, i++;
+    return i;
+}
+#define N_SIZES 5 /* 256 .. 16 */
+
+Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C)
+{
+    Bf16Scratch *s = calloc(1, sizeof *s);
+    if (!s) fatal(EXIT_RUNTIME, "out of memory for bf16 scratch");
+    s->rows = pad_rows(max_rows);
+    s->cols = max_cols;
+    s->T = T;
+    s->C = C;
+    s->workers = pool_threads();
+    size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
+    s->a = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols + BF16_SLACK), "bf16 operands");
+    s->b = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols + BF16_SLACK), "bf16 operands");
+    s->qkv = xcalloc_aligned(sizeof(uint16_t) * max_rows * 3 * C, "bf16 attention operands");
+    s->dout = xcalloc_aligned(sizeof(uint16_t) * max_rows * C, "bf16 attention operands");
+    s->blk = xcalloc_aligned(sizeof(uint16_t) * blk * 2 * s->workers, "bf16 attention blocks");
+    s->tile = xcalloc_aligned(sizeof(float) * BF16_TILE * max_cols * s->workers, "bf16 product tiles");
+    bf16_reserve_threads(s->workers);
+    return s;
+}
+
+void bf16_scratch_free(Bf16Scratch *s)
+{
+    if (!s) return;
+    xfree_aligned(s->a);
+    xfree_aligned(s->b);
+    xfree_aligned(s->qkv);
+    xfree_aligned(s->dout);
+    xfree_aligned(s->blk);
+    xfree_aligned(s->tile);
+    free(s);
+}
+
+size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int workers)
+{
+    size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
+    return 2 * (2 * (pad_rows(max_rows) * max_cols + BF16_SLACK) + max_rows * 4 * (size_t)C + blk * 2 * workers) +
+           4 * (size_t)BF16_TILE * max_cols * workers;
+}
+
+static uint16_t *attn_block16(const AttnArgs *a, int t, int which)
+{
+    size_t blk = (size_t)(a->s16->T < ATTN_QBLOCK ? a->s16->T : ATTN_QBLOCK) * a->s16->T;
+    return a->s16->blk + ((size_t)t * 2 + which) * blk;
+}
+
+static void attn_prims(AttnArgs *a)
+{
+    a->abt = bf16_prim_any(0, 1, 0.0f);
+    a->ab0 = bf16_prim_any(0, 0, 0.0f);
+    a->ab1 = bf16_prim_any(0, 0, 1.0f);
+    a->atb1 = bf16_prim_any(1, 0, 1.0f);
+}
+
+typedef struct {
+    uint16_t *dst;
+    const float *src;
+    size_t n, n_pad;
+} RoundArgs;
+
+static void round_task(void *p, int t, int nt)
+{
+    const RoundArgs *r = p;
+    size_t lo, hi, units = (r->n_pad + 63) / 64; /* 64-element pieces: whole cache lines */
+    pool_range(units, t, nt, &lo, &hi);
+    lo *= 64, hi *= 64;
+    if (hi > r->n_pad) hi = r->n_pad;
+    size_t mid = hi < r->n ? hi : r->n;
+    if (lo < mid) bf16_round(r->dst + lo, r->src + lo, mid - lo);
+    if (mid < hi) memset(r->dst + (lo > mid ? lo : mid), 0, sizeof(uint16_t) * (hi - (lo > mid ? lo : mid)));
+}
+
+/* dst[rows_pad, cols] = src[rows, cols] rounded, rows past `rows` zero */
+static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols)
+{
+    RoundArgs r = { dst, src, rows * cols, rows_pad * cols };
+    pool_run(round_task, &r);
+}
+
+/* Products with the rows of C split in tiles over the pool:
+ * C[M, N] = beta C + A[M, K] B, B a prepared matrix (forward: W^T, input gradient: W). */
+typedef struct {
+    float *C;
+    const uint16_t *A;
+    const Bf16Matrix *w;
+    int M, N, K;
+    float beta;
+    const Bf16Prim *prim[N_SIZES];
+    Bf16Scratch *s;
+} RowTiles;
+
+static void row_tiles_task(void *p, int t, int nt)
+{
+    const RowTiles *g = p;
+    int nw = nt < g->s->workers ? nt : g->s->workers;
+    if (t >= nw) return;
+    size_t lo, hi;
+    pool_range((size_t)g->M, t, nw, &lo, &hi);
+    float *tile = g->s->tile + (size_t)t * BF16_TILE * g->s->cols;
+    int start, sz;
+    for (int i = 0; (sz = tile_at(g->M, BF16_TILE, i, &start)) > 0; i++) {
+        if ((size_t)start < lo || (size_t)start >= hi) continue;
+        const Bf16Prim *pr = g->prim[size_index(BF16_TILE, sz)];
+        const uint16_t *A = g->A + (size_t)start * g->K;
+        float *C = g->C + (size_t)start * g->N;
+        int valid = g->M - start < sz ? g->M - start : sz;
+        if (valid == sz) {
+            bf16_run(pr, t, A, g->w, C);
+            continue;
+        }
+        /* a tile past the last row: through the tile buffer (rows past M are junk) */
+        size_t bytes = sizeof(float) * (size_t)valid * g->N;
+        if (g->beta != 0.0f) memcpy(tile, C, bytes);
+        bf16_run(pr, t, A, g->w, tile);
+        memcpy(C, tile, bytes);
+    }
+}
+
+static void row_tiles(float *C, float beta, const uint16_t *A, const Bf16Matrix *w, int transposed, int M, Bf16Scratch *s)
+{
+    int rows = bf16_matrix_rows(w), cols = bf16_matrix_cols(w);
+    RowTiles g = { .C = C, .A = A, .w = w, .M = M, .N = transposed ? rows : cols, .K = transposed ? cols : rows,
+                   .beta = beta, .s = s };
+    if (g.N > s->cols || g.K > s->cols || pad_rows((size_t)M) > s->rows)
+        fatal(EXIT_RUNTIME, "internal: bf16 product %dx%dx%d exceeds its scratch", M, g.N, g.K);
+    for (int i = 0, sz = BF16_TILE; i < N_SIZES; i++, sz /= 2)
+        g.prim[i] = bf16_prim(0, 0, transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, g.K, 0, g.N, beta);
+    pool_run(row_tiles_task, &g);
+}
+
+/* dW[OUT, IN] += dY^T X over the (padded) tokens: rows of dW in tiles over the pool. */
+typedef struct {
+    float *dw;
+    const uint16_t *dy, *x; /* [Kpad, OUT], [Kpad, IN] */
+    int OUT, IN, Kpad;
+    Bf16Scratch *s;
+    const Bf16Prim *prim[3][4]; /* [rows 64, 32, 16][tokens 1024, 512, 256, 128] */
+} DwTiles;
+
+static const Bf16Prim *dw_prim(int rows, int IN, int OUT, int k)
+{
+    return bf16_prim(1, 0, BF16_B_PLAIN, rows, IN, k, OUT, IN, IN, 1.0f);
+}
+
+static void dw_task(void *p, int t, int nt)
+{
+    const DwTiles *g = p;
+    int nw = nt < g->s->workers ? nt : g->s->workers;
+    if (t >= nw) return;
+    size_t lo, hi;
+    pool_range((size_t)g->OUT, t, nw, &lo, &hi);
+    float *tile = g->s->tile + (size_t)t * BF16_TILE * g->s->cols;
+    int start, sz;
+    for (int i = 0; (sz = tile_at(g->OUT, BF16_DW_TILE, i, &start)) > 0; i++) {
+        if ((size_t)start < lo || (size_t)start >= hi) continue;
+        int valid = g->OUT - start < sz ? g->OUT - start : sz;
+        float *C = g->dw + (size_t)start * g->IN;
+        float *dst = valid == sz ? C : tile;
+        if (dst == tile) memcpy(tile, C, sizeof(float) * (size_t)valid * g->IN);
+        for (int k0 = 0; k0 < g->Kpad;) {
+            int k = BF16_KCHUNK;
+            while (k > g->Kpad - k0) k /= 2; /* Kpad is a multiple of BF16_ROW_PAD */
+            bf16_run(g->prim[size_index(BF16_DW_TILE, sz)][size_index(BF16_KCHUNK, k)], t, g->dy + (size_t)k0 * g->OUT + start, g->x + (size_t)k0 * g->IN,
+                     dst);
+            k0 += k;
+        }
+        if (dst == tile) memcpy(C, tile, sizeof(float) * (size_t)valid * g->IN);
+        if (t == 0) pool_progress();
+    }
+}
+
+void matmul_bf16_prepare(int rows, int cols)
+{
+    for (int sz = BF16_TILE; sz >= BF16_MIN_TILE; sz /= 2) {
+        bf16_prim(0, 0, BF16_B_WT, sz, rows, cols, cols, 0, rows, 0.0f);
+        bf16_prim(0, 0, BF16_B_W, sz, cols, rows, rows, 0, cols, 0.0f);
+    }
+    for (int sz = BF16_DW_TILE; sz >= BF16_MIN_TILE; sz /= 2)
+        for (int k = BF16_KCHUNK; k >= BF16_ROW_PAD; k /= 2) dw_prim(sz, cols, rows, k);
+    AttnArgs a;
+    attn_prims(&a);
+}
+
+void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s)
+{
+    int IN = bf16_matrix_cols(w);
+    if (pad_rows((size_t)N) > s->rows || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
+    round_rows(s->a, inp, (size_t)N, (N + BF16_MIN_TILE - 1) / BF16_MIN_TILE * BF16_MIN_TILE, IN);
+    row_tiles(out, 0.0f, s->a, w, 1, N, s);
+}
+
+void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
+{
+    row_tiles(out, 0.0f, inp16, w, 1, N, s);
+}
+
+void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp, const Bf16Matrix *w,
+                          int N, Bf16Scratch *s)
+{
+    int OUT = bf16_matrix_rows(w), IN = bf16_matrix_cols(w);
+    size_t Kpad = pad_rows((size_t)N);
+    if (Kpad > s->rows || OUT > s->cols || IN > s->cols)
+        fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
+    round_rows(s->a, dout, (size_t)N, Kpad, OUT);
+    if (dinp) row_tiles(dinp, beta, s->a, w, 0, N, s);
+    if (dw) {
+        round_rows(s->b, inp, (size_t)N, Kpad, IN);
+        DwTiles g = { .dw = dw, .dy = s->a, .x = s->b, .OUT = OUT, .IN = IN, .Kpad = (int)Kpad, .s = s };
+        for (int i = 0, sz = BF16_DW_TILE; i < 3; i++, sz /= 2)
+            for (int j = 0, k = BF16_KCHUNK; j < 4; j++, k /= 2) g.prim[i][j] = dw_prim(sz, IN, OUT, k);
+        pool_run(dw_task, &g);
+    }
+}
+
+typedef struct {
+    Bf16Matrix *const *m;
+    const float *const *w;
+    int n;
+} SetArgs;
+
+static void set_task(void *p, int t, int nt)
+{
+    const SetArgs *a = p;
+    for (int j = t; j < a->n; j += nt) bf16_matrix_set(a->m[j], a->w[j], t);
+}
+
+void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n)
+{
+    SetArgs a = { m, w, n };
+    bf16_reserve_threads(pool_threads());
+    pool_run(set_task, &a);
 }

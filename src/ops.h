@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "batch.h"
+#include "bf16.h"
 
 /* Attention works on blocks of this many query rows so that a query block
  * only multiplies against the keys at or before its last row (and, in a
@@ -95,5 +96,42 @@ void target_logp_forward(float *logp, float *lse, const float *logits, const Tar
 /* dlogits[N,V] += sum over targets k at row i: dlogp[k] * (onehot(y_k) - softmax(logits[i])). */
 void target_logp_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse,
                           const Target *targets, int K, int V);
+
+/* ---- bf16 products (model.precision bf16; docs/model.md, "Precision") ----
+ * The layer products and attention's QK^T, PV and their backward with
+ * operands rounded to bf16 (bf16.h) and fp32 accumulation and results;
+ * everything else stays fp32. A product's rows go in tiles of 256 (the rest
+ * in 128, 64, 32, 16) over the pool, each tile its own single-threaded
+ * oneDNN call; a tile is computed alike whatever the pool size, so results
+ * are bitwise equal across thread counts. Scratch comes from a Bf16Scratch;
+ * no call allocates (oneDNN itself makes a few small memory handles per
+ * attention product). */
+typedef struct Bf16Scratch Bf16Scratch;
+/* For products of up to max_rows tokens, operands up to max_cols wide, and
+ * attention over rows of up to T tokens of width C; sized for the pool's
+ * current thread count (a larger pool later uses that many threads). */
+Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C);
+void bf16_scratch_free(Bf16Scratch *s);
+size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int workers);
+/* Creates every primitive the products of a [rows, cols] weight (and
+ * attention) use, so that no step creates one. */
+void matmul_bf16_prepare(int rows, int cols);
+/* Rounds w[j] into m[j] for j < n, the matrices spread over the pool. */
+void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
+
+/* matmul_forward with W = w (a Bf16Matrix of W [OUT, IN]). */
+void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s);
+/* The same on rows already rounded, inp16 [N rounded up to 16, IN]: the
+ * product itself (the bf16 peak of `fspo bench`). */
+void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
+/* matmul_backward_beta with W = w. */
+void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp, const Bf16Matrix *w,
+                          int N, Bf16Scratch *s);
+/* attention_forward / attention_backward with bf16 products. */
+void attention_forward_bf16(float *out, float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B,
+                            int T, int C, int H, int S, Bf16Scratch *s);
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+                             const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S,
+                             Bf16Scratch *s);
 
 #endif

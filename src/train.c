@@ -192,6 +192,7 @@ static void initial_state(Run *r)
     int64_t hdr[3] = { full, meta.step, r->opt.t };
     dist_bcast(hdr, sizeof hdr, 0);
     dist_bcast(r->policy->params, sizeof(float) * r->policy->n_params, 0);
+    model_params_changed(r->policy);
     if (hdr[0]) {
         if (r->opt.m) dist_bcast(r->opt.m, sizeof(float) * r->opt.n, 0);
         dist_bcast(r->opt.v, sizeof(float) * r->opt.n, 0);
@@ -643,7 +644,7 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
         } else {
             bad_in_a_row = 0;
             grad_norm = optim_step(&r->opt, r->policy, lr);
-            if (inject_diverge(r)) r->policy->params[0] += 1e-3f;
+            if (inject_diverge(r)) r->policy->params[0] += 1e-3f, model_params_changed(r->policy);
         }
         r->step++;
         tokens_since += m[M_TOKENS];
