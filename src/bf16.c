@@ -113,19 +113,22 @@ static size_t scratch_bytes;
 static long creations;
 static _Thread_local int omp_single;
 
-static void init(void)
-{
-    if (engine) return;
-    CK(dnnl_engine_create(&engine, dnnl_cpu, 0));
-}
-
-/* Every call from this thread uses one OpenMP thread: parallelism is the pool's. */
+/* Every call from this thread uses one OpenMP thread: parallelism is the
+ * pool's. Creation too: oneDNN fixes a primitive's thread count when it
+ * creates it, from the creating thread's OpenMP setting. */
 static inline void single_thread(void)
 {
     if (!omp_single) {
         omp_set_num_threads(1);
         omp_single = 1;
     }
+}
+
+static void init(void)
+{
+    single_thread();
+    if (engine) return;
+    CK(dnnl_engine_create(&engine, dnnl_cpu, 0));
 }
 
 /* ---- primitives ------------------------------------------------------------ */
@@ -273,6 +276,26 @@ const Bf16Prim *bf16_prim_any(int ta, int tb, float beta)
 const char *bf16_prim_kernel(const Bf16Prim *p) { return p->kernel; }
 
 long bf16_prim_creations(void) { return creations; }
+
+void bf16_kernel_summary(char *buf, size_t len)
+{
+    static const char *label[2] = { "layer products", "attention" };
+    size_t o = 0;
+    buf[0] = '\0';
+    for (int any = 0; any < 2; any++) {
+        int listed = 0;
+        for (int i = 0; i < n_prims; i++) {
+            int seen = prims[i]->any != any;
+            for (int j = 0; j < i && !seen; j++) seen = prims[j]->any == any && !strcmp(prims[j]->kernel, prims[i]->kernel);
+            if (seen) continue;
+            const char *k = prims[i]->kernel;
+            int n = listed ? snprintf(buf + o, len - o, "/%s", k)
+                           : snprintf(buf + o, len - o, "%s%s %s", o ? ", " : "", label[any], k);
+            o = n < 0 ? o : (o + (size_t)n < len ? o + (size_t)n : len - 1);
+            listed = 1;
+        }
+    }
+}
 
 void bf16_reserve_threads(int threads)
 {

@@ -78,6 +78,9 @@ void bf16_run_any(const Bf16Prim *p, int t, int M, int N, int K, const uint16_t 
                   float *C, int ldc);
 /* oneDNN's implementation name of p, e.g. "brg:avx512_core_amx_bf16". */
 const char *bf16_prim_kernel(const Bf16Prim *p);
+/* The kernels of the primitives created so far, e.g. "layer products
+ * brg:avx512_core_amx_bf16, attention gemm:jit" (oneDNN's names). */
+void bf16_kernel_summary(char *buf, size_t len);
 /* Primitives created so far in this process. */
 long bf16_prim_creations(void);
 /* Makes every thread slot t < threads ready to run the primitives created

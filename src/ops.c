@@ -12,7 +12,7 @@
 
 /* Scratch of the bf16 products (see bf16_scratch_create). */
 struct Bf16Scratch {
-    size_t rows;          /* row capacity of a and b, padded (BF16_ROW_PAD) */
+    size_t rows;          /* row capacity of a and b, rounded up to 16 */
     int cols, T, C, workers;
     uint16_t *a, *b;      /* rounded operands of the layer products [rows, cols] (+ slack) */
     uint16_t *qkv, *dout; /* attention: rounded q|k|v [rows, 3C] and dO [rows, C] */
@@ -821,18 +821,14 @@ void target_logp_backward(float *dlogits, const float *dlogp, const float *logit
 
 /* Tiles of a product's rows: BF16_TILE rows each, the rest rounded up to 16
  * and cut into power-of-two tiles (128, 64, 32, 16); a last tile that
- * reaches past the rows runs into the worker's tile buffer. Every tile size
- * has its primitive, made by matmul_bf16_prepare. The rows of the weight
- * gradient go in tiles of BF16_DW_TILE, its tokens in chunks of
- * BF16_KCHUNK (the rest 512, 256, 128; rows past the batch are zero). */
+ * reaches past the rows reads zero rows of the rounded operand and writes
+ * into the worker's tile buffer. Every tile size has its primitive (oneDNN's
+ * brgemm, made by matmul_bf16_prepare), so a tile is computed alike
+ * whatever the row count or the thread count. */
 #define BF16_TILE 256
-#define BF16_DW_TILE 64
 #define BF16_MIN_TILE 16
-#define BF16_KCHUNK 1024
-#define BF16_ROW_PAD 128
-#define BF16_SLACK 64 /* elements after a, so a partial transposed tile may read past the last row */
 
-static size_t pad_rows(size_t n) { return (n + BF16_ROW_PAD - 1) / BF16_ROW_PAD * BF16_ROW_PAD; }
+static size_t pad_rows(size_t n) { return (n + BF16_MIN_TILE - 1) / BF16_MIN_TILE * BF16_MIN_TILE; }
 
 /* Tile i of [0, M) in tiles of `full` rows: its size (0 past the last) and start. */
 static int tile_at(int M, int full, int i, int *start)
@@ -874,8 +870,8 @@ Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C)
     s->C = C;
     s->workers = pool_threads();
     size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
-    s->a = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols + BF16_SLACK), "bf16 operands");
-    s->b = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols + BF16_SLACK), "bf16 operands");
+    s->a = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols), "bf16 operands");
+    s->b = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols), "bf16 operands");
     s->qkv = xcalloc_aligned(sizeof(uint16_t) * max_rows * 3 * C, "bf16 attention operands");
     s->dout = xcalloc_aligned(sizeof(uint16_t) * max_rows * C, "bf16 attention operands");
     s->blk = xcalloc_aligned(sizeof(uint16_t) * blk * 2 * s->workers, "bf16 attention blocks");
@@ -899,7 +895,7 @@ void bf16_scratch_free(Bf16Scratch *s)
 size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int workers)
 {
     size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
-    return 2 * (2 * (pad_rows(max_rows) * max_cols + BF16_SLACK) + max_rows * 4 * (size_t)C + blk * 2 * workers) +
+    return 2 * (2 * (pad_rows(max_rows) * max_cols) + max_rows * 4 * (size_t)C + blk * 2 * workers) +
            4 * (size_t)BF16_TILE * max_cols * workers;
 }
 
@@ -920,7 +916,7 @@ static void attn_prims(AttnArgs *a)
 typedef struct {
     uint16_t *dst;
     const float *src;
-    size_t n, n_pad;
+    size_t n, n_pad; /* elements rounded, then zeros up to n_pad */
 } RoundArgs;
 
 static void round_task(void *p, int t, int nt)
@@ -948,7 +944,7 @@ typedef struct {
     float *C;
     const uint16_t *A;
     const Bf16Matrix *w;
-    int M, N, K;
+    int M, N, K, lda;
     float beta;
     const Bf16Prim *prim[N_SIZES];
     Bf16Scratch *s;
@@ -966,7 +962,7 @@ static void row_tiles_task(void *p, int t, int nt)
     for (int i = 0; (sz = tile_at(g->M, BF16_TILE, i, &start)) > 0; i++) {
         if ((size_t)start < lo || (size_t)start >= hi) continue;
         const Bf16Prim *pr = g->prim[size_index(BF16_TILE, sz)];
-        const uint16_t *A = g->A + (size_t)start * g->K;
+        const uint16_t *A = g->A + (size_t)start * g->lda;
         float *C = g->C + (size_t)start * g->N;
         int valid = g->M - start < sz ? g->M - start : sz;
         if (valid == sz) {
@@ -981,57 +977,39 @@ static void row_tiles_task(void *p, int t, int nt)
     }
 }
 
-static void row_tiles(float *C, float beta, const uint16_t *A, const Bf16Matrix *w, int transposed, int M, Bf16Scratch *s)
+/* A [M, K] with row stride lda; K and N from w (W^T when transposed, else W) */
+static void row_tiles(float *C, float beta, const uint16_t *A, int lda, const Bf16Matrix *w, int transposed, int M,
+                      Bf16Scratch *s)
 {
     int rows = bf16_matrix_rows(w), cols = bf16_matrix_cols(w);
     RowTiles g = { .C = C, .A = A, .w = w, .M = M, .N = transposed ? rows : cols, .K = transposed ? cols : rows,
-                   .beta = beta, .s = s };
-    if (g.N > s->cols || g.K > s->cols || pad_rows((size_t)M) > s->rows)
+                   .lda = lda, .beta = beta, .s = s };
+    if (g.N > s->cols || lda > s->cols || pad_rows((size_t)M) > s->rows)
         fatal(EXIT_RUNTIME, "internal: bf16 product %dx%dx%d exceeds its scratch", M, g.N, g.K);
     for (int i = 0, sz = BF16_TILE; i < N_SIZES; i++, sz /= 2)
-        g.prim[i] = bf16_prim(0, 0, transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, g.K, 0, g.N, beta);
+        g.prim[i] = bf16_prim(0, 0, transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, lda, 0, g.N, beta);
     pool_run(row_tiles_task, &g);
 }
 
-/* dW[OUT, IN] += dY^T X over the (padded) tokens: rows of dW in tiles over the pool. */
+/* dW[OUT, IN] += dY^T X: each worker one product over all tokens for its
+ * share of dW's rows (oneDNN's runtime-shape kernel, which blocks the long
+ * token dimension itself; brgemm would need a primitive per token count). */
 typedef struct {
     float *dw;
-    const uint16_t *dy, *x; /* [Kpad, OUT], [Kpad, IN] */
-    int OUT, IN, Kpad;
+    const uint16_t *dy, *x; /* [N, OUT], [N, IN] */
+    int OUT, IN, N;
+    const Bf16Prim *prim;
     Bf16Scratch *s;
-    const Bf16Prim *prim[3][4]; /* [rows 64, 32, 16][tokens 1024, 512, 256, 128] */
-} DwTiles;
-
-static const Bf16Prim *dw_prim(int rows, int IN, int OUT, int k)
-{
-    return bf16_prim(1, 0, BF16_B_PLAIN, rows, IN, k, OUT, IN, IN, 1.0f);
-}
+} DwArgs;
 
 static void dw_task(void *p, int t, int nt)
 {
-    const DwTiles *g = p;
+    const DwArgs *g = p;
     int nw = nt < g->s->workers ? nt : g->s->workers;
     if (t >= nw) return;
     size_t lo, hi;
     pool_range((size_t)g->OUT, t, nw, &lo, &hi);
-    float *tile = g->s->tile + (size_t)t * BF16_TILE * g->s->cols;
-    int start, sz;
-    for (int i = 0; (sz = tile_at(g->OUT, BF16_DW_TILE, i, &start)) > 0; i++) {
-        if ((size_t)start < lo || (size_t)start >= hi) continue;
-        int valid = g->OUT - start < sz ? g->OUT - start : sz;
-        float *C = g->dw + (size_t)start * g->IN;
-        float *dst = valid == sz ? C : tile;
-        if (dst == tile) memcpy(tile, C, sizeof(float) * (size_t)valid * g->IN);
-        for (int k0 = 0; k0 < g->Kpad;) {
-            int k = BF16_KCHUNK;
-            while (k > g->Kpad - k0) k /= 2; /* Kpad is a multiple of BF16_ROW_PAD */
-            bf16_run(g->prim[size_index(BF16_DW_TILE, sz)][size_index(BF16_KCHUNK, k)], t, g->dy + (size_t)k0 * g->OUT + start, g->x + (size_t)k0 * g->IN,
-                     dst);
-            k0 += k;
-        }
-        if (dst == tile) memcpy(C, tile, sizeof(float) * (size_t)valid * g->IN);
-        if (t == 0) pool_progress();
-    }
+    bf16_run_any(g->prim, t, (int)(hi - lo), g->IN, g->N, g->dy + lo, g->OUT, g->x, g->IN, g->dw + lo * g->IN, g->IN);
 }
 
 void matmul_bf16_prepare(int rows, int cols)
@@ -1040,9 +1018,7 @@ void matmul_bf16_prepare(int rows, int cols)
         bf16_prim(0, 0, BF16_B_WT, sz, rows, cols, cols, 0, rows, 0.0f);
         bf16_prim(0, 0, BF16_B_W, sz, cols, rows, rows, 0, cols, 0.0f);
     }
-    for (int sz = BF16_DW_TILE; sz >= BF16_MIN_TILE; sz /= 2)
-        for (int k = BF16_KCHUNK; k >= BF16_ROW_PAD; k /= 2) dw_prim(sz, cols, rows, k);
-    AttnArgs a;
+    AttnArgs a; /* the weight gradient uses attention's A^T B */
     attn_prims(&a);
 }
 
@@ -1050,29 +1026,27 @@ void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int 
 {
     int IN = bf16_matrix_cols(w);
     if (pad_rows((size_t)N) > s->rows || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
-    round_rows(s->a, inp, (size_t)N, (N + BF16_MIN_TILE - 1) / BF16_MIN_TILE * BF16_MIN_TILE, IN);
-    row_tiles(out, 0.0f, s->a, w, 1, N, s);
+    round_rows(s->a, inp, (size_t)N, pad_rows((size_t)N), IN);
+    row_tiles(out, 0.0f, s->a, IN, w, 1, N, s);
 }
 
 void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
 {
-    row_tiles(out, 0.0f, inp16, w, 1, N, s);
+    row_tiles(out, 0.0f, inp16, bf16_matrix_cols(w), w, 1, N, s);
 }
 
 void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp, const Bf16Matrix *w,
                           int N, Bf16Scratch *s)
 {
     int OUT = bf16_matrix_rows(w), IN = bf16_matrix_cols(w);
-    size_t Kpad = pad_rows((size_t)N);
-    if (Kpad > s->rows || OUT > s->cols || IN > s->cols)
-        fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
-    round_rows(s->a, dout, (size_t)N, Kpad, OUT);
-    if (dinp) row_tiles(dinp, beta, s->a, w, 0, N, s);
+    size_t rows16 = pad_rows((size_t)N);
+    if (rows16 > s->rows || OUT > s->cols || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
+    round_rows(s->a, dout, (size_t)N, rows16, OUT);
+    if (dinp) row_tiles(dinp, beta, s->a, OUT, w, 0, N, s);
     if (dw) {
-        round_rows(s->b, inp, (size_t)N, Kpad, IN);
-        DwTiles g = { .dw = dw, .dy = s->a, .x = s->b, .OUT = OUT, .IN = IN, .Kpad = (int)Kpad, .s = s };
-        for (int i = 0, sz = BF16_DW_TILE; i < 3; i++, sz /= 2)
-            for (int j = 0, k = BF16_KCHUNK; j < 4; j++, k /= 2) g.prim[i][j] = dw_prim(sz, IN, OUT, k);
+        round_rows(s->b, inp, (size_t)N, (size_t)N, IN);
+        DwArgs g = { .dw = dw, .dy = s->a, .x = s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f),
+                     .s = s };
         pool_run(dw_task, &g);
     }
 }
@@ -1094,4 +1068,34 @@ void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n)
     SetArgs a = { m, w, n };
     bf16_reserve_threads(pool_threads());
     pool_run(set_task, &a);
+}
+
+double matmul_bf16_peak_gflops(int n, int reps)
+{
+    float *x = xmalloc_aligned(sizeof(float) * n * n, "bf16 peak"), *y = xmalloc_aligned(sizeof(float) * n * n, "bf16 peak");
+    uint16_t *x16 = xmalloc_aligned(sizeof(uint16_t) * n * n, "bf16 peak");
+    for (size_t i = 0; i < (size_t)n * n; i++) x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+    bf16_round(x16, x, (size_t)n * n);
+    Bf16Matrix *w = bf16_matrix_create(n, n);
+    const float *src = x;
+    Bf16Scratch *s = bf16_scratch_create((size_t)n, n, 1, 1);
+    matmul_bf16_prepare(n, n);
+    bf16_set_matrices(&w, &src, 1);
+    double t[64];
+    if (reps > 64) reps = 64;
+    for (int k = -1; k < reps; k++) {
+        double t0 = now_seconds();
+        matmul_bf16_rounded(y, x16, w, n, s);
+        if (k >= 0) t[k] = now_seconds() - t0;
+    }
+    for (int i = 1; i < reps; i++) /* median: insertion sort of a handful */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double tmp = t[j];
+            t[j] = t[j - 1], t[j - 1] = tmp;
+        }
+    double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    bf16_scratch_free(s);
+    bf16_matrix_free(w);
+    xfree_aligned(x), xfree_aligned(y), xfree_aligned(x16);
+    return 2.0 * n * (double)n * n / med / 1e9;
 }

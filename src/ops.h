@@ -124,6 +124,10 @@ void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int 
 /* The same on rows already rounded, inp16 [N rounded up to 16, IN]: the
  * product itself (the bf16 peak of `fspo bench`). */
 void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
+/* Median GFLOP/s of an n x n x n bf16 product (matmul_bf16_rounded on
+ * rounded operands) over `reps` runs after one warm-up, on the pool: the
+ * ceiling that MFU is measured against in bf16. */
+double matmul_bf16_peak_gflops(int n, int reps);
 /* matmul_backward_beta with W = w. */
 void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp, const Bf16Matrix *w,
                           int N, Bf16Scratch *s);
