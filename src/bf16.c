@@ -8,6 +8,7 @@
 
 #include "pool.h"
 #include "util.h"
+#include "vecmath.h"
 
 /* libgomp's, which oneDNN runs on (declared here: clang's fuzz builds have no omp.h) */
 void omp_set_num_threads(int n);
@@ -17,19 +18,8 @@ void omp_set_num_threads(int n);
 
 /* ---- rounding ------------------------------------------------------------ */
 
-typedef uint32_t v16u __attribute__((vector_size(64)));
-typedef uint16_t v16h __attribute__((vector_size(32)));
-
-/* Round to nearest even on the bit pattern: add 0x7fff plus the lowest kept
- * bit, keep the high half. NaNs keep their sign and top payload bits and
- * get the quiet bit, so no NaN rounds to infinity. */
-uint16_t bf16_from_float(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+/* the rounding itself is vecmath.h's v8_to_bf16 */
+uint16_t bf16_from_float(float x) { return v8_to_bf16(v8_set1(x))[0]; }
 
 float bf16_to_float(uint16_t h)
 {
@@ -42,16 +32,8 @@ float bf16_to_float(uint16_t h)
 void bf16_round(uint16_t *dst, const float *src, size_t n)
 {
     size_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        v16u u;
-        memcpy(&u, src + i, sizeof u);
-        v16u r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-        v16u nan = (v16u)((u & 0x7fffffffu) > 0x7f800000u);
-        r = (r & ~nan) | (((u >> 16) | 0x40u) & nan);
-        v16h h = __builtin_convertvector(r, v16h);
-        memcpy(dst + i, &h, sizeof h);
-    }
-    for (; i < n; i++) dst[i] = bf16_from_float(src[i]);
+    for (; i + 8 <= n; i += 8) v8_store_bf16(dst + i, v8_load(src + i));
+    if (i < n) v8_store_bf16_part(dst + i, v8_load_part(src + i, (int)(n - i), 0.0f), (int)(n - i));
 }
 
 /* ---- the CPU and the library --------------------------------------------- */
@@ -279,7 +261,7 @@ long bf16_prim_creations(void) { return creations; }
 
 void bf16_kernel_summary(char *buf, size_t len)
 {
-    static const char *label[2] = { "layer products", "attention" };
+    static const char *label[2] = { "layer products", "weight gradients and attention" };
     size_t o = 0;
     buf[0] = '\0';
     for (int any = 0; any < 2; any++) {

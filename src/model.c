@@ -225,10 +225,13 @@ static void free_bf16(Model *m)
 {
     if (m->bmat)
         for (int i = 0; i < 4 * m->cfg.n_layers + 1; i++) bf16_matrix_free(m->bmat[i]);
+    if (m->bin)
+        for (int i = 0; i < 4 * m->cfg.n_layers + 1; i++) xfree_aligned(m->bin[i]);
     free(m->bmat);
     free(m->bsrc);
+    free(m->bin);
     bf16_scratch_free(m->bscratch);
-    m->bmat = NULL, m->bsrc = NULL, m->bscratch = NULL, m->bf16 = 0, m->bf16_bytes = 0;
+    m->bmat = NULL, m->bsrc = NULL, m->bin = NULL, m->bscratch = NULL, m->bf16 = 0, m->bf16_bytes = 0;
 }
 
 void model_set_precision(Model *m, Precision p)
@@ -259,6 +262,16 @@ void model_set_precision(Model *m, Precision p)
     int widest = 3 * C > 2 * F ? 3 * C : 2 * F;
     if (V > widest) widest = V;
     size_t rows = (size_t)m->cap_rows * m->cap_len;
+    if (m->trainable) { /* the backward's weight gradients reuse the forward's rounded inputs */
+        size_t rows16 = (rows + 15) / 16 * 16;
+        m->bin = calloc(n, sizeof *m->bin);
+        if (!m->bin) fatal(EXIT_RUNTIME, "out of memory for the bf16 activations");
+        for (int i = 0; i < n; i++) {
+            size_t cols = i < 4 * L && i % 4 == 3 ? (size_t)F : (size_t)C; /* w2 reads the SwiGLU output */
+            m->bin[i] = xcalloc_aligned(sizeof(uint16_t) * rows16 * cols, "bf16 activations");
+            bytes += sizeof(uint16_t) * rows16 * cols;
+        }
+    }
     m->bscratch = bf16_scratch_create(rows, widest, m->cap_len, C);
     m->bf16_bytes = bytes + bf16_scratch_bytes(rows, widest, m->cap_len, C, pool_threads());
     m->bf16 = 1;
@@ -278,7 +291,7 @@ static void refresh_bf16(Model *m)
 /* out[N,OUT] = inp[N,IN] W^T for weight w, which is bmat[wi] in bf16 */
 static void mm_forward(Model *m, float *out, const float *inp, const float *w, int wi, int N, int IN, int OUT)
 {
-    if (m->bf16) matmul_forward_bf16(out, inp, m->bmat[wi], N, m->bscratch);
+    if (m->bf16) matmul_forward_bf16(out, inp, m->bmat[wi], N, m->bscratch, m->bin ? m->bin[wi] : NULL);
     else matmul_forward(out, inp, w, N, IN, OUT);
 }
 
@@ -286,7 +299,7 @@ static void mm_forward(Model *m, float *out, const float *inp, const float *w, i
 static void mm_backward(Model *m, float *dinp, float *dw, const float *dout, const float *inp, const float *w, int wi,
                         int N, int IN, int OUT)
 {
-    if (m->bf16) matmul_backward_bf16(dinp, 0.0f, dw, dout, inp, m->bmat[wi], N, m->bscratch);
+    if (m->bf16) matmul_backward_bf16(dinp, 0.0f, dw, dout, inp, m->bin[wi], m->bmat[wi], N, m->bscratch);
     else matmul_backward_beta(dinp, 0.0f, dw, dout, inp, w, N, IN, OUT);
 }
 

@@ -524,6 +524,52 @@ size_t attention_scratch_floats(int T)
     return m * (size_t)T * ATTN_SCRATCH_SLOTS;
 }
 
+/* One query block [i0, i0+m) of the bf16 backward: dP = dO V^T into D, then
+ * the softmax backward writes dS and P rounded in one pass over P, then
+ * dV += P^T dO, dQ += dS K, dK += dS^T Q. */
+static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, const int *ra, const int *rb, const float *P,
+                             float *D, uint16_t *P16, uint16_t *D16, const uint16_t *q16, const uint16_t *k16,
+                             const uint16_t *v16, const uint16_t *dO16, float *dq, float *dk, float *dv, float scale)
+{
+    int T = a->T, C = a->C, hd = C / a->H, ld = 3 * C;
+    const uint16_t *dOb = dO16 + (size_t)i0 * C;
+    for (int r = 0; r < nr; r++)
+        bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, dOb, C, v16 + (size_t)ra[r] * ld, ld, D + ra[r], T);
+    v8f vscale = v8_set1(scale);
+    for (int row = 0; row < m; row++) {
+        int tt = i0 + row;
+        const float *pr = P + (size_t)row * T, *dr = D + (size_t)row * T;
+        uint16_t *p16 = P16 + (size_t)row * T, *ds16 = D16 + (size_t)row * T;
+        v8f acc = v8_set1(0.0f);
+        for (int r = 0; r < nr; r++) {
+            int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
+            for (; u + 8 <= e; u += 8) acc += v8_load(pr + u) * v8_load(dr + u);
+            if (u < e) acc += v8_load_part(pr + u, e - u, 0.0f) * v8_load_part(dr + u, e - u, 0.0f);
+        }
+        v8f s = v8_set1(v8_hsum(acc));
+        for (int r = 0; r < nr; r++) {
+            int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
+            for (; u + 8 <= e; u += 8) {
+                v8f pv = v8_load(pr + u);
+                v8_store_bf16(ds16 + u, pv * (v8_load(dr + u) - s) * vscale);
+                v8_store_bf16(p16 + u, pv);
+            }
+            if (u < e) {
+                v8f pv = v8_load_part(pr + u, e - u, 0.0f);
+                v8_store_bf16_part(ds16 + u, pv * (v8_load_part(dr + u, e - u, 0.0f) - s) * vscale, e - u);
+                v8_store_bf16_part(p16 + u, pv, e - u);
+            }
+            for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) ds16[u] = p16[u] = 0;
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        int u0 = ra[r], nk = rb[r] - ra[r];
+        bf16_run_any(a->atb1, t, nk, hd, m, P16 + u0, T, dOb, C, dv + (size_t)u0 * ld, ld);
+        bf16_run_any(a->ab1, t, m, hd, nk, D16 + u0, T, k16 + (size_t)u0 * ld, ld, dq + (size_t)i0 * ld, ld);
+        bf16_run_any(a->atb1, t, nk, hd, m, D16 + u0, T, q16 + (size_t)i0 * ld, ld, dk + (size_t)u0 * ld, ld);
+    }
+}
+
 static void attention_backward_task(void *p, int t, int nt)
 {
     const AttnArgs *a = p;
@@ -555,14 +601,13 @@ static void attention_backward_task(void *p, int t, int nt)
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
             const float *P = A + (size_t)i0 * T;
-            if (a->s16) round_block(P16, P, m, T, nr, ra, rb);
+            if (a->s16) {
+                backward_block16(a, t, i0, m, nr, ra, rb, P, D, P16, D16, q16, k16, v16, dO16, dq, dk, dv, scale);
+                if (t == 0) pool_progress();
+                continue;
+            }
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
-                if (a->s16) {
-                    bf16_run_any(a->atb1, t, nk, hd, m, P16 + u0, T, dO16 + (size_t)i0 * C, C, dv + (size_t)u0 * ld, ld);
-                    bf16_run_any(a->abt, t, m, nk, hd, dO16 + (size_t)i0 * C, C, v16 + (size_t)u0 * ld, ld, D + u0, T);
-                    continue;
-                }
                 /* dV[range] += P[:, range]^T dO[i0:i1] */
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, hd, m, 1.0f, P + u0, T, dO + (size_t)i0 * C, C,
                             1.0f, dv + (size_t)u0 * ld, ld);
@@ -591,14 +636,8 @@ static void attention_backward_task(void *p, int t, int nt)
                     for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) dr[u] = 0.0f;
                 }
             }
-            if (a->s16) round_block(D16, D, m, T, nr, ra, rb);
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
-                if (a->s16) {
-                    bf16_run_any(a->ab1, t, m, hd, nk, D16 + u0, T, k16 + (size_t)u0 * ld, ld, dq + (size_t)i0 * ld, ld);
-                    bf16_run_any(a->atb1, t, nk, hd, m, D16 + u0, T, q16 + (size_t)i0 * ld, ld, dk + (size_t)u0 * ld, ld);
-                    continue;
-                }
                 /* dQ[i0:i1] += dS[:, range] K[range];  dK[range] += dS[:, range]^T Q[i0:i1] */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, nk, 1.0f, D + u0, T,
                             k + (size_t)u0 * ld, ld, 1.0f, dq + (size_t)i0 * ld, ld);
@@ -1022,12 +1061,13 @@ void matmul_bf16_prepare(int rows, int cols)
     attn_prims(&a);
 }
 
-void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s)
+void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s, uint16_t *keep)
 {
     int IN = bf16_matrix_cols(w);
     if (pad_rows((size_t)N) > s->rows || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
-    round_rows(s->a, inp, (size_t)N, pad_rows((size_t)N), IN);
-    row_tiles(out, 0.0f, s->a, IN, w, 1, N, s);
+    uint16_t *a16 = keep ? keep : s->a;
+    round_rows(a16, inp, (size_t)N, pad_rows((size_t)N), IN);
+    row_tiles(out, 0.0f, a16, IN, w, 1, N, s);
 }
 
 void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
@@ -1035,8 +1075,8 @@ void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w,
     row_tiles(out, 0.0f, inp16, bf16_matrix_cols(w), w, 1, N, s);
 }
 
-void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp, const Bf16Matrix *w,
-                          int N, Bf16Scratch *s)
+void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp,
+                          const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
 {
     int OUT = bf16_matrix_rows(w), IN = bf16_matrix_cols(w);
     size_t rows16 = pad_rows((size_t)N);
@@ -1044,8 +1084,8 @@ void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout,
     round_rows(s->a, dout, (size_t)N, rows16, OUT);
     if (dinp) row_tiles(dinp, beta, s->a, OUT, w, 0, N, s);
     if (dw) {
-        round_rows(s->b, inp, (size_t)N, (size_t)N, IN);
-        DwArgs g = { .dw = dw, .dy = s->a, .x = s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f),
+        if (!inp16) round_rows(s->b, inp, (size_t)N, (size_t)N, IN);
+        DwArgs g = { .dw = dw, .dy = s->a, .x = inp16 ? inp16 : s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f),
                      .s = s };
         pool_run(dw_task, &g);
     }

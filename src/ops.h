@@ -119,8 +119,9 @@ void matmul_bf16_prepare(int rows, int cols);
 /* Rounds w[j] into m[j] for j < n, the matrices spread over the pool. */
 void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
 
-/* matmul_forward with W = w (a Bf16Matrix of W [OUT, IN]). */
-void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s);
+/* matmul_forward with W = w (a Bf16Matrix of W [OUT, IN]). keep: NULL, or
+ * where the rounded inp goes ([N rounded up to 16, IN]), for the backward. */
+void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s, uint16_t *keep);
 /* The same on rows already rounded, inp16 [N rounded up to 16, IN]: the
  * product itself (the bf16 peak of `fspo bench`). */
 void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
@@ -128,9 +129,10 @@ void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w,
  * rounded operands) over `reps` runs after one warm-up, on the pool: the
  * ceiling that MFU is measured against in bf16. */
 double matmul_bf16_peak_gflops(int n, int reps);
-/* matmul_backward_beta with W = w. */
-void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp, const Bf16Matrix *w,
-                          int N, Bf16Scratch *s);
+/* matmul_backward_beta with W = w; inp16: inp as the forward kept it
+ * rounded, or NULL to round inp here. */
+void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp,
+                          const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
 /* attention_forward / attention_backward with bf16 products. */
 void attention_forward_bf16(float *out, float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B,
                             int T, int C, int H, int S, Bf16Scratch *s);

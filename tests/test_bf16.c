@@ -174,8 +174,8 @@ static void test_products(void)
         float *dd = di[th - 1] = malloc(sizeof(float) * N * IN), *gg = dw[th - 1] = malloc(sizeof(float) * OUT * IN);
         for (size_t i = 0; i < (size_t)N * IN; i++) dd[i] = 1.0f;  /* beta = 0.5 keeps half of it */
         for (size_t i = 0; i < (size_t)OUT * IN; i++) gg[i] = 1.0f; /* the weight gradient accumulates */
-        matmul_forward_bf16(yy, inp, bw, N, s);
-        matmul_backward_bf16(dd, 0.5f, gg, dout, inp, bw, N, s);
+        matmul_forward_bf16(yy, inp, bw, N, s, NULL);
+        matmul_backward_bf16(dd, 0.5f, gg, dout, inp, NULL, bw, N, s);
     }
     pool_set_threads(1);
     double ey = err_vs_abs(y[0], exact.y, exact.yabs, (size_t)N * OUT);
@@ -204,9 +204,9 @@ static void test_products(void)
     for (int i = 0; i < 4; i++) {
         int n = rows[i];
         memset(di[1], 0x7f, sizeof(float) * n * IN); /* beta 0 must overwrite whatever is there */
-        matmul_backward_bf16(di[1], 0.0f, NULL, dout, inp, bw, n, s);
-        matmul_forward_bf16(y[1], inp, bw, n, s);
-        matmul_backward_bf16(NULL, 0.0f, dw[1], dout, inp, bw, n, s);
+        matmul_backward_bf16(di[1], 0.0f, NULL, dout, inp, NULL, bw, n, s);
+        matmul_forward_bf16(y[1], inp, bw, n, s, NULL);
+        matmul_backward_bf16(NULL, 0.0f, dw[1], dout, inp, NULL, bw, n, s);
         for (int r = 0; r < n && ok; r++) {
             for (int k = 0; k < IN; k++) ok &= fabs(di[1][r * IN + k] - (di[0][r * IN + k] - 0.5)) <= 1e-5 * exact.diabs[r * IN + k] + 1e-6;
             for (int o = 0; o < OUT; o++) ok &= y[1][r * OUT + o] == y[0][r * OUT + o];
