@@ -70,7 +70,8 @@ typedef struct {
     struct Bf16Matrix **bmat;       /* [4L + 1]: each layer's wqkv, wo, w13, w2, then tok_emb as the output head */
     const float **bsrc;             /* [4L + 1]: the fp32 tensors they are rounded from */
     struct Bf16Scratch *bscratch;
-    uint16_t **bin;                 /* trainable: [4L + 1] each product's input as the forward rounded it */
+    uint16_t **bin;                 /* [4L + 1] each product's input as the forward rounded it */
+    uint16_t **bqkv;                /* [L] q|k|v as the forward rounded them */
     size_t bf16_bytes;              /* what the above holds */
 } Model;
 

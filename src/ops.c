@@ -147,6 +147,7 @@ typedef struct {
     float *out, *rstd, *dinp, *dg;
     const float *inp, *g, *dout;
     int N, C;
+    uint16_t *out16; /* bf16 output instead of out */
 } NormArgs;
 
 static void rmsnorm_forward_task(void *p, int t, int nt)
@@ -160,6 +161,14 @@ static void rmsnorm_forward_task(void *p, int t, int nt)
         float *y = a->out + n * C;
         float r = 1.0f / sqrtf(dot_v8(x, x, C) / (float)C + RMSNORM_EPS);
         a->rstd[n] = r;
+        if (a->out16) { /* the same products, rounded */
+            uint16_t *y16 = a->out16 + n * C;
+            v8f vr = v8_set1(r);
+            int c = 0;
+            for (; c + 8 <= C; c += 8) v8_store_bf16(y16 + c, v8_load(x + c) * vr * v8_load(a->g + c));
+            if (c < C) v8_store_bf16_part(y16 + c, v8_load_part(x + c, C - c, 0) * vr * v8_load_part(a->g + c, C - c, 0), C - c);
+            continue;
+        }
         for (int c = 0; c < C; c++) y[c] = x[c] * r * a->g[c];
     }
 }
@@ -167,6 +176,12 @@ static void rmsnorm_forward_task(void *p, int t, int nt)
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int N, int C)
 {
     NormArgs a = { .out = out, .rstd = rstd, .inp = inp, .g = g, .N = N, .C = C };
+    pool_run(rmsnorm_forward_task, &a);
+}
+
+void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C)
+{
+    NormArgs a = { .out16 = out16, .rstd = rstd, .inp = inp, .g = g, .N = N, .C = C };
     pool_run(rmsnorm_forward_task, &a);
 }
 
@@ -398,6 +413,7 @@ typedef struct {
      * P and dS rounded, and oneDNN's runtime-shape products A B^T, A B (beta
      * 0 and 1) and A^T B (beta 1) */
     Bf16Scratch *s16;
+    const uint16_t *qkv16; /* q|k|v rounded [B*T, 3C] */
     const Bf16Prim *abt, *ab0, *ab1, *atb1;
 } AttnArgs;
 
@@ -432,7 +448,7 @@ static void attention_forward_task(void *p, int t, int nt)
         const float *q = a->qkv + off;
         const float *k = q + C, *v = q + 2 * C;
         const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL;
-        if (a->s16) q16 = a->s16->qkv + off, k16 = q16 + C, v16 = q16 + 2 * C;
+        if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C;
         float *A = a->att + ((size_t)b * H + h) * T * T;
         float *o = a->out + (size_t)b * T * C + (size_t)h * hd;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
@@ -490,16 +506,17 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
 
 static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols);
 
-void attention_forward_bf16(float *out, float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B,
-                            int T, int C, int H, int S, Bf16Scratch *s16)
+void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *keep, const int32_t *seg,
+                            const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
 {
     size_t N = (size_t)B * T;
     if (N > s16->rows || T > s16->T || C != s16->C)
         fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
+    uint16_t *q16 = keep ? keep : s16->qkv;
     AttnArgs a = { .out = out, .att = att, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S,
-                   .s16 = s16, .workers = s16->workers };
+                   .s16 = s16, .qkv16 = q16, .workers = s16->workers };
     attn_prims(&a);
-    round_rows(s16->qkv, qkv, N, N, 3 * C);
+    round_rows(q16, qkv, N, N, 3 * C);
     run_heads(attention_forward_task, &a);
 }
 
@@ -591,7 +608,7 @@ static void attention_backward_task(void *p, int t, int nt)
         const float *q = a->qkv + off;
         const float *k = q + C, *v = q + 2 * C;
         const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL, *dO16 = NULL;
-        if (a->s16) q16 = a->s16->qkv + off, k16 = q16 + C, v16 = q16 + 2 * C,
+        if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C,
                     dO16 = a->s16->dout + off_o;
         float *dq = a->dqkv + off;
         float *dk = dq + C, *dv = dq + 2 * C;
@@ -650,8 +667,8 @@ static void attention_backward_task(void *p, int t, int nt)
 }
 
 static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_floats, const float *dout,
-                                   const float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B,
-                                   int T, int C, int H, int S, Bf16Scratch *s16)
+                                   const float *att, const float *qkv, const uint16_t *qkv16, const int32_t *seg,
+                                   const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
 {
     size_t per = (T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK) * (size_t)T;
     int workers = pool_threads();
@@ -665,7 +682,8 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
         if (N > s16->rows || T > s16->T || C != s16->C)
             fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
         attn_prims(&a);
-        round_rows(s16->qkv, qkv, N, N, 3 * C);
+        if (!qkv16) round_rows(s16->qkv, qkv, N, N, 3 * C);
+        a.qkv16 = qkv16 ? qkv16 : s16->qkv;
         round_rows(s16->dout, dout, N, N, C);
     }
     run_heads(attention_backward_task, &a);
@@ -674,14 +692,14 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
 void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
                         const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, seg, vis, B, T, C, H, S, NULL);
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
 }
 
 void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
-                             const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S,
-                             Bf16Scratch *s16)
+                             const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
+                             int T, int C, int H, int S, Bf16Scratch *s16)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, seg, vis, B, T, C, H, S, s16);
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, qkv16, seg, vis, B, T, C, H, S, s16);
 }
 
 /* ---- SwiGLU ------------------------------------------------------------- */
@@ -690,6 +708,7 @@ typedef struct {
     float *out, *dh13;
     const float *h13, *dout;
     int N, F, accumulate;
+    uint16_t *out16, *dh16; /* bf16 output instead of out / dh13 (not accumulating) */
 } SwiArgs;
 
 static void swiglu_forward_task(void *p, int t, int nt)
@@ -701,19 +720,32 @@ static void swiglu_forward_task(void *p, int t, int nt)
     v8f one = v8_set1(1.0f);
     for (size_t n = n0; n < n1; n++) {
         const float *g = a->h13 + n * 2 * F, *u = g + F;
-        float *y = a->out + n * F;
+        float *y = a->out16 ? NULL : a->out + n * F;
+        uint16_t *y16 = a->out16 ? a->out16 + n * F : NULL;
         int f = 0;
         for (; f + 8 <= F; f += 8) {
             v8f gv = v8_load(g + f);
-            v8_store(y + f, gv / (one + v8_exp(-gv)) * v8_load(u + f));
+            v8f yv = gv / (one + v8_exp(-gv)) * v8_load(u + f);
+            if (y16) v8_store_bf16(y16 + f, yv);
+            else v8_store(y + f, yv);
         }
-        for (; f < F; f++) y[f] = g[f] / (1.0f + scalar_exp(-g[f])) * u[f];
+        for (; f < F; f++) {
+            float yf = g[f] / (1.0f + scalar_exp(-g[f])) * u[f];
+            if (y16) y16[f] = bf16_from_float(yf);
+            else y[f] = yf;
+        }
     }
 }
 
 void swiglu_forward(float *out, const float *h13, int N, int F)
 {
     SwiArgs a = { .out = out, .h13 = h13, .N = N, .F = F };
+    pool_run(swiglu_forward_task, &a);
+}
+
+void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F)
+{
+    SwiArgs a = { .out16 = out16, .h13 = h13, .N = N, .F = F };
     pool_run(swiglu_forward_task, &a);
 }
 
@@ -727,12 +759,18 @@ static void swiglu_backward_task(void *p, int t, int nt)
     for (size_t n = n0; n < n1; n++) {
         const float *g = a->h13 + n * 2 * F, *u = g + F;
         const float *dy = a->dout + n * F;
-        float *dg = a->dh13 + n * 2 * F, *du = dg + F;
+        float *dg = a->dh16 ? NULL : a->dh13 + n * 2 * F, *du = a->dh16 ? NULL : dg + F;
+        uint16_t *dg16 = a->dh16 ? a->dh16 + n * 2 * F : NULL, *du16 = a->dh16 ? dg16 + F : NULL;
         int f = 0;
         for (; f + 8 <= F; f += 8) {
             v8f gv = v8_load(g + f), uv = v8_load(u + f), dyv = v8_load(dy + f);
             v8f sig = one / (one + v8_exp(-gv));
             v8f dgv = dyv * uv * sig * (one + gv * (one - sig)), duv = dyv * gv * sig;
+            if (dg16) {
+                v8_store_bf16(dg16 + f, dgv);
+                v8_store_bf16(du16 + f, duv);
+                continue;
+            }
             if (a->accumulate) dgv += v8_load(dg + f), duv += v8_load(du + f);
             v8_store(dg + f, dgv);
             v8_store(du + f, duv);
@@ -740,6 +778,10 @@ static void swiglu_backward_task(void *p, int t, int nt)
         for (; f < F; f++) {
             float sig = 1.0f / (1.0f + scalar_exp(-g[f]));
             float dgs = dy[f] * u[f] * sig * (1.0f + g[f] * (1.0f - sig)), dus = dy[f] * g[f] * sig;
+            if (dg16) {
+                dg16[f] = bf16_from_float(dgs), du16[f] = bf16_from_float(dus);
+                continue;
+            }
             dg[f] = keep[0] * dg[f] + dgs;
             du[f] = keep[0] * du[f] + dus;
         }
@@ -755,6 +797,12 @@ void swiglu_backward(float *dh13, const float *dout, const float *h13, int N, in
 void swiglu_backward_set(float *dh13, const float *dout, const float *h13, int N, int F)
 {
     SwiArgs a = { .dh13 = dh13, .dout = dout, .h13 = h13, .N = N, .F = F, .accumulate = 0 };
+    pool_run(swiglu_backward_task, &a);
+}
+
+void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, int N, int F)
+{
+    SwiArgs a = { .dh16 = dh16, .dout = dout, .h13 = h13, .N = N, .F = F };
     pool_run(swiglu_backward_task, &a);
 }
 
@@ -931,6 +979,8 @@ void bf16_scratch_free(Bf16Scratch *s)
     free(s);
 }
 
+uint16_t *bf16_scratch_operand(Bf16Scratch *s) { return s->a; }
+
 size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int workers)
 {
     size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
@@ -1075,17 +1125,18 @@ void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w,
     row_tiles(out, 0.0f, inp16, bf16_matrix_cols(w), w, 1, N, s);
 }
 
-void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp,
-                          const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
+void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const uint16_t *dout16,
+                          const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
 {
     int OUT = bf16_matrix_rows(w), IN = bf16_matrix_cols(w);
     size_t rows16 = pad_rows((size_t)N);
     if (rows16 > s->rows || OUT > s->cols || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
-    round_rows(s->a, dout, (size_t)N, rows16, OUT);
-    if (dinp) row_tiles(dinp, beta, s->a, OUT, w, 0, N, s);
+    if (!dout16) round_rows(s->a, dout, (size_t)N, rows16, OUT);
+    const uint16_t *dy = dout16 ? dout16 : s->a;
+    if (dinp) row_tiles(dinp, beta, dy, OUT, w, 0, N, s);
     if (dw) {
         if (!inp16) round_rows(s->b, inp, (size_t)N, (size_t)N, IN);
-        DwArgs g = { .dw = dw, .dy = s->a, .x = inp16 ? inp16 : s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f),
+        DwArgs g = { .dw = dw, .dy = dy, .x = inp16 ? inp16 : s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f),
                      .s = s };
         pool_run(dw_task, &g);
     }

@@ -119,6 +119,13 @@ void matmul_bf16_prepare(int rows, int cols);
 /* Rounds w[j] into m[j] for j < n, the matrices spread over the pool. */
 void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
 
+/* rmsnorm_forward / swiglu_forward writing their output rounded to bf16
+ * (the same fp32 values, rounded: the operand of the next product). */
+void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C);
+void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F);
+/* swiglu_backward_set writing dh13 rounded to bf16. */
+void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, int N, int F);
+
 /* matmul_forward with W = w (a Bf16Matrix of W [OUT, IN]). keep: NULL, or
  * where the rounded inp goes ([N rounded up to 16, IN]), for the backward. */
 void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s, uint16_t *keep);
@@ -129,15 +136,21 @@ void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w,
  * rounded operands) over `reps` runs after one warm-up, on the pool: the
  * ceiling that MFU is measured against in bf16. */
 double matmul_bf16_peak_gflops(int n, int reps);
-/* matmul_backward_beta with W = w; inp16: inp as the forward kept it
- * rounded, or NULL to round inp here. */
-void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const float *inp,
-                          const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
-/* attention_forward / attention_backward with bf16 products. */
-void attention_forward_bf16(float *out, float *att, const float *qkv, const int32_t *seg, const uint8_t *vis, int B,
-                            int T, int C, int H, int S, Bf16Scratch *s);
+/* matmul_backward_beta with W = w. Each operand comes in fp32 (dout, inp)
+ * and is rounded here, or already rounded (dout16 [N rounded up to 16, OUT],
+ * e.g. written into bf16_scratch_operand; inp16 as the forward kept it). */
+void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const uint16_t *dout16,
+                          const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
+/* The buffer matmul_backward_bf16 rounds dout into ([max_rows rounded up to
+ * 16, max_cols]); a caller may fill it and pass it as dout16. */
+uint16_t *bf16_scratch_operand(Bf16Scratch *s);
+/* attention_forward / attention_backward with bf16 products. keep: NULL,
+ * or where qkv goes rounded ([B*T, 3C]); the backward's qkv16 is that copy
+ * (NULL: round qkv again). */
+void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *keep, const int32_t *seg,
+                            const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
 void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
-                             const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S,
-                             Bf16Scratch *s);
+                             const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
+                             int T, int C, int H, int S, Bf16Scratch *s);
 
 #endif

@@ -175,7 +175,7 @@ static void test_products(void)
         for (size_t i = 0; i < (size_t)N * IN; i++) dd[i] = 1.0f;  /* beta = 0.5 keeps half of it */
         for (size_t i = 0; i < (size_t)OUT * IN; i++) gg[i] = 1.0f; /* the weight gradient accumulates */
         matmul_forward_bf16(yy, inp, bw, N, s, NULL);
-        matmul_backward_bf16(dd, 0.5f, gg, dout, inp, NULL, bw, N, s);
+        matmul_backward_bf16(dd, 0.5f, gg, dout, NULL, inp, NULL, bw, N, s);
     }
     pool_set_threads(1);
     double ey = err_vs_abs(y[0], exact.y, exact.yabs, (size_t)N * OUT);
@@ -204,9 +204,9 @@ static void test_products(void)
     for (int i = 0; i < 4; i++) {
         int n = rows[i];
         memset(di[1], 0x7f, sizeof(float) * n * IN); /* beta 0 must overwrite whatever is there */
-        matmul_backward_bf16(di[1], 0.0f, NULL, dout, inp, NULL, bw, n, s);
+        matmul_backward_bf16(di[1], 0.0f, NULL, dout, NULL, inp, NULL, bw, n, s);
         matmul_forward_bf16(y[1], inp, bw, n, s, NULL);
-        matmul_backward_bf16(NULL, 0.0f, dw[1], dout, inp, NULL, bw, n, s);
+        matmul_backward_bf16(NULL, 0.0f, dw[1], dout, NULL, inp, NULL, bw, n, s);
         for (int r = 0; r < n && ok; r++) {
             for (int k = 0; k < IN; k++) ok &= fabs(di[1][r * IN + k] - (di[0][r * IN + k] - 0.5)) <= 1e-5 * exact.diabs[r * IN + k] + 1e-6;
             for (int o = 0; o < OUT; o++) ok &= y[1][r * OUT + o] == y[0][r * OUT + o];
@@ -268,8 +268,8 @@ static void test_attention(int B, int T, int C, int H, int S, int tree, const ch
     attention_backward(d32, sc, ns, dout_r, a32, qkv_r, seg, vis, B, T, C, H, S);
     long before = bf16_prim_creations();
     (void)bf16_prim_any(0, 1, 0.0f); /* prepared by matmul_bf16_prepare in test_products */
-    attention_forward_bf16(o16, a16, qkv, seg, vis, B, T, C, H, S, s);
-    attention_backward_bf16(d16, sc, ns, dout, a16, qkv, seg, vis, B, T, C, H, S, s);
+    attention_forward_bf16(o16, a16, qkv, NULL, seg, vis, B, T, C, H, S, s);
+    attention_backward_bf16(d16, sc, ns, dout, a16, qkv, NULL, seg, vis, B, T, C, H, S, s);
     long created = bf16_prim_creations() - before;
     pool_set_threads(1);
     double eo = rel_err(o16, o32, N * C, 1e-6), ea = rel_err(a16, a32, natt, 1e-6), ed = rel_err(d16, d32, N * 3 * C, 1e-6);
@@ -375,6 +375,15 @@ static void test_model(void)
     for (int th = 1; th < 3; th++)
         same &= !memcmp(lm[th], lm[0], sizeof lm[0]) && !memcmp(g[th], g[0], sizeof(float) * m->n_params);
     check(same, "bf16 model step bitwise equal at 1, 2, 3 pool threads", "log-probs and gradients");
+
+    /* a forward-only bf16 model (the frozen reference) computes the same log-probs */
+    Model *fo = model_create(&cfg, 0, B, T);
+    memcpy(fo->params, m->params, sizeof(float) * m->n_params);
+    model_set_precision(fo, PRECISION_BF16);
+    model_forward(fo, &b, lm[1]);
+    check(!memcmp(lm[1], lm[0], sizeof lm[0]), "forward-only bf16 model equals the training bf16 forward",
+          "log-probs bitwise equal");
+    model_free(fo);
 
     /* steps of other lengths with an optimizer: no primitive, no allocation */
     OptimConfig oc = optim_default_config(OPTIM_ADAMW);
