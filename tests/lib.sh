@@ -30,3 +30,27 @@ mpirun_np() {
     shift
     "${MPIRUN[@]}" -np "$np" "$@"
 }
+
+# same_losses A B TOL: two metrics.jsonl agree on every logged training metric
+# (timing ones excluded) within relative TOL (0: exactly)
+same_losses() { # metrics A B TOL: every logged training metric agrees (timing ones excluded)
+    "${PY:-/usr/bin/python3}" - "$1" "$2" "$3" <<'PYEOF'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+tol = float(sys.argv[3])
+assert [r["step"] for r in a] == [r["step"] for r in b], "different steps logged"
+worst = 0.0
+for x, y in zip(a, b):
+    for k in x:
+        if k in ("tokens_per_sec", "mfu", "meta_examples_per_sec"):
+            continue
+        if x[k] is None or y[k] is None:
+            assert x[k] == y[k], (k, x[k], y[k])
+            continue
+        err = abs(x[k] - y[k]) / max(abs(y[k]), 1e-12)
+        worst = max(worst, err)
+assert worst <= tol, f"metrics differ: {worst:.3g}"
+print(f"{len(a)} steps, worst rel diff {worst:.2g}")
+PYEOF
+}

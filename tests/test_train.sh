@@ -19,27 +19,6 @@ train() { # train NP RUN_DIR [--set ...]
     shift 2
     mpirun_np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1
 }
-same_losses() { # metrics A B TOL: every logged training metric agrees (timing ones excluded)
-    "$PY" - "$1" "$2" "$3" <<'PYEOF'
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-tol = float(sys.argv[3])
-assert [r["step"] for r in a] == [r["step"] for r in b], "different steps logged"
-worst = 0.0
-for x, y in zip(a, b):
-    for k in x:
-        if k in ("tokens_per_sec", "mfu", "meta_examples_per_sec"):
-            continue
-        if x[k] is None or y[k] is None:
-            assert x[k] == y[k], (k, x[k], y[k])
-            continue
-        err = abs(x[k] - y[k]) / max(abs(y[k]), 1e-12)
-        worst = max(worst, err)
-assert worst <= tol, f"metrics differ: {worst:.3g}"
-print(f"{len(a)} steps, worst rel diff {worst:.2g}")
-PYEOF
-}
 
 # ---- equivalence across world sizes (3 ranks: shares of 2 over a batch of 6; also uneven below) ----
 for np in 1 2 3; do train $np "$tmp/np$np" || fail "train -np $np" "$(tail -3 "$tmp/np$np.log")"; done
