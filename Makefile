@@ -26,7 +26,7 @@ MAIN_OBJ  := $(BUILD)/src/main.o
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_LIB  := $(BUILD)/tests/golden.o $(BUILD)/tests/check.o $(BUILD)/tests/gradcheck.o
-# test_model and test_bf16 count allocations in the step loop through these wrappers
+# test_model and test_bf16 count allocations in the step loop through these wrappers (tests/alloccount.c)
 WRAP_ALLOC := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign
 
 # other build trees (build-san, build-vg) keep their binary apart so all coexist
@@ -54,7 +54,8 @@ $(BUILD)/%.o: %.c $(wildcard src/*.h mpi/*.h io/*.h tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
-$(BUILD)/tests/test_model $(BUILD)/tests/test_bf16: $(BUILD)/tests/%: tests/%.c $(LIB_OBJS) $(TEST_LIB)
+$(BUILD)/tests/test_model $(BUILD)/tests/test_bf16: $(BUILD)/tests/%: tests/%.c $(LIB_OBJS) $(TEST_LIB) \
+		$(BUILD)/tests/alloccount.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests -o $@ $^ $(WRAP_ALLOC) $(LDLIBS_ALL)
 

@@ -541,6 +541,19 @@ size_t attention_scratch_floats(int T)
     return m * (size_t)T * ATTN_SCRATCH_SLOTS;
 }
 
+/* sum of p[u] d[u] over the keys u <= t in the ranges: the softmax
+ * backward's row sum (8 lanes, then a fixed-order horizontal sum) */
+static float visible_dot(const float *p, const float *d, int t, int nr, const int *ra, const int *rb)
+{
+    v8f acc = v8_set1(0.0f);
+    for (int r = 0; r < nr; r++) {
+        int u = ra[r], e = rb[r] < t + 1 ? rb[r] : t + 1;
+        for (; u + 8 <= e; u += 8) acc += v8_load(p + u) * v8_load(d + u);
+        if (u < e) acc += v8_load_part(p + u, e - u, 0.0f) * v8_load_part(d + u, e - u, 0.0f);
+    }
+    return v8_hsum(acc);
+}
+
 /* One query block [i0, i0+m) of the bf16 backward: dP = dO V^T into D, then
  * the softmax backward writes dS and P rounded in one pass over P, then
  * dV += P^T dO, dQ += dS K, dK += dS^T Q. */
@@ -557,13 +570,7 @@ static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, co
         int tt = i0 + row;
         const float *pr = P + (size_t)row * T, *dr = D + (size_t)row * T;
         uint16_t *p16 = P16 + (size_t)row * T, *ds16 = D16 + (size_t)row * T;
-        v8f acc = v8_set1(0.0f);
-        for (int r = 0; r < nr; r++) {
-            int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
-            for (; u + 8 <= e; u += 8) acc += v8_load(pr + u) * v8_load(dr + u);
-            if (u < e) acc += v8_load_part(pr + u, e - u, 0.0f) * v8_load_part(dr + u, e - u, 0.0f);
-        }
-        v8f s = v8_set1(v8_hsum(acc));
+        v8f s = v8_set1(visible_dot(pr, dr, tt, nr, ra, rb));
         for (int r = 0; r < nr; r++) {
             int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
             for (; u + 8 <= e; u += 8) {
@@ -639,13 +646,7 @@ static void attention_backward_task(void *p, int t, int nt)
                 int tt = i0 + row;
                 const float *pr = P + (size_t)row * T;
                 float *dr = D + (size_t)row * T;
-                v8f acc = v8_set1(0.0f);
-                for (int r = 0; r < nr; r++) {
-                    int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
-                    for (; u + 8 <= e; u += 8) acc += v8_load(pr + u) * v8_load(dr + u);
-                    if (u < e) acc += v8_load_part(pr + u, e - u, 0.0f) * v8_load_part(dr + u, e - u, 0.0f);
-                }
-                v8f s = v8_set1(v8_hsum(acc));
+                v8f s = v8_set1(visible_dot(pr, dr, tt, nr, ra, rb));
                 for (int r = 0; r < nr; r++) {
                     int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
                     for (; u + 8 <= e; u += 8) v8_store(dr + u, v8_load(pr + u) * (v8_load(dr + u) - s) * vscale);
@@ -1039,13 +1040,21 @@ typedef struct {
     Bf16Scratch *s;
 } RowTiles;
 
+/* Thread t's share [lo, hi) of n rows among the pool threads that have
+ * bf16 scratch; 0 if t has none. */
+static int worker_share(const Bf16Scratch *s, size_t n, int t, int nt, size_t *lo, size_t *hi)
+{
+    int nw = nt < s->workers ? nt : s->workers;
+    if (t >= nw) return 0;
+    pool_range(n, t, nw, lo, hi);
+    return 1;
+}
+
 static void row_tiles_task(void *p, int t, int nt)
 {
     const RowTiles *g = p;
-    int nw = nt < g->s->workers ? nt : g->s->workers;
-    if (t >= nw) return;
     size_t lo, hi;
-    pool_range((size_t)g->M, t, nw, &lo, &hi);
+    if (!worker_share(g->s, (size_t)g->M, t, nt, &lo, &hi)) return;
     float *tile = g->s->tile + (size_t)t * BF16_TILE * g->s->cols;
     int start, sz;
     for (int i = 0; (sz = tile_at(g->M, BF16_TILE, i, &start)) > 0; i++) {
@@ -1094,10 +1103,8 @@ typedef struct {
 static void dw_task(void *p, int t, int nt)
 {
     const DwArgs *g = p;
-    int nw = nt < g->s->workers ? nt : g->s->workers;
-    if (t >= nw) return;
     size_t lo, hi;
-    pool_range((size_t)g->OUT, t, nw, &lo, &hi);
+    if (!worker_share(g->s, (size_t)g->OUT, t, nt, &lo, &hi)) return;
     bf16_run_any(g->prim, t, (int)(hi - lo), g->IN, g->N, g->dy + lo, g->OUT, g->x, g->IN, g->dw + lo * g->IN, g->IN);
 }
 

@@ -54,3 +54,26 @@ assert worst <= tol, f"metrics differ: {worst:.3g}"
 print(f"{len(a)} steps, worst rel diff {worst:.2g}")
 PYEOF
 }
+
+# tiny_train_setup DIR: a dataset of 8 users x 24 pairs (tests/test_pack) and
+# DIR/cfg.yaml, a tiny model training 20 steps on it (test_train.sh and
+# test_bf16.sh); then train NP RUN_DIR [--set ...] runs fspo train on it
+# under mpirun, its output in RUN_DIR.log
+tiny_train_setup() {
+    local dir=$1
+    "${BUILD:-build}/tests/test_pack" --write-dataset "$dir/data.h5" 8 24 || return 1
+    cat >"$dir/cfg.yaml" <<YAML
+model: {d_model: 32, n_layers: 2, n_heads: 4, max_seq: 256}
+data: {path: $dir/data.h5, n_fewshot: 2, n_queries: 2}
+train: {run_dir: $dir/run, max_steps: 20, batch_size: 6, log_every: 1}
+optim: {warmup_steps: 2}
+mpi: {threads_per_rank: 1, checksum_every: 5}
+checkpoint: {every: 10, keep: 2}
+YAML
+    TINY_CFG=$dir/cfg.yaml
+}
+train() {
+    local np=$1 dir=$2
+    shift 2
+    mpirun_np "$np" "$FSPO" train "$TINY_CFG" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1
+}

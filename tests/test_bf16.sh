@@ -6,22 +6,8 @@
 # the bf16 runs print SKIP.
 cd "$(dirname "$0")/.." && source tests/lib.sh
 PY=/usr/bin/python3
-B=${BUILD:-build}
 tmp=$(mktemp -d /tmp/fspo-bf16.XXXXXX) && trap 'rm -rf "$tmp"' EXIT
-"$B/tests/test_pack" --write-dataset "$tmp/data.h5" 8 24 || { fail "make dataset"; exit 1; }
-cat >"$tmp/cfg.yaml" <<YAML
-model: {d_model: 32, n_layers: 2, n_heads: 4, max_seq: 256}
-data: {path: $tmp/data.h5, n_fewshot: 2, n_queries: 2}
-train: {run_dir: $tmp/run, max_steps: 20, batch_size: 6, log_every: 1}
-optim: {warmup_steps: 2}
-mpi: {threads_per_rank: 1, checksum_every: 5}
-checkpoint: {every: 10, keep: 2}
-YAML
-train() { # train NP RUN_DIR [--set ...]
-    local np=$1 dir=$2
-    shift 2
-    mpirun_np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1
-}
+tiny_train_setup "$tmp" || { fail "make dataset"; exit 1; }
 
 # ---- the switch that hides bf16 units ----
 FSPO_CPU_NO_BF16=1 train 1 "$tmp/hidden" --set model.precision=auto --set train.max_steps=2

@@ -5,20 +5,7 @@ cd "$(dirname "$0")/.." && source tests/lib.sh
 PY=/usr/bin/python3
 B=${BUILD:-build}
 tmp=$(mktemp -d /tmp/fspo-train.XXXXXX) && trap 'rm -rf "$tmp"' EXIT
-"$B/tests/test_pack" --write-dataset "$tmp/data.h5" 8 24 || { fail "make dataset"; exit 1; }
-cat >"$tmp/cfg.yaml" <<YAML
-model: {d_model: 32, n_layers: 2, n_heads: 4, max_seq: 256}
-data: {path: $tmp/data.h5, n_fewshot: 2, n_queries: 2}
-train: {run_dir: $tmp/run, max_steps: 20, batch_size: 6, log_every: 1}
-optim: {warmup_steps: 2}
-mpi: {threads_per_rank: 1, checksum_every: 5}
-checkpoint: {every: 10, keep: 2}
-YAML
-train() { # train NP RUN_DIR [--set ...]
-    local np=$1 dir=$2
-    shift 2
-    mpirun_np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1
-}
+tiny_train_setup "$tmp" || { fail "make dataset"; exit 1; }
 
 # ---- equivalence across world sizes (3 ranks: shares of 2 over a batch of 6; also uneven below) ----
 for np in 1 2 3; do train $np "$tmp/np$np" || fail "train -np $np" "$(tail -3 "$tmp/np$np.log")"; done
