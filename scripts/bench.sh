@@ -19,7 +19,8 @@ out=docs/benchmarks.json
 runs=()
 TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
 # bf16 rows only where model.precision auto resolves to bf16 (AMX-BF16 or AVX512-BF16)
-if "$FSPO" bench --preset A --precision bf16 --steps 1 --sgemm-n 64 >/dev/null 2>&1; then BF16=1; else
+if "$FSPO" bench --d-model 32 --n-layers 1 --n-heads 2 --max-seq 64 --precision bf16 --steps 1 --sgemm-n 64 \
+    >/dev/null 2>&1; then BF16=1; else
     BF16=0
     echo "bench: no bf16 matrix units here (or FSPO_CPU_NO_BF16 set): the bf16 rows are skipped" >&2
 fi
