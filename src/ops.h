@@ -100,12 +100,14 @@ void target_logp_backward(float *dlogits, const float *dlogp, const float *logit
 /* ---- bf16 products (model.precision bf16; docs/model.md, "Precision") ----
  * The layer products and attention's QK^T, PV and their backward with
  * operands rounded to bf16 (bf16.h) and fp32 accumulation and results;
- * everything else stays fp32. A product's rows go in tiles of 256 (the rest
- * in 128, 64, 32, 16) over the pool, each tile its own single-threaded
- * oneDNN call; a tile is computed alike whatever the pool size, so results
- * are bitwise equal across thread counts. Scratch comes from a Bf16Scratch;
- * no call allocates (oneDNN itself makes a few small memory handles per
- * attention product). */
+ * everything else stays fp32. Every oneDNN call is single-threaded, the
+ * calls spread over the pool: a product's rows go in tiles of 256 (the rest
+ * in 128, 64, 32, 16), each tile computed alike whatever the pool size;
+ * attention by (row, head) as in fp32; a weight gradient as one call per
+ * thread over its share of dW's rows (runtime shape: oneDNN's rows have come
+ * out bitwise equal for every split test_bf16 tries, which is not promised).
+ * Scratch comes from a Bf16Scratch; no call allocates (oneDNN itself makes a
+ * few small memory handles per runtime-shape call). */
 typedef struct Bf16Scratch Bf16Scratch;
 /* For products of up to max_rows tokens, operands up to max_cols wide, and
  * attention over rows of up to T tokens of width C; sized for the pool's
