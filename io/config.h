@@ -32,6 +32,7 @@ typedef struct {
         int n_fewshot_min;    /* < 0: always N; else N drawn uniformly in [n_fewshot_min, n_fewshot] */
         int n_queries;        /* Q: query pairs per meta-example */
         int fixed_examples;   /* > 0: cycle through only meta-examples 0..K-1 (overfitting checks) */
+        char user_desc[16];   /* none | cot: the user's description written after the pairs, learned in SFT */
     } data;
     struct {
         char run_dir[CFG_STR];
@@ -75,12 +76,15 @@ typedef struct {
     } checkpoint;
     struct {
         CfgIntList n_fewshot; /* N values to evaluate, e.g. [0, 1, 2, 4, 8] */
-        int max_users;        /* 0 = every held-out user */
+        char split[16];       /* validation | test: the users evaluated */
+        int max_users;        /* 0 = every user of the split */
         int bootstrap;        /* resamples for the 95% CI */
         int max_new_tokens;
         double temperature, top_p;
-        char sft_ckpt[CFG_STR];    /* baseline for the generation win rate */
+        char sft_ckpt[CFG_STR];    /* SFT with context: win-rate baseline, sft_plain column */
         char pooled_ckpt[CFG_STR]; /* no-context baseline */
+        char anchor_ckpt[CFG_STR]; /* non-personalizing model all win rates are measured against */
+        char user_desc[16];        /* none | oracle | generated: the description in the eval context */
     } eval;
     struct {
         char job_name[CFG_STR];

@@ -16,9 +16,9 @@ typedef struct {
 
 static const Command commands[] = {
     { "synth", cmd_synth, "write a synthetic preference dataset with known per-user rewards (JSONL)" },
-    { "prep", cmd_prep, "tokenize a JSONL preference dataset into an HDF5 dataset with a held-out split" },
+    { "prep", cmd_prep, "tokenize a JSONL preference dataset into an HDF5 dataset with train/validation/test users" },
     { "train", cmd_train, "train with SFT or FSPO preference losses, data parallel over MPI ranks" },
-    { "eval", cmd_eval, "score a checkpoint on held-out users: few-shot accuracy vs N, baselines, win rate" },
+    { "eval", cmd_eval, "score a checkpoint on validation or test users: few-shot accuracy vs N, baselines, win rate" },
     { "sample", cmd_sample, "generate a personalized answer from a user's few-shot pairs" },
     { "slurm", cmd_slurm, "render and submit an sbatch job from the config's slurm section; job status" },
     { "model", cmd_model, "describe a model shape: tensors, parameters, FLOPs and memory" },

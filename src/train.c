@@ -109,6 +109,7 @@ typedef struct {
     int *mine;         /* [B] this rank's examples, in index order */
     int n_mine;
     int pref, include_rejected, context_targets;
+    int user_desc;           /* data.user_desc: cot */
     LossConfig loss;
     Schedule sched;
     long step;               /* steps done */
@@ -150,6 +151,14 @@ static void make_run_dir(const char *dir)
             *p = '/';
         }
     if (mkdir(path, 0777) != 0 && errno != EEXIST) fatal(EXIT_RUNTIME, "%s: cannot create the run directory: %s", dir, strerror(errno));
+}
+
+/* Training users with a description (data.user_desc: cot needs some). */
+static int64_t users_described(const Sampler *s)
+{
+    int64_t n = 0;
+    for (int64_t i = 0; i < s->n_users; i++) n += s->data->user_desc[2 * s->users[i] + 1] > 0;
+    return n;
 }
 
 /* Rank 0 decides where the run starts; everyone receives the state. */
@@ -267,6 +276,11 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     if (code == 0 && sampler_init(&r->sampler, &r->data, SPLIT_TRAIN, (uint64_t)cfg->train.seed, cfg->data.n_fewshot,
                                   cfg->data.n_fewshot_min, cfg->data.n_queries, err, sizeof err) != 0)
         code = EXIT_USAGE;
+    if (code == 0 && !strcmp(cfg->data.user_desc, "cot") && users_described(&r->sampler) == 0) {
+        code = EXIT_USAGE;
+        snprintf(err, sizeof err, "data.user_desc is cot, but no training user of %s has a description (the "
+                                  "'user_description' field of fspo prep's input; fspo synth writes it)", cfg->data.path);
+    }
     agree_or_exit(d, code, err);
     r->data_checksum = r->data.checksum;
 
@@ -279,6 +293,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
     r->policy = model_create(&cfg->model, 1, mb, cfg->model.max_seq);
     r->include_rejected = cfg->train.sft_include_rejected;
     r->context_targets = !r->pref && cfg->train.sft_context;
+    r->user_desc = !strcmp(cfg->data.user_desc, "cot");
     int lt = loss_type_from_name(cfg->loss.type);
     r->loss = (LossConfig){ .type = lt, .beta = cfg->loss.beta, .label_smoothing = cfg->loss.label_smoothing,
                             .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight };
@@ -358,6 +373,9 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
                    "%.0f GFLOP/s\n",
                    cfg->precision, strcmp(cfg->precision, "auto") ? "" : ": ", strcmp(cfg->precision, "auto") ? "" : unit,
                    r->peak_gflops);
+        if (r->user_desc)
+            printf("train: data.user_desc cot: %lld of %lld training users have a description (the others get no "
+                   "description segment)\n", (long long)users_described(&r->sampler), (long long)r->sampler.n_users);
     }
 }
 
@@ -383,7 +401,8 @@ static void teardown(Run *r)
 
 static void grads_ready(void *ctx, size_t from) { dist_reducer_ready(((Run *)ctx)->reducer, from); }
 
-enum { M_LOSS, M_PAIRS, M_RC, M_RR, M_MARGIN, M_ACC, M_LPC, M_LPR, M_TOKENS, M_ROWS, M_SFT_TOKENS, M_N };
+enum { M_LOSS, M_PAIRS, M_RC, M_RR, M_MARGIN, M_ACC, M_LPC, M_LPR, M_TOKENS, M_ROWS, M_SFT_TOKENS, M_DESC_NLL,
+       M_DESC_TOKENS, M_N };
 
 typedef struct { double cost; int index; } Job;
 
@@ -427,6 +446,15 @@ static void assign_ranks(Run *r)
         if (r->owner[i] == r->dist->rank) r->mine[r->n_mine++] = i;
 }
 
+/* data.user_desc cot: the user's description from the dataset goes into
+ * the context; a user without one gets no description segment. */
+static void with_description(const Dataset *d, MetaExample *ex)
+{
+    int64_t len = d->user_desc[2 * ex->user + 1];
+    ex->desc = len > 0 ? d->tokens + d->user_desc[2 * ex->user] : NULL;
+    ex->desc_len = len > 0 ? (int)len : 0;
+}
+
 /* Plans all B meta-examples of the step; returns the global normalizer
  * (query pairs for pref, answer tokens for sft) and counts skips. */
 static double plan_step(Run *r, long step)
@@ -438,6 +466,7 @@ static double plan_step(Run *r, long step)
         uint64_t g = (uint64_t)step * B + i;
         if (cfg->data.fixed_examples > 0) g %= (uint64_t)cfg->data.fixed_examples;
         sampler_draw(&r->sampler, g, &r->plan[i]);
+        if (r->user_desc) with_description(&r->data, &r->plan[i]);
         int df, dq;
         r->plan_len[i] = pack_plan(&r->data, &r->plan[i], PACK_TREE, cfg->model.max_seq, &df, &dq);
         r->dropped_fewshot += df, r->dropped_queries += dq;
@@ -452,29 +481,16 @@ static double plan_step(Run *r, long step)
             else norm += (double)(r->data.chosen[2 * p + 1] + 1) + (r->include_rejected ? (double)(r->data.rejected[2 * p + 1] + 1) : 0);
         }
         if (r->context_targets) norm += pack_context_targets(&r->data, ex);
+        if (!r->pref) norm += pack_desc_targets(ex); /* 0 without a description */
     }
     assign_ranks(r);
     return norm;
 }
 
-/* Next-token NLL on targets [k0, k1), each weighted 1/norm. */
-static void nll_targets(Run *r, int k0, int k1, double norm, double *m)
+/* The description's NLL for the metrics (data.user_desc cot). */
+static void desc_metrics(const Run *r, const PackedAnswers *ans, double *m)
 {
-    for (int k = k0; k < k1; k++) {
-        r->dlogp[k] = (float)(-1.0 / norm);
-        m[M_LOSS] -= r->logp[k] / norm;
-        m[M_SFT_TOKENS] += 1;
-    }
-}
-
-/* SFT: mean NLL over the chosen answers' tokens (and rejected ones if asked),
- * and over the context's chosen answers with train.sft_context. */
-static void sft_loss(Run *r, const PackedAnswers *ans, double norm, double *m)
-{
-    nll_targets(r, ans->ctx_first, ans->ctx_end, norm, m); /* empty unless train.sft_context */
-    for (int a = 0; a < ans->n_answers; a++)
-        if (a % 2 == 0 || r->include_rejected) nll_targets(r, ans->first[a], ans->first[a + 1], norm, m);
-    m[M_PAIRS] += ans->n_answers / 2;
+    for (int k = ans->desc_first; k < ans->desc_end; k++) m[M_DESC_NLL] -= r->logp[k], m[M_DESC_TOKENS] += 1;
 }
 
 /* FSPO_FAULT=nan@RANK:STEP[+K]: that rank poisons its loss gradient for K
@@ -552,8 +568,12 @@ static void run_share(Run *r, double norm, double *m)
                 double ref_sums[2 * SAMPLER_MAX_QUERIES];
                 if (r->ref) answer_logps(r->ref_logp, &ans[k], ref_sums);
                 pref_loss(&r->loss, r->logp, r->ref ? ref_sums : NULL, &ans[k], norm, r->dlogp, &st);
-            } else
-                sft_loss(r, &ans[k], norm, m);
+                desc_loss(r->logp, &ans[k], r->loss.sft_weight, norm, r->dlogp, &m[M_LOSS]);
+            } else {
+                sft_loss(r->logp, &ans[k], r->include_rejected, norm, r->dlogp, &m[M_LOSS], &m[M_SFT_TOKENS]);
+                m[M_PAIRS] += ans[k].n_answers / 2;
+            }
+            desc_metrics(r, &ans[k], m);
         }
         if (r->pref) {
             m[M_LOSS] += st.loss, m[M_PAIRS] += st.pairs, m[M_RC] += st.reward_chosen, m[M_RR] += st.reward_rejected;
@@ -621,7 +641,7 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
     }
     static const char *names[] = { "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
                                    "logps/chosen", "logps/rejected", "grad_norm", "learning_rate", "tokens_per_sec",
-                                   "mfu", "skipped_nonfinite", "meta_examples_per_sec" };
+                                   "mfu", "skipped_nonfinite", "meta_examples_per_sec", "desc/nll" };
     double t_start = now_seconds(), t_last = t_start;
     long steps_timed = 0, bad_in_a_row = 0, last_saved = -1;
     int exit_code = EXIT_OK;
@@ -685,18 +705,22 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
             int mean_len = (int)(tokens_since / (rows_since > 0 ? rows_since : 1));
             double mfu = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / (r->peak_gflops * d->size);
             double pairs = m[M_PAIRS] > 0 ? m[M_PAIRS] : 1;
-            double vals[13] = { m[M_LOSS], m[M_RC] / pairs, m[M_RR] / pairs, m[M_MARGIN] / pairs, m[M_ACC] / pairs,
+            /* desc/nll (data.user_desc cot only): nats per description token, this step */
+            double vals[14] = { m[M_LOSS], m[M_RC] / pairs, m[M_RR] / pairs, m[M_MARGIN] / pairs, m[M_ACC] / pairs,
                                 m[M_LPC] / pairs, m[M_LPR] / pairs, grad_norm, lr, tok_s, mfu, (double)r->bad_steps_total,
-                                rows_since / (dt > 0 ? dt : 1e-9) };
-            metrics_log(log, r->step, names, vals, 13);
+                                rows_since / (dt > 0 ? dt : 1e-9), m[M_DESC_TOKENS] > 0 ? m[M_DESC_NLL] / m[M_DESC_TOKENS] : NAN };
+            metrics_log(log, r->step, names, vals, r->user_desc ? 14 : 13);
             char eta[32];
             fmt_eta((now - t_start) / steps_timed * (cfg->train.max_steps - r->step), eta, sizeof eta);
+            char desc[48] = "";
+            if (r->user_desc) snprintf(desc, sizeof desc, " | desc nll %.3f", vals[13]);
             if (r->pref)
-                printf("step %ld/%ld | loss %.4f | acc %.3f | margin %.4f | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n",
-                       r->step, cfg->train.max_steps, m[M_LOSS], m[M_ACC] / pairs, m[M_MARGIN] / pairs, tok_s, 100 * mfu, lr, eta);
+                printf("step %ld/%ld | loss %.4f | acc %.3f | margin %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n",
+                       r->step, cfg->train.max_steps, m[M_LOSS], m[M_ACC] / pairs, m[M_MARGIN] / pairs, desc, tok_s,
+                       100 * mfu, lr, eta);
             else
-                printf("step %ld/%ld | loss %.4f | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n", r->step,
-                       cfg->train.max_steps, m[M_LOSS], tok_s, 100 * mfu, lr, eta);
+                printf("step %ld/%ld | loss %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n", r->step,
+                       cfg->train.max_steps, m[M_LOSS], desc, tok_s, 100 * mfu, lr, eta);
             fflush(stdout);
             t_last = now;
             tokens_since = rows_since = 0;
