@@ -62,6 +62,10 @@ static const Key schema[] = {
     INT(model, n_heads, "4", 1, 65536, "attention heads"),
     INT(model, ffn_hidden, "0", 0, 1 << 20, "SwiGLU hidden width; 0 = 64*ceil(8*d_model/3/64)"),
     INT(model, max_seq, "1024", 1, 1 << 20, "tokens per packed row: a meta-example's context, prompts and answers"),
+    { "model", "precision", T_ENUM, FIELD(precision), "fp32", 0, 0, 0, "fp32|bf16|auto",
+      "matmul operands: bf16 rounds them (fp32 accumulation; weights, optimizer state, reductions and checkpoints stay "
+      "fp32; needs AMX-BF16 or AVX512-BF16); auto = bf16 where the CPU has those units, else fp32. Training only: "
+      "eval and sample run fp32" },
 
     STR(data, path, "", 0, "prepared dataset (.h5) written by `fspo prep`"),
     INT(data, n_fewshot, "4", 0, 256, "N: the user's preference pairs shown in context"),

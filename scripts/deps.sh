@@ -4,7 +4,7 @@
 # otherwise it prints the exact command to run.
 set -euo pipefail
 
-PKGS=(libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools libyaml-dev libjansson-dev clang libclang-rt-14-dev
+PKGS=(libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools libyaml-dev libjansson-dev libdnnl-dev clang libclang-rt-14-dev
       pkg-config python3-torch python3-h5py python3-numpy gnuplot-nox slurm-wlm munge)
 
 missing=()

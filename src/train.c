@@ -19,12 +19,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bf16.h"
 #include "checksum.h"
 #include "ckpt.h"
 #include "dataset.h"
 #include "loss.h"
 #include "metrics.h"
 #include "model.h"
+#include "ops.h"
 #include "optim.h"
 #include "pack.h"
 #include "pool.h"
@@ -113,7 +115,8 @@ typedef struct {
     long step;               /* steps done */
     uint64_t ref_checksum, data_checksum;
     char ref_path[CFG_STR];
-    double peak_gflops;
+    double peak_gflops;      /* of the matmuls in the run's precision */
+    int bf16;                /* model.precision resolved: bf16 products */
     double allreduce_full_s;  /* one blocking allreduce of all gradients, measured at start */
     double allreduce_wait_s;  /* summed exposed wait after the backward */
     long allreduce_steps;
@@ -201,6 +204,7 @@ static void initial_state(Run *r)
     int64_t hdr[3] = { full, meta.step, r->opt.t };
     dist_bcast(hdr, sizeof hdr, 0);
     dist_bcast(r->policy->params, sizeof(float) * r->policy->n_params, 0);
+    model_params_changed(r->policy);
     if (hdr[0]) {
         if (r->opt.m) dist_bcast(r->opt.m, sizeof(float) * r->opt.n, 0);
         dist_bcast(r->opt.v, sizeof(float) * r->opt.n, 0);
@@ -245,6 +249,11 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
                                   "step (raise train.batch_size or use fewer ranks)", d->size, B);
     }
     agree_or_exit(d, code, err);
+    /* model.precision: every rank must run the same products, so auto is
+     * bf16 only where all ranks have the units */
+    r->bf16 = bf16_resolve(cfg->precision, err, sizeof err);
+    agree_or_exit(d, r->bf16 < 0 ? EXIT_USAGE : 0, err);
+    r->bf16 = -dist_allreduce_max_int(-r->bf16);
     /* fault injection for the reliability tests (docs/reliability.md); a
      * value that is not one of the hooks is a usage error, not ignored */
     const char *fault = getenv("FSPO_FAULT");
@@ -315,6 +324,10 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
         }
     }
     agree_or_exit(d, code, err);
+    if (r->bf16) {
+        model_set_precision(r->policy, PRECISION_BF16);
+        if (r->ref) model_set_precision(r->ref, PRECISION_BF16);
+    }
     if (d->rank == 0) make_run_dir(cfg->train.run_dir);
     dist_barrier();
     initial_state(r);
@@ -343,10 +356,23 @@ static void setup(Run *r, const Config *cfg, const Dist *d)
         const char *pk = getenv("FSPO_PEAK_GFLOPS");
         char *end = NULL;
         double g = pk ? strtod(pk, &end) : 0;
-        r->peak_gflops = pk && end != pk && *end == '\0' && g > 0 && isfinite(g) ? g : sgemm_peak();
+        int given = pk && end != pk && *end == '\0' && g > 0 && isfinite(g);
+        r->peak_gflops = given ? g : r->bf16 ? matmul_bf16_peak_gflops(1024, 3) : sgemm_peak();
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "
                "%d), %lld training users\n",
                cfg->train.stage, d->size, threads, why, r->policy->n_params, B, mb, (long long)r->sampler.n_users);
+        char unit[128], kern[160];
+        bf16_supported(unit, sizeof unit);
+        if (r->bf16) {
+            bf16_kernel_summary(kern, sizeof kern);
+            printf("train: precision bf16 (model.precision %s; %s): %s (oneDNN %s); MFU against the bf16 product "
+                   "peak, %.0f GFLOP/s\n",
+                   cfg->precision, unit, kern, bf16_library_version(), r->peak_gflops);
+        } else
+            printf("train: precision fp32 (model.precision %s%s%s): OpenBLAS sgemm; MFU against the sgemm peak, "
+                   "%.0f GFLOP/s\n",
+                   cfg->precision, strcmp(cfg->precision, "auto") ? "" : ": ", strcmp(cfg->precision, "auto") ? "" : unit,
+                   r->peak_gflops);
         if (r->user_desc)
             printf("train: data.user_desc cot: %lld of %lld training users have a description (the others get no "
                    "description segment)\n", (long long)users_described(&r->sampler), (long long)r->sampler.n_users);
@@ -663,7 +689,7 @@ int train_run(const Config *cfg, const Dist *d, const char *config_yaml)
         } else {
             bad_in_a_row = 0;
             grad_norm = optim_step(&r->opt, r->policy, lr);
-            if (inject_diverge(r)) r->policy->params[0] += 1e-3f;
+            if (inject_diverge(r)) r->policy->params[0] += 1e-3f, model_params_changed(r->policy);
         }
         r->step++;
         tokens_since += m[M_TOKENS];

@@ -11,7 +11,7 @@ export FSPO_PEAK_GFLOPS=1 # no start-up sgemm probe
 
 "$FSPO" synth -o "$tmp/users.jsonl" --users 80 --pairs-per-user 12 --attrs bullets,emoji --active 1 \
     --minimal-pairs --contrastive >/dev/null &&
-    "$FSPO" prep "$tmp/users.jsonl" -o "$tmp/data.h5" --heldout-frac 0.2 >/dev/null ||
+    "$FSPO" prep "$tmp/users.jsonl" -o "$tmp/data.h5" --val-frac 0.2 --test-frac 0 >/dev/null ||
     { fail "cot: synth and prep" "see above"; exit 1; }
 C=(configs/demo.yaml --set data.path="$tmp/data.h5" --set model.d_model=32 --set model.n_layers=2
    --set model.n_heads=2 --set model.max_seq=512 --set data.n_fewshot=2 --set data.n_fewshot_min=0
@@ -108,7 +108,7 @@ with open(sys.argv[2], "w") as out:
         r.pop("user_description", None)
         out.write(json.dumps(r) + "\n")
 PY
-"$FSPO" prep "$tmp/plain.jsonl" -o "$tmp/plain.h5" --heldout-frac 0.2 >/dev/null
+"$FSPO" prep "$tmp/plain.jsonl" -o "$tmp/plain.h5" --val-frac 0.2 --test-frac 0 >/dev/null
 expect_error "cot: training on data without descriptions is refused" 2 \
     "data.user_desc is cot, but no training user of .*plain.h5 has a description" -- \
     "$FSPO" train "${C[@]}" --set data.path="$tmp/plain.h5" --set train.run_dir="$tmp/plain" --set train.max_steps=1
