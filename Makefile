@@ -14,7 +14,11 @@ PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) $(SAN) -g -Wall -Wextra -Wshadow -Wno-unused-parameter \
              -Isrc -Impi -Iio $(PKG_CFLAGS) $(CFLAGS)
-LDLIBS_ALL = $(SAN) $(PKG_LIBS) -lm $(LDLIBS)
+# oneDNN (libdnnl-dev) for the bf16 products: Debian's 2.6 ships no
+# pkg-config file; it runs on OpenMP (libgomp), which src/bf16.c sets to one
+# thread per caller
+DNNL_LIBS  := -ldnnl -lgomp
+LDLIBS_ALL = $(SAN) $(PKG_LIBS) $(DNNL_LIBS) -lm $(LDLIBS)
 
 SRCS      := $(wildcard src/*.c mpi/*.c io/*.c)
 LIB_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(filter-out src/main.c,$(SRCS)))
@@ -22,7 +26,7 @@ MAIN_OBJ  := $(BUILD)/src/main.o
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_LIB  := $(BUILD)/tests/golden.o $(BUILD)/tests/check.o $(BUILD)/tests/gradcheck.o
-# test_model counts allocations in the step loop through these wrappers
+# test_model and test_bf16 count allocations in the step loop through these wrappers (tests/alloccount.c)
 WRAP_ALLOC := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=posix_memalign
 
 # other build trees (build-san, build-vg) keep their binary apart so all coexist
@@ -34,10 +38,11 @@ endif
 
 # libFuzzer harnesses (tests/fuzz/): clang builds them over the parsers only
 FUZZ_SECONDS ?= 60
-FUZZ_NAMES   := config jsonl tokenizer h5file
+FUZZ_NAMES   := config jsonl tokenizer tokenizer_json h5file
 FUZZ_BINS    := $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_NAMES))
-FUZZ_SRCS    := io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c io/inspect.c \
-                src/model.c src/ops.c src/pool.c src/optim.c src/batch.c src/pack.c src/tokenizer.c src/util.c
+FUZZ_SRCS    := io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c io/inspect.c io/tokenizer_json.c \
+                src/model.c src/ops.c src/bf16.c src/pool.c src/optim.c src/batch.c src/pack.c src/tokenizer.c src/util.c \
+                src/tokenizer_bpe.c src/unicode.c src/unicode_tables.c
 HAVE_CLANG   := $(shell command -v clang 2>/dev/null)
 
 .PHONY: all test demo small bench clean sanitize deps tests fuzz soak valgrind
@@ -50,7 +55,8 @@ $(BUILD)/%.o: %.c $(wildcard src/*.h mpi/*.h io/*.h tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
-$(BUILD)/tests/test_model: tests/test_model.c $(LIB_OBJS) $(TEST_LIB)
+$(BUILD)/tests/test_model $(BUILD)/tests/test_bf16: $(BUILD)/tests/%: tests/%.c $(LIB_OBJS) $(TEST_LIB) \
+		$(BUILD)/tests/alloccount.o
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Itests -o $@ $^ $(WRAP_ALLOC) $(LDLIBS_ALL)
 
@@ -63,7 +69,7 @@ tests: $(FSPO_BIN) $(TEST_BINS) $(if $(HAVE_CLANG),$(if $(filter build,$(BUILD))
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS) $(wildcard src/*.h io/*.h)
 	@mkdir -p build-fuzz
 	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -Wno-psabi -fsanitize=fuzzer,address,undefined -Isrc -Iio \
-		$(PKG_CFLAGS) -o $@ $< $(FUZZ_SRCS) $(PKG_LIBS) -lm
+		$(PKG_CFLAGS) -o $@ $< $(FUZZ_SRCS) $(PKG_LIBS) $(DNNL_LIBS) -lm
 
 # every harness for FUZZ_SECONDS each; findings land in build-fuzz/
 fuzz: deps

@@ -409,6 +409,7 @@ int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *er
     if (rc == 0 && read_meta(f, meta ? meta : &local) != 0)
         rc = set_err(err, errlen, "%s: checkpoint metadata attributes missing or malformed", path);
     if (rc == 0) rc = read_group(f, "/model", m, m->params, path, err, errlen);
+    model_params_changed(m);
     if (rc == 0 && o) {
         char kind[16] = "";
         int64_t t = 0;

@@ -64,6 +64,10 @@ static const Key schema[] = {
     INT(model, n_heads, "4", 1, 65536, "attention heads"),
     INT(model, ffn_hidden, "0", 0, 1 << 20, "SwiGLU hidden width; 0 = 64*ceil(8*d_model/3/64)"),
     INT(model, max_seq, "1024", 1, 1 << 20, "tokens per packed row: a meta-example's context, prompts and answers"),
+    { "model", "precision", T_ENUM, FIELD(precision), "fp32", 0, 0, 0, "fp32|bf16|auto",
+      "matmul operands: bf16 rounds them (fp32 accumulation; weights, optimizer state, reductions and checkpoints stay "
+      "fp32; needs AMX-BF16 or AVX512-BF16); auto = bf16 where the CPU has those units, else fp32. Training only: "
+      "eval and sample run fp32" },
 
     STR(data, path, "", 0, "prepared dataset (.h5) written by `fspo prep`"),
     INT(data, n_fewshot, "4", 0, 256, "N: the user's preference pairs shown in context"),
@@ -72,6 +76,10 @@ static const Key schema[] = {
     INT(data, n_queries, "4", 1, 256, "Q: query pairs per meta-example that carry the loss"),
     INT(data, fixed_examples, "0", 0, 1e9,
         "> 0: cycle through only meta-examples 0..K-1 (overfitting checks); 0 = the whole dataset"),
+    ENUM(data, user_desc, "none", "none|cot",
+         "cot: the context ends with the user's description from the dataset (USER_DESC desc EOS, after the pairs); "
+         "the SFT stage learns to write it (NLL on its tokens), the pref stage conditions on it; users without one "
+         "get no description segment"),
 
     STR(train, run_dir, "runs/fspo", 1, "directory of checkpoints (`ckpt_<step>.h5`), `metrics.jsonl` and Slurm logs"),
     ENUM(train, stage, "sft", "sft|pref",
@@ -124,13 +132,21 @@ static const Key schema[] = {
     INT(checkpoint, keep, "3", 1, 1e6, "newest verified checkpoints kept in run_dir"),
 
     INT_LIST(eval, n_fewshot, "[0, 1, 2, 4, 8]", 0, 256, "few-shot pair counts N to evaluate at"),
-    INT(eval, max_users, "0", 0, 1e9, "held-out users evaluated; 0 = all"),
+    ENUM(eval, split, "validation", "validation|test",
+         "users evaluated: validation to choose settings on, test once per finished design (`fspo eval --split`)"),
+    INT(eval, max_users, "0", 0, 1e9, "users of eval.split evaluated; 0 = all"),
     INT(eval, bootstrap, "1000", 0, 1e7, "bootstrap resamples for the 95% confidence intervals; 0 = none"),
     INT(eval, max_new_tokens, "160", 1, 1 << 20, "generation length limit"),
     FLOAT(eval, temperature, "0.7", 0, 100, 0, "sampling temperature; 0 = greedy"),
     FLOAT(eval, top_p, "0.9", 0, 1, OPEN_LO, "nucleus sampling mass"),
-    STR(eval, sft_ckpt, "", 0, "SFT checkpoint: the baseline of the generation win rate"),
+    STR(eval, sft_ckpt, "", 0, "SFT checkpoint trained with context (default loss.ref_ckpt), shown the context: the win rate's head-to-head baseline and the sft_plain accuracy column"),
     STR(eval, pooled_ckpt, "", 0, "checkpoint trained without user context: the no-personalization baseline"),
+    STR(eval, anchor_ckpt, "", 0,
+        "non-personalizing model (e.g. SFT without context), shown no context: every method's win rate is measured "
+        "against it, the oracle's is the ceiling; empty = no anchor rows"),
+    ENUM(eval, user_desc, "none", "none|oracle|generated",
+         "description in the context: none; oracle: the user's true one from the dataset (upper bound); generated: "
+         "the policy writes it (greedy) after the N pairs, then answers with it; reports description accuracy"),
 
     STR(slurm, job_name, "fspo", 1, "--job-name"),
     INT(slurm, nodes, "1", 1, 100000, "--nodes"),
@@ -162,7 +178,7 @@ static const struct {
     { "optim", "Optimizer and learning-rate schedule." },
     { "mpi", "Data-parallel execution." },
     { "checkpoint", "How often checkpoints are written and how many are kept." },
-    { "eval", "Held-out evaluation (`fspo eval`) and generation." },
+    { "eval", "Evaluation on validation or test users (`fspo eval`) and generation." },
     { "slurm", "The batch job `fspo slurm submit` renders." },
 };
 

@@ -25,12 +25,14 @@ typedef struct { int n; char v[CFG_LIST][CFG_STR]; } CfgStrList;
 
 typedef struct {
     ModelConfig model; /* vocab, d_model, n_layers, n_heads, ffn_hidden (0 = auto), max_seq */
+    char precision[8]; /* model.precision: fp32 | bf16 | auto (not in ModelConfig, the shape checkpoints compare) */
     struct {
         char path[CFG_STR];   /* prepared dataset (.h5) from `fspo prep` */
         int n_fewshot;        /* N: few-shot pairs in context */
         int n_fewshot_min;    /* < 0: always N; else N drawn uniformly in [n_fewshot_min, n_fewshot] */
         int n_queries;        /* Q: query pairs per meta-example */
         int fixed_examples;   /* > 0: cycle through only meta-examples 0..K-1 (overfitting checks) */
+        char user_desc[16];   /* none | cot: the user's description written after the pairs, learned in SFT */
     } data;
     struct {
         char run_dir[CFG_STR];
@@ -74,12 +76,15 @@ typedef struct {
     } checkpoint;
     struct {
         CfgIntList n_fewshot; /* N values to evaluate, e.g. [0, 1, 2, 4, 8] */
-        int max_users;        /* 0 = every held-out user */
+        char split[16];       /* validation | test: the users evaluated */
+        int max_users;        /* 0 = every user of the split */
         int bootstrap;        /* resamples for the 95% CI */
         int max_new_tokens;
         double temperature, top_p;
-        char sft_ckpt[CFG_STR];    /* baseline for the generation win rate */
+        char sft_ckpt[CFG_STR];    /* SFT with context: win-rate baseline, sft_plain column */
         char pooled_ckpt[CFG_STR]; /* no-context baseline */
+        char anchor_ckpt[CFG_STR]; /* non-personalizing model all win rates are measured against */
+        char user_desc[16];        /* none | oracle | generated: the description in the eval context */
     } eval;
     struct {
         char job_name[CFG_STR];

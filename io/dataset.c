@@ -12,6 +12,17 @@
 
 #define DATASET_FORMAT "fspo-dataset"
 
+static const char *const split_names[SPLIT_COUNT] = { "train", "validation", "test" };
+
+const char *dataset_split_name(int split) { return split >= 0 && split < SPLIT_COUNT ? split_names[split] : "?"; }
+
+int dataset_split_parse(const char *s)
+{
+    for (int k = 0; k < SPLIT_COUNT; k++)
+        if (!strcmp(s, split_names[k])) return k;
+    return -1;
+}
+
 uint64_t dataset_checksum(const Dataset *d)
 {
     uint64_t h = checksum64(d->tokens, sizeof(uint16_t) * d->n_tokens);
@@ -20,7 +31,7 @@ uint64_t dataset_checksum(const Dataset *d)
     h = checksum_combine(h, checksum64(d->rejected, sizeof(int64_t) * 2 * d->n_pairs));
     h = checksum_combine(h, checksum64(d->user_pairs, sizeof(int64_t) * 2 * d->n_users));
     h = checksum_combine(h, checksum64(d->user_desc, sizeof(int64_t) * 2 * d->n_users));
-    h = checksum_combine(h, checksum64(d->user_heldout, d->n_users));
+    h = checksum_combine(h, checksum64(d->user_split, d->n_users)); /* v1: the held-out flags */
     for (int64_t u = 0; u < d->n_users; u++) h = checksum_combine(h, checksum64(d->user_ids[u], strlen(d->user_ids[u])));
     return h;
 }
@@ -55,8 +66,9 @@ int dataset_validate(const Dataset *d, char *err, size_t errlen)
         next = r[0] + r[1];
         if (!span_ok(d->user_desc + 2 * u, d->n_tokens, 1))
             return set_err(err, errlen, "user %lld: description span outside the token stream", (long long)u);
-        if (d->user_heldout[u] > 1) return set_err(err, errlen, "user %lld: held-out flag %u", (long long)u,
-                                                   d->user_heldout[u]);
+        if (d->user_split[u] >= SPLIT_COUNT)
+            return set_err(err, errlen, "user %lld: split code %u (0 train, 1 validation, 2 test)", (long long)u,
+                           d->user_split[u]);
         if (!d->user_ids || !d->user_ids[u]) return set_err(err, errlen, "user %lld: no id", (long long)u);
     }
     if (next != d->n_pairs)
@@ -78,7 +90,8 @@ static int write_all(const char *tmp, const Dataset *d)
     rc |= h5_attr_write_i64(f, "n_pairs", d->n_pairs);
     rc |= h5_attr_write_i64(f, "n_tokens", d->n_tokens);
     rc |= h5_attr_write_str(f, "source", d->source);
-    rc |= h5_attr_write_f64(f, "heldout_frac", d->heldout_frac);
+    rc |= h5_attr_write_f64(f, "val_frac", d->val_frac);
+    rc |= h5_attr_write_f64(f, "test_frac", d->test_frac);
     rc |= h5_attr_write_i64(f, "seed", d->seed);
     rc |= h5_attr_write_u64(f, "checksum", d->checksum);
     rc |= h5_write(f, "tokens", H5T_STD_U16LE, H5T_NATIVE_UINT16, 1, &d->n_tokens, d->tokens);
@@ -93,7 +106,7 @@ static int write_all(const char *tmp, const Dataset *d)
         rc |= h5_write(gp, "rejected", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, np2, d->rejected);
         rc |= h5_write(gu, "pairs", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, nu2, d->user_pairs);
         rc |= h5_write(gu, "description", H5T_STD_I64LE, H5T_NATIVE_INT64, 2, nu2, d->user_desc);
-        rc |= h5_write(gu, "heldout", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &d->n_users, d->user_heldout);
+        rc |= h5_write(gu, "split", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &d->n_users, d->user_split);
         rc |= h5_write_strings(gu, "id", d->user_ids, d->n_users);
     }
     if (gp >= 0) H5Gclose(gp);
@@ -135,10 +148,10 @@ static int read_exact(hid_t loc, const char *name, int ndim, int64_t d0, int64_t
     return 0;
 }
 
-static int open_dataset_file(const char *path, hid_t *f, char *err, size_t errlen)
+static int open_dataset_file(const char *path, hid_t *f, int64_t *ver, char *err, size_t errlen)
 {
     char why[256], fmt[64] = "";
-    int64_t ver = -1;
+    *ver = -1;
     if (h5_check_file(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
     *f = h5_open_ro(path);
     if (*f < 0) return set_err(err, errlen, "%s: HDF5 cannot open it (truncated or corrupt)", path);
@@ -147,10 +160,10 @@ static int open_dataset_file(const char *path, hid_t *f, char *err, size_t errle
         return set_err(err, errlen, "%s: not an fspo dataset (format attribute '%s'); make one with 'fspo prep'",
                        path, fmt);
     }
-    if (h5_attr_read_i64(*f, "format_version", &ver) != 0 || ver != DATASET_FORMAT_VERSION) {
+    if (h5_attr_read_i64(*f, "format_version", ver) != 0 || *ver < 1 || *ver > DATASET_FORMAT_VERSION) {
         H5Fclose(*f);
-        return set_err(err, errlen, "%s: dataset format version %lld, this build reads version %d", path,
-                       (long long)ver, DATASET_FORMAT_VERSION);
+        return set_err(err, errlen, "%s: dataset format version %lld, this build reads versions 1 to %d", path,
+                       (long long)*ver, DATASET_FORMAT_VERSION);
     }
     return 0;
 }
@@ -159,7 +172,8 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
 {
     memset(d, 0, sizeof *d);
     hid_t f = -1;
-    if (open_dataset_file(path, &f, err, errlen) != 0) return -1;
+    if (open_dataset_file(path, &f, &d->format_version, err, errlen) != 0) return -1;
+    int v1 = d->format_version == 1;
     int rc = 0;
     if (h5_attr_read_i64(f, "n_users", &d->n_users) || h5_attr_read_i64(f, "n_pairs", &d->n_pairs) ||
         h5_attr_read_i64(f, "n_tokens", &d->n_tokens) || h5_attr_read_i64(f, "vocab", &d->vocab) ||
@@ -167,7 +181,12 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
         h5_attr_read_str(f, "tokenizer", d->tokenizer, sizeof d->tokenizer))
         rc = set_err(err, errlen, "%s: dataset attributes missing or malformed", path);
     h5_attr_read_str(f, "source", d->source, sizeof d->source);
-    h5_attr_read_f64(f, "heldout_frac", &d->heldout_frac);
+    if (v1) {
+        h5_attr_read_f64(f, "heldout_frac", &d->test_frac);
+    } else {
+        h5_attr_read_f64(f, "val_frac", &d->val_frac);
+        h5_attr_read_f64(f, "test_frac", &d->test_frac);
+    }
     h5_attr_read_i64(f, "seed", &d->seed);
     /* counts bound the allocations below: a hostile header must not ask for terabytes */
     if (rc == 0 && (d->n_users < 0 || d->n_pairs < 0 || d->n_tokens < 0 || d->n_users > (1LL << 32) ||
@@ -181,9 +200,9 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
         d->rejected = malloc(sizeof(int64_t) * 2 * (np ? np : 1));
         d->user_pairs = malloc(sizeof(int64_t) * 2 * (nu ? nu : 1));
         d->user_desc = malloc(sizeof(int64_t) * 2 * (nu ? nu : 1));
-        d->user_heldout = malloc(nu ? nu : 1);
+        d->user_split = malloc(nu ? nu : 1);
         if (!d->tokens || !d->prompt || !d->chosen || !d->rejected || !d->user_pairs || !d->user_desc ||
-            !d->user_heldout)
+            !d->user_split)
             rc = set_err(err, errlen, "%s: out of memory reading the dataset", path);
     }
     hid_t gp = -1, gu = -1;
@@ -200,15 +219,23 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
     if (rc == 0) rc = read_exact(gu, "pairs", 2, d->n_users, 2, H5T_NATIVE_INT64, d->user_pairs, path, err, errlen);
     if (rc == 0)
         rc = read_exact(gu, "description", 2, d->n_users, 2, H5T_NATIVE_INT64, d->user_desc, path, err, errlen);
-    if (rc == 0) rc = read_exact(gu, "heldout", 1, d->n_users, 0, H5T_NATIVE_UINT8, d->user_heldout, path, err, errlen);
+    if (rc == 0)
+        rc = read_exact(gu, v1 ? "heldout" : "split", 1, d->n_users, 0, H5T_NATIVE_UINT8, d->user_split, path, err,
+                        errlen);
     if (rc == 0 && h5_read_strings(gu, "id", d->n_users, &d->user_ids) != 0)
         rc = set_err(err, errlen, "%s: users/id missing or not %lld strings", path, (long long)d->n_users);
     if (gp >= 0) H5Gclose(gp);
     if (gu >= 0) H5Gclose(gu);
     H5Fclose(f);
+    uint64_t sum = rc == 0 ? dataset_checksum(d) : 0; /* of the arrays as stored */
+    for (int64_t u = 0; rc == 0 && v1 && u < d->n_users; u++) {
+        if (d->user_split[u] > 1)
+            rc = set_err(err, errlen, "%s: user %lld: held-out flag %u", path, (long long)u, d->user_split[u]);
+        d->user_split[u] = d->user_split[u] ? SPLIT_TEST : SPLIT_TRAIN;
+    }
     char why[512];
     if (rc == 0 && dataset_validate(d, why, sizeof why) != 0) rc = set_err(err, errlen, "%s: %s", path, why);
-    if (rc == 0 && dataset_checksum(d) != d->checksum)
+    if (rc == 0 && sum != d->checksum)
         rc = set_err(err, errlen, "%s: content checksum mismatch (corrupt file)", path);
     if (rc != 0) dataset_free(d);
     return rc;
@@ -222,7 +249,7 @@ void dataset_free(Dataset *d)
     free(d->rejected);
     free(d->user_pairs);
     free(d->user_desc);
-    free(d->user_heldout);
+    free(d->user_split);
     h5_free_strings(d->user_ids, d->n_users);
     memset(d, 0, sizeof *d);
 }
@@ -237,21 +264,29 @@ int dataset_print(const char *path, FILE *out, char *err, size_t errlen)
 {
     Dataset d;
     if (dataset_read(path, &d, err, errlen) != 0) return -1;
-    int64_t held = 0, held_pairs = 0, with_desc = 0;
+    int64_t users[SPLIT_COUNT] = { 0 }, pairs[SPLIT_COUNT] = { 0 }, with_desc = 0;
     int64_t *counts = malloc(sizeof(int64_t) * (d.n_users ? d.n_users : 1));
+    if (!counts) {
+        dataset_free(&d);
+        return set_err(err, errlen, "%s: out of memory", path);
+    }
     for (int64_t u = 0; u < d.n_users; u++) {
-        held += d.user_heldout[u];
-        held_pairs += d.user_heldout[u] ? d.user_pairs[2 * u + 1] : 0;
+        users[d.user_split[u]]++;
+        pairs[d.user_split[u]] += d.user_pairs[2 * u + 1];
         with_desc += d.user_desc[2 * u + 1] > 0;
         counts[u] = d.user_pairs[2 * u + 1];
     }
     qsort(counts, d.n_users, sizeof *counts, cmp_i64);
-    fprintf(out, "dataset %s (format %s v%d)\n", path, DATASET_FORMAT, DATASET_FORMAT_VERSION);
+    fprintf(out, "dataset %s (format %s v%lld%s)\n", path, DATASET_FORMAT, (long long)d.format_version,
+            d.format_version == 1 ? ": held-out users read as test users" : "");
     fprintf(out, "  source %s, tokenizer %s (vocab %lld), seed %lld\n", d.source, d.tokenizer, (long long)d.vocab,
             (long long)d.seed);
-    fprintf(out, "  users %lld (%lld held out, frac %.3f; %lld with a description)\n", (long long)d.n_users,
-            (long long)held, d.heldout_frac, (long long)with_desc);
-    fprintf(out, "  pairs %lld (%lld of held-out users), tokens %lld\n", (long long)d.n_pairs, (long long)held_pairs,
+    fprintf(out, "  users %lld: %lld train / %lld validation / %lld test (val_frac %.3f, test_frac %.3f; %lld with "
+                 "a description)\n",
+            (long long)d.n_users, (long long)users[SPLIT_TRAIN], (long long)users[SPLIT_VALIDATION],
+            (long long)users[SPLIT_TEST], d.val_frac, d.test_frac, (long long)with_desc);
+    fprintf(out, "  pairs %lld: %lld train / %lld validation / %lld test; tokens %lld\n", (long long)d.n_pairs,
+            (long long)pairs[SPLIT_TRAIN], (long long)pairs[SPLIT_VALIDATION], (long long)pairs[SPLIT_TEST],
             (long long)d.n_tokens);
     if (d.n_users)
         fprintf(out, "  pairs per user: min %lld, median %lld, max %lld\n", (long long)counts[0],

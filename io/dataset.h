@@ -3,8 +3,8 @@
  * All text is tokenized once by `fspo prep` into one uint16 token stream;
  * pairs and users are spans into it, so a meta-example is a few slices and
  * the sampler never re-tokenizes. Users are stored contiguously: user u
- * owns pairs [first, first + count). The train/held-out split is part of
- * the file, so every rank and every later eval agree on it. */
+ * owns pairs [first, first + count). The train/validation/test split is
+ * part of the file, so every rank and every later eval agree on it. */
 #ifndef FSPO_DATASET_H
 #define FSPO_DATASET_H
 
@@ -12,7 +12,15 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define DATASET_FORMAT_VERSION 1
+/* 2: /users/split (train/validation/test). A version-1 file (/users/heldout)
+ * is still read: its held-out users become test users. */
+#define DATASET_FORMAT_VERSION 2
+
+/* A user's split, as stored in /users/split. Training samples only
+ * SPLIT_TRAIN; evaluation settings are chosen on SPLIT_VALIDATION, and
+ * SPLIT_TEST is scored once per finished design. */
+typedef enum { SPLIT_TRAIN = 0, SPLIT_VALIDATION = 1, SPLIT_TEST = 2 } Split;
+#define SPLIT_COUNT 3
 
 typedef struct {
     int64_t n_users, n_pairs, n_tokens;
@@ -22,30 +30,37 @@ typedef struct {
     int64_t *rejected;      /* [n_pairs][2] */
     int64_t *user_pairs;    /* [n_users][2]: first pair, count */
     int64_t *user_desc;     /* [n_users][2]: description span, length 0 if none */
-    uint8_t *user_heldout;  /* [n_users]: 1 = evaluation only, never trained on */
+    uint8_t *user_split;    /* [n_users]: a Split; only SPLIT_TRAIN users are trained on */
     char **user_ids;        /* [n_users] */
     char tokenizer[32];     /* TOKENIZER_ID of the tokenizer that made the stream */
     int64_t vocab;
     char source[512];       /* input file it was prepared from */
-    double heldout_frac;
+    double val_frac, test_frac; /* the fractions prep assigned by hash (all-test: 0, 1) */
     int64_t seed;
+    int64_t format_version; /* of the file read (1: held-out flags read as SPLIT_TEST) */
     uint64_t checksum;      /* dataset_checksum(), set by write, verified by read */
 } Dataset;
 
 /* Content checksum over every array and the user ids. */
 uint64_t dataset_checksum(const Dataset *d);
 
-/* Checks spans, user ranges, token ids and flags; -1 with the first problem. */
+/* "train", "validation", "test"; "?" for a code outside Split. */
+const char *dataset_split_name(int split);
+/* The Split named s, or -1. */
+int dataset_split_parse(const char *s);
+
+/* Checks spans, user ranges, token ids and split codes; -1 with the first problem. */
 int dataset_validate(const Dataset *d, char *err, size_t errlen);
 
 /* Validates, sets d->checksum, writes <path>.tmp, fsyncs, renames. */
 int dataset_write(const char *path, Dataset *d, char *err, size_t errlen);
 
-/* Reads the whole file into d (allocating), validating it and its checksum. */
+/* Reads the whole file into d (allocating), validating it and its checksum.
+ * A version-1 file is read too, its held-out users as SPLIT_TEST. */
 int dataset_read(const char *path, Dataset *d, char *err, size_t errlen);
 void dataset_free(Dataset *d);
 
-/* `fspo inspect` for datasets: counts, split, pairs per user, checksum. */
+/* `fspo inspect` for datasets: counts, users and pairs of each split, pairs per user, checksum. */
 int dataset_print(const char *path, FILE *out, char *err, size_t errlen);
 
 #endif

@@ -2,7 +2,9 @@
  *
  * Input rows follow TRL's preference columns plus a user id:
  *   {"user_id": "...", "prompt": "...", "chosen": "...", "rejected": "...",
- *    "user_description": "..."}   (the description is optional)
+ *    "user_description": "...", "split": "test"}
+ * (the description and the split are optional; split, one of "train",
+ * "validation", "test", puts the row's user in that split, see src/prep.h)
  * Readers report a bad line as "FILE:LINE: reason" and let the caller
  * decide whether to skip it (fspo prep) or stop (--strict). Writers write
  * FILE.tmp and rename on close, so a reader never sees a partial file. */
@@ -15,6 +17,8 @@
 typedef struct {
     const char *user_id, *prompt, *chosen, *rejected;
     const char *user_description; /* NULL when absent */
+    const char *split;            /* NULL when absent, else "train", "validation" or "test" (fspo synth:
+                                     "test" on the rows of r4's interpolated users) */
     size_t prompt_len, chosen_len, rejected_len, user_description_len; /* bytes (strings may hold NUL) */
 } PrefRow;
 
@@ -26,6 +30,9 @@ typedef struct {
     const char *const *attr_names;
     double temperature;    /* Bradley-Terry temperature of the labels */
     int scorer_version;
+    const char *population; /* fspo synth --population's rung, written when not NULL (not read back) */
+    int has_split;          /* the population has an interpolated split: write "interpolated" */
+    int interpolated;       /* this user is one of its test users */
 } UserTruth;
 
 /* ---- reading (io/jsonl_read.c) ---- */

@@ -14,6 +14,9 @@
  *   - "user_id": a non-empty string without NUL, or an integer, which
  *     becomes its decimal text (7 and "7" are the same user);
  *   - "user_description": optional; a string if present ("" = absent);
+ *   - "split": optional; if present exactly "train", "validation" or "test"
+ *     (anything else is a bad line: a misspelt split must not train a test
+ *     user);
  *   - other fields are ignored (exports often carry extra columns);
  *   - duplicate keys in one object are malformed JSON: which value was
  *     meant is ambiguous. */
@@ -28,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dataset.h"
 #include "util.h"
 
 /* Reads of this size keep syscall overhead negligible; a line may be
@@ -268,6 +272,16 @@ static int parse_row(JsonlReader *r, const char *line, size_t len, PrefRow *row,
         row->user_description = json_string_value(d);
         row->user_description_len = json_string_length(d);
     }
+    json_t *sp = json_object_get(r->root, "split");
+    if (sp && (!json_is_string(sp) || dataset_split_parse(json_string_value(sp)) < 0)) {
+        char shown[48] = "";
+        if (json_is_string(sp)) escape_controls(shown, sizeof shown, json_string_value(sp));
+        return set_err(err, errlen, "%s:%ld: field 'split' is not \"train\", \"validation\" or \"test\" (it is "
+                                    "%s%s%s)",
+                       r->path, r->line_no, json_is_string(sp) ? "'" : "", json_is_string(sp) ? shown : json_kind(sp),
+                       json_is_string(sp) ? "'" : "");
+    }
+    if (sp) row->split = json_string_value(sp);
     return 0;
 }
 

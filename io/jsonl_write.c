@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "dataset.h"
 #include "util.h"
 
 struct JsonlWriter {
@@ -106,15 +107,21 @@ int jsonl_write_row(JsonlWriter *w, const PrefRow *row)
     struct {
         const char *key, *s;
         size_t n;
+        int optional; /* absent when s is NULL */
     } fields[] = {
-        { "user_id", row->user_id, row->user_id ? strlen(row->user_id) : 0 },
-        { "prompt", row->prompt, row->prompt_len },
-        { "chosen", row->chosen, row->chosen_len },
-        { "rejected", row->rejected, row->rejected_len },
-        { "user_description", row->user_description, row->user_description_len },
+        { "user_id", row->user_id, row->user_id ? strlen(row->user_id) : 0, 0 },
+        { "prompt", row->prompt, row->prompt_len, 0 },
+        { "chosen", row->chosen, row->chosen_len, 0 },
+        { "rejected", row->rejected, row->rejected_len, 0 },
+        { "user_description", row->user_description, row->user_description_len, 1 },
+        { "split", row->split, row->split ? strlen(row->split) : 0, 1 },
     };
-    int n_fields = row->user_description ? 5 : 4; /* the description is optional */
-    for (int i = 0; i < n_fields; i++) {
+    if (row->split && dataset_split_parse(row->split) < 0) {
+        json_decref(obj);
+        return writer_fail(w, "%s: line %ld: field 'split' is '%s', not train, validation or test", row->split);
+    }
+    for (int i = 0; i < (int)(sizeof fields / sizeof *fields); i++) {
+        if (fields[i].optional && !fields[i].s) continue;
         if (!fields[i].s) {
             json_decref(obj);
             return writer_fail(w, "%s: line %ld: field '%s' is missing", fields[i].key);
@@ -175,6 +182,10 @@ int jsonl_write_truth(JsonlWriter *w, const UserTruth *t)
         bad = "an attribute name is missing or not valid UTF-8";
     else if (json_object_set_new_nocheck(obj, "weights", real_array(t->weights, t->n_attrs)) != 0)
         bad = "a weight is not finite";
+    else if (t->population && set_string(obj, "population", t->population, strlen(t->population)) != 0)
+        bad = "population is not valid UTF-8";
+    else if (t->has_split && json_object_set_new_nocheck(obj, "interpolated", json_boolean(t->interpolated)) != 0)
+        bad = "out of memory";
     if (bad) {
         json_decref(obj);
         return writer_fail(w, "%s: line %ld: %s", bad);

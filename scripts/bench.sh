@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # make bench: training-step throughput of configs A and B at 1 and 2
 # OpenBLAS threads, each against the sgemm peak measured in the same
-# process, and PyTorch on the same step. Writes docs/benchmarks.json and
+# process, and PyTorch on the same step; then the same in bf16
+# (model.precision bf16, MFU against the bf16 product peak measured in the
+# same process) against PyTorch with bf16 autocast, in the same rounds
+# (skipped where the CPU has no bf16 units). Writes docs/benchmarks.json and
 # regenerates docs/benchmarks.md and docs/scaling.md.
 #
 # Figures on a shared 2-core VM drift by 10-30% between minutes, so the
@@ -15,21 +18,35 @@ ROUNDS=${BENCH_ROUNDS:-3}
 out=docs/benchmarks.json
 runs=()
 TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+# bf16 rows only where model.precision auto resolves to bf16 (AMX-BF16 or AVX512-BF16)
+if "$FSPO" bench --d-model 32 --n-layers 1 --n-heads 2 --max-seq 64 --precision bf16 --steps 1 --sgemm-n 64 \
+    >/dev/null 2>&1; then BF16=1; else
+    BF16=0
+    echo "bench: no bf16 matrix units here (or FSPO_CPU_NO_BF16 set): the bf16 rows are skipped" >&2
+fi
+precisions=(fp32)
+[[ $BF16 == 1 ]] && precisions+=(bf16)
 for round in $(seq 1 "$ROUNDS"); do
     for preset in A B; do
-        for threads in 1 2; do
-            steps=$([[ $preset == A ]] && echo 5 || echo 3)
-            echo "bench: round $round/$ROUNDS, config $preset, $threads thread(s), $steps timed steps ..." >&2
-            line=$("$FSPO" bench --preset "$preset" --threads "$threads" --steps "$steps" --json)
-            runs+=("${line%\}}, \"round\": $round}")
+        for precision in "${precisions[@]}"; do
+            for threads in 1 2; do
+                steps=$([[ $preset == A ]] && echo 5 || echo 3)
+                echo "bench: round $round/$ROUNDS, config $preset, $precision, $threads thread(s), $steps timed steps ..." >&2
+                line=$("$FSPO" bench --preset "$preset" --threads "$threads" --steps "$steps" --precision "$precision" --json)
+                runs+=("${line%\}}, \"round\": $round}")
+            done
         done
-        # the PyTorch reference on the same step, tuned as docs/benchmarks.md says
+        # the PyTorch reference on the same step, tuned as docs/benchmarks.md says (and with bf16 autocast)
         if [[ -e $TCMALLOC ]]; then
             steps=$([[ $preset == A ]] && echo 3 || echo 2)
-            echo "bench: round $round/$ROUNDS, PyTorch config $preset, tuned ..." >&2
-            line=$(LD_PRELOAD=$TCMALLOC OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=2 \
-                /usr/bin/python3 scripts/bench_torch.py --preset $preset --steps $steps --threads 1 --label tuned)
-            runs+=("${line%\}}, \"round\": $round}")
+            for precision in "${precisions[@]}"; do
+                label=tuned autocast=()
+                [[ $precision == bf16 ]] && label=tuned-bf16-autocast autocast=(--autocast bf16)
+                echo "bench: round $round/$ROUNDS, PyTorch config $preset, $label ..." >&2
+                line=$(LD_PRELOAD=$TCMALLOC OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=2 /usr/bin/python3 \
+                    scripts/bench_torch.py --preset $preset --steps $steps --threads 1 --label $label "${autocast[@]}")
+                runs+=("${line%\}}, \"round\": $round}")
+            done
         fi
     done
 done

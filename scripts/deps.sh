@@ -4,7 +4,7 @@
 # otherwise it prints the exact command to run.
 set -euo pipefail
 
-PKGS=(libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools libyaml-dev libjansson-dev clang libclang-rt-14-dev
+PKGS=(libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools libyaml-dev libjansson-dev libdnnl-dev clang libclang-rt-14-dev
       pkg-config python3-torch python3-h5py python3-numpy gnuplot-nox slurm-wlm munge)
 
 missing=()
@@ -13,6 +13,10 @@ for p in "${PKGS[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
     [[ "$status" == "install ok installed" ]] || missing+=("$p")
 done
+# Node.js runs Hugging Face tokenizers, the oracle of tests/test_tokenizer.sh
+# (its npm package installs into tests/node/ when that test first runs). Any
+# node with npm will do (a NodeSource nodejs bundles npm; Debian splits them).
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 [[ ${#missing[@]} -eq 0 ]] && exit 0
 
 echo "deps: missing Debian packages: ${missing[*]}"

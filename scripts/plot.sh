@@ -2,6 +2,7 @@
 # plot.sh EVAL.json OUTDIR [RUN/metrics.jsonl ...]: PNG plots with gnuplot.
 #   OUTDIR/accuracy_vs_n.png    few-shot accuracy vs N for every method of
 #                               `fspo eval --json`, with 95% CI error bars
+#                               (the title: win rates vs SFT and the anchor)
 #   OUTDIR/training_curves.png  loss and rewards/accuracies vs step of each
 #                               metrics log (one line per run, named by its directory)
 # python3 turns the JSON lines into gnuplot's whitespace tables.
@@ -17,7 +18,7 @@ tmp=$(mktemp -d /tmp/fspo-plot.XXXXXX) && trap 'rm -rf "$tmp"' EXIT
 python3 - "$json" "$tmp" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-for m in ("model", "pooled", "linear", "bayes"):
+for m in ("model", "model_plain", "sft_plain", "pooled", "linear", "bayes"):
     rows = [(a["n"], a[m]) for a in r["accuracy"] if a.get(m)]
     with open(f"{sys.argv[2]}/{m}.dat", "w") as f:
         for n, c in rows:
@@ -27,20 +28,24 @@ with open(f"{sys.argv[2]}/title.txt", "w") as f:
     t = f"{r['users']} held-out users"
     if w:
         t += f"; win rate vs SFT at N={w['n_fewshot']}: {w['win']['mean']:.2f} [{w['win']['lo']:.2f}, {w['win']['hi']:.2f}]"
+    a = r.get("win_rate_anchor")
+    if a and a.get("policy") and a.get("oracle"):
+        t += f"; vs the anchor {a['policy']['win']['mean']:.2f} (ceiling {a['oracle']['win']['mean']:.2f})"
     f.write(t)
 PY
 
 plots=""
-for m in model pooled linear bayes; do
+for m in model model_plain sft_plain pooled linear bayes; do
     [[ -s $tmp/$m.dat ]] || continue
     case $m in
         model) label="FSPO model" ;; pooled) label="pooled (no context)" ;;
+        model_plain) label="FSPO model, log-prob margin" ;; sft_plain) label="SFT with context, log-prob margin" ;;
         linear) label="linear (PReF-style)" ;; bayes) label="Bayes-optimal" ;;
     esac
     plots+="${plots:+, }'$tmp/$m.dat' using 1:2:3:4 with yerrorlines lw 2 title '$label'"
 done
 gnuplot <<GP
-set terminal pngcairo size 800,520 font ",11"
+set terminal pngcairo size 1000,520 font ",11"
 set output '$out/accuracy_vs_n.png'
 set title "Few-shot preference accuracy vs N\n$(cat "$tmp/title.txt")"
 set xlabel 'N (few-shot pairs in context)'
@@ -48,7 +53,7 @@ set ylabel 'accuracy on query pairs'
 set yrange [0.3:1.05]
 set offsets 0.5, 0.5, 0, 0
 set xtics 1
-set key bottom right
+set key outside right center
 set grid
 plot $plots, 0.5 with lines dt 2 lc rgb 'gray' title 'chance'
 GP

@@ -92,7 +92,8 @@ def main():
             runs = json.loads(text)["step_runs"]
         except (ValueError, KeyError, TypeError):
             runs = [json.loads(l) for l in text.splitlines() if l.strip()]
-        runs = [r for r in runs if "kind" not in r and r.get("d_model") == 512 and r.get("n_layers") == 8]
+        runs = [r for r in runs if "kind" not in r and r.get("d_model") == 512 and r.get("n_layers") == 8
+                and r.get("precision", "fp32") == "fp32"]  # the default precision's step
         if runs and not tok_s_b:
             # the faster thread count, median over make bench's rounds
             by_threads = {}

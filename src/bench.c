@@ -7,9 +7,11 @@
 
 #include "batch.h"
 #include "bench.h"
+#include "bf16.h"
 #include "cli.h"
 #include "commands.h"
 #include "model.h"
+#include "ops.h"
 #include "optim.h"
 #include "pool.h"
 #include "rng.h"
@@ -44,6 +46,7 @@ int cmd_bench(int argc, char **argv)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
     int batch = 4, steps = 5, threads = 0, json = 0, sgemm_n = 2048;
+    const char *precision = "fp32";
     int extra = bench_extra(argc, argv);
     if (extra >= 0) return extra;
     for (int i = 1; i < argc; i++) {
@@ -55,6 +58,8 @@ int cmd_bench(int argc, char **argv)
                    "  --steps N          timed steps after one warm-up step (default 5; median reported)\n"
                    "  --threads N        OpenBLAS threads (default: OPENBLAS_NUM_THREADS or OpenBLAS's own)\n"
                    "  --sgemm-n N        size of the square sgemm used for the peak (default 2048)\n"
+                   "  --precision P      fp32 (default), bf16 or auto: model.precision of the steps; in bf16\n"
+                   "                     MFU is against the bf16 product peak (same size and threads)\n"
                    "  --json             one JSON object on stdout instead of text\n\n"
                    "Other rows of make bench (one JSON line each; see src/bench_fspo.c):\n"
                    "  --pref DATA.h5 [--fewshot N --queries Q --examples K --dump FILE]\n"
@@ -68,18 +73,29 @@ int cmd_bench(int argc, char **argv)
         if (!strcmp(argv[i], "--steps")) steps = cli_int("bench", argc, argv, &i, 1, 1000);
         else if (!strcmp(argv[i], "--threads")) threads = cli_int("bench", argc, argv, &i, 1, 1024);
         else if (!strcmp(argv[i], "--sgemm-n")) sgemm_n = cli_int("bench", argc, argv, &i, 64, 16384);
+        else if (!strcmp(argv[i], "--precision")) precision = cli_str("bench", argc, argv, &i);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else fatal(EXIT_USAGE, "bench: unknown option '%s' (see 'fspo bench --help')", argv[i]);
     }
     model_shape_check("bench", &cfg);
+    char err[256];
+    int bf16 = bf16_resolve(precision, err, sizeof err);
+    if (bf16 < 0) fatal(EXIT_USAGE, "bench --precision: %s", err);
     if (threads > 0) openblas_set_num_threads(threads);
     threads = openblas_get_num_threads();
     pool_set_threads(threads); /* the non-BLAS loops use as many threads as OpenBLAS */
 
-    double peak = sgemm_peak_gflops(sgemm_n, 7);
+    double sgemm_peak = sgemm_peak_gflops(sgemm_n, 7);
+    /* MFU against the peak of the products the steps run */
+    double bf16_peak = bf16 ? matmul_bf16_peak_gflops(sgemm_n, 7) : 0, peak = bf16 ? bf16_peak : sgemm_peak;
     int T = cfg.max_seq, N = batch * T;
     Model *m = model_create(&cfg, 1, batch, T);
     model_init_weights(m, 1234);
+    char kernel[160] = "OpenBLAS sgemm";
+    if (bf16) {
+        model_set_precision(m, PRECISION_BF16);
+        bf16_kernel_summary(kernel, sizeof kernel);
+    }
     Batch b;
     float *logp, *dlogp;
     bench_lm_batch(&b, batch, T, &logp, &dlogp);
@@ -104,7 +120,7 @@ int cmd_bench(int argc, char **argv)
     double t = bench_median(times, steps);
     /* peak RSS against what the design says the step needs */
     double analytic = 4.0 * m->n_params * 4 /* params, grads, AdamW m and v */ +
-                      model_arena_bytes(&cfg, 1, batch, T);
+                      model_arena_bytes(&cfg, 1, batch, T) + m->bf16_bytes;
     double rss = bench_status_kb("VmHWM") * 1024.0;
     double tok_s = N / t, flops = model_flops_per_token(&cfg, T);
     double gflops = tok_s * flops / 1e9, mfu = gflops / peak;
@@ -116,15 +132,17 @@ int cmd_bench(int argc, char **argv)
                "\"seq\": %d, \"batch\": %d, \"threads\": %d, \"params\": %zu, \"flops_per_token\": %.0f, "
                "\"step_s_median\": %.5f, \"tokens_per_s\": %.1f, \"model_gflops\": %.2f, "
                "\"sgemm_peak_gflops\": %.2f, \"mfu\": %.4f, \"mfu_causal\": %.4f, \"final_loss\": %.5f, "
-               "\"rss_peak_mb\": %.1f, \"analytic_mb\": %.1f, \"rss_ratio\": %.3f}\n",
+               "\"rss_peak_mb\": %.1f, \"analytic_mb\": %.1f, \"rss_ratio\": %.3f, \"precision\": \"%s\", "
+               "\"peak_gflops\": %.2f, \"bf16_peak_gflops\": %.2f, \"kernel\": \"%s\"}\n",
                cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, T, batch, threads, m->n_params,
-               flops, t, tok_s, gflops, peak, mfu, mfu_causal, loss, rss / 1048576, analytic / 1048576, rss / analytic);
+               flops, t, tok_s, gflops, sgemm_peak, mfu, mfu_causal, loss, rss / 1048576, analytic / 1048576,
+               rss / analytic, bf16 ? "bf16" : "fp32", peak, bf16_peak, kernel);
     else
-        printf("d_model %d, layers %d, heads %d, T %d, batch %d, %d thread(s): %.0f tokens/s, step %.3f s "
-               "(median of %d), %.1f GFLOP/s model = %.1f%% of sgemm peak %.1f GFLOP/s (%.1f%% counting causal "
+        printf("d_model %d, layers %d, heads %d, T %d, batch %d, %d thread(s), %s (%s): %.0f tokens/s, step %.3f s "
+               "(median of %d), %.1f GFLOP/s model = %.1f%% of %s peak %.1f GFLOP/s (%.1f%% counting causal "
                "attention only)\n",
-               cfg.d_model, cfg.n_layers, cfg.n_heads, T, batch, threads, tok_s, t, steps, gflops, 100 * mfu, peak,
-               100 * mfu_causal);
+               cfg.d_model, cfg.n_layers, cfg.n_heads, T, batch, threads, bf16 ? "bf16" : "fp32", kernel, tok_s, t,
+               steps, gflops, 100 * mfu, bf16 ? "bf16 product" : "sgemm", peak, 100 * mfu_causal);
     optim_free(&opt);
     free(logp);
     free(dlogp);

@@ -12,6 +12,7 @@ int cmd_eval(int argc, char **argv);    /* src/eval_cli.c */
 int cmd_sample(int argc, char **argv);  /* src/sample_cli.c */
 int cmd_slurm(int argc, char **argv);   /* src/slurm_cli.c */
 int cmd_inspect(int argc, char **argv); /* src/inspect_cli.c */
+int cmd_tokenizer(int argc, char **argv); /* src/tokenizer_cli.c */
 
 #endif
 

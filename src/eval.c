@@ -1,12 +1,17 @@
 /* eval: see eval.h. The run, in order:
- *   users    held-out users of the dataset (sampler, SPLIT_HELDOUT), each with a
+ *   users    held-out users of the dataset (sampler, split eval.split), each with a
  *            fixed pool of few-shot pairs and Q query pairs drawn once;
  *   oracles  the scorer's attribute vectors of every pair's two answers, for the
  *            linear baseline and (with the truth file) the Bayes-optimal column;
+ *   descriptions (eval.user_desc) per N, each user's description for C: the
+ *            dataset's (oracle) or the policy's own, greedy (generated), read
+ *            back and scored against the truth;
  *   models   per N, tree-packed rows [C P_1 W_1 L_1 ...] in batches through the
  *            forward-only policy and reference (and the pooled model at N = 0);
- *   win rate per user, samples from the policy (with the context) and the
- *            baseline, scored with the user's true reward;
+ *   gap      per N, the fraction of the pooled -> Bayes gap the model closes;
+ *   win rates per user and prompt, one answer from each model (policy and SFT
+ *            with the context, pooled and anchor without) and the oracle's
+ *            ideal answer, all scored with the user's true reward;
  *   CIs      bootstrap over users. */
 #include "eval.h"
 
@@ -30,7 +35,8 @@
 #include "tokenizer.h"
 #include "util.h"
 
-const char *const eval_method_names[EVAL_N_METHODS] = { "model", "pooled", "linear", "bayes" };
+const char *const eval_method_names[EVAL_N_METHODS] = { "model", "pooled", "linear", "bayes", "model_plain", "sft_plain" };
+const char *const eval_win_names[EVAL_N_WIN] = { "policy", "sft", "pooled", "oracle" };
 
 /* ---- statistics ---- */
 
@@ -57,6 +63,22 @@ static double quantile_sorted(const double *v, int n, double q)
     return v[k];
 }
 
+/* The 2.5% and 97.5% quantiles of the kept resampled values (sorted here). */
+static void percentile_interval(double *v, int kept, EvalCI *ci)
+{
+    if (kept <= 0) return;
+    qsort(v, (size_t)kept, sizeof *v, cmp_double);
+    ci->lo = quantile_sorted(v, kept, 0.025);
+    ci->hi = quantile_sorted(v, kept, 0.975);
+}
+
+static double *bootstrap_buffer(int resamples)
+{
+    double *v = malloc(sizeof(double) * (size_t)resamples);
+    if (!v) fatal(EXIT_RUNTIME, "out of memory for the bootstrap");
+    return v;
+}
+
 EvalCI eval_bootstrap(const double *hits, const double *count, int n, int resamples, uint64_t seed)
 {
     double h = 0, c = 0;
@@ -64,8 +86,7 @@ EvalCI eval_bootstrap(const double *hits, const double *count, int n, int resamp
     EvalCI ci = { c > 0 ? h / c : NAN, NAN, NAN };
     ci.lo = ci.hi = ci.mean;
     if (resamples <= 0 || n == 0 || !(c > 0)) return ci;
-    double *v = malloc(sizeof(double) * (size_t)resamples);
-    if (!v) fatal(EXIT_RUNTIME, "out of memory for the bootstrap");
+    double *v = bootstrap_buffer(resamples);
     Rng r = rng_seed(seed, 0xb0075);
     int kept = 0;
     for (int b = 0; b < resamples; b++) {
@@ -76,13 +97,99 @@ EvalCI eval_bootstrap(const double *hits, const double *count, int n, int resamp
         }
         if (cb > 0) v[kept++] = hb / cb; /* a resample of only empty users has no accuracy */
     }
-    if (kept > 0) {
-        qsort(v, (size_t)kept, sizeof *v, cmp_double);
-        ci.lo = quantile_sorted(v, kept, 0.025);
-        ci.hi = quantile_sorted(v, kept, 0.975);
-    }
+    percentile_interval(v, kept, &ci);
     free(v);
     return ci;
+}
+
+/* (A - B) / (C - B) of the sums, or NaN when the gap C - B (as a rate) is below EVAL_GAP_MIN. */
+static double gap_ratio(double a, double b, double c, double cnt)
+{
+    if (!(cnt > 0) || !((c - b) / cnt >= EVAL_GAP_MIN)) return NAN;
+    return (a - b) / (c - b);
+}
+
+EvalCI eval_gap_closed(const double *ha, const double *hb, const double *hc, const double *count, int n, int resamples,
+                       uint64_t seed, int *left_out)
+{
+    double a = 0, b = 0, c = 0, cnt = 0;
+    for (int i = 0; i < n; i++) a += ha[i], b += hb ? hb[i] : 0, c += hc[i], cnt += count[i];
+    double mean = gap_ratio(a, b, c, cnt);
+    EvalCI ci = { mean, mean, mean };
+    if (left_out) *left_out = 0;
+    if (isnan(mean) || resamples <= 0) return ci;
+    double *v = bootstrap_buffer(resamples);
+    Rng r = rng_seed(seed, 0x6a9c105e);
+    int kept = 0;
+    for (int k = 0; k < resamples; k++) {
+        double ab = 0, bb = 0, cb = 0, nb = 0;
+        for (int i = 0; i < n; i++) {
+            uint32_t j = rng_below(&r, (uint32_t)n); /* one draw of a user for all three: a joint resample */
+            ab += ha[j], bb += hb ? hb[j] : 0, cb += hc[j], nb += count[j];
+        }
+        double x = gap_ratio(ab, bb, cb, nb);
+        if (!isnan(x)) v[kept++] = x;
+        else if (left_out) ++*left_out;
+    }
+    percentile_interval(v, kept, &ci);
+    free(v);
+    return ci;
+}
+
+/* ---- win rates ---- */
+
+void eval_win_tally(const double *ra, const double *rb, const int *user, int n, int n_users, double *hits,
+                    double *count)
+{
+    memset(hits, 0, sizeof(double) * (size_t)n_users);
+    memset(count, 0, sizeof(double) * (size_t)n_users);
+    for (int i = 0; i < n; i++) hits[user[i]] += eval_pair_credit(ra[i] - rb[i]), count[user[i]] += 1;
+}
+
+/* Drops users with no sample (count 0), keeping the order; returns how many are left. */
+static int compact_users(double *const *cols, int n_cols, double *count, int n_users)
+{
+    int m = 0;
+    for (int u = 0; u < n_users; u++) {
+        if (!(count[u] > 0)) continue;
+        for (int k = 0; k < n_cols; k++) cols[k][m] = cols[k][u];
+        count[m++] = count[u];
+    }
+    return m;
+}
+
+void eval_win_summary(const double *ra, const double *rb, const int *user, int n, int n_users, int resamples,
+                      uint64_t seed, EvalWin *out)
+{
+    double *hits = malloc(sizeof(double) * (size_t)(n_users + 1)), *cnt = malloc(sizeof(double) * (size_t)(n_users + 1));
+    if (!hits || !cnt) fatal(EXIT_RUNTIME, "out of memory");
+    eval_win_tally(ra, rb, user, n, n_users, hits, cnt);
+    int users = compact_users(&hits, 1, cnt, n_users);
+    double sa = 0, sb = 0, ties = 0;
+    for (int i = 0; i < n; i++) sa += ra[i], sb += rb[i], ties += ra[i] == rb[i];
+    out->valid = n > 0;
+    out->users = users, out->samples = n;
+    if (n > 0) {
+        out->win = eval_bootstrap(hits, cnt, users, resamples, seed);
+        out->reward_policy = sa / n, out->reward_baseline = sb / n, out->tie_frac = ties / n;
+    }
+    free(hits), free(cnt);
+}
+
+/* ---- the oracle policy ---- */
+
+unsigned eval_oracle_mask(const double w[SYNTH_K], unsigned varied, unsigned fixed_on)
+{
+    unsigned m = fixed_on & ~varied & SYNTH_ALL_ATTRS;
+    for (int k = 0; k < SYNTH_K; k++)
+        if (((varied >> k) & 1u) && w[k] > 0) m |= 1u << k;
+    return m;
+}
+
+size_t eval_oracle_answer(int flavor, const double w[SYNTH_K], unsigned varied, unsigned fixed_on,
+                          const SynthWording *wd, char *out)
+{
+    return synth_render(flavor, eval_oracle_mask(w, varied, fixed_on), wd, out);
 }
 
 /* Solves A z = b for symmetric positive definite A (d x d, overwritten) by Cholesky. */
@@ -177,6 +284,8 @@ typedef struct {
     int64_t pool[SAMPLER_MAX_FEWSHOT], queries[EVAL_QUERIES];
     double pool_x[SAMPLER_MAX_FEWSHOT][SYNTH_K], query_x[EVAL_QUERIES][SYNTH_K]; /* a(chosen) - a(rejected) */
     const UserTruth *truth;
+    const uint16_t *desc; /* the description in C at the current N (eval.user_desc); NULL = none */
+    int desc_len;
 } EvalUser;
 
 typedef struct {
@@ -187,12 +296,17 @@ typedef struct {
     EvalUser *users;
     int n_users, max_seq;
     Model *policy, *ref, *pooled;
+    Model *sft, *anchor; /* sft may be ref itself (then not freed twice) */
     Batch batch;
     float *logp, *ref_logp;
     /* credit per [method][row][user] and query pairs per [row][user], flattened;
      * fits[row][user]: the user's context of N pairs and all its queries fit model.max_seq */
     double *hits, *count;
     unsigned char *fits;
+    int desc_mode;        /* eval.user_desc: DESC_NONE | DESC_ORACLE | DESC_GENERATED */
+    int desc_cap;         /* generated: token limit per description */
+    uint16_t *desc_text;  /* generated: [row][user][desc_cap] */
+    int *desc_len;        /* generated: [row][user]; -1 = its prompt did not fit */
     double t0, last_progress;
 } Eval;
 
@@ -311,7 +425,8 @@ static int pick_users(Eval *e, char *err, size_t errlen)
     if (nmax > SAMPLER_MAX_FEWSHOT)
         return set_err(err, errlen, "eval.n_fewshot: %d is above the limit %d", nmax, SAMPLER_MAX_FEWSHOT);
     Sampler s;
-    if (sampler_init(&s, &e->data, SPLIT_HELDOUT, (uint64_t)cfg->train.seed, nmax, -1, 1, err, errlen) != 0) return -1;
+    Split split = (Split)dataset_split_parse(cfg->eval.split); /* the config allows only validation and test */
+    if (sampler_init(&s, &e->data, split, (uint64_t)cfg->train.seed, nmax, -1, 1, err, errlen) != 0) return -1;
     e->rep->heldout_users = (int)(s.n_users + s.n_skipped_small);
     if (s.n_skipped_small)
         note(e->rep, "%lld held-out user(s) have fewer than %d pairs (max N + 1) and are not evaluated",
@@ -355,6 +470,8 @@ static void make_example(const EvalUser *u, int n, int q0, int nq, MetaExample *
     ex->n_queries = nq;
     for (int k = 0; k < n; k++) ex->pairs[k] = u->pool[k];
     for (int k = 0; k < nq; k++) ex->pairs[n + k] = u->queries[q0 + k];
+    ex->desc = u->desc;
+    ex->desc_len = u->desc_len;
 }
 
 /* Row length if it fits whole (no pair dropped), else -1. */
@@ -407,9 +524,10 @@ static int plan_rows(Eval *e, int n, RowJob *jobs, unsigned char *fit)
 }
 
 /* Runs rows through the model (and its reference) and adds each query's
- * credit to the method's tally of row `row`. */
-static void score_rows(Eval *e, Model *m, Model *ref, const RowJob *jobs, int n_jobs, int method, int row,
-                       const char *what)
+ * credit to the method's tally of row `row`; plain_method >= 0 also tallies
+ * m's plain log-prob margin there, ref_plain_method >= 0 the reference's. */
+static void score_rows(Eval *e, Model *m, Model *ref, const RowJob *jobs, int n_jobs, int method, int plain_method,
+                       int ref_plain_method, int row, const char *what)
 {
     double beta = e->cfg->loss.beta;
     PackedAnswers ans[EVAL_ROWS];
@@ -422,16 +540,22 @@ static void score_rows(Eval *e, Model *m, Model *ref, const RowJob *jobs, int n_
         }
         batch_reset(&e->batch, end - start, T, S);
         for (int j = start; j < end; j++) pack_write(&e->data, &jobs[j].ex, PACK_TREE, &e->batch, j - start, &ans[j - start]);
+        if (e->o->on_rows && m == e->policy) e->o->on_rows(e->o->on_rows_ctx, &e->batch, jobs[start].ex.n_fewshot);
         model_forward(m, &e->batch, e->logp);
         if (ref) model_forward(ref, &e->batch, e->ref_logp);
         for (int j = start; j < end; j++) {
             double pol[2 * SAMPLER_MAX_QUERIES], rs[2 * SAMPLER_MAX_QUERIES];
             answer_logps(e->logp, &ans[j - start], pol);
             if (ref) answer_logps(e->ref_logp, &ans[j - start], rs);
-            double credit = 0;
-            for (int q = 0; q < jobs[j].ex.n_queries; q++)
+            double credit = 0, plain = 0, ref_plain = 0;
+            for (int q = 0; q < jobs[j].ex.n_queries; q++) {
                 credit += eval_pair_credit(eval_margin(beta, pol[2 * q], pol[2 * q + 1], ref ? rs + 2 * q : NULL));
+                plain += eval_pair_credit(eval_margin(beta, pol[2 * q], pol[2 * q + 1], NULL));
+                if (ref) ref_plain += eval_pair_credit(eval_margin(beta, rs[2 * q], rs[2 * q + 1], NULL));
+            }
             tally(e, method, row)[jobs[j].user] += credit;
+            if (plain_method >= 0) tally(e, plain_method, row)[jobs[j].user] += plain;
+            if (ref && ref_plain_method >= 0) tally(e, ref_plain_method, row)[jobs[j].user] += ref_plain;
         }
         progress(e, what, end, n_jobs);
     }
@@ -472,6 +596,46 @@ static EvalMethod summarize(Eval *e, int method, int row)
     return out;
 }
 
+/* Row `row`'s fraction of the pooled -> Bayes gap the model closes, over the
+ * users that fit, resampled jointly. */
+static void gap_row(Eval *e, int row)
+{
+    EvalRow *out = &e->rep->rows[row];
+    if (!out->m[EVAL_MODEL].valid || !out->m[EVAL_POOLED].valid || !out->m[EVAL_BAYES].valid) return;
+    int U = e->n_users, n = 0;
+    double *h = malloc(sizeof(double) * (size_t)(4 * U + 4));
+    if (!h) fatal(EXIT_RUNTIME, "out of memory");
+    double *hm = h, *hp = h + U + 1, *hb = h + 2 * (U + 1), *c = h + 3 * (U + 1);
+    for (int i = 0; i < U; i++) {
+        if (!e->fits[(size_t)row * U + i]) continue;
+        hm[n] = tally(e, EVAL_MODEL, row)[i], hp[n] = tally(e, EVAL_POOLED, row)[i];
+        hb[n] = tally(e, EVAL_BAYES, row)[i], c[n] = counts(e, row)[i], n++;
+    }
+    int left_out = 0, B = e->cfg->eval.bootstrap;
+    out->gap_closed = eval_gap_closed(hm, hp, hb, c, n, B, (uint64_t)e->cfg->train.seed + 2, &left_out);
+    out->gap_state = isnan(out->gap_closed.mean) ? -1 : 1;
+    if (out->gap_state > 0 && left_out > 0.025 * B)
+        note(e->rep, "N = %d: %d of %d resamples have Bayes less than %.2f above pooled and are left out of the gap's "
+                     "CI: read it with care", out->n_fewshot, left_out, B, EVAL_GAP_MIN);
+    free(h);
+}
+
+/* One note for every N whose gap closed is n/a. */
+static void note_gaps_na(Eval *e)
+{
+    char list[256] = "";
+    size_t len = 0;
+    int any = 0;
+    for (int r = 0; r < e->rep->n_rows; r++) {
+        const EvalRow *row = &e->rep->rows[r];
+        if (row->gap_state >= 0 || len >= sizeof list) continue;
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", any++ ? ", " : "", row->n_fewshot);
+    }
+    if (any)
+        note(e->rep, "N = %s: Bayes is less than %.2f above pooled, so there is no gap to close: gap closed n/a", list,
+             EVAL_GAP_MIN);
+}
+
 /* ---- generation win rate ---- */
 
 static double sample_reward(const UserTruth *t, const int32_t *ids, int n)
@@ -486,68 +650,373 @@ static double sample_reward(const UserTruth *t, const int32_t *ids, int n)
 
 static TokSpan dspan(const Dataset *d, const int64_t *span) { return (TokSpan){ d->tokens + span[0], (size_t)span[1] }; }
 
-/* Renders user u's prompt for query q with N context pairs; -1 if it does not fit. */
-static int render_for(Eval *e, const EvalUser *u, int n, int q, int32_t *out)
+/* The first n pool pairs of user u as spans. */
+static void user_shots(const Eval *e, const EvalUser *u, int n, PairSpans *shots)
 {
-    PairSpans shots[SAMPLER_MAX_FEWSHOT];
     for (int k = 0; k < n; k++) {
         int64_t p = u->pool[k];
         shots[k] = (PairSpans){ dspan(&e->data, e->data.prompt + 2 * p), dspan(&e->data, e->data.chosen + 2 * p),
                                 dspan(&e->data, e->data.rejected + 2 * p) };
     }
-    int len = sample_render_prompt(shots, n, dspan(&e->data, e->data.prompt + 2 * u->queries[q]), out, e->max_seq);
+}
+
+/* Renders user u's prompt for query q with N context pairs (and its
+ * description, with_desc); -1 if it does not fit. */
+static int render_for(Eval *e, const EvalUser *u, int n, int q, int with_desc, int32_t *out)
+{
+    PairSpans shots[SAMPLER_MAX_FEWSHOT];
+    user_shots(e, u, n, shots);
+    TokSpan desc = { u->desc, (size_t)u->desc_len };
+    int len = sample_render_prompt(shots, n, with_desc && u->desc ? &desc : NULL,
+                                   dspan(&e->data, e->data.prompt + 2 * u->queries[q]), out, e->max_seq);
     return len >= e->max_seq ? -1 : len;
 }
 
-/* Win rate of the policy (N context pairs) over a baseline (baseline_n
- * context pairs: N for SFT, 0 for the pooled model), scored with r_u. */
-static void win_rate(Eval *e, Model *baseline, int baseline_n, int n, const char *name, EvalWin *out)
+/* The sides of the win rates: the methods of eval_win_names, then the anchor. */
+enum { SIDE_ANCHOR = EVAL_N_WIN, N_SIDES };
+
+typedef struct {
+    int user;           /* index into e->users */
+    double r[N_SIDES];  /* r_u of each side's answer */
+    int tokens[N_SIDES];
+    double secs[N_SIDES];
+} WinSample;
+
+typedef struct {
+    Model *model[N_SIDES]; /* NULL: the side does not generate (the oracle) or is not available */
+    int context[N_SIDES];  /* context pairs each side is shown */
+    int have[N_SIDES];     /* the side takes part */
+} WinSides;
+
+/* The attributes the dataset's answers vary (on in some, off in others),
+ * and those every answer has: what the oracle may choose, and what it must keep. */
+static void data_attr_masks(const Dataset *d, unsigned *varied, unsigned *fixed_on)
+{
+    unsigned any = 0, all = SYNTH_ALL_ATTRS;
+    for (int64_t p = 0; p < d->n_pairs; p++) {
+        double a[SYNTH_K];
+        span_attrs(d, d->chosen + 2 * p, a);
+        unsigned m = synth_attrs_to_mask(a);
+        span_attrs(d, d->rejected + 2 * p, a);
+        unsigned m2 = synth_attrs_to_mask(a);
+        any |= m | m2, all &= m & m2;
+    }
+    if (d->n_pairs == 0) all = 0;
+    *varied = any & ~all, *fixed_on = all;
+}
+
+/* The oracle's answer to user u's prompt q, scored like any sample. */
+static double oracle_reward(const Eval *e, const EvalUser *u, int flavor, uint64_t seed)
+{
+    Rng r = rng_seed(seed, 0x0eac1e);
+    SynthWording wd;
+    synth_draw_wording(&r, &wd);
+    char text[SYNTH_MAX_RESPONSE];
+    size_t n = eval_oracle_answer(flavor, u->truth->weights, e->rep->oracle_varied, e->rep->oracle_fixed_on, &wd, text);
+    double a[SYNTH_K];
+    synth_score(text, n, a);
+    return synth_reward(u->truth->weights, a);
+}
+
+/* Side k is shown the user's context: its pairs, and its description
+ * (eval.user_desc) even at N = 0; the policy and SFT are, pooled and anchor not. */
+static int user_context(const WinSides *sd, int k) { return sd->context[k] > 0 || k == EVAL_WIN_POLICY || k == EVAL_WIN_SFT; }
+
+/* One answer per side for up to EVAL_WIN_PROMPTS prompts of every user, at
+ * the same seed per prompt (common random numbers lower the variance of a
+ * difference). A prompt counts only if every side's prompt fits its model.
+ * Returns the number of samples written to out. */
+static int collect_samples(Eval *e, const WinSides *sd, int n, WinSample *out)
 {
     const Config *cfg = e->cfg;
     SampleConfig sc = { cfg->eval.temperature, cfg->eval.top_p, cfg->eval.max_new_tokens };
-    Generator *gp = generator_create(e->policy), *gb = generator_create(baseline);
+    Generator *gen[N_SIDES] = { 0 };
+    for (int k = 0; k < N_SIDES; k++)
+        if (sd->have[k] && sd->model[k]) gen[k] = generator_create(sd->model[k]);
     int cap = e->max_seq;
-    int32_t *prompt = malloc(sizeof(int32_t) * (size_t)cap * 4);
-    if (!prompt) fatal(EXIT_RUNTIME, "out of memory");
-    int32_t *bprompt = prompt + cap, *ya = prompt + 2 * cap, *yb = prompt + 3 * cap;
-    double *hits = calloc((size_t)e->n_users + 1, sizeof(double)), *cnt = calloc((size_t)e->n_users + 1, sizeof(double));
-    double rp = 0, rb = 0, ties = 0, tokens = 0, secs = 0;
-    int samples = 0, users = 0;
-    char what[64];
-    snprintf(what, sizeof what, "win rate vs %s, users", name);
+    int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap * 3);
+    if (!buf) fatal(EXIT_RUNTIME, "out of memory");
+    int32_t *with_ctx = buf, *without = buf + cap, *y = buf + 2 * cap;
+    int samples = 0;
     for (int i = 0; i < e->n_users; i++) {
         const EvalUser *u = &e->users[i];
-        int used = 0;
+        int flavor = synth_flavor_parse(u->truth->flavor);
         for (int q = 0; q < u->n_queries && q < EVAL_WIN_PROMPTS; q++) {
-            int lp = render_for(e, u, n, q, prompt), lb = render_for(e, u, baseline_n, q, bprompt);
-            if (lp < 0 || lb < 0) continue;
-            /* the same seed for both: common random numbers lower the variance of the difference */
+            /* the user's description (eval.user_desc) belongs to the context: with it, not without */
+            int lc = render_for(e, u, n, q, 1, with_ctx), l0 = render_for(e, u, 0, q, 0, without);
+            if (lc < 0 || l0 < 0) continue;
+            int fit = 1;
+            for (int k = 0; k < N_SIDES; k++)
+                if (gen[k] && (user_context(sd, k) ? lc : l0) >= sd->model[k]->cfg.max_seq) fit = 0;
+            if (!fit) continue;
             uint64_t seed = ((uint64_t)cfg->train.seed << 32) ^ ((uint64_t)u->user << 8) ^ (uint64_t)q;
-            SampleResult a, b;
-            generate(gp, prompt, lp, &sc, seed, ya, cap, &a);
-            generate(gb, bprompt, lb, &sc, seed, yb, cap, &b);
-            double ra = sample_reward(u->truth, ya, a.n_tokens), rbv = sample_reward(u->truth, yb, b.n_tokens);
-            hits[users] += ra > rbv ? 1 : ra == rbv ? 0.5 : 0;
-            cnt[users] += 1;
-            ties += ra == rbv, rp += ra, rb += rbv, samples++, used = 1;
-            tokens += a.n_tokens + b.n_tokens, secs += a.seconds + b.seconds;
+            WinSample *w = &out[samples++];
+            memset(w, 0, sizeof *w);
+            w->user = i;
+            for (int k = 0; k < N_SIDES; k++) {
+                if (!gen[k]) continue;
+                SampleResult res;
+                generate(gen[k], user_context(sd, k) ? with_ctx : without, user_context(sd, k) ? lc : l0, &sc, seed, y,
+                         cap, &res);
+                w->r[k] = sample_reward(u->truth, y, res.n_tokens);
+                w->tokens[k] = res.n_tokens, w->secs[k] = res.seconds;
+            }
+            if (sd->have[EVAL_WIN_ORACLE]) w->r[EVAL_WIN_ORACLE] = oracle_reward(e, u, flavor, seed);
         }
-        users += used;
+        progress(e, "win rates, users", i + 1, e->n_users);
+    }
+    for (int k = 0; k < N_SIDES; k++) generator_free(gen[k]);
+    free(buf);
+    return samples;
+}
+
+/* Side a vs side b over the samples; with `ceiling` (side a is not the
+ * oracle) also a's win over the oracle's win against the same b. */
+static void compare_sides(Eval *e, const WinSample *s, int n, const WinSides *sd, int a, int b, int ceiling,
+                          uint64_t seed, EvalWin *out)
+{
+    double *ra = calloc((size_t)(3 * n + 1), sizeof(double)), *rb = ra + n, *ro = ra + 2 * n;
+    int *user = calloc((size_t)(n + 1), sizeof(int));
+    if (!ra || !user) fatal(EXIT_RUNTIME, "out of memory");
+    double tokens = 0, secs = 0;
+    for (int i = 0; i < n; i++) {
+        ra[i] = s[i].r[a], rb[i] = s[i].r[b], ro[i] = s[i].r[EVAL_WIN_ORACLE], user[i] = s[i].user;
+        tokens += s[i].tokens[a] + s[i].tokens[b], secs += s[i].secs[a] + s[i].secs[b];
+    }
+    int U = e->n_users;
+    eval_win_summary(ra, rb, user, n, U, e->cfg->eval.bootstrap, seed, out);
+    out->n_fewshot = sd->context[a];
+    out->tokens_per_sec = tokens / (secs > 0 ? secs : 1e-9);
+    snprintf(out->method, sizeof out->method, "%s", eval_win_names[a]);
+    snprintf(out->baseline, sizeof out->baseline, "%s", b == SIDE_ANCHOR ? "anchor" : eval_win_names[b]);
+    out->of_ceiling = (EvalCI){ NAN, NAN, NAN };
+    if (ceiling && n > 0) {
+        double *h = malloc(sizeof(double) * (size_t)(3 * U + 3)), *ho = h + U + 1, *cnt = h + 2 * (U + 1);
+        if (!h) fatal(EXIT_RUNTIME, "out of memory");
+        eval_win_tally(ra, rb, user, n, U, h, cnt);
+        eval_win_tally(ro, rb, user, n, U, ho, cnt);
+        double *cols[2] = { h, ho };
+        int users = compact_users(cols, 2, cnt, U);
+        out->of_ceiling = eval_gap_closed(h, NULL, ho, cnt, users, e->cfg->eval.bootstrap, seed, NULL);
+        free(h);
+    }
+    free(ra), free(user);
+}
+
+/* Every win rate at N = n: the policy vs SFT and vs pooled (head to head),
+ * and with an anchor every method vs the anchor (the oracle's is the ceiling). */
+static void win_rates(Eval *e, int n)
+{
+    const Config *cfg = e->cfg;
+    EvalReport *rep = e->rep;
+    WinSides sd = { .model = { [EVAL_WIN_POLICY] = e->policy, [EVAL_WIN_SFT] = e->sft, [EVAL_WIN_POOLED] = e->pooled,
+                               [SIDE_ANCHOR] = e->anchor },
+                    .context = { [EVAL_WIN_POLICY] = n, [EVAL_WIN_SFT] = n } };
+    for (int k = 0; k < N_SIDES; k++) sd.have[k] = sd.model[k] != NULL;
+    if (e->anchor) {
+        sd.have[EVAL_WIN_ORACLE] = 1;
+        for (int i = 0; i < e->n_users; i++) {
+            int f = synth_flavor_parse(e->users[i].truth->flavor);
+            if (f < 0 || f >= SYNTH_N_FLAVORS) {
+                note(rep, "user '%s' has no synth flavour in the truth file ('%s'): no oracle, no ceiling",
+                     e->data.user_ids[e->users[i].user], e->users[i].truth->flavor ? e->users[i].truth->flavor : "");
+                sd.have[EVAL_WIN_ORACLE] = 0;
+                break;
+            }
+        }
+        if (sd.have[EVAL_WIN_ORACLE]) data_attr_masks(&e->data, &rep->oracle_varied, &rep->oracle_fixed_on);
+    }
+    WinSample *s = malloc(sizeof(WinSample) * (size_t)(e->n_users * EVAL_WIN_PROMPTS + 1));
+    if (!s) fatal(EXIT_RUNTIME, "out of memory");
+    int m = collect_samples(e, &sd, n, s);
+    uint64_t seed = (uint64_t)cfg->train.seed + 1;
+    if (sd.have[EVAL_WIN_SFT]) compare_sides(e, s, m, &sd, EVAL_WIN_POLICY, EVAL_WIN_SFT, 0, seed, &rep->win_sft);
+    if (sd.have[EVAL_WIN_POOLED]) compare_sides(e, s, m, &sd, EVAL_WIN_POLICY, EVAL_WIN_POOLED, 0, seed, &rep->win_pooled);
+    for (int k = 0; e->anchor && k < EVAL_N_WIN; k++)
+        if (sd.have[k])
+            compare_sides(e, s, m, &sd, k, SIDE_ANCHOR, sd.have[EVAL_WIN_ORACLE] && k != EVAL_WIN_ORACLE, seed,
+                          &rep->win_anchor[k]);
+    if (e->anchor && sd.have[EVAL_WIN_ORACLE] && m > 0)
+        rep->win_anchor[EVAL_WIN_ORACLE].of_ceiling = (EvalCI){ 1, 1, 1 };
+    if (e->anchor && m == 0) note(rep, "no prompt fits every model: no win rate against the anchor");
+    free(s);
+}
+
+/* ---- the user description (eval.user_desc) ---- */
+
+enum { DESC_NONE, DESC_ORACLE, DESC_GENERATED };
+
+void eval_desc_score(const int sign[SYNTH_K], const double w[SYNTH_K], EvalDescScore *s)
+{
+    memset(s, 0, sizeof *s);
+    s->exact = 1;
+    for (int k = 0; k < SYNTH_K; k++) {
+        int truth = fabs(w[k]) >= SYNTH_ACTIVE_MIN ? (w[k] > 0 ? 1 : -1) : 0;
+        s->attr[k] = sign[k] == truth;
+        if (!s->attr[k]) s->exact = 0;
+        if (truth) s->active += 1, s->active_hits += sign[k] == truth;
+    }
+}
+
+/* The dataset's description of user u (NULL without one). */
+static const uint16_t *true_desc(const Dataset *d, int64_t u, int *len)
+{
+    *len = (int)d->user_desc[2 * u + 1];
+    return *len > 0 ? d->tokens + d->user_desc[2 * u] : NULL;
+}
+
+/* eval.user_desc: the mode, its checks and (generated) the storage. */
+static int setup_descriptions(Eval *e, char *err, size_t errlen)
+{
+    const char *mode = e->cfg->eval.user_desc;
+    snprintf(e->rep->user_desc, sizeof e->rep->user_desc, "%s", mode);
+    e->desc_mode = !strcmp(mode, "oracle") ? DESC_ORACLE : !strcmp(mode, "generated") ? DESC_GENERATED : DESC_NONE;
+    if (e->desc_mode == DESC_ORACLE) {
+        int with = 0, len;
+        for (int i = 0; i < e->n_users; i++) with += true_desc(&e->data, e->users[i].user, &len) != NULL;
+        if (with == 0)
+            return set_err(err, errlen, "eval.user_desc is oracle, but no evaluated user of %s has a description "
+                                        "(the 'user_description' field of fspo prep's input)", e->cfg->data.path);
+        if (with < e->n_users)
+            note(e->rep, "eval.user_desc oracle: %d of %d users have no description; their context has none",
+                 e->n_users - with, e->n_users);
+    }
+    if (e->desc_mode != DESC_GENERATED) return 0;
+    /* room for twice the longest description the model was trained on */
+    int64_t longest = 0;
+    for (int64_t u = 0; u < e->data.n_users; u++)
+        if (e->data.user_desc[2 * u + 1] > longest) longest = e->data.user_desc[2 * u + 1];
+    e->desc_cap = longest * 2 > 64 ? (int)(longest * 2 < 4096 ? longest * 2 : 4096) : 64;
+    e->rep->desc_max_tokens = e->desc_cap;
+    size_t slots = (size_t)CFG_LIST * (size_t)e->n_users;
+    e->desc_text = calloc(slots * (size_t)e->desc_cap + 1, sizeof(uint16_t));
+    e->desc_len = calloc(slots + 1, sizeof(int));
+    if (!e->desc_text || !e->desc_len) fatal(EXIT_RUNTIME, "out of memory for the generated descriptions");
+    return 0;
+}
+
+/* Points every user's description at the one of row `row`: the dataset's
+ * (oracle) or the one generated at that N. */
+static void point_descriptions(Eval *e, int row)
+{
+    for (int i = 0; i < e->n_users && e->desc_mode != DESC_NONE; i++) {
+        EvalUser *u = &e->users[i];
+        if (e->desc_mode == DESC_ORACLE) {
+            u->desc = true_desc(&e->data, u->user, &u->desc_len);
+            continue;
+        }
+        size_t slot = (size_t)row * e->n_users + i;
+        u->desc = e->desc_text + slot * e->desc_cap;
+        u->desc_len = e->desc_len[slot] > 0 ? e->desc_len[slot] : 0;
+    }
+}
+
+/* eval.user_desc generated: the policy writes each user's description
+ * after the first n pool pairs and USER_DESC, greedily, until EOS (or any
+ * structure token) or desc_cap tokens. */
+static void generate_descriptions(Eval *e, int row, int n)
+{
+    Generator *g = generator_create(e->policy);
+    int32_t *prompt = malloc(sizeof(int32_t) * ((size_t)e->max_seq + (size_t)e->desc_cap));
+    if (!prompt) fatal(EXIT_RUNTIME, "out of memory");
+    int32_t *out = prompt + e->max_seq;
+    SampleConfig greedy = { 0.0, 1.0, e->desc_cap };
+    char what[64];
+    snprintf(what, sizeof what, "N = %d, descriptions", n);
+    for (int i = 0; i < e->n_users; i++) {
+        size_t slot = (size_t)row * e->n_users + i;
+        PairSpans shots[SAMPLER_MAX_FEWSHOT];
+        user_shots(e, &e->users[i], n, shots);
+        int lp = sample_render_desc_prompt(shots, n, prompt, e->max_seq);
+        SampleResult res;
+        e->desc_len[slot] = -1;
+        if (lp > 0 && generate(g, prompt, lp, &greedy, 0, out, e->desc_cap, &res) == 0) {
+            for (int k = 0; k < res.n_tokens; k++) e->desc_text[slot * e->desc_cap + k] = (uint16_t)out[k];
+            e->desc_len[slot] = res.n_tokens;
+        }
         progress(e, what, i + 1, e->n_users);
     }
-    out->valid = samples > 0;
-    out->n_fewshot = n, out->users = users, out->samples = samples;
-    snprintf(out->baseline, sizeof out->baseline, "%s", name);
-    if (samples > 0) {
-        out->win = eval_bootstrap(hits, cnt, users, cfg->eval.bootstrap, (uint64_t)cfg->train.seed + 1);
-        out->reward_policy = rp / samples, out->reward_baseline = rb / samples, out->tie_frac = ties / samples;
-        out->tokens_per_sec = tokens / (secs > 0 ? secs : 1e-9);
+    free(prompt);
+    generator_free(g);
+}
+
+/* Bytes as printable ASCII ('?' for the rest) into out[cap]. */
+static void shown_text(const uint16_t *ids, int n, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (; k < (size_t)n && k + 1 < cap; k++) out[k] = ids[k] >= 0x20 && ids[k] < 0x7f ? (char)ids[k] : '?';
+    out[k] = '\0';
+}
+
+/* Description accuracy of row `row` (N = n): each generated description
+ * read back with synth_parse_description and scored against the user's
+ * true weights; bootstrap over users. */
+static void score_descriptions(Eval *e, int row, int n)
+{
+    EvalDesc *out = &e->rep->desc[row];
+    int U = e->n_users;
+    double *buf = calloc((size_t)(6 + SYNTH_K) * (U + 1), sizeof(double));
+    char *text = malloc((size_t)e->desc_cap + 1);
+    if (!buf || !text) fatal(EXIT_RUNTIME, "out of memory");
+    double *one = buf, *exact = one + U + 1, *act_h = exact + U + 1, *act_c = act_h + U + 1, *all_h = act_c + U + 1,
+           *all_c = all_h + U + 1, *attr = all_c + U + 1; /* attr: [SYNTH_K][U + 1] */
+    int m = 0, parsed = 0, cut = 0;
+    double tokens = 0;
+    for (int i = 0; i < U; i++) {
+        const EvalUser *u = &e->users[i];
+        int len = e->desc_len[(size_t)row * U + i];
+        if (len < 0 || !u->truth) continue;
+        const uint16_t *ids = e->desc_text + ((size_t)row * U + i) * e->desc_cap;
+        for (int k = 0; k < len; k++) text[k] = (char)ids[k];
+        int sign[SYNTH_K];
+        parsed += synth_parse_description(text, (size_t)len, sign) == 0;
+        EvalDescScore sc;
+        eval_desc_score(sign, u->truth->weights, &sc);
+        one[m] = 1, exact[m] = sc.exact, act_h[m] = sc.active_hits, act_c[m] = sc.active;
+        all_c[m] = SYNTH_K;
+        for (int k = 0; k < SYNTH_K; k++) all_h[m] += sc.attr[k], attr[k * (U + 1) + m] = sc.attr[k];
+        tokens += len, cut += len >= e->desc_cap;
+        if (m == 0) {
+            int tl;
+            const uint16_t *t = true_desc(&e->data, u->user, &tl);
+            snprintf(out->example_user, sizeof out->example_user, "%s", e->data.user_ids[u->user]);
+            shown_text(ids, len, out->example, sizeof out->example);
+            shown_text(t, t ? tl : 0, out->example_truth, sizeof out->example_truth);
+        }
+        m++;
     }
-    free(hits), free(cnt), free(prompt);
-    generator_free(gp), generator_free(gb);
+    out->n_fewshot = n;
+    out->users = m;
+    if (m > 0) {
+        uint64_t seed = (uint64_t)e->cfg->train.seed + 2;
+        int B = e->cfg->eval.bootstrap;
+        out->valid = 1;
+        out->parsed = (double)parsed / m;
+        out->mean_tokens = tokens / m;
+        out->truncated = (double)cut / m;
+        out->exact = eval_bootstrap(exact, one, m, B, seed);
+        out->active_sign = eval_bootstrap(act_h, act_c, m, B, seed);
+        out->attributes = eval_bootstrap(all_h, all_c, m, B, seed);
+        for (int k = 0; k < SYNTH_K; k++) out->attr[k] = eval_bootstrap(attr + k * (U + 1), one, m, B, seed);
+    }
+    free(buf), free(text);
+}
+
+/* The descriptions of row `row` (N = n) for the users' contexts: the
+ * hook eval_run calls before planning a row. */
+static void describe_users(Eval *e, int row, int n, int have_truth)
+{
+    if (e->desc_mode == DESC_GENERATED) {
+        generate_descriptions(e, row, n);
+        if (have_truth) score_descriptions(e, row, n);
+    }
+    point_descriptions(e, row);
 }
 
 /* ---- setup ---- */
+
+/* The SFT model trained with context: eval.sft_ckpt, default loss.ref_ckpt ("" = none). */
+static const char *sft_path(const Config *cfg) { return cfg->eval.sft_ckpt[0] ? cfg->eval.sft_ckpt : cfg->loss.ref_ckpt; }
 
 static int load_models(Eval *e, char *err, size_t errlen)
 {
@@ -556,21 +1025,33 @@ static int load_models(Eval *e, char *err, size_t errlen)
     struct {
         const char *path, *role;
         Model **m;
-    } want[] = { { e->o->ckpt, "--ckpt", &e->policy }, { cfg->loss.ref_ckpt, "loss.ref_ckpt", &e->ref },
-                 { cfg->eval.pooled_ckpt, "eval.pooled_ckpt", &e->pooled } };
+        int rows, sees_context; /* the anchor only generates, without context */
+    } want[] = { { e->o->ckpt, "--ckpt", &e->policy, EVAL_ROWS, 1 },
+                 { cfg->loss.ref_ckpt, "loss.ref_ckpt", &e->ref, EVAL_ROWS, 1 },
+                 { cfg->eval.pooled_ckpt, "eval.pooled_ckpt", &e->pooled, EVAL_ROWS, 1 },
+                 { sft_path(cfg), "eval.sft_ckpt", &e->sft, EVAL_ROWS, 1 },
+                 { cfg->eval.anchor_ckpt, "eval.anchor_ckpt", &e->anchor, 1, 0 } };
     e->max_seq = 1 << 30;
     for (size_t i = 0; i < sizeof want / sizeof *want; i++) {
         if (!want[i].path || !want[i].path[0]) continue;
-        *want[i].m = load_frozen_model(want[i].path, EVAL_ROWS, 0, why, sizeof why);
+        if (want[i].m == &e->sft && e->ref && !strcmp(want[i].path, cfg->loss.ref_ckpt)) {
+            e->sft = e->ref; /* SFT is the reference: one model */
+            continue;
+        }
+        *want[i].m = load_frozen_model(want[i].path, want[i].rows, 0, why, sizeof why);
         if (!*want[i].m) return set_err(err, errlen, "%s: %s", want[i].role, why);
         const ModelConfig *mc = &(*want[i].m)->cfg;
         if (mc->vocab < e->data.vocab)
             return set_err(err, errlen, "%s: %s reads %d token ids; the dataset has %lld", want[i].role, want[i].path,
                            mc->vocab, (long long)e->data.vocab);
-        if (mc->max_seq < e->max_seq) e->max_seq = mc->max_seq;
+        if (want[i].sees_context && mc->max_seq < e->max_seq) e->max_seq = mc->max_seq;
     }
     snprintf(e->rep->ref_path, sizeof e->rep->ref_path, "%s", cfg->loss.ref_ckpt);
     snprintf(e->rep->pooled_path, sizeof e->rep->pooled_path, "%s", cfg->eval.pooled_ckpt);
+    snprintf(e->rep->sft_path, sizeof e->rep->sft_path, "%s", sft_path(cfg));
+    snprintf(e->rep->anchor_path, sizeof e->rep->anchor_path, "%s", cfg->eval.anchor_ckpt);
+    if (!e->sft) note(e->rep, "no eval.sft_ckpt (nor loss.ref_ckpt): no sft_plain column, no win rate against SFT");
+    else if (!cfg->eval.sft_ckpt[0]) note(e->rep, "no eval.sft_ckpt: the SFT column and win-rate baseline are loss.ref_ckpt");
     if (!e->ref) note(e->rep, "no loss.ref_ckpt: the model column is the plain log-prob margin logpi(chosen) - logpi(rejected)");
     if (!e->pooled) note(e->rep, "no eval.pooled_ckpt: the pooled (no-context) column is empty");
     return 0;
@@ -578,10 +1059,12 @@ static int load_models(Eval *e, char *err, size_t errlen)
 
 static void free_eval(Eval *e, TruthSet *truth)
 {
-    model_free(e->policy), model_free(e->ref), model_free(e->pooled);
+    if (e->sft != e->ref) model_free(e->sft);
+    model_free(e->policy), model_free(e->ref), model_free(e->pooled), model_free(e->anchor);
     batch_free(&e->batch);
     xfree_aligned(e->logp), xfree_aligned(e->ref_logp);
     free(e->hits), free(e->count), free(e->fits), free(e->users);
+    free(e->desc_text), free(e->desc_len);
     dataset_free(&e->data);
     truth_free(truth);
 }
@@ -597,7 +1080,8 @@ int eval_run(const Config *cfg, const EvalOptions *o, EvalReport *rep, char *err
     char why[1024];
     if (dataset_read(cfg->data.path, &e->data, why, sizeof why) != 0) return set_err(err, errlen, "%s", why), EXIT_USAGE;
     if (cfg->eval.n_fewshot.n < 1) return set_err(err, errlen, "eval.n_fewshot is empty"), EXIT_USAGE;
-    if (pick_users(e, err, errlen) != 0 || load_models(e, err, errlen) != 0 || load_truth(e, &truth, err, errlen) != 0) {
+    if (pick_users(e, err, errlen) != 0 || load_models(e, err, errlen) != 0 || load_truth(e, &truth, err, errlen) != 0 ||
+        setup_descriptions(e, err, errlen) != 0) {
         free_eval(e, truth);
         return EXIT_USAGE;
     }
@@ -617,13 +1101,14 @@ int eval_run(const Config *cfg, const EvalOptions *o, EvalReport *rep, char *err
     int n_pooled_jobs = e->pooled ? plan_rows(e, 0, pooled_jobs, pooled_fit) : 0;
     double *pooled_hits = calloc((size_t)U + 1, sizeof(double));
     if (e->pooled) {
-        score_rows(e, e->pooled, e->ref, pooled_jobs, n_pooled_jobs, EVAL_POOLED, 0, "pooled model, rows");
+        score_rows(e, e->pooled, e->ref, pooled_jobs, n_pooled_jobs, EVAL_POOLED, -1, -1, 0, "pooled model, rows");
         memcpy(pooled_hits, tally(e, EVAL_POOLED, 0), sizeof(double) * (size_t)U);
         memset(tally(e, EVAL_POOLED, 0), 0, sizeof(double) * (size_t)U);
     }
     for (int r = 0; r < R; r++) {
         int n = (int)cfg->eval.n_fewshot.v[r];
         unsigned char *fit = e->fits + (size_t)r * U;
+        describe_users(e, r, n, truth != NULL);
         int n_jobs = plan_rows(e, n, jobs, fit);
         EvalRow *row = &rep->rows[r];
         row->n_fewshot = n;
@@ -633,44 +1118,38 @@ int eval_run(const Config *cfg, const EvalOptions *o, EvalReport *rep, char *err
         }
         char what[64];
         snprintf(what, sizeof what, "N = %d, rows", n);
-        score_rows(e, e->policy, e->ref, jobs, n_jobs, EVAL_MODEL, r, what);
+        int sft_is_ref = e->sft && e->sft == e->ref; /* then the reference's own margins are the SFT column */
+        score_rows(e, e->policy, e->ref, jobs, n_jobs, EVAL_MODEL, EVAL_MODEL_PLAIN, sft_is_ref ? EVAL_SFT_PLAIN : -1,
+                   r, what);
+        if (e->sft && !sft_is_ref) {
+            snprintf(what, sizeof what, "N = %d, SFT rows", n);
+            score_rows(e, e->sft, NULL, jobs, n_jobs, EVAL_SFT_PLAIN, -1, -1, r, what);
+        }
         if (e->pooled) memcpy(tally(e, EVAL_POOLED, r), pooled_hits, sizeof(double) * (size_t)U);
         score_oracles(e, r, n, truth != NULL);
         row->m[EVAL_MODEL] = summarize(e, EVAL_MODEL, r);
+        row->m[EVAL_MODEL_PLAIN] = summarize(e, EVAL_MODEL_PLAIN, r);
+        if (e->sft) row->m[EVAL_SFT_PLAIN] = summarize(e, EVAL_SFT_PLAIN, r);
         if (e->pooled) row->m[EVAL_POOLED] = summarize(e, EVAL_POOLED, r);
         row->m[EVAL_LINEAR] = summarize(e, EVAL_LINEAR, r);
         if (truth) row->m[EVAL_BAYES] = summarize(e, EVAL_BAYES, r);
+        gap_row(e, r);
         if (row->users < U)
             note(rep, "N = %d: %d of %d users' context plus queries do not fit model.max_seq = %d and are left out",
                  n, U - row->users, U, e->max_seq);
     }
     rep->n_rows = R;
+    note_gaps_na(e);
 
     /* win rate at the largest N that any user fits */
-    int win_n = -1;
+    int win_n = -1, win_row = 0;
     for (int r = 0; r < R; r++)
-        if (rep->rows[r].users > 0 && (int)cfg->eval.n_fewshot.v[r] > win_n) win_n = (int)cfg->eval.n_fewshot.v[r];
-    const char *sft_path = cfg->eval.sft_ckpt[0] ? cfg->eval.sft_ckpt : cfg->loss.ref_ckpt;
-    snprintf(rep->sft_path, sizeof rep->sft_path, "%s", sft_path);
+        if (rep->rows[r].users > 0 && (int)cfg->eval.n_fewshot.v[r] > win_n) win_n = (int)cfg->eval.n_fewshot.v[r], win_row = r;
+    point_descriptions(e, win_row); /* the descriptions of that N, for the samples with context */
+    if (e->desc_mode == DESC_GENERATED && !truth) note(rep, "no truth file: no description accuracy");
     if (!truth) note(rep, "no truth file: no generation win rate");
     else if (win_n < 0) note(rep, "no N fits: no generation win rate");
-    else if (!sft_path[0]) note(rep, "no eval.sft_ckpt (nor loss.ref_ckpt): no win rate against SFT");
-    else {
-        Model *sft = e->ref;
-        if (strcmp(sft_path, cfg->loss.ref_ckpt) != 0 || !sft) {
-            sft = load_frozen_model(sft_path, 1, 0, why, sizeof why);
-            if (!sft) {
-                set_err(err, errlen, "eval.sft_ckpt: %s", why);
-                free(jobs), free(pooled_jobs), free(pooled_fit), free(pooled_hits);
-                free_eval(e, truth);
-                return EXIT_USAGE;
-            }
-        }
-        if (!cfg->eval.sft_ckpt[0]) note(rep, "no eval.sft_ckpt: the win rate's SFT baseline is loss.ref_ckpt");
-        win_rate(e, sft, win_n, win_n, "sft", &rep->win_sft);
-        if (sft != e->ref) model_free(sft);
-    }
-    if (truth && win_n >= 0 && e->pooled) win_rate(e, e->pooled, 0, win_n, "pooled", &rep->win_pooled);
+    else if (e->sft || e->pooled || e->anchor) win_rates(e, win_n);
     rep->seconds = now_seconds() - e->t0;
     free(jobs), free(pooled_jobs), free(pooled_fit), free(pooled_hits);
     free_eval(e, truth);

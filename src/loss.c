@@ -92,3 +92,30 @@ double pref_loss(const LossConfig *c, const float *logp, const double *ref, cons
     }
     return total / norm;
 }
+
+/* Next-token NLL on targets [k0, k1), each weighted scale/norm. */
+static void nll_targets(const float *logp, int k0, int k1, double scale, double norm, float *dlogp, double *loss,
+                        double *tokens)
+{
+    for (int k = k0; k < k1; k++) {
+        dlogp[k] = (float)(-scale / norm);
+        *loss -= scale * logp[k] / norm;
+        if (tokens) *tokens += 1;
+    }
+}
+
+void sft_loss(const float *logp, const PackedAnswers *ans, int include_rejected, double norm, float *dlogp,
+              double *loss, double *tokens)
+{
+    nll_targets(logp, ans->ctx_first, ans->ctx_end, 1.0, norm, dlogp, loss, tokens);   /* empty unless sft_context */
+    nll_targets(logp, ans->desc_first, ans->desc_end, 1.0, norm, dlogp, loss, tokens); /* empty without a description */
+    for (int a = 0; a < ans->n_answers; a++)
+        if (a % 2 == 0 || include_rejected) nll_targets(logp, ans->first[a], ans->first[a + 1], 1.0, norm, dlogp, loss, tokens);
+}
+
+void desc_loss(const float *logp, const PackedAnswers *ans, double weight, double norm, float *dlogp, double *loss)
+{
+    int n = ans->desc_end - ans->desc_first;
+    if (n <= 0 || weight <= 0) return;
+    nll_targets(logp, ans->desc_first, ans->desc_end, weight * (ans->n_answers / 2) / n, norm, dlogp, loss, NULL);
+}

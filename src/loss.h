@@ -11,7 +11,11 @@
  *   hinge  max(0, 1 - h)
  * plus sft_weight * (-pc / |c|) per pair when sft_weight > 0. The batch loss
  * is the sum over pairs divided by `norm` (the GLOBAL pair count across
- * ranks, so every world size computes the same update). */
+ * ranks, so every world size computes the same update).
+ *
+ * The SFT stage's loss is next-token NLL (sft_loss), and a user
+ * description in the context (data.user_desc cot) adds NLL on its tokens:
+ * in SFT among the other targets, in the preference stage as desc_loss. */
 #ifndef FSPO_LOSS_H
 #define FSPO_LOSS_H
 
@@ -44,5 +48,21 @@ void answer_logps(const float *logp, const PackedAnswers *ans, double *sums);
  * *stats, and returns this example's share of the loss (already / norm). */
 double pref_loss(const LossConfig *c, const float *logp, const double *ref, const PackedAnswers *ans, double norm,
                  float *dlogp, PrefStats *stats);
+
+/* SFT: NLL of the targets the SFT stage learns from one meta-example: the
+ * queries' chosen answers (and rejected ones with include_rejected), the
+ * context's chosen answers (ans->ctx_first..ctx_end, empty unless packed
+ * with them) and the description (ans->desc_first..desc_end), each token
+ * weighted 1/norm (norm: the GLOBAL count of such tokens). Sets dlogp on
+ * them, subtracts each token's share from *loss and counts it in *tokens. */
+void sft_loss(const float *logp, const PackedAnswers *ans, int include_rejected, double norm, float *dlogp,
+              double *loss, double *tokens);
+
+/* The preference stage's description term: weight * (token-mean NLL of
+ * the description and its EOS) per query pair of the meta-example, / norm
+ * (the global pair count), as each pair's chosen-answer NLL under
+ * loss.sft_weight. Sets dlogp on the description's targets and adds the
+ * term to *loss; nothing without a description or with weight 0. */
+void desc_loss(const float *logp, const PackedAnswers *ans, double weight, double norm, float *dlogp, double *loss);
 
 #endif

@@ -16,15 +16,16 @@ typedef struct {
 
 static const Command commands[] = {
     { "synth", cmd_synth, "write a synthetic preference dataset with known per-user rewards (JSONL)" },
-    { "prep", cmd_prep, "tokenize a JSONL preference dataset into an HDF5 dataset with a held-out split" },
+    { "prep", cmd_prep, "tokenize a JSONL preference dataset into an HDF5 dataset with train/validation/test users" },
     { "train", cmd_train, "train with SFT or FSPO preference losses, data parallel over MPI ranks" },
-    { "eval", cmd_eval, "score a checkpoint on held-out users: few-shot accuracy vs N, baselines, win rate" },
+    { "eval", cmd_eval, "score a checkpoint on validation or test users: few-shot accuracy vs N, baselines, win rate" },
     { "sample", cmd_sample, "generate a personalized answer from a user's few-shot pairs" },
     { "slurm", cmd_slurm, "render and submit an sbatch job from the config's slurm section; job status" },
     { "model", cmd_model, "describe a model shape: tensors, parameters, FLOPs and memory" },
     { "bench", cmd_bench, "measure training-step throughput and MFU against this machine's sgemm peak" },
     { "config", cmd_config, "check a YAML config, print it resolved, or print the key reference" },
     { "inspect", cmd_inspect, "describe an HDF5 checkpoint or dataset: step, config, tensors, checksums" },
+    { "tokenizer", cmd_tokenizer, "learn a byte-level BPE as a Hugging Face tokenizer.json; encode, decode" },
 };
 
 static void usage(FILE *f)
@@ -33,7 +34,7 @@ static void usage(FILE *f)
                "usage: fspo COMMAND [options]      fspo COMMAND --help for details\n\ncommands:\n",
             FSPO_VERSION);
     for (size_t i = 0; i < sizeof commands / sizeof *commands; i++)
-        fprintf(f, "  %-8s %s\n", commands[i].name, commands[i].summary);
+        fprintf(f, "  %-9s %s\n", commands[i].name, commands[i].summary);
     fprintf(f, "\nexit codes: 0 done, 1 runtime failure, 2 bad usage/config/input, 3 stopped by a signal\n"
                "after a verified checkpoint (requeue me).\n");
 }

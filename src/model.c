@@ -7,7 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "ops.h"
+#include "pool.h"
 #include "rng.h"
 #include "tokenizer.h"
 #include "util.h"
@@ -219,9 +221,149 @@ Model *model_create(const ModelConfig *cfg, int trainable, int max_rows, int max
     return m;
 }
 
+static void free_bf16(Model *m)
+{
+    if (m->bmat)
+        for (int i = 0; i < 4 * m->cfg.n_layers + 1; i++) bf16_matrix_free(m->bmat[i]);
+    int L = m->cfg.n_layers;
+    if (m->bin) /* a forward-only model's layers share layer 0's */
+        for (int i = 0; i < 4 * L + 1; i++)
+            if (m->trainable || i < 4 || i == 4 * L) xfree_aligned(m->bin[i]);
+    if (m->bqkv)
+        for (int l = 0; l < (m->trainable ? L : 1); l++) xfree_aligned(m->bqkv[l]);
+    free(m->bmat);
+    free(m->bsrc);
+    free(m->bin);
+    free(m->bqkv);
+    bf16_scratch_free(m->bscratch);
+    m->bmat = NULL, m->bsrc = NULL, m->bin = NULL, m->bqkv = NULL, m->bscratch = NULL, m->bf16 = 0, m->bf16_bytes = 0;
+}
+
+void model_set_precision(Model *m, Precision p)
+{
+    free_bf16(m);
+    if (p != PRECISION_BF16) return;
+    const ModelConfig *c = &m->cfg;
+    int L = c->n_layers, C = c->d_model, F = c->ffn_hidden, V = c->vocab, n = 4 * L + 1;
+    m->bmat = calloc(n, sizeof *m->bmat);
+    m->bsrc = calloc(n, sizeof *m->bsrc);
+    if (!m->bmat || !m->bsrc) fatal(EXIT_RUNTIME, "out of memory for the bf16 weights");
+    size_t bytes = 0;
+    for (int l = 0; l < L; l++) {
+        const LayerWeights *w = &m->w.layer[l];
+        const float *src[4] = { w->wqkv, w->wo, w->w13, w->w2 };
+        int rows[4] = { 3 * C, C, 2 * F, C }, cols[4] = { C, C, C, F };
+        for (int j = 0; j < 4; j++) {
+            m->bmat[4 * l + j] = bf16_matrix_create(rows[j], cols[j]);
+            m->bsrc[4 * l + j] = src[j];
+            bytes += bf16_matrix_bytes(m->bmat[4 * l + j]);
+            if (l == 0) matmul_bf16_prepare(rows[j], cols[j]);
+        }
+    }
+    m->bmat[4 * L] = bf16_matrix_create(V, C);
+    m->bsrc[4 * L] = m->w.tok_emb;
+    bytes += bf16_matrix_bytes(m->bmat[4 * L]);
+    matmul_bf16_prepare(V, C);
+    int widest = 3 * C > 2 * F ? 3 * C : 2 * F;
+    if (V > widest) widest = V;
+    size_t rows = (size_t)m->cap_rows * m->cap_len;
+    /* each product's input rounded, and q|k|v rounded: written by the forward,
+     * read by the backward (a forward-only model's layers share one set) */
+    size_t rows16 = (rows + 15) / 16 * 16;
+    m->bin = calloc(n, sizeof *m->bin);
+    m->bqkv = calloc(L, sizeof *m->bqkv);
+    if (!m->bin || !m->bqkv) fatal(EXIT_RUNTIME, "out of memory for the bf16 activations");
+    for (int i = 0; i < n; i++) {
+        if (!m->trainable && i >= 4 && i < 4 * L) {
+            m->bin[i] = m->bin[i % 4];
+            continue;
+        }
+        size_t cols = i < 4 * L && i % 4 == 3 ? (size_t)F : (size_t)C; /* w2 reads the SwiGLU output */
+        m->bin[i] = xcalloc_aligned(sizeof(uint16_t) * rows16 * cols, "bf16 activations");
+        bytes += sizeof(uint16_t) * rows16 * cols;
+    }
+    for (int l = 0; l < L; l++) {
+        m->bqkv[l] = m->trainable || l == 0 ? xcalloc_aligned(sizeof(uint16_t) * rows * 3 * C, "bf16 activations")
+                                            : m->bqkv[0];
+        if (m->trainable || l == 0) bytes += sizeof(uint16_t) * rows * 3 * C;
+    }
+    m->bscratch = bf16_scratch_create(rows, widest, m->cap_len, C);
+    m->bf16_bytes = bytes + bf16_scratch_bytes(rows, widest, m->cap_len, C, pool_threads());
+    m->bf16 = 1;
+    m->bf16_stale = 1;
+}
+
+void model_params_changed(Model *m) { m->bf16_stale = 1; }
+
+/* the bf16 copies of the weights, rounded again if params changed */
+static void refresh_bf16(Model *m)
+{
+    if (!m->bf16 || !m->bf16_stale) return;
+    bf16_set_matrices(m->bmat, m->bsrc, 4 * m->cfg.n_layers + 1);
+    m->bf16_stale = 0;
+}
+
+/* out[N,OUT] = inp[N,IN] W^T for weight w, which is bmat[wi] in bf16 */
+static void mm_forward(Model *m, float *out, const float *inp, const float *w, int wi, int N, int IN, int OUT)
+{
+    if (m->bf16) matmul_forward_bf16(out, inp, m->bmat[wi], N, m->bscratch, m->bin[wi]);
+    else matmul_forward(out, inp, w, N, IN, OUT);
+}
+
+/* y = rmsnorm(x) g, then out = y W^T. In bf16 the normalized rows go to
+ * their rounded copy directly (nothing else reads y). */
+static void norm_mm_forward(Model *m, float *y, float *rstd, const float *x, const float *g, float *out, const float *w,
+                            int wi, int N, int C, int OUT)
+{
+    if (m->bf16) {
+        rmsnorm_forward_bf16(m->bin[wi], rstd, x, g, N, C);
+        matmul_bf16_rounded(out, m->bin[wi], m->bmat[wi], N, m->bscratch);
+    } else {
+        rmsnorm_forward(y, rstd, x, g, N, C);
+        matmul_forward(out, y, w, N, C, OUT);
+    }
+}
+
+/* y = swiglu(h13), then out = y W^T; in bf16 y goes to its rounded copy */
+static void swiglu_mm_forward(Model *m, float *y, const float *h13, float *out, const float *w, int wi, int N, int F,
+                              int OUT)
+{
+    if (m->bf16) {
+        swiglu_forward_bf16(m->bin[wi], h13, N, F);
+        matmul_bf16_rounded(out, m->bin[wi], m->bmat[wi], N, m->bscratch);
+    } else {
+        swiglu_forward(y, h13, N, F);
+        matmul_forward(out, y, w, N, F, OUT);
+    }
+}
+
+/* dinp = dout W (overwritten), dw += dout^T inp */
+static void mm_backward(Model *m, float *dinp, float *dw, const float *dout, const float *inp, const float *w, int wi,
+                        int N, int IN, int OUT)
+{
+    if (m->bf16) matmul_backward_bf16(dinp, 0.0f, dw, dout, NULL, inp, m->bin[wi], m->bmat[wi], N, m->bscratch);
+    else matmul_backward_beta(dinp, 0.0f, dw, dout, inp, w, N, IN, OUT);
+}
+
+/* dh13 = swiglu'(h13) dhact, then the product's backward with it as dout;
+ * in bf16 dh13 goes straight to the rounded operand */
+static void swiglu_mm_backward(Model *m, float *dh13, const float *dhact, const float *h13, float *dinp, float *dw,
+                               const float *inp, const float *w, int wi, int N, int IN, int F)
+{
+    if (m->bf16) {
+        uint16_t *d16 = bf16_scratch_operand(m->bscratch);
+        swiglu_backward_bf16(d16, dhact, h13, N, F);
+        matmul_backward_bf16(dinp, 0.0f, dw, NULL, d16, inp, m->bin[wi], m->bmat[wi], N, m->bscratch);
+    } else {
+        swiglu_backward_set(dh13, dhact, h13, N, F);
+        matmul_backward_beta(dinp, 0.0f, dw, dh13, inp, w, N, IN, 2 * F);
+    }
+}
+
 void model_free(Model *m)
 {
     if (!m) return;
+    free_bf16(m);
     xfree_aligned(m->params);
     xfree_aligned(m->grads);
     xfree_aligned(m->rope_cos);
@@ -246,6 +388,7 @@ void model_init_weights(Model *m, uint64_t seed)
         double std = is_resid_out ? resid_std : 0.02;
         for (size_t j = 0; j < t->numel; j++) p[j] = t->ndim == 1 ? 1.0f : (float)(std * rng_normal(&rng));
     }
+    model_params_changed(m);
 }
 
 void model_zero_grad(Model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
@@ -266,26 +409,27 @@ void model_forward(Model *m, const Batch *b, float *logp)
     const ModelConfig *c = &m->cfg;
     int B = b->B, T = b->T, N = B * T, C = c->d_model, F = c->ffn_hidden, H = c->n_heads, V = c->vocab;
     size_t NC = (size_t)N * C;
+    refresh_bf16(m);
     embedding_forward(m->resid[0], b->tokens, m->w.tok_emb, N, C);
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layer[l];
         LayerActs *a = &m->acts[l];
         /* attention block: x + wo(attn(rope(wqkv(norm(x))))) */
-        rmsnorm_forward(a->xn1, a->rstd1, m->resid[l], w->attn_norm, N, C);
-        matmul_forward(a->qkv, a->xn1, w->wqkv, N, C, 3 * C);
+        norm_mm_forward(m, a->xn1, a->rstd1, m->resid[l], w->attn_norm, a->qkv, w->wqkv, 4 * l, N, C, 3 * C);
         rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-        attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
-        matmul_forward(m->tmp, a->atto, w->wo, N, C, C);
+        if (m->bf16)
+            attention_forward_bf16(a->atto, a->att, a->qkv, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+        else
+            attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
+        mm_forward(m, m->tmp, a->atto, w->wo, 4 * l + 1, N, C, C);
         residual_forward(a->xmid, m->resid[l], m->tmp, NC);
         /* MLP block: x + w2(silu(w1 norm(x)) * w3 norm(x)) */
-        rmsnorm_forward(a->xn2, a->rstd2, a->xmid, w->mlp_norm, N, C);
-        matmul_forward(a->h13, a->xn2, w->w13, N, C, 2 * F);
-        swiglu_forward(a->hact, a->h13, N, F);
-        matmul_forward(m->tmp, a->hact, w->w2, N, F, C);
+        norm_mm_forward(m, a->xn2, a->rstd2, a->xmid, w->mlp_norm, a->h13, w->w13, 4 * l + 2, N, C, 2 * F);
+        swiglu_mm_forward(m, a->hact, a->h13, m->tmp, w->w2, 4 * l + 3, N, F, C);
         residual_forward(m->resid[l + 1], a->xmid, m->tmp, NC);
     }
-    rmsnorm_forward(m->xnf, m->rstdf, m->resid[c->n_layers], m->w.final_norm, N, C);
-    matmul_forward(m->logits, m->xnf, m->w.tok_emb, N, C, V);
+    norm_mm_forward(m, m->xnf, m->rstdf, m->resid[c->n_layers], m->w.final_norm, m->logits, m->w.tok_emb,
+                    4 * c->n_layers, N, C, V);
     target_logp_forward(logp, m->lse, m->logits, b->targets, b->n_targets, N, V);
 }
 
@@ -314,7 +458,7 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
     /* the scratch gradients are overwritten per use; only m->grads accumulates across calls */
     memset(m->d_logits, 0, sizeof(float) * N * V);
     target_logp_backward(m->d_logits, dlogp, m->logits, m->lse, b->targets, b->n_targets, V);
-    matmul_backward_beta(m->d_norm, 0.0f, m->g.tok_emb, m->d_logits, m->xnf, m->w.tok_emb, N, C, V);
+    mm_backward(m, m->d_norm, m->g.tok_emb, m->d_logits, m->xnf, m->w.tok_emb, 4 * c->n_layers, N, C, V);
     memset(m->d_resid, 0, sizeof(float) * NC);
     rmsnorm_backward(m->d_resid, m->g.final_norm, m->d_norm, m->resid[c->n_layers], m->w.final_norm, m->rstdf, N, C);
     if (ready) ready(ctx, m->tensors[m->n_tensors - 1].offset);
@@ -326,21 +470,24 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         /* each tensor's gradient is final right after its op: report it, so a
          * bucket can start (and the ones in flight progress) within the layer */
         const TensorInfo *lt = m->tensors + 1 + 6 * l; /* attn_norm wqkv wo mlp_norm w13 w2 */
-        matmul_backward_beta(m->d_hact, 0.0f, g->w2, m->d_resid, a->hact, w->w2, N, F, C);
+        mm_backward(m, m->d_hact, g->w2, m->d_resid, a->hact, w->w2, 4 * l + 3, N, F, C);
         if (ready) ready(ctx, lt[5].offset);
-        swiglu_backward_set(m->d_h13, m->d_hact, a->h13, N, F);
-        matmul_backward_beta(m->d_norm, 0.0f, g->w13, m->d_h13, a->xn2, w->w13, N, C, 2 * F);
+        swiglu_mm_backward(m, m->d_h13, m->d_hact, a->h13, m->d_norm, g->w13, a->xn2, w->w13, 4 * l + 2, N, C, F);
         if (ready) ready(ctx, lt[4].offset);
         rmsnorm_backward(m->d_resid, g->mlp_norm, m->d_norm, a->xmid, w->mlp_norm, a->rstd2, N, C);
         if (ready) ready(ctx, lt[3].offset);
         /* attention block */
-        matmul_backward_beta(m->d_atto, 0.0f, g->wo, m->d_resid, a->atto, w->wo, N, C, C);
+        mm_backward(m, m->d_atto, g->wo, m->d_resid, a->atto, w->wo, 4 * l + 1, N, C, C);
         if (ready) ready(ctx, lt[2].offset);
         memset(m->d_qkv, 0, sizeof(float) * NC * 3);
-        attention_backward(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, a->qkv, b->seg,
-                           b->vis, B, T, C, H, b->S);
+        if (m->bf16)
+            attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, a->qkv,
+                                    m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+        else
+            attention_backward(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, a->qkv,
+                               b->seg, b->vis, B, T, C, H, b->S);
         rope_backward(m->d_qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-        matmul_backward_beta(m->d_norm, 0.0f, g->wqkv, m->d_qkv, a->xn1, w->wqkv, N, C, 3 * C);
+        mm_backward(m, m->d_norm, g->wqkv, m->d_qkv, a->xn1, w->wqkv, 4 * l, N, C, 3 * C);
         if (ready) ready(ctx, lt[1].offset);
         rmsnorm_backward(m->d_resid, g->attn_norm, m->d_norm, m->resid[l], w->attn_norm, a->rstd1, N, C);
         if (ready) ready(ctx, lt[0].offset);

@@ -64,7 +64,18 @@ typedef struct {
     float *logits, *lse;      /* [N,V], [N] */
     float *tmp;               /* [N,C] projection output before the residual add */
     float *d_resid, *d_norm, *d_atto, *d_qkv, *d_h13, *d_hact, *d_logits, *d_att; /* backward scratch */
+    /* bf16 products (model_set_precision); all 0/NULL in fp32 */
+    int bf16;
+    int bf16_stale;                 /* params changed since bmat was rounded from them */
+    struct Bf16Matrix **bmat;       /* [4L + 1]: each layer's wqkv, wo, w13, w2, then tok_emb as the output head */
+    const float **bsrc;             /* [4L + 1]: the fp32 tensors they are rounded from */
+    struct Bf16Scratch *bscratch;
+    uint16_t **bin;                 /* [4L + 1] each product's input as the forward rounded it */
+    uint16_t **bqkv;                /* [L] q|k|v as the forward rounded them */
+    size_t bf16_bytes;              /* what the above holds */
 } Model;
+
+typedef enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 } Precision;
 
 /* A model able to run batches of up to max_rows rows of max_len tokens.
  * trainable = 0 builds a forward-only model (no gradients; one activation
@@ -77,6 +88,18 @@ void model_views(const Model *m, float *base, Weights *out);
 const TensorInfo *model_find_tensor(const Model *m, const char *name);
 
 void model_init_weights(Model *m, uint64_t seed);
+
+/* Runs the matmuls of model_forward and model_backward (layer products,
+ * attention's QK^T and PV, the tied output head) with bf16 operands and fp32
+ * accumulation, or back in fp32 (docs/model.md, "Precision"); parameters,
+ * gradients and everything else stay fp32, and model_decode stays fp32.
+ * bf16 needs bf16_supported() (the caller checks: bf16_resolve). It keeps
+ * bf16 copies of the weight matrices, rounded on the first forward after a
+ * change, and creates here every oneDNN primitive the steps use. */
+void model_set_precision(Model *m, Precision p);
+/* Marks the bf16 weight copies stale. optim_step, ckpt_load and
+ * model_init_weights call it; so must any other code that writes m->params. */
+void model_params_changed(Model *m);
 void model_zero_grad(Model *m);
 
 /* Runs the batch; logp[k] = log-prob of target k. Logits stay in m->logits. */

@@ -10,6 +10,16 @@
 #include "util.h"
 #include "vecmath.h"
 
+/* Scratch of the bf16 products (see bf16_scratch_create). */
+struct Bf16Scratch {
+    size_t rows;          /* row capacity of a and b, rounded up to 16 */
+    int cols, T, C, workers;
+    uint16_t *a, *b;      /* rounded operands of the layer products [rows, cols] (+ slack) */
+    uint16_t *qkv, *dout; /* attention: rounded q|k|v [rows, 3C] and dO [rows, C] */
+    uint16_t *blk;        /* per worker: rounded P and dS blocks, 2 x [QBLOCK, T] */
+    float *tile;          /* per worker: one product tile [BF16_TILE, cols] for a partial tile */
+};
+
 /* Who threads the big products. With OpenBLAS's own threads, its workers
  * busy-wait for ~0.1 s after every call (2^28 cycles, OPENBLAS_THREAD_TIMEOUT)
  * and so compete for the cores with the pool running the loops between the
@@ -137,6 +147,7 @@ typedef struct {
     float *out, *rstd, *dinp, *dg;
     const float *inp, *g, *dout;
     int N, C;
+    uint16_t *out16; /* bf16 output instead of out */
 } NormArgs;
 
 static void rmsnorm_forward_task(void *p, int t, int nt)
@@ -150,6 +161,14 @@ static void rmsnorm_forward_task(void *p, int t, int nt)
         float *y = a->out + n * C;
         float r = 1.0f / sqrtf(dot_v8(x, x, C) / (float)C + RMSNORM_EPS);
         a->rstd[n] = r;
+        if (a->out16) { /* the same products, rounded */
+            uint16_t *y16 = a->out16 + n * C;
+            v8f vr = v8_set1(r);
+            int c = 0;
+            for (; c + 8 <= C; c += 8) v8_store_bf16(y16 + c, v8_load(x + c) * vr * v8_load(a->g + c));
+            if (c < C) v8_store_bf16_part(y16 + c, v8_load_part(x + c, C - c, 0) * vr * v8_load_part(a->g + c, C - c, 0), C - c);
+            continue;
+        }
         for (int c = 0; c < C; c++) y[c] = x[c] * r * a->g[c];
     }
 }
@@ -157,6 +176,12 @@ static void rmsnorm_forward_task(void *p, int t, int nt)
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int N, int C)
 {
     NormArgs a = { .out = out, .rstd = rstd, .inp = inp, .g = g, .N = N, .C = C };
+    pool_run(rmsnorm_forward_task, &a);
+}
+
+void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C)
+{
+    NormArgs a = { .out16 = out16, .rstd = rstd, .inp = inp, .g = g, .N = N, .C = C };
     pool_run(rmsnorm_forward_task, &a);
 }
 
@@ -316,11 +341,12 @@ static int key_ranges(int i0, int i1, const int32_t *seg_row, const uint8_t *vis
     return n;
 }
 
-/* Softmax of row t over the keys in the ranges (ra,rb) honoring visibility
- * (vis_row NULL: plain causal): u == t, or u < t with vis_row[seg[u]].
- * Invisible keys inside the ranges, and keys after t, get probability 0. */
+/* Softmax of scale * row t over the keys in the ranges (ra,rb) honoring
+ * visibility (vis_row NULL: plain causal): u == t, or u < t with
+ * vis_row[seg[u]]. Invisible keys inside the ranges, and keys after t, get
+ * probability 0. The fp32 path scales in its sgemm and passes 1 (exact). */
 static void masked_softmax_row(float *row, int t, int nr, const int *ra, const int *rb, const int32_t *seg_row,
-                               const uint8_t *vis_row)
+                               const uint8_t *vis_row, float scale)
 {
     v8f vmx = v8_set1(-INFINITY);
     float mx = -INFINITY;
@@ -354,16 +380,16 @@ static void masked_softmax_row(float *row, int t, int nr, const int *ra, const i
     }
     float vm = v8_hmax(vmx);
     if (vm > mx) mx = vm;
-    v8f vmax = v8_set1(mx), acc = v8_set1(0.0f);
+    v8f vmax = v8_set1(mx), acc = v8_set1(0.0f), vscale = v8_set1(scale);
     for (int r = 0; r < nr; r++) {
         int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
         for (; u + 8 <= b; u += 8) {
-            v8f e = v8_exp(v8_load(row + u) - vmax);
+            v8f e = v8_exp((v8_load(row + u) - vmax) * vscale);
             v8_store(row + u, e);
             acc += e;
         }
         if (u < b) {
-            v8f e = v8_exp(v8_load_part(row + u, b - u, -INFINITY) - vmax);
+            v8f e = v8_exp((v8_load_part(row + u, b - u, -INFINITY) - vmax) * vscale);
             v8_store_part(row + u, e, b - u);
             acc += e;
         }
@@ -383,39 +409,74 @@ typedef struct {
     const int32_t *seg;
     const uint8_t *vis;
     int B, T, C, H, S, workers;
+    /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks of
+     * P and dS rounded, and oneDNN's runtime-shape products A B^T, A B (beta
+     * 0 and 1) and A^T B (beta 1) */
+    Bf16Scratch *s16;
+    const uint16_t *qkv16; /* q|k|v rounded [B*T, 3C] */
+    const Bf16Prim *abt, *ab0, *ab1, *atb1;
 } AttnArgs;
+
+static void attn_prims(AttnArgs *a);
+static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
+/* rounds the columns of a [m, T] block that the ranges cover */
+static void round_block(uint16_t *dst, const float *src, int m, int T, int nr, const int *ra, const int *rb)
+{
+    for (int row = 0; row < m; row++)
+        for (int r = 0; r < nr; r++)
+            bf16_round(dst + (size_t)row * T + ra[r], src + (size_t)row * T + ra[r], (size_t)(rb[r] - ra[r]));
+}
 
 static void attention_forward_task(void *p, int t, int nt)
 {
     const AttnArgs *a = p;
+    if (a->s16 && nt > a->workers) { /* bf16: only workers with their own block scratch */
+        if (t >= a->workers) return;
+        nt = a->workers;
+    }
     int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
+    uint16_t *P16 = a->s16 ? attn_block16(a, t, 0) : NULL;
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
         int b = (int)(j / H), h = (int)(j % H);
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
-        const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd;
+        size_t off = (size_t)b * T * ld + (size_t)h * hd;
+        const float *q = a->qkv + off;
         const float *k = q + C, *v = q + 2 * C;
+        const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL;
+        if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C;
         float *A = a->att + ((size_t)b * H + h) * T * T;
         float *o = a->out + (size_t)b * T * C + (size_t)h * hd;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
             float *Ab = A + (size_t)i0 * T;
-            /* scores [m, range] = scale * Q[i0:i1] K[range]^T */
-            for (int r = 0; r < nr; r++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld,
-                            ld, k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
+            /* scores [m, range] = scale * Q[i0:i1] K[range]^T (bf16: the scale goes into the softmax) */
+            for (int r = 0; r < nr; r++) {
+                if (a->s16)
+                    bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, q16 + (size_t)i0 * ld, ld, k16 + (size_t)ra[r] * ld, ld,
+                                 Ab + ra[r], T);
+                else
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale,
+                                q + (size_t)i0 * ld, ld, k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
+            }
             for (int tt = i0; tt < i1; tt++)
                 masked_softmax_row(A + (size_t)tt * T, tt, nr, ra, rb, seg_row,
-                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL);
+                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, a->s16 ? scale : 1.0f);
+            if (a->s16) round_block(P16, Ab, m, T, nr, ra, rb);
             /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
-            for (int r = 0; r < nr; r++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
-                            v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
+            for (int r = 0; r < nr; r++) {
+                if (a->s16)
+                    bf16_run_any(r ? a->ab1 : a->ab0, t, m, hd, rb[r] - ra[r], P16 + ra[r], T, v16 + (size_t)ra[r] * ld,
+                                 ld, o + (size_t)i0 * C, C);
+                else
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
+                                v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
+            }
         }
         if (t == 0) pool_progress();
     }
@@ -443,6 +504,22 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
     run_heads(attention_forward_task, &a);
 }
 
+static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols);
+
+void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *keep, const int32_t *seg,
+                            const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
+{
+    size_t N = (size_t)B * T;
+    if (N > s16->rows || T > s16->T || C != s16->C)
+        fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
+    uint16_t *q16 = keep ? keep : s16->qkv;
+    AttnArgs a = { .out = out, .att = att, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S,
+                   .s16 = s16, .qkv16 = q16, .workers = s16->workers };
+    attn_prims(&a);
+    round_rows(q16, qkv, N, N, 3 * C);
+    run_heads(attention_forward_task, &a);
+}
+
 void attention_cached_forward(float *out, float *scores, const float *q, int ldq, const float *kc, const float *vc,
                               int n, int len0, int C, int H)
 {
@@ -452,7 +529,7 @@ void attention_cached_forward(float *out, float *scores, const float *q, int ldq
     for (int h = 0; h < H; h++) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nk, hd, scale, q + (size_t)h * hd, ldq,
                     kc + (size_t)h * hd, C, 0.0f, scores, nk);
-        for (int i = 0; i < n; i++) masked_softmax_row(scores + (size_t)i * nk, len0 + i, 1, &ra, &rb, NULL, NULL);
+        for (int i = 0; i < n; i++) masked_softmax_row(scores + (size_t)i * nk, len0 + i, 1, &ra, &rb, NULL, NULL, 1.0f);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, nk, 1.0f, scores, nk, vc + (size_t)h * hd, C,
                     0.0f, out + (size_t)h * hd, C);
     }
@@ -462,6 +539,59 @@ size_t attention_scratch_floats(int T)
 {
     size_t m = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
     return m * (size_t)T * ATTN_SCRATCH_SLOTS;
+}
+
+/* sum of p[u] d[u] over the keys u <= t in the ranges: the softmax
+ * backward's row sum (8 lanes, then a fixed-order horizontal sum) */
+static float visible_dot(const float *p, const float *d, int t, int nr, const int *ra, const int *rb)
+{
+    v8f acc = v8_set1(0.0f);
+    for (int r = 0; r < nr; r++) {
+        int u = ra[r], e = rb[r] < t + 1 ? rb[r] : t + 1;
+        for (; u + 8 <= e; u += 8) acc += v8_load(p + u) * v8_load(d + u);
+        if (u < e) acc += v8_load_part(p + u, e - u, 0.0f) * v8_load_part(d + u, e - u, 0.0f);
+    }
+    return v8_hsum(acc);
+}
+
+/* One query block [i0, i0+m) of the bf16 backward: dP = dO V^T into D, then
+ * the softmax backward writes dS and P rounded in one pass over P, then
+ * dV += P^T dO, dQ += dS K, dK += dS^T Q. */
+static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, const int *ra, const int *rb, const float *P,
+                             float *D, uint16_t *P16, uint16_t *D16, const uint16_t *q16, const uint16_t *k16,
+                             const uint16_t *v16, const uint16_t *dO16, float *dq, float *dk, float *dv, float scale)
+{
+    int T = a->T, C = a->C, hd = C / a->H, ld = 3 * C;
+    const uint16_t *dOb = dO16 + (size_t)i0 * C;
+    for (int r = 0; r < nr; r++)
+        bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, dOb, C, v16 + (size_t)ra[r] * ld, ld, D + ra[r], T);
+    v8f vscale = v8_set1(scale);
+    for (int row = 0; row < m; row++) {
+        int tt = i0 + row;
+        const float *pr = P + (size_t)row * T, *dr = D + (size_t)row * T;
+        uint16_t *p16 = P16 + (size_t)row * T, *ds16 = D16 + (size_t)row * T;
+        v8f s = v8_set1(visible_dot(pr, dr, tt, nr, ra, rb));
+        for (int r = 0; r < nr; r++) {
+            int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
+            for (; u + 8 <= e; u += 8) {
+                v8f pv = v8_load(pr + u);
+                v8_store_bf16(ds16 + u, pv * (v8_load(dr + u) - s) * vscale);
+                v8_store_bf16(p16 + u, pv);
+            }
+            if (u < e) {
+                v8f pv = v8_load_part(pr + u, e - u, 0.0f);
+                v8_store_bf16_part(ds16 + u, pv * (v8_load_part(dr + u, e - u, 0.0f) - s) * vscale, e - u);
+                v8_store_bf16_part(p16 + u, pv, e - u);
+            }
+            for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) ds16[u] = p16[u] = 0;
+        }
+    }
+    for (int r = 0; r < nr; r++) {
+        int u0 = ra[r], nk = rb[r] - ra[r];
+        bf16_run_any(a->atb1, t, nk, hd, m, P16 + u0, T, dOb, C, dv + (size_t)u0 * ld, ld);
+        bf16_run_any(a->ab1, t, m, hd, nk, D16 + u0, T, k16 + (size_t)u0 * ld, ld, dq + (size_t)i0 * ld, ld);
+        bf16_run_any(a->atb1, t, nk, hd, m, D16 + u0, T, q16 + (size_t)i0 * ld, ld, dk + (size_t)u0 * ld, ld);
+    }
 }
 
 static void attention_backward_task(void *p, int t, int nt)
@@ -474,22 +604,32 @@ static void attention_backward_task(void *p, int t, int nt)
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
     size_t mrows = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
     float *D = a->scratch + (size_t)t * mrows * T;
+    uint16_t *P16 = a->s16 ? attn_block16(a, t, 0) : NULL, *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
         int b = (int)(j / H), h = (int)(j % H);
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
-        const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd;
+        size_t off = (size_t)b * T * ld + (size_t)h * hd, off_o = (size_t)b * T * C + (size_t)h * hd;
+        const float *q = a->qkv + off;
         const float *k = q + C, *v = q + 2 * C;
-        float *dq = a->dqkv + (size_t)b * T * ld + (size_t)h * hd;
+        const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL, *dO16 = NULL;
+        if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C,
+                    dO16 = a->s16->dout + off_o;
+        float *dq = a->dqkv + off;
         float *dk = dq + C, *dv = dq + 2 * C;
         const float *A = a->att + ((size_t)b * H + h) * T * T;
-        const float *dO = a->dout + (size_t)b * T * C + (size_t)h * hd;
+        const float *dO = a->dout + off_o;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
             const float *P = A + (size_t)i0 * T;
+            if (a->s16) {
+                backward_block16(a, t, i0, m, nr, ra, rb, P, D, P16, D16, q16, k16, v16, dO16, dq, dk, dv, scale);
+                if (t == 0) pool_progress();
+                continue;
+            }
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
                 /* dV[range] += P[:, range]^T dO[i0:i1] */
@@ -506,13 +646,7 @@ static void attention_backward_task(void *p, int t, int nt)
                 int tt = i0 + row;
                 const float *pr = P + (size_t)row * T;
                 float *dr = D + (size_t)row * T;
-                v8f acc = v8_set1(0.0f);
-                for (int r = 0; r < nr; r++) {
-                    int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
-                    for (; u + 8 <= e; u += 8) acc += v8_load(pr + u) * v8_load(dr + u);
-                    if (u < e) acc += v8_load_part(pr + u, e - u, 0.0f) * v8_load_part(dr + u, e - u, 0.0f);
-                }
-                v8f s = v8_set1(v8_hsum(acc));
+                v8f s = v8_set1(visible_dot(pr, dr, tt, nr, ra, rb));
                 for (int r = 0; r < nr; r++) {
                     int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
                     for (; u + 8 <= e; u += 8) v8_store(dr + u, v8_load(pr + u) * (v8_load(dr + u) - s) * vscale);
@@ -533,16 +667,40 @@ static void attention_backward_task(void *p, int t, int nt)
     }
 }
 
-void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
-                        const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
+static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_floats, const float *dout,
+                                   const float *att, const float *qkv, const uint16_t *qkv16, const int32_t *seg,
+                                   const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
 {
     size_t per = (T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK) * (size_t)T;
     int workers = pool_threads();
     if ((size_t)workers > scratch_floats / per) workers = (int)(scratch_floats / per);
+    if (s16 && workers > s16->workers) workers = s16->workers;
     if (workers < 1) fatal(EXIT_RUNTIME, "internal: attention scratch of %zu floats is below one block", scratch_floats);
     AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .att = (float *)att, .qkv = qkv, .seg = seg, .vis = vis,
-                   .B = B, .T = T, .C = C, .H = H, .S = S, .workers = workers };
+                   .B = B, .T = T, .C = C, .H = H, .S = S, .workers = workers, .s16 = s16 };
+    if (s16) {
+        size_t N = (size_t)B * T;
+        if (N > s16->rows || T > s16->T || C != s16->C)
+            fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
+        attn_prims(&a);
+        if (!qkv16) round_rows(s16->qkv, qkv, N, N, 3 * C);
+        a.qkv16 = qkv16 ? qkv16 : s16->qkv;
+        round_rows(s16->dout, dout, N, N, C);
+    }
     run_heads(attention_backward_task, &a);
+}
+
+void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+                        const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
+{
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
+}
+
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+                             const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
+                             int T, int C, int H, int S, Bf16Scratch *s16)
+{
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, qkv16, seg, vis, B, T, C, H, S, s16);
 }
 
 /* ---- SwiGLU ------------------------------------------------------------- */
@@ -551,6 +709,7 @@ typedef struct {
     float *out, *dh13;
     const float *h13, *dout;
     int N, F, accumulate;
+    uint16_t *out16, *dh16; /* bf16 output instead of out / dh13 (not accumulating) */
 } SwiArgs;
 
 static void swiglu_forward_task(void *p, int t, int nt)
@@ -562,19 +721,32 @@ static void swiglu_forward_task(void *p, int t, int nt)
     v8f one = v8_set1(1.0f);
     for (size_t n = n0; n < n1; n++) {
         const float *g = a->h13 + n * 2 * F, *u = g + F;
-        float *y = a->out + n * F;
+        float *y = a->out16 ? NULL : a->out + n * F;
+        uint16_t *y16 = a->out16 ? a->out16 + n * F : NULL;
         int f = 0;
         for (; f + 8 <= F; f += 8) {
             v8f gv = v8_load(g + f);
-            v8_store(y + f, gv / (one + v8_exp(-gv)) * v8_load(u + f));
+            v8f yv = gv / (one + v8_exp(-gv)) * v8_load(u + f);
+            if (y16) v8_store_bf16(y16 + f, yv);
+            else v8_store(y + f, yv);
         }
-        for (; f < F; f++) y[f] = g[f] / (1.0f + scalar_exp(-g[f])) * u[f];
+        for (; f < F; f++) {
+            float yf = g[f] / (1.0f + scalar_exp(-g[f])) * u[f];
+            if (y16) y16[f] = bf16_from_float(yf);
+            else y[f] = yf;
+        }
     }
 }
 
 void swiglu_forward(float *out, const float *h13, int N, int F)
 {
     SwiArgs a = { .out = out, .h13 = h13, .N = N, .F = F };
+    pool_run(swiglu_forward_task, &a);
+}
+
+void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F)
+{
+    SwiArgs a = { .out16 = out16, .h13 = h13, .N = N, .F = F };
     pool_run(swiglu_forward_task, &a);
 }
 
@@ -588,12 +760,18 @@ static void swiglu_backward_task(void *p, int t, int nt)
     for (size_t n = n0; n < n1; n++) {
         const float *g = a->h13 + n * 2 * F, *u = g + F;
         const float *dy = a->dout + n * F;
-        float *dg = a->dh13 + n * 2 * F, *du = dg + F;
+        float *dg = a->dh16 ? NULL : a->dh13 + n * 2 * F, *du = a->dh16 ? NULL : dg + F;
+        uint16_t *dg16 = a->dh16 ? a->dh16 + n * 2 * F : NULL, *du16 = a->dh16 ? dg16 + F : NULL;
         int f = 0;
         for (; f + 8 <= F; f += 8) {
             v8f gv = v8_load(g + f), uv = v8_load(u + f), dyv = v8_load(dy + f);
             v8f sig = one / (one + v8_exp(-gv));
             v8f dgv = dyv * uv * sig * (one + gv * (one - sig)), duv = dyv * gv * sig;
+            if (dg16) {
+                v8_store_bf16(dg16 + f, dgv);
+                v8_store_bf16(du16 + f, duv);
+                continue;
+            }
             if (a->accumulate) dgv += v8_load(dg + f), duv += v8_load(du + f);
             v8_store(dg + f, dgv);
             v8_store(du + f, duv);
@@ -601,6 +779,10 @@ static void swiglu_backward_task(void *p, int t, int nt)
         for (; f < F; f++) {
             float sig = 1.0f / (1.0f + scalar_exp(-g[f]));
             float dgs = dy[f] * u[f] * sig * (1.0f + g[f] * (1.0f - sig)), dus = dy[f] * g[f] * sig;
+            if (dg16) {
+                dg16[f] = bf16_from_float(dgs), du16[f] = bf16_from_float(dus);
+                continue;
+            }
             dg[f] = keep[0] * dg[f] + dgs;
             du[f] = keep[0] * du[f] + dus;
         }
@@ -616,6 +798,12 @@ void swiglu_backward(float *dh13, const float *dout, const float *h13, int N, in
 void swiglu_backward_set(float *dh13, const float *dout, const float *h13, int N, int F)
 {
     SwiArgs a = { .dh13 = dh13, .dout = dout, .h13 = h13, .N = N, .F = F, .accumulate = 0 };
+    pool_run(swiglu_backward_task, &a);
+}
+
+void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, int N, int F)
+{
+    SwiArgs a = { .dh16 = dh16, .dout = dout, .h13 = h13, .N = N, .F = F };
     pool_run(swiglu_backward_task, &a);
 }
 
@@ -715,4 +903,297 @@ void target_logp_backward(float *dlogits, const float *dlogp, const float *logit
     LogpArgs a = { .dlogits = dlogits, .dlogp = dlogp, .logits = logits, .lse = (float *)lse, .targets = targets, .K = K,
                    .N = N, .V = V };
     pool_run(logp_backward_task, &a);
+}
+
+/* ---- bf16 products ------------------------------------------------------- */
+
+/* Tiles of a product's rows: BF16_TILE rows each, the rest rounded up to 16
+ * and cut into power-of-two tiles (128, 64, 32, 16); a last tile that
+ * reaches past the rows reads zero rows of the rounded operand and writes
+ * into the worker's tile buffer. Every tile size has its primitive (oneDNN's
+ * brgemm, made by matmul_bf16_prepare), so a tile is computed alike
+ * whatever the row count or the thread count. */
+#define BF16_TILE 256
+#define BF16_MIN_TILE 16
+
+static size_t pad_rows(size_t n) { return (n + BF16_MIN_TILE - 1) / BF16_MIN_TILE * BF16_MIN_TILE; }
+
+/* Tile i of [0, M) in tiles of `full` rows: its size (0 past the last) and start. */
+static int tile_at(int M, int full, int i, int *start)
+{
+    int nfull = M / full;
+    if (i < nfull) {
+        *start = i * full;
+        return full;
+    }
+    int rest = M - nfull * full, r16 = (rest + BF16_MIN_TILE - 1) / BF16_MIN_TILE * BF16_MIN_TILE, pos = nfull * full;
+    i -= nfull;
+    for (int sz = full; sz >= BF16_MIN_TILE; sz /= 2)
+        if (r16 & sz) {
+            if (i-- == 0) {
+                *start = pos;
+                return sz;
+            }
+            pos += sz;
+        }
+    return 0;
+}
+
+/* index of a tile size in full, full/2, ..., 16 */
+static int size_index(int full, int sz)
+{
+    int i = 0;
+    while (full > sz) full /= 2, i++;
+    return i;
+}
+#define N_SIZES 5 /* 256 .. 16 */
+
+Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C)
+{
+    Bf16Scratch *s = calloc(1, sizeof *s);
+    if (!s) fatal(EXIT_RUNTIME, "out of memory for bf16 scratch");
+    s->rows = pad_rows(max_rows);
+    s->cols = max_cols;
+    s->T = T;
+    s->C = C;
+    s->workers = pool_threads();
+    size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
+    s->a = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols), "bf16 operands");
+    s->b = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols), "bf16 operands");
+    s->qkv = xcalloc_aligned(sizeof(uint16_t) * max_rows * 3 * C, "bf16 attention operands");
+    s->dout = xcalloc_aligned(sizeof(uint16_t) * max_rows * C, "bf16 attention operands");
+    s->blk = xcalloc_aligned(sizeof(uint16_t) * blk * 2 * s->workers, "bf16 attention blocks");
+    s->tile = xcalloc_aligned(sizeof(float) * BF16_TILE * max_cols * s->workers, "bf16 product tiles");
+    bf16_reserve_threads(s->workers);
+    return s;
+}
+
+void bf16_scratch_free(Bf16Scratch *s)
+{
+    if (!s) return;
+    xfree_aligned(s->a);
+    xfree_aligned(s->b);
+    xfree_aligned(s->qkv);
+    xfree_aligned(s->dout);
+    xfree_aligned(s->blk);
+    xfree_aligned(s->tile);
+    free(s);
+}
+
+uint16_t *bf16_scratch_operand(Bf16Scratch *s) { return s->a; }
+
+size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int workers)
+{
+    size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
+    return 2 * (2 * (pad_rows(max_rows) * max_cols) + max_rows * 4 * (size_t)C + blk * 2 * workers) +
+           4 * (size_t)BF16_TILE * max_cols * workers;
+}
+
+static uint16_t *attn_block16(const AttnArgs *a, int t, int which)
+{
+    size_t blk = (size_t)(a->s16->T < ATTN_QBLOCK ? a->s16->T : ATTN_QBLOCK) * a->s16->T;
+    return a->s16->blk + ((size_t)t * 2 + which) * blk;
+}
+
+static void attn_prims(AttnArgs *a)
+{
+    a->abt = bf16_prim_any(0, 1, 0.0f);
+    a->ab0 = bf16_prim_any(0, 0, 0.0f);
+    a->ab1 = bf16_prim_any(0, 0, 1.0f);
+    a->atb1 = bf16_prim_any(1, 0, 1.0f);
+}
+
+typedef struct {
+    uint16_t *dst;
+    const float *src;
+    size_t n, n_pad; /* elements rounded, then zeros up to n_pad */
+} RoundArgs;
+
+static void round_task(void *p, int t, int nt)
+{
+    const RoundArgs *r = p;
+    size_t lo, hi, units = (r->n_pad + 63) / 64; /* 64-element pieces: whole cache lines */
+    pool_range(units, t, nt, &lo, &hi);
+    lo *= 64, hi *= 64;
+    if (hi > r->n_pad) hi = r->n_pad;
+    size_t mid = hi < r->n ? hi : r->n;
+    if (lo < mid) bf16_round(r->dst + lo, r->src + lo, mid - lo);
+    if (mid < hi) memset(r->dst + (lo > mid ? lo : mid), 0, sizeof(uint16_t) * (hi - (lo > mid ? lo : mid)));
+}
+
+/* dst[rows_pad, cols] = src[rows, cols] rounded, rows past `rows` zero */
+static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols)
+{
+    RoundArgs r = { dst, src, rows * cols, rows_pad * cols };
+    pool_run(round_task, &r);
+}
+
+/* Products with the rows of C split in tiles over the pool:
+ * C[M, N] = beta C + A[M, K] B, B a prepared matrix (forward: W^T, input gradient: W). */
+typedef struct {
+    float *C;
+    const uint16_t *A;
+    const Bf16Matrix *w;
+    int M, N, K, lda;
+    float beta;
+    const Bf16Prim *prim[N_SIZES];
+    Bf16Scratch *s;
+} RowTiles;
+
+/* Thread t's share [lo, hi) of n rows among the pool threads that have
+ * bf16 scratch; 0 if t has none. */
+static int worker_share(const Bf16Scratch *s, size_t n, int t, int nt, size_t *lo, size_t *hi)
+{
+    int nw = nt < s->workers ? nt : s->workers;
+    if (t >= nw) return 0;
+    pool_range(n, t, nw, lo, hi);
+    return 1;
+}
+
+static void row_tiles_task(void *p, int t, int nt)
+{
+    const RowTiles *g = p;
+    size_t lo, hi;
+    if (!worker_share(g->s, (size_t)g->M, t, nt, &lo, &hi)) return;
+    float *tile = g->s->tile + (size_t)t * BF16_TILE * g->s->cols;
+    int start, sz;
+    for (int i = 0; (sz = tile_at(g->M, BF16_TILE, i, &start)) > 0; i++) {
+        if ((size_t)start < lo || (size_t)start >= hi) continue;
+        const Bf16Prim *pr = g->prim[size_index(BF16_TILE, sz)];
+        const uint16_t *A = g->A + (size_t)start * g->lda;
+        float *C = g->C + (size_t)start * g->N;
+        int valid = g->M - start < sz ? g->M - start : sz;
+        if (valid == sz) {
+            bf16_run(pr, t, A, g->w, C);
+            continue;
+        }
+        /* a tile past the last row: through the tile buffer (rows past M are junk) */
+        size_t bytes = sizeof(float) * (size_t)valid * g->N;
+        if (g->beta != 0.0f) memcpy(tile, C, bytes);
+        bf16_run(pr, t, A, g->w, tile);
+        memcpy(C, tile, bytes);
+    }
+}
+
+/* A [M, K] with row stride lda; K and N from w (W^T when transposed, else W) */
+static void row_tiles(float *C, float beta, const uint16_t *A, int lda, const Bf16Matrix *w, int transposed, int M,
+                      Bf16Scratch *s)
+{
+    int rows = bf16_matrix_rows(w), cols = bf16_matrix_cols(w);
+    RowTiles g = { .C = C, .A = A, .w = w, .M = M, .N = transposed ? rows : cols, .K = transposed ? cols : rows,
+                   .lda = lda, .beta = beta, .s = s };
+    if (g.N > s->cols || lda > s->cols || pad_rows((size_t)M) > s->rows)
+        fatal(EXIT_RUNTIME, "internal: bf16 product %dx%dx%d exceeds its scratch", M, g.N, g.K);
+    for (int i = 0, sz = BF16_TILE; i < N_SIZES; i++, sz /= 2)
+        g.prim[i] = bf16_prim(0, 0, transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, lda, 0, g.N, beta);
+    pool_run(row_tiles_task, &g);
+}
+
+/* dW[OUT, IN] += dY^T X: each worker one product over all tokens for its
+ * share of dW's rows (oneDNN's runtime-shape kernel, which blocks the long
+ * token dimension itself; brgemm would need a primitive per token count). */
+typedef struct {
+    float *dw;
+    const uint16_t *dy, *x; /* [N, OUT], [N, IN] */
+    int OUT, IN, N;
+    const Bf16Prim *prim;
+    Bf16Scratch *s;
+} DwArgs;
+
+static void dw_task(void *p, int t, int nt)
+{
+    const DwArgs *g = p;
+    size_t lo, hi;
+    if (!worker_share(g->s, (size_t)g->OUT, t, nt, &lo, &hi)) return;
+    bf16_run_any(g->prim, t, (int)(hi - lo), g->IN, g->N, g->dy + lo, g->OUT, g->x, g->IN, g->dw + lo * g->IN, g->IN);
+}
+
+void matmul_bf16_prepare(int rows, int cols)
+{
+    for (int sz = BF16_TILE; sz >= BF16_MIN_TILE; sz /= 2) {
+        bf16_prim(0, 0, BF16_B_WT, sz, rows, cols, cols, 0, rows, 0.0f);
+        bf16_prim(0, 0, BF16_B_W, sz, cols, rows, rows, 0, cols, 0.0f);
+    }
+    AttnArgs a; /* the weight gradient uses attention's A^T B */
+    attn_prims(&a);
+}
+
+void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s, uint16_t *keep)
+{
+    int IN = bf16_matrix_cols(w);
+    if (pad_rows((size_t)N) > s->rows || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
+    uint16_t *a16 = keep ? keep : s->a;
+    round_rows(a16, inp, (size_t)N, pad_rows((size_t)N), IN);
+    row_tiles(out, 0.0f, a16, IN, w, 1, N, s);
+}
+
+void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
+{
+    row_tiles(out, 0.0f, inp16, bf16_matrix_cols(w), w, 1, N, s);
+}
+
+void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const uint16_t *dout16,
+                          const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
+{
+    int OUT = bf16_matrix_rows(w), IN = bf16_matrix_cols(w);
+    size_t rows16 = pad_rows((size_t)N);
+    if (rows16 > s->rows || OUT > s->cols || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
+    if (!dout16) round_rows(s->a, dout, (size_t)N, rows16, OUT);
+    const uint16_t *dy = dout16 ? dout16 : s->a;
+    if (dinp) row_tiles(dinp, beta, dy, OUT, w, 0, N, s);
+    if (dw) {
+        if (!inp16) round_rows(s->b, inp, (size_t)N, (size_t)N, IN);
+        DwArgs g = { .dw = dw, .dy = dy, .x = inp16 ? inp16 : s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f),
+                     .s = s };
+        pool_run(dw_task, &g);
+    }
+}
+
+typedef struct {
+    Bf16Matrix *const *m;
+    const float *const *w;
+    int n;
+} SetArgs;
+
+static void set_task(void *p, int t, int nt)
+{
+    const SetArgs *a = p;
+    for (int j = t; j < a->n; j += nt) bf16_matrix_set(a->m[j], a->w[j], t);
+}
+
+void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n)
+{
+    SetArgs a = { m, w, n };
+    bf16_reserve_threads(pool_threads());
+    pool_run(set_task, &a);
+}
+
+double matmul_bf16_peak_gflops(int n, int reps)
+{
+    float *x = xmalloc_aligned(sizeof(float) * n * n, "bf16 peak"), *y = xmalloc_aligned(sizeof(float) * n * n, "bf16 peak");
+    uint16_t *x16 = xmalloc_aligned(sizeof(uint16_t) * n * n, "bf16 peak");
+    for (size_t i = 0; i < (size_t)n * n; i++) x[i] = (float)((i * 2654435761u) % 1000) * 1e-3f - 0.5f;
+    bf16_round(x16, x, (size_t)n * n);
+    Bf16Matrix *w = bf16_matrix_create(n, n);
+    const float *src = x;
+    Bf16Scratch *s = bf16_scratch_create((size_t)n, n, 1, 1);
+    matmul_bf16_prepare(n, n);
+    bf16_set_matrices(&w, &src, 1);
+    double t[64];
+    if (reps > 64) reps = 64;
+    for (int k = -1; k < reps; k++) {
+        double t0 = now_seconds();
+        matmul_bf16_rounded(y, x16, w, n, s);
+        if (k >= 0) t[k] = now_seconds() - t0;
+    }
+    for (int i = 1; i < reps; i++) /* median: insertion sort of a handful */
+        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+            double tmp = t[j];
+            t[j] = t[j - 1], t[j - 1] = tmp;
+        }
+    double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    bf16_scratch_free(s);
+    bf16_matrix_free(w);
+    xfree_aligned(x), xfree_aligned(y), xfree_aligned(x16);
+    return 2.0 * n * (double)n * n / med / 1e9;
 }

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "batch.h"
+#include "bf16.h"
 
 /* Attention works on blocks of this many query rows so that a query block
  * only multiplies against the keys at or before its last row (and, in a
@@ -95,5 +96,63 @@ void target_logp_forward(float *logp, float *lse, const float *logits, const Tar
 /* dlogits[N,V] += sum over targets k at row i: dlogp[k] * (onehot(y_k) - softmax(logits[i])). */
 void target_logp_backward(float *dlogits, const float *dlogp, const float *logits, const float *lse,
                           const Target *targets, int K, int V);
+
+/* ---- bf16 products (model.precision bf16; docs/model.md, "Precision") ----
+ * The layer products and attention's QK^T, PV and their backward with
+ * operands rounded to bf16 (bf16.h) and fp32 accumulation and results;
+ * everything else stays fp32. Every oneDNN call is single-threaded, the
+ * calls spread over the pool: a product's rows go in tiles of 256 (the rest
+ * in 128, 64, 32, 16), each tile computed alike whatever the pool size;
+ * attention by (row, head) as in fp32; a weight gradient as one call per
+ * thread over its share of dW's rows (runtime shape: oneDNN's rows have come
+ * out bitwise equal for every split test_bf16 tries, which is not promised).
+ * Scratch comes from a Bf16Scratch; no call allocates (oneDNN itself makes a
+ * few small memory handles per runtime-shape call). */
+typedef struct Bf16Scratch Bf16Scratch;
+/* For products of up to max_rows tokens, operands up to max_cols wide, and
+ * attention over rows of up to T tokens of width C; sized for the pool's
+ * current thread count (a larger pool later uses that many threads). */
+Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C);
+void bf16_scratch_free(Bf16Scratch *s);
+size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int workers);
+/* Creates every primitive the products of a [rows, cols] weight (and
+ * attention) use, so that no step creates one. */
+void matmul_bf16_prepare(int rows, int cols);
+/* Rounds w[j] into m[j] for j < n, the matrices spread over the pool. */
+void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
+
+/* rmsnorm_forward / swiglu_forward writing their output rounded to bf16
+ * (the same fp32 values, rounded: the operand of the next product). */
+void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C);
+void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F);
+/* swiglu_backward_set writing dh13 rounded to bf16. */
+void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, int N, int F);
+
+/* matmul_forward with W = w (a Bf16Matrix of W [OUT, IN]). keep: NULL, or
+ * where the rounded inp goes ([N rounded up to 16, IN]), for the backward. */
+void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s, uint16_t *keep);
+/* The same on rows already rounded, inp16 [N rounded up to 16, IN]: the
+ * product itself (the bf16 peak of `fspo bench`). */
+void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
+/* Median GFLOP/s of an n x n x n bf16 product (matmul_bf16_rounded on
+ * rounded operands) over `reps` runs after one warm-up, on the pool: the
+ * ceiling that MFU is measured against in bf16. */
+double matmul_bf16_peak_gflops(int n, int reps);
+/* matmul_backward_beta with W = w. Each operand comes in fp32 (dout, inp)
+ * and is rounded here, or already rounded (dout16 [N rounded up to 16, OUT],
+ * e.g. written into bf16_scratch_operand; inp16 as the forward kept it). */
+void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const uint16_t *dout16,
+                          const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
+/* The buffer matmul_backward_bf16 rounds dout into ([max_rows rounded up to
+ * 16, max_cols]); a caller may fill it and pass it as dout16. */
+uint16_t *bf16_scratch_operand(Bf16Scratch *s);
+/* attention_forward / attention_backward with bf16 products. keep: NULL,
+ * or where qkv goes rounded ([B*T, 3C]); the backward's qkv16 is that copy
+ * (NULL: round qkv again). */
+void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *keep, const int32_t *seg,
+                            const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+                             const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
+                             int T, int C, int H, int S, Bf16Scratch *s);
 
 #endif

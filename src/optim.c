@@ -89,6 +89,7 @@ double optim_step(Optimizer *o, Model *m, float lr)
         else
             rmsprop_update(o, p, g, t->offset, t->numel, lr, t->decay);
     }
+    model_params_changed(m);
     return norm;
 }
 

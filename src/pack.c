@@ -6,20 +6,101 @@
 #include "tokenizer.h"
 #include "util.h"
 
-static int64_t span_len(const int64_t *span) { return span[1]; }
+/* ---- the token layout ---- */
 
-/* Tokens of C for the first n few-shot pairs. */
-static int64_t context_len(const Dataset *d, const MetaExample *ex, int n)
+/* Appends tokens to out, or only counts them when out is NULL. */
+typedef struct {
+    int32_t *out;
+    int n;
+} Emit;
+
+static void emit(Emit *e, int token)
 {
-    int64_t len = 1; /* BOS */
-    for (int i = 0; i < n; i++) {
-        int64_t p = ex->pairs[i];
-        len += 4 + span_len(d->prompt + 2 * p) + span_len(d->chosen + 2 * p) + span_len(d->rejected + 2 * p);
-    }
-    return len;
+    if (e->out) e->out[e->n] = token;
+    e->n++;
 }
 
-static int64_t query_prompt_len(const Dataset *d, int64_t p) { return 3 + span_len(d->prompt + 2 * p); }
+static void emit_span(Emit *e, TokSpan s)
+{
+    if (e->out)
+        for (size_t k = 0; k < s.n; k++) e->out[e->n + (int)k] = s.ids[k];
+    e->n += (int)s.n;
+}
+
+static void emit_pairs(Emit *e, const PairSpans *shots, int count, ContextMarks *marks)
+{
+    emit(e, TOK_BOS);
+    for (int i = 0; i < count; i++) {
+        emit(e, TOK_EXAMPLE);
+        emit(e, TOK_QUESTION);
+        emit_span(e, shots[i].prompt);
+        emit(e, TOK_PREFERRED);
+        if (marks) marks->chosen[i] = e->n;
+        emit_span(e, shots[i].chosen);
+        emit(e, TOK_DISPREFERRED);
+        emit_span(e, shots[i].rejected);
+    }
+}
+
+int pack_render_context(const PairSpans *shots, int count, const TokSpan *desc, int32_t *out, ContextMarks *marks)
+{
+    Emit e = { out, 0 };
+    emit_pairs(&e, shots, count, marks);
+    if (marks) marks->desc = -1;
+    if (desc) {
+        emit(&e, TOK_USER_DESC);
+        if (marks) marks->desc = e.n;
+        emit_span(&e, *desc);
+        emit(&e, TOK_EOS);
+    }
+    return e.n;
+}
+
+int pack_render_desc_prompt(const PairSpans *shots, int count, int32_t *out)
+{
+    Emit e = { out, 0 };
+    emit_pairs(&e, shots, count, NULL);
+    emit(&e, TOK_USER_DESC);
+    return e.n;
+}
+
+int pack_render_query(TokSpan prompt, int32_t *out)
+{
+    Emit e = { out, 0 };
+    emit(&e, TOK_TASK);
+    emit(&e, TOK_QUESTION);
+    emit_span(&e, prompt);
+    emit(&e, TOK_PREFERRED);
+    return e.n;
+}
+
+/* ---- meta-examples ---- */
+
+static int64_t span_len(const int64_t *span) { return span[1]; }
+static TokSpan dspan(const Dataset *d, const int64_t *span) { return (TokSpan){ d->tokens + span[0], (size_t)span[1] }; }
+
+/* The first n few-shot pairs of ex as spans; returns ex's description
+ * (NULL without one), stored in *desc. */
+static const TokSpan *example_spans(const Dataset *d, const MetaExample *ex, int n, PairSpans *shots, TokSpan *desc)
+{
+    for (int i = 0; i < n; i++) {
+        int64_t p = ex->pairs[i];
+        shots[i] = (PairSpans){ dspan(d, d->prompt + 2 * p), dspan(d, d->chosen + 2 * p), dspan(d, d->rejected + 2 * p) };
+    }
+    *desc = (TokSpan){ ex->desc, ex->desc ? (size_t)ex->desc_len : 0 };
+    return ex->desc ? desc : NULL;
+}
+
+/* Tokens of C for the first n few-shot pairs (and ex's description). */
+static int64_t context_len(const Dataset *d, const MetaExample *ex, int n)
+{
+    PairSpans shots[SAMPLER_MAX_FEWSHOT];
+    TokSpan desc;
+    const TokSpan *dp = example_spans(d, ex, n, shots, &desc);
+    return pack_render_context(shots, n, dp, NULL, NULL);
+}
+
+static int64_t query_prompt_len(const Dataset *d, int64_t p) { return pack_render_query(dspan(d, d->prompt + 2 * p), NULL); }
 static int64_t answer_len(const Dataset *d, int64_t p, int rejected)
 {
     return 1 + span_len((rejected ? d->rejected : d->chosen) + 2 * p);
@@ -86,39 +167,48 @@ static void put(RowWriter *w, int token, int pos, int seg)
     w->b->seg[i] = seg;
 }
 
-static void put_span(RowWriter *w, const Dataset *d, const int64_t *span, int *pos, int seg)
+/* Positions and segment of the n tokens just rendered at the row's end. */
+static void place(RowWriter *w, int n, int *pos, int seg)
 {
-    for (int64_t k = 0; k < span[1]; k++) put(w, d->tokens[span[0] + k], (*pos)++, seg);
+    for (int k = 0; k < n; k++) {
+        size_t i = w->base + (size_t)w->t++;
+        w->b->pos[i] = (*pos)++;
+        w->b->seg[i] = seg;
+    }
 }
 
-/* With `targets`, each chosen answer token and the DISPREFERRED header after
- * it also become a target predicted from the token before it. */
-static void write_context(RowWriter *w, const Dataset *d, const MetaExample *ex, int *pos, int targets)
+/* Tokens [at, at + n) of the batch become targets, each predicted from the token before it. */
+static void add_targets(Batch *b, size_t at, size_t n)
+{
+    for (size_t k = at; k < at + n; k++) b->targets[b->n_targets++] = (Target){ (int32_t)(k - 1), b->tokens[k], 0.0f };
+}
+
+/* Writes C. With `out`, the description's tokens and EOS become targets
+ * (out->desc_first..desc_end), and with `context_targets` also each
+ * chosen answer token and the DISPREFERRED header after it
+ * (out->ctx_first..ctx_end), each predicted from the token before it. */
+static void write_context(RowWriter *w, const Dataset *d, const MetaExample *ex, int *pos, PackedAnswers *out,
+                          int context_targets)
 {
     Batch *b = w->b;
-    put(w, TOK_BOS, (*pos)++, 0);
-    for (int i = 0; i < ex->n_fewshot; i++) {
-        int64_t p = ex->pairs[i];
-        put(w, TOK_EXAMPLE, (*pos)++, 0);
-        put(w, TOK_QUESTION, (*pos)++, 0);
-        put_span(w, d, d->prompt + 2 * p, pos, 0);
-        put(w, TOK_PREFERRED, (*pos)++, 0);
-        size_t first = w->base + (size_t)w->t;
-        put_span(w, d, d->chosen + 2 * p, pos, 0);
-        put(w, TOK_DISPREFERRED, (*pos)++, 0);
-        if (targets)
-            for (size_t k = first; k < w->base + (size_t)w->t; k++)
-                b->targets[b->n_targets++] = (Target){ (int32_t)(k - 1), b->tokens[k], 0.0f };
-        put_span(w, d, d->rejected + 2 * p, pos, 0);
-    }
+    PairSpans shots[SAMPLER_MAX_FEWSHOT];
+    TokSpan desc;
+    const TokSpan *dp = example_spans(d, ex, ex->n_fewshot, shots, &desc);
+    ContextMarks mk;
+    size_t first = w->base + (size_t)w->t;
+    place(w, pack_render_context(shots, ex->n_fewshot, dp, b->tokens + first, &mk), pos, 0);
+    if (!out) return;
+    out->ctx_first = b->n_targets;
+    if (context_targets)
+        for (int i = 0; i < ex->n_fewshot; i++) add_targets(b, first + (size_t)mk.chosen[i], shots[i].chosen.n + 1);
+    out->ctx_end = out->desc_first = b->n_targets;
+    if (dp) add_targets(b, first + (size_t)mk.desc, dp->n + 1);
+    out->desc_end = b->n_targets;
 }
 
 static void write_query_prompt(RowWriter *w, const Dataset *d, int64_t p, int *pos, int seg)
 {
-    put(w, TOK_TASK, (*pos)++, seg);
-    put(w, TOK_QUESTION, (*pos)++, seg);
-    put_span(w, d, d->prompt + 2 * p, pos, seg);
-    put(w, TOK_PREFERRED, (*pos)++, seg);
+    place(w, pack_render_query(dspan(d, d->prompt + 2 * p), w->b->tokens + w->base + w->t), pos, seg);
 }
 
 /* Writes an answer (span + EOS) whose first token is predicted from the
@@ -153,11 +243,13 @@ int pack_context_targets(const Dataset *d, const MetaExample *ex)
     return n;
 }
 
+int pack_desc_targets(const MetaExample *ex) { return ex->desc ? ex->desc_len + 1 : 0; }
+
 static void write_meta_example(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row,
                                PackedAnswers *out, int context_targets)
 {
     int Q = ex->n_queries, S = b->S;
-    int answer_tokens = context_targets ? pack_context_targets(d, ex) : 0;
+    int answer_tokens = (context_targets ? pack_context_targets(d, ex) : 0) + pack_desc_targets(ex);
     for (int j = 0; j < Q; j++)
         answer_tokens += (int)(answer_len(d, ex->pairs[ex->n_fewshot + j], 0) +
                                answer_len(d, ex->pairs[ex->n_fewshot + j], 1));
@@ -167,9 +259,7 @@ static void write_meta_example(const Dataset *d, const MetaExample *ex, PackMode
         RowWriter w = { b, (size_t)row * b->T, 0 };
         uint8_t *vis = b->vis + (size_t)row * S * S;
         int pos = 0;
-        out->ctx_first = b->n_targets;
-        write_context(&w, d, ex, &pos, context_targets);
-        out->ctx_end = b->n_targets;
+        write_context(&w, d, ex, &pos, out, context_targets);
         vis[0] = 1;
         int c_len = pos;
         for (int j = 0; j < Q; j++) {
@@ -193,9 +283,7 @@ static void write_meta_example(const Dataset *d, const MetaExample *ex, PackMode
             RowWriter w = { b, (size_t)(row + a) * b->T, 0 };
             b->vis[(size_t)(row + a) * S * S] = 1;
             int pos = 0;
-            if (a == 0) out->ctx_first = b->n_targets;
-            write_context(&w, d, ex, &pos, context_targets && a == 0); /* the context's targets once */
-            if (a == 0) out->ctx_end = b->n_targets;
+            write_context(&w, d, ex, &pos, a == 0 ? out : NULL, context_targets); /* the context's targets once */
             write_query_prompt(&w, d, p, &pos, 0);
             out->first[a] = b->n_targets;
             write_answer(&w, d, (a % 2 ? d->rejected : d->chosen) + 2 * p, pos, 0, w.base + (size_t)w.t - 1);

@@ -2,7 +2,8 @@
  *
  * Layout, FSPO's "example / question / preferred / dispreferred / task" with
  * one special token per header:
- *   C   = BOS, then per few-shot pair: EXAMPLE QUESTION prompt PREFERRED chosen DISPREFERRED rejected
+ *   C   = BOS, then per few-shot pair: EXAMPLE QUESTION prompt PREFERRED chosen DISPREFERRED rejected,
+ *         then, if the example carries a user description d: USER_DESC d EOS
  *   P_j = TASK QUESTION prompt PREFERRED          (query j's prompt)
  *   W_j = chosen EOS,  L_j = rejected EOS         (its two answers)
  * PACK_TREE writes one row [C P_1 W_1 L_1 P_2 W_2 L_2 ...] whose segment
@@ -11,7 +12,16 @@
  * answers right after their prompt: C is computed once instead of 2Q times,
  * and each answer is scored exactly as in its own linear sequence.
  * PACK_UNSHARED writes those 2Q linear sequences [C P_j W_j], [C P_j L_j] as
- * separate rows (the usual way, kept for comparison and tests). */
+ * separate rows (the usual way, kept for comparison and tests).
+ *
+ * The description (data.user_desc: cot, docs/design.md "User-description
+ * chain of thought") is the user's profile in words, written by the model
+ * after reading the pairs and before answering: its tokens and its EOS
+ * are targets, each predicted from the token before, so C teaches the
+ * model to write it and every query is answered conditioned on it.
+ *
+ * The token layout of C and P lives in pack_render_context/_query alone:
+ * pack_write's rows and src/sample.c's generation prompts both use them. */
 #ifndef FSPO_PACK_H
 #define FSPO_PACK_H
 
@@ -21,12 +31,41 @@
 
 typedef enum { PACK_TREE = 0, PACK_UNSHARED = 1 } PackMode;
 
+/* A span of token ids (dataset slices or freshly encoded text). */
+typedef struct {
+    const uint16_t *ids;
+    size_t n;
+} TokSpan;
+
+typedef struct {
+    TokSpan prompt, chosen, rejected;
+} PairSpans;
+
+/* Where the targets of C lie, as offsets into it. */
+typedef struct {
+    int chosen[SAMPLER_MAX_FEWSHOT]; /* pair i's chosen answer; its DISPREFERRED header follows it */
+    int desc;                        /* the description's first token (after USER_DESC); -1 without one */
+} ContextMarks;
+
+/* Writes C for the pairs shots[0..n) and the description desc (NULL: no
+ * description segment) into out (NULL: only counts); returns its length.
+ * marks, if not NULL, receives where its targets lie. */
+int pack_render_context(const PairSpans *shots, int n, const TokSpan *desc, int32_t *out, ContextMarks *marks);
+/* Writes a query's P = TASK QUESTION prompt PREFERRED into out (NULL:
+ * only counts); returns its length. */
+int pack_render_query(TokSpan prompt, int32_t *out);
+/* The prompt after which a model writes the user's description: C
+ * without one, then USER_DESC. Writes into out (NULL: only counts);
+ * returns its length. */
+int pack_render_desc_prompt(const PairSpans *shots, int n, int32_t *out);
+
 /* Where a meta-example's answers landed: answer a (2j = chosen of query j,
  * 2j+1 = rejected) owns batch targets [first[a], first[a+1]). */
 typedef struct {
     int n_answers;
     int first[2 * SAMPLER_MAX_QUERIES + 1];
     int ctx_first, ctx_end; /* targets on the context's chosen answers (pack_write_context_targets), else empty */
+    int desc_first, desc_end; /* targets on the description and its EOS (ex->desc), else empty */
 } PackedAnswers;
 
 /* Fits ex to rows of max_len tokens: drops trailing few-shot pairs first,
@@ -48,7 +87,10 @@ int pack_segments(const MetaExample *ex, PackMode mode);
 
 /* Writes ex into rows row.. of b (reset with T >= its planned length and
  * S >= its segments), pads each row to T, appends one target per answer
- * token with weight 0 (losses set weights) and records them in *out. */
+ * token with weight 0 (losses set weights) and records them in *out.
+ * With a description (ex->desc), also one target per description token
+ * and its EOS, once (out->desc_first..desc_end): losses that do not want
+ * them leave their gradient 0. */
 void pack_write(const Dataset *d, const MetaExample *ex, PackMode mode, Batch *b, int row, PackedAnswers *out);
 
 /* pack_write, plus one target per token of each few-shot pair's chosen
@@ -61,5 +103,8 @@ void pack_write_context_targets(const Dataset *d, const MetaExample *ex, PackMod
 
 /* Target tokens pack_write_context_targets adds for ex. */
 int pack_context_targets(const Dataset *d, const MetaExample *ex);
+
+/* Target tokens of ex's description (its tokens and EOS); 0 without one. */
+int pack_desc_targets(const MetaExample *ex);
 
 #endif

@@ -38,7 +38,9 @@ typedef struct {
 typedef struct {
     Span id, desc;   /* desc.len == 0: no description */
     int64_t n_pairs;
-    int heldout, kept;
+    int split, kept;
+    int forced;      /* the Split a row's "split" field names, if forced_line */
+    long forced_line; /* the first row that named it; 0: none did */
 } User;
 
 /* Open-addressing hash sets of indices; slots hold index + 1, 0 = empty.
@@ -192,6 +194,23 @@ static int note_description(Prep *P, User *u, const PrefRow *r)
     return 0;
 }
 
+/* A row's "split" field: the user's first one is kept, and a row naming
+ * another split is fatal, whatever --strict says (see prep.h). */
+static int note_split(Prep *P, User *u, const PrefRow *r, long line, char *err, size_t errlen)
+{
+    if (!r->split) return 0;
+    int sp = dataset_split_parse(r->split); /* the reader accepts only the three names */
+    if (!u->forced_line) {
+        u->forced = sp, u->forced_line = line;
+        return 0;
+    }
+    if (u->forced == sp) return 0;
+    return set_err(err, errlen, "%s:%ld: the rows of user '%.*s%s' disagree on 'split': '%s' here, '%s' on line %ld "
+                                "(a user belongs to one split; nothing written)",
+                   P->o->in_path, line, u->id.len > 80 ? 80 : (int)u->id.len, P->text + u->id.off,
+                   u->id.len > 80 ? "..." : "", r->split, dataset_split_name(u->forced), u->forced_line);
+}
+
 /* ---- bad lines ---- */
 
 void prep_reason_kind(const char *reason, char *kind, size_t cap)
@@ -255,6 +274,9 @@ static int take_row(Prep *P, const PrefRow *r, long line, int *oom, char *err, s
     }
     int64_t u = user_index(P, r->user_id, strlen(r->user_id));
     if (u < 0) goto out_of_memory;
+    /* before the duplicate check: an exact copy of a row with another split
+     * is a conflict too, whichever of the two comes first */
+    if (note_split(P, &P->users[u], r, line, err, errlen) != 0) return -1;
     size_t slot = 0;
     uint64_t h = pair_hash((uint32_t)u, r);
     long dup = find_duplicate(P, (uint32_t)u, r, h, &slot);
@@ -314,10 +336,12 @@ static int read_rows(Prep *P, char *err, size_t errlen)
 
 /* ---- split and output ---- */
 
-int prep_is_heldout(uint64_t seed, const char *user_id, size_t len, double heldout_frac)
+Split prep_split_of(uint64_t seed, const char *user_id, size_t len, double val_frac, double test_frac)
 {
+    /* the hash of version 1's held-out split, so test users for T are its held-out users for T */
     uint64_t h = checksum_combine(checksum_mix(seed ^ 0x5EED5EED5EED5EEDull), checksum64(user_id, len));
-    return (double)(h >> 11) * 0x1.0p-53 < heldout_frac;
+    double x = (double)(h >> 11) * 0x1.0p-53;
+    return x < test_frac ? SPLIT_TEST : x < test_frac + val_frac ? SPLIT_VALIDATION : SPLIT_TRAIN;
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -345,12 +369,16 @@ static int choose_users(Prep *P, char *err, size_t errlen)
             }
             continue;
         }
-        u->heldout = prep_is_heldout(P->o->seed, P->text + u->id.off, u->id.len, P->o->heldout_frac);
+        const PrepOptions *o = P->o;
+        u->split = o->all_test      ? SPLIT_TEST
+                   : u->forced_line ? u->forced
+                                    : (int)prep_split_of(o->seed, P->text + u->id.off, u->id.len, o->val_frac,
+                                                         o->test_frac);
+        s->forced_users += !o->all_test && u->forced_line;
         s->users++;
-        s->heldout_users += u->heldout;
-        s->train_users += !u->heldout;
+        s->split_users[u->split]++;
         s->pairs += u->n_pairs;
-        s->heldout_pairs += u->heldout ? u->n_pairs : 0;
+        s->split_pairs[u->split] += u->n_pairs;
         s->users_with_description += u->desc.len > 0;
         s->tokens += (int64_t)u->desc.len;
     }
@@ -360,10 +388,12 @@ static int choose_users(Prep *P, char *err, size_t errlen)
                                     "pairs any has: %lld)",
                        P->o->in_path, (long long)P->o->min_pairs, P->n_users, (long long)largest),
                EXIT_USAGE;
-    if (s->train_users == 0)
-        return set_err(err, errlen, "%s: every one of the %lld users was held out (--heldout-frac %g); at least one "
-                                    "training user is needed",
-                       P->o->in_path, (long long)s->users, P->o->heldout_frac),
+    if (s->split_users[SPLIT_TRAIN] == 0 && !P->o->all_test)
+        return set_err(err, errlen, "%s: none of the %lld users is a training user (%lld validation, %lld test; "
+                                    "--val-frac %g, --test-frac %g); at least one is needed, or --all-test for a "
+                                    "file that is only evaluated",
+                       P->o->in_path, (long long)s->users, (long long)s->split_users[SPLIT_VALIDATION],
+                       (long long)s->split_users[SPLIT_TEST], P->o->val_frac, P->o->test_frac),
                EXIT_USAGE;
     int64_t *counts = malloc(sizeof(int64_t) * (size_t)s->users), k = 0;
     if (!counts) return set_err(err, errlen, "out of memory"), EXIT_RUNTIME;
@@ -399,11 +429,11 @@ static int build_dataset(const Prep *P, Dataset *d)
     d->rejected = malloc(sizeof(int64_t) * 2 * np);
     d->user_pairs = malloc(sizeof(int64_t) * 2 * nu);
     d->user_desc = malloc(sizeof(int64_t) * 2 * nu);
-    d->user_heldout = malloc(nu);
+    d->user_split = malloc(nu);
     d->user_ids = calloc(nu, sizeof(char *));
     int64_t *slot_of = malloc(sizeof(int64_t) * (P->n_users + 1)); /* original user -> next pair slot */
     int ok = d->tokens && d->prompt && d->chosen && d->rejected && d->user_pairs && d->user_desc &&
-             d->user_heldout && d->user_ids && slot_of;
+             d->user_split && d->user_ids && slot_of;
     int64_t u = 0, next_pair = 0, at = 0;
     for (size_t i = 0; ok && i < P->n_users; i++) {
         const User *src = &P->users[i];
@@ -411,7 +441,7 @@ static int build_dataset(const Prep *P, Dataset *d)
         if (!src->kept) continue;
         slot_of[i] = next_pair;
         d->user_pairs[2 * u] = next_pair, d->user_pairs[2 * u + 1] = src->n_pairs;
-        d->user_heldout[u] = (uint8_t)src->heldout;
+        d->user_split[u] = (uint8_t)src->split;
         d->user_ids[u] = malloc(src->id.len + 1);
         if (!(ok = d->user_ids[u] != NULL)) break;
         memcpy(d->user_ids[u], P->text + src->id.off, src->id.len);
@@ -440,7 +470,8 @@ static int build_dataset(const Prep *P, Dataset *d)
     snprintf(d->tokenizer, sizeof d->tokenizer, "%s", TOKENIZER_ID);
     d->vocab = TOKENIZER_VOCAB;
     snprintf(d->source, sizeof d->source, "%s", P->o->in_path);
-    d->heldout_frac = P->o->heldout_frac;
+    d->val_frac = P->o->all_test ? 0 : P->o->val_frac;
+    d->test_frac = P->o->all_test ? 1 : P->o->test_frac;
     d->seed = (int64_t)P->o->seed;
     return ok ? 0 : -1;
 }
@@ -486,8 +517,10 @@ int prep_run(const PrepOptions *o, PrepStats *s, char *err, size_t errlen)
     double t0 = now_seconds();
     memset(s, 0, sizeof *s);
     if (check_output(o, err, errlen) != 0) return EXIT_USAGE;
-    if (!(o->heldout_frac >= 0 && o->heldout_frac < 1) || o->min_pairs < 1)
-        return set_err(err, errlen, "heldout_frac must be in [0, 1) and min_pairs >= 1"), EXIT_USAGE;
+    if (!(o->val_frac >= 0 && o->test_frac >= 0 && o->val_frac + o->test_frac < 1) || o->min_pairs < 1)
+        return set_err(err, errlen, "val_frac %g and test_frac %g must be >= 0 with a sum below 1, min_pairs >= 1",
+                       o->val_frac, o->test_frac),
+               EXIT_USAGE;
     Prep P = { .o = o, .s = s };
     int rc = set_init(&P.user_set) || set_init(&P.pair_set) ? (set_err(err, errlen, "out of memory"), EXIT_RUNTIME) : 0;
     if (rc == 0) rc = read_rows(&P, err, errlen);

@@ -6,19 +6,34 @@
  * when chosen == rejected, or when it repeats an earlier kept row's
  * (user, prompt, chosen, rejected) ("duplicate of line K"). Users with
  * fewer than min_pairs pairs are dropped and counted, not reported per
- * line. A user is held out when a hash of (seed, user id) falls below
- * heldout_frac, so the split depends on nothing but the seed and the id:
- * not on file order, not on which other users exist. */
+ * line.
+ *
+ * Each kept user is in one of three splits (io/dataset.h: train,
+ * validation, test). A row's "split" field puts its user in that split;
+ * a user whose rows name two different splits is an error for the whole
+ * file (exit 2, nothing written): which row is right cannot be told, and
+ * picking by file order would make the split depend on it. Otherwise one
+ * hash of (seed, user id), u in [0, 1), decides: u < test_frac is test,
+ * u < test_frac + val_frac is validation, else train. So a user's split
+ * depends on nothing but the seed, the id and its own rows: not on file
+ * order, not on which other users exist; and the test users for T are
+ * exactly the held-out users of version-1 datasets made with
+ * --heldout-frac T and the same seed. all_test puts every user in the
+ * test split whatever the hash or a row says (users of a new seed,
+ * evaluated by a model trained elsewhere). */
 #ifndef FSPO_PREP_H
 #define FSPO_PREP_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dataset.h"
+
 typedef struct {
     const char *in_path, *out_path;
     int strict;             /* the first bad line is an error, nothing is written */
-    double heldout_frac;    /* in [0, 1) */
+    double val_frac, test_frac; /* each in [0, 1), val_frac + test_frac < 1 */
+    int all_test;           /* every user is a test user; the fractions are ignored */
     uint64_t seed;
     int64_t min_pairs;      /* users with fewer pairs are dropped */
     size_t max_line_bytes;  /* longer lines are bad lines */
@@ -41,8 +56,9 @@ typedef struct {
 typedef struct {
     long lines;                              /* lines read, blank ones included */
     int64_t rows_ok, bad_lines;
-    int64_t users, train_users, heldout_users; /* users kept */
-    int64_t pairs, heldout_pairs, tokens;      /* of kept users */
+    int64_t users, split_users[SPLIT_COUNT];   /* users kept, and per Split */
+    int64_t pairs, split_pairs[SPLIT_COUNT], tokens; /* of kept users */
+    int64_t forced_users;                      /* kept users whose split a row's "split" field chose */
     int64_t dropped_users, dropped_pairs;      /* below min_pairs */
     int64_t pairs_min, pairs_median, pairs_max; /* per kept user; median as in `fspo inspect` */
     int64_t users_with_description, description_conflicts; /* conflicts: later rows that differ; first wins */
@@ -61,7 +77,8 @@ int prep_run(const PrepOptions *o, PrepStats *s, char *err, size_t errlen);
 /* The summary key of a bad-line reason (exposed for tests). */
 void prep_reason_kind(const char *reason, char *kind, size_t cap);
 
-/* Whether a user id lands in the held-out split (exposed for tests). */
-int prep_is_heldout(uint64_t seed, const char *user_id, size_t len, double heldout_frac);
+/* The split the hash gives a user id: SPLIT_TEST, SPLIT_VALIDATION or
+ * SPLIT_TRAIN (exposed for tests). */
+Split prep_split_of(uint64_t seed, const char *user_id, size_t len, double val_frac, double test_frac);
 
 #endif

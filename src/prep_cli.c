@@ -1,5 +1,5 @@
 /* `fspo prep IN.jsonl -o OUT.h5`: tokenize a JSONL preference dataset into
- * the HDF5 dataset container, with a held-out split of users.
+ * the HDF5 dataset container, with train / validation / test users.
  * The logic is in prep.c; this file parses flags and does the talking:
  * bad lines as they are found, a progress line, the summary at the end. */
 #include <errno.h>
@@ -21,20 +21,28 @@
 #define PREP_PROGRESS_BYTES (8u << 20)
 
 static const char usage_text[] =
-    "usage: fspo prep IN.jsonl -o OUT.h5 [--strict] [--heldout-frac F] [--seed S]\n"
-    "                 [--min-pairs M] [--max-line-bytes B] [--quiet]\n\n"
+    "usage: fspo prep IN.jsonl -o OUT.h5 [--strict] [--val-frac V] [--test-frac T]\n"
+    "                 [--all-test] [--seed S] [--min-pairs M] [--max-line-bytes B] [--quiet]\n\n"
     "Reads one preference pair per line,\n"
     "  {\"user_id\": \"u1\", \"prompt\": \"...\", \"chosen\": \"...\", \"rejected\": \"...\",\n"
-    "   \"user_description\": \"...\"}            (user_description is optional)\n"
+    "   \"user_description\": \"...\", \"split\": \"test\"}  (description and split are optional)\n"
     "groups the pairs by user (users in order of first appearance, pairs in input\n"
-    "order), holds out a fraction of users for evaluation, tokenizes all text and\n"
-    "writes the HDF5 dataset (docs/formats.md). OUT.h5 appears only when complete.\n\n"
+    "order), puts every user in one of three splits (train: the only users trained\n"
+    "on; validation: to choose settings on; test: scored once per finished design),\n"
+    "tokenizes all text and writes the HDF5 dataset (docs/formats.md). OUT.h5\n"
+    "appears only when complete.\n\n"
     "  -o, --output OUT.h5   the dataset to write\n"
     "  --strict              the first bad line is an error (exit 2); nothing is written\n"
     "                        (users below --min-pairs are still dropped with a count)\n"
-    "  --heldout-frac F      fraction of users held out for evaluation, in [0, 1) (0.1);\n"
-    "                        a user is held out by a hash of (seed, user_id), so the\n"
-    "                        split does not depend on line order or on other users\n"
+    "  --val-frac V          fraction of users in the validation split, in [0, 1) (0.1)\n"
+    "  --test-frac T         fraction of users in the test split, in [0, 1) (0.1); V + T < 1.\n"
+    "                        One hash of (seed, user_id), u in [0, 1), decides: u < T test,\n"
+    "                        u < T + V validation, else train. So a user's split does not\n"
+    "                        depend on line order or on other users\n"
+    "  --heldout-frac F      the old flag: --test-frac F --val-frac 0 (the same users as a\n"
+    "                        version-1 dataset's held-out ones); not with the two above\n"
+    "  --all-test            every user is a test user, whatever the hash or a row says\n"
+    "                        (new users to evaluate a trained model on)\n"
     "  --seed S              seed of the split (1234)\n"
     "  --min-pairs M         drop users with fewer pairs, counted (5 = 4 few-shot + 1 query)\n"
     "  --max-line-bytes B    longer lines are bad lines, never read whole (1M; K/M/G suffixes)\n"
@@ -42,6 +50,8 @@ static const char usage_text[] =
     "Input rules: user_id is a non-empty string or an integer (7 and \"7\" are one user);\n"
     "prompt, chosen and rejected are non-empty strings (any Unicode, \\u0000 included);\n"
     "user_description, if present, is a string (\"\" = none; a user's first one is kept);\n"
+    "split, if present, is \"train\", \"validation\" or \"test\" and puts the user in that\n"
+    "split whatever the hash (rows of one user naming two splits: exit 2);\n"
     "other fields are ignored; blank lines are skipped silently; the last line needs\n"
     "no newline. A bad line is malformed JSON, not an object, a missing, non-string or\n"
     "empty field, chosen == rejected, a duplicate (same user, prompt, chosen and\n"
@@ -49,7 +59,8 @@ static const char usage_text[] =
     "on stderr as IN.jsonl:LINE: reason (the first 50, then a count), followed by a\n"
     "summary by kind; by default bad lines are skipped.\n\n"
     "Exit 0 done; 1 read/write failure; 2 bad usage or input (missing file, unwritable\n"
-    "output, a bad line with --strict, no user left with --min-pairs pairs).\n";
+    "output, a bad line with --strict, no user left with --min-pairs pairs, no\n"
+    "training user without --all-test, a user's rows naming two splits).\n";
 
 typedef struct {
     int quiet, tty, progress;
@@ -104,7 +115,9 @@ static double parse_frac(int argc, char **argv, int *i)
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end) fatal(EXIT_USAGE, "prep: %s: '%s' is not a number", opt, s);
-    if (!(v >= 0 && v < 1)) fatal(EXIT_USAGE, "prep: %s: %s is outside [0, 1)", opt, s);
+    if (!(v >= 0 && v < 1))
+        fatal(EXIT_USAGE, "prep: %s: %s is outside [0, 1)%s", opt, s,
+              v == 1 && strcmp(opt, "--val-frac") ? "; --all-test puts every user in the test split" : "");
     return v;
 }
 
@@ -149,22 +162,31 @@ static void print_warnings(const PrepOptions *o, const PrepStats *s)
         fprintf(stderr, "prep: %lld later row%s a user a description other than the user's first; the first "
                         "is kept\n",
                 (long long)s->description_conflicts, s->description_conflicts == 1 ? " gives" : "s give");
-    if (s->users && o->heldout_frac > 0 && s->heldout_users == 0)
-        fprintf(stderr, "prep: no user is held out (%lld users, --heldout-frac %g): evaluation needs held-out "
-                        "users; raise the fraction or change --seed\n",
-                (long long)s->users, o->heldout_frac);
+    if (o->all_test) return;
+    const double frac[SPLIT_COUNT] = { 0, o->val_frac, o->test_frac };
+    const char *flag[SPLIT_COUNT] = { "", "--val-frac", "--test-frac" };
+    for (int k = SPLIT_VALIDATION; k <= SPLIT_TEST; k++)
+        if (s->users > s->forced_users && frac[k] > 0 && s->split_users[k] == 0) /* some users were hashed */
+            fprintf(stderr, "prep: no %s user (%lld users, %s %g): evaluation needs some; raise the fraction or "
+                            "change --seed\n",
+                    dataset_split_name(k), (long long)s->users, flag[k], frac[k]);
 }
 
 static void print_counts(const PrepOptions *o, const PrepStats *s)
 {
     double mb = 1e-6 * (double)s->bytes_read, secs = s->seconds > 1e-9 ? s->seconds : 1e-9;
     printf("prep: %s -> %s\n", o->in_path, o->out_path);
-    printf("  users   %lld: %lld train / %lld held out (--heldout-frac %g, --seed %llu); %lld dropped with fewer "
-           "than %lld pairs\n",
-           (long long)s->users, (long long)s->train_users, (long long)s->heldout_users, o->heldout_frac,
-           (unsigned long long)o->seed, (long long)s->dropped_users, (long long)o->min_pairs);
-    printf("  pairs   %lld (%lld of held-out users); per user min %lld / median %lld / max %lld\n",
-           (long long)s->pairs, (long long)s->heldout_pairs, (long long)s->pairs_min, (long long)s->pairs_median,
+    char how[160];
+    if (o->all_test) snprintf(how, sizeof how, "--all-test");
+    else
+        snprintf(how, sizeof how, "--val-frac %g, --test-frac %g, --seed %llu; %lld by a row's split", o->val_frac,
+                 o->test_frac, (unsigned long long)o->seed, (long long)s->forced_users);
+    printf("  users   %lld: %lld train / %lld validation / %lld test (%s); %lld dropped with fewer than %lld pairs\n",
+           (long long)s->users, (long long)s->split_users[SPLIT_TRAIN], (long long)s->split_users[SPLIT_VALIDATION],
+           (long long)s->split_users[SPLIT_TEST], how, (long long)s->dropped_users, (long long)o->min_pairs);
+    printf("  pairs   %lld: %lld train / %lld validation / %lld test; per user min %lld / median %lld / max %lld\n",
+           (long long)s->pairs, (long long)s->split_pairs[SPLIT_TRAIN], (long long)s->split_pairs[SPLIT_VALIDATION],
+           (long long)s->split_pairs[SPLIT_TEST], (long long)s->pairs_min, (long long)s->pairs_median,
            (long long)s->pairs_max);
     printf("  tokens  %lld; %lld users with a description\n", (long long)s->tokens,
            (long long)s->users_with_description);
@@ -175,8 +197,9 @@ static void print_counts(const PrepOptions *o, const PrepStats *s)
 
 int cmd_prep(int argc, char **argv)
 {
-    PrepOptions o = { .heldout_frac = 0.1, .seed = 1234, .min_pairs = 5, .max_line_bytes = 1u << 20 };
+    PrepOptions o = { .val_frac = 0.1, .test_frac = 0.1, .seed = 1234, .min_pairs = 5, .max_line_bytes = 1u << 20 };
     Report rep = { 0 };
+    const char *frac_flag = NULL, *heldout_flag = NULL; /* --val-frac or --test-frac given; --heldout-frac given */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -186,7 +209,12 @@ int cmd_prep(int argc, char **argv)
         if (!strcmp(a, "-o") || !strcmp(a, "--output")) o.out_path = cli_str("prep", argc, argv, &i);
         else if (!strcmp(a, "--strict")) o.strict = 1;
         else if (!strcmp(a, "--quiet")) rep.quiet = 1;
-        else if (!strcmp(a, "--heldout-frac")) o.heldout_frac = parse_frac(argc, argv, &i);
+        else if (!strcmp(a, "--val-frac")) o.val_frac = parse_frac(argc, argv, &i), frac_flag = a;
+        else if (!strcmp(a, "--test-frac")) o.test_frac = parse_frac(argc, argv, &i), frac_flag = a;
+        else if (!strcmp(a, "--heldout-frac")) {
+            o.test_frac = parse_frac(argc, argv, &i), o.val_frac = 0;
+            heldout_flag = a;
+        } else if (!strcmp(a, "--all-test")) o.all_test = 1;
         else if (!strcmp(a, "--seed")) o.seed = parse_count(argc, argv, &i, 0, INT64_MAX, 0);
         else if (!strcmp(a, "--min-pairs")) o.min_pairs = (int64_t)parse_count(argc, argv, &i, 1, 1u << 30, 0);
         else if (!strcmp(a, "--max-line-bytes"))
@@ -202,6 +230,18 @@ int cmd_prep(int argc, char **argv)
     if (same_file(o.in_path, out_tmp))
         fatal(EXIT_USAGE, "prep: -o %s is written as %s first, which is the input: choose another output name",
               o.out_path, out_tmp);
+    if (heldout_flag && frac_flag)
+        fatal(EXIT_USAGE, "prep: --heldout-frac F is the old form of --test-frac F --val-frac 0; use one form, not "
+                          "both (%s given too)",
+              frac_flag);
+    if (o.all_test && (frac_flag || heldout_flag))
+        fatal(EXIT_USAGE, "prep: --all-test puts every user in the test split; it takes no %s",
+              frac_flag ? frac_flag : heldout_flag);
+    if (!(o.val_frac + o.test_frac < 1))
+        fatal(EXIT_USAGE, "prep: --val-frac %g + --test-frac %g = %g leaves no training user; the sum must be below 1 "
+                          "(--all-test for a file that is only evaluated)",
+              o.val_frac, o.test_frac, o.val_frac + o.test_frac);
+    if (o.all_test) o.val_frac = 0, o.test_frac = 0; /* unused: every user is a test user */
 
     struct stat st; /* only for the progress decision; prep_run reports a missing file */
     int big = stat(o.in_path, &st) == 0 && st.st_size > (off_t)PREP_PROGRESS_BYTES;

@@ -15,39 +15,23 @@
  * large enough for sgemm to pay off, small enough for little scratch. */
 #define PREFILL_CHUNK 64
 
-size_t sample_prompt_len(const PairSpans *shots, int n_shots, TokSpan query)
+size_t sample_prompt_len(const PairSpans *shots, int n_shots, const TokSpan *desc, TokSpan query)
 {
-    size_t n = 1; /* BOS */
-    for (int i = 0; i < n_shots; i++) n += 4 + shots[i].prompt.n + shots[i].chosen.n + shots[i].rejected.n;
-    return n + 3 + query.n;
+    return (size_t)pack_render_context(shots, n_shots, desc, NULL, NULL) + (size_t)pack_render_query(query, NULL);
 }
 
-static int32_t *put_span(int32_t *out, TokSpan s)
+int sample_render_prompt(const PairSpans *shots, int n_shots, const TokSpan *desc, TokSpan query, int32_t *out,
+                         int cap)
 {
-    for (size_t k = 0; k < s.n; k++) *out++ = s.ids[k];
-    return out;
+    if (sample_prompt_len(shots, n_shots, desc, query) > (size_t)cap) return -1;
+    int n = pack_render_context(shots, n_shots, desc, out, NULL);
+    return n + pack_render_query(query, out + n);
 }
 
-int sample_render_prompt(const PairSpans *shots, int n_shots, TokSpan query, int32_t *out, int cap)
+int sample_render_desc_prompt(const PairSpans *shots, int n_shots, int32_t *out, int cap)
 {
-    size_t need = sample_prompt_len(shots, n_shots, query);
-    if (need > (size_t)cap) return -1;
-    int32_t *o = out;
-    *o++ = TOK_BOS;
-    for (int i = 0; i < n_shots; i++) {
-        *o++ = TOK_EXAMPLE;
-        *o++ = TOK_QUESTION;
-        o = put_span(o, shots[i].prompt);
-        *o++ = TOK_PREFERRED;
-        o = put_span(o, shots[i].chosen);
-        *o++ = TOK_DISPREFERRED;
-        o = put_span(o, shots[i].rejected);
-    }
-    *o++ = TOK_TASK;
-    *o++ = TOK_QUESTION;
-    o = put_span(o, query);
-    *o++ = TOK_PREFERRED;
-    return (int)(o - out);
+    if (pack_render_desc_prompt(shots, n_shots, NULL) > cap) return -1;
+    return pack_render_desc_prompt(shots, n_shots, out);
 }
 
 typedef struct {

@@ -1,10 +1,10 @@
 /* sample: personalized generation, shared by `fspo sample` and the win
  * rate of `fspo eval`.
  *
- * The prompt is rendered exactly as src/pack.c renders a meta-example, so
- * the model sees at generation time what it saw in training:
+ * The prompt is rendered by src/pack.c's layout functions, so the model
+ * sees at generation time what it saw in training:
  *   BOS, then per few-shot pair: EXAMPLE QUESTION prompt PREFERRED chosen DISPREFERRED rejected,
- *   then TASK QUESTION query-prompt PREFERRED
+ *   then (with a user description d) USER_DESC d EOS, then TASK QUESTION query-prompt PREFERRED
  * and the answer is generated after it with the KV cache (model_decode)
  * until EOS, any other structure token, max_new_tokens, or a full context.
  * Everything random comes from one counter-based stream seeded by the
@@ -16,23 +16,19 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "pack.h" /* TokSpan, PairSpans and the layout */
 #include "rng.h"
 
-/* A span of token ids (dataset slices or freshly encoded text). */
-typedef struct {
-    const uint16_t *ids;
-    size_t n;
-} TokSpan;
-
-typedef struct {
-    TokSpan prompt, chosen, rejected;
-} PairSpans;
-
-/* Tokens the rendered prompt needs (BOS, the pairs, the query header). */
-size_t sample_prompt_len(const PairSpans *shots, int n_shots, TokSpan query);
+/* Tokens the rendered prompt needs (BOS, the pairs, the description if
+ * desc is not NULL, the query header). */
+size_t sample_prompt_len(const PairSpans *shots, int n_shots, const TokSpan *desc, TokSpan query);
 /* Writes the rendered prompt into out[0..cap); returns its length, or -1
  * (writing nothing) if it needs more than cap tokens. */
-int sample_render_prompt(const PairSpans *shots, int n_shots, TokSpan query, int32_t *out, int cap);
+int sample_render_prompt(const PairSpans *shots, int n_shots, const TokSpan *desc, TokSpan query, int32_t *out,
+                         int cap);
+/* The same for the prompt after which the model writes the user's
+ * description (BOS, the pairs, USER_DESC): data.user_desc: cot models. */
+int sample_render_desc_prompt(const PairSpans *shots, int n_shots, int32_t *out, int cap);
 
 typedef struct {
     double temperature; /* 0 = greedy (argmax, lowest id on a tie) */

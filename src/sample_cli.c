@@ -29,7 +29,11 @@ static void usage(void)
            "  --seed S            random seed (default 1)\n"
            "  --temperature T     softmax temperature, 0 = greedy (default 0.7)\n"
            "  --top-p P           nucleus mass in (0, 1] (default 0.9)\n"
-           "  --max-tokens N      generation limit (default 160)\n\n"
+           "  --max-tokens N      generation limit (default 160)\n"
+           "  --describe          for a model trained with data.user_desc: cot: first write the user's\n"
+           "                      description (greedy, at most 128 tokens) after the pairs, show\n"
+           "                      it on stderr, then answer with it in context\n"
+           "  --desc TEXT         answer with this user description in context instead\n\n"
            "Exit codes: 0 done, 2 bad usage or input (missing checkpoint, malformed JSONL,\n"
            "a prompt that does not fit the model's context), 1 runtime failure.\n");
 }
@@ -70,11 +74,35 @@ static PairSpans *read_examples(const char *path, int *n_out)
     return shots;
 }
 
+/* --describe: the model writes the user's description after the pairs
+ * (greedy, like fspo eval's eval.user_desc generated); shown on stderr. */
+static TokSpan write_description(Generator *g, const PairSpans *shots, int n_shots, int max_seq)
+{
+    enum { DESC_MAX = 128 };
+    int32_t *ids = malloc(sizeof(int32_t) * ((size_t)max_seq + DESC_MAX));
+    uint16_t *text = malloc(sizeof(uint16_t) * DESC_MAX);
+    if (!ids || !text) fatal(EXIT_RUNTIME, "sample: out of memory");
+    int n = sample_render_desc_prompt(shots, n_shots, ids, max_seq);
+    SampleConfig greedy = { 0.0, 1.0, DESC_MAX };
+    SampleResult res;
+    if (n < 0 || generate(g, ids, n, &greedy, 0, ids + max_seq, DESC_MAX, &res) != 0)
+        fatal(EXIT_USAGE, "sample: the %d few-shot pair(s) leave no room in the model's context (model.max_seq %d) to "
+                          "write a description", n_shots, max_seq);
+    char shown[DESC_MAX + 1];
+    for (int k = 0; k < res.n_tokens; k++) text[k] = (uint16_t)ids[max_seq + k], shown[k] = (char)ids[max_seq + k];
+    shown[res.n_tokens] = '\0';
+    fprintf(stderr, "sample: user description (written by the model): %s\n", shown);
+    free(ids);
+    return (TokSpan){ text, (size_t)res.n_tokens };
+}
+
 int cmd_sample(int argc, char **argv)
 {
     const char *cmd = "sample", *ckpt = NULL, *examples = NULL, *prompt = NULL;
     SampleConfig sc = { .temperature = 0.7, .top_p = 0.9, .max_new_tokens = 160 };
     long seed = 1;
+    int describe = 0;
+    const char *desc_text = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -89,11 +117,14 @@ int cmd_sample(int argc, char **argv)
             sc.top_p = cli_double(cmd, argc, argv, &i, 0, 1);
             if (sc.top_p <= 0) fatal(EXIT_USAGE, "%s: --top-p must be above 0", cmd);
         } else if (!strcmp(a, "--max-tokens")) sc.max_new_tokens = cli_int(cmd, argc, argv, &i, 1, 1 << 20);
+        else if (!strcmp(a, "--describe")) describe = 1;
+        else if (!strcmp(a, "--desc")) desc_text = cli_str(cmd, argc, argv, &i);
         else fatal(EXIT_USAGE, "%s: unknown argument '%s' (see 'fspo sample --help')", cmd, a);
     }
     if (!ckpt || !examples || !prompt)
         fatal(EXIT_USAGE, "%s: --ckpt, --examples and --prompt are required (see 'fspo sample --help')", cmd);
     if (!*prompt) fatal(EXIT_USAGE, "%s: --prompt is empty", cmd);
+    if (describe && desc_text) fatal(EXIT_USAGE, "%s: --describe and --desc exclude each other", cmd);
 
     char err[1024];
     Model *m = load_frozen_model(ckpt, 1, 1, err, sizeof err);
@@ -103,17 +134,21 @@ int cmd_sample(int argc, char **argv)
     size_t plen = strlen(prompt);
     TokSpan query = { encode(prompt, plen), plen };
     int max_seq = m->cfg.max_seq;
-    size_t need = sample_prompt_len(shots, n_shots, query);
+    Generator *g = generator_create(m);
+    TokSpan desc = { NULL, 0 };
+    if (desc_text) desc = (TokSpan){ encode(desc_text, strlen(desc_text)), strlen(desc_text) };
+    else if (describe) desc = write_description(g, shots, n_shots, max_seq);
+    const TokSpan *dp = desc.ids ? &desc : NULL;
+    size_t need = sample_prompt_len(shots, n_shots, dp, query);
     if (need >= (size_t)max_seq)
         fatal(EXIT_USAGE, "%s: the prompt with its %d few-shot pair(s) is %zu tokens; the model's context "
                           "(model.max_seq) is %d and must leave room for the answer: use fewer or shorter examples",
               cmd, n_shots, need, max_seq);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_seq * 2);
     if (!ids) fatal(EXIT_RUNTIME, "%s: out of memory", cmd);
-    int n_prompt = sample_render_prompt(shots, n_shots, query, ids, max_seq);
+    int n_prompt = sample_render_prompt(shots, n_shots, dp, query, ids, max_seq);
     int32_t *out = ids + max_seq;
 
-    Generator *g = generator_create(m);
     SampleResult res;
     generate(g, ids, n_prompt, &sc, (uint64_t)seed, out, max_seq, &res);
     char *text = malloc((size_t)res.n_tokens + 1);
@@ -134,5 +169,6 @@ int cmd_sample(int argc, char **argv)
         free((void *)shots[i].prompt.ids), free((void *)shots[i].chosen.ids), free((void *)shots[i].rejected.ids);
     free(shots);
     free((void *)query.ids);
+    free((void *)desc.ids);
     return EXIT_OK;
 }

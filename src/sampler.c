@@ -26,16 +26,21 @@ int sampler_init(Sampler *s, const Dataset *d, Split split, uint64_t seed, int n
     if (!s->users) return set_err(err, errlen, "out of memory for the sampler");
     int need = n_fewshot + n_queries;
     for (int64_t u = 0; u < d->n_users; u++) {
-        if (d->user_heldout[u] != (split == SPLIT_HELDOUT)) continue;
+        if (d->user_split[u] != split) continue;
         if (d->user_pairs[2 * u + 1] >= need) s->users[s->n_users++] = u;
         else s->n_skipped_small++;
     }
     if (s->n_users == 0) {
         free(s->users);
         s->users = NULL;
+        if (s->n_skipped_small == 0)
+            return set_err(err, errlen, "the dataset has no %s users (fspo prep's --val-frac, --test-frac, "
+                                        "--all-test and a row's \"split\" choose them%s)",
+                           dataset_split_name(split),
+                           split == SPLIT_TRAIN ? "" : "; fspo eval --split chooses the split evaluated");
         return set_err(err, errlen, "no %s user has the %d pairs a meta-example needs (data.n_fewshot %d + "
                                     "data.n_queries %d; %lld users have fewer)",
-                       split == SPLIT_TRAIN ? "training" : "held-out", need, n_fewshot, n_queries,
+                       split == SPLIT_TRAIN ? "training" : dataset_split_name(split), need, n_fewshot, n_queries,
                        (long long)s->n_skipped_small);
     }
     return 0;
@@ -74,4 +79,6 @@ void sampler_draw(const Sampler *s, uint64_t g, MetaExample *out)
     out->user = u;
     out->n_fewshot = n;
     out->n_queries = s->n_queries;
+    out->desc = NULL;
+    out->desc_len = 0;
 }

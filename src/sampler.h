@@ -4,8 +4,9 @@
  * pairs of that user, distinct and in random order, all from a counter-based
  * RNG seeded by (seed, g). Nothing depends on the world size or on what was
  * drawn before, so step s of any run uses g in [s*B, (s+1)*B) and a resume
- * is "set s": exact at any world size. Held-out users are a separate split
- * and never appear in the training one. */
+ * is "set s": exact at any world size. A sampler draws from one split
+ * (io/dataset.h's Split): training uses SPLIT_TRAIN, whose users are never
+ * validation or test users; evaluation uses one of the other two. */
 #ifndef FSPO_SAMPLER_H
 #define FSPO_SAMPLER_H
 
@@ -17,13 +18,16 @@
 #define SAMPLER_MAX_FEWSHOT 64
 #define SAMPLER_MAX_QUERIES 32
 
-typedef enum { SPLIT_TRAIN = 0, SPLIT_HELDOUT = 1 } Split;
-
 typedef struct {
     int64_t user;      /* dataset user index */
     int n_fewshot;     /* N: pairs[0..N) are the in-context examples */
     int n_queries;     /* Q: pairs[N..N+Q) are scored */
     int64_t pairs[SAMPLER_MAX_FEWSHOT + SAMPLER_MAX_QUERIES]; /* dataset pair indices */
+    /* the user's description, written into the context after the pairs
+     * (src/pack.h); NULL = none. The sampler never sets it: the caller
+     * decides (train: data.user_desc, eval: eval.user_desc) */
+    const uint16_t *desc;
+    int desc_len;
 } MetaExample;
 
 typedef struct {

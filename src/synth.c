@@ -592,6 +592,16 @@ static int strongest_attr(const double w[SYNTH_K])
     return best;
 }
 
+/* The mask of the two largest |w[k]|, ties to the lower index (a sparse
+ * user with one active attribute: that one and the first zero weight). */
+static unsigned top2_attrs(const double w[SYNTH_K])
+{
+    int a = strongest_attr(w), b = a == 0 ? 1 : 0;
+    for (int k = 0; k < SYNTH_K; k++)
+        if (k != a && fabs(w[k]) > fabs(w[b])) b = k;
+    return (1u << a) | (1u << b);
+}
+
 static void put_user_id(Buf *b, int index)
 {
     char digits[16];
@@ -617,9 +627,50 @@ void synth_user_init(const SynthConfig *cfg, int index, SynthUser *u)
     /* never empty: sparse users have >= 1 weight of +-1, and a dense user's
      * largest |w| is at least SYNTH_DENSE_TOTAL / SYNTH_K = 0.29 */
     for (int k = 0; k < SYNTH_K; k++) u->active_mask |= (unsigned)(fabs(u->w[k]) >= SYNTH_ACTIVE_MIN) << k;
+    u->top2_mask = top2_attrs(u->w);
+    for (int i = 0; i < SYNTH_MAX_INTERPOLATED; i++)
+        u->interpolated |= cfg->interpolated_pairs[i] && cfg->interpolated_pairs[i] == u->top2_mask;
     Buf id = { u->id, 0, sizeof u->id };
     put_user_id(&id, index);
     u->description_len = synth_describe(u->w, u->description, sizeof u->description);
+}
+
+/* ---- the benchmark ladder ---- */
+
+#define ATTR(k) (1u << SYNTH_##k)
+/* Bradley-Terry temperatures for a Bayes-optimal accuracy of 0.9 (see
+ * docs/populations.md). Gaps of 1 only (one active attribute): sigmoid(1/T)
+ * = 0.9, T = 1/ln 9. Gaps 1 and 2 in proportion 4:1 (two active attributes
+ * of +-1, uniform answers, ties redrawn): 0.8 sigmoid(1/T) + 0.2
+ * sigmoid(2/T) = 0.9. Dense r4: the mean of sigmoid(|dr|/T) over the
+ * rung's pairs, by bisection on simulated users. */
+#define T_ONE_GAP 0.45512
+#define T_TWO_GAPS 0.50286
+#define T_DENSE6 0.18467
+
+const SynthPopulation synth_populations[] = {
+    { "r1", "sanity: bullets, emoji; 1 active (4 user types); pairs differ only there",
+      { .attrs = ATTR(BULLETS) | ATTR(EMOJI), .n_active = 1, .minimal_pairs = 1, .contrastive = 1,
+        .temperature = T_ONE_GAP } },
+    { "r2", "bullets, emoji, enthusiastic; 1 active (6 user types); not contrastive",
+      { .attrs = ATTR(BULLETS) | ATTR(EMOJI) | ATTR(ENTHUSIASTIC), .n_active = 1, .minimal_pairs = 1,
+        .temperature = T_ONE_GAP } },
+    { "r3", "r2 + formal; 2 active (24 user types): reward gaps 1 or 2",
+      { .attrs = ATTR(BULLETS) | ATTR(EMOJI) | ATTR(ENTHUSIASTIC) | ATTR(FORMAL), .n_active = 2,
+        .minimal_pairs = 1, .temperature = T_TWO_GAPS } },
+    { "r4", "dense: Dirichlet(1) over 6 attributes (all but long); interpolated split",
+      { .attrs = SYNTH_ALL_ATTRS & ~ATTR(LONG), .dirichlet_alpha = 1.0, .minimal_pairs = 1,
+        .temperature = T_DENSE6,
+        .interpolated_pairs = { ATTR(BULLETS) | ATTR(EMOJI), ATTR(ENTHUSIASTIC) | ATTR(FORMAL),
+                                ATTR(POSITIVE) | ATTR(TECHNICAL) } } },
+};
+const int synth_n_populations = COUNT(synth_populations);
+
+const SynthPopulation *synth_population_find(const char *name)
+{
+    for (int i = 0; name && i < synth_n_populations; i++)
+        if (!strcmp(synth_populations[i].name, name)) return &synth_populations[i];
+    return NULL;
 }
 
 /* Draws that fail the "differs where the user cares, and not a tie" test are
@@ -742,4 +793,77 @@ size_t synth_describe(const double w[SYNTH_K], char *out, size_t cap)
     }
     if (!b.len) put_str(&b, "no preferences");
     return b.len;
+}
+
+/* ---- reading a description back ---- */
+
+typedef struct {
+    const char *s;
+    size_t n, at;
+    int bad; /* an attribute was named twice */
+} Cursor;
+
+static int eat(Cursor *c, const char *lit)
+{
+    size_t l = strlen(lit);
+    if (c->n - c->at < l || memcmp(c->s + c->at, lit, l) != 0) return 0;
+    c->at += l;
+    return 1;
+}
+
+/* One phrase of the attributes bipolar (1) or not (0), naming attribute k
+ * with sign +1/-1 (a marker's sign is the clause's, `marker_sign`); an
+ * attribute named twice marks the text bad. */
+static int eat_attr(Cursor *c, int bipolar, int marker_sign, int sign[SYNTH_K])
+{
+    for (int k = 0; k < SYNTH_K; k++) {
+        if (is_bipolar(k) != bipolar) continue;
+        for (int pos = 1; pos >= 0; pos--) {
+            if ((!bipolar && !pos) || !eat(c, synth_attr_phrase(k, pos))) continue;
+            if (sign[k]) c->bad = 1;
+            sign[k] = bipolar ? (pos ? 1 : -1) : marker_sign;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* put_and_list's "a", "a and b", "a, b and c" of marker phrases. */
+static int eat_marker_list(Cursor *c, int marker_sign, int sign[SYNTH_K])
+{
+    int comma = 0, and = 0;
+    for (;;) {
+        if (!eat_attr(c, 0, marker_sign, sign)) return 0;
+        if (and) return 1; /* the item after " and " is the last */
+        if (eat(c, ", ")) comma = 1;
+        else if (eat(c, " and ")) and = 1;
+        else return !comma;
+    }
+}
+
+int synth_parse_description(const char *text, size_t n, int sign[SYNTH_K])
+{
+    memset(sign, 0, sizeof(int) * SYNTH_K);
+    Cursor c = { text, n, 0, 0 };
+    int ok;
+    if (eat(&c, "no preferences")) ok = 1;
+    else {
+        int prefers = eat(&c, "prefers: ");
+        ok = 1;
+        if (prefers) {
+            int poles = 0;
+            while (eat_attr(&c, 1, 0, sign)) {
+                poles++;
+                if (!eat(&c, ", ")) break;
+            }
+            ok = eat(&c, poles ? " answers" : "answers");
+            if (ok && eat(&c, " with ")) ok = eat_marker_list(&c, 1, sign);
+            else if (!poles) ok = 0; /* "prefers: answers" names nothing */
+        }
+        if (ok && eat(&c, prefers ? "; dislikes: " : "dislikes: ")) ok = eat_marker_list(&c, -1, sign);
+        else if (!prefers) ok = 0;
+    }
+    if (ok && !c.bad && c.at == n) return 0;
+    memset(sign, 0, sizeof(int) * SYNTH_K);
+    return -1;
 }

@@ -63,6 +63,9 @@ int synth_flavor_parse(const char *name);
 #define SYNTH_MAX_RESPONSE 320
 #define SYNTH_MAX_DESCRIPTION 256
 
+/* Room for held-out attribute pairs of the interpolated split. */
+#define SYNTH_MAX_INTERPOLATED 4
+
 typedef struct {
     uint64_t seed;
     int flavor;             /* SYNTH_REVIEWS..SYNTH_ROLEPLAY, or SYNTH_ALL: user i gets flavour i % 3 */
@@ -72,12 +75,19 @@ typedef struct {
     int minimal_pairs;      /* both answers of a pair share their wording and differ only in attributes */
     unsigned attrs;         /* attributes that vary (a mask); the others are always off; 0 = all */
     int contrastive;        /* both answers of a pair share the attributes the user is indifferent to */
+    /* The interpolated split (--population r4): attribute pairs (masks of
+     * two bits, 0 = unused slot) held out of training. A user whose two
+     * strongest attributes form one of them is "interpolated": a test user
+     * whose combination no other user has. All zero = no split. */
+    unsigned interpolated_pairs[SYNTH_MAX_INTERPOLATED];
 } SynthConfig;
 
 typedef struct {
     int index, flavor;
     double w[SYNTH_K];
     unsigned active_mask; /* bit k set iff |w[k]| >= SYNTH_ACTIVE_MIN */
+    unsigned top2_mask;   /* its two strongest attributes (ties: the lower index first) */
+    int interpolated;     /* top2_mask is one of cfg->interpolated_pairs */
     char id[24];          /* "u00042" */
     char description[SYNTH_MAX_DESCRIPTION];
     size_t description_len;
@@ -96,6 +106,21 @@ typedef struct {
 /* User `index` of the dataset cfg describes: flavour, weights, id and
  * description; u->rng is left ready for synth_next_pair. */
 void synth_user_init(const SynthConfig *cfg, int index, SynthUser *u);
+
+/* A named benchmark population (`fspo synth --population r1..r4`): fixed
+ * generator options whose label noise puts the Bayes-optimal accuracy
+ * (P(label agrees with the higher true reward) over the rung's pairs) at
+ * about 0.9. docs/populations.md describes the ladder. */
+typedef struct {
+    const char *name;    /* "r1" */
+    const char *summary; /* one line for --help */
+    SynthConfig cfg;     /* every option but seed and flavor (those stay free) */
+} SynthPopulation;
+
+extern const SynthPopulation synth_populations[];
+extern const int synth_n_populations;
+/* The rung called name; NULL for anything else (NULL included). */
+const SynthPopulation *synth_population_find(const char *name);
 
 /* The user's next preference pair. Both answers get independent uniform
  * attribute vectors, redrawn until they differ in at least one active
@@ -163,5 +188,13 @@ size_t synth_describe(const double w[SYNTH_K], char *out, size_t cap);
  * ("exclamation marks", "technical terms", "bullet lists", "emoji") are
  * the same for both signs and go under "prefers" or "dislikes". */
 const char *synth_attr_phrase(int k, int positive_weight);
+
+/* The inverse of synth_describe: the attributes a description names and
+ * their signs, sign[k] = +1 (w_k > 0), -1 (w_k < 0) or 0 (not named).
+ * The attributes may come in any order (synth_describe's order only says
+ * which is stronger). Returns 0 if the text is exactly a description
+ * synth_describe could write, else -1 with every sign 0 (a model's
+ * malformed description names nothing). */
+int synth_parse_description(const char *text, size_t n, int sign[SYNTH_K]);
 
 #endif

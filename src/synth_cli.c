@@ -15,6 +15,75 @@
 #include "synth.h"
 #include "util.h"
 
+static unsigned population_attrs(const SynthConfig *c) { return c->attrs ? c->attrs : SYNTH_ALL_ATTRS; }
+
+/* "a+b, c+d or e+f": the held-out pairs of an interpolated split. */
+static size_t put_pairs(const SynthConfig *c, char *out, size_t cap)
+{
+    size_t n = 0;
+    int count = 0, total = 0;
+    for (int i = 0; i < SYNTH_MAX_INTERPOLATED; i++) total += c->interpolated_pairs[i] != 0;
+    out[0] = '\0';
+    for (int i = 0; i < SYNTH_MAX_INTERPOLATED && n < cap; i++) {
+        unsigned m = c->interpolated_pairs[i];
+        if (!m) continue;
+        count++;
+        const char *sep = count == 1 ? "" : count == total ? " or " : ", ";
+        int a = __builtin_ctz(m), b = 31 - __builtin_clz(m);
+        n += (size_t)snprintf(out + n, cap - n, "%s%s+%s", sep, synth_attr_names[a], synth_attr_names[b]);
+    }
+    return n;
+}
+
+/* The rung as the options it fixes: "= --attrs bullets,emoji --active 1 ..."
+ * (the same data as --population, bar the truth file's population field
+ * and, for a split, the interpolated marks). */
+static void population_flags(const SynthPopulation *p, char *out, size_t cap)
+{
+    const SynthConfig *c = &p->cfg;
+    size_t n = (size_t)snprintf(out, cap, "= --attrs");
+    const char *sep = " ";
+    for (int k = 0; k < SYNTH_K && n < cap; k++)
+        if ((population_attrs(c) >> k) & 1u) {
+            n += (size_t)snprintf(out + n, cap - n, "%s%s", sep, synth_attr_names[k]);
+            sep = ",";
+        }
+    if (n < cap && c->dirichlet_alpha > 0)
+        n += (size_t)snprintf(out + n, cap - n, " --dirichlet %g", c->dirichlet_alpha);
+    else if (n < cap)
+        n += (size_t)snprintf(out + n, cap - n, " --active %d", c->n_active);
+    if (n < cap && c->minimal_pairs) n += (size_t)snprintf(out + n, cap - n, " --minimal-pairs");
+    if (n < cap && c->contrastive) n += (size_t)snprintf(out + n, cap - n, " --contrastive");
+    if (n < cap) n += (size_t)snprintf(out + n, cap - n, " --noise %g", c->temperature);
+    if (n < cap && c->interpolated_pairs[0]) {
+        n += (size_t)snprintf(out + n, cap - n,
+                              " + interpolated split: test users (\"split\": \"test\") are those whose two "
+                              "strongest attributes are ");
+        if (n < cap) put_pairs(c, out + n, cap - n);
+    }
+}
+
+/* text broken into lines of at most 79 columns (a longer word stays whole), each indented. */
+static void put_wrapped(FILE *f, const char *text, int indent)
+{
+    const char *p = text;
+    while (*p) {
+        int width = 79 - indent, n = (int)strlen(p);
+        if (n > width) { /* break before an option or a '+' if one fits, else at any space */
+            n = width;
+            while (n > 0 && !(p[n] == ' ' && (p[n + 1] == '-' || p[n + 1] == '+'))) n--;
+            if (n < width / 2) {
+                n = width;
+                while (n > 0 && p[n] != ' ') n--;
+            }
+            if (n == 0) n = (int)strcspn(p, " ");
+        }
+        fprintf(f, "%*s%.*s\n", indent, "", n, p);
+        p += n;
+        while (*p == ' ') p++;
+    }
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -50,10 +119,24 @@ static void usage(FILE *f)
             "  --attrs LIST         the attributes that vary, comma-separated (default: all);\n"
             "                       the others are always off (e.g. without 'long' every\n"
             "                       answer is one sentence: shorter contexts)\n"
+            "  --population R       a rung of the benchmark ladder (below): fixes --attrs,\n"
+            "                       --active, --dirichlet, --minimal-pairs, --contrastive and\n"
+            "                       --noise (giving one of them too is an error); the truth\n"
+            "                       file records R\n"
             "  --quiet              no summary or progress\n"
             "  --score TEXT         print the scorer's attribute vector of TEXT ('-' reads\n"
-            "                       stdin) and exit; the scorer is the same for every flavour\n",
+            "                       stdin) and exit; the scorer is the same for every flavour\n\n"
+            "populations (docs/populations.md): one-sentence answers, shared wording, and\n"
+            "label noise for a Bayes-optimal accuracy (labels agreeing with the higher\n"
+            "true reward) of about 0.9:\n",
             SYNTH_K, SYNTH_DENSE_TOTAL);
+    for (int i = 0; i < synth_n_populations; i++) {
+        const SynthPopulation *p = &synth_populations[i];
+        char flags[512];
+        population_flags(p, flags, sizeof flags);
+        fprintf(f, "  %-3s %s\n", p->name, p->summary);
+        put_wrapped(f, flags, 6);
+    }
 }
 
 /* "emoji,bullets" -> their attribute mask; any unknown or repeated name is a usage error. */
@@ -141,6 +224,7 @@ typedef struct {
     double expected_agree;       /* their Bradley-Terry expectation */
     long long response_bytes, responses;
     int users_per_flavor[SYNTH_N_FLAVORS];
+    int interpolated;            /* users of the interpolated split */
 } Stats;
 
 static void die_write(JsonlWriter *a, JsonlWriter *b, const char *err)
@@ -158,8 +242,8 @@ static void fail_writer(JsonlWriter *failed, JsonlWriter *other)
     die_write(NULL, other, err);
 }
 
-static void write_user(const SynthConfig *cfg, SynthUser *u, int pairs, JsonlWriter *data, JsonlWriter *truth,
-                       Stats *st)
+static void write_user(const SynthConfig *cfg, const char *population, SynthUser *u, int pairs, JsonlWriter *data,
+                       JsonlWriter *truth, Stats *st)
 {
     SynthPair p;
     for (int j = 0; j < pairs; j++) {
@@ -167,7 +251,8 @@ static void write_user(const SynthConfig *cfg, SynthUser *u, int pairs, JsonlWri
         PrefRow row = { .user_id = u->id, .prompt = p.prompt, .chosen = p.chosen, .rejected = p.rejected,
                         .user_description = u->description, .prompt_len = p.prompt_len,
                         .chosen_len = p.chosen_len, .rejected_len = p.rejected_len,
-                        .user_description_len = u->description_len };
+                        .user_description_len = u->description_len,
+                        .split = u->interpolated ? "test" : NULL };
         if (jsonl_write_row(data, &row) != 0) fail_writer(data, truth);
         st->pairs++;
         st->agree += p.chosen_reward > p.rejected_reward;
@@ -177,9 +262,12 @@ static void write_user(const SynthConfig *cfg, SynthUser *u, int pairs, JsonlWri
     }
     UserTruth t = { .user_id = u->id, .flavor = synth_flavor_name(u->flavor), .description = u->description,
                     .n_attrs = SYNTH_K, .weights = u->w, .attr_names = synth_attr_names,
-                    .temperature = cfg->temperature, .scorer_version = SYNTH_SCORER_VERSION };
+                    .temperature = cfg->temperature, .scorer_version = SYNTH_SCORER_VERSION,
+                    .population = population, .has_split = cfg->interpolated_pairs[0] != 0,
+                    .interpolated = u->interpolated };
     if (jsonl_write_truth(truth, &t) != 0) fail_writer(truth, data);
     st->users_per_flavor[u->flavor]++;
+    st->interpolated += u->interpolated;
 }
 
 /* One line on stderr, rewritten in place on a terminal. */
@@ -199,11 +287,15 @@ static long long file_size(const char *path)
 
 int cmd_synth(int argc, char **argv)
 {
-    const char *cmd = "synth", *out = NULL, *truth_opt = NULL, *score = NULL;
+    const char *cmd = "synth", *out = NULL, *truth_opt = NULL, *score = NULL, *population = NULL;
+    const char *fixed = NULL; /* the first option given that a population fixes */
     SynthConfig cfg = { .seed = 1, .flavor = SYNTH_ALL, .n_active = 2, .temperature = 0.1 };
     int users = 1500, pairs = 40, quiet = 0, active_given = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!fixed && (!strcmp(a, "--noise") || !strcmp(a, "--active") || !strcmp(a, "--dirichlet") ||
+                       !strcmp(a, "--minimal-pairs") || !strcmp(a, "--contrastive") || !strcmp(a, "--attrs")))
+            fixed = a;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return EXIT_OK;
@@ -220,6 +312,7 @@ int cmd_synth(int argc, char **argv)
         else if (!strcmp(a, "--minimal-pairs")) cfg.minimal_pairs = 1;
         else if (!strcmp(a, "--contrastive")) cfg.contrastive = 1;
         else if (!strcmp(a, "--attrs")) cfg.attrs = parse_attrs(cmd, cli_str(cmd, argc, argv, &i));
+        else if (!strcmp(a, "--population")) population = cli_str(cmd, argc, argv, &i);
         else if (!strcmp(a, "--quiet")) quiet = 1;
         else if (!strcmp(a, "--score")) score = cli_str(cmd, argc, argv, &i);
         else if (!strcmp(a, "--flavor")) {
@@ -237,6 +330,24 @@ int cmd_synth(int argc, char **argv)
         return score_text(score);
     }
     if (!out) fatal(EXIT_USAGE, "%s: -o OUT.jsonl is required (see 'fspo synth --help')", cmd);
+    const SynthPopulation *pop = population ? synth_population_find(population) : NULL;
+    if (population) {
+        if (!pop) {
+            char names[64] = "";
+            for (int p = 0; p < synth_n_populations; p++)
+                snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", p ? ", " : "",
+                         synth_populations[p].name);
+            fatal(EXIT_USAGE, "%s: --population: '%s' is not a rung (%s)", cmd, population, names);
+        }
+        if (fixed)
+            fatal(EXIT_USAGE, "%s: --population %s fixes %s (a rung is a fixed benchmark); drop %s, or spell the "
+                              "rung's options out without --population (see 'fspo synth --help')",
+                  cmd, pop->name, fixed, fixed);
+        SynthConfig rung = pop->cfg;
+        rung.seed = cfg.seed;
+        rung.flavor = cfg.flavor;
+        cfg = rung;
+    }
     int n_allowed = __builtin_popcount(cfg.attrs ? cfg.attrs : SYNTH_ALL_ATTRS);
     if (active_given && cfg.n_active > n_allowed)
         fatal(EXIT_USAGE, "%s: --active %d but --attrs names only %d attribute%s", cmd, cfg.n_active, n_allowed,
@@ -258,7 +369,7 @@ int cmd_synth(int argc, char **argv)
     for (int u = 0; u < users; u++) {
         SynthUser user;
         synth_user_init(&cfg, u, &user);
-        write_user(&cfg, &user, pairs, data, truth, &st);
+        write_user(&cfg, pop ? pop->name : NULL, &user, pairs, data, truth, &st);
         double now = now_seconds();
         if (!quiet && now - last_report >= 1.0) { /* only runs long enough to wonder get a progress line */
             progress(u + 1, users, st.pairs, now - t0, 0);
@@ -277,6 +388,16 @@ int cmd_synth(int argc, char **argv)
                st.users_per_flavor[SYNTH_REVIEWS], st.users_per_flavor[SYNTH_ELIX],
                st.users_per_flavor[SYNTH_ROLEPLAY], cfg.dirichlet_alpha > 0 ? "dense (Dirichlet)" : "sparse",
                cfg.temperature, cfg.minimal_pairs ? "; minimal pairs" : "");
+        if (pop) {
+            printf("synth: population %s: %s\n", pop->name, pop->summary);
+            if (cfg.interpolated_pairs[0]) {
+                char held[160];
+                put_pairs(&cfg, held, sizeof held);
+                printf("synth: %d of %d users interpolated (two strongest attributes %s): "
+                       "\"interpolated\": true in the truth file, \"split\": \"test\" on their rows\n",
+                       st.interpolated, users, held);
+            }
+        }
         if (cfg.attrs || cfg.contrastive) {
             printf("synth: varied attributes:");
             for (int k = 0; k < SYNTH_K; k++)

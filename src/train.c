@@ -11,6 +11,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -19,12 +20,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bf16.h"
 #include "checksum.h"
 #include "ckpt.h"
 #include "dataset.h"
 #include "loss.h"
 #include "metrics.h"
 #include "model.h"
+#include "ops.h"
 #include "optim.h"
 #include "pack.h"
 #include "pool.h"
@@ -112,12 +115,14 @@ typedef struct {
     int *mine;         /* [B] this rank's examples, in index order */
     int n_mine;
     int pref, include_rejected, context_targets;
+    int user_desc;           /* data.user_desc: cot */
     LossConfig loss;
     Schedule sched;
     long step;               /* steps done */
     uint64_t ref_checksum, data_checksum;
     char ref_path[CFG_STR];
-    double peak_gflops;
+    double peak_gflops;      /* of the matmuls in the run's precision */
+    int bf16;                /* model.precision resolved: bf16 products */
     double allreduce_full_s;  /* one blocking allreduce of all gradients, measured at start */
     double allreduce_wait_s;  /* summed exposed wait after the backward */
     long allreduce_steps;
@@ -215,6 +220,14 @@ static int check_resume(Run *r, const char *path, const CkptMeta *meta, const ch
     return 0;
 }
 
+/* Training users with a description (data.user_desc: cot needs some). */
+static int64_t users_described(const Sampler *s)
+{
+    int64_t n = 0;
+    for (int64_t i = 0; i < s->n_users; i++) n += s->data->user_desc[2 * s->users[i] + 1] > 0;
+    return n;
+}
+
 /* Rank 0 decides where the run starts; everyone receives the state. */
 static void initial_state(Run *r)
 {
@@ -267,6 +280,7 @@ static void initial_state(Run *r)
     int64_t hdr[5] = { full, meta.step, r->opt.t, meta.skipped_examples, meta.skipped_nonfinite };
     dist_bcast(hdr, sizeof hdr, 0);
     dist_bcast(r->policy->params, sizeof(float) * r->policy->n_params, 0);
+    model_params_changed(r->policy);
     if (hdr[0]) {
         if (r->opt.m) dist_bcast(r->opt.m, sizeof(float) * r->opt.n, 0);
         dist_bcast(r->opt.v, sizeof(float) * r->opt.n, 0);
@@ -301,48 +315,53 @@ static int fault_valid(const char *f)
     return 0;
 }
 
-static int by_value(const void *a, const void *b)
+static void with_description(const Dataset *d, MetaExample *ex);
+
+/* Pair indices ordered by their tokens (prompt + chosen + rejected). */
+static const Dataset *sort_data;
+static int64_t pair_tokens(const Dataset *d, int64_t p) { return d->prompt[2 * p + 1] + d->chosen[2 * p + 1] + d->rejected[2 * p + 1]; }
+static int by_tokens(const void *a, const void *b)
 {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    int64_t x = pair_tokens(sort_data, *(const int64_t *)a), y = pair_tokens(sort_data, *(const int64_t *)b);
     return (x > y) - (x < y);
 }
 
 /* A run that could never train a meta-example whole would spend its steps
  * on cut-down or skipped ones: refuse it up front if even the shortest
- * meta-example the sampler can draw (the user and pairs with the fewest
- * tokens, N = data.n_fewshot_min if set) exceeds model.max_seq. */
+ * meta-example the sampler can draw (a user's N + Q pairs with the fewest
+ * tokens, N = data.n_fewshot_min if set, with the user's description under
+ * data.user_desc cot), as pack_plan measures it, exceeds model.max_seq. */
 static int check_fits(const Run *r, char *err, size_t errlen)
 {
     const Config *cfg = r->cfg;
     const Dataset *ds = &r->data;
     int n = cfg->data.n_fewshot_min >= 0 ? cfg->data.n_fewshot_min : cfg->data.n_fewshot, q = cfg->data.n_queries;
-    int64_t best = -1, best_user = -1, *tok = NULL;
+    int64_t best = -1, best_user = -1, *idx = NULL;
     size_t cap = 0;
+    sort_data = ds;
     for (int64_t i = 0; i < r->sampler.n_users; i++) {
         int64_t u = r->sampler.users[i], first = ds->user_pairs[2 * u], count = ds->user_pairs[2 * u + 1];
         if ((size_t)count > cap) {
-            int64_t *grown = realloc(tok, sizeof *tok * (size_t)count);
+            int64_t *grown = realloc(idx, sizeof *idx * (size_t)count);
             if (!grown) fatal(EXIT_RUNTIME, "out of memory checking meta-example lengths");
-            tok = grown, cap = (size_t)count;
+            idx = grown, cap = (size_t)count;
         }
-        for (int64_t k = 0; k < count; k++) {
-            int64_t p = first + k;
-            tok[k] = ds->prompt[2 * p + 1] + ds->chosen[2 * p + 1] + ds->rejected[2 * p + 1];
-        }
-        qsort(tok, (size_t)count, sizeof *tok, by_value);
-        int64_t text = 0;
-        for (int k = 0; k < n + q && k < count; k++) text += tok[k];
-        int64_t len = pack_len(n, q, text);
+        for (int64_t k = 0; k < count; k++) idx[k] = first + k;
+        qsort(idx, (size_t)count, sizeof *idx, by_tokens);
+        MetaExample ex = { .user = u, .n_fewshot = n, .n_queries = q };
+        memcpy(ex.pairs, idx, sizeof(int64_t) * (size_t)(n + q)); /* the sampler only keeps users with N + Q pairs */
+        if (r->user_desc) with_description(ds, &ex);
+        int df, dq, len = pack_plan(ds, &ex, PACK_TREE, INT_MAX, &df, &dq);
         if (best < 0 || len < best) best = len, best_user = u;
     }
-    free(tok);
+    free(idx);
     if (best <= cfg->model.max_seq) return 0;
     return set_err(err, errlen, "model.max_seq = %d is too short for %s: the shortest meta-example the sampler can draw "
-                                "(%d few-shot and %d query pairs, user '%s') takes %lld tokens, so every meta-example "
+                                "(%d few-shot and %d query pairs, user '%s'%s) takes %lld tokens, so every meta-example "
                                 "would be cut down or skipped. Raise model.max_seq to at least %lld, or lower "
                                 "data.n_fewshot%s or data.n_queries", cfg->model.max_seq, cfg->data.path, n, q,
-                   ds->user_ids[best_user], (long long)best, (long long)best,
-                   cfg->data.n_fewshot_min >= 0 ? "_min" : ""), EXIT_USAGE;
+                   ds->user_ids[best_user], r->user_desc ? " with its description" : "", (long long)best,
+                   (long long)best, cfg->data.n_fewshot_min >= 0 ? "_min" : ""), EXIT_USAGE;
 }
 
 /* Rank 0, before the run directory is touched: no input of the run may be
@@ -398,6 +417,11 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
                                   "step (raise train.batch_size or use fewer ranks)", d->size, B);
     }
     agree_or_exit(d, code, err);
+    /* model.precision: every rank must run the same products, so auto is
+     * bf16 only where all ranks have the units */
+    r->bf16 = bf16_resolve(cfg->precision, err, sizeof err);
+    agree_or_exit(d, r->bf16 < 0 ? EXIT_USAGE : 0, err);
+    r->bf16 = -dist_allreduce_max_int(-r->bf16);
     /* fault injection for the reliability tests (docs/reliability.md); a
      * value that is not one of the hooks is a usage error, not ignored */
     const char *fault = getenv("FSPO_FAULT");
@@ -420,7 +444,11 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     if (code == 0 && sampler_init(&r->sampler, &r->data, SPLIT_TRAIN, (uint64_t)cfg->train.seed, cfg->data.n_fewshot,
                                   cfg->data.n_fewshot_min, cfg->data.n_queries, err, sizeof err) != 0)
         code = EXIT_USAGE;
-    if (code == 0 && d->rank == 0) code = check_fits(r, err, sizeof err);
+    if (code == 0 && !strcmp(cfg->data.user_desc, "cot") && users_described(&r->sampler) == 0) {
+        code = EXIT_USAGE;
+        snprintf(err, sizeof err, "data.user_desc is cot, but no training user of %s has a description (the "
+                                  "'user_description' field of fspo prep's input; fspo synth writes it)", cfg->data.path);
+    }
     agree_or_exit(d, code, err);
     r->data_checksum = r->data.checksum;
 
@@ -433,6 +461,8 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->policy = model_create(&cfg->model, 1, mb, cfg->model.max_seq);
     r->include_rejected = cfg->train.sft_include_rejected;
     r->context_targets = !r->pref && cfg->train.sft_context;
+    r->user_desc = !strcmp(cfg->data.user_desc, "cot");
+    if (d->rank == 0) code = check_fits(r, err, sizeof err); /* agreed with the reference's load below */
     int lt = loss_type_from_name(cfg->loss.type);
     r->loss = (LossConfig){ .type = lt, .beta = cfg->loss.beta, .label_smoothing = cfg->loss.label_smoothing,
                             .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight };
@@ -459,6 +489,10 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
         }
     }
     agree_or_exit(d, code, err);
+    if (r->bf16) {
+        model_set_precision(r->policy, PRECISION_BF16);
+        if (r->ref) model_set_precision(r->ref, PRECISION_BF16);
+    }
     /* everything that can fail on the inputs has been checked: only now is
      * the run directory touched, and rank 0 first takes it for this run */
     if (d->rank == 0 && (code = check_paths(r, err, sizeof err)) == 0) {
@@ -496,10 +530,26 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
         const char *pk = getenv("FSPO_PEAK_GFLOPS");
         char *end = NULL;
         double g = pk ? strtod(pk, &end) : 0;
-        r->peak_gflops = pk && end != pk && *end == '\0' && g > 0 && isfinite(g) ? g : sgemm_peak();
+        int given = pk && end != pk && *end == '\0' && g > 0 && isfinite(g);
+        r->peak_gflops = given ? g : r->bf16 ? matmul_bf16_peak_gflops(1024, 3) : sgemm_peak();
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "
                "%d), %lld training users\n",
                cfg->train.stage, d->size, threads, why, r->policy->n_params, B, mb, (long long)r->sampler.n_users);
+        char unit[128], kern[160];
+        bf16_supported(unit, sizeof unit);
+        if (r->bf16) {
+            bf16_kernel_summary(kern, sizeof kern);
+            printf("train: precision bf16 (model.precision %s; %s): %s (oneDNN %s); MFU against the bf16 product "
+                   "peak, %.0f GFLOP/s\n",
+                   cfg->precision, unit, kern, bf16_library_version(), r->peak_gflops);
+        } else
+            printf("train: precision fp32 (model.precision %s%s%s): OpenBLAS sgemm; MFU against the sgemm peak, "
+                   "%.0f GFLOP/s\n",
+                   cfg->precision, strcmp(cfg->precision, "auto") ? "" : ": ", strcmp(cfg->precision, "auto") ? "" : unit,
+                   r->peak_gflops);
+        if (r->user_desc)
+            printf("train: data.user_desc cot: %lld of %lld training users have a description (the others get no "
+                   "description segment)\n", (long long)users_described(&r->sampler), (long long)r->sampler.n_users);
     }
 }
 
@@ -526,7 +576,8 @@ static void teardown(Run *r)
 
 static void grads_ready(void *ctx, size_t from) { dist_reducer_ready(((Run *)ctx)->reducer, from); }
 
-enum { M_LOSS, M_PAIRS, M_RC, M_RR, M_MARGIN, M_ACC, M_LPC, M_LPR, M_TOKENS, M_ROWS, M_SFT_TOKENS, M_N };
+enum { M_LOSS, M_PAIRS, M_RC, M_RR, M_MARGIN, M_ACC, M_LPC, M_LPR, M_TOKENS, M_ROWS, M_SFT_TOKENS, M_DESC_NLL,
+       M_DESC_TOKENS, M_N };
 
 typedef struct { double cost; int index; } Job;
 
@@ -570,6 +621,15 @@ static void assign_ranks(Run *r)
         if (r->owner[i] == r->dist->rank) r->mine[r->n_mine++] = i;
 }
 
+/* data.user_desc cot: the user's description from the dataset goes into
+ * the context; a user without one gets no description segment. */
+static void with_description(const Dataset *d, MetaExample *ex)
+{
+    int64_t len = d->user_desc[2 * ex->user + 1];
+    ex->desc = len > 0 ? d->tokens + d->user_desc[2 * ex->user] : NULL;
+    ex->desc_len = len > 0 ? (int)len : 0;
+}
+
 /* Plans all B meta-examples of the step; returns the global normalizer
  * (query pairs for pref, answer tokens for sft) and counts skips. */
 static double plan_step(Run *r, long step)
@@ -581,6 +641,7 @@ static double plan_step(Run *r, long step)
         uint64_t g = (uint64_t)step * B + i;
         if (cfg->data.fixed_examples > 0) g %= (uint64_t)cfg->data.fixed_examples;
         sampler_draw(&r->sampler, g, &r->plan[i]);
+        if (r->user_desc) with_description(&r->data, &r->plan[i]);
         int df, dq;
         r->plan_len[i] = pack_plan(&r->data, &r->plan[i], PACK_TREE, cfg->model.max_seq, &df, &dq);
         r->dropped_fewshot += df, r->dropped_queries += dq;
@@ -595,29 +656,16 @@ static double plan_step(Run *r, long step)
             else norm += (double)(r->data.chosen[2 * p + 1] + 1) + (r->include_rejected ? (double)(r->data.rejected[2 * p + 1] + 1) : 0);
         }
         if (r->context_targets) norm += pack_context_targets(&r->data, ex);
+        if (!r->pref) norm += pack_desc_targets(ex); /* 0 without a description */
     }
     assign_ranks(r);
     return norm;
 }
 
-/* Next-token NLL on targets [k0, k1), each weighted 1/norm. */
-static void nll_targets(Run *r, int k0, int k1, double norm, double *m)
+/* The description's NLL for the metrics (data.user_desc cot). */
+static void desc_metrics(const Run *r, const PackedAnswers *ans, double *m)
 {
-    for (int k = k0; k < k1; k++) {
-        r->dlogp[k] = (float)(-1.0 / norm);
-        m[M_LOSS] -= r->logp[k] / norm;
-        m[M_SFT_TOKENS] += 1;
-    }
-}
-
-/* SFT: mean NLL over the chosen answers' tokens (and rejected ones if asked),
- * and over the context's chosen answers with train.sft_context. */
-static void sft_loss(Run *r, const PackedAnswers *ans, double norm, double *m)
-{
-    nll_targets(r, ans->ctx_first, ans->ctx_end, norm, m); /* empty unless train.sft_context */
-    for (int a = 0; a < ans->n_answers; a++)
-        if (a % 2 == 0 || r->include_rejected) nll_targets(r, ans->first[a], ans->first[a + 1], norm, m);
-    m[M_PAIRS] += ans->n_answers / 2;
+    for (int k = ans->desc_first; k < ans->desc_end; k++) m[M_DESC_NLL] -= r->logp[k], m[M_DESC_TOKENS] += 1;
 }
 
 /* FSPO_FAULT=nan@RANK:STEP[+K]: that rank poisons its loss gradient for K
@@ -694,8 +742,12 @@ static void run_share(Run *r, double norm, double *m)
                 double ref_sums[2 * SAMPLER_MAX_QUERIES];
                 if (r->ref) answer_logps(r->ref_logp, &ans[k], ref_sums);
                 pref_loss(&r->loss, r->logp, r->ref ? ref_sums : NULL, &ans[k], norm, r->dlogp, &st);
-            } else
-                sft_loss(r, &ans[k], norm, m);
+                desc_loss(r->logp, &ans[k], r->loss.sft_weight, norm, r->dlogp, &m[M_LOSS]);
+            } else {
+                sft_loss(r->logp, &ans[k], r->include_rejected, norm, r->dlogp, &m[M_LOSS], &m[M_SFT_TOKENS]);
+                m[M_PAIRS] += ans[k].n_answers / 2;
+            }
+            desc_metrics(r, &ans[k], m);
         }
         if (r->pref) {
             m[M_LOSS] += st.loss, m[M_PAIRS] += st.pairs, m[M_RC] += st.reward_chosen, m[M_RR] += st.reward_rejected;
@@ -764,7 +816,8 @@ int train_run(const Config *cfg, const Dist *d, const char *config_path, const c
     }
     static const char *names[] = { "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
                                    "logps/chosen", "logps/rejected", "grad_norm", "learning_rate", "tokens_per_sec",
-                                   "mfu", "skipped_nonfinite", "meta_examples_per_sec", "skipped_examples" };
+                                   "mfu", "skipped_nonfinite", "meta_examples_per_sec", "skipped_examples",
+                                   "desc/nll" };
     enum { N_LOGGED = sizeof names / sizeof *names };
     double t_start = now_seconds(), t_last = t_start;
     /* a resumed run has its checkpoint already: a stop before the first step writes none */
@@ -827,7 +880,7 @@ int train_run(const Config *cfg, const Dist *d, const char *config_path, const c
         } else if (!empty) {
             bad_in_a_row = 0;
             grad_norm = optim_step(&r->opt, r->policy, lr);
-            if (inject_diverge(r)) r->policy->params[0] += 1e-3f;
+            if (inject_diverge(r)) r->policy->params[0] += 1e-3f, model_params_changed(r->policy);
         }
         r->step++;
         tokens_since += m[M_TOKENS];
@@ -843,21 +896,26 @@ int train_run(const Config *cfg, const Dist *d, const char *config_path, const c
             int mean_len = (int)(tokens_since / (rows_since > 0 ? rows_since : 1));
             double mfu = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / (r->peak_gflops * d->size);
             double pairs = m[M_PAIRS] > 0 ? m[M_PAIRS] : 1;
+            /* desc/nll (data.user_desc cot only): nats per description token, this step */
             double vals[N_LOGGED] = { m[M_LOSS], m[M_RC] / pairs, m[M_RR] / pairs, m[M_MARGIN] / pairs,
                                        m[M_ACC] / pairs, m[M_LPC] / pairs, m[M_LPR] / pairs, grad_norm, lr, tok_s, mfu,
                                        (double)r->bad_steps_total, rows_since / (dt > 0 ? dt : 1e-9),
-                                       (double)r->skipped_examples };
-            if (metrics_log(log, r->step, names, vals, N_LOGGED) != 0)
+                                       (double)r->skipped_examples,
+                                       m[M_DESC_TOKENS] > 0 ? m[M_DESC_NLL] / m[M_DESC_TOKENS] : NAN };
+            if (metrics_log(log, r->step, names, vals, r->user_desc ? N_LOGGED : N_LOGGED - 1) != 0)
                 fatal(EXIT_RUNTIME, "%s/metrics.jsonl: cannot append step %ld: %s", cfg->train.run_dir, r->step,
                       strerror(errno));
             char eta[32];
             fmt_eta((now - t_start) / steps_timed * (cfg->train.max_steps - r->step), eta, sizeof eta);
+            char desc[48] = "";
+            if (r->user_desc) snprintf(desc, sizeof desc, " | desc nll %.3f", vals[13]);
             if (r->pref)
-                printf("step %ld/%ld | loss %.4f | acc %.3f | margin %.4f | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n",
-                       r->step, cfg->train.max_steps, m[M_LOSS], m[M_ACC] / pairs, m[M_MARGIN] / pairs, tok_s, 100 * mfu, lr, eta);
+                printf("step %ld/%ld | loss %.4f | acc %.3f | margin %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n",
+                       r->step, cfg->train.max_steps, m[M_LOSS], m[M_ACC] / pairs, m[M_MARGIN] / pairs, desc, tok_s,
+                       100 * mfu, lr, eta);
             else
-                printf("step %ld/%ld | loss %.4f | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n", r->step,
-                       cfg->train.max_steps, m[M_LOSS], tok_s, 100 * mfu, lr, eta);
+                printf("step %ld/%ld | loss %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n", r->step,
+                       cfg->train.max_steps, m[M_LOSS], desc, tok_s, 100 * mfu, lr, eta);
             fflush(stdout);
             t_last = now;
             tokens_since = rows_since = 0;

@@ -74,6 +74,31 @@ static inline v8f v8_exp(v8f x)
     return v8_select(zero, v8_set1(0.0f), y);
 }
 
+/* bf16 rounding of 8 floats on their bit patterns: round to nearest, ties
+ * to even (add 0x7fff plus the lowest kept bit, keep the high half); a NaN
+ * keeps its sign and top payload bits and gets the quiet bit, so no NaN
+ * rounds to infinity. */
+typedef uint16_t v8h __attribute__((vector_size(16)));
+typedef uint32_t v8u __attribute__((vector_size(32)));
+static inline v8h v8_to_bf16(v8f x)
+{
+    v8u b = (v8u)x;
+    v8u r = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    v8u nan = (v8u)((b & 0x7fffffffu) > 0x7f800000u);
+    r = (r & ~nan) | (((b >> 16) | 0x40u) & nan);
+    return __builtin_convertvector(r, v8h);
+}
+static inline void v8_store_bf16(uint16_t *p, v8f x)
+{
+    v8h h = v8_to_bf16(x);
+    memcpy(p, &h, sizeof h);
+}
+static inline void v8_store_bf16_part(uint16_t *p, v8f x, int n)
+{
+    v8h h = v8_to_bf16(x);
+    for (int i = 0; i < n; i++) p[i] = h[i];
+}
+
 static inline float scalar_exp(float x)
 {
     v8f v = v8_exp(v8_set1(x));

@@ -53,3 +53,42 @@ remove_tmp() {
     for p in $(pgrep -f -- "$1/" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
     rm -rf "$1"
 }
+
+# same_losses A B TOL: two metrics.jsonl agree on every logged training metric
+# (timing ones excluded) within relative TOL (0: exactly)
+same_losses() { # metrics A B TOL: every logged training metric agrees (timing ones excluded)
+    "${PY:-/usr/bin/python3}" - "$1" "$2" "$3" <<'PYEOF'
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+tol = float(sys.argv[3])
+assert [r["step"] for r in a] == [r["step"] for r in b], "different steps logged"
+worst = 0.0
+for x, y in zip(a, b):
+    for k in x:
+        if k in ("tokens_per_sec", "mfu", "meta_examples_per_sec"):
+            continue
+        if x[k] is None or y[k] is None:
+            assert x[k] == y[k], (k, x[k], y[k])
+            continue
+        err = abs(x[k] - y[k]) / max(abs(y[k]), 1e-12)
+        worst = max(worst, err)
+assert worst <= tol, f"metrics differ: {worst:.3g}"
+print(f"{len(a)} steps, worst rel diff {worst:.2g}")
+PYEOF
+}
+
+# tiny_train_setup DIR: a dataset of 8 users x 24 pairs (tests/test_pack) and
+# DIR/cfg.yaml, a tiny model training 20 steps on it (test_train.sh and
+# test_bf16.sh); then train NP RUN_DIR [--set ...] runs fspo train on it
+# under mpirun, its output in RUN_DIR.log
+tiny_train_setup() {
+    tiny_fixture "$1" "run_dir: $1/run, max_steps: 20, batch_size: 6, log_every: 1" "warmup_steps: 2" "every: 10, keep: 2" ||
+        return 1
+    TINY_CFG=$1/cfg.yaml
+}
+train() {
+    local np=$1 dir=$2
+    shift 2
+    mpirun_np "$np" "$FSPO" train "$TINY_CFG" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1
+}

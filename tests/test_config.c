@@ -432,10 +432,11 @@ static void test_round_trips(void)
     const size_t strings[] = { offsetof(Config, data.path),       offsetof(Config, train.run_dir),
                                offsetof(Config, train.resume),    offsetof(Config, train.init_from),
                                offsetof(Config, loss.ref_ckpt),   offsetof(Config, eval.sft_ckpt),
-                               offsetof(Config, eval.pooled_ckpt), offsetof(Config, slurm.job_name),
-                               offsetof(Config, slurm.mem),       offsetof(Config, slurm.time),
-                               offsetof(Config, slurm.partition), offsetof(Config, slurm.account),
-                               offsetof(Config, slurm.qos),       offsetof(Config, slurm.constraint) };
+                               offsetof(Config, eval.pooled_ckpt), offsetof(Config, eval.anchor_ckpt),
+                               offsetof(Config, slurm.job_name),  offsetof(Config, slurm.mem),
+                               offsetof(Config, slurm.time),      offsetof(Config, slurm.partition),
+                               offsetof(Config, slurm.account),   offsetof(Config, slurm.qos),
+                               offsetof(Config, slurm.constraint) };
     for (size_t i = 0; i < sizeof strings / sizeof *strings; i++) memset(base + strings[i], 1, CFG_STR - 1);
     for (int i = 0; i < CFG_LIST; i++) {
         memset(c->slurm.setup.v[i], 1, CFG_STR - 1);

@@ -13,7 +13,7 @@
 #include "h5util.h"
 #include "tokenizer.h"
 
-/* 3 users with 2, 3, 1 pairs; user 1 held out; user 2 has a description. */
+/* 3 users with 2, 3, 1 pairs; user 1 validation, user 2 test; user 2 has a description. */
 static void make_dataset(Dataset *d)
 {
     memset(d, 0, sizeof *d);
@@ -34,8 +34,8 @@ static void make_dataset(Dataset *d)
     memcpy(d->user_pairs, up, sizeof up);
     d->user_desc = calloc(6, sizeof(int64_t));
     d->user_desc[4] = 54, d->user_desc[5] = 6;
-    d->user_heldout = calloc(3, 1);
-    d->user_heldout[1] = 1;
+    d->user_split = calloc(3, 1);
+    d->user_split[1] = SPLIT_VALIDATION, d->user_split[2] = SPLIT_TEST;
     d->user_ids = malloc(sizeof(char *) * 3);
     d->user_ids[0] = strdup("alice");
     d->user_ids[1] = strdup("bob \"the\" builder");
@@ -43,7 +43,7 @@ static void make_dataset(Dataset *d)
     snprintf(d->tokenizer, sizeof d->tokenizer, "%s", TOKENIZER_ID);
     d->vocab = TOKENIZER_VOCAB;
     snprintf(d->source, sizeof d->source, "users.jsonl");
-    d->heldout_frac = 0.25;
+    d->val_frac = 0.25, d->test_frac = 0.125;
     d->seed = 9;
 }
 
@@ -53,12 +53,13 @@ static int same(const Dataset *a, const Dataset *b)
     if (memcmp(a->tokens, b->tokens, 2 * a->n_tokens) || memcmp(a->prompt, b->prompt, 16 * a->n_pairs) ||
         memcmp(a->chosen, b->chosen, 16 * a->n_pairs) || memcmp(a->rejected, b->rejected, 16 * a->n_pairs) ||
         memcmp(a->user_pairs, b->user_pairs, 16 * a->n_users) || memcmp(a->user_desc, b->user_desc, 16 * a->n_users) ||
-        memcmp(a->user_heldout, b->user_heldout, a->n_users))
+        memcmp(a->user_split, b->user_split, a->n_users))
         return 0;
     for (int64_t u = 0; u < a->n_users; u++)
         if (strcmp(a->user_ids[u], b->user_ids[u])) return 0;
     return !strcmp(a->tokenizer, b->tokenizer) && a->vocab == b->vocab && !strcmp(a->source, b->source) &&
-           a->heldout_frac == b->heldout_frac && a->seed == b->seed && a->checksum == b->checksum;
+           a->val_frac == b->val_frac && a->test_frac == b->test_frac && a->seed == b->seed &&
+           a->checksum == b->checksum;
 }
 
 static void test_round_trip(const char *dir)
@@ -70,7 +71,8 @@ static void test_round_trip(const char *dir)
     int rc = dataset_write(path, &d, err, sizeof err);
     check(rc == 0, "dataset write", "%s", rc ? err : path);
     rc = dataset_read(path, &back, err, sizeof err);
-    check(rc == 0 && same(&d, &back), "dataset round trip", "%s", rc ? err : "every array, id and attribute equal");
+    check(rc == 0 && same(&d, &back) && back.format_version == DATASET_FORMAT_VERSION, "dataset round trip", "%s",
+          rc ? err : "every array, id and attribute equal");
     if (rc == 0) dataset_free(&back);
     char tmp[600];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -84,7 +86,7 @@ static void brk_empty(Dataset *d) { d->rejected[2 * 0 + 1] = 0; }
 static void brk_token(Dataset *d) { d->tokens[7] = 300; }
 static void brk_gap(Dataset *d) { d->user_pairs[2] = 3; }
 static void brk_cover(Dataset *d) { d->user_pairs[5] = 0; }
-static void brk_flag(Dataset *d) { d->user_heldout[2] = 7; }
+static void brk_flag(Dataset *d) { d->user_split[2] = 3; }
 static void brk_desc(Dataset *d) { d->user_desc[0] = 59, d->user_desc[1] = 5; }
 
 static void test_validation(const char *dir)
@@ -95,7 +97,7 @@ static void test_validation(const char *dir)
         { "token outside vocab", brk_token, "token 7 has id 300, outside vocab 264" },
         { "users not contiguous", brk_gap, "user 1: pair range [3, +3) is not contiguous" },
         { "user with no pairs", brk_cover, "user 2: pair range [5, +0) is not contiguous or out of range" },
-        { "bad held-out flag", brk_flag, "user 2: held-out flag 7" },
+        { "bad split code", brk_flag, "user 2: split code 3 (0 train, 1 validation, 2 test)" },
         { "description outside", brk_desc, "user 0: description span outside" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
@@ -153,6 +155,72 @@ static void test_bad_files(const char *dir)
     dataset_free(&d);
 }
 
+/* uint8 dataset `name` of the file, read with HDF5 alone; n entries. */
+static int read_u8(const char *path, const char *name, uint8_t *out, int64_t n)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return -1;
+    int rc = -1;
+    if (H5Lexists(f, "users", H5P_DEFAULT) > 0 && H5Lexists(f, name, H5P_DEFAULT) > 0) {
+        hid_t ds = H5Dopen2(f, name, H5P_DEFAULT), sp = H5Dget_space(ds);
+        if (H5Sget_simple_extent_npoints(sp) == n) rc = H5Dread(ds, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, out);
+        H5Sclose(sp);
+        H5Dclose(ds);
+    }
+    H5Fclose(f);
+    return rc < 0 ? -1 : 0;
+}
+
+/* tests/data/dataset_v1.h5 was written by the version-1 code (fspo prep
+ * --heldout-frac 0.3 --seed 7 of dataset_v1.jsonl, before the three-way
+ * split): it still reads, its held-out users as test users, its checksum
+ * verified; written again it becomes a version-2 file with the same split. */
+static void test_version1(const char *dir)
+{
+    const char *v1 = "tests/data/dataset_v1.h5";
+    Dataset d, back;
+    char err[1024], path[512];
+    int rc = dataset_read(v1, &d, err, sizeof err);
+    check(rc == 0 && d.format_version == 1 && d.val_frac == 0 && d.test_frac == 0.3, "version-1 dataset reads",
+          "%s", rc ? err : "format_version 1, heldout_frac 0.3 read as test_frac");
+    if (rc != 0) return;
+    uint8_t *held = malloc((size_t)d.n_users);
+    int ok = read_u8(v1, "users/heldout", held, d.n_users) == 0, n_test = 0, n_held = 0;
+    for (int64_t u = 0; ok && u < d.n_users; u++) {
+        ok = d.user_split[u] == (held[u] ? SPLIT_TEST : SPLIT_TRAIN);
+        n_test += d.user_split[u] == SPLIT_TEST, n_held += held[u];
+    }
+    check(ok && n_held > 0 && n_held < d.n_users, "version 1: held-out users are the test users, the rest train",
+          "%d of %lld held out in /users/heldout (read with HDF5), %d test", n_held, (long long)d.n_users, n_test);
+    snprintf(path, sizeof path, "%s/upgraded.h5", dir);
+    rc = dataset_write(path, &d, err, sizeof err);
+    if (rc == 0) rc = dataset_read(path, &back, err, sizeof err);
+    uint8_t *split = malloc((size_t)d.n_users);
+    ok = rc == 0 && back.format_version == DATASET_FORMAT_VERSION &&
+         read_u8(path, "users/split", split, d.n_users) == 0 && !memcmp(split, d.user_split, (size_t)d.n_users) &&
+         read_u8(path, "users/heldout", held, d.n_users) != 0 && back.test_frac == 0.3;
+    check(ok, "version 1 written again: version 2, /users/split with the same codes", "%s", rc ? err : "");
+    if (rc == 0) dataset_free(&back);
+    free(held), free(split);
+    dataset_free(&d);
+
+    /* a version from the future is refused by name */
+    make_dataset(&d);
+    snprintf(path, sizeof path, "%s/v9.h5", dir);
+    dataset_write(path, &d, err, sizeof err);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    int64_t nine = 9;
+    hid_t a = H5Aopen(f, "format_version", H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &nine);
+    H5Aclose(a);
+    H5Fclose(f);
+    h5_seal(path);
+    rc = dataset_read(path, &back, err, sizeof err);
+    check(rc == -1 && strstr(err, "v9.h5: dataset format version 9, this build reads versions 1 to 2"),
+          "dataset: a newer format version is refused", "%s", err);
+    dataset_free(&d);
+}
+
 int main(void)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -161,6 +229,7 @@ int main(void)
     test_round_trip(dir);
     test_validation(dir);
     test_bad_files(dir);
+    test_version1(dir);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) fprintf(stderr, "cleanup failed\n");

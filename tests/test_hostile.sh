@@ -80,6 +80,10 @@ w("notjson.jsonl", "user_id,prompt\n")
 w("deep.jsonl", "[" * 100000 + "]" * 100000 + "\n")
 w("empty.jsonl", "")
 w("same.jsonl", '{"user_id": "u1", "prompt": "p", "chosen": "a", "rejected": "a"}\n')
+w("badsplit.jsonl", good + '{"user_id": "u1", "prompt": "q", "chosen": "a", "rejected": "b", "split": "dev"}\n')
+w("arraysplit.jsonl", '{"user_id": "u1", "prompt": "r", "chosen": "a", "rejected": "b", "split": ["test"]}\n')
+w("splitconflict.jsonl", '{"user_id": "u1", "prompt": "p", "chosen": "a", "rejected": "b", "split": "test"}\n'
+  '{"user_id": "u1", "prompt": "q", "chosen": "a", "rejected": "b", "split": "train"}\n')
 w("binary.jsonl", bytes(range(256)) * 4)
 w("bigint.jsonl", '{"user_id": 99999999999999999999999, "prompt": "p", "chosen": "a", "rejected": "b"}\n')
 # HDF5: not HDF5, truncated, other schemas (made by h5py), wrong shapes

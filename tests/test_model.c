@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloccount.h"
 #include "check.h"
 #include "gradcheck.h"
 #include "model.h"
@@ -17,16 +18,6 @@
 #include "rng.h"
 #include "tokenizer.h"
 
-/* --wrap=malloc etc. (see Makefile): count our own allocations while armed */
-void *__real_malloc(size_t);
-void *__real_calloc(size_t, size_t);
-void *__real_realloc(void *, size_t);
-int __real_posix_memalign(void **, size_t, size_t);
-static int alloc_armed, alloc_count;
-void *__wrap_malloc(size_t n) { alloc_count += alloc_armed; return __real_malloc(n); }
-void *__wrap_calloc(size_t a, size_t b) { alloc_count += alloc_armed; return __real_calloc(a, b); }
-void *__wrap_realloc(void *p, size_t n) { alloc_count += alloc_armed; return __real_realloc(p, n); }
-int __wrap_posix_memalign(void **p, size_t a, size_t n) { alloc_count += alloc_armed; return __real_posix_memalign(p, a, n); }
 
 static Rng rng;
 

@@ -17,7 +17,8 @@
 #include "sampler.h"
 #include "tokenizer.h"
 
-/* users x pairs of random byte strings; the last user is held out */
+/* users x pairs of random byte strings; the last user is a test user, the
+ * one before it (with 3 or more users) a validation user */
 static void make_dataset(Dataset *d, int users, int pairs_per_user, uint64_t seed)
 {
     memset(d, 0, sizeof *d);
@@ -38,16 +39,17 @@ static void make_dataset(Dataset *d, int users, int pairs_per_user, uint64_t see
         }
     d->user_pairs = malloc(sizeof(int64_t) * 2 * users);
     d->user_desc = calloc(2 * users, sizeof(int64_t));
-    d->user_heldout = calloc(users, 1);
+    d->user_split = calloc(users, 1);
     for (int u = 0; u < users; u++) d->user_pairs[2 * u] = (int64_t)u * pairs_per_user, d->user_pairs[2 * u + 1] = pairs_per_user;
-    d->user_heldout[users - 1] = 1;
+    d->user_split[users - 1] = SPLIT_TEST;
+    if (users >= 3) d->user_split[users - 2] = SPLIT_VALIDATION;
     d->vocab = TOKENIZER_VOCAB;
 }
 
 static void free_dataset(Dataset *d)
 {
     free(d->tokens), free(d->prompt), free(d->chosen), free(d->rejected);
-    free(d->user_pairs), free(d->user_desc), free(d->user_heldout);
+    free(d->user_pairs), free(d->user_desc), free(d->user_split);
 }
 
 /* ---- sampler ---- */
@@ -68,7 +70,7 @@ static void test_sampler(const Dataset *d)
     Sampler s, h;
     char err[256];
     int rc = sampler_init(&s, d, SPLIT_TRAIN, 42, 4, -1, 2, err, sizeof err);
-    check(rc == 0 && s.n_users == d->n_users - 1, "sampler: training split", "%lld users", (long long)s.n_users);
+    check(rc == 0 && s.n_users == d->n_users - 2, "sampler: training split", "%lld users", (long long)s.n_users);
     /* determinism across calls and across processes */
     uint64_t a = draws_hash(&s, 1000), b = draws_hash(&s, 1000);
     int fds[2];
@@ -83,19 +85,19 @@ static void test_sampler(const Dataset *d)
     waitpid(pid, NULL, 0);
     close(fds[0]), close(fds[1]);
     check(a == b && a == c, "sampler: same (seed, g) gives the same meta-example", "here twice and in a child process");
-    /* 100k draws: never a held-out user, pairs distinct and the user's own */
+    /* 100k draws: never a validation or test user, pairs distinct and the user's own */
     int heldout = 0, overlap = 0, foreign = 0;
     MetaExample ex;
     for (uint64_t g = 0; g < 100000; g++) {
         sampler_draw(&s, g, &ex);
-        heldout += d->user_heldout[ex.user];
+        heldout += d->user_split[ex.user] != SPLIT_TRAIN;
         int64_t first = d->user_pairs[2 * ex.user], count = d->user_pairs[2 * ex.user + 1];
         for (int i = 0; i < ex.n_fewshot + ex.n_queries; i++) {
             foreign += ex.pairs[i] < first || ex.pairs[i] >= first + count;
             for (int j = 0; j < i; j++) overlap += ex.pairs[i] == ex.pairs[j];
         }
     }
-    check(heldout == 0 && overlap == 0 && foreign == 0, "sampler: 100k draws", "%d held-out, %d repeated pairs, %d "
+    check(heldout == 0 && overlap == 0 && foreign == 0, "sampler: 100k draws", "%d validation/test, %d repeated pairs, %d "
                                                                                 "pairs of another user",
           heldout, overlap, foreign);
     /* every position of a user's pairs is used both as context and as query */
@@ -109,19 +111,61 @@ static void test_sampler(const Dataset *d)
     for (int p = 0; p < 12; p++) unused += as_query[p] == 0 || as_context[p] == 0;
     check(unused == 0, "sampler: every pair serves as context and as query", "%d pairs never do", unused);
     sampler_free(&s);
-    rc = sampler_init(&h, d, SPLIT_HELDOUT, 42, 4, 1, 2, err, sizeof err);
-    int only_heldout = 1, nmin = 99, nmax = 0;
+    rc = sampler_init(&h, d, SPLIT_TEST, 42, 4, 1, 2, err, sizeof err);
+    int only_test = 1, nmin = 99, nmax = 0;
     for (uint64_t g = 0; rc == 0 && g < 2000; g++) {
         sampler_draw(&h, g, &ex);
-        only_heldout &= d->user_heldout[ex.user];
+        only_test &= d->user_split[ex.user] == SPLIT_TEST;
         nmin = ex.n_fewshot < nmin ? ex.n_fewshot : nmin;
         nmax = ex.n_fewshot > nmax ? ex.n_fewshot : nmax;
     }
-    check(rc == 0 && only_heldout && nmin == 1 && nmax == 4, "sampler: held-out split, random N in [1, 4]",
+    check(rc == 0 && only_test && nmin == 1 && nmax == 4, "sampler: test split, random N in [1, 4]",
           "N from %d to %d", nmin, nmax);
     sampler_free(&h);
     rc = sampler_init(&h, d, SPLIT_TRAIN, 1, 10, -1, 3, err, sizeof err);
     check(rc == -1 && strstr(err, "no training user has the 13 pairs"), "sampler: users too small", "%s", err);
+}
+
+/* Each split's sampler draws exactly its own users, over many meta-example
+ * indices: the users drawn, counted against the split codes themselves, on
+ * a dataset whose splits are assigned at random (so no pattern of user
+ * order can hide a leak). */
+static void test_sampler_splits(void)
+{
+    Dataset d;
+    enum { USERS = 60 };
+    make_dataset(&d, USERS, 8, 21);
+    Rng r = rng_seed(99, 0);
+    int n_in[SPLIT_COUNT] = { 0 };
+    for (int u = 0; u < USERS; u++) d.user_split[u] = (uint8_t)rng_below(&r, SPLIT_COUNT), n_in[d.user_split[u]]++;
+    int drawn[USERS];
+    for (int sp = 0; sp < SPLIT_COUNT; sp++) {
+        Sampler s;
+        char err[256];
+        int rc = sampler_init(&s, &d, (Split)sp, 5, 3, 0, 2, err, sizeof err);
+        memset(drawn, 0, sizeof drawn);
+        int foreign = 0, seen = 0;
+        for (uint64_t g = 0; rc == 0 && g < 200000; g++) {
+            MetaExample ex;
+            sampler_draw(&s, g * 7919 + (uint64_t)sp, &ex); /* indices far apart too */
+            foreign += d.user_split[ex.user] != sp;
+            drawn[ex.user]++;
+        }
+        for (int u = 0; u < USERS; u++) seen += drawn[u] > 0;
+        char label[96];
+        snprintf(label, sizeof label, "sampler: the %s split draws only and all of its users", dataset_split_name(sp));
+        check(rc == 0 && foreign == 0 && seen == n_in[sp] && s.n_users == n_in[sp], label,
+              "200k draws: %d of another split; %d of its %d users drawn", foreign, seen, n_in[sp]);
+        sampler_free(&s);
+    }
+    /* a split without users is named, not "too few pairs" */
+    for (int u = 0; u < USERS; u++) d.user_split[u] = d.user_split[u] == SPLIT_VALIDATION ? SPLIT_TEST : d.user_split[u];
+    Sampler s;
+    char err[256];
+    int rc = sampler_init(&s, &d, SPLIT_VALIDATION, 5, 3, 0, 2, err, sizeof err);
+    check(rc == -1 && strstr(err, "the dataset has no validation users") && strstr(err, "fspo eval --split"),
+          "sampler: an empty split is named", "%s", err);
+    free_dataset(&d);
 }
 
 /* ---- packing ---- */
@@ -176,6 +220,8 @@ static void test_packing_equivalence(const Dataset *d)
     for (uint64_t g = 0; g < 10; g++) {
         MetaExample ex;
         sampler_draw(&s, g, &ex);
+        static const uint16_t desc[] = { 'd', 'i', 's', 'l', 'i', 'k', 'e', 's', ':', ' ', 'e', 'm', 'o', 'j', 'i' };
+        if (g % 2) ex.desc = desc, ex.desc_len = (int)(g * 3 % 16); /* odd: a description in C (length 3..15, or 0) */
         double st[64], su[64];
         run_mode(m, d, &ex, PACK_TREE, st, gt);
         run_mode(m, d, &ex, PACK_UNSHARED, su, gu);
@@ -186,12 +232,29 @@ static void test_packing_equivalence(const Dataset *d)
         }
     }
     check(worst_logp < 1e-5, "tree-packed answer log-probs equal unshared rows", "max rel err %.2e over 10 "
-                                                                                  "meta-examples x 6 answers", worst_logp);
+                                                                                  "meta-examples x 6 answers (5 with a "
+                                                                                  "description)", worst_logp);
     check(worst_grad < 1e-5, "tree-packed DPO gradients equal unshared rows", "max rel err %.2e (per tensor)",
           worst_grad);
     free(gt), free(gu);
     sampler_free(&s);
     model_free(m);
+}
+
+/* Packs ex into one tree row of b (allocated here; with the context's
+ * targets if asked) and returns the model's log-probs of its targets. */
+static float *pack_forward(Model *m, const Dataset *d, MetaExample *ex, int context_targets, Batch *b,
+                           PackedAnswers *ans, int *len)
+{
+    int df, dq;
+    *len = pack_plan(d, ex, PACK_TREE, 512, &df, &dq);
+    batch_alloc(b, 1, 512, 7, 2048);
+    batch_reset(b, 1, *len, pack_segments(ex, PACK_TREE));
+    if (context_targets) pack_write_context_targets(d, ex, PACK_TREE, b, 0, ans);
+    else pack_write(d, ex, PACK_TREE, b, 0, ans);
+    float *logp = calloc(b->n_targets, sizeof(float));
+    model_forward(m, b, logp);
+    return logp;
 }
 
 /* train.sft_context: the context's chosen answers as targets. Checked
@@ -201,14 +264,10 @@ static void test_context_targets(const Dataset *d)
 {
     Model *m = small_model(512);
     MetaExample ex = { .user = 0, .n_fewshot = 3, .n_queries = 2, .pairs = { 0, 1, 2, 3, 4 } };
-    int df, dq, len = pack_plan(d, &ex, PACK_TREE, 512, &df, &dq);
     Batch b, c;
-    batch_alloc(&b, 1, 512, 7, 2048);
-    batch_reset(&b, 1, len, pack_segments(&ex, PACK_TREE));
     PackedAnswers ans;
-    pack_write_context_targets(d, &ex, PACK_TREE, &b, 0, &ans);
-    float *logp = calloc(b.n_targets, sizeof(float));
-    model_forward(m, &b, logp);
+    int len;
+    float *logp = pack_forward(m, d, &ex, 1, &b, &ans, &len);
     PackedAnswers plain;
     Batch q;
     batch_alloc(&q, 1, 512, 7, 2048);
@@ -254,6 +313,133 @@ static void test_context_targets(const Dataset *d)
     check(worst < 1e-5, "context targets score as a causal row of the pairs before them", "max |dlogp| %.2e", worst);
     free(logp);
     batch_free(&b), batch_free(&c), batch_free(&q);
+    model_free(m);
+}
+
+/* Appends the raw spans of pair p to row (few-shot form, or query form
+ * with `answer` 0 = chosen, 1 = rejected, -1 = prompt only); returns the new length. */
+static int raw_pair(const Dataset *d, int64_t p, int query, int answer, int32_t *row, int n)
+{
+    const int64_t *sp[3] = { d->prompt + 2 * p, d->chosen + 2 * p, d->rejected + 2 * p };
+    row[n++] = query ? TOK_TASK : TOK_EXAMPLE;
+    row[n++] = TOK_QUESTION;
+    for (int64_t t = 0; t < sp[0][1]; t++) row[n++] = d->tokens[sp[0][0] + t];
+    row[n++] = TOK_PREFERRED;
+    if (query) {
+        if (answer < 0) return n;
+        for (int64_t t = 0; t < sp[1 + answer][1]; t++) row[n++] = d->tokens[sp[1 + answer][0] + t];
+        row[n++] = TOK_EOS;
+        return n;
+    }
+    for (int64_t t = 0; t < sp[1][1]; t++) row[n++] = d->tokens[sp[1][0] + t];
+    row[n++] = TOK_DISPREFERRED;
+    for (int64_t t = 0; t < sp[2][1]; t++) row[n++] = d->tokens[sp[2][0] + t];
+    return n;
+}
+
+/* Sum of the log-probs model m gives tokens [from, n) of a causal row,
+ * each predicted from the token before it. */
+static double causal_logp(Model *m, Batch *c, const int32_t *row, int from, int n, float *each)
+{
+    batch_reset(c, 1, n, 1);
+    batch_set_causal_row(c, 0, row);
+    for (int t = from; t < n; t++) c->targets[c->n_targets++] = (Target){ t - 1, row[t], 0.0f };
+    float lp[512];
+    model_forward(m, c, lp);
+    double s = 0;
+    for (int t = 0; t < c->n_targets; t++) s += lp[t], each ? (void)(each[t] = lp[t]) : (void)0;
+    return s;
+}
+
+/* data.user_desc cot: C = BOS pairs USER_DESC desc EOS, the description's
+ * tokens and EOS as targets between the pairs and the queries. Checked
+ * against the layout built from the raw spans, against independent causal
+ * rows of the linear sequences (the description after the pairs; each
+ * query's chosen answer after C and its prompt), and the SFT and
+ * preference-stage losses against the formulas on those rows. */
+static void test_desc_targets(const Dataset *d)
+{
+    Model *m = small_model(512);
+    static const uint16_t desc[] = { 'p', 'r', 'e', 'f', 'e', 'r', 's', ':', ' ', 'l', 'o', 'n', 'g' };
+    int dl = (int)(sizeof desc / sizeof *desc);
+    MetaExample ex = { .user = 0, .n_fewshot = 3, .n_queries = 2, .pairs = { 0, 1, 2, 3, 4 }, .desc = desc, .desc_len = dl };
+    Batch b, c;
+    PackedAnswers ans;
+    int len, df, dq;
+    float *logp = pack_forward(m, d, &ex, 0, &b, &ans, &len), *dlogp = calloc(b.n_targets, sizeof(float));
+
+    /* the linear sequence C, from the raw spans */
+    int32_t row[512];
+    int n = 0;
+    row[n++] = TOK_BOS;
+    for (int i = 0; i < 3; i++) n = raw_pair(d, ex.pairs[i], 0, 0, row, n);
+    int pairs_end = n;
+    row[n++] = TOK_USER_DESC;
+    for (int k = 0; k < dl; k++) row[n++] = desc[k];
+    row[n++] = TOK_EOS;
+    int c_len = n;
+    int same = len >= c_len && b.tokens[c_len] == TOK_TASK;
+    for (int t = 0; t < c_len && same; t++) same = b.tokens[t] == row[t] && b.pos[t] == t && b.seg[t] == 0;
+    check(same && len == pack_plan(d, &ex, PACK_TREE, 512, &df, &dq), "description: C = BOS pairs USER_DESC desc EOS, "
+                                                                       "then the first query",
+          "C is %d tokens, the pairs end at %d", c_len, pairs_end);
+    /* its targets: right after the pairs' rejected answer, before every query target */
+    int placed = ans.desc_end - ans.desc_first == dl + 1 && ans.desc_end <= ans.first[0] && ans.ctx_first == ans.ctx_end;
+    for (int k = ans.desc_first; k < ans.desc_end && placed; k++) {
+        int at = pairs_end + 1 + (k - ans.desc_first); /* the token predicted */
+        placed = b.targets[k].index == at - 1 && b.targets[k].token == row[at];
+    }
+    for (int k = ans.first[0]; k < ans.first[4] && placed; k++) placed = b.targets[k].index >= c_len - 1;
+    check(placed, "description targets: its tokens and EOS, each from the token before, after the pairs and before "
+                  "the answers", "%d targets at [%d, %d)", ans.desc_end - ans.desc_first, ans.desc_first, ans.desc_end);
+
+    batch_alloc(&c, 1, 512, 1, 512);
+    float each[512];
+    double desc_sum = causal_logp(m, &c, row, pairs_end + 1, c_len, each), worst = 0;
+    for (int k = ans.desc_first; k < ans.desc_end; k++) worst = fmax(worst, fabs(logp[k] - each[k - ans.desc_first]));
+    check(worst < 1e-5, "description targets score as the causal row of the pairs and the description",
+          "max |dlogp| %.2e, sum %.4f", worst, desc_sum);
+    /* the answers, conditioned on the description: each against [C P_j W_j] */
+    double chosen_sum = 0, worst_ans = 0;
+    int chosen_tokens = 0;
+    for (int j = 0; j < 2; j++)
+        for (int a = 0; a < 2; a++) {
+            int q = raw_pair(d, ex.pairs[3 + j], 1, -1, row, c_len);
+            int qn = raw_pair(d, ex.pairs[3 + j], 1, a, row, c_len);
+            double s = causal_logp(m, &c, row, q, qn, NULL), packed = 0;
+            for (int k = ans.first[2 * j + a]; k < ans.first[2 * j + a + 1]; k++) packed += logp[k];
+            worst_ans = fmax(worst_ans, fabs(packed - s));
+            if (a == 0) chosen_sum += s, chosen_tokens += qn - q;
+        }
+    check(worst_ans < 1e-4, "answers after the description score as their linear sequences [C P W]",
+          "max |dsum| %.2e", worst_ans);
+    /* SFT: the chosen answers' and the description's tokens, mean NLL over all of them */
+    double norm = chosen_tokens + dl + 1, loss = 0, tokens = 0;
+    sft_loss(logp, &ans, 0, norm, dlogp, &loss, &tokens);
+    double want = -(chosen_sum + desc_sum) / norm;
+    int grad_ok = 1;
+    for (int k = 0; k < b.n_targets; k++) {
+        int rejected = (k >= ans.first[1] && k < ans.first[2]) || (k >= ans.first[3] && k < ans.first[4]);
+        grad_ok &= dlogp[k] == (rejected ? 0.0f : (float)(-1.0 / norm));
+    }
+    check(fabs(loss - want) < 1e-5 * fabs(want) && tokens == norm && grad_ok, "SFT loss with the description: mean NLL "
+                                                                                "of chosen answers and description",
+          "%.6f vs %.6f over %.0f tokens", loss, want, tokens);
+    /* preference stage: weight x token-mean description NLL per query pair */
+    memset(dlogp, 0, sizeof(float) * b.n_targets);
+    double dloss = 0, w = 0.7, pairs = 5;
+    desc_loss(logp, &ans, w, pairs, dlogp, &dloss);
+    double dwant = w * 2 * (-desc_sum / (dl + 1)) / pairs;
+    int only_desc = 1;
+    for (int k = 0; k < b.n_targets; k++)
+        only_desc &= k >= ans.desc_first && k < ans.desc_end ? fabs(dlogp[k] + w * 2 / (dl + 1) / pairs) < 1e-7
+                                                             : dlogp[k] == 0;
+    double zero = 0;
+    desc_loss(logp, &ans, 0, pairs, dlogp, &zero);
+    check(fabs(dloss - dwant) < 1e-5 * fabs(dwant) && only_desc && zero == 0,
+          "preference stage description term: sft_weight x mean NLL per query pair", "%.6f vs %.6f", dloss, dwant);
+    free(logp), free(dlogp);
+    batch_free(&b), batch_free(&c);
     model_free(m);
 }
 
@@ -382,8 +568,10 @@ int main(int argc, char **argv)
     }
     make_dataset(&d, 6, 12, 3);
     test_sampler(&d);
+    test_sampler_splits();
     test_packing_equivalence(&d);
     test_context_targets(&d);
+    test_desc_targets(&d);
     test_layout_and_truncation(&d);
     test_losses();
     free_dataset(&d);

@@ -67,6 +67,14 @@ static void test_reasons(void)
           "field 'user_description' is not a string (it is an object)" },
         { "{\"user_id\": \"u\", \"prompt\": \"p\", \"prompt\": \"q\", \"chosen\": \"c\", \"rejected\": \"r\"}",
           "malformed JSON: duplicate object key near '\"prompt\"' (column 40)" },
+        { "{\"user_id\": \"u\", \"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"split\": \"dev\"}",
+          "field 'split' is not \"train\", \"validation\" or \"test\" (it is 'dev')" },
+        { "{\"user_id\": \"u\", \"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"split\": \"Test\"}",
+          "field 'split' is not \"train\", \"validation\" or \"test\" (it is 'Test')" },
+        { "{\"user_id\": \"u\", \"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"split\": 2}",
+          "field 'split' is not \"train\", \"validation\" or \"test\" (it is an integer)" },
+        { "{\"user_id\": \"u\", \"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", \"split\": null}",
+          "field 'split' is not \"train\", \"validation\" or \"test\" (it is null)" },
     };
     int n = (int)(sizeof cases / sizeof *cases), ok = 0;
     char err[1024], detail[2048] = "";
@@ -96,7 +104,7 @@ static void test_line_handling(void)
                                "\"rejected\": \"r\", \"extra\": [1]}\r\n"
                                "\n   \n\t\r\n"
                                "{\"user_id\": -12, \"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"r\", "
-                               "\"user_description\": \"d\\u0000\"}\n"
+                               "\"user_description\": \"d\\u0000\", \"split\": \"validation\"}\n"
                                "{\"user_id\": \"x\", \"prompt\": \"p\", \"chosen\": \"c\", \"rejected\": \"last\", "
                                "\"user_description\": \"\"}";
     const char *path = write_file("lines.jsonl", data, sizeof data - 1);
@@ -106,13 +114,13 @@ static void test_line_handling(void)
     long line = 0;
     int rc = jsonl_next_row(r, &row, &line, err, sizeof err);
     check(rc == 1 && line == 1 && !strcmp(row.user_id, "7") && row.prompt_len == 3 && !memcmp(row.prompt, "a\0b", 3) &&
-              row.chosen_len == 4 && !strcmp(row.chosen, "\xF0\x9F\x98\x80") && !row.user_description,
+              row.chosen_len == 4 && !strcmp(row.chosen, "\xF0\x9F\x98\x80") && !row.user_description && !row.split,
           "reader: BOM, CRLF, integer id, NUL and non-BMP text", "rc %d line %ld id '%s' prompt_len %zu", rc, line,
           rc == 1 ? row.user_id : err, rc == 1 ? row.prompt_len : 0);
     rc = jsonl_next_row(r, &row, &line, err, sizeof err);
     check(rc == 1 && line == 5 && !strcmp(row.user_id, "-12") && row.user_description_len == 2 &&
-              !memcmp(row.user_description, "d\0", 2),
-          "reader: blank lines skipped silently, description with NUL", "rc %d line %ld", rc, line);
+              !memcmp(row.user_description, "d\0", 2) && row.split && !strcmp(row.split, "validation"),
+          "reader: blank lines skipped silently, description with NUL, a split field", "rc %d line %ld", rc, line);
     rc = jsonl_next_row(r, &row, &line, err, sizeof err);
     check(rc == 1 && line == 6 && !strcmp(row.rejected, "last") && !row.user_description,
           "reader: final line without newline; \"\" description = none", "rc %d line %ld", rc, line);
@@ -190,7 +198,7 @@ static void test_open_and_io_errors(void)
 
 static PrepOptions options(const char *in, const char *out)
 {
-    return (PrepOptions){ .in_path = in, .out_path = out, .heldout_frac = 0.0, .seed = 1, .min_pairs = 2,
+    return (PrepOptions){ .in_path = in, .out_path = out, .val_frac = 0.0, .test_frac = 0.0, .seed = 1, .min_pairs = 2,
                           .max_line_bytes = 1 << 20 };
 }
 
@@ -278,10 +286,16 @@ static void test_failures(void)
     check(rc == EXIT_USAGE && strstr(err, "no user has at least 4 pairs") && !exists(out),
           "prep: no user left after --min-pairs", "rc %d: %s", rc, err);
     o = options(in, out);
-    o.heldout_frac = 0.999999;
+    o.val_frac = 0.5, o.test_frac = 0.499999;
     rc = prep_run(&o, &s, err, sizeof err);
-    check(rc == EXIT_USAGE && strstr(err, "at least one training user") && !exists(out),
-          "prep: every user held out is an error", "rc %d: %s", rc, err);
+    check(rc == EXIT_USAGE && strstr(err, "none of the 1 users is a training user") && strstr(err, "--all-test") &&
+              !exists(out),
+          "prep: no training user is an error", "rc %d: %s", rc, err);
+    o = options(in, out);
+    o.val_frac = 0.5, o.test_frac = 0.5;
+    rc = prep_run(&o, &s, err, sizeof err);
+    check(rc == EXIT_USAGE && strstr(err, "sum below 1") && !exists(out), "prep: val_frac + test_frac = 1 is refused",
+          "rc %d: %s", rc, err);
     o = options("/nonexistent/in.jsonl", out);
     rc = prep_run(&o, &s, err, sizeof err);
     check(rc == EXIT_USAGE && strstr(err, "cannot open"), "prep: missing input", "rc %d: %s", rc, err);
@@ -295,20 +309,108 @@ static void test_failures(void)
           "rc %d: %s", rc, err);
 }
 
-/* The split is a function of (seed, id) alone and hits the fraction. */
+/* The split is a function of (seed, id) alone and hits the fractions; the
+ * test users for T do not depend on V, and validation + test for (V, T)
+ * are the test users for V + T (one hash, nested intervals). */
 static void test_split(void)
 {
-    int n = 100000, held = 0, other_seed_same = 0;
+    int n = 100000, count[SPLIT_COUNT] = { 0 }, other_seed_same = 0, test_moved = 0, union_moved = 0;
     char id[32];
     for (int i = 0; i < n; i++) {
         int k = snprintf(id, sizeof id, "user-%d", i);
-        int h = prep_is_heldout(1234, id, (size_t)k, 0.1);
-        held += h;
-        other_seed_same += h == prep_is_heldout(1235, id, (size_t)k, 0.1);
+        Split sp = prep_split_of(1234, id, (size_t)k, 0.1, 0.2);
+        count[sp]++;
+        other_seed_same += sp == prep_split_of(1235, id, (size_t)k, 0.1, 0.2);
+        test_moved += (sp == SPLIT_TEST) != (prep_split_of(1234, id, (size_t)k, 0.45, 0.2) == SPLIT_TEST);
+        union_moved += (sp != SPLIT_TRAIN) != (prep_split_of(1234, id, (size_t)k, 0, 0.3) == SPLIT_TEST);
     }
-    check(held > 9500 && held < 10500, "split: held-out fraction", "%d of %d at 0.1", held, n);
-    check(other_seed_same < n - 1000, "split: the seed changes the split", "%d of %d agree", other_seed_same, n);
-    check(!prep_is_heldout(7, "x", 1, 0.0), "split: fraction 0 holds out nobody", "%s", "");
+    /* binomial standard deviations: 95 and 126 users; 6 of them as the bound */
+    check(abs(count[SPLIT_VALIDATION] - 10000) < 570 && abs(count[SPLIT_TEST] - 20000) < 760 &&
+              count[SPLIT_TRAIN] == n - count[SPLIT_VALIDATION] - count[SPLIT_TEST],
+          "split: fractions V 0.1, T 0.2", "%d train / %d validation / %d test of %d", count[SPLIT_TRAIN],
+          count[SPLIT_VALIDATION], count[SPLIT_TEST], n);
+    /* independent hashes agree with probability 0.7^2 + 0.1^2 + 0.2^2 = 0.54 (sd 158 users) */
+    check(abs(other_seed_same - 54000) < 950, "split: another seed, an independent split", "%d of %d agree (54000 "
+          "expected)", other_seed_same, n);
+    check(test_moved == 0 && union_moved == 0, "split: test users ignore V; validation + test of (V, T) = test of V + T",
+          "%d and %d users moved", test_moved, union_moved);
+    check(prep_split_of(7, "x", 1, 0.0, 0.0) == SPLIT_TRAIN, "split: fractions 0 hold out nobody", "%s", "");
+}
+
+#define SROW(u, p, sp) "{\"user_id\": \"" u "\", \"prompt\": \"" p "\", \"chosen\": \"c\", \"rejected\": \"r\"" sp "}\n"
+#define TEST_ ", \"split\": \"test\""
+#define VAL_ ", \"split\": \"validation\""
+#define TRAIN_ ", \"split\": \"train\""
+
+/* The split of user `id` in the dataset at path; -1 if absent or unreadable. */
+static int split_in(const char *path, const char *id)
+{
+    Dataset d;
+    char err[512];
+    if (dataset_read(path, &d, err, sizeof err) != 0) return -1;
+    int sp = -1;
+    for (int64_t u = 0; u < d.n_users; u++)
+        if (!strcmp(d.user_ids[u], id)) sp = d.user_split[u];
+    dataset_free(&d);
+    return sp;
+}
+
+/* A row's "split" field forces its user's split (one row is enough; rows
+ * without it do not disagree); rows naming two splits stop the run, in
+ * either order, also when one is an exact copy of the other; --all-test
+ * overrides everything. */
+static void test_forced_split(void)
+{
+    char out[600], err[1024];
+    snprintf(out, sizeof out, "%s/forced.h5", dir);
+    const char *in = write_text("forced.jsonl", SROW("a", "p1", "") SROW("a", "p2", TEST_) SROW("b", "p1", VAL_)
+                                                    SROW("b", "p2", VAL_) SROW("c", "p1", "") SROW("c", "p2", "")
+                                                    SROW("d", "p1", TRAIN_) SROW("d", "p2", ""));
+    /* nearly every unforced user would be test by the hash: d's "train" must win */
+    PrepOptions o = options(in, out);
+    o.val_frac = 0, o.test_frac = 0.99;
+    PrepStats s;
+    int rc = prep_run(&o, &s, err, sizeof err);
+    Split c_hash = prep_split_of(1, "c", 1, 0, 0.99);
+    check(rc == 0 && split_in(out, "a") == SPLIT_TEST && split_in(out, "b") == SPLIT_VALIDATION &&
+              split_in(out, "d") == SPLIT_TRAIN && split_in(out, "c") == (int)c_hash && s.forced_users == 3 &&
+              s.split_users[SPLIT_TRAIN] + s.split_users[SPLIT_VALIDATION] + s.split_users[SPLIT_TEST] == 4,
+          "prep: a row's split field decides its user's split", "rc %d %s; a %d b %d c %d (hash %d) d %d; %lld forced",
+          rc, rc ? err : "", split_in(out, "a"), split_in(out, "b"), split_in(out, "c"), c_hash, split_in(out, "d"),
+          (long long)s.forced_users);
+    o.all_test = 1;
+    rc = prep_run(&o, &s, err, sizeof err);
+    check(rc == 0 && split_in(out, "a") == SPLIT_TEST && split_in(out, "b") == SPLIT_TEST &&
+              split_in(out, "c") == SPLIT_TEST && split_in(out, "d") == SPLIT_TEST && s.split_users[SPLIT_TEST] == 4,
+          "prep: --all-test makes every user a test user, a row's \"train\" too", "rc %d %s", rc, rc ? err : "");
+    unlink(out);
+
+    static const struct { const char *name, *rows, *want; } conflicts[] = {
+        { "train then test", SROW("a", "p1", TRAIN_) SROW("b", "p1", "") SROW("a", "p2", TEST_),
+          ":3: the rows of user 'a' disagree on 'split': 'test' here, 'train' on line 1" },
+        { "test then train", SROW("a", "p2", TEST_) SROW("b", "p1", "") SROW("a", "p1", TRAIN_),
+          ":3: the rows of user 'a' disagree on 'split': 'train' here, 'test' on line 1" },
+        { "an exact copy with another split", SROW("a", "p1", VAL_) SROW("a", "p1", TEST_),
+          ":2: the rows of user 'a' disagree on 'split': 'test' here, 'validation' on line 1" },
+    };
+    for (int i = 0; i < 3; i++) {
+        const char *path = write_text("conflict.jsonl", conflicts[i].rows);
+        o = options(path, out); /* not strict: still fatal */
+        rc = prep_run(&o, &s, err, sizeof err);
+        char label[96];
+        snprintf(label, sizeof label, "prep: conflicting split fields stop the run (%s)", conflicts[i].name);
+        check(rc == EXIT_USAGE && strstr(err, conflicts[i].want) && strstr(err, "nothing written") && !exists(out),
+              label, "rc %d: %s", rc, err);
+    }
+    /* a bad split value is a bad line like any other: skipped, the user keeps its other rows */
+    in = write_text("badsplit.jsonl", SROW("a", "p1", TEST_) SROW("a", "p2", ", \"split\": \"dev\"")
+                                          SROW("a", "p3", "") SROW("b", "p1", "") SROW("b", "p2", ""));
+    o = options(in, out);
+    rc = prep_run(&o, &s, err, sizeof err);
+    check(rc == 0 && s.bad_lines == 1 && s.kinds[0].first_line == 2 && split_in(out, "a") == SPLIT_TEST &&
+              s.pairs == 4,
+          "prep: a split value other than the three is a bad line", "rc %d %s; %lld bad, kind '%s'", rc,
+          rc ? err : "", (long long)s.bad_lines, s.n_kinds ? s.kinds[0].kind : "");
 }
 
 static void test_reason_kinds(void)
@@ -339,6 +441,7 @@ int main(void)
     test_grouping();
     test_failures();
     test_split();
+    test_forced_split();
     test_reason_kinds();
     char cmd[600];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

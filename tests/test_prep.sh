@@ -22,8 +22,8 @@ n_lines=$(wc -l <$FIX)
 
 # ---- counts on stdout ----
 out=$("$FSPO" prep $FIX -o "$tmp/bad2.h5" --max-line-bytes 512 --heldout-frac 0.3 2>/dev/null); rc=$?
-if [[ $rc -eq 0 && $out == *"users   6: 5 train / 1 held out"*"1 dropped with fewer than 5 pairs"* &&
-      $out == *"pairs   52 (5 of held-out users); per user min 5 / median 10 / max 14"* &&
+if [[ $rc -eq 0 && $out == *"users   6: 5 train / 0 validation / 1 test (--val-frac 0, --test-frac 0.3, --seed 1234; 0 by a row's split); 1 dropped with fewer than 5 pairs"* &&
+      $out == *"pairs   52: 47 train / 0 validation / 5 test; per user min 5 / median 10 / max 14"* &&
       $out == *"lines   100 read: 54 rows kept, 42 bad lines skipped"* && $out == *"MB/s"* ]]; then
     pass "counts: users, split, dropped, pairs, lines" "$(tr '\n' '|' <<<"$out")"
 else
@@ -35,7 +35,7 @@ cat >"$tmp/check.py" <<'PYEOF'
 """check.py DATA.h5 IN.jsonl MIN_PAIRS [BAD_REPORT]: decodes the dataset with
 h5py alone and compares it with the input's rows, minus the lines the report
 names, grouped by user in first-appearance order, minus users below
-MIN_PAIRS. Prints the held-out user ids as JSON."""
+MIN_PAIRS. Prints the ids of users not in the train split as JSON."""
 import json, re, sys
 import h5py, numpy as np
 
@@ -56,7 +56,7 @@ def from_h5(path):
             d = f["users/description"][u]
             desc = text(tok, d) if d[1] else None
             pairs = [(text(tok, P[i]), text(tok, C[i]), text(tok, R[i])) for i in range(first, first + count)]
-            users.append((ids[u], bool(f["users/heldout"][u]), desc, pairs))
+            users.append((ids[u], bool(f["users/split"][u]), desc, pairs))
         return users
 
 def from_jsonl(path, min_pairs, bad):
@@ -167,6 +167,15 @@ expect_error "two inputs" 2 "more than one input file" -- "$FSPO" prep $FIX $FIX
 expect_error "unknown flag" 2 "prep: unknown option '--bogus'" -- "$FSPO" prep $FIX -o "$tmp/x.h5" --bogus
 expect_error "heldout-frac 1" 2 "--heldout-frac: 1 is outside \[0, 1\)" -- "$FSPO" prep $FIX -o "$tmp/x.h5" --heldout-frac 1
 expect_error "heldout-frac text" 2 "--heldout-frac: 'abc' is not a number" -- "$FSPO" prep $FIX -o "$tmp/x.h5" --heldout-frac abc
+expect_error "val-frac negative" 2 "--val-frac: -0.1 is outside \[0, 1\)" -- "$FSPO" prep $FIX -o "$tmp/x.h5" --val-frac -0.1
+expect_error "test-frac 1" 2 "--test-frac: 1 is outside \[0, 1\); --all-test puts every user in the test split" -- \
+    "$FSPO" prep $FIX -o "$tmp/x.h5" --test-frac 1
+expect_error "val-frac + test-frac 1" 2 "--val-frac 0.6 \+ --test-frac 0.4 = 1 leaves no training user" -- \
+    "$FSPO" prep $FIX -o "$tmp/x.h5" --val-frac 0.6 --test-frac 0.4
+expect_error "heldout-frac with test-frac" 2 "--heldout-frac F is the old form of --test-frac F --val-frac 0; use one form" -- \
+    "$FSPO" prep $FIX -o "$tmp/x.h5" --heldout-frac 0.1 --test-frac 0.2
+expect_error "all-test with val-frac" 2 "--all-test puts every user in the test split; it takes no --val-frac" -- \
+    "$FSPO" prep $FIX -o "$tmp/x.h5" --all-test --val-frac 0.2
 expect_error "seed negative" 2 "--seed: '-3' is not a non-negative integer" -- "$FSPO" prep $FIX -o "$tmp/x.h5" --seed -3
 expect_error "min-pairs 0" 2 "--min-pairs: 0 is outside" -- "$FSPO" prep $FIX -o "$tmp/x.h5" --min-pairs 0
 expect_error "max-line-bytes bad suffix" 2 "--max-line-bytes: '4X' is not" -- "$FSPO" prep $FIX -o "$tmp/x.h5" --max-line-bytes 4X
@@ -174,7 +183,8 @@ expect_error "value missing" 2 "option --seed needs a value" -- "$FSPO" prep $FI
 expect_error "no user left" 2 "no user has at least 50 pairs" -- "$FSPO" prep $FIX -o "$tmp/x.h5" --min-pairs 50
 [[ ! -e $tmp/x.h5 ]] && pass "errors leave no output" || fail "errors leave no output" "$tmp/x.h5 exists"
 out=$("$FSPO" prep --help); rc=$?
-[[ $rc -eq 0 && $out == *"usage: fspo prep IN.jsonl -o OUT.h5"* && $out == *"blank lines are skipped"* ]] &&
+[[ $rc -eq 0 && $out == *"usage: fspo prep IN.jsonl -o OUT.h5"* && $out == *"blank lines are skipped"* &&
+   $out == *"--val-frac V"* && $out == *"--all-test"* ]] &&
     pass "fspo prep --help" || fail "fspo prep --help" "exit $rc"
 
 # ---- many bad lines: 50 printed, then a count ----

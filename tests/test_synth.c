@@ -2,7 +2,9 @@
  * the scorer recovers the generator's attributes exactly, labels follow
  * the Bradley-Terry model, every pair carries signal about its user,
  * descriptions name exactly the active attributes, generation is a pure
- * function of the seed, the scorer survives any bytes, and the writer
+ * function of the seed, the benchmark ladder's rungs have their stated
+ * user types, non-contrastive pairs, Bayes-optimal accuracy 0.9 and
+ * interpolated split, the scorer survives any bytes, and the writer
  * round-trips rows (NULs included) and refuses invalid UTF-8. */
 #include <jansson.h>
 #include <math.h>
@@ -335,6 +337,179 @@ static void test_bradley_terry(void)
     }
 }
 
+/* ---- the benchmark ladder (--population r1..r4) ---- */
+
+static long binomial(int n, int k)
+{
+    long c = 1;
+    for (int i = 1; i <= k; i++) c = c * (n - k + i) / i;
+    return c;
+}
+
+/* One rung, measured on 2000 users x 25 pairs against numbers derived
+ * here, not read from the generator: user types by counting, the fraction
+ * of pairs that also differ in an ignored attribute, the label agreement
+ * rate against the mean of sigmoid(|dr| / T) over the drawn pairs and
+ * against 0.9, and (r4) the interpolated split against its own rule. */
+static void test_population(const SynthPopulation *P, int want_types, double want_noncontrastive)
+{
+    enum { USERS = 2000, PAIRS = 25, MAX_TYPES = 1 << 14 };
+    SynthConfig cfg = P->cfg;
+    cfg.seed = 61;
+    cfg.flavor = SYNTH_ALL;
+    unsigned allowed = cfg.attrs;
+    int n_attrs = __builtin_popcount(allowed);
+    static unsigned char seen[MAX_TYPES], seen_train[1 << SYNTH_K], seen_test[1 << SYNTH_K];
+    memset(seen, 0, sizeof seen);
+    memset(seen_train, 0, sizeof seen_train);
+    memset(seen_test, 0, sizeof seen_test);
+    long types = 0, pairs = 0, noncontrastive = 0, agree = 0, long_on = 0, gap2 = 0, other_gap = 0, interpolated = 0;
+    long mismarked = 0;
+    double expect = 0, var = 0;
+    static double gaps[USERS * PAIRS];
+    size_t max_len = 0;
+    for (int i = 0; i < USERS; i++) {
+        SynthUser u;
+        synth_user_init(&cfg, i, &u);
+        /* a sparse user's type: its active attributes and their signs */
+        unsigned signs = 0;
+        for (int k = 0; k < SYNTH_K; k++) signs |= (unsigned)(u.w[k] > 0) << k;
+        unsigned type = (u.active_mask << SYNTH_K) | (signs & u.active_mask);
+        if (!seen[type]) types++;
+        seen[type] = 1;
+        /* the two strongest attributes, by a full sort of |w| here */
+        int order[SYNTH_K];
+        for (int k = 0; k < SYNTH_K; k++) order[k] = k;
+        for (int a = 0; a < SYNTH_K; a++)
+            for (int b = a + 1; b < SYNTH_K; b++)
+                if (fabs(u.w[order[b]]) > fabs(u.w[order[a]])) {
+                    int t = order[a];
+                    order[a] = order[b];
+                    order[b] = t;
+                }
+        unsigned top2 = (1u << order[0]) | (1u << order[1]);
+        int in_list = 0;
+        for (int h = 0; h < SYNTH_MAX_INTERPOLATED; h++) in_list |= cfg.interpolated_pairs[h] == top2;
+        mismarked += in_list != u.interpolated;
+        interpolated += u.interpolated;
+        (u.interpolated ? seen_test : seen_train)[top2] = 1;
+        for (int j = 0; j < PAIRS; j++) {
+            SynthPair p;
+            synth_next_pair(&cfg, &u, &p);
+            pairs++;
+            noncontrastive += ((p.chosen_mask ^ p.rejected_mask) & ~u.active_mask) != 0;
+            long_on += ((p.chosen_mask | p.rejected_mask) >> SYNTH_LONG) & 1u;
+            if (p.chosen_len > max_len) max_len = p.chosen_len;
+            if (p.rejected_len > max_len) max_len = p.rejected_len;
+            double gap = fabs(p.chosen_reward - p.rejected_reward), q = sigmoid(gap / cfg.temperature);
+            gaps[pairs - 1] = gap;
+            gap2 += gap == 2;
+            other_gap += gap != 1 && gap != 2;
+            agree += p.chosen_reward > p.rejected_reward;
+            expect += q;
+            var += q * (1 - q);
+        }
+    }
+    char name[160];
+    if (want_types) {
+        snprintf(name, sizeof name, "population %s: %d user types (active set, signs) among %d users", P->name,
+                 want_types, USERS);
+        check(types == want_types && want_types == binomial(n_attrs, cfg.n_active) << cfg.n_active, name,
+              "%ld distinct; C(%d,%d) * 2^%d = %ld", types, n_attrs, cfg.n_active, cfg.n_active,
+              binomial(n_attrs, cfg.n_active) << cfg.n_active);
+    }
+    double frac = (double)noncontrastive / pairs;
+    if (want_noncontrastive < 0)
+        snprintf(name, sizeof name, "population %s: some pairs differ in an inactive attribute (> 0.1)", P->name);
+    else
+        snprintf(name, sizeof name, "population %s: pairs differing in an ignored attribute %.2f%s", P->name,
+                 want_noncontrastive, want_noncontrastive > 0 ? "" : " (contrastive)");
+    if (want_noncontrastive > 0 && want_noncontrastive < 1) {
+        double sd = sqrt(want_noncontrastive * (1 - want_noncontrastive) / pairs);
+        check(fabs(frac - want_noncontrastive) < 4 * sd, name, "%.4f of %ld pairs (+- %.4f)", frac, pairs, 4 * sd);
+    } else if (want_noncontrastive < 0) { /* only "some" is known (dense users) */
+        check(frac > 0.1, name, "%.4f of %ld pairs", frac, pairs);
+    } else
+        check(noncontrastive == 0, name, "%ld of %ld pairs", noncontrastive, pairs);
+    snprintf(name, sizeof name, "population %s: one-sentence answers (long never on)", P->name);
+    check(long_on == 0 && max_len < 120, name, "%ld answers long, longest %zu bytes", long_on, max_len);
+
+    /* Bayes-optimal accuracy: the analytic expectation over the drawn gaps within 0.005 of 0.9, the labels'
+     * agreement rate within 4 standard errors of it */
+    double emp = (double)agree / pairs, exp_mean = expect / pairs, tol = 4 * sqrt(var) / pairs;
+    snprintf(name, sizeof name, "population %s: Bayes-optimal accuracy ~0.9 (T = %g)", P->name, cfg.temperature);
+    check(fabs(exp_mean - 0.9) < 0.005 && fabs(emp - exp_mean) < tol, name,
+          "mean sigmoid(|dr|/T) %.4f, labels agree %.4f (+- %.4f) over %ld pairs", exp_mean, emp, tol, pairs);
+    /* how the rung's T was chosen: the T at which the mean of sigmoid(|dr| / T) over the drawn pairs is 0.9 */
+    double lo = 0.01, hi = 5;
+    for (int it = 0; it < 50; it++) {
+        double t = (lo + hi) / 2, m = 0;
+        for (long i = 0; i < pairs; i++) m += sigmoid(gaps[i] / t);
+        *(m / pairs > 0.9 ? &lo : &hi) = t;
+    }
+    snprintf(name, sizeof name, "population %s: T solves mean sigmoid(|dr|/T) = 0.9 over its pairs", P->name);
+    check(fabs(lo - cfg.temperature) < 0.01, name, "bisection %.5f, rung %g", lo, cfg.temperature);
+    if (cfg.dirichlet_alpha == 0) {
+        /* sparse +-1 users: gaps 1 only (one active), or 1 and 2 in proportion 4:1 (two active, ties redrawn) */
+        double p2 = cfg.n_active == 1 ? 0 : 0.2, closed = (1 - p2) * sigmoid(1 / cfg.temperature) +
+                                                    p2 * sigmoid(2 / cfg.temperature);
+        double sd = sqrt(p2 * (1 - p2) / pairs), got2 = (double)gap2 / pairs;
+        snprintf(name, sizeof name, "population %s: reward gaps %s, closed-form Bayes accuracy 0.9", P->name,
+                 cfg.n_active == 1 ? "all 1" : "1 or 2 (1 in 5 of gap 2)");
+        check(other_gap == 0 && fabs(got2 - p2) <= 4 * sd && fabs(closed - 0.9) < 1e-4, name,
+              "gap 2 in %.4f of pairs (want %.1f +- %.4f), other gaps %ld; %.6f", got2, p2, 4 * sd, other_gap, closed);
+    }
+    if (cfg.interpolated_pairs[0]) {
+        /* symmetric Dirichlet: each of the C(n,2) unordered top pairs is equally likely */
+        int held = 0, n_train = 0, n_test = 0, overlap = 0;
+        for (int h = 0; h < SYNTH_MAX_INTERPOLATED; h++) held += cfg.interpolated_pairs[h] != 0;
+        for (unsigned m = 0; m < 1u << SYNTH_K; m++) {
+            n_train += seen_train[m], n_test += seen_test[m];
+            overlap += seen_train[m] && seen_test[m];
+        }
+        double want = (double)held / binomial(n_attrs, 2), got = (double)interpolated / USERS,
+               sd = sqrt(want * (1 - want) / USERS);
+        snprintf(name, sizeof name, "population %s: interpolated users are those whose top-2 pair is held out",
+                 P->name);
+        check(mismarked == 0 && overlap == 0 && n_test == held && n_train == binomial(n_attrs, 2) - held, name,
+              "%ld mismarked; top-2 pairs: %d interpolated, %d others, %d shared", mismarked, n_test, n_train,
+              overlap);
+        snprintf(name, sizeof name, "population %s: %d of %ld top-2 pairs held out: %.3f of users interpolated",
+                 P->name, held, binomial(n_attrs, 2), want);
+        check(fabs(got - want) < 4 * sd, name, "%ld of %d users (%.4f +- %.4f)", interpolated, USERS, got, 4 * sd);
+    } else {
+        snprintf(name, sizeof name, "population %s: no interpolated users", P->name);
+        check(interpolated == 0, name, "%ld", interpolated);
+    }
+
+    Walk a, b;
+    walk(&cfg, 100, 10, &a);
+    walk(&cfg, 100, 10, &b);
+    snprintf(name, sizeof name, "population %s: same seed, same dataset", P->name);
+    check(a.hash == b.hash && a.scorer_wrong == 0 && a.tie == 0 && a.no_active_diff == 0, name,
+          "%016llx vs %016llx; %ld misread, %ld ties, %ld without an active difference", (unsigned long long)a.hash,
+          (unsigned long long)b.hash, a.scorer_wrong, a.tie, a.no_active_diff);
+}
+
+static void test_populations(void)
+{
+    /* r2, r3: two ignored attributes, each differing with probability 1/2 independently of the active ones
+     * (which alone decide whether a draw is kept): 1 - 1/4 */
+    const struct {
+        const char *name;
+        int types;
+        double noncontrastive; /* 0: never (contrastive); -1: some (dense users) */
+    } want[] = { { "r1", 4, 0 }, { "r2", 6, 0.75 }, { "r3", 24, 0.75 }, { "r4", 0, -1 } };
+    int n = (int)(sizeof want / sizeof *want);
+    check(synth_n_populations == n && !synth_population_find("r5") && !synth_population_find(NULL),
+          "populations: exactly r1..r4", "%d rungs", synth_n_populations);
+    for (int i = 0; i < n; i++) {
+        const SynthPopulation *P = synth_population_find(want[i].name);
+        if (!check(P != NULL, "population found by name", "%s", want[i].name)) continue;
+        test_population(P, want[i].types, want[i].noncontrastive);
+    }
+}
+
 static void test_determinism(void)
 {
     SynthConfig cfg = config(7, SYNTH_ALL, 0.3);
@@ -438,6 +613,66 @@ static void test_weights_and_descriptions(void)
     char tiny[12];
     size_t n = synth_describe(w, tiny, sizeof tiny);
     check(n == strlen(tiny) && n == sizeof tiny - 1, "description truncates safely", "%zu '%s'", n, tiny);
+}
+
+/* synth_parse_description inverts synth_describe: every sign pattern of
+ * the 7 attributes (3^7, so every pattern of 1-3 active attributes among
+ * them), each with random strengths (so every order the description can
+ * take) and small inactive weights that must not be named. */
+static void test_description_parser(void)
+{
+    Rng r = rng_seed(77, 0);
+    long patterns = 0, small = 0, bad = 0, not_ok = 0;
+    char first_bad[SYNTH_MAX_DESCRIPTION + 64] = "";
+    for (int code = 0; code < 2187; code++) {
+        int want[SYNTH_K], active = 0;
+        for (int k = 0, c = code; k < SYNTH_K; k++, c /= 3) want[k] = c % 3 - 1, active += want[k] != 0;
+        patterns++;
+        small += active >= 1 && active <= 3;
+        for (int rep = 0; rep < 4; rep++) {
+            double w[SYNTH_K];
+            for (int k = 0; k < SYNTH_K; k++) {
+                double mag = want[k] ? SYNTH_ACTIVE_MIN + (1 - SYNTH_ACTIVE_MIN) * rng_uniform(&r)
+                                     : rep == 0 ? 0 : 0.199 * rng_uniform(&r);
+                w[k] = (want[k] < 0 || (!want[k] && rng_uniform(&r) < 0.5) ? -1 : 1) * mag;
+            }
+            if (rep == 1)
+                for (int k = 0; k < SYNTH_K; k++) w[k] = want[k]; /* equal strengths: attribute order */
+            char d[SYNTH_MAX_DESCRIPTION];
+            size_t n = synth_describe(w, d, sizeof d);
+            int got[SYNTH_K];
+            int rc = synth_parse_description(d, n, got);
+            not_ok += rc != 0;
+            if ((rc != 0 || memcmp(got, want, sizeof got) != 0) && !bad++)
+                snprintf(first_bad, sizeof first_bad, "pattern %d: '%s' -> rc %d", code, d, rc);
+        }
+    }
+    check(bad == 0 && small == 378, "description parser inverts synth_describe on every sign pattern",
+          "%ld patterns (%ld with 1-3 active) x 4 strength draws, %ld wrong (%ld rejected); first %s", patterns, small,
+          bad, not_ok, first_bad);
+    /* what synth_describe never writes names nothing */
+    static const char *const bad_text[] = {
+        "", "prefers:", "prefers: answers", "prefers: long", "prefers: long answers;", "prefers: long, short answers",
+        "prefers: longer answers", "prefers: answers with emoji, bullet lists", "prefers: answers with emoji and emoji",
+        "prefers: answers with emoji; dislikes: emoji", "dislikes: long", "dislikes: emoji and", "prefers: emoji answers",
+        "prefers: long answers ", " prefers: long answers", "prefers: long answers with", "no preferences; dislikes: emoji",
+        "prefers: long, answers", "dislikes: bullet lists, emoji", "prefers: long answers\n", "prefers: Long answers",
+    };
+    int rejected = 0, first_wrong = -1;
+    for (int i = 0; i < (int)(sizeof bad_text / sizeof *bad_text); i++) {
+        int got[SYNTH_K], any = 0;
+        int rc = synth_parse_description(bad_text[i], strlen(bad_text[i]), got);
+        for (int k = 0; k < SYNTH_K; k++) any |= got[k];
+        if (rc == -1 && !any) rejected++;
+        else if (first_wrong < 0) first_wrong = i;
+    }
+    check(first_wrong < 0, "description parser rejects malformed text", "%d rejected; first accepted: '%s'", rejected,
+          first_wrong < 0 ? "" : bad_text[first_wrong]);
+    int got[SYNTH_K];
+    const char *mixed = "dislikes: technical terms, emoji and bullet lists";
+    int rc = synth_parse_description(mixed, strlen(mixed), got);
+    check(rc == 0 && got[SYNTH_TECHNICAL] == -1 && got[SYNTH_EMOJI] == -1 && got[SYNTH_BULLETS] == -1 && got[SYNTH_LONG] == 0,
+          "description parser: a hand-written dislikes list", "rc %d", rc);
 }
 
 static int attrs_binary(const double *a)
@@ -625,6 +860,58 @@ static void test_jsonl_writer(void)
     for (int i = 0; i < 3; i++) json_decref(row[i]);
     free(text);
 
+    /* fspo synth --population r4's extra fields: a row's split, the truth's population and interpolated;
+     * the row reader (fspo prep) reads the split, the truth reader ([eval]) ignores the other two */
+    char hint_path[256], truth_path[256];
+    snprintf(hint_path, sizeof hint_path, "%s/hint.jsonl", dir);
+    snprintf(truth_path, sizeof truth_path, "%s/hint.truth.jsonl", dir);
+    PrefRow hinted = r1;
+    hinted.split = "test";
+    UserTruth t2 = t, t3 = t, t4 = t;
+    t4.user_id = "u3";
+    t2.population = "r4", t2.has_split = 1, t2.interpolated = 1;
+    t3.user_id = "u2", t3.population = "r4", t3.has_split = 1, t3.interpolated = 0;
+    JsonlWriter *wr = jsonl_writer_open(hint_path, err, sizeof err);
+    JsonlWriter *wt = jsonl_writer_open(truth_path, err, sizeof err);
+    rc = -1;
+    if (wr && wt) {
+        rc = jsonl_write_row(wr, &hinted) | jsonl_write_row(wr, &r2);
+        rc |= jsonl_write_truth(wt, &t2) | jsonl_write_truth(wt, &t3) | jsonl_write_truth(wt, &t4);
+        rc |= jsonl_writer_close(wr, err, sizeof err) | jsonl_writer_close(wt, err, sizeof err);
+    } else {
+        jsonl_writer_abort(wr);
+        jsonl_writer_abort(wt);
+    }
+    text = read_all(hint_path, &n);
+    char *ttext = read_all(truth_path, &n);
+    ok = rc == 0 && text && ttext;
+    ok = ok && strstr(text, "\"user_description\":\"prefers: emoji\",\"split\":\"test\"}\n") &&
+         strstr(text, "\"rejected\":\"r\"}\n"); /* r2: no hint, no description */
+    ok = ok && strstr(ttext, "\"population\":\"r4\",\"interpolated\":true}\n") &&
+         strstr(ttext, "\"population\":\"r4\",\"interpolated\":false}\n") &&
+         strstr(ttext, "\"weights\":[0.123456,-1.0,0.0,1e-6,-0.5,2.0,0.0]}\n"); /* t: neither field */
+    check(ok, "jsonl writer: split on a row, population and interpolated in the truth when set", "%s%s",
+          text ? flat(text) : err, ttext ? flat(ttext) : "");
+    free(text);
+    free(ttext);
+    JsonlReader *rd = jsonl_reader_open(hint_path, 1 << 16, err, sizeof err);
+    PrefRow row_in;
+    long line_no = 0;
+    int rows_read = 0, got, split_read = 0;
+    while (rd && (got = jsonl_next_row(rd, &row_in, &line_no, err, sizeof err)) != 0) {
+        rows_read += got == 1 ? 1 : 100;
+        split_read += got == 1 && row_in.split && !strcmp(row_in.split, "test") && line_no == 1;
+    }
+    jsonl_reader_close(rd);
+    TruthSet *ts = truth_read(truth_path, err, sizeof err);
+    const UserTruth *u1 = ts ? truth_find(ts, "u1") : NULL;
+    check(rows_read == 2 && split_read == 1 && u1 && truth_count(ts) == 3 && u1->weights[0] == 0.123456,
+          "jsonl readers: the row's split is read, population and interpolated ignored", "%d rows read, truth %s: %s", rows_read,
+          ts ? "read" : "refused", err);
+    truth_free(ts);
+    unlink(hint_path);
+    unlink(truth_path);
+
     /* invalid UTF-8 is an error, sticky, and leaves no file behind */
     snprintf(path, sizeof path, "%s/bad.jsonl", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -666,8 +953,10 @@ int main(void)
     test_minimal_pairs();
     test_attribute_subsets();
     test_bradley_terry();
+    test_populations();
     test_determinism();
     test_weights_and_descriptions();
+    test_description_parser();
     test_scorer_arbitrary_text();
     test_jsonl_writer();
     return check_status();

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # `fspo synth`: files a Python user can read, the ground-truth file [eval]
-# needs, clear usage errors, byte-identical reruns, the scorer on the
-# command line, and the 1500 users x 40 pairs timing.
+# needs, clear usage errors, byte-identical reruns, the benchmark ladder
+# (--population: each rung = the options its help lists, r4's interpolated
+# split by its rule), the scorer on the command line, and the 1500 users x
+# 40 pairs timing.
 cd "$(dirname "$0")/.." && source tests/lib.sh
 PY=/usr/bin/python3
 T=$(mktemp -d /tmp/fspo-synth.XXXXXX)
@@ -102,6 +104,82 @@ expect_error "unwritable output" 1 "/nonexistent-dir/x.jsonl.tmp: cannot create"
     "$FSPO" synth -o /nonexistent-dir/x.jsonl --users 2
 [[ ! -e $T/x.jsonl && ! -e $T/x.truth.jsonl ]] && pass "failed runs leave no output" "no x.jsonl, x.truth.jsonl" \
     || fail "failed runs leave no output" "$(ls "$T")"
+
+# --population: each rung is the options --help lists for it (the same rows; the truth file adds the
+# population and, for r4, the interpolated marks, the rows the split hints); same command, same bytes
+help=$("$FSPO" synth --help)
+for r in r1 r2 r3 r4; do
+    flags=$($PY -c '
+import re, sys
+m = re.search(r"^  %s  .*\n((?:      .*\n)+)" % sys.argv[1], sys.stdin.read(), re.M)
+spelled = " ".join(l.strip() for l in m.group(1).splitlines())
+print(spelled.split("= ", 1)[1].split(" + interpolated split")[0])' "$r" <<<"$help")
+    "$FSPO" synth -o "$T/p$r.jsonl" --users 60 --pairs-per-user 6 --seed 2 --population "$r" --quiet; rc=$?
+    "$FSPO" synth -o "$T/p${r}b.jsonl" --users 60 --pairs-per-user 6 --seed 2 --population "$r" --quiet
+    # shellcheck disable=SC2086
+    "$FSPO" synth -o "$T/s$r.jsonl" --users 60 --pairs-per-user 6 --seed 2 $flags --quiet
+    if msg=$($PY - "$T/p$r" "$T/s$r" "$r" 2>&1 <<'EOF'
+import json, sys
+pop, spelled, r = sys.argv[1:4]
+def load(path, drop=()):
+    return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in open(path, encoding="utf-8")]
+rows_p = load(pop + ".jsonl")
+assert len(rows_p) == 360 and load(pop + ".jsonl", {"split"}) == load(spelled + ".jsonl")
+truth_p = load(pop + ".truth.jsonl")
+assert all(t["population"] == r and ("interpolated" in t) == (r == "r4") for t in truth_p)
+assert load(pop + ".truth.jsonl", {"population", "interpolated"}) == load(spelled + ".truth.jsonl")
+hinted = sorted({x["user_id"] for x in rows_p if "split" in x})
+assert all(x["split"] == "test" for x in rows_p if "split" in x)
+assert hinted == sorted(t["user_id"] for t in truth_p if t.get("interpolated")), hinted
+print(f"{len(rows_p)} rows, {len(hinted)} users with a split field")
+EOF
+) && [[ $rc -eq 0 ]]; then pass "--population $r = $flags" "$msg"; else fail "--population $r = $flags" "exit $rc: $msg"; fi
+    cmp -s "$T/p$r.jsonl" "$T/p${r}b.jsonl" && cmp -s "$T/p$r.truth.jsonl" "$T/p${r}b.truth.jsonl" \
+        && pass "--population $r twice: identical files" "cmp" || fail "--population $r twice: identical files" "differ"
+done
+
+# r4's interpolated split, by its documented rule computed here: a user is interpolated iff its two
+# strongest |w| are bullets+emoji, enthusiastic+formal or positive+technical
+"$FSPO" synth -o "$T/split.jsonl" --users 400 --pairs-per-user 6 --seed 9 --population r4 --quiet
+if msg=$($PY - "$T/split.truth.jsonl" 2>&1 <<'EOF'
+import json, sys
+held = [{"bullets", "emoji"}, {"enthusiastic", "formal"}, {"positive", "technical"}]
+test, train = set(), set()
+n_interp = 0
+for line in open(sys.argv[1], encoding="utf-8"):
+    t = json.loads(line)
+    w = dict(zip(t["attr_names"], t["weights"]))
+    assert w["long"] == 0 and sum(abs(x) for x in w.values()) > 1.99, t
+    top2 = frozenset(sorted(w, key=lambda k: -abs(w[k]))[:2])
+    assert t["interpolated"] == (top2 in held), (t["user_id"], top2, t["interpolated"])
+    (test if t["interpolated"] else train).add(top2)
+    n_interp += t["interpolated"]
+assert not (test & train) and len(test) == 3 and len(train) == 12, (test, train)
+print(f"{n_interp} of 400 users interpolated; top-2 pairs: 3 test-only, 12 train-only")
+EOF
+); then pass "--population r4: interpolated users are exactly the held-out top-2 pairs" "$msg"
+else fail "--population r4: interpolated users are exactly the held-out top-2 pairs" "$msg"; fi
+# fspo prep puts the interpolated users (their rows' "split": "test") in the test split, whatever the hash
+out=$("$FSPO" prep "$T/split.jsonl" -o "$T/split.h5" 2>&1); rc=$?
+if [[ $rc -eq 0 && $out == *"2400 read: 2400 rows kept, 0 bad lines"* ]] && msg=$($PY - "$T/split.h5" "$T/split.truth.jsonl" 2>&1 <<'EOF'
+import json, sys
+import h5py
+with h5py.File(sys.argv[1], "r", locking=False) as f:
+    split = dict(zip(f["users/id"].asstr()[()], f["users/split"][()]))
+interp = {t["user_id"] for t in map(json.loads, open(sys.argv[2], encoding="utf-8")) if t["interpolated"]}
+assert interp and all(split[u] == 2 for u in interp), "an interpolated user outside the test split"
+others = [s for u, s in split.items() if u not in interp]
+assert 0 in others, "no training user"
+print(f"{len(interp)} interpolated users, all test; {others.count(0)} of the {len(others)} others train")
+EOF
+); then pass "fspo prep: --population r4's interpolated users are test users" "$msg"
+else fail "fspo prep: --population r4's interpolated users are test users" "exit $rc: $out $msg"; fi
+expect_error "--population unknown" 2 "synth: --population: 'r5' is not a rung \(r1, r2, r3, r4\)" -- \
+    "$FSPO" synth -o "$T/x.jsonl" --population r5
+expect_error "--population with --noise" 2 "synth: --population r2 fixes --noise" -- \
+    "$FSPO" synth -o "$T/x.jsonl" --population r2 --noise 0
+expect_error "--attrs before --population" 2 "synth: --population r3 fixes --attrs" -- \
+    "$FSPO" synth -o "$T/x.jsonl" --attrs emoji,bullets --population r3
 
 # the scorer on the command line, from an argument and from stdin
 text=$'- Moreover, the entropy is elegant!\n- Furthermore, the math is neat! \xf0\x9f\x92\xa1'

@@ -5,41 +5,7 @@ cd "$(dirname "$0")/.." && source tests/lib.sh
 PY=/usr/bin/python3
 B=${BUILD:-build}
 tmp=$(mktemp -d /tmp/fspo-train.XXXXXX) && trap 'rm -rf "$tmp"' EXIT
-"$B/tests/test_pack" --write-dataset "$tmp/data.h5" 8 24 || { fail "make dataset"; exit 1; }
-cat >"$tmp/cfg.yaml" <<YAML
-model: {d_model: 32, n_layers: 2, n_heads: 4, max_seq: 256}
-data: {path: $tmp/data.h5, n_fewshot: 2, n_queries: 2}
-train: {run_dir: $tmp/run, max_steps: 20, batch_size: 6, log_every: 1}
-optim: {warmup_steps: 2}
-mpi: {threads_per_rank: 1, checksum_every: 5}
-checkpoint: {every: 10, keep: 2}
-YAML
-train() { # train NP RUN_DIR [--set ...]
-    local np=$1 dir=$2
-    shift 2
-    mpirun_np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1
-}
-same_losses() { # metrics A B TOL: every logged training metric agrees (timing ones excluded)
-    "$PY" - "$1" "$2" "$3" <<'PYEOF'
-import json, sys
-a = [json.loads(l) for l in open(sys.argv[1])]
-b = [json.loads(l) for l in open(sys.argv[2])]
-tol = float(sys.argv[3])
-assert [r["step"] for r in a] == [r["step"] for r in b], "different steps logged"
-worst = 0.0
-for x, y in zip(a, b):
-    for k in x:
-        if k in ("tokens_per_sec", "mfu", "meta_examples_per_sec"):
-            continue
-        if x[k] is None or y[k] is None:
-            assert x[k] == y[k], (k, x[k], y[k])
-            continue
-        err = abs(x[k] - y[k]) / max(abs(y[k]), 1e-12)
-        worst = max(worst, err)
-assert worst <= tol, f"metrics differ: {worst:.3g}"
-print(f"{len(a)} steps, worst rel diff {worst:.2g}")
-PYEOF
-}
+tiny_train_setup "$tmp" || { fail "make dataset"; exit 1; }
 
 # ---- equivalence across world sizes (3 ranks: shares of 2 over a batch of 6; also uneven below) ----
 for np in 1 2 3; do train $np "$tmp/np$np" || fail "train -np $np" "$(tail -3 "$tmp/np$np.log")"; done
