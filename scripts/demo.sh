@@ -44,13 +44,13 @@ quick)
 demo)
     OUT=${FSPO_DEMO_DIR:-runs/demo}
     # seed 2: users nobody looked at while the recipe was chosen (docs/results.md)
-    USERS=1500 PAIRS=40 HELDOUT=0.1 SEED=2
+    USERS=1500 PAIRS=40 HELDOUT=0.15 SEED=2
     MODEL=() # configs/demo.yaml: d_model 128, 4 layers, 4 heads (0.9 M parameters)
-    SFT_STEPS=${FSPO_DEMO_SFT_STEPS:-1000} PREF_STEPS=${FSPO_DEMO_PREF_STEPS:-150} POOLED_STEPS=60 ANCHOR_STEPS=300
+    SFT_STEPS=${FSPO_DEMO_SFT_STEPS:-1000} PREF_STEPS=${FSPO_DEMO_PREF_STEPS:-300} POOLED_STEPS=60 ANCHOR_STEPS=300
     BATCH=8 LOG_EVERY=20
     # time caps per stage (train.max_time) keep the demo near its budget on a
     # busy machine; a capped stage is reported at the end
-    SFT_CAP=7m30s ANCHOR_CAP=75s PREF_CAP=150s POOLED_CAP=45s
+    SFT_CAP=7m30s ANCHOR_CAP=75s PREF_CAP=3m30s POOLED_CAP=45s
     PREF=(--set optim.lr=3e-4 --set optim.min_lr=5e-5 --set optim.warmup_steps=20 --set optim.decay_steps=0
           --set loss.sft_weight=0.5 --set train.sft_context=false --set checkpoint.every=50)
     EVAL=(--set eval.bootstrap=1000) ;;
