@@ -43,8 +43,10 @@ quick)
     EVAL=(--set eval.max_users=6 --set eval.bootstrap=200 --set eval.max_new_tokens=24) ;;
 demo)
     OUT=${FSPO_DEMO_DIR:-runs/demo}
-    # seed 2: users nobody looked at while the recipe was chosen (docs/results.md)
-    USERS=1500 PAIRS=40 HELDOUT=0.15 SEED=2
+    # seed 3: users nobody looked at while the recipe was chosen (seed 1's
+    # validation users chose it; seed 2's test users were spent on an
+    # earlier recipe: docs/results.md experiments 7-8)
+    USERS=1500 PAIRS=40 HELDOUT=0.15 SEED=3
     MODEL=() # configs/demo.yaml: d_model 128, 4 layers, 4 heads (0.9 M parameters)
     SFT_STEPS=${FSPO_DEMO_SFT_STEPS:-1000} PREF_STEPS=${FSPO_DEMO_PREF_STEPS:-300} POOLED_STEPS=60 ANCHOR_STEPS=300
     BATCH=8 LOG_EVERY=20
