@@ -55,7 +55,8 @@ demo)
     SFT_CAP=7m30s ANCHOR_CAP=75s PREF_CAP=3m30s POOLED_CAP=45s
     PREF=(--set optim.lr=3e-4 --set optim.min_lr=5e-5 --set optim.warmup_steps=20 --set optim.decay_steps=0
           --set loss.sft_weight=0.5 --set train.sft_context=false --set checkpoint.every=50)
-    EVAL=(--set eval.bootstrap=1000) ;;
+    # the eval runs alone: both cores
+    EVAL=(--set eval.bootstrap=1000 --set mpi.threads_per_rank=2) ;;
 small)
     OUT=${FSPO_DEMO_DIR:-runs/small}
     CONFIG=configs/small.yaml RESUME=1
