@@ -210,8 +210,9 @@ if g:
 w = r.get("win_rate_anchor") or {}
 if w.get("policy") and w.get("oracle"):
     p, o = w["policy"], w["oracle"]
+    share = f": {p['of_ceiling']['mean']:.0%} of the ceiling" if p.get("of_ceiling") else ""
     print(f"    win rate vs the anchor: FSPO {p['win']['mean']:.3f} [{p['win']['lo']:.3f},{p['win']['hi']:.3f}], "
-          f"ceiling (oracle policy) {o['win']['mean']:.3f}: {p['of_ceiling']['mean']:.0%} of the ceiling")
+          f"ceiling (oracle policy) {o['win']['mean']:.3f}{share}")
 ok = m1["lo"] > m0["hi"] and m1["mean"] > pooled["mean"]
 print("    PASS: few-shot personalization shows" if ok else
       "    FAIL: accuracy at the largest N is not above N = 0 with separated CIs and above the pooled model")
