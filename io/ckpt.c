@@ -13,6 +13,7 @@
 #include "checksum.h"
 #include "h5util.h"
 #include "tokenizer.h"
+#include "tokenizer_json.h"
 #include "util.h"
 
 #define CKPT_FORMAT "fspo-checkpoint"
@@ -93,7 +94,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     rc |= h5_attr_write_i64(f, "skipped_examples", meta->skipped_examples);
     rc |= h5_attr_write_i64(f, "skipped_nonfinite", meta->skipped_nonfinite);
     rc |= h5_attr_write_str(f, "config_yaml", config_yaml ? config_yaml : "");
-    rc |= h5_attr_write_str(f, "tokenizer", TOKENIZER_ID);
+    rc |= tokenizer_h5_write(f, meta->tok);
     rc |= h5_attr_write_i64s(f, "model_shape", shape, 6);
     rc |= h5_attr_write_u64(f, "weights_checksum", wsum);
     rc |= h5_attr_write_i64(f, "created_unix", (int64_t)time(NULL));
@@ -294,6 +295,37 @@ static int open_ckpt(const char *path, hid_t *f, char *err, size_t errlen)
         return set_err(err, errlen, "%s: checkpoint format version %lld, this build reads version %d", path,
                           (long long)ver, CKPT_FORMAT_VERSION);
     }
+    return 0;
+}
+
+/* ---- the tokenizer ---- */
+
+int ckpt_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t errlen)
+{
+    hid_t f = -1;
+    memset(t, 0, sizeof *t);
+    if (open_ckpt(path, &f, err, errlen) != 0) return -1;
+    char name[64] = "";
+    int rc = h5_attr_read_str(f, "tokenizer", name, sizeof name) != 0
+                 ? set_err(err, errlen, "%s: attribute tokenizer missing or malformed", path)
+                 : tokenizer_h5_read(f, path, name, t, err, errlen);
+    H5Fclose(f);
+    return rc;
+}
+
+int ckpt_check_tokenizer(const char *path, const Tokenizer *want, const char *want_from, char *err, size_t errlen)
+{
+    hid_t f = -1;
+    if (open_ckpt(path, &f, err, errlen) != 0) return -1;
+    char name[64] = "";
+    int rc = h5_attr_read_str(f, "tokenizer", name, sizeof name);
+    H5Fclose(f);
+    if (rc != 0) return set_err(err, errlen, "%s: attribute tokenizer missing or malformed", path);
+    if (strcmp(name, tok_name(want)) != 0)
+        return set_err(err, errlen, "%s: the model reads the ids of tokenizer %s, but %s was tokenized with %s: a "
+                                    "checkpoint and the data it reads must share one tokenizer (fspo prep "
+                                    "--tokenizer FILE.json or another dataset's tokenizer)",
+                       path, name, want_from, tok_name(want));
     return 0;
 }
 

@@ -16,6 +16,7 @@
 
 #include "model.h"
 #include "optim.h"
+#include "tokenizer.h"
 
 #define CKPT_FORMAT_VERSION 1
 
@@ -31,6 +32,7 @@ typedef struct {
     char lineage[40];      /* the run that wrote it (io/rundir.h); "" if written without one */
     int64_t skipped_examples;  /* meta-examples skipped so far (too long for model.max_seq) */
     int64_t skipped_nonfinite; /* steps skipped so far (non-finite loss or gradients) */
+    const Tokenizer *tok;  /* saving: the tokenizer of the data trained on (NULL: bytes); not set by loading */
 } CkptMeta;
 
 /* Saves m (and o's moments unless o is NULL) as <dir>/ckpt_<step>.h5 and
@@ -47,6 +49,13 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
  * version, model shape against m->cfg (naming the tensor and both shapes)
  * and every checksum. meta may be NULL. On error m/o may be partly written. */
 int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *err, size_t errlen);
+
+/* The tokenizer a checkpoint's model reads (copied from the dataset it was
+ * trained on; older checkpoints: the byte tokenizer). 0 or -1 with err. */
+int ckpt_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t errlen);
+/* 0 if the checkpoint's tokenizer is `want` (that of want_from, a dataset
+ * path for the message), else -1 with a message naming both. */
+int ckpt_check_tokenizer(const char *path, const Tokenizer *want, const char *want_from, char *err, size_t errlen);
 
 /* The model shape stored in a checkpoint (to build a model for it). */
 int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen);

@@ -8,6 +8,7 @@
 
 #include "checksum.h"
 #include "h5util.h"
+#include "tokenizer_json.h"
 #include "util.h"
 
 #define DATASET_FORMAT "fspo-dataset"
@@ -23,9 +24,21 @@ int dataset_split_parse(const char *s)
     return -1;
 }
 
+/* Versions 1 and 2 stored uint16 ids, and their checksum is of those. */
+static uint64_t tokens_checksum(const Dataset *d)
+{
+    if (d->format_version != 1 && d->format_version != 2) return checksum64(d->tokens, sizeof(int32_t) * d->n_tokens);
+    uint16_t *narrow = malloc(sizeof(uint16_t) * (size_t)(d->n_tokens ? d->n_tokens : 1));
+    if (!narrow) fatal(EXIT_RUNTIME, "out of memory checking a dataset's checksum");
+    for (int64_t i = 0; i < d->n_tokens; i++) narrow[i] = (uint16_t)d->tokens[i];
+    uint64_t h = checksum64(narrow, sizeof(uint16_t) * d->n_tokens);
+    free(narrow);
+    return h;
+}
+
 uint64_t dataset_checksum(const Dataset *d)
 {
-    uint64_t h = checksum64(d->tokens, sizeof(uint16_t) * d->n_tokens);
+    uint64_t h = tokens_checksum(d);
     h = checksum_combine(h, checksum64(d->prompt, sizeof(int64_t) * 2 * d->n_pairs));
     h = checksum_combine(h, checksum64(d->chosen, sizeof(int64_t) * 2 * d->n_pairs));
     h = checksum_combine(h, checksum64(d->rejected, sizeof(int64_t) * 2 * d->n_pairs));
@@ -46,10 +59,12 @@ int dataset_validate(const Dataset *d, char *err, size_t errlen)
     if (d->n_users < 0 || d->n_pairs < 0 || d->n_tokens < 0)
         return set_err(err, errlen, "negative counts (users %lld, pairs %lld, tokens %lld)", (long long)d->n_users,
                        (long long)d->n_pairs, (long long)d->n_tokens);
-    if (d->vocab < 1 || d->vocab > 65536) return set_err(err, errlen, "vocab %lld outside [1, 65536]", (long long)d->vocab);
+    if (d->vocab != tok_n_ids(&d->tok))
+        return set_err(err, errlen, "vocab %lld, but the tokenizer %s has %d ids", (long long)d->vocab,
+                       tok_name(&d->tok), (int)tok_n_ids(&d->tok));
     for (int64_t i = 0; i < d->n_tokens; i++)
-        if (d->tokens[i] >= d->vocab)
-            return set_err(err, errlen, "token %lld has id %u, outside vocab %lld", (long long)i, d->tokens[i],
+        if (d->tokens[i] < 0 || d->tokens[i] >= d->vocab)
+            return set_err(err, errlen, "token %lld has id %d, outside vocab %lld", (long long)i, (int)d->tokens[i],
                            (long long)d->vocab);
     for (int64_t p = 0; p < d->n_pairs; p++)
         if (!span_ok(d->prompt + 2 * p, d->n_tokens, 0) || !span_ok(d->chosen + 2 * p, d->n_tokens, 0) ||
@@ -84,7 +99,6 @@ static int write_all(const char *tmp, const Dataset *d)
     int64_t np2[2] = { d->n_pairs, 2 }, nu2[2] = { d->n_users, 2 };
     rc |= h5_attr_write_str(f, "format", DATASET_FORMAT);
     rc |= h5_attr_write_i64(f, "format_version", DATASET_FORMAT_VERSION);
-    rc |= h5_attr_write_str(f, "tokenizer", d->tokenizer);
     rc |= h5_attr_write_i64(f, "vocab", d->vocab);
     rc |= h5_attr_write_i64(f, "n_users", d->n_users);
     rc |= h5_attr_write_i64(f, "n_pairs", d->n_pairs);
@@ -94,7 +108,8 @@ static int write_all(const char *tmp, const Dataset *d)
     rc |= h5_attr_write_f64(f, "test_frac", d->test_frac);
     rc |= h5_attr_write_i64(f, "seed", d->seed);
     rc |= h5_attr_write_u64(f, "checksum", d->checksum);
-    rc |= h5_write(f, "tokens", H5T_STD_U16LE, H5T_NATIVE_UINT16, 1, &d->n_tokens, d->tokens);
+    rc |= h5_write(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, &d->n_tokens, d->tokens);
+    rc |= tokenizer_h5_write(f, &d->tok);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     hid_t gp = H5Gcreate2(f, "pairs", lcpl, H5P_DEFAULT, H5P_DEFAULT);
     hid_t gu = H5Gcreate2(f, "users", lcpl, H5P_DEFAULT, H5P_DEFAULT);
@@ -121,6 +136,7 @@ int dataset_write(const char *path, Dataset *d, char *err, size_t errlen)
 {
     char why[512];
     if (dataset_validate(d, why, sizeof why) != 0) return set_err(err, errlen, "%s: refusing to write: %s", path, why);
+    d->format_version = DATASET_FORMAT_VERSION;
     d->checksum = dataset_checksum(d);
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
@@ -175,11 +191,15 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
     if (open_dataset_file(path, &f, &d->format_version, err, errlen) != 0) return -1;
     int v1 = d->format_version == 1;
     int rc = 0;
+    char tokenizer[64] = "";
     if (h5_attr_read_i64(f, "n_users", &d->n_users) || h5_attr_read_i64(f, "n_pairs", &d->n_pairs) ||
         h5_attr_read_i64(f, "n_tokens", &d->n_tokens) || h5_attr_read_i64(f, "vocab", &d->vocab) ||
-        h5_attr_read_u64(f, "checksum", &d->checksum) ||
-        h5_attr_read_str(f, "tokenizer", d->tokenizer, sizeof d->tokenizer))
+        h5_attr_read_u64(f, "checksum", &d->checksum) || h5_attr_read_str(f, "tokenizer", tokenizer, sizeof tokenizer))
         rc = set_err(err, errlen, "%s: dataset attributes missing or malformed", path);
+    if (rc == 0 && d->format_version < 3 && strcmp(tokenizer, TOKENIZER_ID) != 0)
+        rc = set_err(err, errlen, "%s: tokenizer '%s' in a version-%lld dataset (only %s was)", path, tokenizer,
+                     (long long)d->format_version, TOKENIZER_ID);
+    if (rc == 0) rc = tokenizer_h5_read(f, path, tokenizer, &d->tok, err, errlen);
     h5_attr_read_str(f, "source", d->source, sizeof d->source);
     if (v1) {
         h5_attr_read_f64(f, "heldout_frac", &d->test_frac);
@@ -194,7 +214,7 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
         rc = set_err(err, errlen, "%s: implausible counts in the header", path);
     if (rc == 0) {
         size_t np = (size_t)d->n_pairs, nu = (size_t)d->n_users;
-        d->tokens = malloc(sizeof(uint16_t) * (d->n_tokens ? d->n_tokens : 1));
+        d->tokens = malloc(sizeof(int32_t) * (d->n_tokens ? d->n_tokens : 1));
         d->prompt = malloc(sizeof(int64_t) * 2 * (np ? np : 1));
         d->chosen = malloc(sizeof(int64_t) * 2 * (np ? np : 1));
         d->rejected = malloc(sizeof(int64_t) * 2 * (np ? np : 1));
@@ -211,7 +231,7 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
     if (rc == 0) {
         gp = H5Gopen2(f, "pairs", H5P_DEFAULT);
         gu = H5Gopen2(f, "users", H5P_DEFAULT);
-        rc = read_exact(f, "tokens", 1, d->n_tokens, 0, H5T_NATIVE_UINT16, d->tokens, path, err, errlen);
+        rc = read_exact(f, "tokens", 1, d->n_tokens, 0, H5T_NATIVE_INT32, d->tokens, path, err, errlen);
     }
     if (rc == 0) rc = read_exact(gp, "prompt", 2, d->n_pairs, 2, H5T_NATIVE_INT64, d->prompt, path, err, errlen);
     if (rc == 0) rc = read_exact(gp, "chosen", 2, d->n_pairs, 2, H5T_NATIVE_INT64, d->chosen, path, err, errlen);
@@ -251,6 +271,7 @@ void dataset_free(Dataset *d)
     free(d->user_desc);
     free(d->user_split);
     h5_free_strings(d->user_ids, d->n_users);
+    tok_free(&d->tok);
     memset(d, 0, sizeof *d);
 }
 
@@ -279,7 +300,7 @@ int dataset_print(const char *path, FILE *out, char *err, size_t errlen)
     qsort(counts, d.n_users, sizeof *counts, cmp_i64);
     fprintf(out, "dataset %s (format %s v%lld%s)\n", path, DATASET_FORMAT, (long long)d.format_version,
             d.format_version == 1 ? ": held-out users read as test users" : "");
-    fprintf(out, "  source %s, tokenizer %s (vocab %lld), seed %lld\n", d.source, d.tokenizer, (long long)d.vocab,
+    fprintf(out, "  source %s, tokenizer %s (vocab %lld), seed %lld\n", d.source, tok_name(&d.tok), (long long)d.vocab,
             (long long)d.seed);
     fprintf(out, "  users %lld: %lld train / %lld validation / %lld test (val_frac %.3f, test_frac %.3f; %lld with "
                  "a description)\n",

@@ -38,8 +38,21 @@ typedef struct {
 /* ---- reading (io/jsonl_read.c) ---- */
 typedef struct JsonlReader JsonlReader;
 
+/* Other field names for the columns (fspo prep --prompt-key ...); NULL
+ * keeps a column's own name. With `label`, a row holds two responses, in
+ * the fields `chosen` and `rejected` name, and its field `label` says
+ * which one the user preferred: 1, true or the first field's name: the
+ * first; 0, false or the second field's name: the second (FSPO's
+ * response_x / response_y / label). */
+typedef struct {
+    const char *user_id, *prompt, *chosen, *rejected, *label;
+} JsonlKeys;
+
 /* Lines longer than max_line_bytes are reported as bad lines, not read whole. */
 JsonlReader *jsonl_reader_open(const char *path, size_t max_line_bytes, char *err, size_t errlen);
+/* Reads the columns under these names from now on (k is copied; its
+ * strings must outlive r). */
+void jsonl_reader_set_keys(JsonlReader *r, const JsonlKeys *k);
 /* 1: *row filled (pointers valid until the next call); 0: end of file;
  * -1: bad line, err = "FILE:LINE: reason", call again for the next line;
  * -2: I/O error, err says what. *line_no is the line just read (1-based). */

@@ -48,6 +48,7 @@ struct JsonlReader {
     long line_no;
     uint64_t consumed, total;
     json_t *root;           /* the current row; PrefRow's strings point into it */
+    JsonlKeys keys;         /* the columns' field names, all set */
     char user_id_text[32];  /* an integer user_id in decimal */
 };
 
@@ -80,8 +81,18 @@ JsonlReader *jsonl_reader_open(const char *path, size_t max_line_bytes, char *er
         return NULL;
     }
     r->path = p, r->fd = fd, r->max_line = max_line_bytes, r->buf = buf, r->cap = cap;
+    jsonl_reader_set_keys(r, &(JsonlKeys){ 0 });
     r->total = S_ISREG(st.st_mode) ? (uint64_t)st.st_size : 0; /* a pipe has no size */
     return r;
+}
+
+void jsonl_reader_set_keys(JsonlReader *r, const JsonlKeys *k)
+{
+    r->keys.user_id = k->user_id ? k->user_id : "user_id";
+    r->keys.prompt = k->prompt ? k->prompt : "prompt";
+    r->keys.chosen = k->chosen ? k->chosen : "chosen";
+    r->keys.rejected = k->rejected ? k->rejected : "rejected";
+    r->keys.label = k->label;
 }
 
 void jsonl_progress(const JsonlReader *r, uint64_t *done, uint64_t *total)
@@ -226,22 +237,40 @@ static int text_field(JsonlReader *r, json_t *obj, const char *name, const char 
 /* user_id: ids are stored as C strings in the dataset, so no NUL. */
 static int user_id_field(JsonlReader *r, json_t *obj, PrefRow *row, char *err, size_t errlen)
 {
-    json_t *v = json_object_get(obj, "user_id");
-    if (!v) return set_err(err, errlen, "%s:%ld: missing field 'user_id'", r->path, r->line_no);
+    const char *key = r->keys.user_id;
+    json_t *v = json_object_get(obj, key);
+    if (!v) return set_err(err, errlen, "%s:%ld: missing field '%s'", r->path, r->line_no, key);
     if (json_is_integer(v)) {
         snprintf(r->user_id_text, sizeof r->user_id_text, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
         row->user_id = r->user_id_text;
         return 0;
     }
     if (!json_is_string(v))
-        return set_err(err, errlen, "%s:%ld: field 'user_id' is not a string or an integer (it is %s)", r->path,
-                       r->line_no, json_kind(v));
+        return set_err(err, errlen, "%s:%ld: field '%s' is not a string or an integer (it is %s)", r->path,
+                       r->line_no, key, json_kind(v));
     size_t len = json_string_length(v);
     row->user_id = json_string_value(v);
-    if (len == 0) return set_err(err, errlen, "%s:%ld: empty 'user_id'", r->path, r->line_no);
+    if (len == 0) return set_err(err, errlen, "%s:%ld: empty '%s'", r->path, r->line_no, key);
     if (strlen(row->user_id) != len)
-        return set_err(err, errlen, "%s:%ld: field 'user_id' contains a NUL character", r->path, r->line_no);
+        return set_err(err, errlen, "%s:%ld: field '%s' contains a NUL character", r->path, r->line_no, key);
     return 0;
+}
+
+/* --label-key: 1 if the first response (keys.chosen) is the preferred
+ * one, 0 if the second, -1 with the reason. */
+static int label_field(JsonlReader *r, json_t *obj, char *err, size_t errlen)
+{
+    const JsonlKeys *k = &r->keys;
+    json_t *v = json_object_get(obj, k->label);
+    if (!v) return set_err(err, errlen, "%s:%ld: missing field '%s'", r->path, r->line_no, k->label);
+    if (json_is_boolean(v)) return json_is_true(v);
+    if (json_is_integer(v) && (json_integer_value(v) == 0 || json_integer_value(v) == 1))
+        return (int)json_integer_value(v);
+    if (json_is_string(v) && !strcmp(json_string_value(v), k->chosen)) return 1;
+    if (json_is_string(v) && !strcmp(json_string_value(v), k->rejected)) return 0;
+    return set_err(err, errlen, "%s:%ld: field '%s' is not 1/true/'%s' (the first response preferred) or "
+                                "0/false/'%s' (the second)",
+                   r->path, r->line_no, k->label, k->chosen, k->rejected);
 }
 
 static int parse_row(JsonlReader *r, const char *line, size_t len, PrefRow *row, char *err, size_t errlen)
@@ -259,11 +288,22 @@ static int parse_row(JsonlReader *r, const char *line, size_t len, PrefRow *row,
         return set_err(err, errlen, "%s:%ld: not a JSON object (it is %s)", r->path, r->line_no,
                        json_kind(r->root));
     memset(row, 0, sizeof *row);
+    const JsonlKeys *k = &r->keys;
     if (user_id_field(r, r->root, row, err, errlen) != 0 ||
-        text_field(r, r->root, "prompt", &row->prompt, &row->prompt_len, err, errlen) != 0 ||
-        text_field(r, r->root, "chosen", &row->chosen, &row->chosen_len, err, errlen) != 0 ||
-        text_field(r, r->root, "rejected", &row->rejected, &row->rejected_len, err, errlen) != 0)
+        text_field(r, r->root, k->prompt, &row->prompt, &row->prompt_len, err, errlen) != 0 ||
+        text_field(r, r->root, k->chosen, &row->chosen, &row->chosen_len, err, errlen) != 0 ||
+        text_field(r, r->root, k->rejected, &row->rejected, &row->rejected_len, err, errlen) != 0)
         return -1;
+    if (k->label) {
+        int first = label_field(r, r->root, err, errlen);
+        if (first < 0) return -1;
+        if (!first) { /* the second response is the chosen one */
+            const char *t = row->chosen;
+            size_t tl = row->chosen_len;
+            row->chosen = row->rejected, row->chosen_len = row->rejected_len;
+            row->rejected = t, row->rejected_len = tl;
+        }
+    }
     json_t *d = json_object_get(r->root, "user_description");
     if (d && !json_is_string(d))
         return set_err(err, errlen, "%s:%ld: field 'user_description' is not a string (it is %s)", r->path,

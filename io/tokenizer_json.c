@@ -266,6 +266,20 @@ Bpe *tokenizer_json_read(const char *path, char *err, size_t errlen)
     return b;
 }
 
+Bpe *tokenizer_json_parse(const char *text, size_t len, const char *name, char *err, size_t errlen)
+{
+    Ctx c = { name, err, errlen };
+    json_error_t je;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY | JSON_ALLOW_NUL, &je);
+    if (!root) {
+        FAIL(&c, "%s:%d:%d: malformed JSON: %s", name, je.line, je.column, je.text);
+        return NULL;
+    }
+    Bpe *b = read_root(&c, root);
+    json_decref(root);
+    return b;
+}
+
 /* ---- writing ---- */
 
 static json_t *byte_level(int prefix)
@@ -345,6 +359,22 @@ static json_t *to_json(const BpeSpec *s)
     return root;
 }
 
+char *tokenizer_json_dump(const Bpe *b)
+{
+    json_t *root = to_json(bpe_spec(b));
+    if (!root) return NULL;
+    char *text = json_dumps(root, JSON_INDENT(2));
+    json_decref(root);
+    size_t n = text ? strlen(text) : 0;
+    char *out = text ? realloc(text, n + 2) : NULL; /* the trailing newline the file has */
+    if (!out) {
+        free(text);
+        return NULL;
+    }
+    out[n] = '\n', out[n + 1] = '\0';
+    return out;
+}
+
 int tokenizer_json_write(const Bpe *b, const char *path, char *err, size_t errlen)
 {
     json_t *root = to_json(bpe_spec(b));
@@ -375,4 +405,55 @@ int tokenizer_json_write(const Bpe *b, const char *path, char *err, size_t errle
     free(tmp);
     json_decref(root);
     return rc;
+}
+
+/* ---- in HDF5 files (datasets and checkpoints) ---- */
+
+int tokenizer_h5_write(hid_t f, const Tokenizer *t)
+{
+    int rc = h5_attr_write_str(f, "tokenizer", tok_name(t));
+    if (t && t->bpe) rc |= h5_write_strings(f, "tokenizer_json", (char *const *)&t->json, 1);
+    return rc ? -1 : 0;
+}
+
+int tokenizer_h5_read(hid_t f, const char *path, const char *name, Tokenizer *t, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    if (!strcmp(name, TOKENIZER_ID)) return 0;
+    char **json = NULL;
+    if (h5_read_strings(f, "tokenizer_json", 1, &json) != 0)
+        return set_err(err, errlen, "%s: tokenizer '%s' is not the byte tokenizer (%s), and the file holds no "
+                                    "tokenizer_json", path, name, TOKENIZER_ID);
+    char where[4200], why[1024];
+    snprintf(where, sizeof where, "%s:/tokenizer_json", path);
+    char *text = json[0];
+    json[0] = NULL;
+    h5_free_strings(json, 1);
+    Bpe *b = tokenizer_json_parse(text, strlen(text), where, why, sizeof why);
+    if (!b) {
+        free(text);
+        return set_err(err, errlen, "%s", why);
+    }
+    if (tok_init_bpe(t, b, text, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", where, why);
+    if (strcmp(tok_name(t), name) != 0) {
+        set_err(err, errlen, "%s: the stored tokenizer.json is %s, not the '%s' the file names (corrupt file)", path,
+                tok_name(t), name);
+        tok_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+int tokenizer_load(const char *path, Tokenizer *t, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    Bpe *b = tokenizer_json_read(path, err, errlen);
+    if (!b) return -1;
+    char *json = tokenizer_json_dump(b), why[1024];
+    if (!json) {
+        bpe_free(b);
+        return set_err(err, errlen, "%s: out of memory", path);
+    }
+    if (tok_init_bpe(t, b, json, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
+    return 0;
 }

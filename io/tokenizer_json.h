@@ -10,13 +10,32 @@
 #ifndef FSPO_TOKENIZER_JSON_H
 #define FSPO_TOKENIZER_JSON_H
 
+#include <hdf5.h>
 #include <stddef.h>
 
 #include "tokenizer.h"
 
 /* NULL with err = "PATH: key: reason" (malformed JSON with line and column). */
 Bpe *tokenizer_json_read(const char *path, char *err, size_t errlen);
+/* The same from text in memory; name stands for the file in messages. */
+Bpe *tokenizer_json_parse(const char *text, size_t len, const char *name, char *err, size_t errlen);
+/* The document tokenizer_json_write writes, as a malloc'ed string (NULL
+ * when out of memory): how datasets and checkpoints store a tokenizer. */
+char *tokenizer_json_dump(const Bpe *b);
 /* Writes b to PATH.tmp and renames it into place; 0, or -1 with err. */
 int tokenizer_json_write(const Bpe *b, const char *path, char *err, size_t errlen);
+
+/* A tokenizer.json file as a Tokenizer (its text stored in the canonical
+ * form tokenizer_json_dump writes): 0, or -1 with err naming the file and
+ * what is wrong or missing (tok_init_bpe's conditions). */
+int tokenizer_load(const char *path, Tokenizer *t, char *err, size_t errlen);
+
+/* How a dataset or checkpoint file f stores its tokenizer: the attribute
+ * "tokenizer" (tok_name) and, for a BPE, the dataset /tokenizer_json. */
+int tokenizer_h5_write(hid_t f, const Tokenizer *t);
+/* Reads it back into t, given the name the attribute holds: the byte
+ * tokenizer, or the stored BPE, which must have that name. 0, or -1 with
+ * err naming path. */
+int tokenizer_h5_read(hid_t f, const char *path, const char *name, Tokenizer *t, char *err, size_t errlen);
 
 #endif

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "ckpt.h"
 #include "dataset.h"
 #include "jsonl.h"
 #include "loss.h"
@@ -284,7 +285,7 @@ typedef struct {
     int64_t pool[SAMPLER_MAX_FEWSHOT], queries[EVAL_QUERIES];
     double pool_x[SAMPLER_MAX_FEWSHOT][SYNTH_K], query_x[EVAL_QUERIES][SYNTH_K]; /* a(chosen) - a(rejected) */
     const UserTruth *truth;
-    const uint16_t *desc; /* the description in C at the current N (eval.user_desc); NULL = none */
+    const int32_t *desc; /* the description in C at the current N (eval.user_desc); NULL = none */
     int desc_len;
 } EvalUser;
 
@@ -305,7 +306,7 @@ typedef struct {
     unsigned char *fits;
     int desc_mode;        /* eval.user_desc: DESC_NONE | DESC_ORACLE | DESC_GENERATED */
     int desc_cap;         /* generated: token limit per description */
-    uint16_t *desc_text;  /* generated: [row][user][desc_cap] */
+    int32_t *desc_text;   /* generated: [row][user][desc_cap] */
     int *desc_len;        /* generated: [row][user]; -1 = its prompt did not fit */
     double t0, last_progress;
 } Eval;
@@ -335,13 +336,12 @@ static void progress(Eval *e, const char *what, long done, long total)
     fflush(stderr);
 }
 
-/* The scorer's reading of a span of byte tokens. */
+/* The scorer's reading of a span of tokens (its first 4 KiB of text). */
 static void span_attrs(const Dataset *d, const int64_t *span, double a[SYNTH_K])
 {
-    char buf[4096];
-    size_t n = (size_t)span[1] < sizeof buf ? (size_t)span[1] : sizeof buf;
-    for (size_t k = 0; k < n; k++) buf[k] = (char)d->tokens[span[0] + k];
-    synth_score(buf, n, a);
+    char buf[4096 + 1];
+    size_t n = tok_decode(&d->tok, d->tokens + span[0], (size_t)span[1], buf, sizeof buf, 0);
+    synth_score(buf, n < sizeof buf - 1 ? n : sizeof buf - 1, a);
 }
 
 static void pair_diff(const Dataset *d, int64_t p, double x[SYNTH_K])
@@ -638,13 +638,12 @@ static void note_gaps_na(Eval *e)
 
 /* ---- generation win rate ---- */
 
-static double sample_reward(const UserTruth *t, const int32_t *ids, int n)
+static double sample_reward(const Tokenizer *tok, const UserTruth *t, const int32_t *ids, int n)
 {
-    char text[8192];
-    int m = n < (int)sizeof text ? n : (int)sizeof text;
-    for (int k = 0; k < m; k++) text[k] = (char)ids[k];
+    char text[8192 + 1];
+    size_t m = tok_decode(tok, ids, (size_t)n, text, sizeof text, 0);
     double a[SYNTH_K];
-    synth_score(text, (size_t)m, a);
+    synth_score(text, m < sizeof text - 1 ? m : sizeof text - 1, a);
     return synth_reward(t->weights, a);
 }
 
@@ -667,7 +666,7 @@ static int render_for(Eval *e, const EvalUser *u, int n, int q, int with_desc, i
     PairSpans shots[SAMPLER_MAX_FEWSHOT];
     user_shots(e, u, n, shots);
     TokSpan desc = { u->desc, (size_t)u->desc_len };
-    int len = sample_render_prompt(shots, n, with_desc && u->desc ? &desc : NULL,
+    int len = sample_render_prompt(&e->data.tok, shots, n, with_desc && u->desc ? &desc : NULL,
                                    dspan(&e->data, e->data.prompt + 2 * u->queries[q]), out, e->max_seq);
     return len >= e->max_seq ? -1 : len;
 }
@@ -732,7 +731,7 @@ static int collect_samples(Eval *e, const WinSides *sd, int n, WinSample *out)
     SampleConfig sc = { cfg->eval.temperature, cfg->eval.top_p, cfg->eval.max_new_tokens };
     Generator *gen[N_SIDES] = { 0 };
     for (int k = 0; k < N_SIDES; k++)
-        if (sd->have[k] && sd->model[k]) gen[k] = generator_create(sd->model[k]);
+        if (sd->have[k] && sd->model[k]) gen[k] = generator_create(sd->model[k], &e->data.tok);
     int cap = e->max_seq;
     int32_t *buf = malloc(sizeof(int32_t) * (size_t)cap * 3);
     if (!buf) fatal(EXIT_RUNTIME, "out of memory");
@@ -758,7 +757,7 @@ static int collect_samples(Eval *e, const WinSides *sd, int n, WinSample *out)
                 SampleResult res;
                 generate(gen[k], user_context(sd, k) ? with_ctx : without, user_context(sd, k) ? lc : l0, &sc, seed, y,
                          cap, &res);
-                w->r[k] = sample_reward(u->truth, y, res.n_tokens);
+                w->r[k] = sample_reward(&e->data.tok, u->truth, y, res.n_tokens);
                 w->tokens[k] = res.n_tokens, w->secs[k] = res.seconds;
             }
             if (sd->have[EVAL_WIN_ORACLE]) w->r[EVAL_WIN_ORACLE] = oracle_reward(e, u, flavor, seed);
@@ -859,7 +858,7 @@ void eval_desc_score(const int sign[SYNTH_K], const double w[SYNTH_K], EvalDescS
 }
 
 /* The dataset's description of user u (NULL without one). */
-static const uint16_t *true_desc(const Dataset *d, int64_t u, int *len)
+static const int32_t *true_desc(const Dataset *d, int64_t u, int *len)
 {
     *len = (int)d->user_desc[2 * u + 1];
     return *len > 0 ? d->tokens + d->user_desc[2 * u] : NULL;
@@ -889,7 +888,7 @@ static int setup_descriptions(Eval *e, char *err, size_t errlen)
     e->desc_cap = longest * 2 > 64 ? (int)(longest * 2 < 4096 ? longest * 2 : 4096) : 64;
     e->rep->desc_max_tokens = e->desc_cap;
     size_t slots = (size_t)CFG_LIST * (size_t)e->n_users;
-    e->desc_text = calloc(slots * (size_t)e->desc_cap + 1, sizeof(uint16_t));
+    e->desc_text = calloc(slots * (size_t)e->desc_cap + 1, sizeof(int32_t));
     e->desc_len = calloc(slots + 1, sizeof(int));
     if (!e->desc_text || !e->desc_len) fatal(EXIT_RUNTIME, "out of memory for the generated descriptions");
     return 0;
@@ -916,7 +915,7 @@ static void point_descriptions(Eval *e, int row)
  * structure token) or desc_cap tokens. */
 static void generate_descriptions(Eval *e, int row, int n)
 {
-    Generator *g = generator_create(e->policy);
+    Generator *g = generator_create(e->policy, &e->data.tok);
     int32_t *prompt = malloc(sizeof(int32_t) * ((size_t)e->max_seq + (size_t)e->desc_cap));
     if (!prompt) fatal(EXIT_RUNTIME, "out of memory");
     int32_t *out = prompt + e->max_seq;
@@ -927,11 +926,11 @@ static void generate_descriptions(Eval *e, int row, int n)
         size_t slot = (size_t)row * e->n_users + i;
         PairSpans shots[SAMPLER_MAX_FEWSHOT];
         user_shots(e, &e->users[i], n, shots);
-        int lp = sample_render_desc_prompt(shots, n, prompt, e->max_seq);
+        int lp = sample_render_desc_prompt(&e->data.tok, shots, n, prompt, e->max_seq);
         SampleResult res;
         e->desc_len[slot] = -1;
         if (lp > 0 && generate(g, prompt, lp, &greedy, 0, out, e->desc_cap, &res) == 0) {
-            for (int k = 0; k < res.n_tokens; k++) e->desc_text[slot * e->desc_cap + k] = (uint16_t)out[k];
+            memcpy(e->desc_text + slot * e->desc_cap, out, sizeof(int32_t) * (size_t)res.n_tokens);
             e->desc_len[slot] = res.n_tokens;
         }
         progress(e, what, i + 1, e->n_users);
@@ -940,12 +939,12 @@ static void generate_descriptions(Eval *e, int row, int n)
     generator_free(g);
 }
 
-/* Bytes as printable ASCII ('?' for the rest) into out[cap]. */
-static void shown_text(const uint16_t *ids, int n, char *out, size_t cap)
+/* Tokens as text in printable ASCII ('?' for other bytes) into out[cap]. */
+static void shown_text(const Tokenizer *tok, const int32_t *ids, int n, char *out, size_t cap)
 {
-    size_t k = 0;
-    for (; k < (size_t)n && k + 1 < cap; k++) out[k] = ids[k] >= 0x20 && ids[k] < 0x7f ? (char)ids[k] : '?';
-    out[k] = '\0';
+    tok_decode(tok, ids, (size_t)n, out, cap, 0);
+    for (char *c = out; *c; c++)
+        if (!(*c >= 0x20 && *c < 0x7f)) *c = '?';
 }
 
 /* Description accuracy of row `row` (N = n): each generated description
@@ -956,7 +955,8 @@ static void score_descriptions(Eval *e, int row, int n)
     EvalDesc *out = &e->rep->desc[row];
     int U = e->n_users;
     double *buf = calloc((size_t)(6 + SYNTH_K) * (U + 1), sizeof(double));
-    char *text = malloc((size_t)e->desc_cap + 1);
+    size_t text_cap = (size_t)e->desc_cap * 64 + 1; /* bytes of desc_cap tokens of any tokenizer fspo learns */
+    char *text = malloc(text_cap);
     if (!buf || !text) fatal(EXIT_RUNTIME, "out of memory");
     double *one = buf, *exact = one + U + 1, *act_h = exact + U + 1, *act_c = act_h + U + 1, *all_h = act_c + U + 1,
            *all_c = all_h + U + 1, *attr = all_c + U + 1; /* attr: [SYNTH_K][U + 1] */
@@ -966,10 +966,10 @@ static void score_descriptions(Eval *e, int row, int n)
         const EvalUser *u = &e->users[i];
         int len = e->desc_len[(size_t)row * U + i];
         if (len < 0 || !u->truth) continue;
-        const uint16_t *ids = e->desc_text + ((size_t)row * U + i) * e->desc_cap;
-        for (int k = 0; k < len; k++) text[k] = (char)ids[k];
+        const int32_t *ids = e->desc_text + ((size_t)row * U + i) * e->desc_cap;
+        size_t text_len = tok_decode(&e->data.tok, ids, (size_t)len, text, text_cap, 0);
         int sign[SYNTH_K];
-        parsed += synth_parse_description(text, (size_t)len, sign) == 0;
+        parsed += synth_parse_description(text, text_len < text_cap ? text_len : text_cap - 1, sign) == 0;
         EvalDescScore sc;
         eval_desc_score(sign, u->truth->weights, &sc);
         one[m] = 1, exact[m] = sc.exact, act_h[m] = sc.active_hits, act_c[m] = sc.active;
@@ -978,10 +978,10 @@ static void score_descriptions(Eval *e, int row, int n)
         tokens += len, cut += len >= e->desc_cap;
         if (m == 0) {
             int tl;
-            const uint16_t *t = true_desc(&e->data, u->user, &tl);
+            const int32_t *t = true_desc(&e->data, u->user, &tl);
             snprintf(out->example_user, sizeof out->example_user, "%s", e->data.user_ids[u->user]);
-            shown_text(ids, len, out->example, sizeof out->example);
-            shown_text(t, t ? tl : 0, out->example_truth, sizeof out->example_truth);
+            shown_text(&e->data.tok, ids, len, out->example, sizeof out->example);
+            shown_text(&e->data.tok, t, t ? tl : 0, out->example_truth, sizeof out->example_truth);
         }
         m++;
     }
@@ -1038,6 +1038,9 @@ static int load_models(Eval *e, char *err, size_t errlen)
             e->sft = e->ref; /* SFT is the reference: one model */
             continue;
         }
+        if (access(want[i].path, R_OK) == 0 &&
+            ckpt_check_tokenizer(want[i].path, &e->data.tok, cfg->data.path, why, sizeof why) != 0)
+            return set_err(err, errlen, "%s: %s", want[i].role, why);
         *want[i].m = load_frozen_model(want[i].path, want[i].rows, 0, why, sizeof why);
         if (!*want[i].m) return set_err(err, errlen, "%s: %s", want[i].role, why);
         const ModelConfig *mc = &(*want[i].m)->cfg;

@@ -10,15 +10,19 @@
 
 /* Appends tokens to out, or only counts them when out is NULL. */
 typedef struct {
+    const Tokenizer *tok;
     int32_t *out;
     int n;
 } Emit;
 
-static void emit(Emit *e, int token)
+static void emit_id(Emit *e, int32_t id)
 {
-    if (e->out) e->out[e->n] = token;
+    if (e->out) e->out[e->n] = id;
     e->n++;
 }
+
+/* A structure token (TOK_BOS...) as tok numbers it. */
+static void emit(Emit *e, int which) { emit_id(e, tok_id(e->tok, which)); }
 
 static void emit_span(Emit *e, TokSpan s)
 {
@@ -42,9 +46,10 @@ static void emit_pairs(Emit *e, const PairSpans *shots, int count, ContextMarks 
     }
 }
 
-int pack_render_context(const PairSpans *shots, int count, const TokSpan *desc, int32_t *out, ContextMarks *marks)
+int pack_render_context(const Tokenizer *tok, const PairSpans *shots, int count, const TokSpan *desc, int32_t *out,
+                        ContextMarks *marks)
 {
-    Emit e = { out, 0 };
+    Emit e = { tok, out, 0 };
     emit_pairs(&e, shots, count, marks);
     if (marks) marks->desc = -1;
     if (desc) {
@@ -56,17 +61,17 @@ int pack_render_context(const PairSpans *shots, int count, const TokSpan *desc, 
     return e.n;
 }
 
-int pack_render_desc_prompt(const PairSpans *shots, int count, int32_t *out)
+int pack_render_desc_prompt(const Tokenizer *tok, const PairSpans *shots, int count, int32_t *out)
 {
-    Emit e = { out, 0 };
+    Emit e = { tok, out, 0 };
     emit_pairs(&e, shots, count, NULL);
     emit(&e, TOK_USER_DESC);
     return e.n;
 }
 
-int pack_render_query(TokSpan prompt, int32_t *out)
+int pack_render_query(const Tokenizer *tok, TokSpan prompt, int32_t *out)
 {
-    Emit e = { out, 0 };
+    Emit e = { tok, out, 0 };
     emit(&e, TOK_TASK);
     emit(&e, TOK_QUESTION);
     emit_span(&e, prompt);
@@ -97,10 +102,13 @@ static int64_t context_len(const Dataset *d, const MetaExample *ex, int n)
     PairSpans shots[SAMPLER_MAX_FEWSHOT];
     TokSpan desc;
     const TokSpan *dp = example_spans(d, ex, n, shots, &desc);
-    return pack_render_context(shots, n, dp, NULL, NULL);
+    return pack_render_context(&d->tok, shots, n, dp, NULL, NULL);
 }
 
-static int64_t query_prompt_len(const Dataset *d, int64_t p) { return pack_render_query(dspan(d, d->prompt + 2 * p), NULL); }
+static int64_t query_prompt_len(const Dataset *d, int64_t p)
+{
+    return pack_render_query(&d->tok, dspan(d, d->prompt + 2 * p), NULL);
+}
 static int64_t answer_len(const Dataset *d, int64_t p, int rejected)
 {
     return 1 + span_len((rejected ? d->rejected : d->chosen) + 2 * p);
@@ -196,7 +204,7 @@ static void write_context(RowWriter *w, const Dataset *d, const MetaExample *ex,
     const TokSpan *dp = example_spans(d, ex, ex->n_fewshot, shots, &desc);
     ContextMarks mk;
     size_t first = w->base + (size_t)w->t;
-    place(w, pack_render_context(shots, ex->n_fewshot, dp, b->tokens + first, &mk), pos, 0);
+    place(w, pack_render_context(&d->tok, shots, ex->n_fewshot, dp, b->tokens + first, &mk), pos, 0);
     if (!out) return;
     out->ctx_first = b->n_targets;
     if (context_targets)
@@ -208,7 +216,7 @@ static void write_context(RowWriter *w, const Dataset *d, const MetaExample *ex,
 
 static void write_query_prompt(RowWriter *w, const Dataset *d, int64_t p, int *pos, int seg)
 {
-    place(w, pack_render_query(dspan(d, d->prompt + 2 * p), w->b->tokens + w->base + w->t), pos, seg);
+    place(w, pack_render_query(&d->tok, dspan(d, d->prompt + 2 * p), w->b->tokens + w->base + w->t), pos, seg);
 }
 
 /* Writes an answer (span + EOS) whose first token is predicted from the
@@ -217,16 +225,16 @@ static void write_answer(RowWriter *w, const Dataset *d, const int64_t *span, in
 {
     Batch *b = w->b;
     for (int64_t k = 0; k <= span[1]; k++) {
-        int tok = k < span[1] ? d->tokens[span[0] + k] : TOK_EOS;
+        int tok = k < span[1] ? d->tokens[span[0] + k] : tok_id(&d->tok, TOK_EOS);
         b->targets[b->n_targets++] = (Target){ (int32_t)from, tok, 0.0f };
         from = w->base + (size_t)w->t;
         put(w, tok, pos++, seg);
     }
 }
 
-static void pad_row(RowWriter *w)
+static void pad_row(RowWriter *w, const Tokenizer *tok)
 {
-    while (w->t < w->b->T) put(w, TOK_PAD, 0, 0);
+    while (w->t < w->b->T) put(w, tok_id(tok, TOK_PAD), 0, 0);
 }
 
 static void need_targets(const Batch *b, int more)
@@ -276,7 +284,7 @@ static void write_meta_example(const Dataset *d, const MetaExample *ex, PackMode
             out->first[2 * j + 1] = b->n_targets;
             write_answer(&w, d, d->rejected + 2 * p, qpos, sl, last_prompt);
         }
-        pad_row(&w);
+        pad_row(&w, &d->tok);
     } else {
         for (int a = 0; a < 2 * Q; a++) {
             int64_t p = ex->pairs[ex->n_fewshot + a / 2];
@@ -287,7 +295,7 @@ static void write_meta_example(const Dataset *d, const MetaExample *ex, PackMode
             write_query_prompt(&w, d, p, &pos, 0);
             out->first[a] = b->n_targets;
             write_answer(&w, d, (a % 2 ? d->rejected : d->chosen) + 2 * p, pos, 0, w.base + (size_t)w.t - 1);
-            pad_row(&w);
+            pad_row(&w, &d->tok);
         }
     }
     out->first[2 * Q] = b->n_targets;

@@ -28,12 +28,13 @@
 #include "batch.h"
 #include "dataset.h"
 #include "sampler.h"
+#include "tokenizer.h"
 
 typedef enum { PACK_TREE = 0, PACK_UNSHARED = 1 } PackMode;
 
 /* A span of token ids (dataset slices or freshly encoded text). */
 typedef struct {
-    const uint16_t *ids;
+    const int32_t *ids;
     size_t n;
 } TokSpan;
 
@@ -49,15 +50,17 @@ typedef struct {
 
 /* Writes C for the pairs shots[0..n) and the description desc (NULL: no
  * description segment) into out (NULL: only counts); returns its length.
- * marks, if not NULL, receives where its targets lie. */
-int pack_render_context(const PairSpans *shots, int n, const TokSpan *desc, int32_t *out, ContextMarks *marks);
+ * marks, if not NULL, receives where its targets lie. The structure
+ * tokens are tok's (tok_id; NULL: the byte tokenizer's), here and below. */
+int pack_render_context(const Tokenizer *tok, const PairSpans *shots, int n, const TokSpan *desc, int32_t *out,
+                        ContextMarks *marks);
 /* Writes a query's P = TASK QUESTION prompt PREFERRED into out (NULL:
  * only counts); returns its length. */
-int pack_render_query(TokSpan prompt, int32_t *out);
+int pack_render_query(const Tokenizer *tok, TokSpan prompt, int32_t *out);
 /* The prompt after which a model writes the user's description: C
  * without one, then USER_DESC. Writes into out (NULL: only counts);
  * returns its length. */
-int pack_render_desc_prompt(const PairSpans *shots, int n, int32_t *out);
+int pack_render_desc_prompt(const Tokenizer *tok, const PairSpans *shots, int n, int32_t *out);
 
 /* Where a meta-example's answers landed: answer a (2j = chosen of query j,
  * 2j+1 = rejected) owns batch targets [first[a], first[a+1]). */

@@ -4,8 +4,8 @@
  * (1x the kept input) with spans per pair and per user; tokenizing waits
  * until the users are known, so the token stream is written once, already
  * grouped by user (desc, then prompt/chosen/rejected of each pair), which
- * is the order the sampler reads it in. Peak memory is about 3x the kept
- * text: the arena plus the uint16 stream. */
+ * is the order the sampler reads it in. Peak memory is about 5x the kept
+ * text: the arena plus the int32 stream (one id per byte at most). */
 #include "prep.h"
 
 #include <ctype.h>
@@ -21,6 +21,7 @@
 #include "dataset.h"
 #include "jsonl.h"
 #include "tokenizer.h"
+#include "tokenizer_json.h"
 #include "util.h"
 
 /* Progress is reported every this many lines: often enough for a smooth
@@ -299,6 +300,7 @@ static int read_rows(Prep *P, char *err, size_t errlen)
     char why[1024];
     JsonlReader *r = jsonl_reader_open(P->o->in_path, P->o->max_line_bytes, why, sizeof why);
     if (!r) return set_err(err, errlen, "%s", why), EXIT_USAGE;
+    jsonl_reader_set_keys(r, &P->o->keys);
     int rc = 0, oom = 0;
     uint64_t done = 0, total = 0;
     /* decoded JSON text is never longer than its encoding, so the file size
@@ -410,20 +412,73 @@ static int choose_users(Prep *P, char *err, size_t errlen)
 
 static void put_span(const Prep *P, Dataset *d, Span sp, int64_t *at, int64_t *dst)
 {
-    tok_encode(P->text + sp.off, sp.len, d->tokens + *at);
-    dst[0] = *at, dst[1] = (int64_t)sp.len;
-    *at += (int64_t)sp.len;
+    size_t n = tok_encode(&d->tok, P->text + sp.off, sp.len, d->tokens + *at);
+    dst[0] = *at, dst[1] = (int64_t)n;
+    *at += (int64_t)n;
+}
+
+/* --tokenizer: the byte tokenizer, a file's, or one learned from the
+ * training users' text. 0 or EXIT_USAGE / EXIT_RUNTIME with err. */
+static int make_tokenizer(Prep *P, Tokenizer *t, char *err, size_t errlen)
+{
+    const char *spec = P->o->tokenizer;
+    double t0 = now_seconds();
+    memset(t, 0, sizeof *t);
+    if (!spec || !strcmp(spec, "bytes")) return 0;
+    char why[1024];
+    if (strncmp(spec, "bpe:", 4) != 0) {
+        if (tokenizer_load(spec, t, why, sizeof why) != 0)
+            return set_err(err, errlen, "--tokenizer %s", why), EXIT_USAGE;
+        P->s->tokenizer_seconds = now_seconds() - t0;
+        return 0;
+    }
+    char *end = NULL;
+    long v = strtol(spec + 4, &end, 10);
+    if (!end || end == spec + 4 || *end || v < TOKENIZER_VOCAB || v > (1L << 24))
+        return set_err(err, errlen, "--tokenizer %s: V must be an integer in [%d, %d] (256 bytes and %d structure "
+                                    "tokens come first)", spec, TOKENIZER_VOCAB, 1 << 24, TOKENIZER_VOCAB - 256),
+               EXIT_USAGE;
+    BpeCorpus *c = bpe_corpus_new();
+    for (size_t i = 0; i < P->n_users; i++) {
+        const User *u = &P->users[i];
+        if (u->kept && u->split == SPLIT_TRAIN) bpe_corpus_add(c, P->text + u->desc.off, u->desc.len);
+    }
+    for (size_t k = 0; k < P->n_pairs; k++) {
+        const Pair *p = &P->pairs[k];
+        const User *u = &P->users[p->user];
+        if (!u->kept || u->split != SPLIT_TRAIN) continue; /* never validation or test users' text */
+        bpe_corpus_add(c, P->text + p->prompt.off, p->prompt.len);
+        bpe_corpus_add(c, P->text + p->chosen.off, p->chosen.len);
+        bpe_corpus_add(c, P->text + p->rejected.off, p->rejected.len);
+    }
+    BpeLearnOptions opt = { .vocab_size = (int32_t)v, .min_count = 2 };
+    BpeLearnStats st;
+    Bpe *b = bpe_learn(c, &opt, &st, why, sizeof why);
+    bpe_corpus_free(c);
+    if (!b) return set_err(err, errlen, "--tokenizer %s: %s", spec, why), EXIT_USAGE;
+    P->s->tokenizer_bytes = st.bytes;
+    char *json = tokenizer_json_dump(b);
+    if (!json) {
+        bpe_free(b);
+        return set_err(err, errlen, "out of memory writing the tokenizer"), EXIT_RUNTIME;
+    }
+    if (tok_init_bpe(t, b, json, why, sizeof why) != 0) /* cannot happen for a learned one */
+        return set_err(err, errlen, "--tokenizer %s: %s", spec, why), EXIT_RUNTIME;
+    P->s->tokenizer_seconds = now_seconds() - t0;
+    return 0;
 }
 
 /* Kept users in order of first appearance, each user's pairs in input
- * order (a stable counting sort of pairs by user). */
-static int build_dataset(const Prep *P, Dataset *d)
+ * order (a stable counting sort of pairs by user). Takes tok. */
+static int build_dataset(const Prep *P, Dataset *d, Tokenizer *tok)
 {
     const PrepStats *s = P->s;
     memset(d, 0, sizeof *d);
-    d->n_users = s->users, d->n_pairs = s->pairs, d->n_tokens = s->tokens;
+    d->tok = *tok;
+    memset(tok, 0, sizeof *tok);
+    d->n_users = s->users, d->n_pairs = s->pairs, d->n_tokens = s->tokens; /* bytes: at most one token each */
     size_t np = (size_t)s->pairs, nu = (size_t)s->users;
-    d->tokens = malloc(sizeof(uint16_t) * (size_t)(s->tokens ? s->tokens : 1));
+    d->tokens = malloc(sizeof(int32_t) * (size_t)(s->tokens ? s->tokens : 1));
     d->prompt = malloc(sizeof(int64_t) * 2 * np);
     d->chosen = malloc(sizeof(int64_t) * 2 * np);
     d->rejected = malloc(sizeof(int64_t) * 2 * np);
@@ -467,8 +522,10 @@ static int build_dataset(const Prep *P, Dataset *d)
     }
     free(pair_at);
     free(slot_of);
-    snprintf(d->tokenizer, sizeof d->tokenizer, "%s", TOKENIZER_ID);
-    d->vocab = TOKENIZER_VOCAB;
+    d->n_tokens = at;
+    int32_t *fit = ok && at < s->tokens ? realloc(d->tokens, sizeof(int32_t) * (size_t)(at ? at : 1)) : NULL;
+    if (fit) d->tokens = fit;
+    d->vocab = tok_n_ids(&d->tok);
     snprintf(d->source, sizeof d->source, "%s", P->o->in_path);
     d->val_frac = P->o->all_test ? 0 : P->o->val_frac;
     d->test_frac = P->o->all_test ? 1 : P->o->test_frac;
@@ -526,14 +583,22 @@ int prep_run(const PrepOptions *o, PrepStats *s, char *err, size_t errlen)
     if (rc == 0) rc = read_rows(&P, err, errlen);
     sort_kinds(s);
     if (rc == 0) rc = choose_users(&P, err, errlen);
+    Tokenizer tok = { 0 };
+    if (rc == 0) rc = make_tokenizer(&P, &tok, err, errlen);
     if (rc == 0) {
         Dataset d;
-        if (build_dataset(&P, &d) != 0) rc = (set_err(err, errlen, "out of memory building the dataset"), EXIT_RUNTIME);
+        s->text_bytes = s->tokens;
+        if (build_dataset(&P, &d, &tok) != 0)
+            rc = (set_err(err, errlen, "out of memory building the dataset"), EXIT_RUNTIME);
+        s->tokens = d.n_tokens;
+        snprintf(s->tokenizer, sizeof s->tokenizer, "%s", tok_name(&d.tok));
+        s->vocab = d.vocab;
         /* the arena is no longer needed: give its memory back before HDF5 takes its own */
         free(P.text), P.text = NULL;
         if (rc == 0 && dataset_write(o->out_path, &d, err, errlen) != 0) rc = EXIT_RUNTIME;
         dataset_free(&d);
     }
+    tok_free(&tok);
     free(P.text);
     free(P.pairs);
     free(P.users);

@@ -20,7 +20,10 @@
  * exactly the held-out users of version-1 datasets made with
  * --heldout-frac T and the same seed. all_test puts every user in the
  * test split whatever the hash or a row says (users of a new seed,
- * evaluated by a model trained elsewhere). */
+ * evaluated by a model trained elsewhere).
+ *
+ * The text is tokenized after the split is known, so a tokenizer learned
+ * by prep (bpe:V) sees only the training users' text. */
 #ifndef FSPO_PREP_H
 #define FSPO_PREP_H
 
@@ -28,9 +31,17 @@
 #include <stdint.h>
 
 #include "dataset.h"
+#include "jsonl.h"
 
 typedef struct {
     const char *in_path, *out_path;
+    /* NULL or "bytes": the byte tokenizer; "bpe:V": a byte-level BPE of V
+     * ids learned from the training users' text alone (descriptions,
+     * prompts, answers; deterministic: it depends on nothing but that
+     * text); else the path of a tokenizer.json, which must hold fspo's
+     * eight structure tokens as special added tokens (refused otherwise). */
+    const char *tokenizer;
+    JsonlKeys keys;         /* field names of the input (jsonl_keys_default) */
     int strict;             /* the first bad line is an error, nothing is written */
     double val_frac, test_frac; /* each in [0, 1), val_frac + test_frac < 1 */
     int all_test;           /* every user is a test user; the fractions are ignored */
@@ -58,6 +69,11 @@ typedef struct {
     int64_t rows_ok, bad_lines;
     int64_t users, split_users[SPLIT_COUNT];   /* users kept, and per Split */
     int64_t pairs, split_pairs[SPLIT_COUNT], tokens; /* of kept users */
+    int64_t text_bytes;                        /* their text, which the tokens encode */
+    char tokenizer[64];                        /* tok_name of the dataset's tokenizer */
+    int64_t vocab;                             /* its ids: the model.vocab to train with */
+    int64_t tokenizer_bytes;                   /* bpe:V: text learned from (the training users') */
+    double tokenizer_seconds;                  /* learning or loading it */
     int64_t forced_users;                      /* kept users whose split a row's "split" field chose */
     int64_t dropped_users, dropped_pairs;      /* below min_pairs */
     int64_t pairs_min, pairs_median, pairs_max; /* per kept user; median as in `fspo inspect` */

@@ -21,8 +21,10 @@
 #define PREP_PROGRESS_BYTES (8u << 20)
 
 static const char usage_text[] =
-    "usage: fspo prep IN.jsonl -o OUT.h5 [--strict] [--val-frac V] [--test-frac T]\n"
-    "                 [--all-test] [--seed S] [--min-pairs M] [--max-line-bytes B] [--quiet]\n\n"
+    "usage: fspo prep IN.jsonl -o OUT.h5 [--tokenizer bytes|bpe:V|FILE.json] [--strict]\n"
+    "                 [--val-frac V] [--test-frac T] [--all-test] [--seed S] [--min-pairs M]\n"
+    "                 [--max-line-bytes B] [--prompt-key K] [--chosen-key K] [--rejected-key K]\n"
+    "                 [--user-key K] [--label-key K] [--quiet]\n\n"
     "Reads one preference pair per line,\n"
     "  {\"user_id\": \"u1\", \"prompt\": \"...\", \"chosen\": \"...\", \"rejected\": \"...\",\n"
     "   \"user_description\": \"...\", \"split\": \"test\"}  (description and split are optional)\n"
@@ -32,6 +34,24 @@ static const char usage_text[] =
     "tokenizes all text and writes the HDF5 dataset (docs/formats.md). OUT.h5\n"
     "appears only when complete.\n\n"
     "  -o, --output OUT.h5   the dataset to write\n"
+    "  --tokenizer T         bytes (default): one id per byte, 264 ids; bpe:V: learn a\n"
+    "                        byte-level BPE of V ids (>= 264) from the training users' text\n"
+    "                        only (never validation or test users'; the same text gives the\n"
+    "                        same tokenizer); FILE.json: a Hugging Face tokenizer.json (byte-\n"
+    "                        level BPE) that holds fspo's structure tokens <|bos|> <|eos|>\n"
+    "                        <|example|> <|question|> <|preferred|> <|dispreferred|> <|task|>\n"
+    "                        <|user|> as special added tokens, e.g. the one of another\n"
+    "                        dataset ('fspo tokenizer train' writes such files). The dataset\n"
+    "                        stores the tokenizer; set model.vocab to its size (prep prints it)\n"
+    "  --prompt-key K, --chosen-key K, --rejected-key K, --user-key K\n"
+    "                        read the columns from fields with other names (the OpenRLHF\n"
+    "                        --chosen_key idea); user_description and split keep theirs\n"
+    "  --label-key K         rows hold two responses, in the fields --chosen-key and\n"
+    "                        --rejected-key name, and field K says which one is preferred:\n"
+    "                        1, true or the first field's name: the first; 0, false or the\n"
+    "                        second's name: the second. FSPO's datasets: --user-key\n"
+    "                        scorer_level --chosen-key response_x --rejected-key response_y\n"
+    "                        --label-key label (docs/formats.md)\n"
     "  --strict              the first bad line is an error (exit 2); nothing is written\n"
     "                        (users below --min-pairs are still dropped with a count)\n"
     "  --val-frac V          fraction of users in the validation split, in [0, 1) (0.1)\n"
@@ -142,6 +162,14 @@ static uint64_t parse_count(int argc, char **argv, int *i, uint64_t lo, uint64_t
     return v;
 }
 
+/* A field name: not empty. */
+static const char *key_arg(int argc, char **argv, int *i)
+{
+    const char *opt = argv[*i], *k = cli_str("prep", argc, argv, i);
+    if (!*k) fatal(EXIT_USAGE, "prep: %s: the field name is empty", opt);
+    return k;
+}
+
 static void print_bad_line_summary(const PrepStats *s, const Report *r)
 {
     if (r->unshown) fprintf(stderr, "... and %lld more bad lines\n", (long long)r->unshown);
@@ -188,8 +216,12 @@ static void print_counts(const PrepOptions *o, const PrepStats *s)
            (long long)s->pairs, (long long)s->split_pairs[SPLIT_TRAIN], (long long)s->split_pairs[SPLIT_VALIDATION],
            (long long)s->split_pairs[SPLIT_TEST], (long long)s->pairs_min, (long long)s->pairs_median,
            (long long)s->pairs_max);
-    printf("  tokens  %lld; %lld users with a description\n", (long long)s->tokens,
-           (long long)s->users_with_description);
+    printf("  tokens  %lld (%.2f bytes/token; tokenizer %s, model.vocab %lld); %lld users with a description\n",
+           (long long)s->tokens, s->tokens ? (double)s->text_bytes / (double)s->tokens : 0.0, s->tokenizer,
+           (long long)s->vocab, (long long)s->users_with_description);
+    if (s->tokenizer_bytes)
+        printf("  learned %s from %.2f MB of the training users' text in %.2f s\n", o->tokenizer,
+               1e-6 * (double)s->tokenizer_bytes, s->tokenizer_seconds);
     printf("  lines   %ld read: %lld rows kept, %lld bad lines skipped\n", s->lines, (long long)s->rows_ok,
            (long long)s->bad_lines);
     printf("  speed   %.2f MB in %.2f s: %.1f MB/s\n", mb, s->seconds, mb / secs);
@@ -219,11 +251,19 @@ int cmd_prep(int argc, char **argv)
         else if (!strcmp(a, "--min-pairs")) o.min_pairs = (int64_t)parse_count(argc, argv, &i, 1, 1u << 30, 0);
         else if (!strcmp(a, "--max-line-bytes"))
             o.max_line_bytes = (size_t)parse_count(argc, argv, &i, 64, 1u << 30, 1);
+        else if (!strcmp(a, "--tokenizer")) o.tokenizer = cli_str("prep", argc, argv, &i);
+        else if (!strcmp(a, "--prompt-key")) o.keys.prompt = key_arg(argc, argv, &i);
+        else if (!strcmp(a, "--chosen-key")) o.keys.chosen = key_arg(argc, argv, &i);
+        else if (!strcmp(a, "--rejected-key")) o.keys.rejected = key_arg(argc, argv, &i);
+        else if (!strcmp(a, "--user-key")) o.keys.user_id = key_arg(argc, argv, &i);
+        else if (!strcmp(a, "--label-key")) o.keys.label = key_arg(argc, argv, &i);
         else if (a[0] == '-' && a[1]) fatal(EXIT_USAGE, "prep: unknown option '%s' (see 'fspo prep --help')", a);
         else if (o.in_path) fatal(EXIT_USAGE, "prep: more than one input file ('%s' and '%s')", o.in_path, a);
         else o.in_path = a;
     }
     if (!o.in_path) fatal(EXIT_USAGE, "prep: no input file (usage: fspo prep IN.jsonl -o OUT.h5)");
+    const char *kc = o.keys.chosen ? o.keys.chosen : "chosen", *kr = o.keys.rejected ? o.keys.rejected : "rejected";
+    if (!strcmp(kc, kr)) fatal(EXIT_USAGE, "prep: the chosen and rejected columns are both field '%s'", kc);
     if (!o.out_path) fatal(EXIT_USAGE, "prep: no output file: add -o OUT.h5");
     char out_tmp[4200]; /* written first, then renamed to OUT.h5 */
     snprintf(out_tmp, sizeof out_tmp, "%s.tmp", o.out_path);

@@ -15,23 +15,25 @@
  * large enough for sgemm to pay off, small enough for little scratch. */
 #define PREFILL_CHUNK 64
 
-size_t sample_prompt_len(const PairSpans *shots, int n_shots, const TokSpan *desc, TokSpan query)
+size_t sample_prompt_len(const Tokenizer *tok, const PairSpans *shots, int n_shots, const TokSpan *desc,
+                         TokSpan query)
 {
-    return (size_t)pack_render_context(shots, n_shots, desc, NULL, NULL) + (size_t)pack_render_query(query, NULL);
+    return (size_t)pack_render_context(tok, shots, n_shots, desc, NULL, NULL) +
+           (size_t)pack_render_query(tok, query, NULL);
 }
 
-int sample_render_prompt(const PairSpans *shots, int n_shots, const TokSpan *desc, TokSpan query, int32_t *out,
-                         int cap)
+int sample_render_prompt(const Tokenizer *tok, const PairSpans *shots, int n_shots, const TokSpan *desc,
+                         TokSpan query, int32_t *out, int cap)
 {
-    if (sample_prompt_len(shots, n_shots, desc, query) > (size_t)cap) return -1;
-    int n = pack_render_context(shots, n_shots, desc, out, NULL);
-    return n + pack_render_query(query, out + n);
+    if (sample_prompt_len(tok, shots, n_shots, desc, query) > (size_t)cap) return -1;
+    int n = pack_render_context(tok, shots, n_shots, desc, out, NULL);
+    return n + pack_render_query(tok, query, out + n);
 }
 
-int sample_render_desc_prompt(const PairSpans *shots, int n_shots, int32_t *out, int cap)
+int sample_render_desc_prompt(const Tokenizer *tok, const PairSpans *shots, int n_shots, int32_t *out, int cap)
 {
-    if (pack_render_desc_prompt(shots, n_shots, NULL) > cap) return -1;
-    return pack_render_desc_prompt(shots, n_shots, out);
+    if (pack_render_desc_prompt(tok, shots, n_shots, NULL) > cap) return -1;
+    return pack_render_desc_prompt(tok, shots, n_shots, out);
 }
 
 typedef struct {
@@ -76,16 +78,18 @@ int sample_token(const float *logits, int V, double temperature, double top_p, R
 
 struct Generator {
     Model *m;
+    const Tokenizer *tok;
     KVCache *kv;
     float *logits;  /* [PREFILL_CHUNK, V] */
     void *scratch;  /* sample_token's candidates */
 };
 
-Generator *generator_create(Model *m)
+Generator *generator_create(Model *m, const Tokenizer *tok)
 {
     Generator *g = calloc(1, sizeof *g);
     if (!g) fatal(EXIT_RUNTIME, "out of memory for the generator");
     g->m = m;
+    g->tok = tok;
     g->kv = kv_create(m, PREFILL_CHUNK);
     g->logits = xmalloc_aligned(sizeof(float) * PREFILL_CHUNK * (size_t)m->cfg.vocab, "generation logits");
     g->scratch = xmalloc_aligned(sizeof(Candidate) * (size_t)m->cfg.vocab, "sampling scratch");
@@ -127,7 +131,7 @@ int generate(Generator *g, const int32_t *prompt, int n_prompt, const SampleConf
     for (;;) {
         if (res->n_tokens >= limit) break;
         int32_t tok = sample_token(g->logits + (size_t)last * V, V, c->temperature, c->top_p, &rng, g->scratch);
-        if (tok >= 256) { /* EOS, or a structure token: the answer is over either way */
+        if (tok_is_special(g->tok, tok)) { /* EOS, or a structure token: the answer is over either way */
             res->stop = SAMPLE_STOP_EOS;
             break;
         }

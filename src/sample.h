@@ -21,14 +21,15 @@
 
 /* Tokens the rendered prompt needs (BOS, the pairs, the description if
  * desc is not NULL, the query header). */
-size_t sample_prompt_len(const PairSpans *shots, int n_shots, const TokSpan *desc, TokSpan query);
+size_t sample_prompt_len(const Tokenizer *tok, const PairSpans *shots, int n_shots, const TokSpan *desc,
+                         TokSpan query);
 /* Writes the rendered prompt into out[0..cap); returns its length, or -1
  * (writing nothing) if it needs more than cap tokens. */
-int sample_render_prompt(const PairSpans *shots, int n_shots, const TokSpan *desc, TokSpan query, int32_t *out,
-                         int cap);
+int sample_render_prompt(const Tokenizer *tok, const PairSpans *shots, int n_shots, const TokSpan *desc,
+                         TokSpan query, int32_t *out, int cap);
 /* The same for the prompt after which the model writes the user's
  * description (BOS, the pairs, USER_DESC): data.user_desc: cot models. */
-int sample_render_desc_prompt(const PairSpans *shots, int n_shots, int32_t *out, int cap);
+int sample_render_desc_prompt(const Tokenizer *tok, const PairSpans *shots, int n_shots, int32_t *out, int cap);
 
 typedef struct {
     double temperature; /* 0 = greedy (argmax, lowest id on a tie) */
@@ -50,13 +51,14 @@ typedef struct {
     double seconds; /* wall time, prompt processing included */
 } SampleResult;
 
-/* A model plus its KV cache and scratch: make one per model, reuse it. */
+/* A model plus its KV cache and scratch: make one per model, reuse it.
+ * tok (NULL: the byte tokenizer) tells which ids end an answer. */
 typedef struct Generator Generator;
-Generator *generator_create(Model *m);
+Generator *generator_create(Model *m, const Tokenizer *tok);
 void generator_free(Generator *g);
 
-/* Generates after prompt[0..n_prompt) into out[0..cap_out), byte tokens
- * only (the stop token is not written). Returns 0, or -1 if the prompt
+/* Generates after prompt[0..n_prompt) into out[0..cap_out), text tokens
+ * only (the stop token, any tok_is_special id, is not written). Returns 0, or -1 if the prompt
  * leaves no room to generate (n_prompt >= model.max_seq). */
 int generate(Generator *g, const int32_t *prompt, int n_prompt, const SampleConfig *c, uint64_t seed, int32_t *out,
              int cap_out, SampleResult *res);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
 #include "cli.h"
 #include "commands.h"
 #include "jsonl.h"
@@ -38,16 +39,26 @@ static void usage(void)
            "a prompt that does not fit the model's context), 1 runtime failure.\n");
 }
 
-static uint16_t *encode(const char *s, size_t n)
+/* Text as the checkpoint's tokens. */
+static TokSpan encode(const Tokenizer *tok, const char *s, size_t n)
 {
-    uint16_t *ids = malloc(sizeof(uint16_t) * (n ? n : 1));
+    int32_t *ids = malloc(sizeof(int32_t) * (n ? n : 1));
     if (!ids) fatal(EXIT_RUNTIME, "sample: out of memory");
-    tok_encode(s, n, ids);
-    return ids;
+    return (TokSpan){ ids, tok_encode(tok, s, n, ids) };
+}
+
+/* Tokens as text, malloc'ed and NUL-terminated; *len its length. */
+static char *decode(const Tokenizer *tok, const int32_t *ids, int n, size_t *len)
+{
+    *len = tok_decode(tok, ids, (size_t)n, NULL, 0, 0);
+    char *text = malloc(*len + 1);
+    if (!text) fatal(EXIT_RUNTIME, "sample: out of memory");
+    tok_decode(tok, ids, (size_t)n, text, *len + 1, 0);
+    return text;
 }
 
 /* Every row of the file, tokenized; the first bad line is an error. */
-static PairSpans *read_examples(const char *path, int *n_out)
+static PairSpans *read_examples(const Tokenizer *tok, const char *path, int *n_out)
 {
     char err[1024];
     JsonlReader *r = jsonl_reader_open(path, 1 << 20, err, sizeof err);
@@ -63,9 +74,9 @@ static PairSpans *read_examples(const char *path, int *n_out)
             shots = realloc(shots, sizeof *shots * (size_t)cap);
             if (!shots) fatal(EXIT_RUNTIME, "sample: out of memory");
         }
-        shots[n].prompt = (TokSpan){ encode(row.prompt, row.prompt_len), row.prompt_len };
-        shots[n].chosen = (TokSpan){ encode(row.chosen, row.chosen_len), row.chosen_len };
-        shots[n].rejected = (TokSpan){ encode(row.rejected, row.rejected_len), row.rejected_len };
+        shots[n].prompt = encode(tok, row.prompt, row.prompt_len);
+        shots[n].chosen = encode(tok, row.chosen, row.chosen_len);
+        shots[n].rejected = encode(tok, row.rejected, row.rejected_len);
         n++;
     }
     jsonl_reader_close(r);
@@ -76,24 +87,26 @@ static PairSpans *read_examples(const char *path, int *n_out)
 
 /* --describe: the model writes the user's description after the pairs
  * (greedy, like fspo eval's eval.user_desc generated); shown on stderr. */
-static TokSpan write_description(Generator *g, const PairSpans *shots, int n_shots, int max_seq)
+static TokSpan write_description(const Tokenizer *tok, Generator *g, const PairSpans *shots, int n_shots,
+                                 int max_seq)
 {
     enum { DESC_MAX = 128 };
     int32_t *ids = malloc(sizeof(int32_t) * ((size_t)max_seq + DESC_MAX));
-    uint16_t *text = malloc(sizeof(uint16_t) * DESC_MAX);
-    if (!ids || !text) fatal(EXIT_RUNTIME, "sample: out of memory");
-    int n = sample_render_desc_prompt(shots, n_shots, ids, max_seq);
+    int32_t *desc = malloc(sizeof(int32_t) * DESC_MAX);
+    if (!ids || !desc) fatal(EXIT_RUNTIME, "sample: out of memory");
+    int n = sample_render_desc_prompt(tok, shots, n_shots, ids, max_seq);
     SampleConfig greedy = { 0.0, 1.0, DESC_MAX };
     SampleResult res;
     if (n < 0 || generate(g, ids, n, &greedy, 0, ids + max_seq, DESC_MAX, &res) != 0)
         fatal(EXIT_USAGE, "sample: the %d few-shot pair(s) leave no room in the model's context (model.max_seq %d) to "
                           "write a description", n_shots, max_seq);
-    char shown[DESC_MAX + 1];
-    for (int k = 0; k < res.n_tokens; k++) text[k] = (uint16_t)ids[max_seq + k], shown[k] = (char)ids[max_seq + k];
-    shown[res.n_tokens] = '\0';
+    memcpy(desc, ids + max_seq, sizeof(int32_t) * (size_t)res.n_tokens);
+    size_t len;
+    char *shown = decode(tok, desc, res.n_tokens, &len);
     fprintf(stderr, "sample: user description (written by the model): %s\n", shown);
+    free(shown);
     free(ids);
-    return (TokSpan){ text, (size_t)res.n_tokens };
+    return (TokSpan){ desc, (size_t)res.n_tokens };
 }
 
 int cmd_sample(int argc, char **argv)
@@ -129,32 +142,35 @@ int cmd_sample(int argc, char **argv)
     char err[1024];
     Model *m = load_frozen_model(ckpt, 1, 1, err, sizeof err);
     if (!m) fatal(EXIT_USAGE, "%s: %s", cmd, err);
+    Tokenizer tok; /* the checkpoint's: prompts in, answers out */
+    if (ckpt_read_tokenizer(ckpt, &tok, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s: %s", cmd, err);
+    if (tok_n_ids(&tok) > m->cfg.vocab)
+        fatal(EXIT_USAGE, "%s: %s: tokenizer %s has %d ids, the model only %d", cmd, ckpt, tok_name(&tok),
+              (int)tok_n_ids(&tok), m->cfg.vocab);
     int n_shots;
-    PairSpans *shots = read_examples(examples, &n_shots);
-    size_t plen = strlen(prompt);
-    TokSpan query = { encode(prompt, plen), plen };
+    PairSpans *shots = read_examples(&tok, examples, &n_shots);
+    TokSpan query = encode(&tok, prompt, strlen(prompt));
     int max_seq = m->cfg.max_seq;
-    Generator *g = generator_create(m);
+    Generator *g = generator_create(m, &tok);
     TokSpan desc = { NULL, 0 };
-    if (desc_text) desc = (TokSpan){ encode(desc_text, strlen(desc_text)), strlen(desc_text) };
-    else if (describe) desc = write_description(g, shots, n_shots, max_seq);
+    if (desc_text) desc = encode(&tok, desc_text, strlen(desc_text));
+    else if (describe) desc = write_description(&tok, g, shots, n_shots, max_seq);
     const TokSpan *dp = desc.ids ? &desc : NULL;
-    size_t need = sample_prompt_len(shots, n_shots, dp, query);
+    size_t need = sample_prompt_len(&tok, shots, n_shots, dp, query);
     if (need >= (size_t)max_seq)
         fatal(EXIT_USAGE, "%s: the prompt with its %d few-shot pair(s) is %zu tokens; the model's context "
                           "(model.max_seq) is %d and must leave room for the answer: use fewer or shorter examples",
               cmd, n_shots, need, max_seq);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)max_seq * 2);
     if (!ids) fatal(EXIT_RUNTIME, "%s: out of memory", cmd);
-    int n_prompt = sample_render_prompt(shots, n_shots, dp, query, ids, max_seq);
+    int n_prompt = sample_render_prompt(&tok, shots, n_shots, dp, query, ids, max_seq);
     int32_t *out = ids + max_seq;
 
     SampleResult res;
     generate(g, ids, n_prompt, &sc, (uint64_t)seed, out, max_seq, &res);
-    char *text = malloc((size_t)res.n_tokens + 1);
-    if (!text) fatal(EXIT_RUNTIME, "%s: out of memory", cmd);
-    for (int k = 0; k < res.n_tokens; k++) text[k] = (char)out[k];
-    fwrite(text, 1, (size_t)res.n_tokens, stdout);
+    size_t text_len;
+    char *text = decode(&tok, out, res.n_tokens, &text_len);
+    fwrite(text, 1, text_len, stdout);
     fputc('\n', stdout);
     fflush(stdout);
     fprintf(stderr, "sample: %d few-shot pair(s), %d prompt tokens, %d generated (stop: %s) in %.2f s: %.0f tokens/s\n",
@@ -170,5 +186,6 @@ int cmd_sample(int argc, char **argv)
     free(shots);
     free((void *)query.ids);
     free((void *)desc.ids);
+    tok_free(&tok);
     return EXIT_OK;
 }

@@ -26,7 +26,7 @@ typedef struct {
     /* the user's description, written into the context after the pairs
      * (src/pack.h); NULL = none. The sampler never sets it: the caller
      * decides (train: data.user_desc, eval: eval.user_desc) */
-    const uint16_t *desc;
+    const int32_t *desc;
     int desc_len;
 } MetaExample;
 

@@ -1,7 +1,13 @@
-/* tokenizer: byte-level encode/decode; see tokenizer.h. */
+/* tokenizer: the byte tokenizer and the interface both tokenizers share;
+ * see tokenizer.h. */
 #include "tokenizer.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "checksum.h"
+#include "util.h"
 
 static const char *const special_names[TOKENIZER_VOCAB - 256] = {
     "<|bos|>", "<|eos|>", "<|example|>", "<|question|>", "<|preferred|>", "<|dispreferred|>", "<|task|>",
@@ -13,23 +19,86 @@ const char *tok_special_name(int id)
     return id >= 256 && id < TOKENIZER_VOCAB ? special_names[id - 256] : NULL;
 }
 
-void tok_encode(const char *s, size_t n, uint16_t *out)
+int tok_init_bpe(Tokenizer *t, Bpe *b, char *json, char *err, size_t errlen)
 {
-    const unsigned char *u = (const unsigned char *)s;
-    for (size_t i = 0; i < n; i++) out[i] = u[i];
+    memset(t, 0, sizeof *t);
+    int missing = bpe_missing_byte(b);
+    if (missing >= 0) {
+        bpe_free(b), free(json);
+        return set_err(err, errlen, "the tokenizer cannot encode byte 0x%02x (its byte-level character is not in "
+                                    "model.vocab), so some text would be lost", missing);
+    }
+    for (int k = TOK_BOS; k < TOKENIZER_VOCAB; k++) {
+        int32_t id = bpe_added_id(b, special_names[k - TOK_BOS]);
+        if (id < 0 || !bpe_is_special(b, id)) {
+            bpe_free(b), free(json);
+            return set_err(err, errlen, "the tokenizer has no special added token '%s' (fspo's structure tokens "
+                                        "are %s ... %s)", special_names[k - TOK_BOS], special_names[0],
+                           special_names[TOKENIZER_VOCAB - TOK_BOS - 1]);
+        }
+        t->special[k - TOK_BOS] = id;
+    }
+    t->bpe = b;
+    t->json = json;
+    t->n_ids = bpe_n_ids(b);
+    snprintf(t->name, sizeof t->name, "bpe%d-%016llx", (int)t->n_ids,
+             (unsigned long long)checksum64(json, json ? strlen(json) : 0));
+    return 0;
 }
 
-size_t tok_decode(const uint16_t *ids, size_t n, char *out, size_t cap, int show_special)
+void tok_free(Tokenizer *t)
+{
+    if (!t) return;
+    bpe_free(t->bpe);
+    free(t->json);
+    memset(t, 0, sizeof *t);
+}
+
+const char *tok_name(const Tokenizer *t) { return t && t->bpe ? t->name : TOKENIZER_ID; }
+
+int32_t tok_n_ids(const Tokenizer *t) { return t && t->bpe ? t->n_ids : TOKENIZER_VOCAB; }
+
+int32_t tok_id(const Tokenizer *t, int which) { return t && t->bpe ? t->special[which - TOK_BOS] : which; }
+
+int tok_is_special(const Tokenizer *t, int32_t id)
+{
+    if (!t || !t->bpe) return id < 0 || id >= 256;
+    return id < 0 || id >= t->n_ids || bpe_is_special(t->bpe, id);
+}
+
+size_t tok_encode(const Tokenizer *t, const char *s, size_t n, int32_t *out)
+{
+    if (t && t->bpe) return bpe_encode_text(t->bpe, s, n, out);
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n; i++) out[i] = u[i];
+    return n;
+}
+
+/* The name of structure token id, NULL if id is not one. */
+static const char *structure_name(const Tokenizer *t, int32_t id)
+{
+    for (int k = TOK_BOS; k < TOKENIZER_VOCAB; k++)
+        if (tok_id(t, k) == id) return special_names[k - TOK_BOS];
+    return NULL;
+}
+
+size_t tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, char *out, size_t cap, int show_special)
 {
     size_t len = 0;
     for (size_t i = 0; i < n; i++) {
         char byte = (char)ids[i];
         const char *piece = &byte;
         size_t plen = 1;
-        if (ids[i] >= 256) {
-            const char *name = tok_special_name(ids[i]);
-            piece = show_special ? (name ? name : "<|?|>") : "";
-            plen = strlen(piece);
+        if (tok_is_special(t, ids[i])) {
+            const char *name = structure_name(t, ids[i]);
+            plen = name ? strlen(name) : 0;
+            if (!name && t && t->bpe && ids[i] >= 0 && ids[i] < t->n_ids) /* another special added token */
+                name = bpe_token_bytes(t->bpe, ids[i], &plen);
+            if (!name) name = "<|?|>", plen = 5;
+            piece = name;
+            if (!show_special) plen = 0;
+        } else if (t && t->bpe) {
+            piece = bpe_token_bytes(t->bpe, ids[i], &plen);
         }
         for (size_t j = 0; j < plen; j++, len++)
             if (cap && len < cap - 1) out[len] = piece[j];

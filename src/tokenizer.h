@@ -31,16 +31,9 @@ enum {
 #include <stddef.h>
 #include <stdint.h>
 
-/* Bytes to ids: each byte becomes its own id, so text never produces a
- * special token and decode(encode(s)) == s for any bytes. Writes n ids. */
-void tok_encode(const char *s, size_t n, uint16_t *out);
-
-/* Ids to bytes. Special tokens become their display names ("<|eos|>")
- * when show_special, else nothing. Writes at most cap-1 bytes plus a NUL;
- * returns the length the full text needs (like snprintf). */
-size_t tok_decode(const uint16_t *ids, size_t n, char *out, size_t cap, int show_special);
-
-/* "<|eos|>" etc. for a special id, NULL for a byte or an unknown id. */
+/* "<|eos|>" etc. for a special id of the byte tokenizer (TOK_BOS..
+ * TOK_USER_DESC), NULL for a byte or an unknown id: also the contents of
+ * these tokens in a BPE tokenizer. */
 const char *tok_special_name(int id);
 
 /* ---- byte-level BPE in Hugging Face's tokenizer.json format ----
@@ -122,6 +115,15 @@ int32_t bpe_added_id(const Bpe *b, const char *content);
 /* Text to ids; out must hold n ids (a token covers at least one byte).
  * Returns the number written. */
 size_t bpe_encode(const Bpe *b, const char *s, size_t n, int32_t *out);
+/* The same, except that special added tokens are not cut out of the text
+ * (Hugging Face's encode_special_tokens = true): their contents are
+ * encoded as text, so text never produces a special token. */
+size_t bpe_encode_text(const Bpe *b, const char *s, size_t n, int32_t *out);
+/* 1 if id is a special added token. */
+int bpe_is_special(const Bpe *b, int32_t id);
+/* A byte whose byte-level character is not in the vocabulary (the
+ * tokenizer drops it), or -1 if every byte can be encoded. */
+int bpe_missing_byte(const Bpe *b);
 /* Ids to bytes, like snprintf: writes at most cap-1 bytes plus a NUL and
  * returns the full length. Special added tokens are skipped when
  * skip_special, unknown ids always (as Hugging Face does). */
@@ -158,5 +160,45 @@ void bpe_corpus_add(BpeCorpus *c, const char *s, size_t n);
 /* NULL with err on bad options. st may be NULL. */
 Bpe *bpe_learn(const BpeCorpus *c, const BpeLearnOptions *opt, BpeLearnStats *st, char *err, size_t errlen);
 void bpe_corpus_free(BpeCorpus *c);
+
+/* ---- the tokenizer interface: what datasets, packing, sampling and eval use ----
+ *
+ * One tokenizer object for both kinds: a zero-initialized Tokenizer (bpe
+ * NULL) is the byte tokenizer, so code that never set one (hand-built test
+ * datasets) reads bytes. A BPE tokenizer maps the eight structure tokens
+ * to its added tokens of the same contents ("<|bos|>" ...), wherever their
+ * ids are; a tokenizer learned by bpe_learn has them at 256..263 like the
+ * byte tokenizer. Text never produces a structure token with either (a
+ * literal "<|eos|>" in a prompt is text). */
+typedef struct {
+    Bpe *bpe;                                  /* NULL: the byte tokenizer */
+    int32_t special[TOKENIZER_VOCAB - TOK_BOS]; /* BPE: the ids of TOK_BOS..TOK_USER_DESC */
+    int32_t n_ids;                             /* BPE: ids it can produce (the smallest model.vocab) */
+    char name[32];                             /* BPE: "bpe<n_ids>-<16 hex of the json's checksum>" */
+    char *json;                                /* BPE: its tokenizer.json text, as stored in datasets */
+} Tokenizer;
+
+/* Takes b and json (malloc'ed, owned from then on, freed on error too):
+ * 0, or -1 with err if b lacks one of the eight structure tokens as a
+ * special added token or cannot encode every byte. */
+int tok_init_bpe(Tokenizer *t, Bpe *b, char *json, char *err, size_t errlen);
+void tok_free(Tokenizer *t);
+/* TOKENIZER_ID for the byte tokenizer, else t->name: equal names, equal ids. */
+const char *tok_name(const Tokenizer *t);
+/* Smallest model vocabulary that holds every id (264 for bytes). */
+int32_t tok_n_ids(const Tokenizer *t);
+/* The id of structure token `which` (TOK_BOS..TOK_USER_DESC); t may be NULL (bytes). */
+int32_t tok_id(const Tokenizer *t, int which);
+/* 1 if id is not text: a structure or other special token, or outside the
+ * tokenizer's ids. Generation stops at such a token. */
+int tok_is_special(const Tokenizer *t, int32_t id);
+/* Text to ids; out holds n ids (each id covers at least one byte).
+ * Returns the number written. */
+size_t tok_encode(const Tokenizer *t, const char *s, size_t n, int32_t *out);
+/* Ids to bytes. Structure tokens become their names ("<|eos|>") when
+ * show_special, else nothing; ids outside the tokenizer "<|?|>" or nothing.
+ * Writes at most cap-1 bytes plus a NUL; returns the length the full text
+ * needs (like snprintf). */
+size_t tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, char *out, size_t cap, int show_special);
 
 #endif

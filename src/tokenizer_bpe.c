@@ -686,27 +686,45 @@ static size_t encode_plain(const Bpe *b, const unsigned char *s, size_t n, int32
 
 /* Added tokens of pass `pass` are cut out first; what is between them goes
  * to the next pass, after the last to the pre-tokenizer. */
-static size_t encode_pass(const Bpe *b, int pass, const unsigned char *s, size_t n, int32_t *out, Scratch *w)
+static size_t encode_pass(const Bpe *b, int pass, const unsigned char *s, size_t n, int32_t *out, Scratch *w,
+                          int text_only)
 {
     if (pass == 2) return encode_plain(b, s, n, out, w);
-    size_t k = 0, from = 0, at, len;
+    size_t k = 0, from = 0, search = 0, at, len;
     int32_t id;
-    while ((len = matcher_find(&b->match[pass], s, n, from, &at, &id)) > 0) {
-        k += encode_pass(b, pass + 1, s + from, at - from, out + k, w);
+    while ((len = matcher_find(&b->match[pass], s, n, search, &at, &id)) > 0) {
+        if (text_only && b->special[id]) { /* stays text: look for another added token after its start */
+            search = at + 1;
+            continue;
+        }
+        k += encode_pass(b, pass + 1, s + from, at - from, out + k, w, text_only);
         out[k++] = id;
-        from = at + len;
+        from = search = at + len;
     }
-    return k + encode_pass(b, pass + 1, s + from, n - from, out + k, w);
+    return k + encode_pass(b, pass + 1, s + from, n - from, out + k, w, text_only);
 }
 
-size_t bpe_encode(const Bpe *b, const char *s, size_t n, int32_t *out)
+static size_t encode_all(const Bpe *b, const char *s, size_t n, int32_t *out, int text_only)
 {
     Scratch w;
     w.big_sym = NULL, w.big_heap = NULL, w.big_sym_cap = w.big_heap_cap = 0;
-    size_t k = encode_pass(b, 0, (const unsigned char *)s, n, out, &w);
+    size_t k = encode_pass(b, 0, (const unsigned char *)s, n, out, &w, text_only);
     free(w.big_sym);
     free(w.big_heap);
     return k;
+}
+
+size_t bpe_encode(const Bpe *b, const char *s, size_t n, int32_t *out) { return encode_all(b, s, n, out, 0); }
+
+size_t bpe_encode_text(const Bpe *b, const char *s, size_t n, int32_t *out) { return encode_all(b, s, n, out, 1); }
+
+int bpe_is_special(const Bpe *b, int32_t id) { return id >= 0 && id < b->n_ids && b->special[id]; }
+
+int bpe_missing_byte(const Bpe *b)
+{
+    for (int c = 0; c < 256; c++)
+        if (b->byte_id[c] < 0) return c;
+    return -1;
 }
 
 size_t bpe_decode(const Bpe *b, const int32_t *ids, size_t n, char *out, size_t cap, int skip_special)

@@ -243,7 +243,9 @@ static void initial_state(Run *r)
         if (rundir_read_lineage(cfg->train.run_dir, mark, sizeof mark, err, sizeof err) != 0) code = EXIT_USAGE;
         if (code == 0) code = choose_start(r, mark, n_files, files, path, sizeof path, &full, err, sizeof err);
         if (code == 0 && full) {
-            if (ckpt_load(path, r->policy, &r->opt, &meta, err, sizeof err) != 0) code = EXIT_USAGE;
+            if (ckpt_check_tokenizer(path, &r->data.tok, cfg->data.path, err, sizeof err) != 0 ||
+                ckpt_load(path, r->policy, &r->opt, &meta, err, sizeof err) != 0)
+                code = EXIT_USAGE;
             else if (strcmp(meta.stage, cfg->train.stage) != 0) {
                 code = EXIT_USAGE;
                 snprintf(err, sizeof err, "%s: a %s checkpoint cannot resume a %s stage (start a new stage in its own "
@@ -266,7 +268,9 @@ static void initial_state(Run *r)
                            (unsigned long long)r->data_checksum);
             }
         } else if (code == 0 && cfg->train.init_from[0]) {
-            if (ckpt_load(cfg->train.init_from, r->policy, NULL, NULL, err, sizeof err) != 0) code = EXIT_USAGE;
+            if (ckpt_check_tokenizer(cfg->train.init_from, &r->data.tok, cfg->data.path, err, sizeof err) != 0 ||
+                ckpt_load(cfg->train.init_from, r->policy, NULL, NULL, err, sizeof err) != 0)
+                code = EXIT_USAGE;
         }
         /* the directory is this lineage's from now on (a run resumed from a
          * checkpoint written before lineages existed keeps none) */
@@ -436,10 +440,12 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     if (fault && !strcmp(fault, fault_rank))
         fatal(EXIT_USAGE, "rank %d: %s: cannot read the dataset (injected fault FSPO_FAULT=%s)", d->rank, cfg->data.path, fault);
     if (dataset_read(cfg->data.path, &r->data, err, sizeof err) != 0) code = EXIT_USAGE;
-    else if (strcmp(r->data.tokenizer, TOKENIZER_ID) != 0 || r->data.vocab > cfg->model.vocab) {
+    else if (tok_n_ids(&r->data.tok) != cfg->model.vocab) {
         code = EXIT_USAGE;
-        snprintf(err, sizeof err, "%s: tokenized with %s (vocab %lld); this model reads %s with model.vocab %d", cfg->data.path,
-                 r->data.tokenizer, (long long)r->data.vocab, TOKENIZER_ID, cfg->model.vocab);
+        snprintf(err, sizeof err, "%s: tokenized with %s, which has %d ids; model.vocab is %d: set model.vocab: %d "
+                                  "(the model's vocabulary is the tokenizer's)", cfg->data.path,
+                 tok_name(&r->data.tok), (int)tok_n_ids(&r->data.tok), cfg->model.vocab,
+                 (int)tok_n_ids(&r->data.tok));
     }
     if (code == 0 && sampler_init(&r->sampler, &r->data, SPLIT_TRAIN, (uint64_t)cfg->train.seed, cfg->data.n_fewshot,
                                   cfg->data.n_fewshot_min, cfg->data.n_queries, err, sizeof err) != 0)
@@ -482,7 +488,8 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
         r->ref = model_create(&cfg->model, 0, mb, cfg->model.max_seq);
         snprintf(r->ref_path, sizeof r->ref_path, "%s", cfg->loss.ref_ckpt);
         char reason[900];
-        if (ckpt_load(cfg->loss.ref_ckpt, r->ref, NULL, NULL, reason, sizeof reason) != 0 ||
+        if (ckpt_check_tokenizer(cfg->loss.ref_ckpt, &r->data.tok, cfg->data.path, reason, sizeof reason) != 0 ||
+            ckpt_load(cfg->loss.ref_ckpt, r->ref, NULL, NULL, reason, sizeof reason) != 0 ||
             ckpt_weights_checksum(cfg->loss.ref_ckpt, &r->ref_checksum, reason, sizeof reason) != 0) {
             code = EXIT_USAGE;
             snprintf(err, sizeof err, "loss.ref_ckpt: %s", reason);
@@ -783,6 +790,7 @@ static void save(Run *r, const char *yaml, int keep)
     snprintf(meta.ref_ckpt, sizeof meta.ref_ckpt, "%s", r->ref_path);
     snprintf(meta.lineage, sizeof meta.lineage, "%s", r->lineage);
     meta.skipped_examples = r->skipped_examples, meta.skipped_nonfinite = r->bad_steps_total;
+    meta.tok = &r->data.tok;
     char path[4096], err[1024], shown[8192];
     if (ckpt_save(r->cfg->train.run_dir, r->policy, &r->opt, &meta, yaml, keep, path, sizeof path, err, sizeof err) != 0)
         fatal(EXIT_RUNTIME, "checkpoint at step %ld failed: %s", r->step, err);

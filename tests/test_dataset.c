@@ -20,8 +20,8 @@ static void make_dataset(Dataset *d)
     d->n_users = 3;
     d->n_pairs = 6;
     d->n_tokens = 60;
-    d->tokens = malloc(sizeof(uint16_t) * 60);
-    for (int i = 0; i < 60; i++) d->tokens[i] = (uint16_t)((i * 37) % TOKENIZER_VOCAB);
+    d->tokens = malloc(sizeof(int32_t) * 60);
+    for (int i = 0; i < 60; i++) d->tokens[i] = (i * 37) % TOKENIZER_VOCAB;
     d->prompt = malloc(sizeof(int64_t) * 12);
     d->chosen = malloc(sizeof(int64_t) * 12);
     d->rejected = malloc(sizeof(int64_t) * 12);
@@ -40,24 +40,28 @@ static void make_dataset(Dataset *d)
     d->user_ids[0] = strdup("alice");
     d->user_ids[1] = strdup("bob \"the\" builder");
     d->user_ids[2] = strdup("user-ü-3");
-    snprintf(d->tokenizer, sizeof d->tokenizer, "%s", TOKENIZER_ID);
     d->vocab = TOKENIZER_VOCAB;
     snprintf(d->source, sizeof d->source, "users.jsonl");
     d->val_frac = 0.25, d->test_frac = 0.125;
     d->seed = 9;
 }
 
-static int same(const Dataset *a, const Dataset *b)
+static int same_content(const Dataset *a, const Dataset *b)
 {
     if (a->n_users != b->n_users || a->n_pairs != b->n_pairs || a->n_tokens != b->n_tokens) return 0;
-    if (memcmp(a->tokens, b->tokens, 2 * a->n_tokens) || memcmp(a->prompt, b->prompt, 16 * a->n_pairs) ||
+    if (memcmp(a->tokens, b->tokens, sizeof(int32_t) * a->n_tokens) || memcmp(a->prompt, b->prompt, 16 * a->n_pairs) ||
         memcmp(a->chosen, b->chosen, 16 * a->n_pairs) || memcmp(a->rejected, b->rejected, 16 * a->n_pairs) ||
         memcmp(a->user_pairs, b->user_pairs, 16 * a->n_users) || memcmp(a->user_desc, b->user_desc, 16 * a->n_users) ||
         memcmp(a->user_split, b->user_split, a->n_users))
         return 0;
     for (int64_t u = 0; u < a->n_users; u++)
         if (strcmp(a->user_ids[u], b->user_ids[u])) return 0;
-    return !strcmp(a->tokenizer, b->tokenizer) && a->vocab == b->vocab && !strcmp(a->source, b->source) &&
+    return !strcmp(tok_name(&a->tok), tok_name(&b->tok)) && a->vocab == b->vocab;
+}
+
+static int same(const Dataset *a, const Dataset *b)
+{
+    return same_content(a, b) && !strcmp(a->source, b->source) &&
            a->val_frac == b->val_frac && a->test_frac == b->test_frac && a->seed == b->seed &&
            a->checksum == b->checksum;
 }
@@ -128,8 +132,8 @@ static void test_bad_files(const char *dir)
     H5Dclose(ds);
     H5Fclose(f);
     int fd = open(path, O_RDWR);
-    uint16_t v = 5;
-    if (pwrite(fd, &v, 2, (off_t)off + 2 * 11) != 2) perror("pwrite");
+    int32_t v = 5;
+    if (pwrite(fd, &v, 4, (off_t)off + 4 * 11) != 4) perror("pwrite");
     close(fd);
     int rc = dataset_read(path, &back, err, sizeof err);
     check(rc == -1 && strstr(err, "flip.h5: file checksum mismatch"), "dataset bit flip", "%s", err);
@@ -174,7 +178,7 @@ static int read_u8(const char *path, const char *name, uint8_t *out, int64_t n)
 /* tests/data/dataset_v1.h5 was written by the version-1 code (fspo prep
  * --heldout-frac 0.3 --seed 7 of dataset_v1.jsonl, before the three-way
  * split): it still reads, its held-out users as test users, its checksum
- * verified; written again it becomes a version-2 file with the same split. */
+ * verified; written again it becomes a current-version file with the same split. */
 static void test_version1(const char *dir)
 {
     const char *v1 = "tests/data/dataset_v1.h5";
@@ -199,7 +203,7 @@ static void test_version1(const char *dir)
     ok = rc == 0 && back.format_version == DATASET_FORMAT_VERSION &&
          read_u8(path, "users/split", split, d.n_users) == 0 && !memcmp(split, d.user_split, (size_t)d.n_users) &&
          read_u8(path, "users/heldout", held, d.n_users) != 0 && back.test_frac == 0.3;
-    check(ok, "version 1 written again: version 2, /users/split with the same codes", "%s", rc ? err : "");
+    check(ok, "version 1 written again: the current version, /users/split with the same codes", "%s", rc ? err : "");
     if (rc == 0) dataset_free(&back);
     free(held), free(split);
     dataset_free(&d);
@@ -216,8 +220,53 @@ static void test_version1(const char *dir)
     H5Fclose(f);
     h5_seal(path);
     rc = dataset_read(path, &back, err, sizeof err);
-    check(rc == -1 && strstr(err, "v9.h5: dataset format version 9, this build reads versions 1 to 2"),
+    check(rc == -1 && strstr(err, "v9.h5: dataset format version 9, this build reads versions 1 to 3"),
           "dataset: a newer format version is refused", "%s", err);
+    dataset_free(&d);
+}
+
+/* tests/data/dataset_v2.h5 was written by the version-2 code (fspo prep
+ * --val-frac 0.2 --test-frac 0.2 --seed 7 of dataset_v1.jsonl; uint16
+ * ids): it reads, its checksum (of the uint16 stream, computed by that
+ * code) verified, as the byte tokenizer; every prompt's ids, read as bytes,
+ * are text of the JSONL; the ids equal the stored uint16 values read
+ * directly with HDF5; written again it is a version-3 file with int32 ids
+ * and the same content. */
+static void test_version2(const char *dir)
+{
+    const char *v2 = "tests/data/dataset_v2.h5";
+    Dataset d, back;
+    char err[1024], path[512];
+    int rc = dataset_read(v2, &d, err, sizeof err);
+    check(rc == 0 && d.format_version == 2 && !strcmp(tok_name(&d.tok), TOKENIZER_ID) && d.vocab == TOKENIZER_VOCAB,
+          "version-2 dataset reads (its uint16 checksum verified)", "%s", rc ? err : "byte tokenizer, vocab 264");
+    if (rc != 0) return;
+    FILE *f = fopen("tests/data/dataset_v1.jsonl", "rb");
+    static char jsonl[1 << 16];
+    size_t got = f ? fread(jsonl, 1, sizeof jsonl - 1, f) : 0;
+    if (f) fclose(f);
+    jsonl[got] = '\0';
+    int found = 0;
+    for (int64_t p = 0; p < d.n_pairs; p++) {
+        char text[512], quoted[540];
+        tok_decode(&d.tok, d.tokens + d.prompt[2 * p], (size_t)d.prompt[2 * p + 1], text, sizeof text, 1);
+        snprintf(quoted, sizeof quoted, "\"prompt\": \"%s\"", text);
+        found += strstr(jsonl, quoted) != NULL;
+    }
+    uint16_t *raw = malloc(sizeof(uint16_t) * (size_t)d.n_tokens);
+    hid_t h = H5Fopen(v2, H5F_ACC_RDONLY, H5P_DEFAULT);
+    int same = h >= 0 && h5_read(h, "tokens", H5T_NATIVE_UINT16, raw) == 0;
+    if (h >= 0) H5Fclose(h);
+    for (int64_t i = 0; same && i < d.n_tokens; i++) same = raw[i] == d.tokens[i];
+    free(raw);
+    check(found == d.n_pairs && same, "version 2: ids are the JSONL's bytes, equal to the stored uint16 values",
+          "%d of %lld prompts found in the JSONL", found, (long long)d.n_pairs);
+    snprintf(path, sizeof path, "%s/v2again.h5", dir);
+    rc = dataset_write(path, &d, err, sizeof err);
+    if (rc == 0) rc = dataset_read(path, &back, err, sizeof err);
+    check(rc == 0 && back.format_version == 3 && same_content(&d, &back), "version 2 written again: version 3, same ids",
+          "%s", rc ? err : "");
+    if (rc == 0) dataset_free(&back);
     dataset_free(&d);
 }
 
@@ -227,6 +276,7 @@ int main(void)
     char dir[] = "/tmp/fspo-dataset.XXXXXX";
     if (!mkdtemp(dir)) return 1;
     test_round_trip(dir);
+    test_version2(dir);
     test_validation(dir);
     test_bad_files(dir);
     test_version1(dir);

@@ -40,7 +40,7 @@ static const char *const user_desc[USERS] = { "no preferences", "prefers: long a
 
 static void write_dataset(const char *path, const char *source)
 {
-    static uint16_t tokens[256] = { 'q', '?', 'a', 'b' };
+    static int32_t tokens[256] = { 'q', '?', 'a', 'b' };
     Dataset d;
     memset(&d, 0, sizeof d);
     d.n_users = USERS, d.n_pairs = USERS * PAIRS, d.n_tokens = 4;
@@ -68,7 +68,6 @@ static void write_dataset(const char *path, const char *source)
         d.user_desc[2 * u] = d.n_tokens, d.user_desc[2 * u + 1] = (int64_t)n;
         for (size_t k = 0; k < n; k++) tokens[d.n_tokens++] = (uint8_t)user_desc[u][k];
     }
-    snprintf(d.tokenizer, sizeof d.tokenizer, "%s", TOKENIZER_ID);
     d.vocab = TOKENIZER_VOCAB;
     snprintf(d.source, sizeof d.source, "%s", source);
     d.val_frac = 0.5, d.test_frac = 0.3;
@@ -729,26 +728,26 @@ static void test_render_matches_pack(void)
     }
     TokSpan q = { d.tokens + d.prompt[2 * 15], (size_t)d.prompt[2 * 15 + 1] };
     int32_t out[256];
-    int n = sample_render_prompt(shots, 3, NULL, q, out, 256);
+    int n = sample_render_prompt(NULL, shots, 3, NULL, q, out, 256);
     /* pack's row is [C P W]: the rendered prompt is C P, W's first token comes next */
     int same = n > 0 && out[n - 1] == TOK_PREFERRED && b.tokens[n] == 'a';
     for (int i = 0; i < n && same; i++) same = out[i] == b.tokens[i];
     check(same, "rendered prompt equals src/pack.c's row up to the answer", "%d tokens", n);
-    check(sample_render_prompt(shots, 3, NULL, q, out, n - 1) == -1 && sample_prompt_len(shots, 3, NULL, q) == (size_t)n,
+    check(sample_render_prompt(NULL, shots, 3, NULL, q, out, n - 1) == -1 && sample_prompt_len(NULL, shots, 3, NULL, q) == (size_t)n,
           "render refuses a buffer one token short", "needs %d", n);
     /* with a description: the prompt, and the prompt for writing it, against pack's row */
-    static const uint16_t desc_ids[] = { 'd', 'i', 's', 'l', 'i', 'k', 'e', 's', ':', ' ', 'e', 'm', 'o', 'j', 'i' };
+    static const int32_t desc_ids[] = { 'd', 'i', 's', 'l', 'i', 'k', 'e', 's', ':', ' ', 'e', 'm', 'o', 'j', 'i' };
     TokSpan desc = { desc_ids, 15 };
     ex.desc = desc_ids, ex.desc_len = 15;
     batch_reset(&b, 2, 64, 1);
     pack_write(&d, &ex, PACK_UNSHARED, &b, 0, &ans);
-    n = sample_render_prompt(shots, 3, &desc, q, out, 256);
+    n = sample_render_prompt(NULL, shots, 3, &desc, q, out, 256);
     same = n > 0 && out[n - 1] == TOK_PREFERRED && b.tokens[n] == 'a';
     for (int i = 0; i < n && same; i++) same = out[i] == b.tokens[i];
     int32_t dp[256];
-    int nd = sample_render_desc_prompt(shots, 3, dp, 256), prefix = nd > 0 && dp[nd - 1] == TOK_USER_DESC;
+    int nd = sample_render_desc_prompt(NULL, shots, 3, dp, 256), prefix = nd > 0 && dp[nd - 1] == TOK_USER_DESC;
     for (int i = 0; i < nd && prefix; i++) prefix = dp[i] == b.tokens[i];
-    check(same && prefix && b.tokens[nd + 15] == TOK_EOS && sample_render_desc_prompt(shots, 3, dp, nd - 1) == -1,
+    check(same && prefix && b.tokens[nd + 15] == TOK_EOS && sample_render_desc_prompt(NULL, shots, 3, dp, nd - 1) == -1,
           "with a description: the prompt, and the one for writing it, equal src/pack.c's row",
           "%d and %d tokens", n, nd);
     batch_free(&b);
@@ -779,7 +778,7 @@ static void test_generation_determinism(void)
     ModelConfig mc = { .vocab = TOKENIZER_VOCAB, .d_model = 32, .n_layers = 2, .n_heads = 4, .max_seq = 128 };
     Model *m = model_create(&mc, 0, 1, 1);
     model_init_weights(m, 4);
-    Generator *g = generator_create(m);
+    Generator *g = generator_create(m, NULL);
     int32_t prompt[80], a[128], b[128], c[128];
     for (int i = 0; i < 80; i++) prompt[i] = i == 0 ? TOK_BOS : 'a' + i % 26;
     SampleConfig sc = { .temperature = 1.0, .top_p = 1.0, .max_new_tokens = 40 };

@@ -19,11 +19,11 @@
 
 static int round_trips(const char *s, size_t n)
 {
-    uint16_t *ids = malloc(sizeof(uint16_t) * (n + 1));
+    int32_t *ids = malloc(sizeof(int32_t) * (n + 1));
     char *back = malloc(n + 1);
-    tok_encode(s, n, ids);
-    size_t len = tok_decode(ids, n, back, n + 1, 1);
-    int ok = len == n && memcmp(back, s, n) == 0;
+    int ok = tok_encode(NULL, s, n, ids) == n;
+    size_t len = tok_decode(NULL, ids, n, back, n + 1, 1);
+    ok &= len == n && memcmp(back, s, n) == 0;
     for (size_t i = 0; i < n; i++) ok &= ids[i] < 256;
     free(ids);
     free(back);
@@ -47,13 +47,13 @@ static void test_byte_tokenizer(void)
     for (size_t i = 0; i < sizeof nasty / sizeof *nasty; i++) bad += !round_trips(nasty[i], strlen(nasty[i]));
     bad += !round_trips("a\0b\0", 4);
     check(bad == 0, "invalid UTF-8, emoji and NUL round-trip", "%d cases differ", bad);
-    uint16_t ids[5] = { 'h', TOK_EOS, 'i', TOK_TASK, 300 };
-    size_t need = tok_decode(ids, 5, buf, sizeof buf, 1);
+    int32_t ids[5] = { 'h', TOK_EOS, 'i', TOK_TASK, 300 };
+    size_t need = tok_decode(NULL, ids, 5, buf, sizeof buf, 1);
     check(!strcmp(buf, "h<|eos|>i<|task|><|?|>") && need == strlen(buf), "special tokens display", "'%s'", buf);
-    need = tok_decode(ids, 5, buf, sizeof buf, 0);
+    need = tok_decode(NULL, ids, 5, buf, sizeof buf, 0);
     check(!strcmp(buf, "hi") && need == 2, "special tokens hidden", "'%s'", buf);
     char small[4];
-    need = tok_decode(ids, 5, small, sizeof small, 1);
+    need = tok_decode(NULL, ids, 5, small, sizeof small, 1);
     check(need == strlen("h<|eos|>i<|task|><|?|>") && !strcmp(small, "h<|"), "decode truncates like snprintf",
           "needs %zu, wrote '%s'", need, small);
 }
@@ -533,9 +533,62 @@ static void test_build_errors(void)
     check(bad == 0, "bpe_build refuses inconsistent parts, naming the entry", "%d cases wrong", bad);
 }
 
+/* The Tokenizer interface over a learned BPE: the structure tokens are its
+ * added tokens, text never becomes one (unlike bpe_encode, which cuts
+ * them out as Hugging Face does), other text encodes as bpe_encode does,
+ * and the stored JSON round-trips to the same name. */
+static void test_interface(void)
+{
+    BpeCorpus *c = bpe_corpus_new();
+    const char *texts[] = { "the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "emoji 🎬 café" };
+    for (int k = 0; k < 40; k++) bpe_corpus_add(c, texts[k % 4], strlen(texts[k % 4]));
+    BpeLearnOptions opt = { .vocab_size = 300, .min_count = 2 };
+    char err[512];
+    Bpe *b = bpe_learn(c, &opt, NULL, err, sizeof err);
+    bpe_corpus_free(c);
+    Tokenizer t;
+    char *json = b ? tokenizer_json_dump(b) : NULL;
+    int rc = b && json ? tok_init_bpe(&t, b, json, err, sizeof err) : -1;
+    check(rc == 0, "tok_init_bpe on a learned tokenizer", "%s", rc ? err : tok_name(&t));
+    if (rc != 0) return;
+    int ok = tok_n_ids(&t) == bpe_n_ids(t.bpe) && strncmp(tok_name(&t), "bpe", 3) == 0;
+    for (int k = TOK_BOS; k < TOKENIZER_VOCAB; k++) ok &= tok_id(&t, k) == k && tok_is_special(&t, k);
+    ok &= !tok_is_special(&t, 'a') && tok_is_special(&t, tok_n_ids(&t)) && tok_is_special(&t, -1);
+    check(ok, "learned BPE: structure tokens at 256..263, special; text ids are not", "%d ids", (int)tok_n_ids(&t));
+    const char *s = "the cat<|eos|> sat<|task|>";
+    int32_t a[64], h[64];
+    size_t na = tok_encode(&t, s, strlen(s), a), nh = bpe_encode(t.bpe, s, strlen(s), h);
+    int none = 1, hf = 0;
+    for (size_t i = 0; i < na; i++) none &= !tok_is_special(&t, a[i]);
+    for (size_t i = 0; i < nh; i++) hf += h[i] == TOK_EOS || h[i] == TOK_TASK;
+    char back[128];
+    size_t len = tok_decode(&t, a, na, back, sizeof back, 1);
+    check(none && hf == 2 && len == strlen(s) && !strcmp(back, s),
+          "text never produces a structure token (bpe_encode's Hugging Face semantics do)", "%zu ids, '%s'", na, back);
+    const char *plain = "the dog sat on the mat, café";
+    na = tok_encode(&t, plain, strlen(plain), a), nh = bpe_encode(t.bpe, plain, strlen(plain), h);
+    check(na == nh && !memcmp(a, h, na * sizeof *a) && na < strlen(plain), "other text: bpe_encode's ids",
+          "%zu ids for %zu bytes", na, strlen(plain));
+    int32_t row[3] = { 'x', TOK_EOS, 5000 };
+    len = tok_decode(&t, row, 3, back, sizeof back, 1);
+    check(!strcmp(back, "x<|eos|><|?|>") && tok_decode(&t, row, 3, back, sizeof back, 0) == 1,
+          "decode: structure names shown or hidden, unknown ids", "'%s'", back);
+    Bpe *b2 = tokenizer_json_parse(t.json, strlen(t.json), "stored", err, sizeof err);
+    Tokenizer t2;
+    rc = b2 ? tok_init_bpe(&t2, b2, strdup(t.json), err, sizeof err) : -1;
+    check(rc == 0 && !strcmp(tok_name(&t2), tok_name(&t)), "stored JSON reads back to the same tokenizer", "%s",
+          rc ? err : tok_name(&t2));
+    if (rc == 0) tok_free(&t2);
+    tok_free(&t);
+    check(tok_name(NULL) == tok_name(&(Tokenizer){ 0 }) && !strcmp(tok_name(NULL), TOKENIZER_ID) &&
+              tok_n_ids(NULL) == TOKENIZER_VOCAB && tok_id(NULL, TOK_EOS) == TOK_EOS,
+          "a zeroed Tokenizer is the byte tokenizer", "%s", TOKENIZER_ID);
+}
+
 int main(void)
 {
     test_byte_tokenizer();
+    test_interface();
     test_unicode();
     test_hand_built();
     test_pieces();
