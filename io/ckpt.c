@@ -324,8 +324,8 @@ int ckpt_check_tokenizer(const char *path, const Tokenizer *want, const char *wa
     if (strcmp(name, tok_name(want)) != 0)
         return set_err(err, errlen, "%s: the model reads the ids of tokenizer %s, but %s was tokenized with %s: a "
                                     "checkpoint and the data it reads must share one tokenizer (fspo prep "
-                                    "--tokenizer FILE.json or another dataset's tokenizer)",
-                       path, name, want_from, tok_name(want));
+                                    "--tokenizer %s uses this checkpoint's)",
+                       path, name, want_from, tok_name(want), path);
     return 0;
 }
 

@@ -261,6 +261,20 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
     return rc;
 }
 
+int dataset_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    hid_t f = -1;
+    int64_t version;
+    if (open_dataset_file(path, &f, &version, err, errlen) != 0) return -1;
+    char name[64] = "";
+    int rc = h5_attr_read_str(f, "tokenizer", name, sizeof name) != 0
+                 ? set_err(err, errlen, "%s: attribute tokenizer missing or malformed", path)
+                 : tokenizer_h5_read(f, path, name, t, err, errlen);
+    H5Fclose(f);
+    return rc;
+}
+
 void dataset_free(Dataset *d)
 {
     free(d->tokens);

@@ -66,6 +66,8 @@ int dataset_write(const char *path, Dataset *d, char *err, size_t errlen);
  * held-out users as SPLIT_TEST. */
 int dataset_read(const char *path, Dataset *d, char *err, size_t errlen);
 void dataset_free(Dataset *d);
+/* Only the tokenizer of a dataset file (fspo prep --tokenizer OTHER.h5). */
+int dataset_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t errlen);
 
 /* `fspo inspect` for datasets: counts, users and pairs of each split, pairs per user, checksum. */
 int dataset_print(const char *path, FILE *out, char *err, size_t errlen);

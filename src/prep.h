@@ -38,8 +38,9 @@ typedef struct {
     /* NULL or "bytes": the byte tokenizer; "bpe:V": a byte-level BPE of V
      * ids learned from the training users' text alone (descriptions,
      * prompts, answers; deterministic: it depends on nothing but that
-     * text); else the path of a tokenizer.json, which must hold fspo's
-     * eight structure tokens as special added tokens (refused otherwise). */
+     * text); FILE.h5: the tokenizer of that dataset or checkpoint; else
+     * the path of a tokenizer.json, which must hold fspo's eight structure
+     * tokens as special added tokens (refused otherwise). */
     const char *tokenizer;
     JsonlKeys keys;         /* field names of the input (jsonl_keys_default) */
     int strict;             /* the first bad line is an error, nothing is written */
