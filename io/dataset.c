@@ -24,10 +24,12 @@ int dataset_split_parse(const char *s)
     return -1;
 }
 
-/* Versions 1 and 2 stored uint16 ids, and their checksum is of those. */
+/* Byte-tokenizer ids are hashed as uint16, as versions 1 and 2 stored
+ * them: a byte dataset keeps its checksum across the format change (and
+ * checkpoints' data_checksum stay valid). Other ids as int32. */
 static uint64_t tokens_checksum(const Dataset *d)
 {
-    if (d->format_version != 1 && d->format_version != 2) return checksum64(d->tokens, sizeof(int32_t) * d->n_tokens);
+    if (d->tok.bpe) return checksum64(d->tokens, sizeof(int32_t) * d->n_tokens);
     uint16_t *narrow = malloc(sizeof(uint16_t) * (size_t)(d->n_tokens ? d->n_tokens : 1));
     if (!narrow) fatal(EXIT_RUNTIME, "out of memory checking a dataset's checksum");
     for (int64_t i = 0; i < d->n_tokens; i++) narrow[i] = (uint16_t)d->tokens[i];

@@ -45,8 +45,9 @@ typedef struct {
     uint64_t checksum;      /* dataset_checksum(), set by write, verified by read */
 } Dataset;
 
-/* Content checksum over every array and the user ids (the ids as
- * stored: uint16 for format_version 1 and 2). */
+/* Content checksum over every array and the user ids (byte-tokenizer ids
+ * as uint16, as format versions 1 and 2 stored them: the same data has the
+ * same checksum in every version). */
 uint64_t dataset_checksum(const Dataset *d);
 
 /* "train", "validation", "test"; "?" for a code outside Split. */
