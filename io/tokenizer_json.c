@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ckpt.h"
+#include "dataset.h"
 #include "h5util.h"
 #include "util.h"
 
@@ -447,6 +449,12 @@ int tokenizer_h5_read(hid_t f, const char *path, const char *name, Tokenizer *t,
 int tokenizer_load(const char *path, Tokenizer *t, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
+    size_t n = strlen(path);
+    if (n > 3 && !strcmp(path + n - 3, ".h5")) {
+        int rc = dataset_read_tokenizer(path, t, err, errlen);
+        if (rc != 0 && strstr(err, "not an fspo dataset")) rc = ckpt_read_tokenizer(path, t, err, errlen);
+        return rc;
+    }
     Bpe *b = tokenizer_json_read(path, err, errlen);
     if (!b) return -1;
     char *json = tokenizer_json_dump(b), why[1024];

@@ -26,8 +26,10 @@ char *tokenizer_json_dump(const Bpe *b);
 int tokenizer_json_write(const Bpe *b, const char *path, char *err, size_t errlen);
 
 /* A tokenizer.json file as a Tokenizer (its text stored in the canonical
- * form tokenizer_json_dump writes): 0, or -1 with err naming the file and
- * what is wrong or missing (tok_init_bpe's conditions). */
+ * form tokenizer_json_dump writes), or, for a path ending in .h5, the
+ * tokenizer of that dataset or checkpoint (possibly the byte tokenizer):
+ * 0, or -1 with err naming the file and what is wrong or missing
+ * (tok_init_bpe's conditions). */
 int tokenizer_load(const char *path, Tokenizer *t, char *err, size_t errlen);
 
 /* How a dataset or checkpoint file f stores its tokenizer: the attribute

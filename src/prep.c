@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include "checksum.h"
-#include "ckpt.h"
 #include "dataset.h"
 #include "jsonl.h"
 #include "tokenizer.h"
@@ -428,12 +427,7 @@ static int make_tokenizer(Prep *P, Tokenizer *t, char *err, size_t errlen)
     if (!spec || !strcmp(spec, "bytes")) return 0;
     char why[1024];
     if (strncmp(spec, "bpe:", 4) != 0) {
-        size_t n = strlen(spec);
-        int h5 = n > 3 && !strcmp(spec + n - 3, ".h5"), rc;
-        if (!h5) rc = tokenizer_load(spec, t, why, sizeof why);
-        else if ((rc = dataset_read_tokenizer(spec, t, why, sizeof why)) != 0 && strstr(why, "not an fspo dataset"))
-            rc = ckpt_read_tokenizer(spec, t, why, sizeof why); /* a checkpoint's, then */
-        if (rc != 0) return set_err(err, errlen, "--tokenizer %s", why), EXIT_USAGE;
+        if (tokenizer_load(spec, t, why, sizeof why) != 0) return set_err(err, errlen, "--tokenizer %s", why), EXIT_USAGE;
         P->s->tokenizer_seconds = now_seconds() - t0;
         return 0;
     }

@@ -19,7 +19,8 @@ static const char usage_text[] =
     "       fspo tokenizer encode TOK.json TEXT|- | --file F...\n"
     "       fspo tokenizer decode TOK.json [--skip-special] ID...|-\n"
     "       fspo tokenizer split TEXT|-\n"
-    "       fspo tokenizer stats TOK.json DATA.jsonl\n\n"
+    "       fspo tokenizer stats TOK.json DATA.jsonl\n"
+    "       fspo tokenizer export DATA.h5|CKPT.h5 -o TOK.json\n\n"
     "Byte-level BPE in Hugging Face's tokenizer.json format (GPT-2 style: ByteLevel\n"
     "pre-tokenizer with the GPT-2 regex, BPE model, ByteLevel decoder), with ids\n"
     "equal to Hugging Face tokenizers' for the same file (docs/formats.md).\n\n"
@@ -37,7 +38,9 @@ static const char usage_text[] =
     "  split    prints the pre-tokenizer's pieces of TEXT, one per line, in byte-level\n"
     "           characters as Hugging Face shows them (a space is \xC4\xA0, a newline \xC4\x8A)\n"
     "  stats    average tokens per prompt and per answer against bytes on a\n"
-    "           preference JSONL, and the encoding speed\n\n"
+    "           preference JSONL, and the encoding speed\n"
+    "  export   writes the tokenizer.json a dataset (fspo prep --tokenizer) or a\n"
+    "           checkpoint carries (exit 2 if it has the byte tokenizer, which has none)\n\n"
     "Exit 0 done; 1 read/write failure; 2 bad usage or input (an unreadable or\n"
     "unsupported tokenizer.json, a bad corpus line).\n";
 
@@ -371,6 +374,28 @@ static int stats(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* ---- export ---- */
+
+static int export_json(int argc, char **argv)
+{
+    const char *cmd = "tokenizer export", *in = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-o")) out = cli_str(cmd, argc, argv, &i);
+        else if (argv[i][0] == '-' && argv[i][1]) fatal(EXIT_USAGE, "%s: unknown option '%s'", cmd, argv[i]);
+        else if (in) fatal(EXIT_USAGE, "%s: more than one input ('%s' and '%s')", cmd, in, argv[i]);
+        else in = argv[i];
+    }
+    if (!in || !out) fatal(EXIT_USAGE, "%s: usage: fspo tokenizer export DATA.h5|CKPT.h5 -o TOK.json", cmd);
+    Tokenizer t;
+    char err[4600];
+    if (tokenizer_load(in, &t, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s: %s", cmd, err);
+    if (!t.bpe) fatal(EXIT_USAGE, "%s: %s uses the byte tokenizer (%s): it has no tokenizer.json", cmd, in, TOKENIZER_ID);
+    int rc = tokenizer_json_write(t.bpe, out, err, sizeof err);
+    tok_free(&t);
+    if (rc != 0) fatal(EXIT_RUNTIME, "%s: %s", cmd, err);
+    return EXIT_OK;
+}
+
 int cmd_tokenizer(int argc, char **argv)
 {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
@@ -383,5 +408,6 @@ int cmd_tokenizer(int argc, char **argv)
     if (!strcmp(sub, "decode")) return decode(argc - 1, argv + 1);
     if (!strcmp(sub, "split")) return split(argc - 1, argv + 1);
     if (!strcmp(sub, "stats")) return stats(argc - 1, argv + 1);
-    fatal(EXIT_USAGE, "tokenizer: unknown subcommand '%s' (train, encode, decode, split, stats)", sub);
+    if (!strcmp(sub, "export")) return export_json(argc - 1, argv + 1);
+    fatal(EXIT_USAGE, "tokenizer: unknown subcommand '%s' (train, encode, decode, split, stats, export)", sub);
 }
