@@ -92,3 +92,25 @@ train() {
     shift 2
     mpirun_np "$np" "$FSPO" train "$TINY_CFG" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1
 }
+
+# oracle_ready TMPDIR: Hugging Face `tokenizers` (the official Node.js
+# binding) in tests/node, installed from its package-lock.json when missing;
+# prints a SKIP line and returns 1 when it cannot be had. ORACLE runs it.
+NODE_DIR=tests/node
+ORACLE=(node "$NODE_DIR/oracle.js")
+oracle_ready() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        echo "SKIP: Hugging Face oracle: node or npm is missing (make deps installs them)"
+        return 1
+    fi
+    if [[ ! -f $NODE_DIR/node_modules/tokenizers/package.json ]]; then
+        if ! (cd $NODE_DIR && timeout 600 npm ci --no-audit --no-fund --loglevel=error) >"$1/npm.log" 2>&1; then
+            echo "SKIP: Hugging Face oracle: 'npm ci' in $NODE_DIR failed (registry unreachable?): $(tail -n 3 "$1/npm.log" | tr '\n' ' ')"
+            return 1
+        fi
+    fi
+    if ! node -e "require('./$NODE_DIR/node_modules/tokenizers')" 2>"$1/node.err"; then
+        echo "SKIP: Hugging Face oracle: the tokenizers binding does not load here: $(head -c 300 "$1/node.err")"
+        return 1
+    fi
+}

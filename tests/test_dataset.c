@@ -270,8 +270,31 @@ static void test_version2(const char *dir)
     dataset_free(&d);
 }
 
-int main(void)
+/* test_dataset --dump DATA.h5 N: the first N pairs as "user<TAB>prompt
+ * ids<TAB>chosen ids<TAB>rejected ids", for the shell tests' oracles. */
+static int dump(const char *path, int64_t n)
 {
+    Dataset d;
+    char err[1024];
+    if (dataset_read(path, &d, err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    for (int64_t u = 0; u < d.n_users; u++)
+        for (int64_t p = d.user_pairs[2 * u]; p < d.user_pairs[2 * u] + d.user_pairs[2 * u + 1] && p < n; p++) {
+            printf("%s", d.user_ids[u]);
+            const int64_t *sp[3] = { d.prompt + 2 * p, d.chosen + 2 * p, d.rejected + 2 * p };
+            for (int k = 0; k < 3; k++)
+                for (int64_t i = 0; i < sp[k][1]; i++) printf("%s%d", i ? " " : "\t", (int)d.tokens[sp[k][0] + i]);
+            printf("\n");
+        }
+    dataset_free(&d);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && !strcmp(argv[1], "--dump")) return dump(argv[2], atoll(argv[3]));
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     char dir[] = "/tmp/fspo-dataset.XXXXXX";
     if (!mkdtemp(dir)) return 1;

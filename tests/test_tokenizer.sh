@@ -130,25 +130,7 @@ bad "a duplicate key" "malformed JSON: duplicate object key" "$B"_dupkey.json
 bad "a missing file" "nothere.json: cannot open: No such file" "$tmp/nothere.json"
 
 # ---- the oracle: Hugging Face tokenizers (Node.js binding) ----
-NODE_DIR=tests/node
-oracle_ready() {
-    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
-        echo "SKIP: Hugging Face oracle: node or npm is missing (make deps installs them)"
-        return 1
-    fi
-    if [[ ! -f $NODE_DIR/node_modules/tokenizers/package.json ]]; then
-        if ! (cd $NODE_DIR && timeout 600 npm ci --no-audit --no-fund --loglevel=error) >"$tmp/npm.log" 2>&1; then
-            echo "SKIP: Hugging Face oracle: 'npm ci' in $NODE_DIR failed (registry unreachable?): $(tail -n 3 "$tmp/npm.log" | tr '\n' ' ')"
-            return 1
-        fi
-    fi
-    if ! node -e "require('./$NODE_DIR/node_modules/tokenizers')" 2>"$tmp/node.err"; then
-        echo "SKIP: Hugging Face oracle: the tokenizers binding does not load here: $(head -c 300 "$tmp/node.err")"
-        return 1
-    fi
-}
-oracle_ready || exit 0
-ORACLE=(node $NODE_DIR/oracle.js)
+oracle_ready "$tmp" || exit 0
 "${ORACLE[@]}" texts "$tmp/texts"
 texts=("$tmp"/texts/*.txt)
 files=()
