@@ -97,7 +97,8 @@ out=$("$FSPO" inspect $V1 2>&1); rc=$?
 import sys
 import h5py, numpy as np
 with h5py.File(sys.argv[1], "r", locking=False) as old, h5py.File(sys.argv[2], "r", locking=False) as new:
-    assert old.attrs["format_version"] == 1 and new.attrs["format_version"] == 2
+    assert old.attrs["format_version"] == 1 and new.attrs["format_version"] == 3
+    assert old["tokens"].dtype == np.uint16 and new["tokens"].dtype == np.int32
     held = [i for i, h in zip(old["users/id"].asstr()[()], old["users/heldout"][()]) if h]
     test = [i for i, s in zip(new["users/id"].asstr()[()], new["users/split"][()]) if s == 2]
     assert held == test and len(held) == 6, (held, test)
