@@ -58,7 +58,8 @@ typedef struct {
 
 static const Key schema[] = {
     INT(model, vocab, "264", TOKENIZER_VOCAB, 1 << 24,
-        "vocabulary size; the byte tokenizer needs 264 (256 bytes + 8 special tokens)"),
+        "vocabulary size: the ids of data.path's tokenizer (264 for the byte tokenizer: 256 bytes + 8 structure "
+        "tokens; fspo prep prints a BPE's), checked by train"),
     INT(model, d_model, "256", 1, 65536, "model width C: a multiple of n_heads, with an even head size C/n_heads"),
     INT(model, n_layers, "4", 1, 4096, "transformer blocks"),
     INT(model, n_heads, "4", 1, 65536, "attention heads"),

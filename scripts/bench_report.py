@@ -12,13 +12,14 @@ all_torch = [r for r in lines if r.get("kind") == "torch_step"]
 torch_runs = [r for r in all_torch if r.get("precision", "fp32") == "fp32"]
 torch16 = [r for r in all_torch if r.get("precision") == "bf16-autocast"]
 data = next((r for r in lines if r.get("kind") == "data"), None)
+tok = next((r for r in lines if r.get("kind") == "tokenizer"), None)
 pref = [r for r in lines if r.get("kind") == "pref_step"]
 pack = next((r for r in lines if r.get("kind") == "pref_pack"), None)
 torch_pref = next((r for r in lines if r.get("kind") == "torch_pref"), None)
 ckpt = next((r for r in lines if r.get("kind") == "ckpt"), None)
 dp = next((r for r in lines if r.get("kind") == "dp_overlap"), None)
 json.dump({"machine": machine, "step_runs": step_runs, "torch_steps": all_torch, "data": data, "pref_steps": pref,
-           "pref_pack": pack, "torch_pref": torch_pref, "ckpt": ckpt, "dp_overlap": dp},
+           "pref_pack": pack, "torch_pref": torch_pref, "ckpt": ckpt, "dp_overlap": dp, "tokenizer": tok},
           open(out_json, "w"), indent=1)
 
 name = {(256, 4): "A", (512, 8): "B"}
@@ -289,6 +290,14 @@ if data:
 ({data['synth_pairs']} pairs) at **{data['synth_pairs_per_s']:.0f} pairs/s**; `fspo prep` of
 its {data['prep_mb']:.1f} MB of JSONL into the HDF5 dataset (parse, validate, group, tokenize,
 write, seal) at **{data['prep_mb_per_s']:.1f} MB/s** end to end.
+"""
+if tok:
+    md += f"""
+The BPE tokenizer (docs/tokenizer.md) on the same file: `fspo tokenizer train --vocab {tok['vocab']}`
+learns at {tok['learn_mb_per_s_cpu']:.1f} MB/s of CPU time; encoding (`fspo tokenizer stats`: every
+prompt and answer) runs at **{tok['encode_mb_per_s_cpu']:.1f} MB/s** of CPU time
+({tok['encode_mb_per_s_wall']:.1f} MB/s wall); `fspo prep --tokenizer bpe:{tok['vocab']}` (learning from
+the training users, then encoding) at {tok['prep_bpe_mb_per_s']:.1f} MB/s end to end, {tok['bytes_per_token']:.2f} bytes/token.
 """
 
 if pref:

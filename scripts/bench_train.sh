@@ -16,6 +16,18 @@ mb_s=$(sed -n 's/.*speed .*: \([0-9.]*\) MB\/s.*/\1/p' <<<"$prep" | tail -1)
 mb=$(sed -n 's/.*speed *\([0-9.]*\) MB in.*/\1/p' <<<"$prep" | tail -1)
 echo "{\"kind\": \"data\", \"synth_pairs_per_s\": $pairs_s, \"synth_pairs\": 60000, \"prep_mb_per_s\": $mb_s, \"prep_mb\": $mb}"
 
+# the BPE tokenizer on the same file: learning V = 4096, encoding (fspo tokenizer
+# stats: every prompt and answer), and prep --tokenizer bpe:4096 end to end
+learn=$("$FSPO" tokenizer train "$tmp/users.jsonl" --vocab 4096 -o "$tmp/tok.json" 2>&1)
+learn_s=$(sed -n 's/.*learned at \([0-9.]*\) MB\/s of CPU time.*/\1/p' <<<"$learn" | tail -1)
+stats=$("$FSPO" tokenizer stats "$tmp/tok.json" "$tmp/users.jsonl")
+enc_cpu=$(sed -n 's/^encoding: .* at \([0-9.]*\) MB\/s of CPU time.*/\1/p' <<<"$stats")
+enc_wall=$(sed -n 's/^encoding: .*CPU time (\([0-9.]*\) MB\/s wall).*/\1/p' <<<"$stats")
+prep_bpe=$("$FSPO" prep "$tmp/users.jsonl" -o "$tmp/data_bpe.h5" --tokenizer bpe:4096 2>&1)
+bpe_mb_s=$(sed -n 's/.*speed .*: \([0-9.]*\) MB\/s.*/\1/p' <<<"$prep_bpe" | tail -1)
+bpt=$(sed -n 's/^  tokens  [0-9]* (\([0-9.]*\) bytes\/token.*/\1/p' <<<"$prep_bpe")
+echo "{\"kind\": \"tokenizer\", \"vocab\": 4096, \"learn_mb_per_s_cpu\": $learn_s, \"encode_mb_per_s_cpu\": $enc_cpu, \"encode_mb_per_s_wall\": $enc_wall, \"prep_bpe_mb_per_s\": $bpe_mb_s, \"bytes_per_token\": $bpt}"
+
 # preference stage, config A's model, N = 4 few-shot and Q = 4 queries per meta-example
 cat >"$tmp/cfg.yaml" <<YAML
 model: {d_model: 256, n_layers: 4, n_heads: 4, max_seq: 2048}
