@@ -222,8 +222,9 @@ static void print_counts(const PrepOptions *o, const PrepStats *s)
            (long long)s->tokens, s->tokens ? (double)s->text_bytes / (double)s->tokens : 0.0, s->tokenizer,
            (long long)s->vocab, (long long)s->users_with_description);
     if (s->tokenizer_bytes)
-        printf("  learned %s from %.2f MB of the training users' text in %.2f s\n", o->tokenizer,
-               1e-6 * (double)s->tokenizer_bytes, s->tokenizer_seconds);
+        printf("  learned %s from %.2f MB of the training users' text in %.2f s%s\n", o->tokenizer,
+               1e-6 * (double)s->tokenizer_bytes, s->tokenizer_seconds,
+               s->vocab < atol(o->tokenizer + 4) ? "; stopped early: no pair of tokens left occurs twice" : "");
     printf("  lines   %ld read: %lld rows kept, %lld bad lines skipped\n", s->lines, (long long)s->rows_ok,
            (long long)s->bad_lines);
     printf("  speed   %.2f MB in %.2f s: %.1f MB/s\n", mb, s->seconds, mb / secs);
