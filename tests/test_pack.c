@@ -500,6 +500,64 @@ static double loss_at(const LossConfig *c, float *logp, const double *ref, const
     return pref_loss(c, logp, ref, ans, 2.0, dl, NULL);
 }
 
+/* A tokenizer whose structure tokens are not at 256..263: the 256 bytes
+ * (id = byte value), one merge ("ab", id 256), then the eight structure
+ * tokens added after the vocabulary (ids 257..264, in reverse order of
+ * TOK_BOS...). A row packed with it must be the byte tokenizer's row with
+ * each structure token replaced by that tokenizer's id, token for token. */
+static void test_other_special_ids(const Dataset *bytes_data)
+{
+    BpeToken vocab[257];
+    char text[257][4];
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        vocab[b] = (BpeToken){ text[b], bpe_byte_level(&c, 1, text[b]), b };
+    }
+    vocab[256] = (BpeToken){ "ab", 2, 256 };
+    BpeMerge merge = { "a", "b", 1, 1 };
+    BpeAdded added[8];
+    for (int k = 0; k < 8; k++) {
+        const char *name = tok_special_name(TOK_USER_DESC - k); /* reverse order */
+        added[k] = (BpeAdded){ name, strlen(name), 257 + k, 1, 0 };
+    }
+    BpeSpec spec = { vocab, 257, &merge, 1, added, 8, 0 };
+    char err[256];
+    Bpe *b = bpe_build(&spec, err, sizeof err);
+    Tokenizer t;
+    int rc = b ? tok_init_bpe(&t, b, strdup("{}"), err, sizeof err) : -1;
+    check(rc == 0 && tok_id(&t, TOK_BOS) == 264 && tok_id(&t, TOK_USER_DESC) == 257, "a tokenizer with structure tokens "
+          "at 257..264", "%s", rc ? err : "");
+    if (rc != 0) return;
+    Dataset d = *bytes_data; /* the same ids: texts of bytes 32..121 are their own ids in both */
+    d.tok = t;
+    static const int32_t desc[] = { 'l', 'i', 'k', 'e', 's' };
+    MetaExample ex = { .user = 0, .n_fewshot = 2, .n_queries = 2, .pairs = { 0, 1, 2, 3 }, .desc = desc, .desc_len = 5 };
+    Batch x, y;
+    batch_alloc(&x, 1, 600, 7, 600), batch_alloc(&y, 1, 600, 7, 600);
+    int df, dq, len = pack_plan(bytes_data, &ex, PACK_TREE, 600, &df, &dq);
+    batch_reset(&x, 1, len, pack_segments(&ex, PACK_TREE)), batch_reset(&y, 1, len, pack_segments(&ex, PACK_TREE));
+    PackedAnswers ax, ay;
+    pack_write_context_targets(bytes_data, &ex, PACK_TREE, &x, 0, &ax);
+    pack_write_context_targets(&d, &ex, PACK_TREE, &y, 0, &ay);
+    int same = ax.n_answers == ay.n_answers && x.n_targets == y.n_targets, structure = 0;
+    for (int i = 0; i < len && same; i++) {
+        int32_t want = x.tokens[i] >= TOK_BOS ? tok_id(&t, x.tokens[i]) : x.tokens[i];
+        structure += x.tokens[i] >= TOK_BOS;
+        same = y.tokens[i] == want && y.pos[i] == x.pos[i] && y.seg[i] == x.seg[i];
+    }
+    for (int k = 0; k < x.n_targets && same; k++) {
+        int32_t want = x.targets[k].token >= TOK_BOS ? tok_id(&t, x.targets[k].token) : x.targets[k].token;
+        same = y.targets[k].token == want && y.targets[k].index == x.targets[k].index;
+    }
+    char err2[256];
+    check(same && structure > 10 && batch_validate(&y, 265, 600, err2, sizeof err2) == 0,
+          "packing with structure tokens at other ids: the byte row with those ids substituted",
+          "%d tokens, %d structure tokens, %d targets (EOS targets too)", len, structure, y.n_targets);
+    d.tok = (Tokenizer){ 0 };
+    tok_free(&t);
+    batch_free(&x), batch_free(&y);
+}
+
 static void test_losses(void)
 {
     PackedAnswers ans = { .n_answers = 4, .first = { 0, 3, 5, 9, 12 } };
@@ -570,6 +628,7 @@ int main(int argc, char **argv)
     test_context_targets(&d);
     test_desc_targets(&d);
     test_layout_and_truncation(&d);
+    test_other_special_ids(&d);
     test_losses();
     free_dataset(&d);
     return check_status();
