@@ -305,10 +305,7 @@ int ckpt_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t errlen
     hid_t f = -1;
     memset(t, 0, sizeof *t);
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
-    char name[64] = "";
-    int rc = h5_attr_read_str(f, "tokenizer", name, sizeof name) != 0
-                 ? set_err(err, errlen, "%s: attribute tokenizer missing or malformed", path)
-                 : tokenizer_h5_read(f, path, name, t, err, errlen);
+    int rc = tokenizer_h5_read(f, path, t, err, errlen);
     H5Fclose(f);
     return rc;
 }

@@ -193,15 +193,14 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
     if (open_dataset_file(path, &f, &d->format_version, err, errlen) != 0) return -1;
     int v1 = d->format_version == 1;
     int rc = 0;
-    char tokenizer[64] = "";
     if (h5_attr_read_i64(f, "n_users", &d->n_users) || h5_attr_read_i64(f, "n_pairs", &d->n_pairs) ||
         h5_attr_read_i64(f, "n_tokens", &d->n_tokens) || h5_attr_read_i64(f, "vocab", &d->vocab) ||
-        h5_attr_read_u64(f, "checksum", &d->checksum) || h5_attr_read_str(f, "tokenizer", tokenizer, sizeof tokenizer))
+        h5_attr_read_u64(f, "checksum", &d->checksum))
         rc = set_err(err, errlen, "%s: dataset attributes missing or malformed", path);
-    if (rc == 0 && d->format_version < 3 && strcmp(tokenizer, TOKENIZER_ID) != 0)
-        rc = set_err(err, errlen, "%s: tokenizer '%s' in a version-%lld dataset (only %s was)", path, tokenizer,
-                     (long long)d->format_version, TOKENIZER_ID);
-    if (rc == 0) rc = tokenizer_h5_read(f, path, tokenizer, &d->tok, err, errlen);
+    if (rc == 0) rc = tokenizer_h5_read(f, path, &d->tok, err, errlen);
+    if (rc == 0 && d->format_version < 3 && d->tok.bpe)
+        rc = set_err(err, errlen, "%s: tokenizer %s in a version-%lld dataset (only %s was)", path,
+                     tok_name(&d->tok), (long long)d->format_version, TOKENIZER_ID);
     h5_attr_read_str(f, "source", d->source, sizeof d->source);
     if (v1) {
         h5_attr_read_f64(f, "heldout_frac", &d->test_frac);
@@ -269,10 +268,7 @@ int dataset_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t err
     hid_t f = -1;
     int64_t version;
     if (open_dataset_file(path, &f, &version, err, errlen) != 0) return -1;
-    char name[64] = "";
-    int rc = h5_attr_read_str(f, "tokenizer", name, sizeof name) != 0
-                 ? set_err(err, errlen, "%s: attribute tokenizer missing or malformed", path)
-                 : tokenizer_h5_read(f, path, name, t, err, errlen);
+    int rc = tokenizer_h5_read(f, path, t, err, errlen);
     H5Fclose(f);
     return rc;
 }

@@ -418,9 +418,12 @@ int tokenizer_h5_write(hid_t f, const Tokenizer *t)
     return rc ? -1 : 0;
 }
 
-int tokenizer_h5_read(hid_t f, const char *path, const char *name, Tokenizer *t, char *err, size_t errlen)
+int tokenizer_h5_read(hid_t f, const char *path, Tokenizer *t, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
+    char name[64] = "";
+    if (h5_attr_read_str(f, "tokenizer", name, sizeof name) != 0)
+        return set_err(err, errlen, "%s: attribute tokenizer missing or malformed", path);
     if (!strcmp(name, TOKENIZER_ID)) return 0;
     char **json = NULL;
     if (h5_read_strings(f, "tokenizer_json", 1, &json) != 0)

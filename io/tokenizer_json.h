@@ -35,9 +35,8 @@ int tokenizer_load(const char *path, Tokenizer *t, char *err, size_t errlen);
 /* How a dataset or checkpoint file f stores its tokenizer: the attribute
  * "tokenizer" (tok_name) and, for a BPE, the dataset /tokenizer_json. */
 int tokenizer_h5_write(hid_t f, const Tokenizer *t);
-/* Reads it back into t, given the name the attribute holds: the byte
- * tokenizer, or the stored BPE, which must have that name. 0, or -1 with
- * err naming path. */
-int tokenizer_h5_read(hid_t f, const char *path, const char *name, Tokenizer *t, char *err, size_t errlen);
+/* Reads it back into t: the byte tokenizer, or the stored BPE, which must
+ * have the name the attribute holds. 0, or -1 with err naming path. */
+int tokenizer_h5_read(hid_t f, const char *path, Tokenizer *t, char *err, size_t errlen);
 
 #endif
