@@ -417,13 +417,15 @@ static void put_span(const Prep *P, Dataset *d, Span sp, int64_t *at, int64_t *d
     *at += (int64_t)n;
 }
 
-/* --tokenizer: the byte tokenizer, a file's, or one learned from the
- * training users' text. 0 or EXIT_USAGE / EXIT_RUNTIME with err. */
-static int make_tokenizer(Prep *P, Tokenizer *t, char *err, size_t errlen)
+/* --tokenizer, before the input is read (a bad one fails fast): the byte
+ * tokenizer or a file's into t, or for bpe:V its V in *learn_v (0: none).
+ * 0 or EXIT_USAGE with err. */
+static int open_tokenizer(Prep *P, Tokenizer *t, int32_t *learn_v, char *err, size_t errlen)
 {
     const char *spec = P->o->tokenizer;
     double t0 = now_seconds();
     memset(t, 0, sizeof *t);
+    *learn_v = 0;
     if (!spec || !strcmp(spec, "bytes")) return 0;
     char why[1024];
     if (strncmp(spec, "bpe:", 4) != 0) {
@@ -437,6 +439,14 @@ static int make_tokenizer(Prep *P, Tokenizer *t, char *err, size_t errlen)
         return set_err(err, errlen, "--tokenizer %s: V must be an integer in [%d, %d] (256 bytes and %d structure "
                                     "tokens come first)", spec, TOKENIZER_VOCAB, 1 << 24, TOKENIZER_VOCAB - 256),
                EXIT_USAGE;
+    *learn_v = (int32_t)v;
+    return 0;
+}
+
+/* bpe:V: learns t from the training users' text alone. 0 or an exit code with err. */
+static int learn_tokenizer(Prep *P, int32_t v, Tokenizer *t, char *err, size_t errlen)
+{
+    double t0 = now_seconds();
     BpeCorpus *c = bpe_corpus_new();
     for (size_t i = 0; i < P->n_users; i++) {
         const User *u = &P->users[i];
@@ -450,11 +460,12 @@ static int make_tokenizer(Prep *P, Tokenizer *t, char *err, size_t errlen)
         bpe_corpus_add(c, P->text + p->chosen.off, p->chosen.len);
         bpe_corpus_add(c, P->text + p->rejected.off, p->rejected.len);
     }
-    BpeLearnOptions opt = { .vocab_size = (int32_t)v, .min_count = 2 };
+    BpeLearnOptions opt = { .vocab_size = v, .min_count = 2 };
     BpeLearnStats st;
+    char why[1024];
     Bpe *b = bpe_learn(c, &opt, &st, why, sizeof why);
     bpe_corpus_free(c);
-    if (!b) return set_err(err, errlen, "--tokenizer %s: %s", spec, why), EXIT_USAGE;
+    if (!b) return set_err(err, errlen, "--tokenizer %s: %s", P->o->tokenizer, why), EXIT_USAGE;
     P->s->tokenizer_bytes = st.bytes;
     char *json = tokenizer_json_dump(b);
     if (!json) {
@@ -462,7 +473,7 @@ static int make_tokenizer(Prep *P, Tokenizer *t, char *err, size_t errlen)
         return set_err(err, errlen, "out of memory writing the tokenizer"), EXIT_RUNTIME;
     }
     if (tok_init_bpe(t, b, json, why, sizeof why) != 0) /* cannot happen for a learned one */
-        return set_err(err, errlen, "--tokenizer %s: %s", spec, why), EXIT_RUNTIME;
+        return set_err(err, errlen, "--tokenizer %s: %s", P->o->tokenizer, why), EXIT_RUNTIME;
     P->s->tokenizer_seconds = now_seconds() - t0;
     return 0;
 }
@@ -578,12 +589,15 @@ int prep_run(const PrepOptions *o, PrepStats *s, char *err, size_t errlen)
                        o->val_frac, o->test_frac),
                EXIT_USAGE;
     Prep P = { .o = o, .s = s };
-    int rc = set_init(&P.user_set) || set_init(&P.pair_set) ? (set_err(err, errlen, "out of memory"), EXIT_RUNTIME) : 0;
+    Tokenizer tok;
+    int32_t learn_v;
+    int rc = open_tokenizer(&P, &tok, &learn_v, err, errlen);
+    if (rc == 0 && (set_init(&P.user_set) || set_init(&P.pair_set)))
+        rc = (set_err(err, errlen, "out of memory"), EXIT_RUNTIME);
     if (rc == 0) rc = read_rows(&P, err, errlen);
     sort_kinds(s);
     if (rc == 0) rc = choose_users(&P, err, errlen);
-    Tokenizer tok = { 0 };
-    if (rc == 0) rc = make_tokenizer(&P, &tok, err, errlen);
+    if (rc == 0 && learn_v) rc = learn_tokenizer(&P, learn_v, &tok, err, errlen);
     if (rc == 0) {
         Dataset d;
         s->text_bytes = s->tokens;
