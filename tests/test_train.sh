@@ -144,7 +144,7 @@ bad "reference missing" "loss.ref_ckpt: $tmp/nope.h5: No such file" 1 --set trai
 bad "reference of another shape" "loss.ref_ckpt: .*model shape mismatch" 1 --set train.stage=pref \
     --set loss.ref_ckpt="$tmp/sft/ckpt_400.h5"
 bad "dataset missing" "$tmp/missing.h5: No such file" 2 --set data.path="$tmp/missing.h5"
-bad "dataset of another tokenizer" "tokenized with gpt2-bpe" 1 --set data.path="$tmp/other_tok.h5"
+bad "dataset of another tokenizer" "tokenizer 'gpt2-bpe' is not the byte tokenizer .*holds no tokenizer_json" 1 --set data.path="$tmp/other_tok.h5"
 bad "more ranks than meta-examples" "7 ranks but train.batch_size is 6" 7
 bad "resume against another reference" "was trained against reference .*sft/ckpt_400.h5" 1 --set train.stage=pref \
     --set model.d_model=64 --set loss.ref_ckpt="$tmp/pref/ckpt_200.h5" --set train.resume="$tmp/pref/ckpt_200.h5" \
