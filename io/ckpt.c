@@ -239,16 +239,13 @@ static void prune(const char *dir, const CkptMeta *meta, int keep, const char *k
     free(e);
 }
 
-int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
-              int keep, char *path_out, size_t path_len, char *err, size_t errlen)
+/* write <path>.tmp, commit it as path, read it back: the one way a checkpoint
+ * file comes to exist (ckpt_save and ckpt_save_weights) */
+static int write_commit_verify(const char *path, const Model *m, const Optimizer *o, const CkptMeta *meta,
+                               const char *config_yaml, char *err, size_t errlen)
 {
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/ckpt_%lld.h5", dir, (long long)meta->step);
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return set_err(err, errlen, "%s: checkpoint directory: %s", dir,
-                          errno ? strerror(errno) : "not a directory");
     read_faults();
     errno = 0;
     if (write_file(tmp, m, o, meta, config_yaml) != 0) {
@@ -269,10 +266,33 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
                                        "checkpoints are untouched",
                           path, verr);
     }
+    return 0;
+}
+
+int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
+              int keep, char *path_out, size_t path_len, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ckpt_%lld.h5", dir, (long long)meta->step);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return set_err(err, errlen, "%s: checkpoint directory: %s", dir,
+                          errno ? strerror(errno) : "not a directory");
+    if (write_commit_verify(path, m, o, meta, config_yaml, err, errlen) != 0) return -1;
     if (path_out) snprintf(path_out, path_len, "%s", path);
     remove_stale_tmps(dir);
     prune(dir, meta, keep, path);
     return 0;
+}
+
+int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, const char *config_yaml, char *err,
+                      size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0)
+        return set_err(err, errlen, "%s: exists; a weights-only copy never overwrites a file (remove it first)",
+                          path);
+    return write_commit_verify(path, m, NULL, meta, config_yaml, err, errlen);
 }
 
 /* ---- reading ---- */
@@ -428,6 +448,16 @@ int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *er
     }
     H5Fclose(f);
     return rc;
+}
+
+char *ckpt_read_config(const char *path, char *err, size_t errlen)
+{
+    hid_t f = -1;
+    if (open_ckpt(path, &f, err, errlen) != 0) return NULL;
+    char *yaml = h5_attr_read_str_alloc(f, "config_yaml");
+    H5Fclose(f);
+    if (!yaml) set_err(err, errlen, "%s: attribute config_yaml missing or malformed", path);
+    return yaml;
 }
 
 /* ---- generic verification (no model needed) ---- */

@@ -42,6 +42,12 @@ typedef struct {
 int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
               int keep, char *path_out, size_t path_len, char *err, size_t errlen);
 
+/* Writes m's weights and meta, without optimizer state, as exactly `path`
+ * (a shipped model: `fspo model strip`): the same tmp -> commit -> verify as
+ * ckpt_save, no pruning; refuses a path that exists. 0, or -1 with a message. */
+int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, const char *config_yaml, char *err,
+                      size_t errlen);
+
 /* Loads weights into m, and the optimizer state into o unless o is NULL
  * (then it is a weights-only load, as train.init_from does). Checks format
  * version, model shape against m->cfg (naming the tensor and both shapes)
@@ -50,6 +56,10 @@ int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *er
 
 /* The model shape stored in a checkpoint (to build a model for it). */
 int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen);
+
+/* The resolved config text a checkpoint was trained with (malloc'd; the
+ * caller frees), or NULL with a message. */
+char *ckpt_read_config(const char *path, char *err, size_t errlen);
 
 /* Full verification without a model: signature, format, every tensor's
  * checksum and the weights checksum. */

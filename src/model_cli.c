@@ -1,6 +1,10 @@
-/* `fspo model`: what a model shape costs before you train it. */
+/* `fspo model`: what a model shape costs before you train it; `fspo model
+ * strip`: a checkpoint's weights without its optimizer state (a shipped model). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "ckpt.h"
 
 #include "cli.h"
 #include "commands.h"
@@ -36,13 +40,47 @@ void model_shape_check(const char *cmd, ModelConfig *cfg)
     if (model_config_validate(cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s: %s", cmd, err);
 }
 
+static int cmd_model_strip(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: fspo model strip CKPT -o OUT.h5\n\nWrites the weights of checkpoint CKPT, with its step, "
+                   "stage, config and\nlineage but without the optimizer state (a third of the size under AdamW),\n"
+                   "as a new checkpoint OUT.h5: what eval, sample, train.init_from and\nloss.ref_ckpt read; a "
+                   "resume needs the full checkpoint. OUT.h5 must not exist.\n");
+            return EXIT_OK;
+        }
+        if (!strcmp(argv[i], "-o")) out = cli_str("model strip", argc, argv, &i);
+        else if (argv[i][0] == '-') fatal(EXIT_USAGE, "model strip: unknown option '%s' (see 'fspo model strip --help')", argv[i]);
+        else if (!in) in = argv[i];
+        else fatal(EXIT_USAGE, "model strip: one checkpoint only ('%s' and '%s')", in, argv[i]);
+    }
+    if (!in || !out) fatal(EXIT_USAGE, "model strip: usage: fspo model strip CKPT -o OUT.h5");
+    char err[1024];
+    ModelConfig mc;
+    if (ckpt_read_model_config(in, &mc, err, sizeof err) != 0) fatal(EXIT_USAGE, "model strip: %s", err);
+    Model *m = model_create(&mc, 0, 1, 1);
+    CkptMeta meta;
+    if (ckpt_load(in, m, NULL, &meta, err, sizeof err) != 0) fatal(EXIT_USAGE, "model strip: %s", err);
+    char *yaml = ckpt_read_config(in, err, sizeof err);
+    if (!yaml) fatal(EXIT_USAGE, "model strip: %s", err);
+    if (ckpt_save_weights(out, m, &meta, yaml, err, sizeof err) != 0) fatal(EXIT_USAGE, "model strip: %s", err);
+    printf("model strip: %s -> %s (step %lld, stage %s, %zu parameters, no optimizer state)\n", in, out,
+           (long long)meta.step, meta.stage, m->n_params);
+    free(yaml);
+    model_free(m);
+    return EXIT_OK;
+}
+
 int cmd_model(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "strip")) return cmd_model_strip(argc, argv);
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
     int batch = 4;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: fspo model [options]\n\nPrints the tensor table, parameter count, training FLOPs per "
+            printf("usage: fspo model [options]\n       fspo model strip CKPT -o OUT.h5   (see fspo model strip --help)\n\nPrints the tensor table, parameter count, training FLOPs per "
                    "token and the\nmemory a training step needs for a model shape (default: preset A).\n\n"
                    "%s",
                    MODEL_SHAPE_HELP);
