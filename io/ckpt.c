@@ -418,7 +418,12 @@ int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *er
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     ModelConfig c;
     int rc = read_shape(f, path, &c, err, errlen);
-    if (rc == 0 && memcmp(&c, &m->cfg, sizeof c) != 0) {
+    /* a weights-only load (init_from, a reference, eval) may change max_seq:
+     * RoPE has no weights, so the tensors are the same at any context length;
+     * a resume keeps the shape it was trained with */
+    ModelConfig same = c;
+    if (!o) same.max_seq = m->cfg.max_seq;
+    if (rc == 0 && memcmp(&same, &m->cfg, sizeof same) != 0) {
         char have[160], want[160];
         shape_text(&c, have, sizeof have);
         shape_text(&m->cfg, want, sizeof want);

@@ -49,7 +49,8 @@ int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, co
                       size_t errlen);
 
 /* Loads weights into m, and the optimizer state into o unless o is NULL
- * (then it is a weights-only load, as train.init_from does). Checks format
+ * (then it is a weights-only load, as train.init_from does, and m may have
+ * another max_seq: no tensor depends on it). Checks format
  * version, model shape against m->cfg (naming the tensor and both shapes)
  * and every checksum. meta may be NULL. On error m/o may be partly written. */
 int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *err, size_t errlen);
