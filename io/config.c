@@ -64,6 +64,12 @@ static const Key schema[] = {
     INT(model, n_heads, "4", 1, 65536, "attention heads"),
     INT(model, ffn_hidden, "0", 0, 1 << 20, "SwiGLU hidden width; 0 = 64*ceil(8*d_model/3/64)"),
     INT(model, max_seq, "1024", 1, 1 << 20, "tokens per packed row: a meta-example's context, prompts and answers"),
+    INT(model, n_kv_heads, "0", 0, 65536,
+        "key/value heads (grouped-query attention; must divide n_heads); 0 = n_heads. Hugging Face num_key_value_heads"),
+    { "model", "tie_embeddings", T_BOOL, FIELD(tie_embeddings), "true", 0, 1, 0, NULL,
+      "the output head is the token embedding (tok_emb); false = a separate lm_head. Hugging Face tie_word_embeddings" },
+    FLOAT(model, rope_theta, "10000", 0, 1e30, OPEN_LO | OPEN_HI, "RoPE base (freq_i = rope_theta^(-2i/head size))"),
+    FLOAT(model, norm_eps, "1e-5", 0, 1, OPEN_LO | OPEN_HI, "RMSNorm epsilon. Hugging Face rms_norm_eps"),
     { "model", "precision", T_ENUM, FIELD(precision), "fp32", 0, 0, 0, "fp32|bf16|auto",
       "matmul operands: bf16 rounds them (fp32 accumulation; weights, optimizer state, reductions and checkpoints stay "
       "fp32; needs AMX-BF16 or AVX512-BF16); auto = bf16 where the CPU has those units, else fp32. Training only: "
@@ -1174,6 +1180,7 @@ static int cross_check(Loader *L)
 {
     Config *c = L->cfg;
     char msg[512];
+    c->model.untied = !c->tie_embeddings;
     ModelConfig m = c->model; /* a copy: ffn_hidden 0 stays "auto" in the config */
     if (model_config_validate(&m, msg, sizeof msg)) return fail_key(L, blamed_model_key(L, msg), msg);
     if (c->data.n_fewshot_min > c->data.n_fewshot) {

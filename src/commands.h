@@ -13,6 +13,7 @@ int cmd_sample(int argc, char **argv);  /* src/sample_cli.c */
 int cmd_slurm(int argc, char **argv);   /* src/slurm_cli.c */
 int cmd_inspect(int argc, char **argv); /* src/inspect_cli.c */
 int cmd_tokenizer(int argc, char **argv); /* src/tokenizer_cli.c */
+int cmd_export(int argc, char **argv);  /* src/export_cli.c */
 
 #endif
 
