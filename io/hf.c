@@ -239,11 +239,23 @@ int hf_read_weights(const char *dir, Model *m, char *err, size_t errlen)
 
 /* ---- export ---- */
 
-static int write_json(const char *dir, const char *name, json_t *obj, char *err, size_t errlen)
+/* Significant digits that print v so it reads back as the same double
+ * (at least 6, so 500000.0 does not become 5e+05). */
+static int real_digits(double v)
+{
+    char buf[40];
+    for (int p = 6; p < 17; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) return p;
+    }
+    return 17;
+}
+
+static int write_json(const char *dir, const char *name, json_t *obj, int digits, char *err, size_t errlen)
 {
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    int rc = json_dump_file(obj, path, JSON_INDENT(2) | JSON_SORT_KEYS);
+    int rc = json_dump_file(obj, path, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(digits));
     json_decref(obj);
     FILE *f = rc == 0 ? fopen(path, "ab") : NULL; /* a final newline, as Hugging Face writes */
     if (f) rc = fputc('\n', f) == EOF, rc |= fclose(f) != 0;
@@ -330,12 +342,14 @@ int hf_export(const Model *m, const char *dir, char *err, size_t errlen)
     json_object_set_new(cfg, "eos_token_id", json_integer(TOK_EOS));
     json_object_set_new(cfg, "pad_token_id", json_integer(TOK_PAD));
     json_object_set_new(cfg, "use_cache", json_true());
-    if (write_json(dir, "config.json", cfg, err, errlen) != 0) return -1;
+    int digits = real_digits(c->norm_eps);
+    if (real_digits(c->rope_theta) > digits) digits = real_digits(c->rope_theta);
+    if (write_json(dir, "config.json", cfg, digits, err, errlen) != 0) return -1;
     json_t *gen = json_object();
     json_object_set_new(gen, "bos_token_id", json_integer(TOK_BOS));
     json_object_set_new(gen, "eos_token_id", json_integer(TOK_EOS));
     json_object_set_new(gen, "pad_token_id", json_integer(TOK_PAD));
-    if (write_json(dir, "generation_config.json", gen, err, errlen) != 0) return -1;
+    if (write_json(dir, "generation_config.json", gen, 6, err, errlen) != 0) return -1;
     if (write_byte_tokenizer(dir, err, errlen) != 0) return -1;
 
     Map *map = malloc(sizeof *map * (size_t)(3 + 9 * c->n_layers));

@@ -72,6 +72,8 @@ static int cmd_model_strip(int argc, char **argv)
            (long long)meta.step, meta.stage, m->n_params);
     free(yaml);
     model_free(m);
+    return EXIT_OK;
+}
 
 /* `fspo model logits --ckpt PATH --tokens 1,2,3 --out FILE`: the forward of
  * one causal row (the training forward on a forward-only model), logits
