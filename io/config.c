@@ -100,7 +100,7 @@ static const Key schema[] = {
     STR(train, resume, "auto", 1,
         "auto: newest verified checkpoint of run_dir's run, if any; none: start fresh (refused if run_dir holds a "
         "run); else a checkpoint path"),
-    STR(train, init_from, "", 0, "weights-only start from this checkpoint; empty = random initialization"),
+    STR(train, init_from, "", 0, "weights-only start from this checkpoint or Hugging Face Llama directory (docs/interop.md); empty = random initialization"),
     INT(train, log_every, "10", 1, 1e9, "steps between metrics lines"),
     BOOL(train, sft_include_rejected, "false", "the SFT stage also trains on dispreferred answers (FSPO's option)"),
     BOOL(train, sft_context, "false",
@@ -112,7 +112,7 @@ static const Key schema[] = {
     FLOAT(loss, label_smoothing, "0", 0, 0.5, OPEN_HI, "cdpo: assumed probability that a label is flipped"),
     FLOAT(loss, simpo_gamma, "0.5", 0, 1000, 0, "simpo: target reward margin"),
     FLOAT(loss, sft_weight, "0", 0, 1000, 0, "weight of an NLL term on chosen answers added to the preference loss"),
-    STR(loss, ref_ckpt, "", 0, "frozen reference (SFT) checkpoint of the pref stage"),
+    STR(loss, ref_ckpt, "", 0, "frozen reference (SFT) checkpoint of the pref stage, or a Hugging Face Llama directory"),
 
     ENUM(optim, type, "adamw", "adamw|rmsprop", "optimizer"),
     FLOAT(optim, lr, "3e-4", 0, 10, OPEN_LO, "peak learning rate, reached after warmup"),
