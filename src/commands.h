@@ -32,6 +32,8 @@ void model_shape_check(const char *cmd, ModelConfig *cfg);
     "  --d-model C        model width\n"                                                               \
     "  --n-layers L       transformer blocks\n"                                                        \
     "  --n-heads H        attention heads (C/H must be even)\n"                                        \
+    "  --n-kv-heads K     key/value heads, dividing H (grouped-query attention; 0 = H)\n"            \
+    "  --untied           a separate output head (lm_head) instead of the tied embedding\n"         \
     "  --ffn-hidden F     SwiGLU width (0 = 64*ceil(8C/3/64))\n"                                       \
     "  --max-seq T        tokens per row\n"                                                            \
     "  --batch B          rows per step\n"

@@ -29,6 +29,8 @@ int model_shape_option(const char *cmd, int argc, char **argv, int *i, ModelConf
     else if (!strcmp(a, "--d-model")) cfg->d_model = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
     else if (!strcmp(a, "--n-layers")) cfg->n_layers = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
     else if (!strcmp(a, "--n-heads")) cfg->n_heads = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--n-kv-heads")) cfg->n_kv_heads = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--untied")) cfg->untied = 1;
     else if (!strcmp(a, "--ffn-hidden")) cfg->ffn_hidden = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
     else if (!strcmp(a, "--max-seq")) cfg->max_seq = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
     else if (!strcmp(a, "--batch")) *batch = cli_int(cmd, argc, argv, i, 1, 1 << 16);
@@ -156,15 +158,16 @@ int cmd_model(int argc, char **argv)
     model_shape_check("model", &cfg);
     /* a one-token model gives the layout without allocating the real arena */
     Model *m = model_create(&cfg, 0, 1, 1);
-    printf("model: vocab %d, d_model %d, n_layers %d, n_heads %d, ffn_hidden %d, max_seq %d\n\n", cfg.vocab,
-           cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, cfg.max_seq);
+    printf("model: vocab %d, d_model %d, n_layers %d, n_heads %d, n_kv_heads %d, ffn_hidden %d, max_seq %d, %s head\n\n",
+           cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads ? cfg.n_kv_heads : cfg.n_heads,
+           cfg.ffn_hidden, cfg.max_seq, cfg.untied ? "untied" : "tied");
     printf("%-24s %-14s %12s  %s\n", "tensor", "shape", "params", "decay");
     for (int i = 0; i < m->n_tensors; i++) {
         const TensorInfo *t = &m->tensors[i];
         char shape[32];
         if (t->ndim == 2) snprintf(shape, sizeof shape, "[%d, %d]", t->shape[0], t->shape[1]);
         else snprintf(shape, sizeof shape, "[%d]", t->shape[0]);
-        if (i < 7 || i == m->n_tensors - 1) printf("%-24s %-14s %12zu  %s\n", t->name, shape, t->numel,
+        if (i < 7 || i > 6 * cfg.n_layers) printf("%-24s %-14s %12zu  %s\n", t->name, shape, t->numel,
                                                    t->decay ? "yes" : "no");
         else if (i == 7) printf("%-24s (layers 1..%d repeat layer 0)\n", "...", cfg.n_layers - 1);
     }

@@ -88,6 +88,20 @@ PY
         diff -r "$tmp/bf16.a" "$tmp/bf16.b" && pass "a BF16 HF model exported as F32 re-exports byte-identically" ||
         fail "a BF16 HF model exported as F32 re-exports byte-identically"
     same_logits "a BF16 HF model exported as F32: PyTorch on the original = fspo on the export" "$tmp/bf16.a" "$tmp/bf16"
+    # a checkpoint from before the new shape attributes (removed here, file resealed) loads with the defaults
+    cp "$CKT" "$tmp/old.h5"
+    if "$PY" - "$tmp/old.h5" <<'PY' && "${BUILD:-build}/tests/test_ckpt" --reseal "$tmp/old.h5" &&
+import sys, h5py
+with h5py.File(sys.argv[1], "r+", locking=False) as f:
+    for a in ("model_n_kv_heads", "model_tie_embeddings", "model_rope_theta", "model_norm_eps"):
+        del f.attrs[a]
+PY
+        "$FSPO" model logits --ckpt "$tmp/old.h5" --tokens "$TOK" --out "$tmp/old.bin" &&
+        "$FSPO" model logits --ckpt "$CKT" --tokens "$TOK" --out "$tmp/new.bin" && cmp -s "$tmp/old.bin" "$tmp/new.bin"; then
+        pass "a checkpoint without the n_kv_heads/tie/rope_theta/norm_eps attributes loads with the defaults" "logits bitwise equal"
+    else
+        fail "a checkpoint without the n_kv_heads/tie/rope_theta/norm_eps attributes loads with the defaults"
+    fi
     expect_error "export refuses a non-empty directory" 2 "exp: directory exists and is not empty" -- \
         "$FSPO" export "$CK" -o "$tmp/exp"
     expect_error "export refuses writing onto its input" 2 "is the input itself" -- "$FSPO" export "$tmp/exp" -o "$tmp/exp"
