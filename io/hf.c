@@ -268,7 +268,7 @@ static int write_json(const char *dir, const char *name, json_t *obj, int digits
  * tokens. On valid UTF-8 text it gives the byte tokenizer's ids. */
 static int write_byte_tokenizer(const char *dir, char *err, size_t errlen)
 {
-    static char text[TOKENIZER_VOCAB][16];
+    static char text[TOKENIZER_VOCAB][32];
     BpeToken vocab[TOKENIZER_VOCAB];
     BpeAdded added[TOKENIZER_VOCAB - 256];
     for (int i = 0; i < TOKENIZER_VOCAB; i++) {
@@ -278,6 +278,7 @@ static int write_byte_tokenizer(const char *dir, char *err, size_t errlen)
             len = bpe_byte_level(&b, 1, text[i]);
         } else {
             len = (size_t)snprintf(text[i], sizeof text[i], "%s", tok_special_name(i));
+            if (len >= sizeof text[i]) return set_err(err, errlen, "internal: special token %d's name is too long", i);
             added[i - 256] = (BpeAdded){ text[i], len, i, 1, 0 };
         }
         vocab[i] = (BpeToken){ text[i], len, i };

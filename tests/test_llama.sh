@@ -75,6 +75,12 @@ PY
     ) && pass "export writes HF names, shapes, config.json, tokenizer.json, generation_config.json" "$out" ||
         fail "export writes HF names, shapes, config.json, tokenizer.json, generation_config.json" "$out"
 
+    # the exported tokenizer.json is the byte tokenizer: UTF-8 bytes as ids, special tokens 256..263
+    want="72 195 169 108 108 111 32 257 32 119 195 182 114 108 100 32 240 159 153 130 261"
+    out=$("$FSPO" tokenizer encode "$tmp/exp/tokenizer.json" 'Héllo <|eos|> wörld 🙂<|dispreferred|>' 2>&1)
+    [[ $out == "$want" ]] && pass "exported tokenizer.json encodes text as fspo's byte ids" "$out" ||
+        fail "exported tokenizer.json encodes text as fspo's byte ids" "got '$out', want '$want'"
+
     # ---- (c) export -> import -> export ----
     for src in exp expt; do
         if "$FSPO" export "$tmp/$src" -o "$tmp/$src.again" >/dev/null 2>"$tmp/again.err" &&
