@@ -12,6 +12,7 @@
 
 #include "checksum.h"
 #include "h5util.h"
+#include "hf.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -66,6 +67,44 @@ static int write_group(hid_t file, const char *gname, const Model *m, const floa
     return rc;
 }
 
+/* Order-independent checksum of m's weights, as weights_checksum stores it. */
+static uint64_t weights_sum(const Model *m)
+{
+    uint64_t wsum = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        wsum += named_sum(t->name, checksum64(m->params + t->offset, t->numel * sizeof(float)));
+    }
+    return wsum;
+}
+
+/* The shape attributes that came after model_shape (grouped-query attention,
+ * untied head, RoPE base, RMSNorm epsilon). A checkpoint written before them
+ * has none: read_model_extras then gives the defaults that model had. */
+static int write_model_extras(hid_t f, const ModelConfig *c)
+{
+    int rc = h5_attr_write_i64(f, "model_n_kv_heads", c->n_kv_heads);
+    rc |= h5_attr_write_i64(f, "model_tie_embeddings", !c->untied);
+    rc |= h5_attr_write_f64(f, "model_rope_theta", c->rope_theta);
+    rc |= h5_attr_write_f64(f, "model_norm_eps", c->norm_eps);
+    return rc;
+}
+
+static int read_model_extras(hid_t f, const char *path, ModelConfig *c, char *err, size_t errlen)
+{
+    int64_t kv = c->n_heads, tie = 1;
+    c->rope_theta = 10000.0, c->norm_eps = 1e-5;
+    h5_attr_read_i64(f, "model_n_kv_heads", &kv);
+    h5_attr_read_i64(f, "model_tie_embeddings", &tie);
+    h5_attr_read_f64(f, "model_rope_theta", &c->rope_theta);
+    h5_attr_read_f64(f, "model_norm_eps", &c->norm_eps);
+    if (kv < 1 || kv > c->n_heads || (tie != 0 && tie != 1) || !(c->rope_theta > 0) || !(c->norm_eps > 0))
+        return set_err(err, errlen, "%s: model_n_kv_heads, model_tie_embeddings, model_rope_theta or model_norm_eps "
+                                    "out of range", path);
+    c->n_kv_heads = (int)kv, c->untied = !tie;
+    return 0;
+}
+
 static int write_file(const char *tmp, const Model *m, const Optimizer *o, const CkptMeta *meta,
                       const char *config_yaml)
 {
@@ -73,11 +112,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     if (f < 0) return -1;
     const ModelConfig *c = &m->cfg;
     int64_t shape[6] = { c->vocab, c->d_model, c->n_layers, c->n_heads, c->ffn_hidden, c->max_seq };
-    uint64_t wsum = 0;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const TensorInfo *t = &m->tensors[i];
-        wsum += named_sum(t->name, checksum64(m->params + t->offset, t->numel * sizeof(float)));
-    }
+    uint64_t wsum = weights_sum(m);
     int rc = 0;
     rc |= h5_attr_write_str(f, "format", CKPT_FORMAT);
     rc |= h5_attr_write_i64(f, "format_version", CKPT_FORMAT_VERSION);
@@ -95,6 +130,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     rc |= h5_attr_write_str(f, "config_yaml", config_yaml ? config_yaml : "");
     rc |= h5_attr_write_str(f, "tokenizer", TOKENIZER_ID);
     rc |= h5_attr_write_i64s(f, "model_shape", shape, 6);
+    rc |= write_model_extras(f, c);
     rc |= h5_attr_write_u64(f, "weights_checksum", wsum);
     rc |= h5_attr_write_i64(f, "created_unix", (int64_t)time(NULL));
     rc |= write_group(f, "/model", m, m->params);
@@ -325,12 +361,13 @@ static int read_shape(hid_t f, const char *path, ModelConfig *c, char *err, size
         return set_err(err, errlen, "%s: attribute model_shape missing or malformed", path);
     for (int i = 0; i < 6; i++)
         if (s[i] < 0 || s[i] > (1 << 24)) return set_err(err, errlen, "%s: model_shape out of range", path);
-    *c = (ModelConfig){ (int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5] };
-    return 0;
+    *c = (ModelConfig){ (int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5], 0, 0, 0, 0 };
+    return read_model_extras(f, path, c, err, errlen);
 }
 
 int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen)
 {
+    if (hf_is_dir(path)) return hf_read_config(path, cfg, err, errlen);
     hid_t f = -1;
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     int rc = read_shape(f, path, cfg, err, errlen);
@@ -408,12 +445,48 @@ static int read_meta(hid_t f, CkptMeta *meta)
 
 static void shape_text(const ModelConfig *c, char *buf, size_t len)
 {
-    snprintf(buf, len, "vocab %d, d_model %d, n_layers %d, n_heads %d, ffn_hidden %d, max_seq %d", c->vocab,
-             c->d_model, c->n_layers, c->n_heads, c->ffn_hidden, c->max_seq);
+    snprintf(buf, len, "vocab %d, d_model %d, n_layers %d, n_heads %d, ffn_hidden %d, max_seq %d, n_kv_heads %d, "
+             "tie_embeddings %s, rope_theta %g, norm_eps %g", c->vocab, c->d_model, c->n_layers, c->n_heads,
+             c->ffn_hidden, c->max_seq, c->n_kv_heads, c->untied ? "false" : "true", c->rope_theta, c->norm_eps);
+}
+
+/* ckpt_load of a Hugging Face directory (io/hf.h): weights only, the
+ * shape from its config.json. */
+static int load_hf(const char *path, Model *m, const Optimizer *o, CkptMeta *meta, char *err, size_t errlen)
+{
+    if (o) return set_err(err, errlen, "%s: a Hugging Face model directory holds no optimizer state: use "
+                                       "train.init_from to start from it", path);
+    ModelConfig c;
+    if (hf_read_config(path, &c, err, errlen) != 0) return -1;
+    ModelConfig same = c; /* weights only: any max_seq (max_position_embeddings), as in ckpt_load */
+    same.max_seq = m->cfg.max_seq;
+    if (memcmp(&same, &m->cfg, sizeof same) != 0) {
+        char have[300], want[300];
+        shape_text(&c, have, sizeof have);
+        shape_text(&m->cfg, want, sizeof want);
+        return set_err(err, errlen, "%s: model shape mismatch: its config.json has %s; the config has %s", path, have,
+                       want);
+    }
+    if (meta) memset(meta, 0, sizeof *meta);
+    return hf_read_weights(path, m, err, errlen);
+}
+
+/* ckpt_weights_checksum of a Hugging Face directory: over the weights as
+ * fspo holds them (the same sum a checkpoint of them would store). */
+static int hf_weights_checksum(const char *path, uint64_t *sum, char *err, size_t errlen)
+{
+    ModelConfig c;
+    if (hf_read_config(path, &c, err, errlen) != 0) return -1;
+    Model *m = model_create(&c, 0, 1, 1);
+    int rc = hf_read_weights(path, m, err, errlen);
+    if (rc == 0) *sum = weights_sum(m);
+    model_free(m);
+    return rc;
 }
 
 int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *err, size_t errlen)
 {
+    if (hf_is_dir(path)) return load_hf(path, m, o, meta, err, errlen);
     hid_t f = -1;
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     ModelConfig c;
@@ -424,7 +497,7 @@ int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *er
     ModelConfig same = c;
     if (!o) same.max_seq = m->cfg.max_seq;
     if (rc == 0 && memcmp(&same, &m->cfg, sizeof same) != 0) {
-        char have[160], want[160];
+        char have[300], want[300];
         shape_text(&c, have, sizeof have);
         shape_text(&m->cfg, want, sizeof want);
         rc = set_err(err, errlen, "%s: model shape mismatch: the checkpoint has %s; the config has %s", path,
@@ -561,7 +634,7 @@ static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *
     VerifyCtx v = { .path = path, .err = err, .errlen = errlen, .print = print };
     ModelConfig c;
     int rc = read_shape(f, path, &c, err, errlen);
-    if (rc == 0) rc = verify_groups(f, &v, 2 + 6 * c.n_layers);
+    if (rc == 0) rc = verify_groups(f, &v, 2 + 6 * c.n_layers + c.untied);
     uint64_t want = 0;
     if (rc == 0 && (h5_attr_read_u64(f, "weights_checksum", &want) != 0 || want != v.wsum))
         rc = set_err(err, errlen, "%s: weights checksum does not match the tensors (corrupt file)", path);
@@ -575,6 +648,7 @@ int ckpt_verify(const char *path, char *err, size_t errlen) { return verify_file
 
 int ckpt_weights_checksum(const char *path, uint64_t *sum, char *err, size_t errlen)
 {
+    if (hf_is_dir(path)) return hf_weights_checksum(path, sum, err, errlen);
     return verify_file(path, NULL, sum, NULL, 0, err, errlen);
 }
 
@@ -637,7 +711,7 @@ int ckpt_print(const char *path, FILE *out, char *err, size_t errlen)
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     CkptMeta meta;
     ModelConfig c = { 0 };
-    char shape[160] = "?", tok[64] = "?", optim[16] = "none";
+    char shape[300] = "?", tok[64] = "?", optim[16] = "none";
     int64_t ostep = 0;
     if (read_shape(f, path, &c, err, errlen) == 0) shape_text(&c, shape, sizeof shape);
     int meta_ok = read_meta(f, &meta) == 0;

@@ -48,7 +48,11 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
 int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, const char *config_yaml, char *err,
                       size_t errlen);
 
-/* Loads weights into m, and the optimizer state into o unless o is NULL
+/* ckpt_load, ckpt_read_model_config and ckpt_weights_checksum also take a
+ * Hugging Face Llama directory (one holding config.json, io/hf.h) in place
+ * of a checkpoint file: weights only, the shape from its config.json.
+ *
+ * Loads weights into m, and the optimizer state into o unless o is NULL
  * (then it is a weights-only load, as train.init_from does, and m may have
  * another max_seq: no tensor depends on it). Checks format
  * version, model shape against m->cfg (naming the tensor and both shapes)
