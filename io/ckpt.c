@@ -12,6 +12,7 @@
 
 #include "checksum.h"
 #include "h5util.h"
+#include "hf.h"
 #include "tokenizer.h"
 #include "tokenizer_json.h"
 #include "util.h"
@@ -67,6 +68,44 @@ static int write_group(hid_t file, const char *gname, const Model *m, const floa
     return rc;
 }
 
+/* Order-independent checksum of m's weights, as weights_checksum stores it. */
+static uint64_t weights_sum(const Model *m)
+{
+    uint64_t wsum = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        wsum += named_sum(t->name, checksum64(m->params + t->offset, t->numel * sizeof(float)));
+    }
+    return wsum;
+}
+
+/* The shape attributes that came after model_shape (grouped-query attention,
+ * untied head, RoPE base, RMSNorm epsilon). A checkpoint written before them
+ * has none: read_model_extras then gives the defaults that model had. */
+static int write_model_extras(hid_t f, const ModelConfig *c)
+{
+    int rc = h5_attr_write_i64(f, "model_n_kv_heads", c->n_kv_heads);
+    rc |= h5_attr_write_i64(f, "model_tie_embeddings", !c->untied);
+    rc |= h5_attr_write_f64(f, "model_rope_theta", c->rope_theta);
+    rc |= h5_attr_write_f64(f, "model_norm_eps", c->norm_eps);
+    return rc;
+}
+
+static int read_model_extras(hid_t f, const char *path, ModelConfig *c, char *err, size_t errlen)
+{
+    int64_t kv = c->n_heads, tie = 1;
+    c->rope_theta = 10000.0, c->norm_eps = 1e-5;
+    h5_attr_read_i64(f, "model_n_kv_heads", &kv);
+    h5_attr_read_i64(f, "model_tie_embeddings", &tie);
+    h5_attr_read_f64(f, "model_rope_theta", &c->rope_theta);
+    h5_attr_read_f64(f, "model_norm_eps", &c->norm_eps);
+    if (kv < 1 || kv > c->n_heads || (tie != 0 && tie != 1) || !(c->rope_theta > 0) || !(c->norm_eps > 0))
+        return set_err(err, errlen, "%s: model_n_kv_heads, model_tie_embeddings, model_rope_theta or model_norm_eps "
+                                    "out of range", path);
+    c->n_kv_heads = (int)kv, c->untied = !tie;
+    return 0;
+}
+
 static int write_file(const char *tmp, const Model *m, const Optimizer *o, const CkptMeta *meta,
                       const char *config_yaml)
 {
@@ -74,11 +113,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     if (f < 0) return -1;
     const ModelConfig *c = &m->cfg;
     int64_t shape[6] = { c->vocab, c->d_model, c->n_layers, c->n_heads, c->ffn_hidden, c->max_seq };
-    uint64_t wsum = 0;
-    for (int i = 0; i < m->n_tensors; i++) {
-        const TensorInfo *t = &m->tensors[i];
-        wsum += named_sum(t->name, checksum64(m->params + t->offset, t->numel * sizeof(float)));
-    }
+    uint64_t wsum = weights_sum(m);
     int rc = 0;
     rc |= h5_attr_write_str(f, "format", CKPT_FORMAT);
     rc |= h5_attr_write_i64(f, "format_version", CKPT_FORMAT_VERSION);
@@ -96,6 +131,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     rc |= h5_attr_write_str(f, "config_yaml", config_yaml ? config_yaml : "");
     rc |= tokenizer_h5_write(f, meta->tok);
     rc |= h5_attr_write_i64s(f, "model_shape", shape, 6);
+    rc |= write_model_extras(f, c);
     rc |= h5_attr_write_u64(f, "weights_checksum", wsum);
     rc |= h5_attr_write_i64(f, "created_unix", (int64_t)time(NULL));
     rc |= write_group(f, "/model", m, m->params);
@@ -240,16 +276,13 @@ static void prune(const char *dir, const CkptMeta *meta, int keep, const char *k
     free(e);
 }
 
-int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
-              int keep, char *path_out, size_t path_len, char *err, size_t errlen)
+/* write <path>.tmp, commit it as path, read it back: the one way a checkpoint
+ * file comes to exist (ckpt_save and ckpt_save_weights) */
+static int write_commit_verify(const char *path, const Model *m, const Optimizer *o, const CkptMeta *meta,
+                               const char *config_yaml, char *err, size_t errlen)
 {
-    char path[4096], tmp[4200];
-    snprintf(path, sizeof path, "%s/ckpt_%lld.h5", dir, (long long)meta->step);
+    char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-        return set_err(err, errlen, "%s: checkpoint directory: %s", dir,
-                          errno ? strerror(errno) : "not a directory");
     read_faults();
     errno = 0;
     if (write_file(tmp, m, o, meta, config_yaml) != 0) {
@@ -270,10 +303,33 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
                                        "checkpoints are untouched",
                           path, verr);
     }
+    return 0;
+}
+
+int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
+              int keep, char *path_out, size_t path_len, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ckpt_%lld.h5", dir, (long long)meta->step);
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return set_err(err, errlen, "%s: checkpoint directory: %s", dir,
+                          errno ? strerror(errno) : "not a directory");
+    if (write_commit_verify(path, m, o, meta, config_yaml, err, errlen) != 0) return -1;
     if (path_out) snprintf(path_out, path_len, "%s", path);
     remove_stale_tmps(dir);
     prune(dir, meta, keep, path);
     return 0;
+}
+
+int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, const char *config_yaml, char *err,
+                      size_t errlen)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0)
+        return set_err(err, errlen, "%s: exists; a weights-only copy never overwrites a file (remove it first)",
+                          path);
+    return write_commit_verify(path, m, NULL, meta, config_yaml, err, errlen);
 }
 
 /* ---- reading ---- */
@@ -304,6 +360,11 @@ int ckpt_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t errlen
 {
     hid_t f = -1;
     memset(t, 0, sizeof *t);
+    if (hf_is_dir(path)) { /* its tokenizer.json; without one, fspo's byte ids */
+        char json[4200];
+        snprintf(json, sizeof json, "%s/tokenizer.json", path);
+        return access(json, F_OK) == 0 ? tokenizer_load(json, t, err, errlen) : 0;
+    }
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     int rc = tokenizer_h5_read(f, path, t, err, errlen);
     H5Fclose(f);
@@ -312,12 +373,11 @@ int ckpt_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t errlen
 
 int ckpt_check_tokenizer(const char *path, const Tokenizer *want, const char *want_from, char *err, size_t errlen)
 {
-    hid_t f = -1;
-    if (open_ckpt(path, &f, err, errlen) != 0) return -1;
-    char name[64] = "";
-    int rc = h5_attr_read_str(f, "tokenizer", name, sizeof name);
-    H5Fclose(f);
-    if (rc != 0) return set_err(err, errlen, "%s: attribute tokenizer missing or malformed", path);
+    Tokenizer t;
+    if (ckpt_read_tokenizer(path, &t, err, errlen) != 0) return -1;
+    char name[64];
+    snprintf(name, sizeof name, "%s", tok_name(&t));
+    tok_free(&t);
     if (strcmp(name, tok_name(want)) != 0)
         return set_err(err, errlen, "%s: the model reads the ids of tokenizer %s, but %s was tokenized with %s: a "
                                     "checkpoint and the data it reads must share one tokenizer (fspo prep "
@@ -334,12 +394,13 @@ static int read_shape(hid_t f, const char *path, ModelConfig *c, char *err, size
         return set_err(err, errlen, "%s: attribute model_shape missing or malformed", path);
     for (int i = 0; i < 6; i++)
         if (s[i] < 0 || s[i] > (1 << 24)) return set_err(err, errlen, "%s: model_shape out of range", path);
-    *c = (ModelConfig){ (int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5] };
-    return 0;
+    *c = (ModelConfig){ (int)s[0], (int)s[1], (int)s[2], (int)s[3], (int)s[4], (int)s[5], 0, 0, 0, 0 };
+    return read_model_extras(f, path, c, err, errlen);
 }
 
 int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen)
 {
+    if (hf_is_dir(path)) return hf_read_config(path, cfg, err, errlen);
     hid_t f = -1;
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     int rc = read_shape(f, path, cfg, err, errlen);
@@ -417,18 +478,59 @@ static int read_meta(hid_t f, CkptMeta *meta)
 
 static void shape_text(const ModelConfig *c, char *buf, size_t len)
 {
-    snprintf(buf, len, "vocab %d, d_model %d, n_layers %d, n_heads %d, ffn_hidden %d, max_seq %d", c->vocab,
-             c->d_model, c->n_layers, c->n_heads, c->ffn_hidden, c->max_seq);
+    snprintf(buf, len, "vocab %d, d_model %d, n_layers %d, n_heads %d, ffn_hidden %d, max_seq %d, n_kv_heads %d, "
+             "tie_embeddings %s, rope_theta %g, norm_eps %g", c->vocab, c->d_model, c->n_layers, c->n_heads,
+             c->ffn_hidden, c->max_seq, c->n_kv_heads, c->untied ? "false" : "true", c->rope_theta, c->norm_eps);
+}
+
+/* ckpt_load of a Hugging Face directory (io/hf.h): weights only, the
+ * shape from its config.json. */
+static int load_hf(const char *path, Model *m, const Optimizer *o, CkptMeta *meta, char *err, size_t errlen)
+{
+    if (o) return set_err(err, errlen, "%s: a Hugging Face model directory holds no optimizer state: use "
+                                       "train.init_from to start from it", path);
+    ModelConfig c;
+    if (hf_read_config(path, &c, err, errlen) != 0) return -1;
+    ModelConfig same = c; /* weights only: any max_seq (max_position_embeddings), as in ckpt_load */
+    same.max_seq = m->cfg.max_seq;
+    if (memcmp(&same, &m->cfg, sizeof same) != 0) {
+        char have[300], want[300];
+        shape_text(&c, have, sizeof have);
+        shape_text(&m->cfg, want, sizeof want);
+        return set_err(err, errlen, "%s: model shape mismatch: its config.json has %s; the config has %s", path, have,
+                       want);
+    }
+    if (meta) memset(meta, 0, sizeof *meta);
+    return hf_read_weights(path, m, err, errlen);
+}
+
+/* ckpt_weights_checksum of a Hugging Face directory: over the weights as
+ * fspo holds them (the same sum a checkpoint of them would store). */
+static int hf_weights_checksum(const char *path, uint64_t *sum, char *err, size_t errlen)
+{
+    ModelConfig c;
+    if (hf_read_config(path, &c, err, errlen) != 0) return -1;
+    Model *m = model_create(&c, 0, 1, 1);
+    int rc = hf_read_weights(path, m, err, errlen);
+    if (rc == 0) *sum = weights_sum(m);
+    model_free(m);
+    return rc;
 }
 
 int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *err, size_t errlen)
 {
+    if (hf_is_dir(path)) return load_hf(path, m, o, meta, err, errlen);
     hid_t f = -1;
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     ModelConfig c;
     int rc = read_shape(f, path, &c, err, errlen);
-    if (rc == 0 && memcmp(&c, &m->cfg, sizeof c) != 0) {
-        char have[160], want[160];
+    /* a weights-only load (init_from, a reference, eval) may change max_seq:
+     * RoPE has no weights, so the tensors are the same at any context length;
+     * a resume keeps the shape it was trained with */
+    ModelConfig same = c;
+    if (!o) same.max_seq = m->cfg.max_seq;
+    if (rc == 0 && memcmp(&same, &m->cfg, sizeof same) != 0) {
+        char have[300], want[300];
         shape_text(&c, have, sizeof have);
         shape_text(&m->cfg, want, sizeof want);
         rc = set_err(err, errlen, "%s: model shape mismatch: the checkpoint has %s; the config has %s", path,
@@ -457,6 +559,16 @@ int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *er
     }
     H5Fclose(f);
     return rc;
+}
+
+char *ckpt_read_config(const char *path, char *err, size_t errlen)
+{
+    hid_t f = -1;
+    if (open_ckpt(path, &f, err, errlen) != 0) return NULL;
+    char *yaml = h5_attr_read_str_alloc(f, "config_yaml");
+    H5Fclose(f);
+    if (!yaml) set_err(err, errlen, "%s: attribute config_yaml missing or malformed", path);
+    return yaml;
 }
 
 /* ---- generic verification (no model needed) ---- */
@@ -555,7 +667,7 @@ static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *
     VerifyCtx v = { .path = path, .err = err, .errlen = errlen, .print = print };
     ModelConfig c;
     int rc = read_shape(f, path, &c, err, errlen);
-    if (rc == 0) rc = verify_groups(f, &v, 2 + 6 * c.n_layers);
+    if (rc == 0) rc = verify_groups(f, &v, 2 + 6 * c.n_layers + c.untied);
     uint64_t want = 0;
     if (rc == 0 && (h5_attr_read_u64(f, "weights_checksum", &want) != 0 || want != v.wsum))
         rc = set_err(err, errlen, "%s: weights checksum does not match the tensors (corrupt file)", path);
@@ -569,6 +681,7 @@ int ckpt_verify(const char *path, char *err, size_t errlen) { return verify_file
 
 int ckpt_weights_checksum(const char *path, uint64_t *sum, char *err, size_t errlen)
 {
+    if (hf_is_dir(path)) return hf_weights_checksum(path, sum, err, errlen);
     return verify_file(path, NULL, sum, NULL, 0, err, errlen);
 }
 
@@ -631,7 +744,7 @@ int ckpt_print(const char *path, FILE *out, char *err, size_t errlen)
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     CkptMeta meta;
     ModelConfig c = { 0 };
-    char shape[160] = "?", tok[64] = "?", optim[16] = "none";
+    char shape[300] = "?", tok[64] = "?", optim[16] = "none";
     int64_t ostep = 0;
     if (read_shape(f, path, &c, err, errlen) == 0) shape_text(&c, shape, sizeof shape);
     int meta_ok = read_meta(f, &meta) == 0;

@@ -44,14 +44,27 @@ typedef struct {
 int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
               int keep, char *path_out, size_t path_len, char *err, size_t errlen);
 
-/* Loads weights into m, and the optimizer state into o unless o is NULL
- * (then it is a weights-only load, as train.init_from does). Checks format
+/* Writes m's weights and meta, without optimizer state, as exactly `path`
+ * (a shipped model: `fspo model strip`): the same tmp -> commit -> verify as
+ * ckpt_save, no pruning; refuses a path that exists. 0, or -1 with a message. */
+int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, const char *config_yaml, char *err,
+                      size_t errlen);
+
+/* ckpt_load, ckpt_read_model_config and ckpt_weights_checksum also take a
+ * Hugging Face Llama directory (one holding config.json, io/hf.h) in place
+ * of a checkpoint file: weights only, the shape from its config.json.
+ *
+ * Loads weights into m, and the optimizer state into o unless o is NULL
+ * (then it is a weights-only load, as train.init_from does, and m may have
+ * another max_seq: no tensor depends on it). Checks format
  * version, model shape against m->cfg (naming the tensor and both shapes)
  * and every checksum. meta may be NULL. On error m/o may be partly written. */
 int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *err, size_t errlen);
 
 /* The tokenizer a checkpoint's model reads (copied from the dataset it was
- * trained on; older checkpoints: the byte tokenizer). 0 or -1 with err. */
+ * trained on; older checkpoints: the byte tokenizer). For a Hugging Face
+ * directory, its tokenizer.json (tokenizer_load's conditions), or the byte
+ * tokenizer if it has none. 0 or -1 with err. */
 int ckpt_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t errlen);
 /* 0 if the checkpoint's tokenizer is `want` (that of want_from, a dataset
  * path for the message), else -1 with a message naming both. */
@@ -59,6 +72,10 @@ int ckpt_check_tokenizer(const char *path, const Tokenizer *want, const char *wa
 
 /* The model shape stored in a checkpoint (to build a model for it). */
 int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen);
+
+/* The resolved config text a checkpoint was trained with (malloc'd; the
+ * caller frees), or NULL with a message. */
+char *ckpt_read_config(const char *path, char *err, size_t errlen);
 
 /* Full verification without a model: signature, format, every tensor's
  * checksum and the weights checksum. */

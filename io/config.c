@@ -58,13 +58,20 @@ typedef struct {
 
 static const Key schema[] = {
     INT(model, vocab, "264", TOKENIZER_VOCAB, 1 << 24,
-        "vocabulary size: the ids of data.path's tokenizer (264 for the byte tokenizer: 256 bytes + 8 structure "
-        "tokens; fspo prep prints a BPE's), checked by train"),
+        "vocabulary size: at least the ids of data.path's tokenizer (264 for the byte tokenizer: 256 bytes + 8 "
+        "structure tokens; fspo prep prints a BPE's), checked by train; more rows (an imported model's) are never "
+        "targets"),
     INT(model, d_model, "256", 1, 65536, "model width C: a multiple of n_heads, with an even head size C/n_heads"),
     INT(model, n_layers, "4", 1, 4096, "transformer blocks"),
     INT(model, n_heads, "4", 1, 65536, "attention heads"),
     INT(model, ffn_hidden, "0", 0, 1 << 20, "SwiGLU hidden width; 0 = 64*ceil(8*d_model/3/64)"),
     INT(model, max_seq, "1024", 1, 1 << 20, "tokens per packed row: a meta-example's context, prompts and answers"),
+    INT(model, n_kv_heads, "0", 0, 65536,
+        "key/value heads (grouped-query attention; must divide n_heads); 0 = n_heads. Hugging Face num_key_value_heads"),
+    { "model", "tie_embeddings", T_BOOL, FIELD(tie_embeddings), "true", 0, 1, 0, NULL,
+      "the output head is the token embedding (tok_emb); false = a separate lm_head. Hugging Face tie_word_embeddings" },
+    FLOAT(model, rope_theta, "10000", 0, 1e30, OPEN_LO | OPEN_HI, "RoPE base (freq_i = rope_theta^(-2i/head size))"),
+    FLOAT(model, norm_eps, "1e-5", 0, 1, OPEN_LO | OPEN_HI, "RMSNorm epsilon. Hugging Face rms_norm_eps"),
     { "model", "precision", T_ENUM, FIELD(precision), "fp32", 0, 0, 0, "fp32|bf16|auto",
       "matmul operands: bf16 rounds them (fp32 accumulation; weights, optimizer state, reductions and checkpoints stay "
       "fp32; needs AMX-BF16 or AVX512-BF16); auto = bf16 where the CPU has those units, else fp32. Training only: "
@@ -95,7 +102,7 @@ static const Key schema[] = {
     STR(train, resume, "auto", 1,
         "auto: newest verified checkpoint of run_dir's run, if any; none: start fresh (refused if run_dir holds a "
         "run); else a checkpoint path"),
-    STR(train, init_from, "", 0, "weights-only start from this checkpoint; empty = random initialization"),
+    STR(train, init_from, "", 0, "weights-only start from this checkpoint or Hugging Face Llama directory (docs/interop.md); empty = random initialization"),
     INT(train, log_every, "10", 1, 1e9, "steps between metrics lines"),
     BOOL(train, sft_include_rejected, "false", "the SFT stage also trains on dispreferred answers (FSPO's option)"),
     BOOL(train, sft_context, "false",
@@ -107,7 +114,7 @@ static const Key schema[] = {
     FLOAT(loss, label_smoothing, "0", 0, 0.5, OPEN_HI, "cdpo: assumed probability that a label is flipped"),
     FLOAT(loss, simpo_gamma, "0.5", 0, 1000, 0, "simpo: target reward margin"),
     FLOAT(loss, sft_weight, "0", 0, 1000, 0, "weight of an NLL term on chosen answers added to the preference loss"),
-    STR(loss, ref_ckpt, "", 0, "frozen reference (SFT) checkpoint of the pref stage"),
+    STR(loss, ref_ckpt, "", 0, "frozen reference (SFT) checkpoint of the pref stage, or a Hugging Face Llama directory"),
 
     ENUM(optim, type, "adamw", "adamw|rmsprop", "optimizer"),
     FLOAT(optim, lr, "3e-4", 0, 10, OPEN_LO, "peak learning rate, reached after warmup"),
@@ -1175,6 +1182,7 @@ static int cross_check(Loader *L)
 {
     Config *c = L->cfg;
     char msg[512];
+    c->model.untied = !c->tie_embeddings;
     ModelConfig m = c->model; /* a copy: ffn_hidden 0 stays "auto" in the config */
     if (model_config_validate(&m, msg, sizeof msg)) return fail_key(L, blamed_model_key(L, msg), msg);
     if (c->data.n_fewshot_min > c->data.n_fewshot) {

@@ -26,6 +26,7 @@ typedef struct { int n; char v[CFG_LIST][CFG_STR]; } CfgStrList;
 typedef struct {
     ModelConfig model; /* vocab, d_model, n_layers, n_heads, ffn_hidden (0 = auto), max_seq */
     char precision[8]; /* model.precision: fp32 | bf16 | auto (not in ModelConfig, the shape checkpoints compare) */
+    int tie_embeddings; /* model.tie_embeddings; config_load sets model.untied = !tie_embeddings */
     struct {
         char path[CFG_STR];   /* prepared dataset (.h5) from `fspo prep` */
         int n_fewshot;        /* N: few-shot pairs in context */

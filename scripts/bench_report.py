@@ -73,8 +73,9 @@ position (command: `fspo bench --preset A|B --threads 1|2 --json`).
 
 **FLOPs per token** (`model_flops_per_token`, also printed by `fspo model`):
 `6 · W + 12 · L · T · C`, where W counts every weight that takes part in a
-matmul — the layer matrices (`4C² + 3CF` per layer) plus the tied embedding
-in its role as output head (`V·C`; the embedding lookup itself is free) —
+matmul — the layer matrices (`4C² + 3CF` per layer; `2C² + 2C·Ckv + 3CF`
+with grouped-query attention) plus the output head (`V·C`: the tied
+embedding or `lm_head`; the embedding lookup itself is free) —
 and `12·L·T·C` is attention's QKᵀ and PV (forward 4·T·C per layer and
 token, backward twice that), the PaLM convention that counts the full T×T
 square. That convention is what the PyTorch figures in the issues use, so

@@ -13,6 +13,7 @@ int cmd_sample(int argc, char **argv);  /* src/sample_cli.c */
 int cmd_slurm(int argc, char **argv);   /* src/slurm_cli.c */
 int cmd_inspect(int argc, char **argv); /* src/inspect_cli.c */
 int cmd_tokenizer(int argc, char **argv); /* src/tokenizer_cli.c */
+int cmd_export(int argc, char **argv);  /* src/export_cli.c */
 
 #endif
 
@@ -31,6 +32,8 @@ void model_shape_check(const char *cmd, ModelConfig *cfg);
     "  --d-model C        model width\n"                                                               \
     "  --n-layers L       transformer blocks\n"                                                        \
     "  --n-heads H        attention heads (C/H must be even)\n"                                        \
+    "  --n-kv-heads K     key/value heads, dividing H (grouped-query attention; 0 = H)\n"            \
+    "  --untied           a separate output head (lm_head) instead of the tied embedding\n"         \
     "  --ffn-hidden F     SwiGLU width (0 = 64*ceil(8C/3/64))\n"                                       \
     "  --max-seq T        tokens per row\n"                                                            \
     "  --batch B          rows per step\n"

@@ -46,7 +46,7 @@ static void usage(void)
            "after the N pairs: oracle = the user's true one (the upper bound); generated = the\n"
            "policy writes it (greedy) and answers with it, and its description accuracy is\n"
            "reported: the text read back into (attribute, sign) pairs against the truth file.\n\n"
-           "  --ckpt FILE     the checkpoint to evaluate\n"
+           "  --ckpt FILE     the checkpoint to evaluate (or a Hugging Face Llama directory, docs/interop.md)\n"
            "  --split S       validation or test: the users evaluated (= --set eval.split=S)\n"
            "  --json OUT      also write every number as JSON (scripts/plot.sh OUT draws it)\n"
            "  --truth FILE    ground truth of fspo synth (default: the dataset's source file\n"

@@ -24,6 +24,7 @@ static const Command commands[] = {
     { "model", cmd_model, "describe a model shape: tensors, parameters, FLOPs and memory" },
     { "bench", cmd_bench, "measure training-step throughput and MFU against this machine's sgemm peak" },
     { "config", cmd_config, "check a YAML config, print it resolved, or print the key reference" },
+    { "export", cmd_export, "write a checkpoint as a Hugging Face Llama directory (safetensors)" },
     { "inspect", cmd_inspect, "describe an HDF5 checkpoint or dataset: step, config, tensors, checksums" },
     { "tokenizer", cmd_tokenizer, "learn a byte-level BPE as a Hugging Face tokenizer.json; encode, decode" },
 };

@@ -41,6 +41,14 @@ int model_config_validate(ModelConfig *c, char *err, size_t errlen)
     if (c->d_model % c->n_heads != 0)
         return set_err(err, errlen, "model.d_model = %d is not divisible by model.n_heads = %d", c->d_model,
                        c->n_heads);
+    if (c->n_kv_heads < 0 || c->n_kv_heads > c->n_heads || (c->n_kv_heads > 0 && c->n_heads % c->n_kv_heads != 0))
+        return set_err(err, errlen, "model.n_kv_heads = %d must divide model.n_heads = %d (0 = n_heads)", c->n_kv_heads,
+                       c->n_heads);
+    if (!(c->rope_theta >= 0 && c->rope_theta < 1e30))
+        return set_err(err, errlen, "model.rope_theta = %g must be positive (0 = 10000)", c->rope_theta);
+    if (!(c->norm_eps >= 0 && c->norm_eps < 1))
+        return set_err(err, errlen, "model.norm_eps = %g must be in [0, 1) (0 = 1e-5)", c->norm_eps);
+    if (c->untied != 0 && c->untied != 1) return set_err(err, errlen, "model.tie_embeddings must be true or false");
     if ((c->d_model / c->n_heads) % 2 != 0)
         return set_err(err, errlen, "head size model.d_model/model.n_heads = %d must be even (RoPE rotates pairs)",
                        c->d_model / c->n_heads);
@@ -50,7 +58,50 @@ int model_config_validate(ModelConfig *c, char *err, size_t errlen)
         return set_err(err, errlen, "model size out of range (d_model <= 65536, n_layers <= 4096, vocab <= 2^24, "
                                     "max_seq <= 2^20, ffn_hidden <= 2^20)");
     if (c->ffn_hidden == 0) c->ffn_hidden = 64 * ((8 * c->d_model / 3 + 63) / 64);
+    if (c->n_kv_heads == 0) c->n_kv_heads = c->n_heads;
+    if (c->rope_theta == 0) c->rope_theta = 10000.0;
+    if (c->norm_eps == 0) c->norm_eps = 1e-5;
     return 0;
+}
+
+int model_kv_width(const ModelConfig *c) { return c->d_model / c->n_heads * (c->n_kv_heads ? c->n_kv_heads : c->n_heads); }
+
+/* q | k | v with the key/value heads repeated for grouped-query attention:
+ * out[N,3C] from in[N, C + 2Ckv]; query head h reads key/value head
+ * h / (H / Hkv), as Hugging Face's repeat_kv. */
+static void repeat_kv(float *out, const float *in, int N, int C, int H, int Hkv)
+{
+    int hd = C / H, Ckv = Hkv * hd, rep = H / Hkv;
+    size_t ldi = (size_t)C + 2 * Ckv;
+    for (int n = 0; n < N; n++) {
+        const float *x = in + (size_t)n * ldi;
+        float *y = out + (size_t)n * 3 * C;
+        memcpy(y, x, sizeof(float) * C);
+        for (int part = 1; part < 3; part++)
+            for (int h = 0; h < H; h++)
+                memcpy(y + (size_t)part * C + (size_t)h * hd, x + C + (size_t)(part - 1) * Ckv + (size_t)(h / rep) * hd,
+                       sizeof(float) * hd);
+    }
+}
+
+/* The backward of repeat_kv: each key/value head's gradient is the sum over
+ * the query heads that read it. */
+static void repeat_kv_backward(float *din, const float *dout, int N, int C, int H, int Hkv)
+{
+    int hd = C / H, Ckv = Hkv * hd, rep = H / Hkv;
+    size_t ldi = (size_t)C + 2 * Ckv;
+    for (int n = 0; n < N; n++) {
+        const float *y = dout + (size_t)n * 3 * C;
+        float *x = din + (size_t)n * ldi;
+        memcpy(x, y, sizeof(float) * C);
+        memset(x + C, 0, sizeof(float) * 2 * Ckv);
+        for (int part = 1; part < 3; part++)
+            for (int h = 0; h < H; h++) {
+                float *dst = x + C + (size_t)(part - 1) * Ckv + (size_t)(h / rep) * hd;
+                const float *src = y + (size_t)part * C + (size_t)h * hd;
+                for (int i = 0; i < hd; i++) dst[i] += src[i];
+            }
+    }
 }
 
 /* ---------------------------------------------------------------------- */
@@ -72,22 +123,23 @@ static void add_tensor(Model *m, int *i, size_t *off, const char *name, int rows
 static void build_layout(Model *m)
 {
     const ModelConfig *c = &m->cfg;
-    int C = c->d_model, F = c->ffn_hidden, i = 0;
+    int C = c->d_model, F = c->ffn_hidden, QKV = C + 2 * model_kv_width(c), i = 0;
     size_t off = 0;
     char name[48];
-    m->n_tensors = 2 + 6 * c->n_layers;
+    m->n_tensors = 2 + 6 * c->n_layers + c->untied;
     m->tensors = calloc(m->n_tensors, sizeof(TensorInfo));
     if (!m->tensors) fatal(EXIT_RUNTIME, "out of memory for the tensor table");
     add_tensor(m, &i, &off, "tok_emb", c->vocab, C, 1);
     for (int l = 0; l < c->n_layers; l++) {
         static const char *suffix[6] = { "attn_norm", "attn.wqkv", "attn.wo", "mlp_norm", "mlp.w13", "mlp.w2" };
-        int rows[6] = { C, 3 * C, C, C, 2 * F, C }, cols[6] = { 0, C, C, 0, C, F };
+        int rows[6] = { C, QKV, C, C, 2 * F, C }, cols[6] = { 0, C, C, 0, C, F };
         for (int j = 0; j < 6; j++) {
             snprintf(name, sizeof name, "layers.%d.%s", l, suffix[j]);
             add_tensor(m, &i, &off, name, rows[j], cols[j], cols[j] != 0);
         }
     }
     add_tensor(m, &i, &off, "final_norm", C, 0, 0);
+    if (c->untied) add_tensor(m, &i, &off, "lm_head", c->vocab, C, 1); /* last: the tied layout is unchanged */
     m->n_params = off;
 }
 
@@ -105,7 +157,8 @@ void model_views(const Model *m, float *base, Weights *w)
         lw->w13 = base + lt[4].offset;
         lw->w2 = base + lt[5].offset;
     }
-    w->final_norm = base + t[m->n_tensors - 1].offset;
+    w->final_norm = base + t[1 + 6 * m->cfg.n_layers].offset;
+    w->head = m->cfg.untied ? base + t[2 + 6 * m->cfg.n_layers].offset : w->tok_emb;
 }
 
 const TensorInfo *model_find_tensor(const Model *m, const char *name)
@@ -214,10 +267,13 @@ Model *model_create(const ModelConfig *cfg, int trainable, int max_rows, int max
     }
     m->rope_cos = xmalloc_aligned(sizeof(float) * m->cfg.max_seq * (hd / 2), "RoPE tables");
     m->rope_sin = xmalloc_aligned(sizeof(float) * m->cfg.max_seq * (hd / 2), "RoPE tables");
-    rope_tables(m->rope_cos, m->rope_sin, m->cfg.max_seq, hd);
+    rope_tables(m->rope_cos, m->rope_sin, m->cfg.max_seq, hd, m->cfg.rope_theta);
     m->cap_rows = max_rows;
     m->cap_len = max_len;
     carve_arena(m);
+    if (m->cfg.n_kv_heads < m->cfg.n_heads)
+        m->qkv_kv = xcalloc_aligned(sizeof(float) * max_rows * max_len * (m->cfg.d_model + 2 * model_kv_width(&m->cfg)),
+                                    "the grouped-query projection");
     return m;
 }
 
@@ -245,6 +301,7 @@ void model_set_precision(Model *m, Precision p)
     if (p != PRECISION_BF16) return;
     const ModelConfig *c = &m->cfg;
     int L = c->n_layers, C = c->d_model, F = c->ffn_hidden, V = c->vocab, n = 4 * L + 1;
+    int QKV = C + 2 * model_kv_width(c);
     m->bmat = calloc(n, sizeof *m->bmat);
     m->bsrc = calloc(n, sizeof *m->bsrc);
     if (!m->bmat || !m->bsrc) fatal(EXIT_RUNTIME, "out of memory for the bf16 weights");
@@ -252,7 +309,7 @@ void model_set_precision(Model *m, Precision p)
     for (int l = 0; l < L; l++) {
         const LayerWeights *w = &m->w.layer[l];
         const float *src[4] = { w->wqkv, w->wo, w->w13, w->w2 };
-        int rows[4] = { 3 * C, C, 2 * F, C }, cols[4] = { C, C, C, F };
+        int rows[4] = { QKV, C, 2 * F, C }, cols[4] = { C, C, C, F };
         for (int j = 0; j < 4; j++) {
             m->bmat[4 * l + j] = bf16_matrix_create(rows[j], cols[j]);
             m->bsrc[4 * l + j] = src[j];
@@ -261,7 +318,7 @@ void model_set_precision(Model *m, Precision p)
         }
     }
     m->bmat[4 * L] = bf16_matrix_create(V, C);
-    m->bsrc[4 * L] = m->w.tok_emb;
+    m->bsrc[4 * L] = m->w.head;
     bytes += bf16_matrix_bytes(m->bmat[4 * L]);
     matmul_bf16_prepare(V, C);
     int widest = 3 * C > 2 * F ? 3 * C : 2 * F;
@@ -316,10 +373,10 @@ static void norm_mm_forward(Model *m, float *y, float *rstd, const float *x, con
                             int wi, int N, int C, int OUT)
 {
     if (m->bf16) {
-        rmsnorm_forward_bf16(m->bin[wi], rstd, x, g, N, C);
+        rmsnorm_forward_bf16(m->bin[wi], rstd, x, g, N, C, (float)m->cfg.norm_eps);
         matmul_bf16_rounded(out, m->bin[wi], m->bmat[wi], N, m->bscratch);
     } else {
-        rmsnorm_forward(y, rstd, x, g, N, C);
+        rmsnorm_forward(y, rstd, x, g, N, C, (float)m->cfg.norm_eps);
         matmul_forward(out, y, w, N, C, OUT);
     }
 }
@@ -369,6 +426,7 @@ void model_free(Model *m)
     xfree_aligned(m->rope_cos);
     xfree_aligned(m->rope_sin);
     xfree_aligned(m->arena);
+    xfree_aligned(m->qkv_kv);
     free(m->tensors);
     free(m->w.layer);
     free(m->g.layer);
@@ -408,6 +466,7 @@ void model_forward(Model *m, const Batch *b, float *logp)
     check_shape(m, b);
     const ModelConfig *c = &m->cfg;
     int B = b->B, T = b->T, N = B * T, C = c->d_model, F = c->ffn_hidden, H = c->n_heads, V = c->vocab;
+    int QKV = C + 2 * model_kv_width(c);
     size_t NC = (size_t)N * C;
     refresh_bf16(m);
     embedding_forward(m->resid[0], b->tokens, m->w.tok_emb, N, C);
@@ -415,7 +474,9 @@ void model_forward(Model *m, const Batch *b, float *logp)
         const LayerWeights *w = &m->w.layer[l];
         LayerActs *a = &m->acts[l];
         /* attention block: x + wo(attn(rope(wqkv(norm(x))))) */
-        norm_mm_forward(m, a->xn1, a->rstd1, m->resid[l], w->attn_norm, a->qkv, w->wqkv, 4 * l, N, C, 3 * C);
+        norm_mm_forward(m, a->xn1, a->rstd1, m->resid[l], w->attn_norm, m->qkv_kv ? m->qkv_kv : a->qkv, w->wqkv, 4 * l,
+                        N, C, QKV);
+        if (m->qkv_kv) repeat_kv(a->qkv, m->qkv_kv, N, C, H, c->n_kv_heads);
         rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
         if (m->bf16)
             attention_forward_bf16(a->atto, a->att, a->qkv, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
@@ -428,7 +489,7 @@ void model_forward(Model *m, const Batch *b, float *logp)
         swiglu_mm_forward(m, a->hact, a->h13, m->tmp, w->w2, 4 * l + 3, N, F, C);
         residual_forward(m->resid[l + 1], a->xmid, m->tmp, NC);
     }
-    norm_mm_forward(m, m->xnf, m->rstdf, m->resid[c->n_layers], m->w.final_norm, m->logits, m->w.tok_emb,
+    norm_mm_forward(m, m->xnf, m->rstdf, m->resid[c->n_layers], m->w.final_norm, m->logits, m->w.head,
                     4 * c->n_layers, N, C, V);
     target_logp_forward(logp, m->lse, m->logits, b->targets, b->n_targets, N, V);
 }
@@ -436,12 +497,12 @@ void model_forward(Model *m, const Batch *b, float *logp)
 int model_grad_cuts(const Model *m, size_t *cuts, int cap)
 {
     int L = m->cfg.n_layers, n = 0;
-    if (m->n_tensors <= cap) { /* every tensor but tok_emb (offset 0, finished last) */
+    if (m->n_tensors <= cap) { /* every tensor but tok_emb (offset 0, finished last); lm_head comes first */
         for (int i = 1; i < m->n_tensors; i++) cuts[n++] = m->tensors[i].offset;
     } else {
         if (L + 2 > cap) fatal(EXIT_RUNTIME, "internal: %d gradient cuts do not fit %d", L + 2, cap);
         for (int l = 0; l < L; l++) cuts[n++] = m->tensors[1 + 6 * l].offset;
-        cuts[n++] = m->tensors[m->n_tensors - 1].offset; /* final_norm */
+        cuts[n++] = m->tensors[1 + 6 * L].offset; /* final_norm (and lm_head after it) */
     }
     cuts[n++] = m->n_params;
     return n;
@@ -454,14 +515,16 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
     if (!m->trainable) fatal(EXIT_RUNTIME, "internal: backward on a forward-only model");
     const ModelConfig *c = &m->cfg;
     int B = b->B, T = b->T, N = B * T, C = c->d_model, F = c->ffn_hidden, H = c->n_heads, V = c->vocab;
+    int QKV = C + 2 * model_kv_width(c);
     size_t NC = (size_t)N * C;
     /* the scratch gradients are overwritten per use; only m->grads accumulates across calls */
     memset(m->d_logits, 0, sizeof(float) * N * V);
     target_logp_backward(m->d_logits, dlogp, m->logits, m->lse, b->targets, b->n_targets, V);
-    mm_backward(m, m->d_norm, m->g.tok_emb, m->d_logits, m->xnf, m->w.tok_emb, 4 * c->n_layers, N, C, V);
+    mm_backward(m, m->d_norm, m->g.head, m->d_logits, m->xnf, m->w.head, 4 * c->n_layers, N, C, V);
+    if (ready && c->untied) ready(ctx, m->tensors[2 + 6 * c->n_layers].offset);
     memset(m->d_resid, 0, sizeof(float) * NC);
     rmsnorm_backward(m->d_resid, m->g.final_norm, m->d_norm, m->resid[c->n_layers], m->w.final_norm, m->rstdf, N, C);
-    if (ready) ready(ctx, m->tensors[m->n_tensors - 1].offset);
+    if (ready) ready(ctx, m->tensors[1 + 6 * c->n_layers].offset);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const LayerWeights *w = &m->w.layer[l];
         LayerWeights *g = &m->g.layer[l];
@@ -487,7 +550,8 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
             attention_backward(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, a->qkv,
                                b->seg, b->vis, B, T, C, H, b->S);
         rope_backward(m->d_qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-        mm_backward(m, m->d_norm, g->wqkv, m->d_qkv, a->xn1, w->wqkv, 4 * l, N, C, 3 * C);
+        if (m->qkv_kv) repeat_kv_backward(m->qkv_kv, m->d_qkv, N, C, H, c->n_kv_heads);
+        mm_backward(m, m->d_norm, g->wqkv, m->qkv_kv ? m->qkv_kv : m->d_qkv, a->xn1, w->wqkv, 4 * l, N, C, QKV);
         if (ready) ready(ctx, lt[1].offset);
         rmsnorm_backward(m->d_resid, g->attn_norm, m->d_norm, m->resid[l], w->attn_norm, a->rstd1, N, C);
         if (ready) ready(ctx, lt[0].offset);
@@ -498,7 +562,8 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
 double model_flops_per_token(const ModelConfig *c, int T)
 {
     double C = c->d_model, F = c->ffn_hidden, L = c->n_layers, V = c->vocab;
-    double matmul_weights = L * (3 * C * C + C * C + 3 * C * F) + V * C; /* + tied output head */
+    double Ckv = model_kv_width(c);
+    double matmul_weights = L * ((C + 2 * Ckv) * C + C * C + 3 * C * F) + V * C; /* + the output head */
     return 6.0 * matmul_weights + 12.0 * L * T * C;
 }
 
@@ -510,6 +575,7 @@ struct KVCache {
     float *k, *v;            /* [L][cap, C] */
     float *x, *xn, *rstd;    /* [chunk, C], [chunk] */
     float *qkv, *atto, *tmp; /* [chunk, 3C], [chunk, C], [chunk, C] */
+    float *qkv_kv;           /* [chunk, C + 2Ckv] before repeat_kv; NULL without GQA */
     float *h13, *hact;       /* [chunk, 2F], [chunk, F] */
     float *scores;           /* [chunk, cap] */
     int32_t *pos;            /* [chunk] */
@@ -535,6 +601,8 @@ KVCache *kv_create(const Model *m, int max_chunk)
     kv->hact = xmalloc_aligned(sizeof(float) * n * F, "decode scratch");
     kv->scores = xmalloc_aligned(sizeof(float) * n * cap, "decode scratch");
     kv->pos = xmalloc_aligned(sizeof(int32_t) * n, "decode scratch");
+    if (c->n_kv_heads < c->n_heads)
+        kv->qkv_kv = xmalloc_aligned(sizeof(float) * n * (C + 2 * (size_t)model_kv_width(c)), "decode scratch");
     return kv;
 }
 
@@ -545,6 +613,7 @@ void kv_free(KVCache *kv)
                       kv->scores };
     for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) xfree_aligned(bufs[i]);
     xfree_aligned(kv->pos);
+    xfree_aligned(kv->qkv_kv);
     free(kv);
 }
 
@@ -555,6 +624,7 @@ int model_decode(Model *m, KVCache *kv, const int32_t *tokens, int n, float *log
 {
     const ModelConfig *c = &m->cfg;
     int C = c->d_model, F = c->ffn_hidden, H = c->n_heads, V = c->vocab;
+    float eps = (float)c->norm_eps;
     if (n < 1 || n > kv->max_chunk || kv->len + n > kv->cap) return -1;
     size_t nC = (size_t)n * C;
     for (int i = 0; i < n; i++) kv->pos[i] = kv->len + i;
@@ -562,8 +632,12 @@ int model_decode(Model *m, KVCache *kv, const int32_t *tokens, int n, float *log
     for (int l = 0; l < c->n_layers; l++) {
         const LayerWeights *w = &m->w.layer[l];
         float *kc = kv->k + (size_t)l * kv->cap * C, *vc = kv->v + (size_t)l * kv->cap * C;
-        rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->attn_norm, n, C);
-        matmul_forward(kv->qkv, kv->xn, w->wqkv, n, C, 3 * C);
+        rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->attn_norm, n, C, eps);
+        if (kv->qkv_kv) {
+            matmul_forward(kv->qkv_kv, kv->xn, w->wqkv, n, C, C + 2 * model_kv_width(c));
+            repeat_kv(kv->qkv, kv->qkv_kv, n, C, H, c->n_kv_heads);
+        } else
+            matmul_forward(kv->qkv, kv->xn, w->wqkv, n, C, 3 * C);
         rope_forward(kv->qkv, kv->pos, m->rope_cos, m->rope_sin, n, C, H);
         for (int i = 0; i < n; i++) {
             memcpy(kc + (size_t)(kv->len + i) * C, kv->qkv + (size_t)i * 3 * C + C, sizeof(float) * C);
@@ -572,14 +646,14 @@ int model_decode(Model *m, KVCache *kv, const int32_t *tokens, int n, float *log
         attention_cached_forward(kv->atto, kv->scores, kv->qkv, 3 * C, kc, vc, n, kv->len, C, H);
         matmul_forward(kv->tmp, kv->atto, w->wo, n, C, C);
         residual_forward(kv->x, kv->x, kv->tmp, nC);
-        rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->mlp_norm, n, C);
+        rmsnorm_forward(kv->xn, kv->rstd, kv->x, w->mlp_norm, n, C, eps);
         matmul_forward(kv->h13, kv->xn, w->w13, n, C, 2 * F);
         swiglu_forward(kv->hact, kv->h13, n, F);
         matmul_forward(kv->tmp, kv->hact, w->w2, n, F, C);
         residual_forward(kv->x, kv->x, kv->tmp, nC);
     }
-    rmsnorm_forward(kv->xn, kv->rstd, kv->x, m->w.final_norm, n, C);
-    matmul_forward(logits, kv->xn, m->w.tok_emb, n, C, V);
+    rmsnorm_forward(kv->xn, kv->rstd, kv->x, m->w.final_norm, n, C, eps);
+    matmul_forward(logits, kv->xn, m->w.head, n, C, V);
     kv->len += n;
     return 0;
 }

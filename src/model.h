@@ -14,15 +14,23 @@
 
 typedef struct {
     int vocab, d_model, n_layers, n_heads, ffn_hidden, max_seq;
+    int n_kv_heads;    /* key/value heads (grouped-query attention), dividing n_heads; 0 = n_heads */
+    int untied;        /* 1: a separate output head lm_head [V, C]; 0: tok_emb is the head (model.tie_embeddings) */
+    double rope_theta; /* RoPE base; 0 = 10000 */
+    double norm_eps;   /* RMSNorm epsilon; 0 = 1e-5 */
 } ModelConfig;
 
-/* Checks sizes (fills ffn_hidden when 0); 0, or -1 with a message that
- * names the offending key as in the config file (model.d_model, ...). */
+/* Checks sizes (fills ffn_hidden, n_kv_heads, rope_theta and norm_eps when
+ * 0); 0, or -1 with a message that names the offending key as in the
+ * config file (model.d_model, ...). */
 int model_config_validate(ModelConfig *cfg, char *err, size_t errlen);
+/* Ckv: the width of the key (and of the value) projection, n_kv_heads times
+ * the head size (d_model without grouped-query attention). */
+int model_kv_width(const ModelConfig *cfg);
 
 typedef struct {
     float *attn_norm; /* [C] */
-    float *wqkv;      /* [3C, C] */
+    float *wqkv;      /* [C + 2 Ckv, C]: q | k | v, Ckv = n_kv_heads * head size (= C without GQA) */
     float *wo;        /* [C, C] */
     float *mlp_norm;  /* [C] */
     float *w13;       /* [2F, C] */
@@ -31,9 +39,10 @@ typedef struct {
 
 /* Named views into one flat buffer (parameters, gradients or moments). */
 typedef struct {
-    float *tok_emb;      /* [V, C], also the output head (tied) */
+    float *tok_emb;      /* [V, C] */
     LayerWeights *layer; /* [L] */
     float *final_norm;   /* [C] */
+    float *head;         /* [V, C] the output head: tok_emb when tied, else the lm_head tensor */
 } Weights;
 
 typedef struct {
@@ -64,10 +73,12 @@ typedef struct {
     float *logits, *lse;      /* [N,V], [N] */
     float *tmp;               /* [N,C] projection output before the residual add */
     float *d_resid, *d_norm, *d_atto, *d_qkv, *d_h13, *d_hact, *d_logits, *d_att; /* backward scratch */
+    float *qkv_kv;            /* [N, C + 2Ckv] the wqkv product (and its gradient) before the key/value heads are
+                                 repeated for grouped-query attention; NULL without GQA */
     /* bf16 products (model_set_precision); all 0/NULL in fp32 */
     int bf16;
     int bf16_stale;                 /* params changed since bmat was rounded from them */
-    struct Bf16Matrix **bmat;       /* [4L + 1]: each layer's wqkv, wo, w13, w2, then tok_emb as the output head */
+    struct Bf16Matrix **bmat;       /* [4L + 1]: each layer's wqkv, wo, w13, w2, then the output head */
     const float **bsrc;             /* [4L + 1]: the fp32 tensors they are rounded from */
     struct Bf16Scratch *bscratch;
     uint16_t **bin;                 /* [4L + 1] each product's input as the forward rounded it */

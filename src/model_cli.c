@@ -1,9 +1,15 @@
-/* `fspo model`: what a model shape costs before you train it. */
+/* `fspo model`: what a model shape costs before you train it; `fspo model
+ * strip`: a checkpoint's weights without its optimizer state (a shipped model); `fspo
+ * model logits`: a checkpoint's logits on given token ids. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "batch.h"
+#include "ckpt.h"
 #include "cli.h"
 #include "commands.h"
+#include "sample.h"
 #include "util.h"
 
 int model_shape_option(const char *cmd, int argc, char **argv, int *i, ModelConfig *cfg, int *batch)
@@ -23,6 +29,8 @@ int model_shape_option(const char *cmd, int argc, char **argv, int *i, ModelConf
     else if (!strcmp(a, "--d-model")) cfg->d_model = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
     else if (!strcmp(a, "--n-layers")) cfg->n_layers = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
     else if (!strcmp(a, "--n-heads")) cfg->n_heads = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--n-kv-heads")) cfg->n_kv_heads = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
+    else if (!strcmp(a, "--untied")) cfg->untied = 1;
     else if (!strcmp(a, "--ffn-hidden")) cfg->ffn_hidden = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
     else if (!strcmp(a, "--max-seq")) cfg->max_seq = cli_int(cmd, argc, argv, i, -(1L << 30), 1L << 30);
     else if (!strcmp(a, "--batch")) *batch = cli_int(cmd, argc, argv, i, 1, 1 << 16);
@@ -36,14 +44,114 @@ void model_shape_check(const char *cmd, ModelConfig *cfg)
     if (model_config_validate(cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s: %s", cmd, err);
 }
 
+static int cmd_model_strip(int argc, char **argv)
+{
+    const char *in = NULL, *out = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: fspo model strip CKPT -o OUT.h5\n\nWrites the weights of checkpoint CKPT, with its step, "
+                   "stage, config and\nlineage but without the optimizer state (a third of the size under AdamW),\n"
+                   "as a new checkpoint OUT.h5: what eval, sample, train.init_from and\nloss.ref_ckpt read; a "
+                   "resume needs the full checkpoint. OUT.h5 must not exist.\n");
+            return EXIT_OK;
+        }
+        if (!strcmp(argv[i], "-o")) out = cli_str("model strip", argc, argv, &i);
+        else if (argv[i][0] == '-') fatal(EXIT_USAGE, "model strip: unknown option '%s' (see 'fspo model strip --help')", argv[i]);
+        else if (!in) in = argv[i];
+        else fatal(EXIT_USAGE, "model strip: one checkpoint only ('%s' and '%s')", in, argv[i]);
+    }
+    if (!in || !out) fatal(EXIT_USAGE, "model strip: usage: fspo model strip CKPT -o OUT.h5");
+    char err[1024];
+    ModelConfig mc;
+    if (ckpt_read_model_config(in, &mc, err, sizeof err) != 0) fatal(EXIT_USAGE, "model strip: %s", err);
+    Model *m = model_create(&mc, 0, 1, 1);
+    CkptMeta meta;
+    Tokenizer tok; /* the shipped model reads the ids it was trained on */
+    if (ckpt_load(in, m, NULL, &meta, err, sizeof err) != 0 || ckpt_read_tokenizer(in, &tok, err, sizeof err) != 0)
+        fatal(EXIT_USAGE, "model strip: %s", err);
+    meta.tok = &tok;
+    char *yaml = ckpt_read_config(in, err, sizeof err);
+    if (!yaml) fatal(EXIT_USAGE, "model strip: %s", err);
+    if (ckpt_save_weights(out, m, &meta, yaml, err, sizeof err) != 0) fatal(EXIT_USAGE, "model strip: %s", err);
+    printf("model strip: %s -> %s (step %lld, stage %s, %zu parameters, no optimizer state)\n", in, out,
+           (long long)meta.step, meta.stage, m->n_params);
+    free(yaml);
+    tok_free(&tok);
+    model_free(m);
+    return EXIT_OK;
+}
+
+/* `fspo model logits --ckpt PATH --tokens 1,2,3 --out FILE`: the forward of
+ * one causal row (the training forward on a forward-only model), logits
+ * [T, vocab] as raw little-endian float32, for comparing with other
+ * implementations (tests/test_llama.sh). */
+static int model_logits(int argc, char **argv)
+{
+    const char *cmd = "model logits", *ckpt = NULL, *tokens = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("usage: fspo model logits --ckpt PATH --tokens ID,ID,... --out FILE\n\n"
+                   "Runs the model of PATH (a checkpoint or a Hugging Face Llama directory) on one row of\n"
+                   "token ids at positions 0.. and writes the logits [tokens, vocab] to FILE as raw\n"
+                   "little-endian float32.\n");
+            return EXIT_OK;
+        } else if (!strcmp(a, "--ckpt")) ckpt = cli_str(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--tokens")) tokens = cli_str(cmd, argc, argv, &i);
+        else if (!strcmp(a, "--out")) out = cli_str(cmd, argc, argv, &i);
+        else fatal(EXIT_USAGE, "%s: unknown argument '%s' (see 'fspo model logits --help')", cmd, a);
+    }
+    if (!ckpt || !tokens || !out) fatal(EXIT_USAGE, "%s: --ckpt, --tokens and --out are required", cmd);
+    int cap = 1, T = 0;
+    for (const char *p = tokens; *p; p++) cap += *p == ',';
+    int32_t *ids = malloc(sizeof *ids * (size_t)cap);
+    if (!ids) fatal(EXIT_RUNTIME, "%s: out of memory", cmd);
+    for (const char *p = tokens; *p;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > (1L << 30) || (*end && *end != ','))
+            fatal(EXIT_USAGE, "%s: --tokens: '%s' is not a list of token ids", cmd, tokens);
+        ids[T++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+    }
+    if (T == 0) fatal(EXIT_USAGE, "%s: --tokens is empty", cmd);
+    char err[2048];
+    Model *m = load_frozen_model(ckpt, 1, T, err, sizeof err);
+    if (!m) fatal(EXIT_USAGE, "%s: %s", cmd, err);
+    if (T > m->cfg.max_seq) fatal(EXIT_USAGE, "%s: %d tokens exceed model.max_seq = %d", cmd, T, m->cfg.max_seq);
+    for (int t = 0; t < T; t++)
+        if (ids[t] >= m->cfg.vocab) fatal(EXIT_USAGE, "%s: token id %d is outside the vocabulary (%d)", cmd, ids[t], m->cfg.vocab);
+    Batch b;
+    batch_alloc(&b, 1, T, 1, 1);
+    batch_reset(&b, 1, T, 1);
+    batch_set_causal_row(&b, 0, ids);
+    b.targets[0] = (Target){ 0, 0, 1 };
+    b.n_targets = 1;
+    float logp;
+    model_forward(m, &b, &logp);
+    FILE *f = fopen(out, "wb");
+    size_t n = (size_t)T * m->cfg.vocab;
+    if (!f || fwrite(m->logits, sizeof(float), n, f) != n || fclose(f) != 0)
+        fatal(EXIT_RUNTIME, "%s: %s: cannot write", cmd, out);
+    batch_free(&b);
+    model_free(m);
+    free(ids);
+    return EXIT_OK;
+}
+
 int cmd_model(int argc, char **argv)
 {
+    if (argc > 1 && !strcmp(argv[1], "strip")) return cmd_model_strip(argc, argv);
+    if (argc > 1 && !strcmp(argv[1], "logits")) return model_logits(argc - 1, argv + 1);
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
     int batch = 4;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("usage: fspo model [options]\n\nPrints the tensor table, parameter count, training FLOPs per "
-                   "token and the\nmemory a training step needs for a model shape (default: preset A).\n\n"
+            printf("usage: fspo model [options]\n       fspo model strip CKPT -o OUT.h5   (see fspo model strip --help)\n"
+                   "       fspo model logits --ckpt PATH --tokens IDS --out FILE\n\n"
+                   "Prints the tensor table, parameter count, training FLOPs per "
+                   "token and the\nmemory a training step needs for a model shape (default: preset A).\n"
+                   "'fspo model logits --help': a checkpoint's logits on token ids.\n\n"
                    "%s",
                    MODEL_SHAPE_HELP);
             return EXIT_OK;
@@ -54,15 +162,16 @@ int cmd_model(int argc, char **argv)
     model_shape_check("model", &cfg);
     /* a one-token model gives the layout without allocating the real arena */
     Model *m = model_create(&cfg, 0, 1, 1);
-    printf("model: vocab %d, d_model %d, n_layers %d, n_heads %d, ffn_hidden %d, max_seq %d\n\n", cfg.vocab,
-           cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, cfg.max_seq);
+    printf("model: vocab %d, d_model %d, n_layers %d, n_heads %d, n_kv_heads %d, ffn_hidden %d, max_seq %d, %s head\n\n",
+           cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.n_kv_heads ? cfg.n_kv_heads : cfg.n_heads,
+           cfg.ffn_hidden, cfg.max_seq, cfg.untied ? "untied" : "tied");
     printf("%-24s %-14s %12s  %s\n", "tensor", "shape", "params", "decay");
     for (int i = 0; i < m->n_tensors; i++) {
         const TensorInfo *t = &m->tensors[i];
         char shape[32];
         if (t->ndim == 2) snprintf(shape, sizeof shape, "[%d, %d]", t->shape[0], t->shape[1]);
         else snprintf(shape, sizeof shape, "[%d]", t->shape[0]);
-        if (i < 7 || i == m->n_tensors - 1) printf("%-24s %-14s %12zu  %s\n", t->name, shape, t->numel,
+        if (i < 7 || i > 6 * cfg.n_layers) printf("%-24s %-14s %12zu  %s\n", t->name, shape, t->numel,
                                                    t->decay ? "yes" : "no");
         else if (i == 7) printf("%-24s (layers 1..%d repeat layer 0)\n", "...", cfg.n_layers - 1);
     }

@@ -131,8 +131,6 @@ void embedding_backward(float *demb, const float *dout, const int32_t *tokens, i
 
 /* ---- RMSNorm ---------------------------------------------------------- */
 
-#define RMSNORM_EPS 1e-5f
-
 /* sum of x*y over n floats, 8 lanes then a fixed-order horizontal sum */
 static inline float dot_v8(const float *x, const float *y, int n)
 {
@@ -147,6 +145,7 @@ typedef struct {
     float *out, *rstd, *dinp, *dg;
     const float *inp, *g, *dout;
     int N, C;
+    float eps;
     uint16_t *out16; /* bf16 output instead of out */
 } NormArgs;
 
@@ -159,7 +158,7 @@ static void rmsnorm_forward_task(void *p, int t, int nt)
     for (size_t n = n0; n < n1; n++) {
         const float *x = a->inp + n * C;
         float *y = a->out + n * C;
-        float r = 1.0f / sqrtf(dot_v8(x, x, C) / (float)C + RMSNORM_EPS);
+        float r = 1.0f / sqrtf(dot_v8(x, x, C) / (float)C + a->eps);
         a->rstd[n] = r;
         if (a->out16) { /* the same products, rounded */
             uint16_t *y16 = a->out16 + n * C;
@@ -173,15 +172,15 @@ static void rmsnorm_forward_task(void *p, int t, int nt)
     }
 }
 
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int N, int C)
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int N, int C, float eps)
 {
-    NormArgs a = { .out = out, .rstd = rstd, .inp = inp, .g = g, .N = N, .C = C };
+    NormArgs a = { .out = out, .rstd = rstd, .inp = inp, .g = g, .N = N, .C = C, .eps = eps };
     pool_run(rmsnorm_forward_task, &a);
 }
 
-void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C)
+void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C, float eps)
 {
-    NormArgs a = { .out16 = out16, .rstd = rstd, .inp = inp, .g = g, .N = N, .C = C };
+    NormArgs a = { .out16 = out16, .rstd = rstd, .inp = inp, .g = g, .N = N, .C = C, .eps = eps };
     pool_run(rmsnorm_forward_task, &a);
 }
 
@@ -232,13 +231,13 @@ void rmsnorm_backward(float *dinp, float *dg, const float *dout, const float *in
 
 /* ---- RoPE --------------------------------------------------------------- */
 
-void rope_tables(float *cos_t, float *sin_t, int max_pos, int hd)
+void rope_tables(float *cos_t, float *sin_t, int max_pos, int hd, double theta)
 {
     int half = hd / 2;
     for (int i = 0; i < half; i++) {
         /* double precision: angles reach max_pos radians, where a float
          * product would already lose the low bits */
-        double freq = pow(10000.0, -2.0 * i / (double)hd);
+        double freq = pow(theta, -2.0 * i / (double)hd);
         for (int p = 0; p < max_pos; p++) {
             double a = (double)p * freq;
             cos_t[(size_t)p * half + i] = (float)cos(a);

@@ -48,12 +48,12 @@ void embedding_forward(float *out, const int32_t *tokens, const float *emb, int 
 void embedding_backward(float *demb, const float *dout, const int32_t *tokens, int N, int C);
 
 /* out[N,C] = inp * rstd * g, rstd[N] = 1/sqrt(mean(inp^2) + eps) (saved for backward). */
-void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int N, int C);
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *g, int N, int C, float eps);
 void rmsnorm_backward(float *dinp, float *dg, const float *dout, const float *inp, const float *g,
                       const float *rstd, int N, int C);
 
-/* RoPE tables cos/sin[max_pos, hd/2]. */
-void rope_tables(float *cos_t, float *sin_t, int max_pos, int hd);
+/* RoPE tables cos/sin[max_pos, hd/2] for base theta (freq_i = theta^(-2i/hd)). */
+void rope_tables(float *cos_t, float *sin_t, int max_pos, int hd, double theta);
 /* Rotates the q and k thirds of qkv[N,3C] in place by each token's pos[N]
  * (interleaved pairs, H heads of hd = C/H). */
 void rope_forward(float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H);
@@ -123,7 +123,7 @@ void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
 
 /* rmsnorm_forward / swiglu_forward writing their output rounded to bf16
  * (the same fp32 values, rounded: the operand of the next product). */
-void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C);
+void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C, float eps);
 void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F);
 /* swiglu_backward_set writing dh13 rounded to bf16. */
 void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, int N, int F);

@@ -19,6 +19,22 @@ const char *tok_special_name(int id)
     return id >= 256 && id < TOKENIZER_VOCAB ? special_names[id - 256] : NULL;
 }
 
+/* 1 if b gives the byte tokenizer's ids for every text: no merges, byte b
+ * is id b, the structure tokens at 256..263 and no other ids. */
+static int byte_equivalent(const Bpe *b, const int32_t *special)
+{
+    const BpeSpec *s = bpe_spec(b);
+    if (s->n_merges != 0 || bpe_n_ids(b) != TOKENIZER_VOCAB) return 0;
+    for (int k = 0; k < TOKENIZER_VOCAB - TOK_BOS; k++)
+        if (special[k] != TOK_BOS + k) return 0;
+    for (int c = 0; c < 256; c++) {
+        char byte = (char)c;
+        int32_t id;
+        if (bpe_encode_text(b, &byte, 1, &id) != 1 || id != c) return 0;
+    }
+    return 1;
+}
+
 int tok_init_bpe(Tokenizer *t, Bpe *b, char *json, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
@@ -37,6 +53,11 @@ int tok_init_bpe(Tokenizer *t, Bpe *b, char *json, char *err, size_t errlen)
                            special_names[TOKENIZER_VOCAB - TOK_BOS - 1]);
         }
         t->special[k - TOK_BOS] = id;
+    }
+    if (byte_equivalent(b, t->special)) { /* the byte tokenizer written as a BPE (fspo export's): it is that one */
+        bpe_free(b), free(json);
+        memset(t, 0, sizeof *t);
+        return 0;
     }
     t->bpe = b;
     t->json = json;

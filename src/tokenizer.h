@@ -180,7 +180,10 @@ typedef struct {
 
 /* Takes b and json (malloc'ed, owned from then on, freed on error too):
  * 0, or -1 with err if b lacks one of the eight structure tokens as a
- * special added token or cannot encode every byte. */
+ * special added token or cannot encode every byte. A BPE that gives the
+ * byte tokenizer's ids on every text (no merges, bytes at their values,
+ * structure tokens at 256..263: what fspo export writes for a byte model)
+ * becomes the byte tokenizer (t zeroed). */
 int tok_init_bpe(Tokenizer *t, Bpe *b, char *json, char *err, size_t errlen);
 void tok_free(Tokenizer *t);
 /* TOKENIZER_ID for the byte tokenizer, else t->name: equal names, equal ids. */

@@ -440,10 +440,10 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     if (fault && !strcmp(fault, fault_rank))
         fatal(EXIT_USAGE, "rank %d: %s: cannot read the dataset (injected fault FSPO_FAULT=%s)", d->rank, cfg->data.path, fault);
     if (dataset_read(cfg->data.path, &r->data, err, sizeof err) != 0) code = EXIT_USAGE;
-    else if (tok_n_ids(&r->data.tok) != cfg->model.vocab) {
+    else if (tok_n_ids(&r->data.tok) > cfg->model.vocab) {
         code = EXIT_USAGE;
         snprintf(err, sizeof err, "%s: tokenized with %s, which has %d ids; model.vocab is %d: set model.vocab: %d "
-                                  "(the model's vocabulary is the tokenizer's)", cfg->data.path,
+                                  "(the model's vocabulary must hold the tokenizer's ids)", cfg->data.path,
                  tok_name(&r->data.tok), (int)tok_n_ids(&r->data.tok), cfg->model.vocab,
                  (int)tok_n_ids(&r->data.tok));
     }

@@ -97,13 +97,46 @@ expect_error "eval: checkpoint and data with different tokenizers" 2 \
 expect_error "train: init_from with another tokenizer" 2 "ckpt_3.h5: the model reads the ids of tokenizer bpe512-" -- \
     "$FSPO" train "$tmp/cfg.yaml" --set data.path="$tmp/b.h5" --set model.vocab=264 --set train.run_dir="$tmp/x" \
     --set train.init_from="$SFT"
-expect_error "train: model.vocab is not the tokenizer's" 2 "has 512 ids; model.vocab is 264: set model.vocab: 512" -- \
+expect_error "train: model.vocab below the tokenizer's ids" 2 "has 512 ids; model.vocab is 264: set model.vocab: 512" -- \
     "$FSPO" train "$tmp/cfg.yaml" --set model.vocab=264 --set train.run_dir="$tmp/y"
 # new users prepared with the run's tokenizer (taken from its checkpoint) evaluate fine
 "$FSPO" prep "$tmp/u.jsonl" -o "$tmp/new.h5" --all-test --tokenizer "$SFT" --quiet &&
     "$FSPO" eval "$tmp/cfg.yaml" --ckpt "$POL" --split test --set data.path="$tmp/new.h5" --quiet >/dev/null 2>&1 &&
     pass "prep --tokenizer CKPT.h5: new users for a trained model" "$("$FSPO" inspect "$tmp/new.h5" | sed -n 2p)" ||
     fail "prep --tokenizer CKPT.h5" "prep or eval failed"
+
+# ---- Hugging Face directories carry the tokenizer: export, import, a preference run from it ----
+HF=$tmp/hfdir
+if "$FSPO" export "$SFT" -o "$HF" >/dev/null 2>"$tmp/export.err" && cmp -s "$HF/tokenizer.json" "$tmp/tok.json" &&
+    [[ $($PY -c "import json; print(json.load(open('$HF/config.json'))['eos_token_id'])") == 257 ]]; then
+    pass "fspo export writes the checkpoint's tokenizer.json" "the dataset's file, byte for byte; eos_token_id 257"
+else
+    fail "fspo export writes the checkpoint's tokenizer.json" "$(cat "$tmp/export.err")"
+fi
+if "$FSPO" train "$tmp/cfg.yaml" --set train.stage=pref --set train.run_dir="$tmp/hfpref" --set loss.ref_ckpt="$HF" \
+        --set train.init_from="$HF" >"$tmp/hfpref.log" 2>&1 &&
+    "$FSPO" eval "$tmp/cfg.yaml" --ckpt "$tmp/hfpref/ckpt_3.h5" --split test --set loss.ref_ckpt="$HF" --quiet \
+        >"$tmp/hfeval.log" 2>&1 &&
+    "$FSPO" sample --ckpt "$HF" --examples "$tmp/ex.jsonl" --prompt "Hi" --max-tokens 8 >/dev/null 2>"$tmp/hfs.err" &&
+    [[ $(sed -n 's/.* \([0-9]*\) prompt tokens.*/\1/p' "$tmp/hfs.err") -lt $(wc -c <"$tmp/ex.jsonl") ]]; then
+    pass "a preference run from an imported BPE model, eval and sample" "$(cat "$tmp/hfs.err")"
+else
+    fail "a preference run from an imported BPE model, eval and sample" "$(tail -n 2 "$tmp"/hf*.log "$tmp/hfs.err" | tr '\n' ' ')"
+fi
+expect_error "an imported model of another tokenizer is refused" 2 \
+    "hfdir: the model reads the ids of tokenizer bpe512-.*, but .*b.h5 was tokenized with fspo-byte264-v1" -- \
+    "$FSPO" train "$tmp/cfg.yaml" --set data.path="$tmp/b.h5" --set model.vocab=512 --set train.run_dir="$tmp/z" \
+    --set train.init_from="$HF"
+"$FSPO" model strip "$POL" -o "$tmp/stripped.h5" >/dev/null && "$FSPO" tokenizer export "$tmp/stripped.h5" -o "$tmp/strip.json" &&
+    cmp -s "$tmp/strip.json" "$tmp/tok.json" && pass "fspo model strip keeps the tokenizer" "" ||
+    fail "fspo model strip keeps the tokenizer" "differs or missing"
+# a byte model's export holds the byte tokenizer as a BPE without merges: read back, it is the byte tokenizer
+"$FSPO" train "$tmp/cfg.yaml" --set data.path="$tmp/b.h5" --set model.vocab=264 --set train.run_dir="$tmp/bytes" >/dev/null 2>&1 &&
+    "$FSPO" export "$tmp/bytes/ckpt_3.h5" -o "$tmp/hfbytes" >/dev/null &&
+    "$FSPO" train "$tmp/cfg.yaml" --set data.path="$tmp/b.h5" --set model.vocab=264 --set train.run_dir="$tmp/bytes2" \
+        --set train.init_from="$tmp/hfbytes" >/dev/null 2>&1 &&
+    pass "an exported byte model imports with byte data" "its tokenizer.json is read as $("$FSPO" inspect "$tmp/b.h5" | sed -n 's/.*tokenizer \([^ ]*\) .*/\1/p')" ||
+    fail "an exported byte model imports with byte data" "train, export or init_from failed"
 
 # ---- tokenizer.json files ----
 $PY - "$tmp/tok.json" "$tmp/nospecial.json" <<'PYEOF'

@@ -92,3 +92,24 @@ cp "$ckpt" "$tmp/bad2.h5"
 printf '\x55' | dd of="$tmp/bad2.h5" bs=1 seek=$(( $(stat -c %s "$tmp/bad2.h5") - 64 )) conv=notrunc status=none
 expect_error "fspo inspect on a damaged index" 2 "bad2.h5: file checksum mismatch" -- "$FSPO" inspect "$tmp/bad2.h5"
 expect_error "fspo inspect on a non-HDF5 file" 2 "not an HDF5 file" -- "$FSPO" inspect README.md
+
+# fspo model strip: the weights without the optimizer state, read back by h5py
+out=$("$FSPO" model strip "$ckpt" -o "$tmp/w.h5" 2>&1) && "$FSPO" inspect "$tmp/w.h5" >/dev/null 2>&1 &&
+out=$("$PY" - "$ckpt" "$tmp/w.h5" <<'PYEOF' 2>&1
+import sys, numpy as np, h5py
+with h5py.File(sys.argv[1], "r", locking=False) as a, h5py.File(sys.argv[2], "r", locking=False) as b:
+    assert "optim" in a and "optim" not in b, (list(a), list(b))
+    assert sorted(a["model"]) == sorted(b["model"])
+    for n in a["model"]:
+        assert np.array_equal(a["model"][n][()], b["model"][n][()]), n
+    for k in ("step", "samples_seen", "stage", "config_yaml", "model_shape", "weights_checksum", "lineage"):
+        assert np.array_equal(a.attrs[k], b.attrs[k]), k
+    assert "optim_type" not in b.attrs
+    print(f"{len(a['model'])} tensors equal, attributes kept, no /optim")
+PYEOF
+) && [ "$(stat -c %s "$tmp/w.h5")" -lt "$(stat -c %s "$ckpt")" ] &&
+    pass "fspo model strip keeps the weights and metadata, drops the optimizer" "$out" ||
+    fail "fspo model strip keeps the weights and metadata, drops the optimizer" "$out"
+expect_error "fspo model strip never overwrites" 2 "w.h5: exists" -- "$FSPO" model strip "$ckpt" -o "$tmp/w.h5"
+expect_error "fspo model strip on a non-checkpoint" 2 "not an HDF5 file" -- "$FSPO" model strip README.md -o "$tmp/x.h5"
+expect_error "fspo model strip without -o" 2 "usage: fspo model strip CKPT -o OUT.h5" -- "$FSPO" model strip "$ckpt"

@@ -159,3 +159,40 @@ expect_error "sample: missing --prompt" 2 "required" -- "$FSPO" sample --ckpt "$
 expect_error "eval: missing --ckpt" 2 "usage: fspo eval" -- "$FSPO" eval configs/demo.yaml
 expect_error "eval: missing checkpoint" 2 "nope.h5: cannot open the checkpoint" -- \
     "$FSPO" eval configs/demo.yaml --ckpt "$tmp/nope.h5" --set data.path="$tmp/demo/data.h5" --split test --quiet
+
+# ---- a shipped model (scripts/ship_model.sh) evaluated on users of a new seed (scripts/eval_model.sh) ----
+last() { ls "$1"/ckpt_*.h5 | sort -t_ -k2 -n | tail -1; }
+P=$(last "$tmp/demo/pref") R=$(last "$tmp/demo/sft") X=$(last "$tmp/demo/pooled") A=$(last "$tmp/demo/anchor")
+if out=$(scripts/ship_model.sh r1 "$tmp/models/r1" --policy "$P" --ref "$R" --pooled "$X" --anchor "$A" \
+        --design "the quick demo" --command "FSPO_DEMO_QUICK=1 bash scripts/demo.sh" --test "$tmp/demo/eval.json" 2>&1); then
+    pass "ship_model.sh writes a model directory" "$out"
+else
+    fail "ship_model.sh writes a model directory" "$out"
+fi
+expect_error "ship_model.sh never overwrites a shipped model" 2 "models/r1: exists and is not empty" -- \
+    scripts/ship_model.sh r1 "$tmp/models/r1" --policy "$P" --ref "$R" --pooled "$X" --anchor "$A" --design d --command c
+"$FSPO" synth --population r1 --users 5 --pairs-per-user 14 --seed 77 -o "$tmp/new.jsonl" --quiet >/dev/null 2>&1 &&
+    "$FSPO" prep "$tmp/new.jsonl" -o "$tmp/new.h5" --all-test >/dev/null 2>&1 || fail "synth + prep of new users" ""
+ev=(--set eval.bootstrap=100 --set eval.max_new_tokens=8 --quiet)
+scripts/eval_model.sh "$tmp/models/r1" "$tmp/new.h5" "$tmp/shipped.json" "${ev[@]}" >"$tmp/shipped.txt" 2>&1
+rc=$?
+# the same evaluation from the run's own (full) checkpoints must give the same numbers
+"$FSPO" eval "$(dirname "$P")/config.yaml" --ckpt "$P" --split test --json "$tmp/direct.json" --set data.path="$tmp/new.h5" \
+    --set loss.ref_ckpt="$R" --set eval.sft_ckpt="$R" --set eval.pooled_ckpt="$X" --set eval.anchor_ckpt="$A" \
+    "${ev[@]}" >/dev/null 2>&1
+out=$(/usr/bin/python3 - "$tmp/shipped.json" "$tmp/direct.json" "$tmp/models/r1/manifest.json" <<'PY' 2>&1
+import json, sys
+s, d, m = (json.load(open(p)) for p in sys.argv[1:4])
+assert s["split"] == "test" and s["users"] == 5, (s["split"], s["users"])
+assert s["accuracy"] == d["accuracy"], "accuracy differs from the full checkpoints"
+assert s["win_rate_anchor"]["policy"]["win"] == d["win_rate_anchor"]["policy"]["win"]
+assert set(m["models"]) == {"policy", "ref", "pooled", "anchor"} and m["models"]["policy"]["stage"] == "pref"
+assert m["test"]["accuracy"]["4"]["model"]["mean"] == json.load(open(sys.argv[3].replace("models/r1/manifest.json", "demo/eval.json")))["accuracy"][3]["model"]["mean"]
+print(f"5 new users, accuracy N=0..4 " + " ".join(f"{a['model']['mean']:.3f}" for a in s["accuracy"]) +
+      f"; equal to the full checkpoints'; manifest {sum(x['bytes'] for x in m['models'].values())} bytes")
+PY
+)
+[[ $rc -eq 0 ]] && pass "eval_model.sh on a new seed's users equals eval of the full checkpoints" "$out" ||
+    fail "eval_model.sh on a new seed's users equals eval of the full checkpoints" "exit $rc; $out; $(tail -3 "$tmp/shipped.txt")"
+expect_error "eval_model.sh on a directory that is not a shipped model" 2 "manifest.json: missing" -- \
+    scripts/eval_model.sh "$tmp/demo" "$tmp/new.h5" "$tmp/x.json"

@@ -75,7 +75,7 @@ int main(int argc, char **argv)
         return 1;
     }
     const int *cf = need(&g, "config", 9)->data;
-    ModelConfig cfg = { cf[0], cf[1], cf[2], cf[3], cf[4], cf[5] };
+    ModelConfig cfg = { cf[0], cf[1], cf[2], cf[3], cf[4], cf[5], 0, 0, 0, 0 };
     int B = cf[6], T = cf[7], S = cf[8];
     Model *m = model_create(&cfg, 1, B, T);
     load_params(m, &g, "param.");

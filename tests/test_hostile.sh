@@ -118,6 +118,11 @@ with h5py.File(f"{T}/hugeshape_ck.h5", "r+", locking=False) as f:
     f.attrs["model_shape"] = np.array([264, 1 << 23, 2, 4, 96, 256], np.int64)
 PYEOF
 for f in fake_ckpt fake_ds shape_ck hugeshape_ck; do "$B/tests/test_ckpt" --reseal "$T/$f.h5" || fail "hostile: reseal $f"; done
+# Hugging Face directories (docs/interop.md): an export of $CK, then damaged copies (tests/llama_ref.py bad)
+"$FSPO" export "$CK" -o "$T/hf" >/dev/null || fail "hostile: export"
+for c in truncated beyond badjson overlap shape dtype duplicate arch; do
+    cp -r "$T/hf" "$T/hf_$c" && "$PY" tests/llama_ref.py bad "$T/hf_$c" "$c" || fail "hostile: make hf_$c"
+done
 
 # ---- the table ----
 n=0 clean=0 i=0

@@ -63,9 +63,9 @@ static void random_tree_batch(Batch *b, int B, int T, int S, int K, int vocab)
     b->n_targets = K;
 }
 
-static void test_gradcheck(void)
+static void test_gradcheck(const ModelConfig *shape, const char *label)
 {
-    ModelConfig cfg = { .vocab = 264, .d_model = 16, .n_layers = 2, .n_heads = 2, .ffn_hidden = 24, .max_seq = 10 };
+    ModelConfig cfg = *shape;
     int B = 2, T = 10, S = 3, K = 12;
     Model *m = model_create(&cfg, 1, B, T);
     randomize_weights(m, 0.3f);
@@ -82,7 +82,7 @@ static void test_gradcheck(void)
         const TensorInfo *t = &m->tensors[i];
         double e = gradcheck(model_loss, &c, m->params + t->offset, m->grads + t->offset, t->numel, 1e-2f, 40);
         char name[96];
-        snprintf(name, sizeof name, "model gradcheck %s", t->name);
+        snprintf(name, sizeof name, "model gradcheck%s %s", label, t->name);
         check(e < 1e-3, name, "max rel err %.2e (tol 1e-3)", e);
     }
     batch_free(&b);
@@ -90,10 +90,10 @@ static void test_gradcheck(void)
 }
 
 /* ---- forward-only model and KV-cache decoding against the training forward ---- */
-static void test_inference_paths(void)
+static void test_inference_paths(const ModelConfig *shape, const char *label)
 {
     /* T = 150 spans two 128-row attention blocks */
-    ModelConfig cfg = { .vocab = 264, .d_model = 32, .n_layers = 2, .n_heads = 4, .max_seq = 160 };
+    ModelConfig cfg = *shape;
     int T = 150;
     Model *m = model_create(&cfg, 1, 1, T);
     randomize_weights(m, 0.2f);
@@ -111,15 +111,17 @@ static void test_inference_paths(void)
     model_forward(m, &b, &logp);
     model_forward(f, &b, &logp);
     size_t nl = (size_t)T * cfg.vocab;
-    check(memcmp(m->logits, f->logits, sizeof(float) * nl) == 0, "forward-only model equals training forward",
-          "logits bitwise equal");
+    char name[96];
+    snprintf(name, sizeof name, "forward-only model equals training forward%s", label);
+    check(memcmp(m->logits, f->logits, sizeof(float) * nl) == 0, name, "logits bitwise equal");
 
     KVCache *kv = kv_create(m, 100);
     float *logits = malloc(sizeof(float) * nl);
     model_decode(m, kv, toks, 100, logits); /* prefill */
     for (int t = 100; t < T; t++) model_decode(m, kv, toks + t, 1, logits + (size_t)t * cfg.vocab);
     double e = rel_err(logits, m->logits, nl, 1e-12);
-    check(e < 1e-4 && kv_len(kv) == T, "KV-cache decode equals forward", "rel err %.2e over %d positions", e, T);
+    snprintf(name, sizeof name, "KV-cache decode equals forward%s", label);
+    check(e < 1e-4 && kv_len(kv) == T, name, "rel err %.2e over %d positions", e, T);
     int32_t one = 1;
     check(model_decode(m, kv, &one, 11, logits) == -1, "KV cache refuses to overflow max_seq", "len %d of %d",
           kv_len(kv), cfg.max_seq);
@@ -318,16 +320,20 @@ static void test_init(void)
 static void test_bad_configs(void)
 {
     static const struct { ModelConfig c; const char *want; } cases[] = {
-        { { 264, 30, 2, 4, 0, 16 }, "model.d_model = 30 is not divisible by model.n_heads = 4" },
-        { { 264, 0, 2, 4, 0, 16 }, "model.d_model = 0 must be positive" },
-        { { 264, -8, 2, 4, 0, 16 }, "model.d_model = -8 must be positive" },
-        { { 264, 32, 0, 4, 0, 16 }, "model.n_layers = 0 must be positive" },
-        { { 264, 32, 2, 0, 0, 16 }, "model.n_heads = 0 must be positive" },
-        { { 264, 32, 2, 4, 0, 0 }, "model.max_seq = 0 must be positive" },
-        { { 264, 32, 2, 4, -1, 16 }, "model.ffn_hidden = -1 must be >= 0" },
-        { { 256, 32, 2, 4, 0, 16 }, "model.vocab = 256 is too small: the tokenizer needs 264 ids" },
-        { { 263, 32, 2, 4, 0, 16 }, "model.vocab = 263 is too small" },
-        { { 264, 24, 2, 8, 0, 16 }, "head size model.d_model/model.n_heads = 3 must be even" },
+        { { 264, 30, 2, 4, 0, 16, 0, 0, 0, 0 }, "model.d_model = 30 is not divisible by model.n_heads = 4" },
+        { { 264, 0, 2, 4, 0, 16, 0, 0, 0, 0 }, "model.d_model = 0 must be positive" },
+        { { 264, -8, 2, 4, 0, 16, 0, 0, 0, 0 }, "model.d_model = -8 must be positive" },
+        { { 264, 32, 0, 4, 0, 16, 0, 0, 0, 0 }, "model.n_layers = 0 must be positive" },
+        { { 264, 32, 2, 0, 0, 16, 0, 0, 0, 0 }, "model.n_heads = 0 must be positive" },
+        { { 264, 32, 2, 4, 0, 0, 0, 0, 0, 0 }, "model.max_seq = 0 must be positive" },
+        { { 264, 32, 2, 4, -1, 16, 0, 0, 0, 0 }, "model.ffn_hidden = -1 must be >= 0" },
+        { { 256, 32, 2, 4, 0, 16, 0, 0, 0, 0 }, "model.vocab = 256 is too small: the tokenizer needs 264 ids" },
+        { { 263, 32, 2, 4, 0, 16, 0, 0, 0, 0 }, "model.vocab = 263 is too small" },
+        { { 264, 24, 2, 8, 0, 16, 0, 0, 0, 0 }, "head size model.d_model/model.n_heads = 3 must be even" },
+        { { 264, 32, 2, 4, 0, 16, 3, 0, 0, 0 }, "model.n_kv_heads = 3 must divide model.n_heads = 4" },
+        { { 264, 32, 2, 4, 0, 16, 8, 0, 0, 0 }, "model.n_kv_heads = 8 must divide model.n_heads = 4" },
+        { { 264, 32, 2, 4, 0, 16, 0, 0, -1, 0 }, "model.rope_theta = -1 must be positive" },
+        { { 264, 32, 2, 4, 0, 16, 0, 0, 0, 2 }, "model.norm_eps = 2 must be in [0, 1)" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         ModelConfig c = cases[i].c;
@@ -337,17 +343,31 @@ static void test_bad_configs(void)
         snprintf(name, sizeof name, "bad config %zu", i + 1);
         check(rc == -1 && strstr(err, cases[i].want) != NULL, name, "'%s'", err);
     }
-    ModelConfig ok = { 264, 512, 8, 8, 0, 1024 };
+    ModelConfig ok = { 264, 512, 8, 8, 0, 1024, 0, 0, 0, 0 };
     char err[256] = "";
     int rc = model_config_validate(&ok, err, sizeof err);
     check(rc == 0 && ok.ffn_hidden == 1408, "default ffn_hidden", "d_model 512 -> %d (want 1408)", ok.ffn_hidden);
+    check(ok.n_kv_heads == 8 && ok.rope_theta == 10000.0 && ok.norm_eps == 1e-5 && ok.untied == 0, "default GQA/RoPE/eps",
+          "n_kv_heads %d, rope_theta %g, norm_eps %g, untied %d", ok.n_kv_heads, ok.rope_theta, ok.norm_eps, ok.untied);
 }
 
 int main(void)
 {
     rng = rng_seed(77, 3);
-    test_gradcheck();
-    test_inference_paths();
+    ModelConfig small = { .vocab = 264, .d_model = 16, .n_layers = 2, .n_heads = 2, .ffn_hidden = 24, .max_seq = 10 };
+    test_gradcheck(&small, "");
+    /* grouped-query attention (2 query heads per key/value head), an untied
+     * head, another RoPE base and epsilon */
+    ModelConfig gqa = { .vocab = 264, .d_model = 32, .n_layers = 2, .n_heads = 4, .ffn_hidden = 24, .max_seq = 10,
+                        .n_kv_heads = 2, .untied = 1, .rope_theta = 500.0, .norm_eps = 1e-4 };
+    test_gradcheck(&gqa, " (GQA, untied)");
+    ModelConfig mqa = { .vocab = 264, .d_model = 16, .n_layers = 1, .n_heads = 4, .ffn_hidden = 16, .max_seq = 10,
+                        .n_kv_heads = 1 };
+    test_gradcheck(&mqa, " (one kv head)");
+    ModelConfig inf = { .vocab = 264, .d_model = 32, .n_layers = 2, .n_heads = 4, .max_seq = 160 };
+    test_inference_paths(&inf, "");
+    inf.n_kv_heads = 2, inf.untied = 1, inf.rope_theta = 1e6;
+    test_inference_paths(&inf, " (GQA, untied)");
     test_tree_packing();
     test_no_alloc_in_step();
     test_thread_counts();

@@ -123,7 +123,7 @@ typedef struct { int N, C; float *x, *g, *y, *rstd, *r; } NormCtx;
 static double norm_loss(void *p)
 {
     NormCtx *c = p;
-    rmsnorm_forward(c->y, c->rstd, c->x, c->g, c->N, c->C);
+    rmsnorm_forward(c->y, c->rstd, c->x, c->g, c->N, c->C, 1e-5f);
     return dot(c->r, c->y, (size_t)c->N * c->C);
 }
 static void test_rmsnorm(void)
@@ -152,7 +152,7 @@ static void test_rope(void)
     int32_t pos[5] = { 0, 3, 3, 7, 15 }; /* repeated positions, as tree packing makes */
     RopeCtx c = { .N = 5, .C = 8, .H = 2, .pos = pos };
     c.cs = zeros(16 * 2), c.sn = zeros(16 * 2);
-    rope_tables(c.cs, c.sn, 16, 4);
+    rope_tables(c.cs, c.sn, 16, 4, 10000.0);
     c.x = randn(120, 1), c.y = zeros(120), c.r = randn(120, 1);
     float *dx = malloc(sizeof(float) * 120);
     memcpy(dx, c.r, sizeof(float) * 120);

@@ -82,6 +82,26 @@ acc=$("$PY" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[
     pass "preference stage reaches accuracy 1.0 on them" "rewards/accuracies $acc" ||
     fail "preference stage reaches accuracy 1.0 on them" "rewards/accuracies $acc; $(tail -2 "$tmp/pref.log")"
 
+# a weights-only load (init_from, the reference) may change model.max_seq: no
+# tensor depends on it, so one step from the same SFT model at 256 and 512
+# scores the same examples alike; a resume keeps its max_seq
+for ms in 256 512; do
+    train 1 "$tmp/ms$ms" "${fit[@]}" --set train.max_steps=1 --set train.log_every=1 --set train.stage=pref \
+        --set loss.ref_ckpt="$tmp/sft/ckpt_400.h5" --set train.init_from="$tmp/sft/ckpt_400.h5" --set model.max_seq=$ms
+done
+out=$("$PY" - "$tmp/ms256/metrics.jsonl" "$tmp/ms512/metrics.jsonl" <<'PYEOF' 2>&1
+import json, sys
+a, b = (json.loads(open(p).readline()) for p in sys.argv[1:3])
+for k in ("loss", "logps/chosen", "logps/rejected"):
+    assert abs(a[k] - b[k]) <= 1e-5 * max(1, abs(a[k])), (k, a[k], b[k])
+print(f"step 1 loss {a['loss']:.6f} / {b['loss']:.6f}, logps/chosen {a['logps/chosen']:.4f} / {b['logps/chosen']:.4f}")
+PYEOF
+) && pass "init_from and ref_ckpt at another max_seq (256 -> 512)" "$out" ||
+    fail "init_from and ref_ckpt at another max_seq (256 -> 512)" "$out; $(tail -2 "$tmp/ms512.log")"
+expect_error "resume at another max_seq" 2 "model shape mismatch: .*max_seq 256.*max_seq 512" -- mpirun_np 1 "$FSPO" train \
+    "$TINY_CFG" --set train.run_dir="$tmp/ms256" "${fit[@]}" --set train.max_steps=2 --set train.stage=pref \
+    --set loss.ref_ckpt="$tmp/sft/ckpt_400.h5" --set model.max_seq=512
+
 # ---- a rank that fails ends the whole job quickly ----
 t0=$SECONDS
 FSPO_FAULT=data@1 timeout 60 "${MPIRUN[@]}" -np 2 "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$tmp/dead" >"$tmp/dead.log" 2>&1

@@ -1,0 +1,383 @@
+/* hf: Hugging Face Llama directories; see hf.h and docs/interop.md. */
+#include "hf.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "safetensors.h"
+#include "tokenizer.h"
+#include "tokenizer_json.h"
+#include "util.h"
+
+int hf_is_dir(const char *path)
+{
+    struct stat st;
+    char p[4200];
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
+    snprintf(p, sizeof p, "%s/config.json", path);
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* ---- config.json ---- */
+
+/* An integer key in [lo, hi]; absent (or null) gives def, or an error if def < 0 (required). */
+static int get_int(json_t *root, const char *path, const char *key, long long def, long long lo, long long hi, int *out,
+                   char *err, size_t errlen)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        if (def < 0) return set_err(err, errlen, "%s: %s missing", path, key);
+        *out = (int)def;
+        return 0;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < lo || json_integer_value(v) > hi)
+        return set_err(err, errlen, "%s: %s must be an integer in [%lld, %lld]", path, key, lo, hi);
+    *out = (int)json_integer_value(v);
+    return 0;
+}
+
+static int get_num(json_t *root, const char *path, const char *key, double def, double *out, char *err, size_t errlen)
+{
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) {
+        *out = def;
+        return 0;
+    }
+    if (!json_is_number(v) || !(json_number_value(v) > 0) || !isfinite(json_number_value(v)))
+        return set_err(err, errlen, "%s: %s must be a positive number", path, key);
+    *out = json_number_value(v);
+    return 0;
+}
+
+int hf_read_config(const char *dir, ModelConfig *c, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t je;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!root) return set_err(err, errlen, "%s: line %d column %d: %s", path, je.line, je.column, je.text);
+    int rc = 0;
+    memset(c, 0, sizeof *c);
+    if (!json_is_object(root)) rc = set_err(err, errlen, "%s: not a JSON object", path);
+    json_t *arch = rc ? NULL : json_object_get(root, "architectures");
+    if (rc == 0) {
+        int llama = 0;
+        char seen[200] = "";
+        if (json_is_array(arch))
+            for (size_t i = 0; i < json_array_size(arch); i++) {
+                const char *a = json_string_value(json_array_get(arch, i));
+                llama |= a && !strcmp(a, "LlamaForCausalLM");
+                if (a) snprintf(seen + strlen(seen), sizeof seen - strlen(seen), "%s%s", i ? ", " : "", a);
+            }
+        else if (!arch || json_is_null(arch)) { /* no architectures: the model type says it */
+            const char *mt = json_string_value(json_object_get(root, "model_type"));
+            llama = mt && !strcmp(mt, "llama");
+            snprintf(seen, sizeof seen, "model_type %s", mt ? mt : "missing");
+        }
+        if (!llama)
+            rc = set_err(err, errlen, "%s: architectures [%s]: fspo reads only LlamaForCausalLM checkpoints", path,
+                         seen);
+    }
+    const char *act = rc ? NULL : json_string_value(json_object_get(root, "hidden_act"));
+    if (rc == 0 && json_object_get(root, "hidden_act") && (!act || strcmp(act, "silu")))
+        rc = set_err(err, errlen, "%s: hidden_act must be \"silu\" (fspo's SwiGLU)", path);
+    static const char *no_bias[] = { "attention_bias", "mlp_bias" };
+    for (int i = 0; i < 2 && rc == 0; i++) {
+        json_t *b = json_object_get(root, no_bias[i]);
+        if (b && !json_is_false(b)) rc = set_err(err, errlen, "%s: %s must be false (fspo has no biases)", path, no_bias[i]);
+    }
+    json_t *rs = rc ? NULL : json_object_get(root, "rope_scaling");
+    if (rs && !json_is_null(rs)) rc = set_err(err, errlen, "%s: rope_scaling is not supported (null only)", path);
+    int tie = 0, head_dim = 0;
+    if (rc == 0) rc = get_int(root, path, "vocab_size", -1, 1, 1 << 24, &c->vocab, err, errlen);
+    if (rc == 0) rc = get_int(root, path, "hidden_size", -1, 1, 65536, &c->d_model, err, errlen);
+    if (rc == 0) rc = get_int(root, path, "num_hidden_layers", -1, 1, 4096, &c->n_layers, err, errlen);
+    if (rc == 0) rc = get_int(root, path, "num_attention_heads", -1, 1, 65536, &c->n_heads, err, errlen);
+    if (rc == 0) rc = get_int(root, path, "intermediate_size", -1, 1, 1 << 20, &c->ffn_hidden, err, errlen);
+    if (rc == 0) rc = get_int(root, path, "max_position_embeddings", -1, 1, 1 << 20, &c->max_seq, err, errlen);
+    if (rc == 0) rc = get_int(root, path, "num_key_value_heads", c->n_heads, 1, 65536, &c->n_kv_heads, err, errlen);
+    if (rc == 0 && c->n_heads > 0)
+        rc = get_int(root, path, "head_dim", c->d_model / c->n_heads, 1, 65536, &head_dim, err, errlen);
+    if (rc == 0 && head_dim * c->n_heads != c->d_model)
+        rc = set_err(err, errlen, "%s: head_dim %d is not hidden_size / num_attention_heads (fspo's head size)", path,
+                     head_dim);
+    if (rc == 0) rc = get_num(root, path, "rms_norm_eps", 1e-6, &c->norm_eps, err, errlen); /* LlamaConfig's defaults */
+    if (rc == 0) rc = get_num(root, path, "rope_theta", 10000.0, &c->rope_theta, err, errlen);
+    json_t *t = rc ? NULL : json_object_get(root, "tie_word_embeddings");
+    if (rc == 0 && t && !json_is_boolean(t)) rc = set_err(err, errlen, "%s: tie_word_embeddings must be true or false", path);
+    if (rc == 0) tie = t && json_is_true(t);
+    c->untied = !tie;
+    json_decref(root);
+    char why[256];
+    if (rc == 0 && model_config_validate(c, why, sizeof why) != 0)
+        rc = set_err(err, errlen, "%s: a shape fspo cannot run: %s", path, why);
+    return rc;
+}
+
+/* ---- tensor names and layouts ---- */
+
+typedef struct {
+    char name[96];
+    int rows, cols; /* cols 0: a vector */
+    size_t offset;  /* into the flat parameters */
+    int heads;      /* > 0: rows are RoPE heads of rows/heads, permuted between the two pairings */
+} Map;
+
+/* The Hugging Face tensors of model m, in model order; returns how many (<= 3 + 9L). */
+static int build_map(const Model *m, Map *out)
+{
+    const ModelConfig *c = &m->cfg;
+    int C = c->d_model, F = c->ffn_hidden, Ckv = model_kv_width(c), n = 0;
+    const TensorInfo *t = m->tensors;
+#define MAP(nm, r, cl, off, h) \
+    (snprintf(out[n].name, sizeof out[n].name, "%s", nm), out[n].rows = (r), out[n].cols = (cl), out[n].offset = (off), \
+     out[n].heads = (h), n++)
+    MAP("model.embed_tokens.weight", c->vocab, C, t[0].offset, 0);
+    for (int l = 0; l < c->n_layers; l++) {
+        const TensorInfo *lt = t + 1 + 6 * l; /* attn_norm wqkv wo mlp_norm w13 w2 */
+        char p[96];
+#define LAYER(suffix, r, cl, off, h) (snprintf(p, sizeof p, "model.layers.%d.%s", l, suffix), MAP(p, r, cl, off, h))
+        LAYER("input_layernorm.weight", C, 0, lt[0].offset, 0);
+        LAYER("self_attn.q_proj.weight", C, C, lt[1].offset, c->n_heads);
+        LAYER("self_attn.k_proj.weight", Ckv, C, lt[1].offset + (size_t)C * C, c->n_kv_heads);
+        LAYER("self_attn.v_proj.weight", Ckv, C, lt[1].offset + (size_t)(C + Ckv) * C, 0);
+        LAYER("self_attn.o_proj.weight", C, C, lt[2].offset, 0);
+        LAYER("post_attention_layernorm.weight", C, 0, lt[3].offset, 0);
+        LAYER("mlp.gate_proj.weight", F, C, lt[4].offset, 0);
+        LAYER("mlp.up_proj.weight", F, C, lt[4].offset + (size_t)F * C, 0);
+        LAYER("mlp.down_proj.weight", C, F, lt[5].offset, 0);
+#undef LAYER
+    }
+    MAP("model.norm.weight", C, 0, t[1 + 6 * c->n_layers].offset, 0);
+    if (c->untied) MAP("lm_head.weight", c->vocab, C, t[2 + 6 * c->n_layers].offset, 0);
+#undef MAP
+    return n;
+}
+
+/* Row r of head layout: fspo's interleaved row 2j holds Hugging Face's row
+ * j, and 2j+1 its row hd/2 + j (per head). to_hf: fspo -> HF, else back. */
+static void permute_rope(float *dst, const float *src, int rows, int cols, int heads, int to_hf)
+{
+    int hd = rows / heads, half = hd / 2;
+    for (int h = 0; h < heads; h++)
+        for (int j = 0; j < hd; j++) {
+            int fs = h * hd + (j < half ? 2 * j : 2 * (j - half) + 1), hf = h * hd + j; /* fspo row, HF row */
+            const float *from = src + (size_t)(to_hf ? fs : hf) * cols;
+            memcpy(dst + (size_t)(to_hf ? hf : fs) * cols, from, sizeof(float) * cols);
+        }
+}
+
+static void shape_str(const int64_t *shape, int ndim, char *buf, size_t len)
+{
+    size_t o = (size_t)snprintf(buf, len, "[");
+    for (int i = 0; i < ndim && o < len; i++) o += (size_t)snprintf(buf + o, len - o, "%s%lld", i ? ", " : "", (long long)shape[i]);
+    if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+int hf_read_weights(const char *dir, Model *m, char *err, size_t errlen)
+{
+    Map *map = malloc(sizeof *map * (size_t)(3 + 9 * m->cfg.n_layers));
+    if (!map) return set_err(err, errlen, "%s: out of memory", dir);
+    int n = build_map(m, map), rc = 0;
+    StSet s = { 0 };
+    rc = st_open_dir(&s, dir, err, errlen);
+    /* every tensor of the files must be one fspo reads (inv_freq buffers of old exports are derived data) */
+    for (int i = 0; rc == 0 && i < s.n; i++) {
+        const char *nm = s.t[i].name;
+        int known = strstr(nm, ".rotary_emb.inv_freq") != NULL || (!m->cfg.untied && !strcmp(nm, "lm_head.weight"));
+        for (int j = 0; j < n && !known; j++) known = !strcmp(map[j].name, nm);
+        if (!known)
+            rc = set_err(err, errlen, "%s: tensor %s is not part of a LlamaForCausalLM model of this config", s.paths[s.t[i].file], nm);
+    }
+    float *tmp = NULL;
+    size_t cap = 0;
+    for (int j = 0; rc == 0 && j < n; j++) {
+        const Map *e = &map[j];
+        const StTensor *t = st_find(&s, e->name);
+        if (!t) {
+            rc = set_err(err, errlen, "%s: tensor %s missing", dir, e->name);
+            break;
+        }
+        int64_t want[2] = { e->rows, e->cols };
+        int wnd = e->cols ? 2 : 1;
+        if (t->ndim != wnd || t->shape[0] != want[0] || (wnd == 2 && t->shape[1] != want[1])) {
+            char have[96], w[64];
+            shape_str(t->shape, t->ndim, have, sizeof have);
+            shape_str(want, wnd, w, sizeof w);
+            rc = set_err(err, errlen, "%s: tensor %s has shape %s; config.json implies %s", s.paths[t->file], e->name,
+                         have, w);
+            break;
+        }
+        size_t numel = (size_t)e->rows * (e->cols ? e->cols : 1);
+        float *dst = m->params + e->offset;
+        if (e->heads) {
+            if (numel > cap) {
+                free(tmp);
+                tmp = malloc(sizeof(float) * (cap = numel));
+                if (!tmp) {
+                    rc = set_err(err, errlen, "%s: out of memory", dir);
+                    break;
+                }
+            }
+            rc = st_read_f32(&s, t, tmp, numel, err, errlen);
+            if (rc == 0) permute_rope(dst, tmp, e->rows, e->cols, e->heads, 0);
+        } else
+            rc = st_read_f32(&s, t, dst, numel, err, errlen);
+    }
+    free(tmp);
+    st_close(&s);
+    free(map);
+    model_params_changed(m);
+    return rc;
+}
+
+/* ---- export ---- */
+
+/* Significant digits that print v so it reads back as the same double
+ * (at least 6, so 500000.0 does not become 5e+05). */
+static int real_digits(double v)
+{
+    char buf[40];
+    for (int p = 6; p < 17; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, v);
+        if (strtod(buf, NULL) == v) return p;
+    }
+    return 17;
+}
+
+static int write_json(const char *dir, const char *name, json_t *obj, int digits, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int rc = json_dump_file(obj, path, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(digits));
+    json_decref(obj);
+    FILE *f = rc == 0 ? fopen(path, "ab") : NULL; /* a final newline, as Hugging Face writes */
+    if (f) rc = fputc('\n', f) == EOF, rc |= fclose(f) != 0;
+    if (rc || !f) return set_err(err, errlen, "%s: cannot write: %s", path, strerror(errno ? errno : EIO));
+    return 0;
+}
+
+/* fspo's byte tokenizer as a byte-level BPE: the 256 bytes (id = byte),
+ * no merges, the special tokens 256..263 in the vocabulary and as added
+ * tokens. On valid UTF-8 text it gives the byte tokenizer's ids. */
+static int write_byte_tokenizer(const char *dir, char *err, size_t errlen)
+{
+    static char text[TOKENIZER_VOCAB][32];
+    BpeToken vocab[TOKENIZER_VOCAB];
+    BpeAdded added[TOKENIZER_VOCAB - 256];
+    for (int i = 0; i < TOKENIZER_VOCAB; i++) {
+        size_t len;
+        if (i < 256) {
+            char b = (char)i;
+            len = bpe_byte_level(&b, 1, text[i]);
+        } else {
+            len = (size_t)snprintf(text[i], sizeof text[i], "%s", tok_special_name(i));
+            if (len >= sizeof text[i]) return set_err(err, errlen, "internal: special token %d's name is too long", i);
+            added[i - 256] = (BpeAdded){ text[i], len, i, 1, 0 };
+        }
+        vocab[i] = (BpeToken){ text[i], len, i };
+    }
+    BpeSpec spec = { vocab, TOKENIZER_VOCAB, NULL, 0, added, TOKENIZER_VOCAB - 256, 0 };
+    Bpe *b = bpe_build(&spec, err, errlen);
+    if (!b) return -1;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    int rc = tokenizer_json_write(b, path, err, errlen);
+    bpe_free(b);
+    return rc;
+}
+
+/* dir absent (created) or an empty directory */
+static int prepare_dir(const char *dir, char *err, size_t errlen)
+{
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        if (mkdir(dir, 0755) != 0) return set_err(err, errlen, "%s: cannot create: %s", dir, strerror(errno));
+        return 0;
+    }
+    if (!S_ISDIR(st.st_mode)) return set_err(err, errlen, "%s: exists and is not a directory", dir);
+    DIR *d = opendir(dir);
+    if (!d) return set_err(err, errlen, "%s: %s", dir, strerror(errno));
+    struct dirent *de;
+    int used = 0;
+    while ((de = readdir(d)))
+        used |= strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+    closedir(d);
+    if (used) return set_err(err, errlen, "%s: directory exists and is not empty; export writes a new directory", dir);
+    return 0;
+}
+
+int hf_export(const Model *m, const Tokenizer *tok, const char *dir, char *err, size_t errlen)
+{
+    const ModelConfig *c = &m->cfg;
+    if (prepare_dir(dir, err, errlen) != 0) return -1;
+    json_t *cfg = json_object();
+    json_t *arch = json_array();
+    json_array_append_new(arch, json_string("LlamaForCausalLM"));
+    json_object_set_new(cfg, "architectures", arch);
+    json_object_set_new(cfg, "model_type", json_string("llama"));
+    json_object_set_new(cfg, "hidden_size", json_integer(c->d_model));
+    json_object_set_new(cfg, "intermediate_size", json_integer(c->ffn_hidden));
+    json_object_set_new(cfg, "num_attention_heads", json_integer(c->n_heads));
+    json_object_set_new(cfg, "num_key_value_heads", json_integer(c->n_kv_heads));
+    json_object_set_new(cfg, "head_dim", json_integer(c->d_model / c->n_heads));
+    json_object_set_new(cfg, "num_hidden_layers", json_integer(c->n_layers));
+    json_object_set_new(cfg, "vocab_size", json_integer(c->vocab));
+    json_object_set_new(cfg, "max_position_embeddings", json_integer(c->max_seq));
+    json_object_set_new(cfg, "rms_norm_eps", json_real(c->norm_eps));
+    json_object_set_new(cfg, "rope_theta", json_real(c->rope_theta));
+    json_object_set_new(cfg, "rope_scaling", json_null());
+    json_object_set_new(cfg, "tie_word_embeddings", json_boolean(!c->untied));
+    json_object_set_new(cfg, "torch_dtype", json_string("float32"));
+    json_object_set_new(cfg, "hidden_act", json_string("silu"));
+    json_object_set_new(cfg, "attention_bias", json_false());
+    json_object_set_new(cfg, "mlp_bias", json_false());
+    json_object_set_new(cfg, "initializer_range", json_real(0.02));
+    json_object_set_new(cfg, "bos_token_id", json_integer(tok_id(tok, TOK_BOS)));
+    json_object_set_new(cfg, "eos_token_id", json_integer(tok_id(tok, TOK_EOS)));
+    json_object_set_new(cfg, "pad_token_id", json_integer(tok_id(tok, TOK_PAD)));
+    json_object_set_new(cfg, "use_cache", json_true());
+    int digits = real_digits(c->norm_eps);
+    if (real_digits(c->rope_theta) > digits) digits = real_digits(c->rope_theta);
+    if (write_json(dir, "config.json", cfg, digits, err, errlen) != 0) return -1;
+    json_t *gen = json_object();
+    json_object_set_new(gen, "bos_token_id", json_integer(tok_id(tok, TOK_BOS)));
+    json_object_set_new(gen, "eos_token_id", json_integer(tok_id(tok, TOK_EOS)));
+    json_object_set_new(gen, "pad_token_id", json_integer(tok_id(tok, TOK_PAD)));
+    if (write_json(dir, "generation_config.json", gen, 6, err, errlen) != 0) return -1;
+    if (tok && tok->bpe) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+        if (tokenizer_json_write(tok->bpe, path, err, errlen) != 0) return -1;
+    } else if (write_byte_tokenizer(dir, err, errlen) != 0)
+        return -1;
+
+    Map *map = malloc(sizeof *map * (size_t)(3 + 9 * c->n_layers));
+    StWriteTensor *t = malloc(sizeof *t * (size_t)(3 + 9 * c->n_layers));
+    float *perm = malloc(sizeof(float) * m->n_params); /* the permuted q/k rows (others point into params) */
+    if (!map || !t || !perm) {
+        free(map), free(t), free(perm);
+        return set_err(err, errlen, "%s: out of memory", dir);
+    }
+    int n = build_map(m, map);
+    for (int j = 0; j < n; j++) {
+        const Map *e = &map[j];
+        const float *src = m->params + e->offset;
+        if (e->heads) {
+            permute_rope(perm + e->offset, src, e->rows, e->cols, e->heads, 1);
+            src = perm + e->offset;
+        }
+        t[j] = (StWriteTensor){ e->name, e->cols ? 2 : 1, { e->rows, e->cols }, src };
+    }
+    char path[4200];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    int rc = st_write(path, t, n, err, errlen);
+    free(map), free(t), free(perm);
+    return rc;
+}

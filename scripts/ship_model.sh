@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# ship_model.sh RUNG OUTDIR --policy CKPT --ref CKPT --pooled CKPT --anchor CKPT
+#               --design TEXT --command TEXT [--val VAL.json] [--test TEST.json]
+#
+# Writes a shipped model directory (models/<rung>/, docs/results.md): the
+# weights only (fspo model strip: no optimizer state) of the FSPO policy, its
+# reference (the SFT model with context, also the head-to-head baseline), the
+# pooled and the anchor models; eval.yaml (the policy's training config, which
+# scripts/eval_model.sh completes with paths); and manifest.json: rung,
+# design, steps and stage of each model, the validation and test figures
+# read from fspo eval's JSON, the command that made it, sha256 of each file.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+FSPO=${FSPO:-$here/fspo}
+usage() { sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+[[ $# -ge 2 ]] || usage
+RUNG=$1 OUT=$2
+shift 2
+declare -A A=()
+while [[ $# -gt 0 ]]; do
+    case $1 in
+        --policy|--ref|--pooled|--anchor|--design|--command|--val|--test)
+            [[ $# -ge 2 ]] || { echo "ship_model.sh: $1 needs a value" >&2; exit 2; }
+            A[${1#--}]=$2; shift 2 ;;
+        *) echo "ship_model.sh: unknown option '$1'" >&2; usage ;;
+    esac
+done
+for k in policy ref pooled anchor design command; do
+    [[ -n ${A[$k]:-} ]] || { echo "ship_model.sh: --$k is required" >&2; exit 2; }
+done
+if [[ -e $OUT ]] && [[ -n $(ls -A "$OUT") ]]; then
+    echo "ship_model.sh: $OUT: exists and is not empty; a shipped model is never overwritten" >&2; exit 2
+fi
+mkdir -p "$OUT"
+for k in policy ref pooled anchor; do "$FSPO" model strip "${A[$k]}" -o "$OUT/$k.h5" >/dev/null; done
+cfg=$(dirname "${A[policy]}")/config.yaml
+[[ -f $cfg ]] || { echo "ship_model.sh: $cfg: the policy's run config is missing" >&2; exit 2; }
+{ echo "# the training config of the shipped policy (models/$RUNG/manifest.json);"
+  echo "# scripts/eval_model.sh sets data.path and every checkpoint path"
+  cat "$cfg"; } >"$OUT/eval.yaml"
+/usr/bin/python3 - "$RUNG" "$OUT" "${A[design]}" "${A[command]}" "${A[val]:-}" "${A[test]:-}" "$FSPO" <<'PY'
+import hashlib, json, os, re, subprocess, sys
+rung, out, design, command, val, test, fspo = sys.argv[1:8]
+def summary(path):
+    if not path: return None
+    d = json.load(open(path))
+    acc = {str(r["n"]): {k: r[k] for k in ("model", "model_plain", "sft_plain", "pooled", "linear", "bayes", "gap_closed") if r.get(k)} for r in d["accuracy"]}
+    s = {"split": d["split"], "users": d["users"], "data": d["data"], "accuracy": acc}
+    w = d.get("win_rate_anchor")
+    if w:
+        s["win_rate_anchor"] = {m: {"win": w[m]["win"], "of_ceiling": w[m].get("of_ceiling")} for m in ("policy", "sft", "pooled", "oracle") if isinstance(w.get(m), dict)}
+    return s
+models = {}
+for k in ("policy", "ref", "pooled", "anchor"):
+    f = os.path.join(out, k + ".h5")
+    info = subprocess.run([fspo, "inspect", f], capture_output=True, text=True, check=True).stdout
+    m = re.search(r"step (\d+), samples seen \d+, stage (\w+)", info)
+    models[k] = {"file": k + ".h5", "step": int(m.group(1)), "stage": m.group(2), "bytes": os.path.getsize(f),
+                 "sha256": hashlib.sha256(open(f, "rb").read()).hexdigest()}
+man = {"rung": rung, "design": design, "command": command, "models": models,
+       "validation": summary(val), "test": summary(test)}
+json.dump(man, open(os.path.join(out, "manifest.json"), "w"), indent=1)
+print(f"ship_model.sh: {out}: {sum(m['bytes'] for m in models.values()) / 1e6:.1f} MB in 4 checkpoints + eval.yaml + manifest.json")
+PY
