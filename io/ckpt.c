@@ -261,6 +261,7 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
     char why[256];
     if (commit_tmp(tmp, path, why, sizeof why) != 0)
         return set_err(err, errlen, "%s: %s; previous checkpoints are untouched", tmp, why);
+    h5_trust(path); /* this process wrote it: no isolated structure check (the checksums are still read) */
     /* read it back before anything older may go: never trade a good file for an unverified one */
     char verr[512];
     if (ckpt_verify(path, verr, sizeof verr) != 0) {
@@ -329,8 +330,11 @@ static int read_tensor(hid_t g, const char *gname, const TensorInfo *t, float *d
 {
     int nd = 0;
     int64_t d[4];
-    if (h5_dims(g, t->name, &nd, d) != 0)
-        return set_err(err, errlen, "%s: tensor %s/%s missing", path, gname, t->name);
+    int found = h5_dims(g, t->name, H5T_IEEE_F32LE, &nd, d);
+    if (found == -2)
+        return set_err(err, errlen, "%s: tensor %s/%s is not float32 little-endian (what fspo writes)", path, gname,
+                       t->name);
+    if (found != 0) return set_err(err, errlen, "%s: tensor %s/%s missing", path, gname, t->name);
     int ok = nd == t->ndim && d[0] == t->shape[0] && (nd == 1 || d[1] == t->shape[1]);
     if (!ok) {
         char have[64] = "[", want[64];
@@ -448,7 +452,7 @@ static herr_t verify_one(hid_t g, const char *name, const H5L_info_t *info, void
     v->count++;
     int nd = 0;
     int64_t d[4] = { 0 };
-    if (h5_dims(g, name, &nd, d) != 0 || nd < 1 || nd > 2 || d[0] <= 0 || (nd == 2 && d[1] <= 0) ||
+    if (h5_dims(g, name, H5T_IEEE_F32LE, &nd, d) != 0 || nd < 1 || nd > 2 || d[0] <= 0 || (nd == 2 && d[1] <= 0) ||
         (double)d[0] * (nd == 2 ? d[1] : 1) > 4e9) {
         if (!v->failed) set_err(v->err, v->errlen, "%s: %s/%s is not a tensor fspo wrote", v->path, v->gname, name);
         v->failed = 1;

@@ -130,6 +130,7 @@ int dataset_write(const char *path, Dataset *d, char *err, size_t errlen)
         return set_err(err, errlen, "%s: writing failed (%s)", tmp, e ? strerror(e) : "HDF5 write error");
     }
     if (commit_tmp(tmp, path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", tmp, why);
+    h5_trust(path);
     return 0;
 }
 
@@ -139,7 +140,15 @@ static int read_exact(hid_t loc, const char *name, int ndim, int64_t d0, int64_t
 {
     int nd = 0;
     int64_t d[4];
-    if (h5_dims(loc, name, &nd, d) != 0) return set_err(err, errlen, "%s: dataset '%s' missing", path, name);
+    /* the file type fspo writes for this memory type */
+    hid_t ftype = H5Tequal(type, H5T_NATIVE_UINT16) > 0 ? H5T_STD_U16LE
+                  : H5Tequal(type, H5T_NATIVE_UINT8) > 0 ? H5T_STD_U8LE
+                                                         : H5T_STD_I64LE;
+    int have = h5_dims(loc, name, ftype, &nd, d);
+    if (have == -2)
+        return set_err(err, errlen, "%s: dataset '%s' is not of the type fspo writes (%s)", path, name,
+                       ftype == H5T_STD_U16LE ? "uint16" : ftype == H5T_STD_U8LE ? "uint8" : "int64 little-endian");
+    if (have != 0) return set_err(err, errlen, "%s: dataset '%s' missing", path, name);
     if (nd != ndim || d[0] != d0 || (ndim == 2 && d[1] != d1))
         return set_err(err, errlen, "%s: dataset '%s' has the wrong shape for %lld entries", path, name,
                        (long long)d0);
