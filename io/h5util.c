@@ -625,37 +625,52 @@ void h5_set_isolation(int on) { isolate = on; }
 /* Verdicts on files this process wrote or already validated, by identity:
  * a file is re-checked only if it changes. */
 #define H5V_CACHE 64
-static struct { dev_t dev; ino_t ino; off_t size; struct timespec mtime, ctime; int ok; char reason[256]; } verdicts[H5V_CACHE];
+static struct { dev_t dev; ino_t ino; off_t size; struct timespec mtime, ctime; uint64_t seal; int ok; char reason[256]; } verdicts[H5V_CACHE];
 static int n_verdicts;
 
-static int same_file(int i, const struct stat *st)
+/* The checksum the seal records (0 if none): part of a file's identity, so
+ * a file rewritten in place within one timestamp tick is not mistaken for
+ * the one checked before. */
+static uint64_t seal_of(const char *path)
 {
-    return verdicts[i].dev == st->st_dev && verdicts[i].ino == st->st_ino && verdicts[i].size == st->st_size &&
+    char block[H5_SEAL_BYTES + 1] = { 0 };
+    unsigned long long sum = 0, n = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    if (fread(block, 1, H5_SEAL_BYTES, f) != H5_SEAL_BYTES || sscanf(block, "FSPOSEAL1 %llx %llu", &sum, &n) != 2) sum = 0;
+    fclose(f);
+    return sum;
+}
+
+static int same_file(int i, const struct stat *st, uint64_t seal)
+{
+    return verdicts[i].seal == seal && verdicts[i].dev == st->st_dev && verdicts[i].ino == st->st_ino && verdicts[i].size == st->st_size &&
            verdicts[i].mtime.tv_sec == st->st_mtim.tv_sec && verdicts[i].mtime.tv_nsec == st->st_mtim.tv_nsec &&
            verdicts[i].ctime.tv_sec == st->st_ctim.tv_sec && verdicts[i].ctime.tv_nsec == st->st_ctim.tv_nsec;
 }
 
 /* The cached verdict's index, or -1. */
-static int cached(const struct stat *st)
+static int cached(const struct stat *st, uint64_t seal)
 {
     for (int i = 0; i < n_verdicts && i < H5V_CACHE; i++)
-        if (same_file(i, st)) return i;
+        if (same_file(i, st, seal)) return i;
     return -1;
 }
 
-static void remember(const struct stat *st, int ok, const char *reason)
+static void remember(const struct stat *st, uint64_t seal, int ok, const char *reason)
 {
-    int k = cached(st);
+    int k = cached(st, seal);
     if (k < 0) k = n_verdicts++ % H5V_CACHE;
     verdicts[k].dev = st->st_dev, verdicts[k].ino = st->st_ino, verdicts[k].size = st->st_size;
     verdicts[k].mtime = st->st_mtim, verdicts[k].ctime = st->st_ctim, verdicts[k].ok = ok;
+    verdicts[k].seal = seal;
     snprintf(verdicts[k].reason, sizeof verdicts[k].reason, "%s", reason);
 }
 
 void h5_trust(const char *path)
 {
     struct stat st;
-    if (stat(path, &st) == 0) remember(&st, 1, "");
+    if (stat(path, &st) == 0) remember(&st, seal_of(path), 1, "");
 }
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -671,6 +686,9 @@ void h5_trust(const char *path)
  * HDF5 and the parent's buffers belong to the parent). */
 static void h5v_child(const char *path, uint64_t fsize, int fd)
 {
+    /* a crash ends the child by its signal, whatever handlers the parent installed */
+    static const int crash_signals[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
+    for (size_t i = 0; i < sizeof crash_signals / sizeof *crash_signals; i++) signal(crash_signals[i], SIG_DFL);
     const char *fault = getenv("FSPO_FAULT");
     if (fault && !strcmp(fault, "h5crash")) raise(SIGSEGV);
     if (fault && !strcmp(fault, "h5hang")) pause();
@@ -744,10 +762,11 @@ int h5_validate(const char *path, char *reason, size_t len)
 {
     struct stat st;
     if (stat(path, &st) != 0) return snprintf(reason, len, "%s", strerror(errno)), -1;
-    int k = cached(&st);
+    uint64_t seal = seal_of(path);
+    int k = cached(&st, seal);
     if (k >= 0) return verdicts[k].ok ? 0 : (snprintf(reason, len, "%s", verdicts[k].reason), -1);
     int rc = isolate ? h5v_isolated(path, (uint64_t)st.st_size, reason, len) : h5v_walk(path, reason, len);
-    remember(&st, rc == 0, rc == 0 ? "" : reason);
+    remember(&st, seal, rc == 0, rc == 0 ? "" : reason);
     return rc;
 }
 

@@ -38,7 +38,7 @@ int h5_check_seal(const char *path, char *reason, size_t len);
  * child killed by a signal or silent for H5_VALIDATE_TIMEOUT_MS becomes
  * "libhdf5 crashed/hung while validating ... file is malformed". A file
  * that passed, or that this process wrote (h5_trust), is not re-checked
- * until it changes (device, inode, size, mtime, ctime). 0, or -1 with a
+ * until it changes (device, inode, size, mtime, ctime, sealed checksum). 0, or -1 with a
  * reason naming the object. FSPO_FAULT=h5crash / h5hang make the child
  * crash / hang (tests; h5hang waits 1 s, not 10). */
 #define H5_VALIDATE_TIMEOUT_MS 10000
