@@ -310,6 +310,8 @@ static int read_shape(hid_t f, const char *path, ModelConfig *c, char *err, size
     return 0;
 }
 
+static void shape_text(const ModelConfig *c, char *buf, size_t len);
+
 int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen)
 {
     hid_t f = -1;
@@ -320,6 +322,16 @@ int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t
         char why[256];
         if (model_config_validate(cfg, why, sizeof why) != 0)
             return set_err(err, errlen, "%s: stored model shape is invalid: %s", path, why);
+        /* a model is built from this shape before any tensor is read: its
+         * embedding and attention weights alone must fit in the file */
+        struct stat st;
+        double floats = (double)cfg->vocab * cfg->d_model + 4.0 * cfg->n_layers * cfg->d_model * cfg->d_model;
+        if (stat(path, &st) == 0 && floats * sizeof(float) > (double)st.st_size) {
+            shape_text(cfg, why, sizeof why);
+            return set_err(err, errlen, "%s: stored model shape (%s) needs at least %.0f MB of weights, the file "
+                                        "holds %.1f MB (not a checkpoint of that model)",
+                           path, why, floats * 4 / 1e6, st.st_size / 1e6);
+        }
     }
     return rc;
 }
@@ -529,7 +541,10 @@ static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     VerifyCtx v = { .path = path, .err = err, .errlen = errlen, .print = print };
     ModelConfig c;
+    CkptMeta meta;
     int rc = read_shape(f, path, &c, err, errlen);
+    if (rc == 0 && read_meta(f, &meta) != 0)
+        rc = set_err(err, errlen, "%s: checkpoint metadata attributes missing or malformed", path);
     if (rc == 0) rc = verify_groups(f, &v, 2 + 6 * c.n_layers);
     uint64_t want = 0;
     if (rc == 0 && (h5_attr_read_u64(f, "weights_checksum", &want) != 0 || want != v.wsum))

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checksum.h"
@@ -201,6 +202,14 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
     if (rc == 0 && (d->n_users < 0 || d->n_pairs < 0 || d->n_tokens < 0 || d->n_users > (1LL << 32) ||
                     d->n_pairs > (1LL << 34) || d->n_tokens > (1LL << 38)))
         rc = set_err(err, errlen, "%s: implausible counts in the header", path);
+    /* and every array they size must fit in the file: allocations stay bounded by its size */
+    struct stat st;
+    double need = 2.0 * d->n_tokens + 48.0 * d->n_pairs + 33.0 * d->n_users;
+    if (rc == 0 && stat(path, &st) == 0 && need > (double)st.st_size)
+        rc = set_err(err, errlen, "%s: the header's counts (%lld tokens, %lld pairs, %lld users) need %.0f bytes of "
+                                  "arrays, the file has %lld",
+                     path, (long long)d->n_tokens, (long long)d->n_pairs, (long long)d->n_users, need,
+                     (long long)st.st_size);
     if (rc == 0) {
         size_t np = (size_t)d->n_pairs, nu = (size_t)d->n_users;
         d->tokens = malloc(sizeof(uint16_t) * (d->n_tokens ? d->n_tokens : 1));

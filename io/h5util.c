@@ -199,13 +199,23 @@ int h5_attr_write_str(hid_t obj, const char *name, const char *s)
     return rc;
 }
 
+/* 1 if attribute a's type in the file is of the class type_mem has (an
+ * integer is not read from a float or a string, nor a float from text). */
+static int attr_class_ok(hid_t a, hid_t type_mem)
+{
+    hid_t ft = H5Aget_type(a);
+    int ok = ft >= 0 && H5Tget_class(ft) == H5Tget_class(type_mem);
+    if (ft >= 0) H5Tclose(ft);
+    return ok;
+}
+
 static int attr_read_scalar(hid_t obj, const char *name, hid_t type_mem, void *v)
 {
     if (H5Aexists(obj, name) <= 0) return -1;
     hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
     if (a < 0) return -1;
     hid_t s = H5Aget_space(a);
-    int rc = H5Sget_simple_extent_npoints(s) == 1 && H5Aread(a, type_mem, v) >= 0 ? 0 : -1;
+    int rc = attr_class_ok(a, type_mem) && H5Sget_simple_extent_npoints(s) == 1 && H5Aread(a, type_mem, v) >= 0 ? 0 : -1;
     H5Sclose(s);
     H5Aclose(a);
     return rc;
@@ -223,7 +233,7 @@ int h5_attr_read_i64s(hid_t obj, const char *name, int64_t *v, int n, int *got)
     hid_t s = H5Aget_space(a);
     hssize_t np = H5Sget_simple_extent_npoints(s);
     int rc = -1;
-    if (np >= 1 && np <= n && H5Aread(a, H5T_NATIVE_INT64, v) >= 0) {
+    if (np >= 1 && np <= n && attr_class_ok(a, H5T_NATIVE_INT64) && H5Aread(a, H5T_NATIVE_INT64, v) >= 0) {
         *got = (int)np;
         rc = 0;
     }
@@ -448,7 +458,7 @@ static int h5v_fail(H5Walk *w, const char *obj, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    snprintf(w->reason, w->len, "%.120s: %s", obj, what);
+    snprintf(w->reason, w->len, "%.160s: %s", obj, what);
     return -1;
 }
 
@@ -463,8 +473,8 @@ static int h5v_type(hid_t t, char *why, size_t len)
         if (n > 1 && H5Tget_order(t) != H5T_ORDER_LE)
             return snprintf(why, len, "a big-endian (or mixed-order) %s type, fspo writes little-endian",
                             c == H5T_FLOAT ? "float" : "integer"), -1;
-        if (c == H5T_FLOAT && ((n == 4 && H5Tequal(t, H5T_IEEE_F32LE) <= 0) || (n == 8 && H5Tequal(t, H5T_IEEE_F64LE) <= 0) ||
-                               n < 4))
+        if (c == H5T_FLOAT && n < 4) return snprintf(why, len, "a %zu-byte float type, fspo writes 4- and 8-byte floats", n), -1;
+        if (c == H5T_FLOAT && ((n == 4 && H5Tequal(t, H5T_IEEE_F32LE) <= 0) || (n == 8 && H5Tequal(t, H5T_IEEE_F64LE) <= 0)))
             return snprintf(why, len, "a non-IEEE %zu-byte float type", n), -1;
         return 0;
     }
@@ -473,18 +483,19 @@ static int h5v_type(hid_t t, char *why, size_t len)
             return snprintf(why, len, "a fixed-length string of %zu bytes", n), -1;
         return 0;
     }
-    static const char *names[] = { [H5T_TIME] = "time", [H5T_BITFIELD] = "bitfield", [H5T_OPAQUE] = "opaque",
-                                   [H5T_COMPOUND] = "compound", [H5T_REFERENCE] = "reference", [H5T_ENUM] = "enum",
-                                   [H5T_VLEN] = "variable-length sequence", [H5T_ARRAY] = "array" };
-    const char *nm = c > 0 && c < (int)(sizeof names / sizeof *names) && names[c] ? names[c] : "unknown";
-    return snprintf(why, len, "a %s datatype, which fspo never writes", nm), -1;
+    static const char *names[] = { [H5T_TIME] = "a time", [H5T_BITFIELD] = "a bitfield", [H5T_OPAQUE] = "an opaque",
+                                   [H5T_COMPOUND] = "a compound", [H5T_REFERENCE] = "a reference", [H5T_ENUM] = "an enum",
+                                   [H5T_VLEN] = "a variable-length sequence", [H5T_ARRAY] = "an array" };
+    const char *nm = c > 0 && c < (int)(sizeof names / sizeof *names) && names[c] ? names[c] : "an unknown";
+    return snprintf(why, len, "%s datatype, which fspo never writes", nm), -1;
 }
 
 static herr_t h5v_attr(hid_t obj, const char *name, const H5A_info_t *info, void *p)
 {
     H5Walk *w = p;
-    char label[160], why[160];
-    snprintf(label, sizeof label, "attribute '%.60s'", name);
+    char label[200], why[160], on[100] = "";
+    if (H5Iget_name(obj, on, sizeof on) < 0 || !strcmp(on, "/")) on[0] = '\0';
+    snprintf(label, sizeof label, "%s%sattribute '%.60s'", on, on[0] ? ": " : "", name);
     if (++w->objects > H5V_MAX_OBJECTS) return h5v_fail(w, label, "more than %d objects and attributes", H5V_MAX_OBJECTS);
     if (info->data_size > H5V_MAX_ATTR_BYTES || info->data_size > w->fsize)
         return h5v_fail(w, label, "%llu bytes of data in a %llu-byte file (limit %u MiB)",
@@ -498,8 +509,9 @@ static herr_t h5v_attr(hid_t obj, const char *name, const H5A_info_t *info, void
     else {
         int nd = H5Sget_simple_extent_ndims(s);
         hssize_t np = H5Sget_simple_extent_npoints(s);
-        if (nd < 0 || nd > 1 || np < 0 || (uint64_t)np * H5Tget_size(t) > w->fsize)
-            rc = h5v_fail(w, label, "dataspace of rank %d and %lld elements, more than the file holds", nd, (long long)np);
+        if (nd < 0 || nd > 1) rc = h5v_fail(w, label, "a dataspace of rank %d, fspo writes scalars and lists", nd);
+        else if (np < 0 || (uint64_t)np * H5Tget_size(t) > w->fsize)
+            rc = h5v_fail(w, label, "%lld elements, more than the file holds", (long long)np);
     }
     if (t >= 0) H5Tclose(t);
     if (s >= 0) H5Sclose(s);
