@@ -490,6 +490,29 @@ static int h5v_type(hid_t t, char *why, size_t len)
     return snprintf(why, len, "%s datatype, which fspo never writes", nm), -1;
 }
 
+/* Reads every value of attribute a (or dataset ds) of file type t and
+ * dataspace s into memory of the type fspo's readers use, and drops it. */
+static int h5v_read_values(hid_t a, hid_t ds, hid_t t, hid_t s)
+{
+    hssize_t np = H5Sget_simple_extent_npoints(s);
+    if (np <= 0) return 0;
+    H5T_class_t c = H5Tget_class(t);
+    int vlen = c == H5T_STRING && H5Tis_variable_str(t) > 0;
+    hid_t mt = vlen ? vlen_str_type() : c == H5T_STRING ? H5Tcopy(t) : c == H5T_FLOAT ? H5Tcopy(H5T_NATIVE_DOUBLE)
+               : H5Tget_sign(t) == H5T_SGN_NONE ? H5Tcopy(H5T_NATIVE_UINT64) : H5Tcopy(H5T_NATIVE_INT64);
+    size_t each = vlen ? sizeof(char *) : H5Tget_size(mt);
+    void *buf = calloc((size_t)np, each ? each : 1);
+    int rc = -1;
+    if (buf) {
+        herr_t r = ds >= 0 ? H5Dread(ds, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) : H5Aread(a, mt, buf);
+        rc = r < 0 ? -1 : 0;
+        if (r >= 0 && vlen) H5Dvlen_reclaim(mt, s, H5P_DEFAULT, buf);
+    }
+    free(buf);
+    H5Tclose(mt);
+    return rc;
+}
+
 static herr_t h5v_attr(hid_t obj, const char *name, const H5A_info_t *info, void *p)
 {
     H5Walk *w = p;
@@ -513,6 +536,9 @@ static herr_t h5v_attr(hid_t obj, const char *name, const H5A_info_t *info, void
         else if (np < 0 || (uint64_t)np * H5Tget_size(t) > w->fsize)
             rc = h5v_fail(w, label, "%lld elements, more than the file holds", (long long)np);
     }
+    /* read the value too, as the readers will: a string's bytes live in the global heap, whose
+     * corruption libhdf5 meets only then (and copies gigabytes from), so meet it here */
+    if (rc == 0 && h5v_read_values(a, -1, t, s) != 0) rc = h5v_fail(w, label, "its value cannot be read (corrupt file)");
     if (t >= 0) H5Tclose(t);
     if (s >= 0) H5Sclose(s);
     H5Aclose(a);
@@ -587,6 +613,9 @@ static int h5v_dataset(H5Walk *w, hid_t ds, const char *label)
     haddr_t off = H5Dget_offset(ds);
     if (bytes > 0 && (off == HADDR_UNDEF || off > w->fsize || bytes > w->fsize - off))
         rc = h5v_fail(w, label, off == HADDR_UNDEF ? "its data was never written" : "its data lies beyond the end of the file");
+    /* variable-length strings point into the global heap: read them here, as for attributes */
+    else if (H5Tget_class(t) == H5T_STRING && h5v_read_values(-1, ds, t, s) != 0)
+        rc = h5v_fail(w, label, "its strings cannot be read (corrupt file)");
 out:
     if (t >= 0) H5Tclose(t);
     if (s >= 0) H5Sclose(s);
