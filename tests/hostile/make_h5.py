@@ -113,15 +113,27 @@ variant("ds_tokens_i32", DS, lambda f: replace("tokens", data=f["tokens"][()].as
 variant("ds_pairs_f64", DS, lambda f: replace("pairs/prompt", data=f["pairs/prompt"][()].astype("<f8"))(f))
 variant("ds_ids_fixed", DS, lambda f: replace("users/id", data=np.array([s.encode() for s in f["users/id"].asstr()[()]]))(f))
 variant("ds_ids_float", DS, lambda f: replace("users/id", data=np.zeros(f["users/id"].shape[0], "<f4"))(f))
+variant("ck_bigshape", CK, lambda f: f.attrs.__setitem__("model_shape", np.array([264, 4096, 8, 32, 0, 256], "<i8")))
 variant("ds_hugecount", DS, lambda f: f.attrs.__setitem__("n_tokens", np.int64(1 << 36)))
 variant("ds_tokens_rank3", DS, lambda f: replace("tokens", data=f["tokens"][()].reshape(1, 1, -1))(f))
 variant("ds_split_vds", DS, lambda f: (lambda n: (
     (lambda lay: (lay.__setitem__(slice(None), h5py.VirtualSource(DS, "/users/split", shape=(n,))),
                   f.__delitem__("users/split"), f.create_virtual_dataset("users/split", lay)))(h5py.VirtualLayout(shape=(n,), dtype="u1"))))(
     f["users/split"].shape[0]))
-# a real libhdf5 1.10.8 crash (found by fuzz_h5file): the dataset's integer
-# attribute 'seed' whose datatype claims 169 bytes instead of 8 makes
-# H5Aiterate2 read past its buffer and die (SIGSEGV) closing the table
+# Inputs found by fuzz_h5file that crash libhdf5 1.10.8 (the isolated
+# validation child dies; fspo reports it). (1) The first object of the
+# first global heap collection (the bytes of the vlen string attribute
+# 'format') claims 8 TiB: H5HG_read copies past the heap (SIGSEGV).
+for name, src in (("ds_heap", DS), ("ck_heap", CK)):
+    raw = bytearray(open(src, "rb").read())
+    at = raw.find(b"GCOL")
+    assert at > 0 and raw[at + 24: at + 32] != bytes(8), "no global heap object where expected"
+    raw[at + 29] = 8  # byte 5 of the object's 8-byte size
+    open(f"{T}/{name}.h5", "wb").write(raw)
+    made.append(f"{T}/{name}.h5")
+# (2) The dataset's integer attribute 'seed' whose datatype claims 169
+# bytes instead of 8: H5Aiterate2 reads past its buffer (under ASan it dies
+# closing the table; the release build returns an error)
 raw = bytearray(open(DS, "rb").read())
 at = raw.find(b"seed\x00\x00\x00\x00\x10")
 assert at > 0 and raw[at + 12] == 8, "attribute 'seed' not where expected"
