@@ -660,8 +660,12 @@ static int h5v_walk(const char *path, char *reason, size_t len)
 
 /* ---- isolation: the first look at a file runs in a child process ---- */
 
-static int isolate = 1;
-void h5_set_isolation(int on) { isolate = on; }
+static int isolate = 1, fixed_timeout_ms;
+void h5_set_isolation(int on, int timeout_ms)
+{
+    isolate = on;
+    fixed_timeout_ms = timeout_ms;
+}
 
 /* Verdicts on files this process wrote or already validated, by identity:
  * a file is re-checked only if it changes. */
@@ -769,8 +773,12 @@ static int h5v_isolated(const char *path, uint64_t fsize, char *reason, size_t l
     /* the verdict comes when the child closes the pipe (it exits) */
     char msg[512];
     size_t got = 0;
+    /* 10 s, and 1 s more per 100 MB (a big dataset's user ids are read); the h5hang test waits 1 s */
     const char *fault = getenv("FSPO_FAULT");
-    int timeout_ms = fault && !strcmp(fault, "h5hang") ? 1000 : H5_VALIDATE_TIMEOUT_MS, hung = 0; /* the test waits 1 s */
+    uint64_t per_size = fsize / 100000000 * 1000;
+    int timeout_ms = H5_VALIDATE_TIMEOUT_MS + (int)(per_size < 3600000 ? per_size : 3600000), hung = 0;
+    if (fixed_timeout_ms > 0) timeout_ms = fixed_timeout_ms;
+    else if (fault && !strcmp(fault, "h5hang")) timeout_ms = 1000;
     struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
     for (;;) {
         int r = poll(&pfd, 1, timeout_ms);
@@ -791,8 +799,8 @@ static int h5v_isolated(const char *path, uint64_t fsize, char *reason, size_t l
     int status = 0;
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
     if (hung)
-        return snprintf(reason, len, "libhdf5 hung while validating (no answer in %d s, killed) — file is malformed",
-                        timeout_ms / 1000), -1;
+        return snprintf(reason, len, "libhdf5 hung while validating (no answer in %.0f s, killed) — file is malformed",
+                        timeout_ms / 1000.0), -1;
     if (WIFSIGNALED(status))
         return snprintf(reason, len, "libhdf5 crashed while validating (signal %d) — file is malformed", WTERMSIG(status)), -1;
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;

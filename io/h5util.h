@@ -35,7 +35,8 @@ int h5_check_seal(const char *path, char *reason, size_t len);
  * 100000 objects. The seal does not prove fspo wrote a file (anyone can
  * recompute it), and libhdf5 has crash bugs on malformed files, so the
  * first check of a file runs in a forked child with bounded memory: a
- * child killed by a signal or silent for H5_VALIDATE_TIMEOUT_MS becomes
+ * child killed by a signal or silent for H5_VALIDATE_TIMEOUT_MS (plus 1 s
+ * per 100 MB of file) becomes
  * "libhdf5 crashed/hung while validating ... file is malformed". A file
  * that passed, or that this process wrote (h5_trust), is not re-checked
  * until it changes (device, inode, size, mtime, ctime, sealed checksum). 0, or -1 with a
@@ -45,8 +46,10 @@ int h5_check_seal(const char *path, char *reason, size_t len);
 int h5_validate(const char *path, char *reason, size_t len);
 /* Marks a file this process just wrote as validated. */
 void h5_trust(const char *path);
-/* 0 runs the check in-process (the fuzz harness, which must see crashes); default 1. */
-void h5_set_isolation(int on);
+/* on = 0 runs the check in-process (to replay a crash under a debugger);
+ * default 1. timeout_ms > 0 replaces the child's timeout (the fuzz harness,
+ * whose own timeout is shorter); 0 keeps the default. */
+void h5_set_isolation(int on, int timeout_ms);
 /* Signature, seal, then h5_validate: everything to know before handing a
  * path to libhdf5 for reading. */
 int h5_check_file(const char *path, char *reason, size_t len);

@@ -594,12 +594,12 @@ static void test_isolation(void)
     for (int i = 0; i < 10; i++) {
         snprintf(p, sizeof p, "%s/copy_%d.h5", dir, i);
         bad |= copy_file(path, p) != 0;
-        h5_set_isolation(i < 5);
+        h5_set_isolation(i < 5, 0);
         double t0 = now_seconds();
         bad |= h5_validate(p, why, sizeof why) != 0;
         (i < 5 ? iso : inproc)[i % 5] = 1e3 * (now_seconds() - t0);
     }
-    h5_set_isolation(1);
+    h5_set_isolation(1, 0);
     qsort(iso, 5, sizeof *iso, cmp_double);
     qsort(inproc, 5, sizeof *inproc, cmp_double);
     struct stat st;

@@ -9,7 +9,8 @@
  * file that passed it is read in this process. A crash in this process is
  * a finding. A child killed by a signal is fspo's defence working (libhdf5
  * crashed on the file; the reader returns "libhdf5 crashed while
- * validating"): counted, and the input kept as child-crash-N for study.
+ * validating"): counted, and the input kept as child-crash-N for study;
+ * so is a child that hangs (killed after 3 s here, 10 s in fspo).
  * The child inherits ASan and libFuzzer's death callback; a sanitizer
  * report in the child (libhdf5's memcpy past a buffer, say) must end the
  * child like a crash, not make libFuzzer record it as this process's, so
@@ -85,7 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         parent = getpid();
         __sanitizer_set_death_callback(died);
         /* FUZZ_H5_INPROCESS=1: no isolation, to see where a kept child-crash input crashes */
-        if (getenv("FUZZ_H5_INPROCESS")) h5_set_isolation(0);
+        /* a hanging child is killed after 3 s, inside libFuzzer's -timeout=10 (run.sh) */
+        h5_set_isolation(!getenv("FUZZ_H5_INPROCESS"), 3000);
     }
     runs++;
     cur = data, cur_size = size;
