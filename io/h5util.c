@@ -4,11 +4,11 @@
 #include "checksum.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
-#include <fcntl.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -141,7 +141,6 @@ int h5_check_seal(const char *path, char *reason, size_t len)
     fclose(f);
     return rc;
 }
-
 
 hid_t h5_open_ro(const char *path)
 {
