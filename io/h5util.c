@@ -728,11 +728,13 @@ void h5_trust(const char *path)
 /* The child: bounded memory (unless a sanitizer owns the address space),
  * the walk, its verdict down the pipe, _exit (no atexit handlers: MPI,
  * HDF5 and the parent's buffers belong to the parent). */
-static void h5v_child(const char *path, uint64_t fsize, int fd)
+static void h5v_child(const char *path, uint64_t fsize, int fd, int timeout_ms)
 {
     /* a crash ends the child by its signal, whatever handlers the parent installed */
-    static const int crash_signals[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT };
+    static const int crash_signals[] = { SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT, SIGALRM };
     for (size_t i = 0; i < sizeof crash_signals / sizeof *crash_signals; i++) signal(crash_signals[i], SIG_DFL);
+    /* and a child whose parent died (killed while it waited) ends by itself: no orphan spinning in libhdf5 */
+    alarm((unsigned)(timeout_ms / 1000 + 2));
     const char *fault = getenv("FSPO_FAULT");
     if (fault && !strcmp(fault, "h5crash")) raise(SIGSEGV);
     if (fault && !strcmp(fault, "h5hang")) pause();
@@ -759,6 +761,12 @@ static int h5v_isolated(const char *path, uint64_t fsize, char *reason, size_t l
 {
     int fds[2];
     if (pipe(fds) != 0) return h5v_walk(path, reason, len);
+    /* 10 s, and 1 s more per 100 MB (a big dataset's user ids are read); the h5hang test waits 1 s */
+    const char *fault = getenv("FSPO_FAULT");
+    uint64_t per_size = fsize / 100000000 * 1000;
+    int timeout_ms = H5_VALIDATE_TIMEOUT_MS + (int)(per_size < 3600000 ? per_size : 3600000), hung = 0;
+    if (fixed_timeout_ms > 0) timeout_ms = fixed_timeout_ms;
+    else if (fault && !strcmp(fault, "h5hang")) timeout_ms = 1000;
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]), close(fds[1]);
@@ -766,18 +774,12 @@ static int h5v_isolated(const char *path, uint64_t fsize, char *reason, size_t l
     }
     if (pid == 0) {
         close(fds[0]);
-        h5v_child(path, fsize, fds[1]);
+        h5v_child(path, fsize, fds[1], timeout_ms);
     }
     close(fds[1]);
     /* the verdict comes when the child closes the pipe (it exits) */
     char msg[512];
     size_t got = 0;
-    /* 10 s, and 1 s more per 100 MB (a big dataset's user ids are read); the h5hang test waits 1 s */
-    const char *fault = getenv("FSPO_FAULT");
-    uint64_t per_size = fsize / 100000000 * 1000;
-    int timeout_ms = H5_VALIDATE_TIMEOUT_MS + (int)(per_size < 3600000 ? per_size : 3600000), hung = 0;
-    if (fixed_timeout_ms > 0) timeout_ms = fixed_timeout_ms;
-    else if (fault && !strcmp(fault, "h5hang")) timeout_ms = 1000;
     struct pollfd pfd = { .fd = fds[0], .events = POLLIN };
     for (;;) {
         int r = poll(&pfd, 1, timeout_ms);

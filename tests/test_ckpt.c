@@ -5,6 +5,7 @@
  *        test_ckpt --write DIR  write DIR/ckpt_7.h5 of a known model plus
  *                               DIR/logits.f32 and DIR/tokens.i32 for the
  *                               h5py / PyTorch checks in test_ckpt.sh */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -578,6 +579,29 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Processes of process group g that are not zombies, from /proc. */
+static int live_in_group(pid_t g)
+{
+    DIR *d = opendir("/proc");
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char path[300], buf[512];
+        if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = '\0';
+        char *rp = strrchr(buf, ')'), state = 0;
+        long ppid = 0, pgrp = 0;
+        if (rp && sscanf(rp + 1, " %c %ld %ld", &state, &ppid, &pgrp) == 3 && pgrp == g && state != 'Z') n++;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
 /* The isolated structure check (io/h5util.h) on a normal checkpoint: what
  * it costs against the same check in-process, that a verdict is reused
  * until the file changes, and that a child that crashes or hangs becomes
@@ -629,6 +653,26 @@ static void test_isolation(void)
     double waited = now_seconds() - t0;
     check(rc == -1 && strstr(why, "libhdf5 hung while validating (no answer in 1 s, killed)") && waited < 5,
           "a child that hangs is killed and becomes an error", "%.1f s: %s", waited, why);
+    /* the process checking the file dies while its child hangs: the child ends by itself */
+    snprintf(p, sizeof p, "%s/orphan.h5", dir); /* a file no verdict is cached for */
+    copy_file(path, p);
+    pid_t checker = fork();
+    if (checker == 0) {
+        setpgid(0, 0); /* the child it forks is in this group */
+        h5_set_isolation(1, 1000);
+        h5_validate(p, why, sizeof why);
+        _exit(0);
+    }
+    setpgid(checker, checker);
+    nanosleep(&(struct timespec){ 0, 300000000L }, NULL);
+    int before = live_in_group(checker); /* the checker and its hanging child */
+    kill(checker, SIGKILL);
+    waitpid(checker, NULL, 0);
+    int live = -1;
+    double t1 = now_seconds();
+    while ((live = live_in_group(checker)) > 0 && now_seconds() - t1 < 8) nanosleep(&(struct timespec){ 0, 100000000L }, NULL);
+    check(before == 2 && live == 0, "a validation child whose parent was killed ends by itself (its alarm)",
+          "%d processes before the kill; %d left %.1f s after it", before, live, now_seconds() - t1);
     unsetenv("FSPO_FAULT");
     int status = 0;
     check(waitpid(-1, &status, WNOHANG) == -1 && errno == ECHILD, "no validation child is left", "a child remains");
