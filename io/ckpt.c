@@ -295,6 +295,7 @@ static int write_commit_verify(const char *path, const Model *m, const Optimizer
     char why[256];
     if (commit_tmp(tmp, path, why, sizeof why) != 0)
         return set_err(err, errlen, "%s: %s; previous checkpoints are untouched", tmp, why);
+    h5_trust(path); /* this process wrote it: no isolated structure check (the checksums are still read) */
     /* read it back before anything older may go: never trade a good file for an unverified one */
     char verr[512];
     if (ckpt_verify(path, verr, sizeof verr) != 0) {
@@ -398,6 +399,8 @@ static int read_shape(hid_t f, const char *path, ModelConfig *c, char *err, size
     return read_model_extras(f, path, c, err, errlen);
 }
 
+static void shape_text(const ModelConfig *c, char *buf, size_t len);
+
 int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen)
 {
     if (hf_is_dir(path)) return hf_read_config(path, cfg, err, errlen);
@@ -409,6 +412,16 @@ int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t
         char why[256];
         if (model_config_validate(cfg, why, sizeof why) != 0)
             return set_err(err, errlen, "%s: stored model shape is invalid: %s", path, why);
+        /* a model is built from this shape before any tensor is read: its
+         * embedding and attention weights alone must fit in the file */
+        struct stat st;
+        double floats = (double)cfg->vocab * cfg->d_model + 4.0 * cfg->n_layers * cfg->d_model * cfg->d_model;
+        if (stat(path, &st) == 0 && floats * sizeof(float) > (double)st.st_size) {
+            shape_text(cfg, why, sizeof why);
+            return set_err(err, errlen, "%s: stored model shape (%s) needs at least %.0f MB of weights, the file "
+                                        "holds %.1f MB (not a checkpoint of that model)",
+                           path, why, floats * 4 / 1e6, st.st_size / 1e6);
+        }
     }
     return rc;
 }
@@ -419,8 +432,11 @@ static int read_tensor(hid_t g, const char *gname, const TensorInfo *t, float *d
 {
     int nd = 0;
     int64_t d[4];
-    if (h5_dims(g, t->name, &nd, d) != 0)
-        return set_err(err, errlen, "%s: tensor %s/%s missing", path, gname, t->name);
+    int found = h5_dims(g, t->name, H5T_IEEE_F32LE, &nd, d);
+    if (found == -2)
+        return set_err(err, errlen, "%s: tensor %s/%s is not float32 little-endian (what fspo writes)", path, gname,
+                       t->name);
+    if (found != 0) return set_err(err, errlen, "%s: tensor %s/%s missing", path, gname, t->name);
     int ok = nd == t->ndim && d[0] == t->shape[0] && (nd == 1 || d[1] == t->shape[1]);
     if (!ok) {
         char have[64] = "[", want[64];
@@ -589,7 +605,7 @@ static herr_t verify_one(hid_t g, const char *name, const H5L_info_t *info, void
     v->count++;
     int nd = 0;
     int64_t d[4] = { 0 };
-    if (h5_dims(g, name, &nd, d) != 0 || nd < 1 || nd > 2 || d[0] <= 0 || (nd == 2 && d[1] <= 0) ||
+    if (h5_dims(g, name, H5T_IEEE_F32LE, &nd, d) != 0 || nd < 1 || nd > 2 || d[0] <= 0 || (nd == 2 && d[1] <= 0) ||
         (double)d[0] * (nd == 2 ? d[1] : 1) > 4e9) {
         if (!v->failed) set_err(v->err, v->errlen, "%s: %s/%s is not a tensor fspo wrote", v->path, v->gname, name);
         v->failed = 1;
@@ -666,7 +682,10 @@ static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     VerifyCtx v = { .path = path, .err = err, .errlen = errlen, .print = print };
     ModelConfig c;
+    CkptMeta meta;
     int rc = read_shape(f, path, &c, err, errlen);
+    if (rc == 0 && read_meta(f, &meta) != 0)
+        rc = set_err(err, errlen, "%s: checkpoint metadata attributes missing or malformed", path);
     if (rc == 0) rc = verify_groups(f, &v, 2 + 6 * c.n_layers + c.untied);
     uint64_t want = 0;
     if (rc == 0 && (h5_attr_read_u64(f, "weights_checksum", &want) != 0 || want != v.wsum))

@@ -20,9 +20,11 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "model.h"
 #include "pack.h"
 #include "sampler.h"
 #include "tokenizer.h"
+#include "util.h"
 
 /* ---------------------------------------------------------------------- */
 /* the schema                                                              */
@@ -1217,6 +1219,20 @@ static int train_check(Loader *L)
                  "(data.n_fewshot%s, data.n_queries): its headers alone take %lld tokens, before any text",
                  c->model.max_seq, n_min, c->data.n_queries, c->data.n_fewshot_min >= 0 ? "_min" : "", (long long)need);
         return fail_key(L, key_index("model", "max_seq"), msg);
+    }
+    /* memory: one rank with one meta-example per micro-batch is the least any run of this shape needs
+     * (fspo train checks its real micro-batch and ranks per node before it creates anything) */
+    ModelConfig m = c->model;
+    double mem = machine_memory_bytes(), need_mem = 0;
+    int pref = !strcmp(c->train.stage, "pref") && strcmp(c->loss.type, "simpo") != 0;
+    if (model_config_validate(&m, msg, sizeof msg) == 0) need_mem = model_train_bytes(&m, 1, pref);
+    if (mem > 0 && need_mem > mem) {
+        snprintf(msg, sizeof msg, "this model needs at least %.1f GiB per training rank (%.0f M parameters: 16 bytes "
+                 "each for weights, gradients and AdamW moments%s, plus the activations of one meta-example of "
+                 "model.max_seq %d tokens); this machine has %.1f GiB",
+                 need_mem / (1 << 30), model_param_count(&m) / 1e6, pref ? ", 4 for the reference model" : "",
+                 m.max_seq, mem / (1 << 30));
+        return fail_key(L, key_index("model", "d_model"), msg);
     }
     /* a pref stage scores against a frozen reference (SimPO needs none) */
     if (!strcmp(c->train.stage, "pref") && strcmp(c->loss.type, "simpo") != 0 && !c->loss.ref_ckpt[0]) {

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "checksum.h"
@@ -148,6 +149,7 @@ int dataset_write(const char *path, Dataset *d, char *err, size_t errlen)
         return set_err(err, errlen, "%s: writing failed (%s)", tmp, e ? strerror(e) : "HDF5 write error");
     }
     if (commit_tmp(tmp, path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", tmp, why);
+    h5_trust(path);
     return 0;
 }
 
@@ -157,7 +159,15 @@ static int read_exact(hid_t loc, const char *name, int ndim, int64_t d0, int64_t
 {
     int nd = 0;
     int64_t d[4];
-    if (h5_dims(loc, name, &nd, d) != 0) return set_err(err, errlen, "%s: dataset '%s' missing", path, name);
+    /* the file type fspo writes for this memory type */
+    hid_t ftype = H5Tequal(type, H5T_NATIVE_UINT16) > 0 ? H5T_STD_U16LE
+                  : H5Tequal(type, H5T_NATIVE_UINT8) > 0 ? H5T_STD_U8LE
+                                                         : H5T_STD_I64LE;
+    int have = h5_dims(loc, name, ftype, &nd, d);
+    if (have == -2)
+        return set_err(err, errlen, "%s: dataset '%s' is not of the type fspo writes (%s)", path, name,
+                       ftype == H5T_STD_U16LE ? "uint16" : ftype == H5T_STD_U8LE ? "uint8" : "int64 little-endian");
+    if (have != 0) return set_err(err, errlen, "%s: dataset '%s' missing", path, name);
     if (nd != ndim || d[0] != d0 || (ndim == 2 && d[1] != d1))
         return set_err(err, errlen, "%s: dataset '%s' has the wrong shape for %lld entries", path, name,
                        (long long)d0);
@@ -213,6 +223,14 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
     if (rc == 0 && (d->n_users < 0 || d->n_pairs < 0 || d->n_tokens < 0 || d->n_users > (1LL << 32) ||
                     d->n_pairs > (1LL << 34) || d->n_tokens > (1LL << 38)))
         rc = set_err(err, errlen, "%s: implausible counts in the header", path);
+    /* and every array they size must fit in the file: allocations stay bounded by its size */
+    struct stat st;
+    double need = 2.0 * d->n_tokens + 48.0 * d->n_pairs + 33.0 * d->n_users;
+    if (rc == 0 && stat(path, &st) == 0 && need > (double)st.st_size)
+        rc = set_err(err, errlen, "%s: the header's counts (%lld tokens, %lld pairs, %lld users) need %.0f bytes of "
+                                  "arrays, the file has %lld",
+                     path, (long long)d->n_tokens, (long long)d->n_pairs, (long long)d->n_users, need,
+                     (long long)st.st_size);
     if (rc == 0) {
         size_t np = (size_t)d->n_pairs, nu = (size_t)d->n_users;
         d->tokens = malloc(sizeof(int32_t) * (d->n_tokens ? d->n_tokens : 1));

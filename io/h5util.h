@@ -27,7 +27,31 @@ int h5_check_signature(const char *path, char *reason, size_t len);
 int h5_seal(const char *path);
 /* 0 if the seal matches; -1 with a reason (no seal, truncated, corrupt). */
 int h5_check_seal(const char *path, char *reason, size_t len);
-/* Signature, then seal: everything to know before handing a path to libhdf5. */
+/* Structure check before any data is read: the file may hold only what
+ * fspo writes (groups; contiguous 1-D/2-D datasets without filters or
+ * external storage; little-endian integers and IEEE floats, strings; no
+ * soft, external or user-defined links, no virtual datasets, no named
+ * datatypes), every dataset's data and attribute inside the file, at most
+ * 100000 objects. The seal does not prove fspo wrote a file (anyone can
+ * recompute it), and libhdf5 has crash bugs on malformed files, so the
+ * first check of a file runs in a forked child with bounded memory: a
+ * child killed by a signal or silent for H5_VALIDATE_TIMEOUT_MS (plus 1 s
+ * per 100 MB of file) becomes
+ * "libhdf5 crashed/hung while validating ... file is malformed". A file
+ * that passed, or that this process wrote (h5_trust), is not re-checked
+ * until it changes (device, inode, size, mtime, ctime, sealed checksum). 0, or -1 with a
+ * reason naming the object. FSPO_FAULT=h5crash / h5hang make the child
+ * crash / hang (tests; h5hang waits 1 s, not 10). */
+#define H5_VALIDATE_TIMEOUT_MS 10000
+int h5_validate(const char *path, char *reason, size_t len);
+/* Marks a file this process just wrote as validated. */
+void h5_trust(const char *path);
+/* on = 0 runs the check in-process (to replay a crash under a debugger);
+ * default 1. timeout_ms > 0 replaces the child's timeout (the fuzz harness,
+ * whose own timeout is shorter); 0 keeps the default. */
+void h5_set_isolation(int on, int timeout_ms);
+/* Signature, seal, then h5_validate: everything to know before handing a
+ * path to libhdf5 for reading. */
 int h5_check_file(const char *path, char *reason, size_t len);
 
 /* File access without file locking: network filesystems often lack lock
@@ -55,8 +79,8 @@ char *h5_attr_read_str_alloc(hid_t obj, const char *name);
 /* Writes a contiguous dataset of `type_file` with `ndim` dims from memory of `type_mem`. */
 int h5_write(hid_t loc, const char *name, hid_t type_file, hid_t type_mem, int ndim, const int64_t *dims,
              const void *data);
-/* Dataset dims (up to 4); -1 if absent. */
-int h5_dims(hid_t loc, const char *name, int *ndim, int64_t *dims);
+/* Dataset dims (up to 4); -1 if absent, -2 if its type in the file is not type_file. */
+int h5_dims(hid_t loc, const char *name, hid_t type_file, int *ndim, int64_t *dims);
 int h5_read(hid_t loc, const char *name, hid_t type_mem, void *data);
 
 /* fsync a file by path, and the directory holding it. */

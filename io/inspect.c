@@ -1,5 +1,7 @@
 #include "inspect.h"
 
+#include <dirent.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "ckpt.h"
@@ -19,4 +21,23 @@ int inspect_file(const char *path, FILE *out, char *err, size_t errlen)
     if (!strcmp(fmt, "fspo-dataset")) return dataset_print(path, out, err, errlen);
     return set_err(err, errlen, "%s: an HDF5 file, but neither an fspo checkpoint nor dataset (format '%s')", path,
                    fmt);
+}
+
+void inspect_prevalidate(const char *const *paths, int n, const char *dir)
+{
+    char why[256];
+    for (int i = 0; i < n; i++)
+        if (paths[i] && paths[i][0]) h5_check_file(paths[i], why, sizeof why);
+    DIR *d = dir && dir[0] ? opendir(dir) : NULL;
+    if (!d) return;
+    struct dirent *de;
+    for (int count = 0; (de = readdir(d)) && count < 256;) {
+        long step;
+        if (!ckpt_name_step(de->d_name, &step)) continue;
+        char p[4400];
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        h5_check_file(p, why, sizeof why);
+        count++;
+    }
+    closedir(d);
 }

@@ -15,6 +15,7 @@ int cmd_inspect(int argc, char **argv)
         return EXIT_OK;
     }
     if (argc != 2) fatal(EXIT_USAGE, "inspect: expected one file (usage: fspo inspect FILE.h5)");
+    if (argv[1][0] == '-' && argv[1][1]) fatal(EXIT_USAGE, "inspect: unknown option '%s' (usage: fspo inspect FILE.h5)", argv[1]);
     char err[1024];
     if (inspect_file(argv[1], stdout, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
     return EXIT_OK;

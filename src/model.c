@@ -143,6 +143,22 @@ static void build_layout(Model *m)
     m->n_params = off;
 }
 
+size_t model_param_count(const ModelConfig *cfg)
+{
+    Model m = { .cfg = *cfg };
+    build_layout(&m);
+    free(m.tensors);
+    return m.n_params;
+}
+
+double model_train_bytes(const ModelConfig *cfg, int rows, int with_ref)
+{
+    double p = (double)model_param_count(cfg);
+    double bytes = 16.0 * p + (double)model_arena_bytes(cfg, 1, rows, cfg->max_seq);
+    if (with_ref) bytes += 4.0 * p + (double)model_arena_bytes(cfg, 0, rows, cfg->max_seq);
+    return bytes;
+}
+
 void model_views(const Model *m, float *base, Weights *w)
 {
     const TensorInfo *t = m->tensors;

@@ -92,6 +92,16 @@ typedef enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 } Precision;
  * trainable = 0 builds a forward-only model (no gradients; one activation
  * slot reused by every layer), as the frozen reference model needs. */
 Model *model_create(const ModelConfig *cfg, int trainable, int max_rows, int max_len);
+
+/* Parameters of a (validated) model shape: the layout model_create builds. */
+size_t model_param_count(const ModelConfig *cfg);
+
+/* Bytes one training rank needs for a validated shape and micro-batches
+ * of `rows` rows of max_seq tokens: 16 per parameter (weights, gradients,
+ * AdamW moments) and the activation arena; with_ref adds the frozen
+ * reference model of a preference stage (4 per parameter and a
+ * forward-only arena). A lower bound: no BLAS buffers or batch staging. */
+double model_train_bytes(const ModelConfig *cfg, int rows, int with_ref);
 void model_free(Model *m);
 
 /* Views of a flat buffer laid out like the parameters. */

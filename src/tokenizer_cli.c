@@ -166,6 +166,12 @@ static int train(int argc, char **argv)
     if (!n_files) fatal(EXIT_USAGE, "%s: no corpus file given", cmd);
     if (!opt.vocab_size) fatal(EXIT_USAGE, "%s: --vocab V is required", cmd);
     if (!out) fatal(EXIT_USAGE, "%s: -o TOK.json is required", cmd);
+    /* the output (and its .tmp, written first) must not be a corpus file: it would be destroyed */
+    char tmp[4200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    for (int i = 0; i < n_files; i++)
+        if (same_file(out, files[i]) || same_file(tmp, files[i]))
+            fatal(EXIT_USAGE, "%s: -o %s would overwrite %s, a corpus file: choose another name", cmd, out, files[i]);
     double t0 = now_seconds(), c0 = cpu_seconds();
     BpeCorpus *c = bpe_corpus_new();
     for (int i = 0; i < n_files; i++) {

@@ -314,7 +314,8 @@ static int fault_valid(const char *f)
         (n = -1, sscanf(f, "nan@%d:%ld+%d%n", &a, &b, &c, &n) == 3 && n > 0 && !f[n] && a >= 0 && b >= 0 && c > 0) ||
         (n = -1, sscanf(f, "diverge@%d:%ld%n", &a, &b, &n) == 2 && n > 0 && !f[n] && a >= 0 && b >= 0) ||
         (n = -1, sscanf(f, "ckptfail@%ld%n", &b, &n) == 1 && n > 0 && !f[n] && b >= 0) ||
-        (n = -1, sscanf(f, "ckptslow@%d%n", &a, &n) == 1 && n > 0 && !f[n] && a >= 0 && a <= 10000))
+        (n = -1, sscanf(f, "ckptslow@%d%n", &a, &n) == 1 && n > 0 && !f[n] && a >= 0 && a <= 10000) ||
+        !strcmp(f, "h5crash") || !strcmp(f, "h5hang")) /* io/h5util.h: the HDF5 validation child crashes / hangs */
         return 1;
     return 0;
 }
@@ -432,7 +433,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     if (fault && *fault && !fault_valid(fault)) {
         code = EXIT_USAGE;
         snprintf(err, sizeof err, "FSPO_FAULT='%.200s' is not a fault hook (data@RANK, nan@RANK:STEP[+K], "
-                                  "diverge@RANK:STEP, ckptfail@STEP, ckptslow@MS); unset it", fault);
+                                  "diverge@RANK:STEP, ckptfail@STEP, ckptslow@MS, h5crash, h5hang); unset it", fault);
     }
     agree_or_exit(d, code, err);
     char fault_rank[32];
@@ -464,6 +465,18 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     pool_set_threads(threads);
     int share = (B + d->size - 1) / d->size;
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
+    /* memory before anything is allocated or created: this node's ranks, each with its real micro-batch */
+    double mem = machine_memory_bytes(), need_mem = model_train_bytes(&cfg->model, mb, r->pref) * d->local_size;
+    if (mem > 0 && need_mem > mem) {
+        code = EXIT_USAGE;
+        snprintf(err, sizeof err, "%d rank(s) on this node, each with micro-batches of %d meta-example(s) of "
+                                  "model.max_seq %d tokens, need at least %.1f GiB (weights, gradients, AdamW moments%s and "
+                                  "activations); this node has %.1f GiB. Set train.micro_batch (per-rank rows per "
+                                  "forward/backward), or use fewer ranks per node",
+                 d->local_size, mb, cfg->model.max_seq, need_mem / (1 << 30), r->pref ? ", reference model" : "",
+                 mem / (1 << 30));
+    }
+    agree_or_exit(d, code, err);
     r->policy = model_create(&cfg->model, 1, mb, cfg->model.max_seq);
     r->include_rejected = cfg->train.sft_include_rejected;
     r->context_targets = !r->pref && cfg->train.sft_context;

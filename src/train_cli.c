@@ -6,6 +6,7 @@
 #include "commands.h"
 #include "config.h"
 #include "dist.h"
+#include "inspect.h"
 #include "train.h"
 #include "util.h"
 
@@ -61,6 +62,10 @@ int cmd_train(int argc, char **argv)
     if (config_load_train(path, sets, n_sets, &cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
     static char yaml[CFG_YAML_MAX];
     if (config_to_yaml(&cfg, yaml, sizeof yaml) < 0) fatal(EXIT_RUNTIME, "internal: resolved config too long");
+    /* the first look at each HDF5 input runs in a forked child (io/h5util.h): fork it before MPI starts */
+    const char *inputs[4] = { cfg.data.path, cfg.train.init_from, cfg.loss.ref_ckpt,
+                              strcmp(cfg.train.resume, "auto") && strcmp(cfg.train.resume, "none") ? cfg.train.resume : NULL };
+    inspect_prevalidate(inputs, 4, strcmp(cfg.train.resume, "auto") ? NULL : cfg.train.run_dir);
     Dist d;
     dist_init(&argc, &argv, &d);
     int code = train_run(&cfg, &d, path, yaml);

@@ -121,6 +121,17 @@ void *xcalloc_aligned(size_t bytes, const char *what)
 
 void xfree_aligned(void *p) { free(p); }
 
+double machine_memory_bytes(void)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    double kb = 0;
+    if (f) {
+        if (fscanf(f, "MemTotal: %lf kB", &kb) != 1) kb = 0;
+        fclose(f);
+    }
+    return kb * 1024;
+}
+
 double now_seconds(void)
 {
     struct timespec ts;

@@ -42,6 +42,9 @@ void xfree_aligned(void *p);
  * default --bind-to core left it); 0 if unknown. */
 int affinity_cpus(void);
 
+/* Physical memory of this machine in bytes; 0 if unknown. */
+double machine_memory_bytes(void);
+
 /* Monotonic wall-clock seconds. */
 double now_seconds(void);
 

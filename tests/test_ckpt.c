@@ -5,6 +5,7 @@
  *        test_ckpt --write DIR  write DIR/ckpt_7.h5 of a known model plus
  *                               DIR/logits.f32 and DIR/tokens.i32 for the
  *                               h5py / PyTorch checks in test_ckpt.sh */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -559,6 +560,126 @@ static int write_sample(const char *dir)
     return 0;
 }
 
+/* A byte-for-byte copy: a file this process did not write (a new inode). */
+static int copy_file(const char *from, const char *to)
+{
+    FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
+    char buf[1 << 16];
+    size_t n;
+    int rc = a && b ? 0 : -1;
+    while (rc == 0 && (n = fread(buf, 1, sizeof buf, a)) > 0) rc = fwrite(buf, 1, n, b) == n ? 0 : -1;
+    if (a) fclose(a);
+    if (b && fclose(b) != 0) rc = -1;
+    return rc;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Processes of process group g that are not zombies, from /proc. */
+static int live_in_group(pid_t g)
+{
+    DIR *d = opendir("/proc");
+    int n = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char path[300], buf[512];
+        if (de->d_name[0] < '1' || de->d_name[0] > '9') continue;
+        snprintf(path, sizeof path, "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t got = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[got] = '\0';
+        char *rp = strrchr(buf, ')'), state = 0;
+        long ppid = 0, pgrp = 0;
+        if (rp && sscanf(rp + 1, " %c %ld %ld", &state, &ppid, &pgrp) == 3 && pgrp == g && state != 'Z') n++;
+    }
+    if (d) closedir(d);
+    return n;
+}
+
+/* The isolated structure check (io/h5util.h) on a normal checkpoint: what
+ * it costs against the same check in-process, that a verdict is reused
+ * until the file changes, and that a child that crashes or hangs becomes
+ * an error naming what happened (FSPO_FAULT=h5crash / h5hang). */
+static void test_isolation(void)
+{
+    Optimizer o;
+    Model *m = trained_model(&small, &o, 9);
+    char *dir = tmpdir(), path[512], err[1024], why[512], p[600];
+    CkptMeta meta = meta_at(3);
+    int rc = ckpt_save(dir, m, &o, &meta, yaml, 3, path, sizeof path, err, sizeof err);
+    double iso[5], inproc[5];
+    int bad = rc != 0;
+    for (int i = 0; i < 10; i++) {
+        snprintf(p, sizeof p, "%s/copy_%d.h5", dir, i);
+        bad |= copy_file(path, p) != 0;
+        h5_set_isolation(i < 5, 0);
+        double t0 = now_seconds();
+        bad |= h5_validate(p, why, sizeof why) != 0;
+        (i < 5 ? iso : inproc)[i % 5] = 1e3 * (now_seconds() - t0);
+    }
+    h5_set_isolation(1, 0);
+    qsort(iso, 5, sizeof *iso, cmp_double);
+    qsort(inproc, 5, sizeof *inproc, cmp_double);
+    struct stat st;
+    stat(path, &st);
+    check(!bad && iso[2] < 250, "isolated structure check of a normal checkpoint is cheap",
+          "%lld-byte checkpoint: %.2f ms in a forked child, %.2f ms in-process (medians of 5; fork + wait %.2f ms)%s",
+          (long long)st.st_size, iso[2], inproc[2], iso[2] - inproc[2], bad ? "; a check failed" : "");
+    /* a verdict is reused: with the child set to crash, nothing is forked for known files */
+    setenv("FSPO_FAULT", "h5crash", 1);
+    snprintf(p, sizeof p, "%s/copy_0.h5", dir);
+    int known = h5_validate(p, why, sizeof why), own = h5_validate(path, why, sizeof why);
+    check(known == 0 && own == 0, "a file validated or written by this process is not checked again", "%d %d", known, own);
+    /* the same file changed (a byte of a tensor, re-sealed): checked again, and the child's crash is the error */
+    flip_data_byte(p, "/model/final_norm");
+    reseal(p);
+    rc = h5_validate(p, why, sizeof why);
+    check(rc == -1 && strstr(why, "libhdf5 crashed while validating (signal 11)") && strstr(why, "file is malformed"),
+          "a changed file is checked again; a child killed by a signal becomes an error", "%s", why);
+    rc = ckpt_verify(p, err, sizeof err);
+    check(rc == -1 && strstr(err, p) && strstr(err, "libhdf5 crashed"), "the reader names the file", "%s", err);
+    setenv("FSPO_FAULT", "h5hang", 1);
+    snprintf(p, sizeof p, "%s/copy_1.h5", dir);
+    flip_data_byte(p, "/model/final_norm");
+    reseal(p);
+    double t0 = now_seconds();
+    rc = h5_validate(p, why, sizeof why);
+    double waited = now_seconds() - t0;
+    check(rc == -1 && strstr(why, "libhdf5 hung while validating (no answer in 1 s, killed)") && waited < 5,
+          "a child that hangs is killed and becomes an error", "%.1f s: %s", waited, why);
+    /* the process checking the file dies while its child hangs: the child ends by itself */
+    snprintf(p, sizeof p, "%s/orphan.h5", dir); /* a file no verdict is cached for */
+    copy_file(path, p);
+    pid_t checker = fork();
+    if (checker == 0) {
+        setpgid(0, 0); /* the child it forks is in this group */
+        h5_set_isolation(1, 1000);
+        h5_validate(p, why, sizeof why);
+        _exit(0);
+    }
+    setpgid(checker, checker);
+    nanosleep(&(struct timespec){ 0, 300000000L }, NULL);
+    int before = live_in_group(checker); /* the checker and its hanging child */
+    kill(checker, SIGKILL);
+    waitpid(checker, NULL, 0);
+    int live = -1;
+    double t1 = now_seconds();
+    while ((live = live_in_group(checker)) > 0 && now_seconds() - t1 < 8) nanosleep(&(struct timespec){ 0, 100000000L }, NULL);
+    check(before == 2 && live == 0, "a validation child whose parent was killed ends by itself (its alarm)",
+          "%d processes before the kill; %d left %.1f s after it", before, live, now_seconds() - t1);
+    unsetenv("FSPO_FAULT");
+    int status = 0;
+    check(waitpid(-1, &status, WNOHANG) == -1 && errno == ECHILD, "no validation child is left", "a child remains");
+    model_free(m);
+    optim_free(&o);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && !strcmp(argv[1], "--write")) return write_sample(argv[2]);
@@ -569,6 +690,7 @@ int main(int argc, char **argv)
     test_retention_and_latest();
     test_lineages();
     test_bad_checkpoints();
+    test_isolation();
     test_kill_during_save(argc == 3 && !strcmp(argv[1], "--trials") ? atoi(argv[2]) : 20);
     remove_tmpdirs();
     return check_status();
