@@ -153,20 +153,25 @@ int dataset_write(const char *path, Dataset *d, char *err, size_t errlen)
     return 0;
 }
 
-/* Reads dataset `name` of loc that must have exactly the given dims. */
-static int read_exact(hid_t loc, const char *name, int ndim, int64_t d0, int64_t d1, hid_t type, void *dst,
-                      const char *path, char *err, size_t errlen)
+static const char *type_text(hid_t ftype)
+{
+    return H5Tequal(ftype, H5T_STD_U16LE) > 0   ? "uint16"
+           : H5Tequal(ftype, H5T_STD_U8LE) > 0  ? "uint8"
+           : H5Tequal(ftype, H5T_STD_I32LE) > 0 ? "int32 little-endian"
+                                                 : "int64 little-endian";
+}
+
+/* Reads dataset `name` of loc, stored as file type ftype (what fspo writes
+ * for it), into memory type `type`; it must have exactly the given dims. */
+static int read_exact_as(hid_t loc, const char *name, int ndim, int64_t d0, int64_t d1, hid_t ftype, hid_t type,
+                         void *dst, const char *path, char *err, size_t errlen)
 {
     int nd = 0;
     int64_t d[4];
-    /* the file type fspo writes for this memory type */
-    hid_t ftype = H5Tequal(type, H5T_NATIVE_UINT16) > 0 ? H5T_STD_U16LE
-                  : H5Tequal(type, H5T_NATIVE_UINT8) > 0 ? H5T_STD_U8LE
-                                                         : H5T_STD_I64LE;
     int have = h5_dims(loc, name, ftype, &nd, d);
     if (have == -2)
         return set_err(err, errlen, "%s: dataset '%s' is not of the type fspo writes (%s)", path, name,
-                       ftype == H5T_STD_U16LE ? "uint16" : ftype == H5T_STD_U8LE ? "uint8" : "int64 little-endian");
+                       type_text(ftype));
     if (have != 0) return set_err(err, errlen, "%s: dataset '%s' missing", path, name);
     if (nd != ndim || d[0] != d0 || (ndim == 2 && d[1] != d1))
         return set_err(err, errlen, "%s: dataset '%s' has the wrong shape for %lld entries", path, name,
@@ -174,6 +179,17 @@ static int read_exact(hid_t loc, const char *name, int ndim, int64_t d0, int64_t
     if (d0 > 0 && h5_read(loc, name, type, dst) != 0)
         return set_err(err, errlen, "%s: dataset '%s' cannot be read (corrupt file)", path, name);
     return 0;
+}
+
+/* read_exact_as with the file type fspo writes for that memory type */
+static int read_exact(hid_t loc, const char *name, int ndim, int64_t d0, int64_t d1, hid_t type, void *dst,
+                      const char *path, char *err, size_t errlen)
+{
+    hid_t ftype = H5Tequal(type, H5T_NATIVE_UINT16) > 0 ? H5T_STD_U16LE
+                  : H5Tequal(type, H5T_NATIVE_UINT8) > 0 ? H5T_STD_U8LE
+                  : H5Tequal(type, H5T_NATIVE_INT32) > 0 ? H5T_STD_I32LE
+                                                         : H5T_STD_I64LE;
+    return read_exact_as(loc, name, ndim, d0, d1, ftype, type, dst, path, err, errlen);
 }
 
 static int open_dataset_file(const char *path, hid_t *f, int64_t *ver, char *err, size_t errlen)
@@ -250,7 +266,9 @@ int dataset_read(const char *path, Dataset *d, char *err, size_t errlen)
     if (rc == 0) {
         gp = H5Gopen2(f, "pairs", H5P_DEFAULT);
         gu = H5Gopen2(f, "users", H5P_DEFAULT);
-        rc = read_exact(f, "tokens", 1, d->n_tokens, 0, H5T_NATIVE_INT32, d->tokens, path, err, errlen);
+        /* format 3 stores int32 ids; 1 and 2 stored the byte vocabulary as uint16 */
+        rc = read_exact_as(f, "tokens", 1, d->n_tokens, 0, d->format_version >= 3 ? H5T_STD_I32LE : H5T_STD_U16LE,
+                           H5T_NATIVE_INT32, d->tokens, path, err, errlen);
     }
     if (rc == 0) rc = read_exact(gp, "prompt", 2, d->n_pairs, 2, H5T_NATIVE_INT64, d->prompt, path, err, errlen);
     if (rc == 0) rc = read_exact(gp, "chosen", 2, d->n_pairs, 2, H5T_NATIVE_INT64, d->chosen, path, err, errlen);
