@@ -18,6 +18,9 @@ ROUNDS=${BENCH_ROUNDS:-3}
 out=docs/benchmarks.json
 runs=()
 TCMALLOC=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+# the PyTorch peer (fp32 with tcmalloc, bf16 autocast) runs with tcmalloc
+# preloaded; scripts/deps.sh installs it, so its absence is said, not hidden
+[[ -e $TCMALLOC ]] || echo "bench: $TCMALLOC missing (apt-get install libtcmalloc-minimal4): no tuned or autocast PyTorch rows" >&2
 # bf16 rows only where model.precision auto resolves to bf16 (AMX-BF16 or AVX512-BF16)
 if "$FSPO" bench --d-model 32 --n-layers 1 --n-heads 2 --max-seq 64 --precision bf16 --steps 1 --sgemm-n 64 \
     >/dev/null 2>&1; then BF16=1; else

@@ -5,7 +5,8 @@
 set -euo pipefail
 
 PKGS=(libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools libyaml-dev libjansson-dev libdnnl-dev clang libclang-rt-14-dev
-      pkg-config python3-torch python3-h5py python3-numpy gnuplot-nox slurm-wlm munge)
+      pkg-config python3-torch python3-h5py python3-numpy gnuplot-nox slurm-wlm munge
+      libtcmalloc-minimal4)  # the last: PyTorch's tuned mode in make bench (LD_PRELOAD)
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -6,17 +6,19 @@
 
 #include "commands.h"
 #include "config.h"
+#include "train.h"
 #include "util.h"
 
 static const char usage_text[] =
     "usage: fspo config show CFG.yaml [--set section.key=value]...\n"
-    "       fspo config check CFG.yaml [--set section.key=value]...\n"
+    "       fspo config check CFG.yaml [--ranks N] [--set section.key=value]...\n"
     "       fspo config doc\n\n"
     "  show    print the resolved config as YAML: every key, defaults included\n"
     "          (what a checkpoint stores; `fspo config show` of it prints it again)\n"
     "  check   validate the config, including what `fspo train` needs of it (a pref\n"
     "          stage's loss.ref_ckpt, a model.max_seq that holds a meta-example), and\n"
-    "          print \"CFG.yaml: ok\"\n"
+    "          print \"CFG.yaml: ok\"; with --ranks N also what N ranks on this node need:\n"
+    "          a meta-example per rank per step (train.batch_size) and the node's memory\n"
     "  doc     print the reference of every key in markdown (docs/config.md)\n\n"
     "  --set section.key=value   override one key (repeatable; the last one wins),\n"
     "                            e.g. --set optim.lr=1e-4 --set eval.n_fewshot=[0,4]\n\n"
@@ -42,6 +44,7 @@ static int print_doc(void)
 static int show_or_check(const char *sub, int argc, char **argv)
 {
     const char *path = NULL;
+    long ranks = 0;
     const char **sets = malloc(sizeof *sets * (size_t)argc);
     int n_sets = 0;
     if (!sets) fatal(EXIT_RUNTIME, "config: out of memory");
@@ -59,6 +62,14 @@ static int show_or_check(const char *sub, int argc, char **argv)
                 fatal(EXIT_USAGE, "config %s: option --set needs a value: section.key=value", sub);
             }
             sets[n_sets++] = argv[++i];
+        } else if (!strcmp(a, "--ranks") && !strcmp(sub, "check")) {
+            char *end = NULL;
+            ranks = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
+            if (i + 1 >= argc || *end || ranks < 1 || ranks > 1 << 20) {
+                free(sets);
+                fatal(EXIT_USAGE, "config check: --ranks needs a number of ranks in [1, %d]", 1 << 20);
+            }
+            i++;
         } else if (!strncmp(a, "--set=", 6))
             sets[n_sets++] = a + 6;
         else if (a[0] == '-' && a[1] != '\0')
@@ -84,6 +95,7 @@ static int show_or_check(const char *sub, int argc, char **argv)
     int rc = !strcmp(sub, "check") ? config_load_train(path, sets, n_sets, cfg, err, sizeof err)
                                    : config_load(path, sets, n_sets, cfg, err, sizeof err);
     free(sets);
+    if (rc == 0 && ranks > 0) rc = train_check_ranks(cfg, (int)ranks, (int)ranks, err, sizeof err);
     int n = rc ? -1 : config_to_yaml(cfg, buf, CFG_YAML_MAX);
     free(cfg);
     if (rc) {

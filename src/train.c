@@ -405,6 +405,27 @@ static int check_paths(Run *r, char *err, size_t errlen)
     return 0;
 }
 
+int train_check_ranks(const Config *cfg, int ranks, int local, char *err, size_t errlen)
+{
+    int B = cfg->train.batch_size;
+    if (ranks > B)
+        return snprintf(err, errlen, "%d ranks but train.batch_size is %d: every rank needs at least one meta-example "
+                                     "per step (raise train.batch_size or use fewer ranks)", ranks, B), EXIT_USAGE;
+    int pref = !strcmp(cfg->train.stage, "pref") && strcmp(cfg->loss.type, "simpo") != 0;
+    int share = (B + ranks - 1) / ranks;
+    int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
+    /* this node's ranks, each with its real micro-batch */
+    double mem = machine_memory_bytes(), need_mem = model_train_bytes(&cfg->model, mb, pref) * local;
+    if (mem > 0 && need_mem > mem)
+        return snprintf(err, errlen, "%d rank(s) on this node, each with micro-batches of %d meta-example(s) of "
+                                     "model.max_seq %d tokens, need at least %.1f GiB (weights, gradients, AdamW moments%s and "
+                                     "activations); this node has %.1f GiB. Set train.micro_batch (per-rank rows per "
+                                     "forward/backward), or use fewer ranks per node",
+                        local, mb, cfg->model.max_seq, need_mem / (1 << 30), pref ? ", reference model" : "",
+                        mem / (1 << 30)), EXIT_USAGE;
+    return 0;
+}
+
 static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_path, const char *yaml)
 {
     memset(r, 0, sizeof *r);
@@ -416,11 +437,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     int code = 0;
     r->pref = !strcmp(cfg->train.stage, "pref");
     int B = cfg->train.batch_size;
-    if (d->size > B) {
-        code = EXIT_USAGE;
-        snprintf(err, sizeof err, "%d ranks but train.batch_size is %d: every rank needs at least one meta-example per "
-                                  "step (raise train.batch_size or use fewer ranks)", d->size, B);
-    }
+    code = train_check_ranks(cfg, d->size, d->local_size, err, sizeof err);
     agree_or_exit(d, code, err);
     /* model.precision: every rank must run the same products, so auto is
      * bf16 only where all ranks have the units */
@@ -465,18 +482,6 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     pool_set_threads(threads);
     int share = (B + d->size - 1) / d->size;
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
-    /* memory before anything is allocated or created: this node's ranks, each with its real micro-batch */
-    double mem = machine_memory_bytes(), need_mem = model_train_bytes(&cfg->model, mb, r->pref) * d->local_size;
-    if (mem > 0 && need_mem > mem) {
-        code = EXIT_USAGE;
-        snprintf(err, sizeof err, "%d rank(s) on this node, each with micro-batches of %d meta-example(s) of "
-                                  "model.max_seq %d tokens, need at least %.1f GiB (weights, gradients, AdamW moments%s and "
-                                  "activations); this node has %.1f GiB. Set train.micro_batch (per-rank rows per "
-                                  "forward/backward), or use fewer ranks per node",
-                 d->local_size, mb, cfg->model.max_seq, need_mem / (1 << 30), r->pref ? ", reference model" : "",
-                 mem / (1 << 30));
-    }
-    agree_or_exit(d, code, err);
     r->policy = model_create(&cfg->model, 1, mb, cfg->model.max_seq);
     r->include_rejected = cfg->train.sft_include_rejected;
     r->context_targets = !r->pref && cfg->train.sft_context;

@@ -18,6 +18,12 @@
  * Rank 0 holds the run directory's lock (io/rundir.h) while it runs. */
 int train_run(const Config *cfg, const Dist *dist, const char *config_path, const char *config_yaml);
 
+/* What a run of `ranks` ranks, `local` of them on this node, checks before it
+ * creates anything (also `fspo config check --ranks N`): every rank gets a
+ * meta-example per step, and this node's memory holds its ranks' models and
+ * micro-batches. 0, or EXIT_USAGE with a message in err. */
+int train_check_ranks(const Config *cfg, int ranks, int local, char *err, size_t errlen);
+
 /* SIGUSR1, SIGTERM, SIGINT and SIGHUP set a flag instead of ending the
  * process: the ranks agree on it at the next step boundary, checkpoint and
  * exit with EXIT_REQUEUE. Called first thing by `fspo train`, so a signal
