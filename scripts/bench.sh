@@ -43,11 +43,13 @@ for round in $(seq 1 "$ROUNDS"); do
         if [[ -e $TCMALLOC ]]; then
             steps=$([[ $preset == A ]] && echo 3 || echo 2)
             for precision in "${precisions[@]}"; do
-                label=tuned autocast=()
-                [[ $precision == bf16 ]] && label=tuned-bf16-autocast autocast=(--autocast bf16)
+                # fp32: torch's 1 thread, OpenBLAS's 2 run the products; bf16 autocast: the products
+                # run in oneDNN on torch's own (OpenMP) threads, so it gets both cores that way
+                label=tuned autocast=() omp=1
+                [[ $precision == bf16 ]] && label=tuned-bf16-autocast autocast=(--autocast bf16) omp=2
                 echo "bench: round $round/$ROUNDS, PyTorch config $preset, $label ..." >&2
-                line=$(LD_PRELOAD=$TCMALLOC OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=2 /usr/bin/python3 \
-                    scripts/bench_torch.py --preset $preset --steps $steps --threads 1 --label $label "${autocast[@]}")
+                line=$(LD_PRELOAD=$TCMALLOC OMP_NUM_THREADS=$omp OPENBLAS_NUM_THREADS=2 /usr/bin/python3 \
+                    scripts/bench_torch.py --preset $preset --steps $steps --threads $omp --label $label "${autocast[@]}")
                 runs+=("${line%\}}, \"round\": $round}")
             done
         fi

@@ -274,9 +274,12 @@ if torch16:
 
 `scripts/bench_torch.py --autocast bf16`: the step above with the forward and
 the loss under `torch.autocast("cpu", dtype=torch.bfloat16)` (weights,
-gradients and AdamW in float32, like `model.precision: bf16`), tuned as
-above, in the same rounds as fspo's bf16 and fp32 runs; fspo's figures are
-its best thread count in the same round.
+gradients and AdamW in float32, like `model.precision: bf16`), with tcmalloc
+and **2 torch threads** (`OMP_NUM_THREADS=2`, `torch.set_num_threads(2)`):
+under autocast the products run in oneDNN on torch's own threads, so the
+fp32 row's 1 torch thread + 2 OpenBLAS threads would leave it one core (it
+ran at about half this speed that way), in the same rounds as fspo's bf16 and
+fp32 runs; fspo's figures are its best thread count in the same round.
 
 | config | PyTorch bf16 autocast tokens/s | step s | fspo bf16 tokens/s | fspo bf16 / PyTorch bf16 | fspo fp32 / PyTorch bf16 |
 |---|---|---|---|---|---|
