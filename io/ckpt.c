@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "checksum.h"
+#include "fault.h"
 #include "h5util.h"
 #include "hf.h"
 #include "tokenizer.h"
@@ -23,25 +24,16 @@
  * order-independent yet still binds each tensor to its name. */
 static uint64_t named_sum(const char *name, uint64_t sum) { return checksum_mix(checksum64(name, strlen(name)) ^ sum); }
 
-/* Fault hooks for the reliability tests (docs/reliability.md), read from
+/* Fault hooks for the reliability tests (src/fault.h), read from
  * FSPO_FAULT once per save: ckptfail@STEP makes the save of STEP fail
  * midway like a full disk (ENOSPC); ckptslow@MS sleeps MS ms after each
  * tensor so a test can kill the writer at a random point inside the write. */
-static long fault_fail_step = -1;
-static int fault_slow_ms;
-
-static void read_faults(void)
-{
-    const char *f = getenv("FSPO_FAULT");
-    fault_fail_step = -1, fault_slow_ms = 0;
-    if (!f) return;
-    if (sscanf(f, "ckptfail@%ld", &fault_fail_step) != 1) fault_fail_step = -1;
-    if (sscanf(f, "ckptslow@%d", &fault_slow_ms) != 1 || fault_slow_ms < 0 || fault_slow_ms > 10000) fault_slow_ms = 0;
-}
+static Faults faults = { .ckptfail_step = -1 };
 
 static int write_tensor(hid_t group, const TensorInfo *t, const float *base)
 {
-    if (fault_slow_ms > 0) nanosleep(&(struct timespec){ fault_slow_ms / 1000, (fault_slow_ms % 1000) * 1000000L }, NULL);
+    int ms = faults.ckptslow_ms;
+    if (ms > 0) nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000L }, NULL);
     int64_t dims[2] = { t->shape[0], t->shape[1] };
     if (h5_write(group, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, base + t->offset) < 0) return -1;
     hid_t ds = H5Dopen2(group, t->name, H5P_DEFAULT);
@@ -135,7 +127,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     rc |= h5_attr_write_u64(f, "weights_checksum", wsum);
     rc |= h5_attr_write_i64(f, "created_unix", (int64_t)time(NULL));
     rc |= write_group(f, "/model", m, m->params);
-    int injected = rc == 0 && meta->step == fault_fail_step;
+    int injected = rc == 0 && meta->step == faults.ckptfail_step;
     if (injected) rc = -1;
     if (o && rc == 0) {
         rc |= h5_attr_write_str(f, "optim_type", o->cfg.kind == OPTIM_ADAMW ? "adamw" : "rmsprop");
@@ -283,14 +275,14 @@ static int write_commit_verify(const char *path, const Model *m, const Optimizer
 {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    read_faults();
+    faults = fault_from_env();
     errno = 0;
     if (write_file(tmp, m, o, meta, config_yaml) != 0) {
         int e = errno;
         unlink(tmp);
         return set_err(err, errlen, "%s: writing the checkpoint failed (%s%s); previous checkpoints are untouched",
                           tmp, e ? strerror(e) : "HDF5 write error",
-                          meta->step == fault_fail_step ? ", injected by FSPO_FAULT" : "");
+                          meta->step == faults.ckptfail_step ? ", injected by FSPO_FAULT" : "");
     }
     char why[256];
     if (commit_tmp(tmp, path, why, sizeof why) != 0)

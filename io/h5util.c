@@ -2,6 +2,7 @@
 #include "h5util.h"
 
 #include "checksum.h"
+#include "fault.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -735,9 +736,9 @@ static void h5v_child(const char *path, uint64_t fsize, int fd, int timeout_ms)
     for (size_t i = 0; i < sizeof crash_signals / sizeof *crash_signals; i++) signal(crash_signals[i], SIG_DFL);
     /* and a child whose parent died (killed while it waited) ends by itself: no orphan spinning in libhdf5 */
     alarm((unsigned)(timeout_ms / 1000 + 2));
-    const char *fault = getenv("FSPO_FAULT");
-    if (fault && !strcmp(fault, "h5crash")) raise(SIGSEGV);
-    if (fault && !strcmp(fault, "h5hang")) pause();
+    Faults fault = fault_from_env();
+    if (fault.h5crash) raise(SIGSEGV);
+    if (fault.h5hang) pause();
 #ifndef H5V_ASAN
     long pages = 0, rss = 0;
     FILE *f = fopen("/proc/self/statm", "r");
@@ -762,11 +763,11 @@ static int h5v_isolated(const char *path, uint64_t fsize, char *reason, size_t l
     int fds[2];
     if (pipe(fds) != 0) return h5v_walk(path, reason, len);
     /* 10 s, and 1 s more per 100 MB (a big dataset's user ids are read); the h5hang test waits 1 s */
-    const char *fault = getenv("FSPO_FAULT");
+    Faults fault = fault_from_env();
     uint64_t per_size = fsize / 100000000 * 1000;
     int timeout_ms = H5_VALIDATE_TIMEOUT_MS + (int)(per_size < 3600000 ? per_size : 3600000), hung = 0;
     if (fixed_timeout_ms > 0) timeout_ms = fixed_timeout_ms;
-    else if (fault && !strcmp(fault, "h5hang")) timeout_ms = 1000;
+    else if (fault.h5hang) timeout_ms = 1000;
     pid_t pid = fork();
     if (pid < 0) {
         close(fds[0]), close(fds[1]);
