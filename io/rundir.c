@@ -161,29 +161,20 @@ static void describe_holder(const char *dir, const char *path, char *err, size_t
                 dir, h.pid, h.host, h.started, me, h.host, h.pid, path);
 }
 
-/* mkdir -p: the parents with the user's umask, as the directory itself. */
-static int make_dirs(const char *dir, char *err, size_t errlen)
+/* mkdir -p (src/util.h) with the run directory's messages. */
+static int make_run_dir(const char *dir, char *err, size_t errlen)
 {
-    char path[4096];
-    if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path) return set_err(err, errlen, "%s: path too long", dir);
-    for (char *p = path + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            mkdir(path, 0777);
-            *p = '/';
-        }
-    if (mkdir(path, 0777) != 0 && errno != EEXIST)
-        return set_err(err, errlen, "%s: cannot create the run directory: %s", dir, strerror(errno));
-    struct stat st;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return set_err(err, errlen, "%s: not a directory", dir);
+    int rc = make_dirs(dir);
+    if (rc == MKDIRS_TOO_LONG) return set_err(err, errlen, "%s: path too long", dir);
+    if (rc == MKDIRS_NOT_DIR) return set_err(err, errlen, "%s: not a directory", dir);
+    if (rc != 0) return set_err(err, errlen, "%s: cannot create the run directory: %s", dir, strerror(errno));
     return 0;
 }
 
 int rundir_lock(const char *dir, char *err, size_t errlen)
 {
     if (held_fd >= 0) return set_err(err, errlen, "internal: a run directory is locked already (%s)", held_path);
-    if (make_dirs(dir, err, errlen) != 0) return -1;
+    if (make_run_dir(dir, err, errlen) != 0) return -1;
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, RUNDIR_LOCK);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);

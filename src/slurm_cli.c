@@ -252,21 +252,6 @@ static int is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* mkdir -p; 0 or -1 with errno set by the failing mkdir. */
-static int make_dirs(const char *path)
-{
-    char buf[PATH_LEN];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return errno = ENAMETOOLONG, -1;
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
-        *p = '/';
-    }
-    if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
-    return is_dir(buf) ? 0 : (errno = ENOTDIR, -1);
-}
-
 /* Whether a file can really be created in dir (access() says yes to root
  * even where a write would fail). */
 static int can_create_in(const char *dir, char *why, size_t len)
@@ -423,12 +408,14 @@ static void check_sbatch_values(const Config *c, const char *run_dir, const char
 static void check_run_dir(const char *run_dir, int dry_run, Problems *p)
 {
     char why[PATH_LEN + 64];
+    int rc;
     if (dry_run) {
         if (!could_create(run_dir, why, sizeof why))
             fprintf(stderr, "slurm submit: note: train.run_dir %s cannot be created here: %s\n",
                     str_escape((char[PATH_LEN * 4]){ 0 }, PATH_LEN * 4, run_dir), why);
-    } else if (make_dirs(run_dir) != 0) {
-        problem(p, "train.run_dir %s cannot be created: %s", run_dir, strerror(errno));
+    } else if ((rc = make_dirs(run_dir)) != 0) {
+        problem(p, "train.run_dir %s cannot be created: %s", run_dir,
+                strerror(rc == MKDIRS_TOO_LONG ? ENAMETOOLONG : rc == MKDIRS_NOT_DIR ? ENOTDIR : errno));
     } else if (!can_create_in(run_dir, why, sizeof why)) {
         problem(p, "train.run_dir %s is not writable: %s", run_dir, why);
     }

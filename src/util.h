@@ -38,12 +38,22 @@ void *xmalloc_aligned(size_t bytes, const char *what);
 void *xcalloc_aligned(size_t bytes, const char *what);
 void xfree_aligned(void *p);
 
+/* mkdir -p with the user's umask. 0; MKDIRS_TOO_LONG for a path beyond
+ * PATH_MAX; MKDIRS_NOT_DIR when path exists and is not a directory; -1 with
+ * errno set by the first mkdir that failed other than for existing. */
+enum { MKDIRS_TOO_LONG = -3, MKDIRS_NOT_DIR = -2 };
+int make_dirs(const char *path);
+
 /* CPUs this process may run on (its affinity mask, e.g. what mpirun's
  * default --bind-to core left it); 0 if unknown. */
 int affinity_cpus(void);
 
 /* Physical memory of this machine in bytes; 0 if unknown. */
 double machine_memory_bytes(void);
+
+/* The median of v[0..n-1] (the mean of the middle two for even n; the
+ * first 4096 values at most); v is left as it is. */
+double median(const double *v, int n);
 
 /* Monotonic wall-clock seconds. */
 double now_seconds(void);
