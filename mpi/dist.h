@@ -39,7 +39,9 @@ int dist_all_equal_u64(uint64_t v);
  * the backward finishes from the end towards the start; as soon as all
  * ranges from some cut to n are final, dist_reducer_ready() starts their
  * MPI_Iallreduce (summing in place) so communication overlaps the rest of
- * the backward. dist_reducer_finish() waits for all and scales by `scale`. */
+ * the backward. dist_reducer_finish() starts what is left and waits for
+ * all: the gradients are then the SUM over ranks (the loss is normalized by
+ * global counts, src/loss.h, so no rescaling follows). */
 typedef struct GradReducer GradReducer;
 GradReducer *dist_reducer_create(float *grads, const size_t *cuts, int n_cuts, double bucket_bytes);
 void dist_reducer_free(GradReducer *r);

@@ -12,7 +12,8 @@
 typedef struct {
     int32_t index;  /* flat token index b*T + t whose logits predict `token` */
     int32_t token;  /* target token id */
-    float weight;   /* loss weight (cross-entropy: loss = -sum weight*logp) */
+    float weight;   /* 0 in training (the losses hand the model dloss/dlogp per target,
+                       src/loss.h); tests set it to build a weighted NLL */
 } Target;
 
 typedef struct {

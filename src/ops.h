@@ -3,7 +3,10 @@
  * Conventions (llm.c's): every tensor is a flat row-major float array whose
  * shape is given in the comment; N = B*T tokens. Backward functions
  * ACCUMULATE (+=) into their gradient outputs, so a tensor used twice (the
- * tied embedding, the residual stream) just receives two contributions.
+ * tied embedding, the residual stream) just receives two contributions;
+ * the variants whose comment says so (*_set, *_beta and the bf16 ones
+ * taking beta) overwrite or scale the output instead, which model.c uses
+ * for buffers written once per backward, so nothing has to clear them.
  * No op allocates: scratch space is passed in by the caller.
  *
  * The non-BLAS loops run on the thread pool (pool.h), split by rows (or by

@@ -90,7 +90,8 @@ int pack_segments(const MetaExample *ex, PackMode mode);
 
 /* Writes ex into rows row.. of b (reset with T >= its planned length and
  * S >= its segments), pads each row to T, appends one target per answer
- * token with weight 0 (losses set weights) and records them in *out.
+ * token (weight 0: the losses give dloss/dlogp per target instead) and
+ * records them in *out.
  * With a description (ex->desc), also one target per description token
  * and its EOS, once (out->desc_first..desc_end): losses that do not want
  * them leave their gradient 0. */
