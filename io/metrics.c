@@ -75,12 +75,12 @@ MetricsLog *metrics_open(const char *path, long keep_upto, char *err, size_t err
     return m;
 }
 
-int metrics_log(MetricsLog *m, long step, const char *const *names, const double *values, int n)
+int metrics_log(MetricsLog *m, long step, const Metric *fields, int n)
 {
     json_t *obj = json_object();
     json_object_set_new(obj, "step", json_integer(step));
     for (int i = 0; i < n; i++)
-        json_object_set_new(obj, names[i], isfinite(values[i]) ? json_real(values[i]) : json_null());
+        json_object_set_new(obj, fields[i].name, isfinite(fields[i].value) ? json_real(fields[i].value) : json_null());
     char *s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
     json_decref(obj);
     if (!s) return -1;

@@ -16,9 +16,16 @@ typedef struct MetricsLog MetricsLog;
  * is <= keep_upto (keep_upto < 0: start a new, empty log). NULL and err on failure. */
 MetricsLog *metrics_open(const char *path, long keep_upto, char *err, size_t errlen);
 
-/* Appends {"step": step, names[i]: values[i], ...} and flushes it to the
- * kernel. Non-finite values are written as null (JSON has no NaN). */
-int metrics_log(MetricsLog *m, long step, const char *const *names, const double *values, int n);
+/* One logged field: its name in metrics.jsonl and this step's value. */
+typedef struct {
+    const char *name;
+    double value;
+} Metric;
+
+/* Appends {"step": step, fields[i].name: fields[i].value, ...} in table
+ * order and flushes it to the kernel. Non-finite values are written as
+ * null (JSON has no NaN). */
+int metrics_log(MetricsLog *m, long step, const Metric *fields, int n);
 
 void metrics_close(MetricsLog *m);
 

@@ -196,6 +196,5 @@ double dist_time_allreduce(float *buf, size_t n)
         }
         t[k] = now_seconds() - t0;
     }
-    double lo = t[0] < t[1] ? t[0] : t[1], hi = t[0] < t[1] ? t[1] : t[0];
-    return t[2] < lo ? lo : (t[2] > hi ? hi : t[2]);
+    return median(t, 3);
 }

@@ -13,34 +13,10 @@
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
+#include "peak.h"
 #include "pool.h"
 #include "rng.h"
 #include "util.h"
-
-/* Median GFLOP/s of an n x n x n sgemm (one warm-up call first). */
-static double sgemm_peak_gflops(int n, int reps)
-{
-    float *a = xmalloc_aligned(sizeof(float) * n * n, "sgemm benchmark");
-    float *b = xmalloc_aligned(sizeof(float) * n * n, "sgemm benchmark");
-    float *c = xmalloc_aligned(sizeof(float) * n * n, "sgemm benchmark");
-    Rng r = rng_seed(7, 0);
-    for (long i = 0; i < (long)n * n; i++) {
-        a[i] = (float)rng_uniform(&r) - 0.5f;
-        b[i] = (float)rng_uniform(&r) - 0.5f;
-    }
-    double times[64];
-    if (reps > 64) reps = 64;
-    for (int k = -1; k < reps; k++) {
-        double t0 = now_seconds();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        if (k >= 0) times[k] = now_seconds() - t0;
-    }
-    double t = bench_median(times, reps);
-    xfree_aligned(a);
-    xfree_aligned(b);
-    xfree_aligned(c);
-    return 2.0 * n * (double)n * n / t / 1e9;
-}
 
 int cmd_bench(int argc, char **argv)
 {
@@ -85,7 +61,7 @@ int cmd_bench(int argc, char **argv)
     threads = openblas_get_num_threads();
     pool_set_threads(threads); /* the non-BLAS loops use as many threads as OpenBLAS */
 
-    double sgemm_peak = sgemm_peak_gflops(sgemm_n, 7);
+    double sgemm_peak = peak_sgemm_gflops(sgemm_n, 7);
     /* MFU against the peak of the products the steps run */
     double bf16_peak = bf16 ? matmul_bf16_peak_gflops(sgemm_n, 7) : 0, peak = bf16 ? bf16_peak : sgemm_peak;
     int T = cfg.max_seq, N = batch * T;
@@ -117,7 +93,7 @@ int cmd_bench(int argc, char **argv)
         if (!json) fprintf(stderr, "\rbench: step %d/%d  loss %.4f", s + 1, steps, loss);
     }
     if (!json) fprintf(stderr, "\n");
-    double t = bench_median(times, steps);
+    double t = median(times, steps);
     /* peak RSS against what the design says the step needs */
     double analytic = 4.0 * m->n_params * 4 /* params, grads, AdamW m and v */ +
                       model_arena_bytes(&cfg, 1, batch, T) + m->bf16_bytes;

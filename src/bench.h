@@ -8,7 +8,6 @@
  * targets, and malloc'd logp/dlogp [K] with dlogp = -1/K. */
 void bench_lm_batch(Batch *b, int rows, int T, float **logp, float **dlogp);
 
-double bench_median(const double *v, int n);
 /* a /proc/self/status field in kB (VmHWM = peak RSS, VmRSS = now), -1 if unknown */
 long bench_status_kb(const char *key);
 /* --pref / --ckpt / --dp modes; -1 if argv asks for none of them */

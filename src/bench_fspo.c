@@ -38,21 +38,6 @@
 #include "sampler.h"
 #include "util.h"
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-double bench_median(const double *v, int n)
-{
-    double tmp[4096];
-    if (n > 4096) n = 4096;
-    memcpy(tmp, v, sizeof(double) * n);
-    qsort(tmp, n, sizeof *tmp, cmp_double);
-    return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
-}
-
 /* kB from a /proc/self/status line (VmHWM: peak resident set; VmRSS: now) */
 long bench_status_kb(const char *key)
 {
@@ -153,7 +138,7 @@ static double side_step(PrefSide *s, const Dataset *d, const MetaExample *ex, in
     model_forward(s->policy, b, s->logp);
     double ref_sums[2 * SAMPLER_MAX_QUERIES];
     answer_logps(s->ref_logp, &merged, ref_sums);
-    PrefStats st = { 0 };
+    LossStats st = { 0 };
     double loss = pref_loss(lc, s->logp, ref_sums, &merged, ex->n_queries, s->dlogp, &st);
     model_backward(s->policy, b, s->dlogp);
     optim_step(&s->opt, s->policy, 0.0f);
@@ -264,7 +249,7 @@ static int bench_pref(int argc, char **argv)
                 tt[i], tu[i], loss_t, loss_u);
     }
     if (df) fclose(df);
-    double mt = bench_median(tt, n), mu = bench_median(tu, n);
+    double mt = median(tt, n), mu = median(tu, n);
     int ok = loss_err < 1e-4 && grad_err < 1e-4;
     printf("{\"kind\": \"pref_pack\", \"d_model\": %d, \"n_layers\": %d, \"threads\": %d, \"fewshot\": %d, "
            "\"queries\": %d, \"examples\": %d, \"tree_tokens_mean\": %.1f, \"unshared_tokens_mean\": %.1f, "
@@ -366,7 +351,7 @@ static int bench_ckpt(int argc, char **argv)
     unlink(plain);
     unlink(path);
     rmdir(dir);
-    double s = bench_median(ts, reps), l = bench_median(tl, reps), w = bench_median(tw, reps), rd = bench_median(tr, reps);
+    double s = median(ts, reps), l = median(tl, reps), w = median(tw, reps), rd = median(tr, reps);
     printf("{\"kind\": \"ckpt\", \"d_model\": %d, \"n_layers\": %d, \"params\": %zu, \"bytes\": %zu, \"reps\": %d, "
            "\"save_s\": %.4f, \"load_s\": %.4f, \"plain_write_fsync_s\": %.4f, \"plain_read_s\": %.4f, "
            "\"save_ratio\": %.3f, \"load_ratio\": %.3f}\n",
@@ -450,8 +435,8 @@ static int bench_dp(int argc, char **argv)
             else bw_ovl[s] = v[0] / dd.size, wait[s] = v[1] / dd.size, exposed[s] = ex[0] / dd.size;
         }
     }
-    double bp = bench_median(bw_plain, steps), bo = bench_median(bw_ovl, steps), wt = bench_median(wait, steps);
-    double ext = bench_median(exposed, steps);
+    double bp = median(bw_plain, steps), bo = median(bw_ovl, steps), wt = median(wait, steps);
+    double ext = median(exposed, steps);
     double hidden_wait = 1 - wt / full, hidden_time = 1 - (bo - bp) / full, hidden = 1 - ext / full;
     if (dd.rank == 0)
         printf("{\"kind\": \"dp_overlap\", \"ranks\": %d, \"threads\": %d, \"d_model\": %d, \"n_layers\": %d, "
@@ -460,7 +445,7 @@ static int bench_dp(int argc, char **argv)
                "\"hidden_by_time\": %.4f, \"buckets_pending_after_backward\": %.1f, \"exposed_ms\": %.3f, "
                "\"hidden\": %.4f}\n",
                dd.size, openblas_get_num_threads(), cfg.d_model, cfg.n_layers, batch, m->n_params, bucket_mb, buckets,
-               1e3 * full, 1e3 * bp, 1e3 * bo, 1e3 * wt, hidden_wait, hidden_time, bench_median(pend, steps), 1e3 * ext, hidden);
+               1e3 * full, 1e3 * bp, 1e3 * bo, 1e3 * wt, hidden_wait, hidden_time, median(pend, steps), 1e3 * ext, hidden);
     dist_reducer_free(ctx.r);
     free(logp);
     free(dlogp);

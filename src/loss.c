@@ -26,7 +26,7 @@ static double log_sigmoid(double x) { return x >= 0 ? -log1p(exp(-x)) : x - log1
 static double sigmoid(double x) { return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)); }
 
 double pref_loss(const LossConfig *c, const float *logp, const double *ref, const PackedAnswers *ans, double norm,
-                 float *dlogp, PrefStats *st)
+                 float *dlogp, LossStats *st)
 {
     double total = 0, beta = c->beta;
     for (int j = 0; j < ans->n_answers / 2; j++) {
@@ -105,17 +105,29 @@ static void nll_targets(const float *logp, int k0, int k1, double scale, double 
 }
 
 void sft_loss(const float *logp, const PackedAnswers *ans, int include_rejected, double norm, float *dlogp,
-              double *loss, double *tokens)
+              LossStats *stats)
 {
+    double *loss = &stats->loss, *tokens = &stats->tokens;
     nll_targets(logp, ans->ctx_first, ans->ctx_end, 1.0, norm, dlogp, loss, tokens);   /* empty unless sft_context */
     nll_targets(logp, ans->desc_first, ans->desc_end, 1.0, norm, dlogp, loss, tokens); /* empty without a description */
     for (int a = 0; a < ans->n_answers; a++)
         if (a % 2 == 0 || include_rejected) nll_targets(logp, ans->first[a], ans->first[a + 1], 1.0, norm, dlogp, loss, tokens);
+    stats->pairs += ans->n_answers / 2;
 }
 
-void desc_loss(const float *logp, const PackedAnswers *ans, double weight, double norm, float *dlogp, double *loss)
+void desc_loss(const float *logp, const PackedAnswers *ans, double weight, double norm, float *dlogp,
+               LossStats *stats)
 {
     int n = ans->desc_end - ans->desc_first;
     if (n <= 0 || weight <= 0) return;
-    nll_targets(logp, ans->desc_first, ans->desc_end, weight * (ans->n_answers / 2) / n, norm, dlogp, loss, NULL);
+    nll_targets(logp, ans->desc_first, ans->desc_end, weight * (ans->n_answers / 2) / n, norm, dlogp, &stats->loss, NULL);
+}
+
+void loss_stats_add(LossStats *to, const LossStats *from)
+{
+    to->loss += from->loss, to->pairs += from->pairs;
+    to->reward_chosen += from->reward_chosen, to->reward_rejected += from->reward_rejected;
+    to->reward_margin += from->reward_margin, to->reward_accuracy += from->reward_accuracy;
+    to->logp_chosen += from->logp_chosen, to->logp_rejected += from->logp_rejected;
+    to->tokens += from->tokens;
 }

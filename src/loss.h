@@ -32,12 +32,19 @@ typedef struct {
 /* "dpo" etc. to a type; -1 if unknown. */
 int loss_type_from_name(const char *name);
 
-/* Sums that TRL reports (divide by the pair count for means). */
+/* What both stages' losses add up over meta-examples: the loss, the query
+ * pairs, TRL's reward sums (preference stage; divide by pairs for means)
+ * and the target tokens the SFT loss averages over. All doubles, so a
+ * step's sums reduce across ranks as one array. */
 typedef struct {
     double loss, pairs;
     double reward_chosen, reward_rejected, reward_margin, reward_accuracy; /* beta * (policy - reference) */
     double logp_chosen, logp_rejected;
-} PrefStats;
+    double tokens; /* SFT target tokens */
+} LossStats;
+
+/* to += from, field by field. */
+void loss_stats_add(LossStats *to, const LossStats *from);
 
 /* Per-answer sums of target log-probs: sums[a] over ans->first[a]..first[a+1]. */
 void answer_logps(const float *logp, const PackedAnswers *ans, double *sums);
@@ -47,22 +54,24 @@ void answer_logps(const float *logp, const PackedAnswers *ans, double *sums);
  * dloss/dlogp to dlogp[] for each answer token (scaled by 1/norm), adds to
  * *stats, and returns this example's share of the loss (already / norm). */
 double pref_loss(const LossConfig *c, const float *logp, const double *ref, const PackedAnswers *ans, double norm,
-                 float *dlogp, PrefStats *stats);
+                 float *dlogp, LossStats *stats);
 
 /* SFT: NLL of the targets the SFT stage learns from one meta-example: the
  * queries' chosen answers (and rejected ones with include_rejected), the
  * context's chosen answers (ans->ctx_first..ctx_end, empty unless packed
  * with them) and the description (ans->desc_first..desc_end), each token
  * weighted 1/norm (norm: the GLOBAL count of such tokens). Sets dlogp on
- * them, subtracts each token's share from *loss and counts it in *tokens. */
+ * them, subtracts each token's share from stats->loss, counts it in
+ * stats->tokens and the meta-example's query pairs in stats->pairs. */
 void sft_loss(const float *logp, const PackedAnswers *ans, int include_rejected, double norm, float *dlogp,
-              double *loss, double *tokens);
+              LossStats *stats);
 
 /* The preference stage's description term: weight * (token-mean NLL of
  * the description and its EOS) per query pair of the meta-example, / norm
  * (the global pair count), as each pair's chosen-answer NLL under
  * loss.sft_weight. Sets dlogp on the description's targets and adds the
- * term to *loss; nothing without a description or with weight 0. */
-void desc_loss(const float *logp, const PackedAnswers *ans, double weight, double norm, float *dlogp, double *loss);
+ * term to stats->loss; nothing without a description or with weight 0. */
+void desc_loss(const float *logp, const PackedAnswers *ans, double weight, double norm, float *dlogp,
+               LossStats *stats);
 
 #endif

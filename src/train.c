@@ -1,15 +1,23 @@
-/* train: see train.h. One step, in order:
- *   plan   every rank plans all B meta-examples of the step (lengths only),
- *          so all agree on the global pair/token counts that normalize the loss;
- *   run    this rank packs its share into micro-batches: reference forward
- *          (pref), policy forward, loss, backward; the last micro-batch's
- *          backward starts the bucketed gradient allreduce layer by layer;
- *   reduce wait for the gradients, one small allreduce of metrics;
- *   update skip a non-finite step, else clip + optimizer step;
- *   check  parameter checksums agree every K steps; log; checkpoint. */
+/* train: see train.h. Read train_step first: one step of every rank, top to
+ * bottom, each line a call:
+ *   plan      every rank draws and measures all B meta-examples of the step
+ *             (lengths only), so all agree on the global pair/token counts
+ *             that normalize the loss, and on which rank runs which;
+ *   per micro-batch of this rank's share:
+ *     pack      rows of meta-examples into the batch (src/pack.h);
+ *     forward   the reference (preference stage) and the policy;
+ *     loss      SFT or preference loss and dloss/dlogp (src/loss.h);
+ *     backward  gradients; the last micro-batch's backward starts the
+ *               bucketed gradient allreduce layer by layer;
+ *   reduce    wait for the gradients, one small allreduce of the step's sums;
+ *   update    skip a non-finite step, else clip + optimizer step;
+ *   check     parameter checksums agree every K steps; log; checkpoint.
+ * train_run wraps the loop: start-up (setup), stop signals and the time
+ * budget, the summary at the end. The policies around it live in their own
+ * units: threads per rank (threads.h), the MFU probe (peak.h), where a run
+ * starts (resume.h) and the fault hooks (fault.h). */
 #include "train.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -18,21 +26,23 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "bf16.h"
 #include "checksum.h"
 #include "ckpt.h"
 #include "dataset.h"
+#include "fault.h"
 #include "loss.h"
 #include "metrics.h"
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
 #include "pack.h"
-#include "pool.h"
+#include "peak.h"
+#include "resume.h"
 #include "rundir.h"
 #include "sampler.h"
+#include "threads.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -69,35 +79,6 @@ static void agree_or_exit(const Dist *d, int code, const char *msg)
     exit(worst);
 }
 
-/* Threads per rank: config, else SLURM_CPUS_PER_TASK, else cores / ranks on this node. */
-static int blas_threads(const Config *cfg, const Dist *d, char *why, size_t len)
-{
-    int t = cfg->mpi.threads_per_rank;
-    const char *src = "mpi.threads_per_rank";
-    if (t <= 0) {
-        const char *s = getenv("SLURM_CPUS_PER_TASK");
-        char *end;
-        long v = s ? strtol(s, &end, 10) : 0;
-        if (s && *end == '\0' && v > 0 && v < 4096) t = (int)v, src = "SLURM_CPUS_PER_TASK";
-    }
-    int bound = affinity_cpus();
-    if (t <= 0) {
-        long cores = sysconf(_SC_NPROCESSORS_ONLN);
-        t = (int)(cores / d->local_size);
-        src = "cores / ranks on this node";
-        if (bound > 0 && bound < t) t = bound, src = "the CPUs this rank is bound to";
-        if (t < 1) t = 1;
-    } else if (bound > 0 && bound < t && d->rank == 0) {
-        /* mpirun binds each rank to one core by default (np <= 2): more
-         * threads than that only take turns on it */
-        fprintf(stderr, "train: warning: %s = %d threads per rank, but this rank may run on %d CPU(s) only (launcher "
-                        "binding): they will share them; use mpirun --bind-to none or --map-by slot:PE=%d\n",
-                src, t, bound, t);
-    }
-    snprintf(why, len, "%s", src);
-    return t;
-}
-
 /* ---- the run's state ---- */
 typedef struct {
     const Config *cfg;
@@ -118,6 +99,7 @@ typedef struct {
     int user_desc;           /* data.user_desc: cot */
     LossConfig loss;
     Schedule sched;
+    Faults fault;            /* FSPO_FAULT, parsed once at start-up */
     long step;               /* steps done */
     uint64_t ref_checksum, data_checksum;
     char ref_path[CFG_STR];
@@ -133,92 +115,492 @@ typedef struct {
     const char *yaml;        /* the resolved config, as the snapshot and checkpoints store it */
     int resumed;             /* started from a checkpoint (of this step) */
     int snapshot_is_input;   /* config_path is run_dir/config.yaml itself: leave it */
+    /* progress between steps */
+    MetricsLog *log;         /* rank 0: metrics.jsonl */
+    double t_start, t_last;  /* the loop's start, the last log line */
+    long steps_timed, bad_in_a_row, last_saved, empty_steps;
+    double tokens_since, rows_since; /* since the last log line */
 } Run;
 
-/* Median of 3 timed 1024^3 sgemms: this rank's ceiling for the MFU figure. */
-static double sgemm_peak(void)
+/* A step's sums over its meta-examples: this rank's, then every rank's. */
+typedef struct {
+    LossStats loss;           /* loss, pairs, rewards, log-probs, SFT tokens */
+    double tokens, rows;      /* row tokens and meta-examples run */
+    double desc_nll, desc_tokens; /* data.user_desc cot: the description's NLL */
+} StepSums;
+enum { STEP_SUMS = sizeof(StepSums) / sizeof(double) };
+
+static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_path, const char *yaml);
+static void teardown(Run *r);
+static void start_log(Run *r);
+static int stop_requested(Run *r);
+static int train_step(Run *r);
+static void summary(const Run *r, int exit_code);
+
+int train_run(const Config *cfg, const Dist *d, const char *config_path, const char *config_yaml)
 {
-    int n = 1024;
-    float *a = xcalloc_aligned(sizeof(float) * n * n, "sgemm probe"), *b = xcalloc_aligned(sizeof(float) * n * n, "sgemm probe"),
-          *c = xcalloc_aligned(sizeof(float) * n * n, "sgemm probe");
-    double t[4];
-    for (int k = 0; k < 4; k++) {
-        double t0 = now_seconds();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
-        t[k] = now_seconds() - t0;
+    Run run, *r = &run;
+    /* fspo train catches the stop signals before MPI starts; this covers any
+     * other caller: a stop during start-up (loading data and checkpoints can
+     * take a while) becomes a stop at the first step boundary */
+    train_catch_signals();
+    setup(r, cfg, d, config_path, config_yaml);
+    start_log(r);
+    int exit_code = EXIT_OK;
+    while (r->step < cfg->train.max_steps) {
+        if (stop_requested(r)) {
+            exit_code = EXIT_REQUEUE;
+            break;
+        }
+        if ((exit_code = train_step(r)) != EXIT_OK) break;
     }
-    xfree_aligned(a), xfree_aligned(b), xfree_aligned(c);
-    double m = t[1] < t[2] ? (t[2] < t[3] ? t[2] : (t[1] < t[3] ? t[3] : t[1])) : (t[1] < t[3] ? t[1] : (t[2] < t[3] ? t[3] : t[2]));
-    return 2.0 * n * n * (double)n / m / 1e9;
+    summary(r, exit_code);
+    teardown(r);
+    rundir_unlock();
+    return exit_code;
 }
 
-/* Rank 0, holding the run directory: where a run that resumes from `resume`
- * (auto, none or a path) starts. 0 with *full = 1 and path set to resume
- * from a checkpoint, *full = 0 to start fresh (r->lineage then set); else
- * an exit code and err. Never picks another run's files (io/rundir.h). */
-static int choose_start(Run *r, const char *mark, int n_files, const char *files, char *path, size_t plen, int *full,
-                        char *err, size_t errlen)
+static double plan_step(Run *r, long step);
+static void begin_gradients(Run *r);
+static int pack_micro_batch(Run *r, int start, StepSums *s);
+static void forward(Run *r);
+static void compute_loss(Run *r, int rows, double norm, StepSums *s);
+static void backward(Run *r, int last);
+static void finish_gradients(Run *r);
+static int reduce_step_sums(const Run *r, StepSums *s);
+static void skip_empty_step(Run *r, StepSums *s);
+static int stop_diverged(Run *r);
+static double optimizer_update(Run *r, float lr);
+static void check_agree(const Run *r);
+static void log_step(Run *r, const StepSums *s, double grad_norm, float lr);
+static void save(Run *r);
+
+/* One training step, every rank in lockstep. EXIT_OK, or EXIT_RUNTIME when
+ * training diverged (the last good state checkpointed). */
+static int train_step(Run *r)
 {
-    const char *dir = r->cfg->train.run_dir, *resume = r->cfg->train.resume;
-    *full = 0;
-    if (!strcmp(resume, "none")) {
-        if (n_files > 0)
-            return set_err(err, errlen, "train.resume is none, but %s already holds a run (%s); fspo never deletes "
-                                        "or overwrites a run's files. Continue that run with train.resume: auto, "
-                                        "start this one in another train.run_dir, or remove those files yourself",
-                           dir, files), EXIT_USAGE;
-        rundir_new_lineage(r->lineage, sizeof r->lineage);
-        return 0;
+    const Config *cfg = r->cfg;
+    StepSums s = { 0 };
+    double norm = plan_step(r, r->step);  /* sample, measure and share out the B meta-examples */
+    int empty = norm <= 0, finite = 1;    /* every rank planned the same step: empty everywhere */
+    if (!empty) {
+        begin_gradients(r);
+        for (int start = 0; start < r->n_mine; start += r->policy->cap_rows) {
+            int rows = pack_micro_batch(r, start, &s);
+            forward(r);
+            compute_loss(r, rows, norm, &s);
+            if (start == 0 && fault_nan_at(&r->fault, r->dist->rank, r->step)) r->dlogp[0] = NAN;
+            backward(r, start + rows >= r->n_mine);
+        }
+        finish_gradients(r);
+        finite = reduce_step_sums(r, &s); /* every rank now holds the same gradients and sums */
+    } else
+        skip_empty_step(r, &s);
+    double grad_norm = NAN;
+    float lr = schedule_lr(&r->sched, r->step);
+    if (!finite) {
+        r->bad_steps_total++;
+        if (++r->bad_in_a_row >= cfg->train.max_bad_steps) return stop_diverged(r);
+    } else if (!empty) {
+        r->bad_in_a_row = 0;
+        grad_norm = optimizer_update(r, lr);
     }
-    if (strcmp(resume, "auto") != 0) {
-        snprintf(path, plen, "%s", resume);
-        *full = 1;
-        return 0;
+    r->step++;
+    int save_now = r->step % cfg->checkpoint.every == 0 || r->step == cfg->train.max_steps;
+    /* every checksum_every steps, and before every checkpoint */
+    if (cfg->mpi.checksum_every > 0 && (r->step % cfg->mpi.checksum_every == 0 || save_now)) check_agree(r);
+    log_step(r, &s, grad_norm, lr);
+    if (save_now) save(r), r->last_saved = r->step;
+    return EXIT_OK;
+}
+
+/* ---- the loop around the steps ---- */
+
+/* A stop signal or train.max_time, agreed by every rank in one allreduce:
+ * checkpoint (unless this step is) and return 1 so the run exits with
+ * EXIT_REQUEUE. */
+static int stop_requested(Run *r)
+{
+    const Config *cfg = r->cfg;
+    int flags[2] = { stop_signal ? 1 : 0,
+                     cfg->train.max_time_s > 0 && now_seconds() - r->t_start > cfg->train.max_time_s };
+    dist_allreduce_max_ints(flags, 2);
+    int stop = flags[0], out_of_time = flags[1];
+    if (!stop && !out_of_time) return 0;
+    if (r->dist->rank == 0)
+        printf("train: %s at step %ld: writing a checkpoint, then exiting with code %d (requeue)\n",
+               stop ? "stop signal" : "train.max_time reached", r->step, EXIT_REQUEUE);
+    if (r->last_saved != r->step) check_agree(r), save(r);
+    else if (r->dist->rank == 0) printf("train: step %ld is checkpointed already\n", r->step);
+    return 1;
+}
+
+/* max_bad_steps non-finite steps in a row: every rank counted the same
+ * steps, so all stop here together; rank 0 saves the weights of the last
+ * good step (skipped steps changed nothing). */
+static int stop_diverged(Run *r)
+{
+    check_agree(r);
+    save(r);
+    if (r->dist->rank == 0)
+        report("training diverged (non-finite loss or gradients %ld steps in a row at step %ld); the last "
+               "good state is checkpointed. Resuming with the same config repeats the same steps: lower "
+               "optim.lr (or raise optim.warmup_steps or train.max_bad_steps) first", r->bad_in_a_row, r->step);
+    return EXIT_RUNTIME;
+}
+
+/* Rank 0, at the end: truncation counts, "done", the allreduce overlap. */
+static void summary(const Run *r, int exit_code)
+{
+    if (r->dist->rank == 0) {
+        if (r->skipped_examples || r->dropped_fewshot || r->dropped_queries)
+            printf("train: truncation to model.max_seq: %ld meta-examples skipped, %ld few-shot pairs and %ld queries dropped\n",
+                   r->skipped_examples, r->dropped_fewshot, r->dropped_queries);
+        if (exit_code == EXIT_OK) printf("train: done, %ld steps\n", r->step);
+        if (r->reducer && r->allreduce_steps > 0) {
+            double exposed = r->allreduce_wait_s / r->allreduce_steps, full = r->allreduce_full_s;
+            /* the wait also absorbs load imbalance (a rank waiting for a slower one),
+             * so "hidden" is a lower bound and clamps at 0 */
+            double hidden = full > 0 ? 1 - exposed / full : 0.0;
+            printf("train: gradient allreduce %.2f ms blocking; %.2f ms per step waited after the backward "
+                   "(communication left + rank imbalance): %.0f%% hidden by overlap\n",
+                   1e3 * full, 1e3 * exposed, 100 * (hidden > 0 ? hidden : 0));
+        }
     }
-    /* auto: the newest checkpoint of this directory's run that verifies */
-    int found = ckpt_find_latest(dir, mark[0] ? mark : NULL, path, plen, err, errlen);
-    if (found < 0) return EXIT_USAGE;
-    if (found) {
-        *full = 1;
-        return 0;
+    metrics_close(r->log);
+}
+
+/* ---- planning: which meta-examples, on which rank ---- */
+
+typedef struct { double cost; int index; } Job;
+
+static int by_cost_desc(const void *a, const void *b)
+{
+    const Job *x = a, *y = b;
+    if (x->cost != y->cost) return x->cost < y->cost ? 1 : -1;
+    return x->index - y->index;
+}
+
+/* Splits the step's meta-examples over the ranks by cost, longest first to
+ * the least-loaded rank. Lengths vary a lot between meta-examples, so equal
+ * counts per rank leave ranks waiting for each other; every rank computes
+ * the same assignment from the same plan, with no communication. */
+static void assign_ranks(Run *r)
+{
+    int B = r->cfg->train.batch_size, W = r->dist->size;
+    Job jobs[4096];
+    double load[1024] = { 0 };
+    if (B > 4096 || W > 1024) { /* beyond the tables: contiguous slices */
+        for (int i = 0; i < B; i++) r->owner[i] = r->plan_len[i] < 0 ? -1 : (int)((long)i * W / B);
+    } else {
+        int n = 0;
+        for (int i = 0; i < B; i++) {
+            r->owner[i] = -1;
+            if (r->plan_len[i] < 0) continue;
+            double L = r->plan_len[i];
+            jobs[n++] = (Job){ L * model_flops_per_token(&r->cfg->model, (int)L), i };
+        }
+        qsort(jobs, n, sizeof *jobs, by_cost_desc);
+        for (int k = 0; k < n; k++) {
+            int best = 0;
+            for (int w = 1; w < W; w++)
+                if (load[w] < load[best]) best = w;
+            load[best] += jobs[k].cost;
+            r->owner[jobs[k].index] = best;
+        }
     }
-    if (mark[0]) /* this run, stopped before its first checkpoint */
-        snprintf(r->lineage, sizeof r->lineage, "%s", mark);
-    else if (n_files > 0)
-        return set_err(err, errlen, "%s holds files of a run (%s) but no checkpoint and no lineage record, so fspo "
-                                    "cannot tell whose they are and will not overwrite them: remove them, or use "
-                                    "another train.run_dir", dir, files), EXIT_USAGE;
+    r->n_mine = 0;
+    for (int i = 0; i < B; i++)
+        if (r->owner[i] == r->dist->rank) r->mine[r->n_mine++] = i;
+}
+
+/* data.user_desc cot: the user's description from the dataset goes into
+ * the context; a user without one gets no description segment. */
+static void with_description(const Dataset *d, MetaExample *ex)
+{
+    int64_t len = d->user_desc[2 * ex->user + 1];
+    ex->desc = len > 0 ? d->tokens + d->user_desc[2 * ex->user] : NULL;
+    ex->desc_len = len > 0 ? (int)len : 0;
+}
+
+/* Plans all B meta-examples of the step; returns the global normalizer
+ * (query pairs for pref, answer tokens for sft) and counts skips. */
+static double plan_step(Run *r, long step)
+{
+    const Config *cfg = r->cfg;
+    int B = cfg->train.batch_size;
+    double norm = 0;
+    for (int i = 0; i < B; i++) {
+        uint64_t g = (uint64_t)step * B + i;
+        if (cfg->data.fixed_examples > 0) g %= (uint64_t)cfg->data.fixed_examples;
+        sampler_draw(&r->sampler, g, &r->plan[i]);
+        if (r->user_desc) with_description(&r->data, &r->plan[i]);
+        int df, dq;
+        r->plan_len[i] = pack_plan(&r->data, &r->plan[i], PACK_TREE, cfg->model.max_seq, &df, &dq);
+        r->dropped_fewshot += df, r->dropped_queries += dq;
+        if (r->plan_len[i] < 0) {
+            r->skipped_examples++;
+            continue;
+        }
+        const MetaExample *ex = &r->plan[i];
+        for (int j = 0; j < ex->n_queries; j++) {
+            int64_t p = ex->pairs[ex->n_fewshot + j];
+            if (r->pref) norm += 1;
+            else norm += (double)(r->data.chosen[2 * p + 1] + 1) + (r->include_rejected ? (double)(r->data.rejected[2 * p + 1] + 1) : 0);
+        }
+        if (r->context_targets) norm += pack_context_targets(&r->data, ex);
+        if (!r->pref) norm += pack_desc_targets(ex); /* 0 without a description */
+    }
+    assign_ranks(r);
+    return norm;
+}
+
+/* ---- the parts of a step, in order ---- */
+
+/* The description's NLL for the metrics (data.user_desc cot). */
+static void desc_metrics(const Run *r, const PackedAnswers *ans, StepSums *s)
+{
+    for (int k = ans->desc_first; k < ans->desc_end; k++) s->desc_nll -= r->logp[k], s->desc_tokens += 1;
+}
+
+static void grads_ready(void *ctx, size_t from) { dist_reducer_ready(((Run *)ctx)->reducer, from); }
+
+/* Zeroes the gradients; the allreduce starts with the last backward. */
+static void begin_gradients(Run *r)
+{
+    model_zero_grad(r->policy);
+    if (r->reducer) dist_reducer_begin(r->reducer);
+}
+
+/* Packs the micro-batch of this rank's share that starts at `start` (up
+ * to the model's rows) into r->batch, each row's answers in r->ans;
+ * counts its tokens and rows. Returns its rows. */
+static int pack_micro_batch(Run *r, int start, StepSums *s)
+{
+    int mb = r->policy->cap_rows;
+    int end = start + mb < r->n_mine ? start + mb : r->n_mine, T = 1, S = 1, rows = end - start;
+    for (int k = start; k < end; k++) {
+        int i = r->mine[k];
+        if (r->plan_len[i] > T) T = r->plan_len[i];
+        int n = pack_segments(&r->plan[i], PACK_TREE);
+        if (n > S) S = n;
+    }
+    batch_reset(&r->batch, rows, T, S);
+    int row = 0;
+    for (int k = start; k < end; k++) {
+        int i = r->mine[k];
+        s->tokens += r->plan_len[i];
+        s->rows += 1;
+        if (r->context_targets)
+            pack_write_context_targets(&r->data, &r->plan[i], PACK_TREE, &r->batch, row, &r->ans[row]);
+        else
+            pack_write(&r->data, &r->plan[i], PACK_TREE, &r->batch, row, &r->ans[row]);
+        row++;
+    }
+    return rows;
+}
+
+/* The reference's (preference stage) and the policy's target log-probs. */
+static void forward(Run *r)
+{
+    if (r->ref) model_forward(r->ref, &r->batch, r->ref_logp);
+    model_forward(r->policy, &r->batch, r->logp);
+}
+
+/* The loss of the micro-batch's rows, / norm: dloss/dlogp in r->dlogp,
+ * the sums in s (src/loss.h). */
+static void compute_loss(Run *r, int rows, double norm, StepSums *s)
+{
+    const PackedAnswers *ans = r->ans;
+    memset(r->dlogp, 0, sizeof(float) * r->batch.n_targets);
+    LossStats st = { 0 };
+    for (int k = 0; k < rows; k++) {
+        if (r->pref) {
+            double ref_sums[2 * SAMPLER_MAX_QUERIES];
+            if (r->ref) answer_logps(r->ref_logp, &ans[k], ref_sums);
+            pref_loss(&r->loss, r->logp, r->ref ? ref_sums : NULL, &ans[k], norm, r->dlogp, &st);
+            desc_loss(r->logp, &ans[k], r->loss.sft_weight, norm, r->dlogp, &s->loss);
+        } else
+            sft_loss(r->logp, &ans[k], r->include_rejected, norm, r->dlogp, &s->loss);
+        desc_metrics(r, &ans[k], s);
+    }
+    if (r->pref) loss_stats_add(&s->loss, &st);
+}
+
+/* Gradients of the micro-batch; the last one's backward hands each layer's
+ * gradients to the allreduce as soon as they are ready. */
+static void backward(Run *r, int last)
+{
+    if (last && r->reducer) model_backward_hooked(r->policy, &r->batch, r->dlogp, grads_ready, r);
+    else model_backward(r->policy, &r->batch, r->dlogp);
+}
+
+/* Waits for the gradient allreduce; accounts the exposed wait. */
+static void finish_gradients(Run *r)
+{
+    if (!r->reducer) return;
+    dist_reducer_finish(r->reducer);
+    double wait_s;
+    int buckets;
+    dist_reducer_stats(r->reducer, &wait_s, &buckets);
+    r->allreduce_wait_s += wait_s;
+    r->allreduce_steps++;
+}
+
+static int grads_finite(const Model *m)
+{
+    for (size_t i = 0; i < m->n_params; i++)
+        if (!isfinite(m->grads[i])) return 0;
+    return 1;
+}
+
+/* Sums s over the ranks, with whether any rank's loss or gradients were
+ * non-finite: 1 if all were finite (the same answer on every rank). */
+static int reduce_step_sums(const Run *r, StepSums *s)
+{
+    double buf[STEP_SUMS + 1];
+    memcpy(buf, s, sizeof *s);
+    buf[STEP_SUMS] = grads_finite(r->policy) && isfinite(s->loss.loss) ? 0 : 1;
+    dist_allreduce_sum_f64(buf, STEP_SUMS + 1);
+    memcpy(s, buf, sizeof *s);
+    return buf[STEP_SUMS] == 0;
+}
+
+/* Not one meta-example of the step fits model.max_seq, even cut down:
+ * nothing to learn from. Skipping it (counted in skipped_examples) keeps
+ * the run going; stopping would stop every resume at the same step. */
+static void skip_empty_step(Run *r, StepSums *s)
+{
+    s->loss.loss = NAN;
+    if (r->dist->rank == 0 && r->empty_steps++ == 0)
+        printf("train: step %ld: none of its %d meta-examples fits model.max_seq = %d, even cut down: step "
+               "skipped (metrics: skipped_examples)\n", r->step, r->cfg->train.batch_size, r->cfg->model.max_seq);
+}
+
+/* Clip + optimizer step at learning rate lr; returns the gradient norm.
+ * FSPO_FAULT=diverge@RANK:STEP: after the update of STEP that rank nudges
+ * one parameter, so only the cross-rank checksum can notice. */
+static double optimizer_update(Run *r, float lr)
+{
+    double grad_norm = optim_step(&r->opt, r->policy, lr);
+    if (fault_diverge_at(&r->fault, r->dist->rank, r->step)) r->policy->params[0] += 1e-3f, model_params_changed(r->policy);
+    return grad_norm;
+}
+
+/* The ranks' parameters must be identical; a mismatch aborts before any
+ * checkpoint could store one rank's diverged copy. Collective. */
+static void check_agree(const Run *r)
+{
+    if (r->cfg->mpi.checksum_every <= 0 || r->dist->size < 2) return;
+    if (dist_all_equal_u64(checksum64(r->policy->params, sizeof(float) * r->policy->n_params))) return;
+    /* every rank saw the mismatch: rank 0 reports and aborts the job; the
+     * others wait in a barrier rank 0 never enters, so the message is printed once */
+    if (r->dist->rank != 0) dist_barrier();
+    fatal(EXIT_RUNTIME, "parameters differ across ranks at step %ld (checksum mismatch): aborting; the newest "
+                            "checkpoint predates the mismatch", r->step);
+}
+
+static void fmt_eta(double s, char *buf, size_t len)
+{
+    if (s < 0 || !isfinite(s)) snprintf(buf, len, "?");
+    else if (s < 3600) snprintf(buf, len, "%dm%02ds", (int)s / 60, (int)s % 60);
+    else snprintf(buf, len, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
+}
+
+/* Rank 0: metrics.jsonl (kept up to the step the run starts at) and the
+ * config snapshot; the clocks of the progress figures start. */
+static void start_log(Run *r)
+{
+    const Config *cfg = r->cfg;
+    r->log = NULL;
+    if (r->dist->rank == 0) {
+        char path[4200], err[1024];
+        snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->train.run_dir);
+        r->log = metrics_open(path, r->step > 0 ? r->step : -1, err, sizeof err);
+        if (!r->log) fatal(EXIT_RUNTIME, "%s", err);
+        if (!r->snapshot_is_input && rundir_write_file(cfg->train.run_dir, "config.yaml", r->yaml, err, sizeof err) != 0)
+            fatal(EXIT_RUNTIME, "%s", err);
+    }
+    r->t_start = r->t_last = now_seconds();
+    /* a resumed run has its checkpoint already: a stop before the first step writes none */
+    r->last_saved = r->resumed ? r->step : -1;
+}
+
+/* Counts the step for the progress figures; on rank 0 every
+ * train.log_every steps (and the first and last) appends the metrics
+ * (TRL's names, one table below) and prints the progress line. */
+static void log_step(Run *r, const StepSums *s, double grad_norm, float lr)
+{
+    const Config *cfg = r->cfg;
+    r->tokens_since += s->tokens;
+    r->rows_since += s->rows;
+    r->steps_timed++;
+    int log_now = r->step % cfg->train.log_every == 0 || r->step == cfg->train.max_steps || r->step == 1;
+    if (!log_now || r->dist->rank != 0) return;
+    double now = now_seconds(), dt = now - r->t_last;
+    double tok_s = r->tokens_since / (dt > 0 ? dt : 1e-9);
+    int mean_len = (int)(r->tokens_since / (r->rows_since > 0 ? r->rows_since : 1));
+    double mfu = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / (r->peak_gflops * r->dist->size);
+    const LossStats *l = &s->loss;
+    double pairs = l->pairs > 0 ? l->pairs : 1;
+    /* desc/nll (data.user_desc cot only): nats per description token, this step */
+    double desc_nll = s->desc_tokens > 0 ? s->desc_nll / s->desc_tokens : NAN;
+    const Metric fields[] = {
+        { "loss", l->loss },
+        { "rewards/chosen", l->reward_chosen / pairs },
+        { "rewards/rejected", l->reward_rejected / pairs },
+        { "rewards/margins", l->reward_margin / pairs },
+        { "rewards/accuracies", l->reward_accuracy / pairs },
+        { "logps/chosen", l->logp_chosen / pairs },
+        { "logps/rejected", l->logp_rejected / pairs },
+        { "grad_norm", grad_norm },
+        { "learning_rate", lr },
+        { "tokens_per_sec", tok_s },
+        { "mfu", mfu },
+        { "skipped_nonfinite", (double)r->bad_steps_total },
+        { "meta_examples_per_sec", r->rows_since / (dt > 0 ? dt : 1e-9) },
+        { "skipped_examples", (double)r->skipped_examples },
+        { "desc/nll", desc_nll }, /* last: logged with data.user_desc cot only */
+    };
+    int n = sizeof fields / sizeof *fields;
+    if (metrics_log(r->log, r->step, fields, r->user_desc ? n : n - 1) != 0)
+        fatal(EXIT_RUNTIME, "%s/metrics.jsonl: cannot append step %ld: %s", cfg->train.run_dir, r->step, strerror(errno));
+    char eta[32];
+    fmt_eta((now - r->t_start) / r->steps_timed * (cfg->train.max_steps - r->step), eta, sizeof eta);
+    char desc[48] = "";
+    if (r->user_desc) snprintf(desc, sizeof desc, " | desc nll %.3f", desc_nll);
+    if (r->pref)
+        printf("step %ld/%ld | loss %.4f | acc %.3f | margin %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n",
+               r->step, cfg->train.max_steps, l->loss, l->reward_accuracy / pairs, l->reward_margin / pairs, desc, tok_s,
+               100 * mfu, lr, eta);
     else
-        rundir_new_lineage(r->lineage, sizeof r->lineage);
-    return 0;
+        printf("step %ld/%ld | loss %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n", r->step,
+               cfg->train.max_steps, l->loss, desc, tok_s, 100 * mfu, lr, eta);
+    fflush(stdout);
+    r->t_last = now;
+    r->tokens_since = r->rows_since = 0;
 }
 
-/* Rank 0: a run resumed from `path` at meta->step must continue this
- * directory's run (a checkpoint given as train.resume may come from
- * elsewhere) and must not later overwrite a newer checkpoint in it: one
- * that does not verify or is another run's (it is not this run's to
- * replace), nor one of its own (a second history in one directory). 0, or
- * an exit code and err. */
-static int check_resume(Run *r, const char *path, const CkptMeta *meta, const char *mark, int n_files,
-                        const char *files, char *err, size_t errlen)
+/* Rank 0: a checkpoint of the current step (io/ckpt.h); dies if it fails. */
+static void save(Run *r)
 {
-    const char *dir = r->cfg->train.run_dir;
-    if (mark[0] && strcmp(mark, meta->lineage) != 0)
-        return set_err(err, errlen, "%s was written by another run (lineage %s) than the one in train.run_dir %s "
-                                    "(lineage %s): resume it into its own run directory or a new one", path,
-                       meta->lineage[0] ? meta->lineage : "none", dir, mark), EXIT_USAGE;
-    if (!mark[0] && n_files > 0 && !rundir_is_run_file(dir, path))
-        return set_err(err, errlen, "%s holds another run's files (%s): resume %s into an empty train.run_dir", dir,
-                       files, path), EXIT_USAGE;
-    char newer[2048];
-    int n = ckpt_newer(dir, meta->step, meta->lineage, newer, sizeof newer);
-    if (n > 0)
-        return set_err(err, errlen, "%s holds %d checkpoint(s) newer than %s (step %lld), which this run would "
-                                    "overwrite as it goes on: %s. fspo does not replace files it did not write on "
-                                    "this path: move them out of %s, or resume into a new train.run_dir", dir, n, path,
-                       (long long)meta->step, newer, dir), EXIT_USAGE;
-    return 0;
+    if (r->dist->rank != 0) return;
+    CkptMeta meta = { .step = r->step, .samples_seen = r->step * r->cfg->train.batch_size, .world_size = r->dist->size,
+                      .seed = r->cfg->train.seed, .data_checksum = r->data_checksum, .ref_checksum = r->ref_checksum };
+    snprintf(meta.stage, sizeof meta.stage, "%s", r->cfg->train.stage);
+    snprintf(meta.ref_ckpt, sizeof meta.ref_ckpt, "%s", r->ref_path);
+    snprintf(meta.lineage, sizeof meta.lineage, "%s", r->lineage);
+    meta.skipped_examples = r->skipped_examples, meta.skipped_nonfinite = r->bad_steps_total;
+    meta.tok = &r->data.tok;
+    char path[4096], err[1024], shown[8192];
+    if (ckpt_save(r->cfg->train.run_dir, r->policy, &r->opt, &meta, r->yaml, r->cfg->checkpoint.keep, path, sizeof path,
+                  err, sizeof err) != 0)
+        fatal(EXIT_RUNTIME, "checkpoint at step %ld failed: %s", r->step, err);
+    printf("train: checkpoint %s\n", str_escape(shown, sizeof shown, path));
+    fflush(stdout);
 }
+
+/* ---- start-up ---- */
 
 /* Training users with a description (data.user_desc: cot needs some). */
 static int64_t users_described(const Sampler *s)
@@ -228,60 +610,24 @@ static int64_t users_described(const Sampler *s)
     return n;
 }
 
-/* Rank 0 decides where the run starts; everyone receives the state. */
+/* Rank 0 decides where the run starts (src/resume.h); everyone receives the state. */
 static void initial_state(Run *r)
 {
     const Config *cfg = r->cfg;
     const Dist *d = r->dist;
-    char path[CFG_STR + 64] = "", err[3584] = "";
-    int code = 0, full = 0; /* full: optimizer state too (a resume) */
-    CkptMeta meta = { 0 };
+    char err[3584] = "";
+    int code = 0;
+    Start st = { 0 };
     if (d->rank == 0) {
         model_init_weights(r->policy, (uint64_t)cfg->train.seed);
-        char mark[RUNDIR_LINEAGE_MAX], files[1024];
-        int n_files = rundir_run_files(cfg->train.run_dir, files, sizeof files);
-        if (rundir_read_lineage(cfg->train.run_dir, mark, sizeof mark, err, sizeof err) != 0) code = EXIT_USAGE;
-        if (code == 0) code = choose_start(r, mark, n_files, files, path, sizeof path, &full, err, sizeof err);
-        if (code == 0 && full) {
-            if (ckpt_check_tokenizer(path, &r->data.tok, cfg->data.path, err, sizeof err) != 0 ||
-                ckpt_load(path, r->policy, &r->opt, &meta, err, sizeof err) != 0)
-                code = EXIT_USAGE;
-            else if (strcmp(meta.stage, cfg->train.stage) != 0) {
-                code = EXIT_USAGE;
-                snprintf(err, sizeof err, "%s: a %s checkpoint cannot resume a %s stage (start a new stage in its own "
-                                          "train.run_dir, with train.init_from = this checkpoint)", path, meta.stage,
-                         cfg->train.stage);
-            } else if (r->ref && meta.ref_checksum != r->ref_checksum) {
-                /* the loss is relative to the reference: another one silently changes the objective */
-                code = EXIT_USAGE;
-                snprintf(err, sizeof err, "%s was trained against reference %s (weights checksum %016llx); "
-                                          "loss.ref_ckpt %s has checksum %016llx", path, meta.ref_ckpt,
-                         (unsigned long long)meta.ref_checksum, cfg->loss.ref_ckpt,
-                         (unsigned long long)r->ref_checksum);
-            } else
-                code = check_resume(r, path, &meta, mark, n_files, files, err, sizeof err);
-            if (code == 0) {
-                snprintf(r->lineage, sizeof r->lineage, "%s", meta.lineage);
-                if (meta.data_checksum != r->data_checksum)
-                    report("warning: %s was trained on other data (checksum %016llx, %s has %016llx); continuing "
-                           "on the new data", path, (unsigned long long)meta.data_checksum, cfg->data.path,
-                           (unsigned long long)r->data_checksum);
-            }
-        } else if (code == 0 && cfg->train.init_from[0]) {
-            if (ckpt_check_tokenizer(cfg->train.init_from, &r->data.tok, cfg->data.path, err, sizeof err) != 0 ||
-                ckpt_load(cfg->train.init_from, r->policy, NULL, NULL, err, sizeof err) != 0)
-                code = EXIT_USAGE;
-        }
-        /* the directory is this lineage's from now on (a run resumed from a
-         * checkpoint written before lineages existed keeps none) */
-        char record[RUNDIR_LINEAGE_MAX + 1];
-        snprintf(record, sizeof record, "%s\n", r->lineage);
-        if (code == 0 && !mark[0] && r->lineage[0] &&
-            rundir_write_file(cfg->train.run_dir, RUNDIR_LINEAGE, record, err, sizeof err) != 0)
-            code = EXIT_RUNTIME;
+        code = resume_decide(cfg, &r->data.tok, r->data_checksum, r->ref != NULL, r->ref_checksum, r->policy, &r->opt,
+                             &st, err, sizeof err);
+        snprintf(r->lineage, sizeof r->lineage, "%s", st.lineage);
     }
     agree_or_exit(d, code, err);
-    int64_t hdr[5] = { full, meta.step, r->opt.t, meta.skipped_examples, meta.skipped_nonfinite };
+    int full = st.resumed; /* optimizer state too */
+    const CkptMeta *meta = &st.meta;
+    int64_t hdr[5] = { full, meta->step, r->opt.t, meta->skipped_examples, meta->skipped_nonfinite };
     dist_bcast(hdr, sizeof hdr, 0);
     dist_bcast(r->policy->params, sizeof(float) * r->policy->n_params, 0);
     model_params_changed(r->policy);
@@ -295,32 +641,13 @@ static void initial_state(Run *r)
     r->skipped_examples = hdr[0] ? hdr[3] : 0;
     r->bad_steps_total = hdr[0] ? hdr[4] : 0;
     if (d->rank == 0) {
-        char shown[2 * sizeof path];
-        if (full) printf("train: resuming from %s at step %ld\n", str_escape(shown, sizeof shown, path), r->step);
+        char shown[2 * sizeof st.path];
+        if (full) printf("train: resuming from %s at step %ld\n", str_escape(shown, sizeof shown, st.path), r->step);
         else if (cfg->train.init_from[0])
             printf("train: starting from the weights of %s\n", str_escape(shown, sizeof shown, cfg->train.init_from));
         else printf("train: starting from random weights (seed %ld)\n", cfg->train.seed);
     }
 }
-
-/* FSPO_FAULT values the hooks understand: data@R, nan@R:S[+K], diverge@R:S
- * (here), ckptfail@S, ckptslow@MS (io/ckpt.c). Whole-string matches only. */
-static int fault_valid(const char *f)
-{
-    int a, c, n = -1;
-    long b;
-    if ((sscanf(f, "data@%d%n", &a, &n) == 1 && n > 0 && !f[n] && a >= 0) ||
-        (n = -1, sscanf(f, "nan@%d:%ld%n", &a, &b, &n) == 2 && n > 0 && !f[n] && a >= 0 && b >= 0) ||
-        (n = -1, sscanf(f, "nan@%d:%ld+%d%n", &a, &b, &c, &n) == 3 && n > 0 && !f[n] && a >= 0 && b >= 0 && c > 0) ||
-        (n = -1, sscanf(f, "diverge@%d:%ld%n", &a, &b, &n) == 2 && n > 0 && !f[n] && a >= 0 && b >= 0) ||
-        (n = -1, sscanf(f, "ckptfail@%ld%n", &b, &n) == 1 && n > 0 && !f[n] && b >= 0) ||
-        (n = -1, sscanf(f, "ckptslow@%d%n", &a, &n) == 1 && n > 0 && !f[n] && a >= 0 && a <= 10000) ||
-        !strcmp(f, "h5crash") || !strcmp(f, "h5hang")) /* io/h5util.h: the HDF5 validation child crashes / hangs */
-        return 1;
-    return 0;
-}
-
-static void with_description(const Dataset *d, MetaExample *ex);
 
 /* Pair indices ordered by their tokens (prompt + chosen + rejected). */
 static const Dataset *sort_data;
@@ -446,17 +773,17 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->bf16 = -dist_allreduce_max_int(-r->bf16);
     /* fault injection for the reliability tests (docs/reliability.md); a
      * value that is not one of the hooks is a usage error, not ignored */
-    const char *fault = getenv("FSPO_FAULT");
-    if (fault && *fault && !fault_valid(fault)) {
+    r->fault = fault_from_env();
+    if (!r->fault.valid) {
         code = EXIT_USAGE;
         snprintf(err, sizeof err, "FSPO_FAULT='%.200s' is not a fault hook (data@RANK, nan@RANK:STEP[+K], "
-                                  "diverge@RANK:STEP, ckptfail@STEP, ckptslow@MS, h5crash, h5hang); unset it", fault);
+                                  "diverge@RANK:STEP, ckptfail@STEP, ckptslow@MS, h5crash, h5hang); unset it",
+                 r->fault.text);
     }
     agree_or_exit(d, code, err);
-    char fault_rank[32];
-    snprintf(fault_rank, sizeof fault_rank, "data@%d", d->rank);
-    if (fault && !strcmp(fault, fault_rank))
-        fatal(EXIT_USAGE, "rank %d: %s: cannot read the dataset (injected fault FSPO_FAULT=%s)", d->rank, cfg->data.path, fault);
+    if (r->fault.data_rank == d->rank)
+        fatal(EXIT_USAGE, "rank %d: %s: cannot read the dataset (injected fault FSPO_FAULT=%s)", d->rank, cfg->data.path,
+              r->fault.text);
     if (dataset_read(cfg->data.path, &r->data, err, sizeof err) != 0) code = EXIT_USAGE;
     else if (tok_n_ids(&r->data.tok) > cfg->model.vocab) {
         code = EXIT_USAGE;
@@ -477,9 +804,8 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->data_checksum = r->data.checksum;
 
     char why[64];
-    int threads = blas_threads(cfg, d, why, sizeof why);
-    openblas_set_num_threads(threads);
-    pool_set_threads(threads);
+    int threads = threads_per_rank(cfg->mpi.threads_per_rank, d->local_size, d->rank, why, sizeof why);
+    threads_use(threads);
     int share = (B + d->size - 1) / d->size;
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
     r->policy = model_create(&cfg->model, 1, mb, cfg->model.max_seq);
@@ -550,13 +876,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
         r->allreduce_full_s = dist_time_allreduce(r->policy->grads, r->policy->n_params);
     }
     if (d->rank == 0) {
-        /* FSPO_PEAK_GFLOPS=G skips the start-up probe (valgrind runs it ~100x
-         * slower); anything but a positive number is ignored */
-        const char *pk = getenv("FSPO_PEAK_GFLOPS");
-        char *end = NULL;
-        double g = pk ? strtod(pk, &end) : 0;
-        int given = pk && end != pk && *end == '\0' && g > 0 && isfinite(g);
-        r->peak_gflops = given ? g : r->bf16 ? matmul_bf16_peak_gflops(1024, 3) : sgemm_peak();
+        r->peak_gflops = peak_train_gflops(r->bf16);
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "
                "%d), %lld training users\n",
                cfg->train.stage, d->size, threads, why, r->policy->n_params, B, mb, (long long)r->sampler.n_users);
@@ -595,379 +915,4 @@ static void teardown(Run *r)
     model_free(r->ref);
     sampler_free(&r->sampler);
     dataset_free(&r->data);
-}
-
-/* ---- one step ---- */
-
-static void grads_ready(void *ctx, size_t from) { dist_reducer_ready(((Run *)ctx)->reducer, from); }
-
-enum { M_LOSS, M_PAIRS, M_RC, M_RR, M_MARGIN, M_ACC, M_LPC, M_LPR, M_TOKENS, M_ROWS, M_SFT_TOKENS, M_DESC_NLL,
-       M_DESC_TOKENS, M_N };
-
-typedef struct { double cost; int index; } Job;
-
-static int by_cost_desc(const void *a, const void *b)
-{
-    const Job *x = a, *y = b;
-    if (x->cost != y->cost) return x->cost < y->cost ? 1 : -1;
-    return x->index - y->index;
-}
-
-/* Splits the step's meta-examples over the ranks by cost, longest first to
- * the least-loaded rank. Lengths vary a lot between meta-examples, so equal
- * counts per rank leave ranks waiting for each other; every rank computes
- * the same assignment from the same plan, with no communication. */
-static void assign_ranks(Run *r)
-{
-    int B = r->cfg->train.batch_size, W = r->dist->size;
-    Job jobs[4096];
-    double load[1024] = { 0 };
-    if (B > 4096 || W > 1024) { /* beyond the tables: contiguous slices */
-        for (int i = 0; i < B; i++) r->owner[i] = r->plan_len[i] < 0 ? -1 : (int)((long)i * W / B);
-    } else {
-        int n = 0;
-        for (int i = 0; i < B; i++) {
-            r->owner[i] = -1;
-            if (r->plan_len[i] < 0) continue;
-            double L = r->plan_len[i];
-            jobs[n++] = (Job){ L * model_flops_per_token(&r->cfg->model, (int)L), i };
-        }
-        qsort(jobs, n, sizeof *jobs, by_cost_desc);
-        for (int k = 0; k < n; k++) {
-            int best = 0;
-            for (int w = 1; w < W; w++)
-                if (load[w] < load[best]) best = w;
-            load[best] += jobs[k].cost;
-            r->owner[jobs[k].index] = best;
-        }
-    }
-    r->n_mine = 0;
-    for (int i = 0; i < B; i++)
-        if (r->owner[i] == r->dist->rank) r->mine[r->n_mine++] = i;
-}
-
-/* data.user_desc cot: the user's description from the dataset goes into
- * the context; a user without one gets no description segment. */
-static void with_description(const Dataset *d, MetaExample *ex)
-{
-    int64_t len = d->user_desc[2 * ex->user + 1];
-    ex->desc = len > 0 ? d->tokens + d->user_desc[2 * ex->user] : NULL;
-    ex->desc_len = len > 0 ? (int)len : 0;
-}
-
-/* Plans all B meta-examples of the step; returns the global normalizer
- * (query pairs for pref, answer tokens for sft) and counts skips. */
-static double plan_step(Run *r, long step)
-{
-    const Config *cfg = r->cfg;
-    int B = cfg->train.batch_size;
-    double norm = 0;
-    for (int i = 0; i < B; i++) {
-        uint64_t g = (uint64_t)step * B + i;
-        if (cfg->data.fixed_examples > 0) g %= (uint64_t)cfg->data.fixed_examples;
-        sampler_draw(&r->sampler, g, &r->plan[i]);
-        if (r->user_desc) with_description(&r->data, &r->plan[i]);
-        int df, dq;
-        r->plan_len[i] = pack_plan(&r->data, &r->plan[i], PACK_TREE, cfg->model.max_seq, &df, &dq);
-        r->dropped_fewshot += df, r->dropped_queries += dq;
-        if (r->plan_len[i] < 0) {
-            r->skipped_examples++;
-            continue;
-        }
-        const MetaExample *ex = &r->plan[i];
-        for (int j = 0; j < ex->n_queries; j++) {
-            int64_t p = ex->pairs[ex->n_fewshot + j];
-            if (r->pref) norm += 1;
-            else norm += (double)(r->data.chosen[2 * p + 1] + 1) + (r->include_rejected ? (double)(r->data.rejected[2 * p + 1] + 1) : 0);
-        }
-        if (r->context_targets) norm += pack_context_targets(&r->data, ex);
-        if (!r->pref) norm += pack_desc_targets(ex); /* 0 without a description */
-    }
-    assign_ranks(r);
-    return norm;
-}
-
-/* The description's NLL for the metrics (data.user_desc cot). */
-static void desc_metrics(const Run *r, const PackedAnswers *ans, double *m)
-{
-    for (int k = ans->desc_first; k < ans->desc_end; k++) m[M_DESC_NLL] -= r->logp[k], m[M_DESC_TOKENS] += 1;
-}
-
-/* FSPO_FAULT=nan@RANK:STEP[+K]: that rank poisons its loss gradient for K
- * steps (default 1) from STEP, before the allreduce, so the test sees what
- * a real NaN does: it reaches every rank's gradients the same step. */
-static int inject_nan(const Run *r)
-{
-    const char *f = getenv("FSPO_FAULT");
-    int rank, k = 1;
-    long step;
-    if (!f || sscanf(f, "nan@%d:%ld+%d", &rank, &step, &k) < 2) return 0;
-    return rank == r->dist->rank && r->step >= step && r->step < step + k;
-}
-
-/* FSPO_FAULT=diverge@RANK:STEP: after the update of STEP that rank nudges
- * one parameter, so only the cross-rank checksum can notice. */
-static int inject_diverge(const Run *r)
-{
-    const char *f = getenv("FSPO_FAULT");
-    int rank;
-    long step;
-    if (!f || sscanf(f, "diverge@%d:%ld", &rank, &step) != 2) return 0;
-    return rank == r->dist->rank && r->step == step;
-}
-
-/* The ranks' parameters must be identical; a mismatch aborts before any
- * checkpoint could store one rank's diverged copy. Collective. */
-static void check_agree(const Run *r)
-{
-    if (r->cfg->mpi.checksum_every <= 0 || r->dist->size < 2) return;
-    if (dist_all_equal_u64(checksum64(r->policy->params, sizeof(float) * r->policy->n_params))) return;
-    /* every rank saw the mismatch: rank 0 reports and aborts the job; the
-     * others wait in a barrier rank 0 never enters, so the message is printed once */
-    if (r->dist->rank != 0) dist_barrier();
-    fatal(EXIT_RUNTIME, "parameters differ across ranks at step %ld (checksum mismatch): aborting; the newest "
-                            "checkpoint predates the mismatch", r->step);
-}
-
-/* Runs this rank's share of the step; fills the local metric sums. */
-static void run_share(Run *r, double norm, double *m)
-{
-    int mb = r->policy->cap_rows;
-    model_zero_grad(r->policy);
-    if (r->reducer) dist_reducer_begin(r->reducer);
-    PackedAnswers *ans = r->ans;
-    for (int start = 0; start < r->n_mine; start += mb) {
-        int end = start + mb < r->n_mine ? start + mb : r->n_mine, T = 1, S = 1, rows = end - start;
-        for (int k = start; k < end; k++) {
-            int i = r->mine[k];
-            if (r->plan_len[i] > T) T = r->plan_len[i];
-            int s = pack_segments(&r->plan[i], PACK_TREE);
-            if (s > S) S = s;
-        }
-        int last = end >= r->n_mine;
-        batch_reset(&r->batch, rows, T, S);
-        int row = 0;
-        for (int k = start; k < end; k++) {
-            int i = r->mine[k];
-            m[M_TOKENS] += r->plan_len[i];
-            m[M_ROWS] += 1;
-            if (r->context_targets)
-                pack_write_context_targets(&r->data, &r->plan[i], PACK_TREE, &r->batch, row, &ans[row]);
-            else
-                pack_write(&r->data, &r->plan[i], PACK_TREE, &r->batch, row, &ans[row]);
-            row++;
-        }
-        int K = r->batch.n_targets;
-        memset(r->dlogp, 0, sizeof(float) * K);
-        if (r->ref) model_forward(r->ref, &r->batch, r->ref_logp);
-        model_forward(r->policy, &r->batch, r->logp);
-        PrefStats st = { 0 };
-        for (int k = 0; k < rows; k++) {
-            if (r->pref) {
-                double ref_sums[2 * SAMPLER_MAX_QUERIES];
-                if (r->ref) answer_logps(r->ref_logp, &ans[k], ref_sums);
-                pref_loss(&r->loss, r->logp, r->ref ? ref_sums : NULL, &ans[k], norm, r->dlogp, &st);
-                desc_loss(r->logp, &ans[k], r->loss.sft_weight, norm, r->dlogp, &m[M_LOSS]);
-            } else {
-                sft_loss(r->logp, &ans[k], r->include_rejected, norm, r->dlogp, &m[M_LOSS], &m[M_SFT_TOKENS]);
-                m[M_PAIRS] += ans[k].n_answers / 2;
-            }
-            desc_metrics(r, &ans[k], m);
-        }
-        if (r->pref) {
-            m[M_LOSS] += st.loss, m[M_PAIRS] += st.pairs, m[M_RC] += st.reward_chosen, m[M_RR] += st.reward_rejected;
-            m[M_MARGIN] += st.reward_margin, m[M_ACC] += st.reward_accuracy, m[M_LPC] += st.logp_chosen, m[M_LPR] += st.logp_rejected;
-        }
-        if (start == 0 && inject_nan(r)) r->dlogp[0] = NAN;
-        if (last && r->reducer) model_backward_hooked(r->policy, &r->batch, r->dlogp, grads_ready, r);
-        else model_backward(r->policy, &r->batch, r->dlogp);
-    }
-    if (r->reducer) {
-        dist_reducer_finish(r->reducer);
-        double wait_s;
-        int buckets;
-        dist_reducer_stats(r->reducer, &wait_s, &buckets);
-        r->allreduce_wait_s += wait_s;
-        r->allreduce_steps++;
-    }
-}
-
-static int grads_finite(const Model *m)
-{
-    for (size_t i = 0; i < m->n_params; i++)
-        if (!isfinite(m->grads[i])) return 0;
-    return 1;
-}
-
-static void save(Run *r, const char *yaml, int keep)
-{
-    if (r->dist->rank != 0) return;
-    CkptMeta meta = { .step = r->step, .samples_seen = r->step * r->cfg->train.batch_size, .world_size = r->dist->size,
-                      .seed = r->cfg->train.seed, .data_checksum = r->data_checksum, .ref_checksum = r->ref_checksum };
-    snprintf(meta.stage, sizeof meta.stage, "%s", r->cfg->train.stage);
-    snprintf(meta.ref_ckpt, sizeof meta.ref_ckpt, "%s", r->ref_path);
-    snprintf(meta.lineage, sizeof meta.lineage, "%s", r->lineage);
-    meta.skipped_examples = r->skipped_examples, meta.skipped_nonfinite = r->bad_steps_total;
-    meta.tok = &r->data.tok;
-    char path[4096], err[1024], shown[8192];
-    if (ckpt_save(r->cfg->train.run_dir, r->policy, &r->opt, &meta, yaml, keep, path, sizeof path, err, sizeof err) != 0)
-        fatal(EXIT_RUNTIME, "checkpoint at step %ld failed: %s", r->step, err);
-    printf("train: checkpoint %s\n", str_escape(shown, sizeof shown, path));
-    fflush(stdout);
-}
-
-static void fmt_eta(double s, char *buf, size_t len)
-{
-    if (s < 0 || !isfinite(s)) snprintf(buf, len, "?");
-    else if (s < 3600) snprintf(buf, len, "%dm%02ds", (int)s / 60, (int)s % 60);
-    else snprintf(buf, len, "%dh%02dm", (int)s / 3600, ((int)s % 3600) / 60);
-}
-
-int train_run(const Config *cfg, const Dist *d, const char *config_path, const char *config_yaml)
-{
-    Run run, *r = &run;
-    /* fspo train catches the stop signals before MPI starts; this covers any
-     * other caller: a stop during start-up (loading data and checkpoints can
-     * take a while) becomes a stop at the first step boundary */
-    train_catch_signals();
-    setup(r, cfg, d, config_path, config_yaml);
-    MetricsLog *log = NULL;
-    if (d->rank == 0) {
-        char path[4200], err[1024];
-        snprintf(path, sizeof path, "%s/metrics.jsonl", cfg->train.run_dir);
-        log = metrics_open(path, r->step > 0 ? r->step : -1, err, sizeof err);
-        if (!log) fatal(EXIT_RUNTIME, "%s", err);
-        if (!r->snapshot_is_input && rundir_write_file(cfg->train.run_dir, "config.yaml", config_yaml, err, sizeof err) != 0)
-            fatal(EXIT_RUNTIME, "%s", err);
-    }
-    static const char *names[] = { "loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
-                                   "logps/chosen", "logps/rejected", "grad_norm", "learning_rate", "tokens_per_sec",
-                                   "mfu", "skipped_nonfinite", "meta_examples_per_sec", "skipped_examples",
-                                   "desc/nll" };
-    enum { N_LOGGED = sizeof names / sizeof *names };
-    double t_start = now_seconds(), t_last = t_start;
-    /* a resumed run has its checkpoint already: a stop before the first step writes none */
-    long steps_timed = 0, bad_in_a_row = 0, last_saved = r->resumed ? r->step : -1, empty_steps = 0;
-    int exit_code = EXIT_OK;
-    double tokens_since = 0, rows_since = 0;
-    while (r->step < cfg->train.max_steps) {
-        /* both reasons to stop, agreed in one allreduce */
-        int flags[2] = { stop_signal ? 1 : 0,
-                         cfg->train.max_time_s > 0 && now_seconds() - t_start > cfg->train.max_time_s };
-        dist_allreduce_max_ints(flags, 2);
-        int stop = flags[0], out_of_time = flags[1];
-        if (stop || out_of_time) {
-            if (d->rank == 0)
-                printf("train: %s at step %ld: writing a checkpoint, then exiting with code %d (requeue)\n",
-                       stop ? "stop signal" : "train.max_time reached", r->step, EXIT_REQUEUE);
-            if (last_saved != r->step) check_agree(r), save(r, config_yaml, cfg->checkpoint.keep);
-            else if (d->rank == 0) printf("train: step %ld is checkpointed already\n", r->step);
-            exit_code = EXIT_REQUEUE;
-            break;
-        }
-        double norm = plan_step(r, r->step);
-        double m[M_N] = { 0 }, local[M_N + 1] = { 0 };
-        /* every rank planned the same step: an empty one is empty everywhere */
-        int empty = norm <= 0;
-        if (!empty) {
-            run_share(r, norm, m);
-            /* after the allreduce every rank holds the same gradients, so each decides alike */
-            int finite = grads_finite(r->policy) && isfinite(m[M_LOSS]);
-            memcpy(local, m, sizeof m);
-            local[M_N] = finite ? 0 : 1;
-            dist_allreduce_sum_f64(local, M_N + 1);
-            memcpy(m, local, sizeof m);
-        } else {
-            /* not one meta-example of the step fits model.max_seq, even cut
-             * down: nothing to learn from. Skipping it (counted in
-             * skipped_examples) keeps the run going; stopping would stop
-             * every resume at the same step */
-            m[M_LOSS] = NAN;
-            if (d->rank == 0 && empty_steps++ == 0)
-                printf("train: step %ld: none of its %d meta-examples fits model.max_seq = %d, even cut down: step "
-                       "skipped (metrics: skipped_examples)\n", r->step, cfg->train.batch_size, cfg->model.max_seq);
-        }
-        double grad_norm = NAN;
-        float lr = schedule_lr(&r->sched, r->step);
-        if (!empty && local[M_N] > 0) {
-            r->bad_steps_total++;
-            if (++bad_in_a_row >= cfg->train.max_bad_steps) {
-                /* every rank counted the same steps, so all stop here together; rank 0
-                 * saves the weights of the last good step (skipped steps changed nothing) */
-                check_agree(r);
-                save(r, config_yaml, cfg->checkpoint.keep);
-                if (d->rank == 0)
-                    report("training diverged (non-finite loss or gradients %ld steps in a row at step %ld); the last "
-                           "good state is checkpointed. Resuming with the same config repeats the same steps: lower "
-                           "optim.lr (or raise optim.warmup_steps or train.max_bad_steps) first", bad_in_a_row, r->step);
-                exit_code = EXIT_RUNTIME;
-                break;
-            }
-        } else if (!empty) {
-            bad_in_a_row = 0;
-            grad_norm = optim_step(&r->opt, r->policy, lr);
-            if (inject_diverge(r)) r->policy->params[0] += 1e-3f, model_params_changed(r->policy);
-        }
-        r->step++;
-        tokens_since += m[M_TOKENS];
-        rows_since += m[M_ROWS];
-        steps_timed++;
-        int save_now = r->step % cfg->checkpoint.every == 0 || r->step == cfg->train.max_steps;
-        /* every checksum_every steps, and before every checkpoint */
-        if (cfg->mpi.checksum_every > 0 && (r->step % cfg->mpi.checksum_every == 0 || save_now)) check_agree(r);
-        int log_now = r->step % cfg->train.log_every == 0 || r->step == cfg->train.max_steps || r->step == 1;
-        if (log_now && d->rank == 0) {
-            double now = now_seconds(), dt = now - t_last;
-            double tok_s = tokens_since / (dt > 0 ? dt : 1e-9);
-            int mean_len = (int)(tokens_since / (rows_since > 0 ? rows_since : 1));
-            double mfu = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / (r->peak_gflops * d->size);
-            double pairs = m[M_PAIRS] > 0 ? m[M_PAIRS] : 1;
-            /* desc/nll (data.user_desc cot only): nats per description token, this step */
-            double vals[N_LOGGED] = { m[M_LOSS], m[M_RC] / pairs, m[M_RR] / pairs, m[M_MARGIN] / pairs,
-                                       m[M_ACC] / pairs, m[M_LPC] / pairs, m[M_LPR] / pairs, grad_norm, lr, tok_s, mfu,
-                                       (double)r->bad_steps_total, rows_since / (dt > 0 ? dt : 1e-9),
-                                       (double)r->skipped_examples,
-                                       m[M_DESC_TOKENS] > 0 ? m[M_DESC_NLL] / m[M_DESC_TOKENS] : NAN };
-            if (metrics_log(log, r->step, names, vals, r->user_desc ? N_LOGGED : N_LOGGED - 1) != 0)
-                fatal(EXIT_RUNTIME, "%s/metrics.jsonl: cannot append step %ld: %s", cfg->train.run_dir, r->step,
-                      strerror(errno));
-            char eta[32];
-            fmt_eta((now - t_start) / steps_timed * (cfg->train.max_steps - r->step), eta, sizeof eta);
-            char desc[48] = "";
-            if (r->user_desc) snprintf(desc, sizeof desc, " | desc nll %.3f", vals[13]);
-            if (r->pref)
-                printf("step %ld/%ld | loss %.4f | acc %.3f | margin %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n",
-                       r->step, cfg->train.max_steps, m[M_LOSS], m[M_ACC] / pairs, m[M_MARGIN] / pairs, desc, tok_s,
-                       100 * mfu, lr, eta);
-            else
-                printf("step %ld/%ld | loss %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n", r->step,
-                       cfg->train.max_steps, m[M_LOSS], desc, tok_s, 100 * mfu, lr, eta);
-            fflush(stdout);
-            t_last = now;
-            tokens_since = rows_since = 0;
-        }
-        if (save_now) {
-            save(r, config_yaml, cfg->checkpoint.keep);
-            last_saved = r->step;
-        }
-    }
-    if (d->rank == 0) {
-        if (r->skipped_examples || r->dropped_fewshot || r->dropped_queries)
-            printf("train: truncation to model.max_seq: %ld meta-examples skipped, %ld few-shot pairs and %ld queries dropped\n",
-                   r->skipped_examples, r->dropped_fewshot, r->dropped_queries);
-        if (exit_code == EXIT_OK) printf("train: done, %ld steps\n", r->step);
-        if (r->reducer && r->allreduce_steps > 0) {
-            double exposed = r->allreduce_wait_s / r->allreduce_steps, full = r->allreduce_full_s;
-            /* the wait also absorbs load imbalance (a rank waiting for a slower one),
-             * so "hidden" is a lower bound and clamps at 0 */
-            double hidden = full > 0 ? 1 - exposed / full : 0.0;
-            printf("train: gradient allreduce %.2f ms blocking; %.2f ms per step waited after the backward "
-                   "(communication left + rank imbalance): %.0f%% hidden by overlap\n",
-                   1e3 * full, 1e3 * exposed, 100 * (hidden > 0 ? hidden : 0));
-        }
-    }
-    metrics_close(log);
-    teardown(r);
-    rundir_unlock();
-    return exit_code;
 }

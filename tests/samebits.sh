@@ -6,7 +6,7 @@
 #     attribute (created_unix and lineage, which differ run to run, are
 #     skipped; the run directory inside config_yaml is normalized),
 #   - metrics.jsonl (every non-timing field exactly),
-#   - the console output (timing figures masked).
+#   - the console output, stdout and stderr (timing figures masked).
 # Not a suite test (it needs REF); run it by hand:
 #   git -C . archive 0952ddc | (mkdir -p /tmp/arch-ref && tar x -C /tmp/arch-ref) && make -C /tmp/arch-ref fspo
 #   REF=/tmp/arch-ref/fspo bash tests/samebits.sh
@@ -15,7 +15,7 @@ PY=/usr/bin/python3
 B=${BUILD:-build}
 REF=${REF:?REF=path of the reference fspo binary}
 [[ -x $B/tests/test_pack ]] || { fail "samebits" "$B/tests/test_pack missing (make tests)"; exit 1; }
-tmp=$(mktemp -d /tmp/fspo-samebits.XXXXXX) && trap 'rm -rf "$tmp"' EXIT
+tmp=$(mktemp -d /tmp/fspo-samebits.XXXXXX) && trap '[[ -n $KEEP ]] || rm -rf "$tmp"' EXIT
 tiny_train_setup "$tmp" || { fail "make dataset"; exit 1; }
 
 # run WHICH(new|ref) NAME NP [--set ...]: one training run into $tmp/WHICH/NAME
@@ -24,7 +24,7 @@ run() {
     shift 3
     [[ $which == ref ]] && bin=$REF
     mkdir -p "$tmp/$which"
-    mpirun_np "$np" "$bin" train "$TINY_CFG" --set train.run_dir="$tmp/$which/$name" "$@" >>"$tmp/$which/$name.log" 2>&1
+    mpirun_np "$np" "$bin" train "$TINY_CFG" --set train.run_dir="$tmp/$which/$name" "$@" >>"$tmp/$which/$name.log" 2>>"$tmp/$which/$name.err"
     echo $? >"$tmp/$which/$name.rc"
 }
 
@@ -75,7 +75,10 @@ PYEOF
     # console: timing figures and this run's directory masked
     mask() { sed -E -e "s#$tmp/(new|ref)#TMP#g" -e 's/[0-9.]+ tok\/s/T tok\/s/; s/MFU [0-9.]+%/MFU M%/; s/ETA [0-9hms]+/ETA E/' \
         -e 's/[0-9.]+ GFLOP\/s/G GFLOP\/s/; s/allreduce .*hidden by overlap/allreduce (timing)/' "$1"; }
-    if diff <(mask "$tmp/new/$name.log") <(mask "$tmp/ref/$name.log") >"$tmp/$name.diff"; then
+    # stdout and stderr apart: mpirun forwards them on their own channels, so
+    # their interleaving varies from run to run
+    if diff <(mask "$tmp/new/$name.log") <(mask "$tmp/ref/$name.log") >"$tmp/$name.diff" &&
+        diff <(mask "$tmp/new/$name.err") <(mask "$tmp/ref/$name.err") >>"$tmp/$name.diff"; then
         pass "$name: same bits" "$out; metrics $m; console equal"
     else
         fail "$name: console differs" "$(head -c 600 "$tmp/$name.diff")"
@@ -105,6 +108,7 @@ for name in sft1 sft2 sftctx2 dpo1 dpo2 ipo2 simpo1 bf16_2; do compare "$name"; 
 # failure paths keep their messages and exit codes too
 for which in ref new; do
     FSPO_FAULT=nan@0:3+9 run "$which" nan2 2
+    FSPO_FAULT=ckptfail@10 run "$which" ckptfail2 2
     run "$which" badstage 1 --set train.stage=pref
 done
-for name in nan2 badstage; do compare "$name"; done
+for name in nan2 ckptfail2 badstage; do compare "$name"; done

@@ -33,11 +33,10 @@ int main(void)
     int fd = mkstemp(path);
     close(fd);
     char err[512];
-    static const char *names[3] = { "loss", "rewards/accuracies", "grad_norm" };
     MetricsLog *m = metrics_open(path, -1, err, sizeof err);
     for (long s = 1; s <= 10; s++) {
-        double v[3] = { 1.0 / s, 0.5, s == 4 ? NAN : 2.0 };
-        metrics_log(m, s, names, v, 3);
+        Metric v[3] = { { "loss", 1.0 / s }, { "rewards/accuracies", 0.5 }, { "grad_norm", s == 4 ? NAN : 2.0 } };
+        metrics_log(m, s, v, 3);
     }
     metrics_close(m);
     long last = 0;
@@ -57,8 +56,8 @@ int main(void)
     n = count_lines(path, &last);
     check(m && n == 6 && last == 6, "resume keeps steps <= 6 and drops the torn line", "%d lines, last step %ld", n,
           last);
-    double v[3] = { 0.1, 1.0, 3.0 };
-    metrics_log(m, 7, names, v, 3);
+    Metric v[3] = { { "loss", 0.1 }, { "rewards/accuracies", 1.0 }, { "grad_norm", 3.0 } };
+    metrics_log(m, 7, v, 3);
     metrics_close(m);
     n = count_lines(path, &last);
     check(n == 7 && last == 7, "appends after resume", "%d lines, last step %ld", n, last);

@@ -414,8 +414,10 @@ static void test_desc_targets(const Dataset *d)
     check(worst_ans < 1e-4, "answers after the description score as their linear sequences [C P W]",
           "max |dsum| %.2e", worst_ans);
     /* SFT: the chosen answers' and the description's tokens, mean NLL over all of them */
-    double norm = chosen_tokens + dl + 1, loss = 0, tokens = 0;
-    sft_loss(logp, &ans, 0, norm, dlogp, &loss, &tokens);
+    double norm = chosen_tokens + dl + 1;
+    LossStats sst = { 0 };
+    sft_loss(logp, &ans, 0, norm, dlogp, &sst);
+    double loss = sst.loss, tokens = sst.tokens;
     double want = -(chosen_sum + desc_sum) / norm;
     int grad_ok = 1;
     for (int k = 0; k < b.n_targets; k++) {
@@ -427,15 +429,18 @@ static void test_desc_targets(const Dataset *d)
           "%.6f vs %.6f over %.0f tokens", loss, want, tokens);
     /* preference stage: weight x token-mean description NLL per query pair */
     memset(dlogp, 0, sizeof(float) * b.n_targets);
-    double dloss = 0, w = 0.7, pairs = 5;
-    desc_loss(logp, &ans, w, pairs, dlogp, &dloss);
+    double w = 0.7, pairs = 5;
+    LossStats dst = { 0 };
+    desc_loss(logp, &ans, w, pairs, dlogp, &dst);
+    double dloss = dst.loss;
     double dwant = w * 2 * (-desc_sum / (dl + 1)) / pairs;
     int only_desc = 1;
     for (int k = 0; k < b.n_targets; k++)
         only_desc &= k >= ans.desc_first && k < ans.desc_end ? fabs(dlogp[k] + w * 2 / (dl + 1) / pairs) < 1e-7
                                                              : dlogp[k] == 0;
-    double zero = 0;
-    desc_loss(logp, &ans, 0, pairs, dlogp, &zero);
+    LossStats zst = { 0 };
+    desc_loss(logp, &ans, 0, pairs, dlogp, &zst);
+    double zero = zst.loss;
     check(fabs(dloss - dwant) < 1e-5 * fabs(dwant) && only_desc && zero == 0,
           "preference stage description term: sft_weight x mean NLL per query pair", "%.6f vs %.6f", dloss, dwant);
     free(logp), free(dlogp);
@@ -592,7 +597,7 @@ static void test_losses(void)
     check(fabs(vd - log(2.0)) < 1e-12 && fabs(vi - 25.0) < 1e-9, "loss values at zero margin", "dpo %.6f (log 2), "
                                                                                                "ipo %.6f (25)",
           vd, vi);
-    PrefStats st = { 0 };
+    LossStats st = { 0 };
     float lp2[2] = { -1.0f, -3.0f };
     memset(dl, 0, sizeof dl);
     pref_loss(&dpo, lp2, r0, &one, 1.0, dl, &st);

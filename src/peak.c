@@ -1,0 +1,43 @@
+/* peak: see peak.h. */
+#include "peak.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+
+#include "ops.h"
+#include "rng.h"
+#include "util.h"
+
+double peak_sgemm_gflops(int n, int reps)
+{
+    float *a = xmalloc_aligned(sizeof(float) * n * n, "sgemm benchmark");
+    float *b = xmalloc_aligned(sizeof(float) * n * n, "sgemm benchmark");
+    float *c = xmalloc_aligned(sizeof(float) * n * n, "sgemm benchmark");
+    Rng r = rng_seed(7, 0);
+    for (long i = 0; i < (long)n * n; i++) {
+        a[i] = (float)rng_uniform(&r) - 0.5f;
+        b[i] = (float)rng_uniform(&r) - 0.5f;
+    }
+    double times[64];
+    if (reps > 64) reps = 64;
+    for (int k = -1; k < reps; k++) {
+        double t0 = now_seconds();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        if (k >= 0) times[k] = now_seconds() - t0;
+    }
+    double t = median(times, reps);
+    xfree_aligned(a);
+    xfree_aligned(b);
+    xfree_aligned(c);
+    return 2.0 * n * (double)n * n / t / 1e9;
+}
+
+double peak_train_gflops(int bf16)
+{
+    const char *pk = getenv("FSPO_PEAK_GFLOPS");
+    char *end = NULL;
+    double g = pk ? strtod(pk, &end) : 0;
+    if (pk && end != pk && *end == '\0' && g > 0 && isfinite(g)) return g;
+    return bf16 ? matmul_bf16_peak_gflops(1024, 3) : peak_sgemm_gflops(1024, 3);
+}
