@@ -130,7 +130,7 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     int injected = rc == 0 && meta->step == faults.ckptfail_step;
     if (injected) rc = -1;
     if (o && rc == 0) {
-        rc |= h5_attr_write_str(f, "optim_type", o->cfg.kind == OPTIM_ADAMW ? "adamw" : "rmsprop");
+        rc |= h5_attr_write_str(f, "optim_type", OPTIM_KIND_NAMES[o->cfg.kind]);
         rc |= h5_attr_write_i64(f, "optim_step", o->t);
         if (o->m) rc |= write_group(f, "/optim/m", m, o->m);
         if (rc == 0) rc |= write_group(f, "/optim/v", m, o->v);
@@ -552,7 +552,7 @@ int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *er
     if (rc == 0 && o) {
         char kind[16] = "";
         int64_t t = 0;
-        const char *want = o->cfg.kind == OPTIM_ADAMW ? "adamw" : "rmsprop";
+        const char *want = OPTIM_KIND_NAMES[o->cfg.kind];
         if (h5_attr_read_str(f, "optim_type", kind, sizeof kind) != 0)
             rc = set_err(err, errlen, "%s: no optimizer state in this checkpoint (weights only): use "
                                          "train.init_from to start from it",

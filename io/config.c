@@ -41,7 +41,9 @@ typedef struct {
     double lo, hi;             /* int, float, duration: value range; int list: each entry's range;
                                   string: minimum length in bytes (lo) */
     int open;                  /* float: OPEN_LO | OPEN_HI */
-    const char *choices;       /* enum: "a|b|c" */
+    const char *const *names;  /* enum: its names, NULL-terminated; an int field holds the index
+                                  (the C enum of the domain header that owns the table), a char
+                                  array the name */
     const char *help;
 } Key;
 
@@ -51,12 +53,18 @@ typedef struct {
 #define FLOAT(s, k, def, lo, hi, open, help) { #s, #k, T_FLOAT, FIELD(s.k), def, lo, hi, open, NULL, help }
 #define BOOL(s, k, def, help) { #s, #k, T_BOOL, FIELD(s.k), def, 0, 1, 0, NULL, help }
 #define STR(s, k, def, minlen, help) { #s, #k, T_STR, FIELD(s.k), def, minlen, 0, 0, NULL, help }
-#define ENUM(s, k, def, choices, help) { #s, #k, T_ENUM, FIELD(s.k), def, 0, 0, 0, choices, help }
+#define ENUM(s, k, def, names, help) { #s, #k, T_ENUM, FIELD(s.k), def, 0, 0, 0, names, help }
 #define INT_LIST(s, k, def, lo, hi, help) { #s, #k, T_INT_LIST, FIELD(s.k), def, lo, hi, 0, NULL, help }
 #define STR_LIST(s, k, def, help) { #s, #k, T_STR_LIST, FIELD(s.k), def, 0, 0, 0, NULL, help }
 #define DURATION(s, k, name, def, hi, help) { #s, name, T_DURATION, FIELD(s.k), def, 0, hi, 0, NULL, help }
 
 #define MAX_DURATION (366.0 * 86400) /* a year: longer is a typo */
+
+/* enum keys still stored as their name (their users compare strings) */
+static const char *const PRECISION_NAMES[] = { "fp32", "bf16", "auto", NULL };
+static const char *const EVAL_SPLIT_NAMES[] = { "validation", "test", NULL };
+static const char *const EVAL_DESC_NAMES[] = { "none", "oracle", "generated", NULL };
+static const char *const LAUNCHER_NAMES[] = { "srun", "mpirun", NULL };
 
 static const Key schema[] = {
     INT(model, vocab, "264", TOKENIZER_VOCAB, 1 << 24,
@@ -74,7 +82,7 @@ static const Key schema[] = {
       "the output head is the token embedding (tok_emb); false = a separate lm_head. Hugging Face tie_word_embeddings" },
     FLOAT(model, rope_theta, "10000", 0, 1e30, OPEN_LO | OPEN_HI, "RoPE base (freq_i = rope_theta^(-2i/head size))"),
     FLOAT(model, norm_eps, "1e-5", 0, 1, OPEN_LO | OPEN_HI, "RMSNorm epsilon. Hugging Face rms_norm_eps"),
-    { "model", "precision", T_ENUM, FIELD(precision), "fp32", 0, 0, 0, "fp32|bf16|auto",
+    { "model", "precision", T_ENUM, FIELD(precision), "fp32", 0, 0, 0, PRECISION_NAMES,
       "matmul operands: bf16 rounds them (fp32 accumulation; weights, optimizer state, reductions and checkpoints stay "
       "fp32; needs AMX-BF16 or AVX512-BF16); auto = bf16 where the CPU has those units, else fp32. Training only: "
       "eval and sample run fp32" },
@@ -86,13 +94,13 @@ static const Key schema[] = {
     INT(data, n_queries, "4", 1, 256, "Q: query pairs per meta-example that carry the loss"),
     INT(data, fixed_examples, "0", 0, 1e9,
         "> 0: cycle through only meta-examples 0..K-1 (overfitting checks); 0 = the whole dataset"),
-    ENUM(data, user_desc, "none", "none|cot",
+    ENUM(data, user_desc, "none", USER_DESC_NAMES,
          "cot: the context ends with the user's description from the dataset (USER_DESC desc EOS, after the pairs); "
          "the SFT stage learns to write it (NLL on its tokens), the pref stage conditions on it; users without one "
          "get no description segment"),
 
     STR(train, run_dir, "runs/fspo", 1, "directory of checkpoints (`ckpt_<step>.h5`), `metrics.jsonl` and Slurm logs"),
-    ENUM(train, stage, "sft", "sft|pref",
+    ENUM(train, stage, "sft", STAGE_NAMES,
          "sft: next-token loss on chosen answers after the context; pref: preference loss against loss.ref_ckpt"),
     INT(train, max_steps, "1000", 1, 1e12, "optimizer steps in total; a resumed run continues up to this step"),
     DURATION(train, max_time_s, "max_time", "0", MAX_DURATION,
@@ -111,17 +119,17 @@ static const Key schema[] = {
          "the SFT stage also trains on the few-shot pairs' chosen answers, each after the pairs before it"),
     INT(train, max_bad_steps, "5", 1, 1e6, "abort after this many non-finite steps in a row"),
 
-    ENUM(loss, type, "dpo", "dpo|ipo|cdpo|simpo|hinge", "preference loss of the pref stage"),
+    ENUM(loss, type, "dpo", LOSS_TYPE_NAMES, "preference loss of the pref stage"),
     FLOAT(loss, beta, "0.1", 0, 1000, OPEN_LO, "inverse temperature of the implicit reward"),
     FLOAT(loss, label_smoothing, "0", 0, 0.5, OPEN_HI, "cdpo: assumed probability that a label is flipped"),
     FLOAT(loss, simpo_gamma, "0.5", 0, 1000, 0, "simpo: target reward margin"),
     FLOAT(loss, sft_weight, "0", 0, 1000, 0, "weight of an NLL term on chosen answers added to the preference loss"),
     STR(loss, ref_ckpt, "", 0, "frozen reference (SFT) checkpoint of the pref stage, or a Hugging Face Llama directory"),
 
-    ENUM(optim, type, "adamw", "adamw|rmsprop", "optimizer"),
+    ENUM(optim, type, "adamw", OPTIM_KIND_NAMES, "optimizer"),
     FLOAT(optim, lr, "3e-4", 0, 10, OPEN_LO, "peak learning rate, reached after warmup"),
     FLOAT(optim, min_lr, "3e-5", 0, 10, 0, "learning rate at the end of a cosine or linear schedule"),
-    ENUM(optim, schedule, "cosine", "cosine|linear|constant", "decay from lr to min_lr after warmup"),
+    ENUM(optim, schedule, "cosine", SCHEDULE_NAMES, "decay from lr to min_lr after warmup"),
     INT(optim, warmup_steps, "100", 0, 1e12, "steps of linear warmup up to lr"),
     INT(optim, decay_steps, "0", 0, 1e12,
         "schedule length; 0 = train.max_steps (set it to stop early and later resume on the same schedule)"),
@@ -142,7 +150,7 @@ static const Key schema[] = {
     INT(checkpoint, keep, "3", 1, 1e6, "newest verified checkpoints kept in run_dir"),
 
     INT_LIST(eval, n_fewshot, "[0, 1, 2, 4, 8]", 0, 256, "few-shot pair counts N to evaluate at"),
-    ENUM(eval, split, "validation", "validation|test",
+    ENUM(eval, split, "validation", EVAL_SPLIT_NAMES,
          "users evaluated: validation to choose settings on, test once per finished design (`fspo eval --split`)"),
     INT(eval, max_users, "0", 0, 1e9, "users of eval.split evaluated; 0 = all"),
     INT(eval, bootstrap, "1000", 0, 1e7, "bootstrap resamples for the 95% confidence intervals; 0 = none"),
@@ -154,7 +162,7 @@ static const Key schema[] = {
     STR(eval, anchor_ckpt, "", 0,
         "non-personalizing model (e.g. SFT without context), shown no context: every method's win rate is measured "
         "against it, the oracle's is the ceiling; empty = no anchor rows"),
-    ENUM(eval, user_desc, "none", "none|oracle|generated",
+    ENUM(eval, user_desc, "none", EVAL_DESC_NAMES,
          "description in the context: none; oracle: the user's true one from the dataset (upper bound); generated: "
          "the policy writes it (greedy) after the N pairs, then answers with it; reports description accuracy"),
 
@@ -173,7 +181,7 @@ static const Key schema[] = {
     INT(slurm, signal_lead_s, "120", 0, 65535,
         "seconds before the time limit at which Slurm sends USR1 so the run checkpoints"),
     BOOL(slurm, requeue, "true", "requeue the job after a signal-triggered checkpoint"),
-    ENUM(slurm, launcher, "srun", "srun|mpirun", "how the job step starts the ranks"),
+    ENUM(slurm, launcher, "srun", LAUNCHER_NAMES, "how the job step starts the ranks"),
 };
 
 #define N_KEYS (sizeof schema / sizeof schema[0])
@@ -489,10 +497,8 @@ static const char *type_phrase(const Key *k, char *buf, size_t cap)
     case T_ENUM: { /* "a, b or c" */
         size_t o = 0;
         buf[0] = '\0';
-        for (const char *c = k->choices; *c && o + 8 < cap; c++) {
-            if (*c == '|') o += (size_t)snprintf(buf + o, cap - o, "%s", strchr(c + 1, '|') ? ", " : " or ");
-            else buf[o++] = *c, buf[o] = '\0';
-        }
+        for (int i = 0; k->names[i] && o + 8 < cap; i++)
+            o += (size_t)snprintf(buf + o, cap - o, "%s%s", i == 0 ? "" : k->names[i + 1] ? ", " : " or ", k->names[i]);
         return buf;
     }
     }
@@ -692,17 +698,20 @@ static int convert_string(Loader *L, const Key *k, const Scalar *v, const char *
     return 0;
 }
 
-static int convert_enum(Loader *L, const Key *k, const Scalar *v, char *dst, size_t cap)
+static int convert_enum(Loader *L, const Key *k, const Scalar *v, void *dst, size_t cap)
 {
-    const char *c = k->choices;
-    while (*c) {
-        size_t len = strcspn(c, "|");
-        if (v->n == len && !memcmp(v->s, c, len) && len < cap) {
-            memset(dst, 0, cap);
-            memcpy(dst, c, len);
+    for (int i = 0; k->names[i]; i++) {
+        size_t len = strlen(k->names[i]);
+        if (v->n != len || memcmp(v->s, k->names[i], len) != 0) continue;
+        if (cap == sizeof(int)) { /* a C enum: the index in its name table */
+            *(int *)dst = i;
             return 0;
         }
-        c += len + (c[len] == '|');
+        if (len < cap) {
+            memset(dst, 0, cap);
+            memcpy(dst, k->names[i], len);
+            return 0;
+        }
     }
     return wrong_type(L, k, v);
 }
@@ -725,7 +734,7 @@ static int store_scalar(Loader *L, const Key *k, const Scalar *v, Config *c)
     case T_FLOAT: return convert_double(L, k, v, (double *)dst);
     case T_BOOL: return convert_bool(L, k, v, (int *)dst);
     case T_STR: return convert_string(L, k, v, "", (char *)dst, k->size);
-    case T_ENUM: return convert_enum(L, k, v, (char *)dst, k->size);
+    case T_ENUM: return convert_enum(L, k, v, dst, k->size);
     case T_INT_LIST:
     case T_STR_LIST:
         if (is_null(v)) { /* "key:" with nothing after it: an empty list */
@@ -1192,7 +1201,7 @@ static int cross_check(Loader *L)
                  c->data.n_fewshot_min, c->data.n_fewshot);
         return fail_key(L, blame(L, key_index("data", "n_fewshot_min"), key_index("data", "n_fewshot")), msg);
     }
-    if (strcmp(c->optim.schedule, "constant") && c->optim.min_lr > c->optim.lr) {
+    if (c->optim.schedule != SCHED_CONSTANT && c->optim.min_lr > c->optim.lr) {
         snprintf(msg, sizeof msg, "optim.min_lr = %g is larger than optim.lr = %g (the schedule decays lr to min_lr)",
                  c->optim.min_lr, c->optim.lr);
         return fail_key(L, blame(L, key_index("optim", "min_lr"), key_index("optim", "lr")), msg);
@@ -1224,7 +1233,7 @@ static int train_check(Loader *L)
      * (fspo train checks its real micro-batch and ranks per node before it creates anything) */
     ModelConfig m = c->model;
     double mem = machine_memory_bytes(), need_mem = 0;
-    int pref = !strcmp(c->train.stage, "pref") && strcmp(c->loss.type, "simpo") != 0;
+    int pref = c->train.stage == STAGE_PREF && c->loss.type != LOSS_SIMPO;
     if (model_config_validate(&m, msg, sizeof msg) == 0) need_mem = model_train_bytes(&m, 1, pref);
     if (mem > 0 && need_mem > mem) {
         snprintf(msg, sizeof msg, "this model needs at least %.1f GiB per training rank (%.0f M parameters: 16 bytes "
@@ -1235,9 +1244,9 @@ static int train_check(Loader *L)
         return fail_key(L, key_index("model", "d_model"), msg);
     }
     /* a pref stage scores against a frozen reference (SimPO needs none) */
-    if (!strcmp(c->train.stage, "pref") && strcmp(c->loss.type, "simpo") != 0 && !c->loss.ref_ckpt[0]) {
+    if (c->train.stage == STAGE_PREF && c->loss.type != LOSS_SIMPO && !c->loss.ref_ckpt[0]) {
         snprintf(msg, sizeof msg, "train.stage pref with loss.type %s needs loss.ref_ckpt (the SFT checkpoint)",
-                 c->loss.type);
+                 LOSS_TYPE_NAMES[c->loss.type]);
         return fail_key(L, blame(L, key_index("train", "stage"), key_index("loss", "ref_ckpt")), msg);
     }
     return 0;
@@ -1359,7 +1368,7 @@ static void emit_value(Out *o, const Key *k, const Config *c)
         emit(o, "%s", num);
         break;
     case T_BOOL: emit(o, "%s", *(const int *)p ? "true" : "false"); break;
-    case T_ENUM: emit(o, "%s", (const char *)p); break;
+    case T_ENUM: emit(o, "%s", k->size == sizeof(int) ? k->names[*(const int *)p] : (const char *)p); break;
     case T_STR: emit_quoted(o, (const char *)p); break;
     case T_INT_LIST: {
         const CfgIntList *l = p;
@@ -1430,11 +1439,7 @@ static void emit_constraint(Out *o, const Key *k)
     case T_BOOL: emit(o, "`true`, `false`"); break;
     case T_STR: emit(o, "%s%zu bytes", k->lo > 0 ? "non-empty, up to " : "up to ", k->size - 1); break;
     case T_ENUM:
-        for (const char *c = k->choices; *c;) {
-            size_t len = strcspn(c, "|");
-            emit(o, "%s`%.*s`", c == k->choices ? "" : ", ", (int)len, c);
-            c += len + (c[len] == '|');
-        }
+        for (int i = 0; k->names[i]; i++) emit(o, "%s`%s`", i ? ", " : "", k->names[i]);
         break;
     case T_INT_LIST: emit(o, "up to %d entries, each in %s", CFG_LIST, range_text(k, rb, sizeof rb)); break;
     case T_STR_LIST: emit(o, "up to %d entries of up to %d bytes", CFG_LIST, CFG_STR - 1); break;

@@ -11,7 +11,10 @@
 
 #include <stddef.h>
 
+#include "loss.h"
 #include "model.h"
+#include "optim.h"
+#include "pack.h"
 
 #define CFG_STR 512   /* max bytes of a string value, NUL included */
 #define CFG_LIST 16   /* max entries of a list value */
@@ -33,11 +36,11 @@ typedef struct {
         int n_fewshot_min;    /* < 0: always N; else N drawn uniformly in [n_fewshot_min, n_fewshot] */
         int n_queries;        /* Q: query pairs per meta-example */
         int fixed_examples;   /* > 0: cycle through only meta-examples 0..K-1 (overfitting checks) */
-        char user_desc[16];   /* none | cot: the user's description written after the pairs, learned in SFT */
+        UserDesc user_desc;   /* none | cot: the user's description written after the pairs, learned in SFT */
     } data;
     struct {
         char run_dir[CFG_STR];
-        char stage[16];       /* sft | pref */
+        Stage stage;          /* sft | pref (src/loss.h) */
         long max_steps;
         long max_time_s;      /* 0 = no limit; YAML takes 3600, "90s", "30m", "2h" or "HH:MM:SS" */
         int batch_size;       /* global meta-examples per step */
@@ -51,7 +54,7 @@ typedef struct {
         int max_bad_steps;    /* abort after this many non-finite steps in a row */
     } train;
     struct {
-        char type[16];        /* dpo | ipo | cdpo | simpo | hinge */
+        LossType type;        /* dpo | ipo | cdpo | simpo | hinge (src/loss.h) */
         double beta;
         double label_smoothing; /* cdpo */
         double simpo_gamma;   /* simpo margin */
@@ -59,9 +62,9 @@ typedef struct {
         char ref_ckpt[CFG_STR]; /* frozen reference (SFT) checkpoint for pref */
     } loss;
     struct {
-        char type[16];        /* adamw | rmsprop */
+        OptimKind type;       /* adamw | rmsprop (src/optim.h) */
         double lr, min_lr;
-        char schedule[16];    /* cosine | linear | constant */
+        ScheduleKind schedule; /* cosine | linear | constant (src/optim.h) */
         long warmup_steps;
         long decay_steps;     /* schedule length; 0 = train.max_steps (set it to stop early and resume on the same schedule) */
         double beta1, beta2, eps, alpha, weight_decay, grad_clip;

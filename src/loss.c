@@ -4,14 +4,6 @@
 #include <math.h>
 #include <string.h>
 
-int loss_type_from_name(const char *name)
-{
-    static const char *names[] = { "dpo", "ipo", "cdpo", "simpo", "hinge" };
-    for (int i = 0; i < 5; i++)
-        if (!strcmp(name, names[i])) return i;
-    return -1;
-}
-
 void answer_logps(const float *logp, const PackedAnswers *ans, double *sums)
 {
     for (int a = 0; a < ans->n_answers; a++) {

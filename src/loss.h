@@ -23,14 +23,18 @@
 #include "pack.h"
 
 typedef enum { LOSS_DPO = 0, LOSS_IPO, LOSS_CDPO, LOSS_SIMPO, LOSS_HINGE } LossType;
+/* loss.type's names, in LossType order (io/config.c binds the key to them) */
+static const char *const LOSS_TYPE_NAMES[] = { "dpo", "ipo", "cdpo", "simpo", "hinge", NULL };
+
+/* The training stages (train.stage): SFT learns the chosen answers with
+ * sft_loss; the preference stage learns with pref_loss. */
+typedef enum { STAGE_SFT = 0, STAGE_PREF } Stage;
+static const char *const STAGE_NAMES[] = { "sft", "pref", NULL };
 
 typedef struct {
     LossType type;
     double beta, label_smoothing, simpo_gamma, sft_weight;
 } LossConfig;
-
-/* "dpo" etc. to a type; -1 if unknown. */
-int loss_type_from_name(const char *name);
 
 /* What both stages' losses add up over meta-examples: the loss, the query
  * pairs, TRL's reward sums (preference stage; divide by pairs for means)

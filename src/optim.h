@@ -9,7 +9,11 @@
 #include "model.h"
 
 typedef enum { OPTIM_ADAMW = 0, OPTIM_RMSPROP = 1 } OptimKind;
-typedef enum { SCHED_CONSTANT = 0, SCHED_LINEAR = 1, SCHED_COSINE = 2 } ScheduleKind;
+/* optim.type's names, in OptimKind order (also the checkpoints' optim_type) */
+static const char *const OPTIM_KIND_NAMES[] = { "adamw", "rmsprop", NULL };
+typedef enum { SCHED_COSINE = 0, SCHED_LINEAR = 1, SCHED_CONSTANT = 2 } ScheduleKind;
+/* optim.schedule's names, in ScheduleKind order */
+static const char *const SCHEDULE_NAMES[] = { "cosine", "linear", "constant", NULL };
 
 typedef struct {
     OptimKind kind;

@@ -30,6 +30,11 @@
 #include "sampler.h"
 #include "tokenizer.h"
 
+/* data.user_desc: whether a training meta-example's context ends with the
+ * user's description (cot). */
+typedef enum { USER_DESC_NONE = 0, USER_DESC_COT } UserDesc;
+static const char *const USER_DESC_NAMES[] = { "none", "cot", NULL };
+
 typedef enum { PACK_TREE = 0, PACK_UNSHARED = 1 } PackMode;
 
 /* A span of token ids (dataset slices or freshly encoded text). */

@@ -92,11 +92,11 @@ int resume_decide(const Config *cfg, const Tokenizer *tok, uint64_t data_checksu
         if (ckpt_check_tokenizer(path, tok, cfg->data.path, err, errlen) != 0 ||
             ckpt_load(path, policy, opt, meta, err, errlen) != 0)
             code = EXIT_USAGE;
-        else if (strcmp(meta->stage, cfg->train.stage) != 0) {
+        else if (strcmp(meta->stage, STAGE_NAMES[cfg->train.stage]) != 0) {
             code = EXIT_USAGE;
             snprintf(err, errlen, "%s: a %s checkpoint cannot resume a %s stage (start a new stage in its own "
                                   "train.run_dir, with train.init_from = this checkpoint)", path, meta->stage,
-                     cfg->train.stage);
+                     STAGE_NAMES[cfg->train.stage]);
         } else if (has_ref && meta->ref_checksum != ref_checksum) {
             /* the loss is relative to the reference: another one silently changes the objective */
             code = EXIT_USAGE;

@@ -587,7 +587,7 @@ static void save(Run *r)
     if (r->dist->rank != 0) return;
     CkptMeta meta = { .step = r->step, .samples_seen = r->step * r->cfg->train.batch_size, .world_size = r->dist->size,
                       .seed = r->cfg->train.seed, .data_checksum = r->data_checksum, .ref_checksum = r->ref_checksum };
-    snprintf(meta.stage, sizeof meta.stage, "%s", r->cfg->train.stage);
+    snprintf(meta.stage, sizeof meta.stage, "%s", STAGE_NAMES[r->cfg->train.stage]);
     snprintf(meta.ref_ckpt, sizeof meta.ref_ckpt, "%s", r->ref_path);
     snprintf(meta.lineage, sizeof meta.lineage, "%s", r->lineage);
     meta.skipped_examples = r->skipped_examples, meta.skipped_nonfinite = r->bad_steps_total;
@@ -738,7 +738,7 @@ int train_check_ranks(const Config *cfg, int ranks, int local, char *err, size_t
     if (ranks > B)
         return snprintf(err, errlen, "%d ranks but train.batch_size is %d: every rank needs at least one meta-example "
                                      "per step (raise train.batch_size or use fewer ranks)", ranks, B), EXIT_USAGE;
-    int pref = !strcmp(cfg->train.stage, "pref") && strcmp(cfg->loss.type, "simpo") != 0;
+    int pref = cfg->train.stage == STAGE_PREF && cfg->loss.type != LOSS_SIMPO;
     int share = (B + ranks - 1) / ranks;
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
     /* this node's ranks, each with its real micro-batch */
@@ -762,7 +762,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->yaml = yaml;
     char err[1024] = "";
     int code = 0;
-    r->pref = !strcmp(cfg->train.stage, "pref");
+    r->pref = cfg->train.stage == STAGE_PREF;
     int B = cfg->train.batch_size;
     code = train_check_ranks(cfg, d->size, d->local_size, err, sizeof err);
     agree_or_exit(d, code, err);
@@ -795,7 +795,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     if (code == 0 && sampler_init(&r->sampler, &r->data, SPLIT_TRAIN, (uint64_t)cfg->train.seed, cfg->data.n_fewshot,
                                   cfg->data.n_fewshot_min, cfg->data.n_queries, err, sizeof err) != 0)
         code = EXIT_USAGE;
-    if (code == 0 && !strcmp(cfg->data.user_desc, "cot") && users_described(&r->sampler) == 0) {
+    if (code == 0 && cfg->data.user_desc == USER_DESC_COT && users_described(&r->sampler) == 0) {
         code = EXIT_USAGE;
         snprintf(err, sizeof err, "data.user_desc is cot, but no training user of %s has a description (the "
                                   "'user_description' field of fspo prep's input; fspo synth writes it)", cfg->data.path);
@@ -811,18 +811,16 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->policy = model_create(&cfg->model, 1, mb, cfg->model.max_seq);
     r->include_rejected = cfg->train.sft_include_rejected;
     r->context_targets = !r->pref && cfg->train.sft_context;
-    r->user_desc = !strcmp(cfg->data.user_desc, "cot");
+    r->user_desc = cfg->data.user_desc == USER_DESC_COT;
     if (d->rank == 0) code = check_fits(r, err, sizeof err); /* agreed with the reference's load below */
-    int lt = loss_type_from_name(cfg->loss.type);
-    r->loss = (LossConfig){ .type = lt, .beta = cfg->loss.beta, .label_smoothing = cfg->loss.label_smoothing,
+    r->loss = (LossConfig){ .type = cfg->loss.type, .beta = cfg->loss.beta, .label_smoothing = cfg->loss.label_smoothing,
                             .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight };
-    OptimConfig oc = optim_default_config(!strcmp(cfg->optim.type, "rmsprop") ? OPTIM_RMSPROP : OPTIM_ADAMW);
+    OptimConfig oc = optim_default_config(cfg->optim.type);
     oc.beta1 = (float)cfg->optim.beta1, oc.beta2 = (float)cfg->optim.beta2, oc.eps = (float)cfg->optim.eps;
     oc.alpha = (float)cfg->optim.alpha, oc.weight_decay = (float)cfg->optim.weight_decay;
     oc.max_grad_norm = (float)cfg->optim.grad_clip;
     optim_init(&r->opt, &oc, r->policy->n_params);
-    r->sched = (Schedule){ .kind = !strcmp(cfg->optim.schedule, "cosine") ? SCHED_COSINE
-                                   : !strcmp(cfg->optim.schedule, "linear") ? SCHED_LINEAR : SCHED_CONSTANT,
+    r->sched = (Schedule){ .kind = cfg->optim.schedule,
                            .lr = (float)cfg->optim.lr, .min_lr = (float)cfg->optim.min_lr,
                            .warmup_steps = cfg->optim.warmup_steps,
                            .total_steps = cfg->optim.decay_steps > 0 ? cfg->optim.decay_steps : cfg->train.max_steps };
@@ -879,7 +877,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
         r->peak_gflops = peak_train_gflops(r->bf16);
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "
                "%d), %lld training users\n",
-               cfg->train.stage, d->size, threads, why, r->policy->n_params, B, mb, (long long)r->sampler.n_users);
+               STAGE_NAMES[cfg->train.stage], d->size, threads, why, r->policy->n_params, B, mb, (long long)r->sampler.n_users);
         char unit[128], kern[160];
         bf16_supported(unit, sizeof unit);
         if (r->bf16) {

@@ -206,19 +206,19 @@ static void test_defaults(void)
     check(c->data.n_fewshot == 4 && c->data.n_fewshot_min == -1 && c->data.n_queries == 4 && !c->data.path[0] &&
               c->data.fixed_examples == 0,
           "data defaults", "N %d min %d Q %d", c->data.n_fewshot, c->data.n_fewshot_min, c->data.n_queries);
-    check(!strcmp(c->train.run_dir, "runs/fspo") && !strcmp(c->train.stage, "sft") && c->train.max_steps == 1000 &&
+    check(!strcmp(c->train.run_dir, "runs/fspo") && c->train.stage == STAGE_SFT && c->train.max_steps == 1000 &&
               c->train.max_time_s == 0 && c->train.batch_size == 8 && c->train.micro_batch == 0 &&
               c->train.seed == 1234 && !strcmp(c->train.resume, "auto") && !c->train.init_from[0] &&
               c->train.log_every == 10 && c->train.sft_include_rejected == 0 && c->train.max_bad_steps == 5,
-          "train defaults", "%s %s %ld", c->train.run_dir, c->train.stage, c->train.max_steps);
-    check(!strcmp(c->loss.type, "dpo") && c->loss.beta == 0.1 && c->loss.label_smoothing == 0 &&
+          "train defaults", "%s %d %ld", c->train.run_dir, (int)c->train.stage, c->train.max_steps);
+    check(c->loss.type == LOSS_DPO && c->loss.beta == 0.1 && c->loss.label_smoothing == 0 &&
               c->loss.simpo_gamma == 0.5 && c->loss.sft_weight == 0 && !c->loss.ref_ckpt[0],
-          "loss defaults", "%s %g", c->loss.type, c->loss.beta);
-    check(!strcmp(c->optim.type, "adamw") && c->optim.lr == 3e-4 && c->optim.min_lr == 3e-5 &&
-              !strcmp(c->optim.schedule, "cosine") && c->optim.warmup_steps == 100 && c->optim.beta1 == 0.9 &&
+          "loss defaults", "%d %g", (int)c->loss.type, c->loss.beta);
+    check(c->optim.type == OPTIM_ADAMW && c->optim.lr == 3e-4 && c->optim.min_lr == 3e-5 &&
+              c->optim.schedule == SCHED_COSINE && c->optim.warmup_steps == 100 && c->optim.beta1 == 0.9 &&
               c->optim.beta2 == 0.95 && c->optim.eps == 1e-8 && c->optim.alpha == 0.99 &&
               c->optim.weight_decay == 0.1 && c->optim.grad_clip == 1.0,
-          "optim defaults", "%s %g %g", c->optim.type, c->optim.lr, c->optim.min_lr);
+          "optim defaults", "%d %g %g", (int)c->optim.type, c->optim.lr, c->optim.min_lr);
     check(c->mpi.threads_per_rank == 0 && c->mpi.bucket_mb == 4 && c->mpi.checksum_every == 100 &&
               c->checkpoint.every == 200 && c->checkpoint.keep == 3,
           "mpi and checkpoint defaults", "%d %g %d %ld %d", c->mpi.threads_per_rank, c->mpi.bucket_mb,
@@ -262,7 +262,7 @@ static void test_values(void)
                        "  n_fewshot: [-0, +3, 16]\n";
     int rc = load_text(yaml, NULL, 0, c, err, sizeof err);
     check(rc == 0 && c->train.max_steps == 1000 && c->train.sft_include_rejected == 1 &&
-              !strcmp(c->train.stage, "pref") && !strcmp(c->train.run_dir, "runs/x") && c->optim.lr == 1.5e-3 &&
+              c->train.stage == STAGE_PREF && !strcmp(c->train.run_dir, "runs/x") && c->optim.lr == 1.5e-3 &&
               c->optim.eps == 1e-6 && c->slurm.requeue == 0 && !c->slurm.partition[0] && c->slurm.setup.n == 2 &&
               !strcmp(c->slurm.setup.v[1], "export A=\"1\"") && c->eval.n_fewshot.n == 3 &&
               c->eval.n_fewshot.v[1] == 3,
@@ -293,7 +293,7 @@ static void test_values(void)
     check(rc == 0 && c->train.max_steps == 80 && c->eval.n_fewshot.n == 3 && c->eval.n_fewshot.v[2] == 4 &&
               !strcmp(c->data.path, "my data: v2.h5 #1") && !strcmp(c->slurm.account, "quoted\\n") &&
               c->slurm.setup.n == 2 && !strcmp(c->slurm.setup.v[1], "b c") && c->train.max_time_s == 7200 &&
-              c->slurm.requeue == 0 && !strcmp(c->optim.schedule, "constant") && !c->slurm.partition[0] &&
+              c->slurm.requeue == 0 && c->optim.schedule == SCHED_CONSTANT && !c->slurm.partition[0] &&
               c->optim.lr == 0.01,
           "--set overrides the file", "rc %d %s; steps %ld path '%s' account '%s'", rc, err, c->train.max_steps,
           c->data.path, c->slurm.account);
@@ -310,7 +310,7 @@ static void test_values(void)
                                "slurm.time=02:00:00",    "slurm.partition=p",      "slurm.account=a",
                                "slurm.signal_lead_s=60", "slurm.requeue=false" };
     rc = config_load(NULL, contract, (int)(sizeof contract / sizeof *contract), c, err, sizeof err);
-    check(rc == 0 && c->model.d_model == 128 && c->train.max_time_s == 90 && !strcmp(c->loss.type, "ipo") &&
+    check(rc == 0 && c->model.d_model == 128 && c->train.max_time_s == 90 && c->loss.type == LOSS_IPO &&
               c->slurm.signal_lead_s == 60 && !strcmp(c->slurm.time, "02:00:00"),
           "contract keys exist", "rc %d %s", rc, err);
 

@@ -604,7 +604,9 @@ static void test_losses(void)
     check(st.pairs == 1 && st.reward_accuracy == 1 && fabs(st.reward_margin - 0.1) < 1e-9 &&
               fabs(st.reward_rejected + 0.1) < 1e-9,
           "reward statistics", "margin %.3f, accuracy %.0f", st.reward_margin, st.reward_accuracy);
-    check(loss_type_from_name("simpo") == LOSS_SIMPO && loss_type_from_name("sigmoid") == -1, "loss names", "ok");
+    check(!strcmp(LOSS_TYPE_NAMES[LOSS_SIMPO], "simpo") && !strcmp(LOSS_TYPE_NAMES[LOSS_HINGE], "hinge") &&
+              LOSS_TYPE_NAMES[LOSS_HINGE + 1] == NULL,
+          "loss names in LossType order", "ok");
 }
 
 int main(int argc, char **argv)
