@@ -678,7 +678,7 @@ static int verify_file(const char *path, FILE *print, uint64_t *wsum_out, char *
     int rc = read_shape(f, path, &c, err, errlen);
     if (rc == 0 && read_meta(f, &meta) != 0)
         rc = set_err(err, errlen, "%s: checkpoint metadata attributes missing or malformed", path);
-    if (rc == 0) rc = verify_groups(f, &v, 2 + 6 * c.n_layers + c.untied);
+    if (rc == 0) rc = verify_groups(f, &v, model_tensor_count(&c));
     uint64_t want = 0;
     if (rc == 0 && (h5_attr_read_u64(f, "weights_checksum", &want) != 0 || want != v.wsum))
         rc = set_err(err, errlen, "%s: weights checksum does not match the tensors (corrupt file)", path);

@@ -140,7 +140,7 @@ static int build_map(const Model *m, Map *out)
      out[n].heads = (h), n++)
     MAP("model.embed_tokens.weight", c->vocab, C, t[0].offset, 0);
     for (int l = 0; l < c->n_layers; l++) {
-        const TensorInfo *lt = t + 1 + 6 * l; /* attn_norm wqkv wo mlp_norm w13 w2 */
+        const TensorInfo *lt = t + model_layer_tensor(l); /* attn_norm wqkv wo mlp_norm w13 w2 */
         char p[96];
 #define LAYER(suffix, r, cl, off, h) (snprintf(p, sizeof p, "model.layers.%d.%s", l, suffix), MAP(p, r, cl, off, h))
         LAYER("input_layernorm.weight", C, 0, lt[0].offset, 0);
@@ -154,8 +154,8 @@ static int build_map(const Model *m, Map *out)
         LAYER("mlp.down_proj.weight", C, F, lt[5].offset, 0);
 #undef LAYER
     }
-    MAP("model.norm.weight", C, 0, t[1 + 6 * c->n_layers].offset, 0);
-    if (c->untied) MAP("lm_head.weight", c->vocab, C, t[2 + 6 * c->n_layers].offset, 0);
+    MAP("model.norm.weight", C, 0, t[model_layer_tensor(c->n_layers)].offset, 0);
+    if (c->untied) MAP("lm_head.weight", c->vocab, C, t[model_layer_tensor(c->n_layers) + 1].offset, 0);
 #undef MAP
     return n;
 }

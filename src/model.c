@@ -126,7 +126,7 @@ static void build_layout(Model *m)
     int C = c->d_model, F = c->ffn_hidden, QKV = C + 2 * model_kv_width(c), i = 0;
     size_t off = 0;
     char name[48];
-    m->n_tensors = 2 + 6 * c->n_layers + c->untied;
+    m->n_tensors = model_tensor_count(c);
     m->tensors = calloc(m->n_tensors, sizeof(TensorInfo));
     if (!m->tensors) fatal(EXIT_RUNTIME, "out of memory for the tensor table");
     add_tensor(m, &i, &off, "tok_emb", c->vocab, C, 1);
@@ -164,7 +164,7 @@ void model_views(const Model *m, float *base, Weights *w)
     const TensorInfo *t = m->tensors;
     w->tok_emb = base + t[0].offset;
     for (int l = 0; l < m->cfg.n_layers; l++) {
-        const TensorInfo *lt = t + 1 + 6 * l;
+        const TensorInfo *lt = t + model_layer_tensor(l);
         LayerWeights *lw = &w->layer[l];
         lw->attn_norm = base + lt[0].offset;
         lw->wqkv = base + lt[1].offset;
@@ -173,8 +173,8 @@ void model_views(const Model *m, float *base, Weights *w)
         lw->w13 = base + lt[4].offset;
         lw->w2 = base + lt[5].offset;
     }
-    w->final_norm = base + t[1 + 6 * m->cfg.n_layers].offset;
-    w->head = m->cfg.untied ? base + t[2 + 6 * m->cfg.n_layers].offset : w->tok_emb;
+    w->final_norm = base + t[model_layer_tensor(m->cfg.n_layers)].offset;
+    w->head = m->cfg.untied ? base + t[model_layer_tensor(m->cfg.n_layers) + 1].offset : w->tok_emb;
 }
 
 const TensorInfo *model_find_tensor(const Model *m, const char *name)
@@ -517,8 +517,8 @@ int model_grad_cuts(const Model *m, size_t *cuts, int cap)
         for (int i = 1; i < m->n_tensors; i++) cuts[n++] = m->tensors[i].offset;
     } else {
         if (L + 2 > cap) fatal(EXIT_RUNTIME, "internal: %d gradient cuts do not fit %d", L + 2, cap);
-        for (int l = 0; l < L; l++) cuts[n++] = m->tensors[1 + 6 * l].offset;
-        cuts[n++] = m->tensors[1 + 6 * L].offset; /* final_norm (and lm_head after it) */
+        for (int l = 0; l < L; l++) cuts[n++] = m->tensors[model_layer_tensor(l)].offset;
+        cuts[n++] = m->tensors[model_layer_tensor(L)].offset; /* final_norm (and lm_head after it) */
     }
     cuts[n++] = m->n_params;
     return n;
@@ -537,10 +537,10 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
     memset(m->d_logits, 0, sizeof(float) * N * V);
     target_logp_backward(m->d_logits, dlogp, m->logits, m->lse, b->targets, b->n_targets, V);
     mm_backward(m, m->d_norm, m->g.head, m->d_logits, m->xnf, m->w.head, 4 * c->n_layers, N, C, V);
-    if (ready && c->untied) ready(ctx, m->tensors[2 + 6 * c->n_layers].offset);
+    if (ready && c->untied) ready(ctx, m->tensors[model_layer_tensor(c->n_layers) + 1].offset);
     memset(m->d_resid, 0, sizeof(float) * NC);
     rmsnorm_backward(m->d_resid, m->g.final_norm, m->d_norm, m->resid[c->n_layers], m->w.final_norm, m->rstdf, N, C);
-    if (ready) ready(ctx, m->tensors[1 + 6 * c->n_layers].offset);
+    if (ready) ready(ctx, m->tensors[model_layer_tensor(c->n_layers)].offset);
     for (int l = c->n_layers - 1; l >= 0; l--) {
         const LayerWeights *w = &m->w.layer[l];
         LayerWeights *g = &m->g.layer[l];
@@ -548,7 +548,7 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         /* MLP block; d_resid holds dL/d(layer output) and flows on unchanged through the residual */
         /* each tensor's gradient is final right after its op: report it, so a
          * bucket can start (and the ones in flight progress) within the layer */
-        const TensorInfo *lt = m->tensors + 1 + 6 * l; /* attn_norm wqkv wo mlp_norm w13 w2 */
+        const TensorInfo *lt = m->tensors + model_layer_tensor(l); /* attn_norm wqkv wo mlp_norm w13 w2 */
         mm_backward(m, m->d_hact, g->w2, m->d_resid, a->hact, w->w2, 4 * l + 3, N, F, C);
         if (ready) ready(ctx, lt[5].offset);
         swiglu_mm_backward(m, m->d_h13, m->d_hact, a->h13, m->d_norm, g->w13, a->xn2, w->w13, 4 * l + 2, N, C, F);

@@ -52,6 +52,16 @@ typedef struct {
     int decay;            /* weight decay applies (matrices yes, norm gains no) */
 } TensorInfo;
 
+/* The tensor table's layout, written here once (model.c builds the table,
+ * io/ckpt.c verifies it, io/hf.c maps it to Hugging Face names): tok_emb;
+ * per layer MODEL_LAYER_TENSORS tensors, attn_norm wqkv wo mlp_norm w13 w2;
+ * final_norm; lm_head when untied. */
+enum { MODEL_LAYER_TENSORS = 6 };
+/* Tensors of a model of shape c. */
+static inline int model_tensor_count(const ModelConfig *c) { return 2 + MODEL_LAYER_TENSORS * c->n_layers + c->untied; }
+/* Index of layer l's first tensor (attn_norm); l = n_layers gives final_norm. */
+static inline int model_layer_tensor(int l) { return 1 + MODEL_LAYER_TENSORS * l; }
+
 typedef struct LayerActs LayerActs;
 
 typedef struct {

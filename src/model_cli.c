@@ -171,7 +171,7 @@ int cmd_model(int argc, char **argv)
         char shape[32];
         if (t->ndim == 2) snprintf(shape, sizeof shape, "[%d, %d]", t->shape[0], t->shape[1]);
         else snprintf(shape, sizeof shape, "[%d]", t->shape[0]);
-        if (i < 7 || i > 6 * cfg.n_layers) printf("%-24s %-14s %12zu  %s\n", t->name, shape, t->numel,
+        if (i < model_layer_tensor(1) || i >= model_layer_tensor(cfg.n_layers)) printf("%-24s %-14s %12zu  %s\n", t->name, shape, t->numel,
                                                    t->decay ? "yes" : "no");
         else if (i == 7) printf("%-24s (layers 1..%d repeat layer 0)\n", "...", cfg.n_layers - 1);
     }
