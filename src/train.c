@@ -934,7 +934,7 @@ int train_run(const Config *cfg, const Dist *d, const char *config_path, const c
             char eta[32];
             fmt_eta((now - t_start) / steps_timed * (cfg->train.max_steps - r->step), eta, sizeof eta);
             char desc[48] = "";
-            if (r->user_desc) snprintf(desc, sizeof desc, " | desc nll %.3f", vals[13]);
+            if (r->user_desc) snprintf(desc, sizeof desc, " | desc nll %.3f", vals[N_LOGGED - 1]);
             if (r->pref)
                 printf("step %ld/%ld | loss %.4f | acc %.3f | margin %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n",
                        r->step, cfg->train.max_steps, m[M_LOSS], m[M_ACC] / pairs, m[M_MARGIN] / pairs, desc, tok_s,
