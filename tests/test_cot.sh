@@ -36,9 +36,12 @@ assert first > 4 and last < first - 2, (first, last)
 print(f"desc/nll {first:.2f} -> {last:.2f} nats/token over {len(rows)} steps")
 PY
 ) && pass "cot: the description's NLL is logged and falls" "$out" || fail "cot: the description's NLL is logged and falls" "$out"
-grep -qE '^step 60/60 \| loss [0-9.]+ \| desc nll [0-9.]+ ' "$tmp/sft.log" &&
-    pass "cot: the step line shows the description's NLL" "$(grep '^step 60/60' "$tmp/sft.log")" ||
-    fail "cot: the step line shows the description's NLL" "$(grep '^step 60/60' "$tmp/sft.log")"
+# the step line's figure is metrics.jsonl's desc/nll of that step (once it printed another column)
+shown=$(sed -nE 's/^step 60\/60 \| loss [0-9.]+ \| desc nll ([0-9.]+) .*/\1/p' "$tmp/sft.log")
+logged=$(/usr/bin/python3 -c 'import json,sys; r=[json.loads(l) for l in open(sys.argv[1])][-1]; print("%.3f" % r["desc/nll"])' "$tmp/sft/metrics.jsonl")
+[ -n "$shown" ] && [ "$shown" = "$logged" ] &&
+    pass "cot: the step line shows the description's NLL" "step 60: $shown = metrics.jsonl's $logged" ||
+    fail "cot: the step line shows the description's NLL" "step line '$shown' vs metrics.jsonl '$logged': $(grep '^step 60/60' "$tmp/sft.log")"
 
 # ---- preference stage, teacher-forced description with loss.sft_weight ----
 sft=$tmp/sft/ckpt_60.h5
