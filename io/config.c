@@ -1172,15 +1172,13 @@ static int fail_key(Loader *L, int idx, const char *msg)
 
 static int key_index(const char *section, const char *key) { return find_key(section, key, strlen(key)); }
 
-/* The key a model_config_validate message names that the user most likely
- * just changed: a --set first, else the first named key from the file. */
-static int blamed_model_key(const Loader *L, const char *msg)
+/* Of the model keys a failed model_config_check is about, the one the user
+ * most likely just changed: a --set first, else the first from the file. */
+static int blamed_model_key(const Loader *L, const char *const *keys)
 {
     int from_file = -1, any = -1;
-    for (const char *p = strstr(msg, "model."); p; p = strstr(p + 1, "model.")) {
-        const char *name = p + 6;
-        size_t n = strspn(name, "abcdefghijklmnopqrstuvwxyz_");
-        int idx = find_key("model", name, n);
+    for (int i = 0; i < 2 && keys[i]; i++) {
+        int idx = find_key("model", keys[i], strlen(keys[i]));
         if (idx < 0) continue;
         if (L->set_index[idx]) return idx;
         if (from_file < 0 && L->file_line[idx]) from_file = idx;
@@ -1195,7 +1193,8 @@ static int cross_check(Loader *L)
     char msg[512];
     c->model.untied = !c->tie_embeddings;
     ModelConfig m = c->model; /* a copy: ffn_hidden 0 stays "auto" in the config */
-    if (model_config_validate(&m, msg, sizeof msg)) return fail_key(L, blamed_model_key(L, msg), msg);
+    const char *keys[2];
+    if (model_config_check(&m, keys, msg, sizeof msg)) return fail_key(L, blamed_model_key(L, keys), msg);
     if (c->data.n_fewshot_min > c->data.n_fewshot) {
         snprintf(msg, sizeof msg, "data.n_fewshot_min = %d is larger than data.n_fewshot = %d",
                  c->data.n_fewshot_min, c->data.n_fewshot);

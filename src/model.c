@@ -27,30 +27,37 @@ struct LayerActs {
     float *hact;        /* [N,F] silu(gate) * up */
 };
 
-int model_config_validate(ModelConfig *c, char *err, size_t errlen)
+/* Records the model keys (without "model.") a failed check is about. */
+static void about(const char **keys, const char *k1, const char *k2)
 {
+    if (keys) keys[0] = k1, keys[1] = k2;
+}
+
+int model_config_check(ModelConfig *c, const char **keys, char *err, size_t errlen)
+{
+    about(keys, NULL, NULL);
     if (c->vocab < TOKENIZER_VOCAB)
-        return set_err(err, errlen,
+        return about(keys, "vocab", NULL), set_err(err, errlen,
                        "model.vocab = %d is too small: the tokenizer needs %d ids (256 bytes + %d special tokens)",
                        c->vocab, TOKENIZER_VOCAB, TOKENIZER_VOCAB - 256);
-    if (c->d_model < 1) return set_err(err, errlen, "model.d_model = %d must be positive", c->d_model);
-    if (c->n_layers < 1) return set_err(err, errlen, "model.n_layers = %d must be positive", c->n_layers);
-    if (c->n_heads < 1) return set_err(err, errlen, "model.n_heads = %d must be positive", c->n_heads);
-    if (c->max_seq < 1) return set_err(err, errlen, "model.max_seq = %d must be positive", c->max_seq);
-    if (c->ffn_hidden < 0) return set_err(err, errlen, "model.ffn_hidden = %d must be >= 0 (0 = default)", c->ffn_hidden);
+    if (c->d_model < 1) return about(keys, "d_model", NULL), set_err(err, errlen, "model.d_model = %d must be positive", c->d_model);
+    if (c->n_layers < 1) return about(keys, "n_layers", NULL), set_err(err, errlen, "model.n_layers = %d must be positive", c->n_layers);
+    if (c->n_heads < 1) return about(keys, "n_heads", NULL), set_err(err, errlen, "model.n_heads = %d must be positive", c->n_heads);
+    if (c->max_seq < 1) return about(keys, "max_seq", NULL), set_err(err, errlen, "model.max_seq = %d must be positive", c->max_seq);
+    if (c->ffn_hidden < 0) return about(keys, "ffn_hidden", NULL), set_err(err, errlen, "model.ffn_hidden = %d must be >= 0 (0 = default)", c->ffn_hidden);
     if (c->d_model % c->n_heads != 0)
-        return set_err(err, errlen, "model.d_model = %d is not divisible by model.n_heads = %d", c->d_model,
+        return about(keys, "d_model", "n_heads"), set_err(err, errlen, "model.d_model = %d is not divisible by model.n_heads = %d", c->d_model,
                        c->n_heads);
     if (c->n_kv_heads < 0 || c->n_kv_heads > c->n_heads || (c->n_kv_heads > 0 && c->n_heads % c->n_kv_heads != 0))
-        return set_err(err, errlen, "model.n_kv_heads = %d must divide model.n_heads = %d (0 = n_heads)", c->n_kv_heads,
+        return about(keys, "n_kv_heads", "n_heads"), set_err(err, errlen, "model.n_kv_heads = %d must divide model.n_heads = %d (0 = n_heads)", c->n_kv_heads,
                        c->n_heads);
     if (!(c->rope_theta >= 0 && c->rope_theta < 1e30))
-        return set_err(err, errlen, "model.rope_theta = %g must be positive (0 = 10000)", c->rope_theta);
+        return about(keys, "rope_theta", NULL), set_err(err, errlen, "model.rope_theta = %g must be positive (0 = 10000)", c->rope_theta);
     if (!(c->norm_eps >= 0 && c->norm_eps < 1))
-        return set_err(err, errlen, "model.norm_eps = %g must be in [0, 1) (0 = 1e-5)", c->norm_eps);
-    if (c->untied != 0 && c->untied != 1) return set_err(err, errlen, "model.tie_embeddings must be true or false");
+        return about(keys, "norm_eps", NULL), set_err(err, errlen, "model.norm_eps = %g must be in [0, 1) (0 = 1e-5)", c->norm_eps);
+    if (c->untied != 0 && c->untied != 1) return about(keys, "tie_embeddings", NULL), set_err(err, errlen, "model.tie_embeddings must be true or false");
     if ((c->d_model / c->n_heads) % 2 != 0)
-        return set_err(err, errlen, "head size model.d_model/model.n_heads = %d must be even (RoPE rotates pairs)",
+        return about(keys, "d_model", "n_heads"), set_err(err, errlen, "head size model.d_model/model.n_heads = %d must be even (RoPE rotates pairs)",
                        c->d_model / c->n_heads);
     /* keep every tensor's element count and the attention arena well inside int/size_t math */
     if (c->d_model > 65536 || c->n_layers > 4096 || c->vocab > (1 << 24) || c->max_seq > (1 << 20) ||
@@ -63,6 +70,8 @@ int model_config_validate(ModelConfig *c, char *err, size_t errlen)
     if (c->norm_eps == 0) c->norm_eps = 1e-5;
     return 0;
 }
+
+int model_config_validate(ModelConfig *c, char *err, size_t errlen) { return model_config_check(c, NULL, err, errlen); }
 
 int model_kv_width(const ModelConfig *c) { return c->d_model / c->n_heads * (c->n_kv_heads ? c->n_kv_heads : c->n_heads); }
 

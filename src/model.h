@@ -24,6 +24,10 @@ typedef struct {
  * 0); 0, or -1 with a message that names the offending key as in the
  * config file (model.d_model, ...). */
 int model_config_validate(ModelConfig *cfg, char *err, size_t errlen);
+/* The same; on failure keys[0] and keys[1] name the model keys the message
+ * is about, without "model." (NULL when fewer), so a config error can point
+ * at the right line without reading the message. */
+int model_config_check(ModelConfig *cfg, const char **keys, char *err, size_t errlen);
 /* Ckv: the width of the key (and of the value) projection, n_kv_heads times
  * the head size (d_model without grouped-query attention). */
 int model_kv_width(const ModelConfig *cfg);
