@@ -22,6 +22,7 @@
 #include "ckpt.h"
 #include "commands.h"
 #include "config.h"
+#include "slurm_script.h"
 #include "util.h"
 
 #define MAX_SETS 256
@@ -60,89 +61,6 @@ static const char usage_text[] =
     "        job event.\n\n"
     "Exit codes: 0 ok, 1 sbatch or the file system failed, 2 bad usage or config.\n"
     "See docs/slurm.md.\n";
-
-/* ---------------------------------------------------------------- text */
-
-/* A growable string: the script is built in one. */
-typedef struct {
-    char *s;
-    size_t len, cap;
-} Text;
-
-static void text_addn(Text *t, const char *s, size_t n)
-{
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap : 4096;
-        while (cap < t->len + n + 1) cap *= 2;
-        char *p = realloc(t->s, cap);
-        if (!p) fatal(EXIT_RUNTIME, "slurm: out of memory");
-        t->s = p, t->cap = cap;
-    }
-    memcpy(t->s + t->len, s, n);
-    t->len += n;
-    t->s[t->len] = '\0';
-}
-
-static void text_add(Text *t, const char *s) { text_addn(t, s, strlen(s)); }
-
-static void text_addf(Text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void text_addf(Text *t, const char *fmt, ...)
-{
-    char buf[PATH_LEN + 256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof buf) fatal(EXIT_RUNTIME, "slurm: internal: formatted line too long");
-    text_addn(t, buf, (size_t)n);
-}
-
-static const char *text_str(const Text *t) { return t->s ? t->s : ""; }
-
-/* ------------------------------------------------------------- quoting */
-
-/* Characters that mean nothing special to bash or to sbatch's #SBATCH parser. */
-static int is_plain(const char *s)
-{
-    if (!*s) return 0;
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && !strchr("_./:=+@%,-", *s)) return 0;
-    return 1;
-}
-
-/* One shell word: as is when plain, else single-quoted with each ' written
- * as '\'' — nothing inside single quotes is expanded, newlines included. */
-static void add_shell_word(Text *t, const char *s)
-{
-    if (is_plain(s)) {
-        text_add(t, s);
-        return;
-    }
-    text_add(t, "'");
-    for (; *s; s++) {
-        if (*s == '\'') text_add(t, "'\\''");
-        else text_addn(t, s, 1);
-    }
-    text_add(t, "'");
-}
-
-/* One #SBATCH argument: sbatch splits those lines at blanks, honours quotes,
- * treats an unquoted # as a comment and a backslash as an escape, so a
- * value that is not plain goes in double quotes with " and \ escaped. The
- * line is a bash comment, so the shell never sees it. */
-static void add_sbatch_word(Text *t, const char *s)
-{
-    if (is_plain(s)) {
-        text_add(t, s);
-        return;
-    }
-    text_add(t, "\"");
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') text_add(t, "\\");
-        text_addn(t, s, 1);
-    }
-    text_add(t, "\"");
-}
 
 static int has_control_char(const char *s)
 {
@@ -303,13 +221,24 @@ static char *read_whole_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    Text t = { 0 };
+    char *s = NULL;
+    size_t len = 0, cap = 0, n;
     char buf[8192];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, f)) > 0) text_addn(&t, buf, n);
+    do {
+        n = fread(buf, 1, sizeof buf, f);
+        if (len + n + 1 > cap) {
+            cap = cap ? 2 * cap : 16384;
+            while (cap < len + n + 1) cap *= 2;
+            char *p = realloc(s, cap);
+            if (!p) fatal(EXIT_RUNTIME, "slurm: out of memory");
+            s = p;
+        }
+        memcpy(s + len, buf, n);
+        len += n;
+        s[len] = '\0';
+    } while (n > 0);
     fclose(f);
-    if (!t.s) text_add(&t, "");
-    return t.s;
+    return s;
 }
 
 /* The template ships in slurm/ next to the binary (./fspo) or one level up
@@ -419,143 +348,6 @@ static void check_run_dir(const char *run_dir, int dry_run, Problems *p)
     } else if (!can_create_in(run_dir, why, sizeof why)) {
         problem(p, "train.run_dir %s is not writable: %s", run_dir, why);
     }
-}
-
-/* ------------------------------------------------------------- rendering */
-
-typedef struct {
-    const char *name;
-    Text value;
-} Slot;
-
-enum {
-    S_JOB_NAME, S_NODES, S_NTASKS_PER_NODE, S_CPUS_PER_TASK, S_MEM, S_TIME, S_PARTITION, S_ACCOUNT, S_QOS,
-    S_CONSTRAINT, S_EXTRA_SBATCH, S_SIGNAL_LEAD_S, S_REQUEUE_FLAG, S_OUTPUT, S_WORKDIR, S_FSPO, S_CONFIG,
-    S_RUN_DIR, S_MAX_STEPS, S_LAUNCHER, S_REQUEUE, S_TRAIN_ARGS, S_SETUP, S_N
-};
-static const char *const slot_names[S_N] = {
-    "JOB_NAME", "NODES", "NTASKS_PER_NODE", "CPUS_PER_TASK", "MEM", "TIME", "PARTITION", "ACCOUNT", "QOS",
-    "CONSTRAINT", "EXTRA_SBATCH", "SIGNAL_LEAD_S", "REQUEUE_FLAG", "OUTPUT", "WORKDIR", "FSPO", "CONFIG",
-    "RUN_DIR", "MAX_STEPS", "LAUNCHER", "REQUEUE", "TRAIN_ARGS", "SETUP",
-};
-
-typedef struct {
-    const Config *cfg;
-    const char *exe, *config_path, *run_dir, *cwd;
-    const char *const *sets;
-    int n_sets;
-} JobSpec;
-
-/* "--output": the run directory with Slurm's % patterns escaped, then the log name. */
-static void output_pattern(const char *run_dir, Text *t)
-{
-    Text escaped = { 0 };
-    for (const char *s = run_dir; *s; s++) {
-        if (*s == '%') text_add(&escaped, "%"); /* "%%" is a literal % */
-        text_addn(&escaped, s, 1);
-    }
-    text_add(&escaped, "/slurm-%j.out");
-    add_sbatch_word(t, text_str(&escaped));
-    free(escaped.s);
-}
-
-static void fill_slots(const JobSpec *j, Slot *slots)
-{
-    const Config *c = j->cfg;
-    for (int i = 0; i < S_N; i++) slots[i] = (Slot){ slot_names[i], { 0 } };
-    add_sbatch_word(&slots[S_JOB_NAME].value, c->slurm.job_name);
-    text_addf(&slots[S_NODES].value, "%d", c->slurm.nodes);
-    text_addf(&slots[S_NTASKS_PER_NODE].value, "%d", c->slurm.ntasks_per_node);
-    text_addf(&slots[S_CPUS_PER_TASK].value, "%d", c->slurm.cpus_per_task);
-    /* an empty optional value stays empty, and its line is left out */
-    const struct { int slot; const char *value; } optional[] = {
-        { S_MEM, c->slurm.mem },   { S_TIME, c->slurm.time }, { S_PARTITION, c->slurm.partition },
-        { S_ACCOUNT, c->slurm.account }, { S_QOS, c->slurm.qos }, { S_CONSTRAINT, c->slurm.constraint },
-    };
-    for (size_t i = 0; i < sizeof optional / sizeof *optional; i++)
-        if (optional[i].value[0]) add_sbatch_word(&slots[optional[i].slot].value, optional[i].value);
-    for (int i = 0; i < c->slurm.extra_sbatch.n; i++)
-        text_addf(&slots[S_EXTRA_SBATCH].value, "%s#SBATCH %s", i ? "\n" : "", c->slurm.extra_sbatch.v[i]);
-    if (c->slurm.signal_lead_s > 0) text_addf(&slots[S_SIGNAL_LEAD_S].value, "%d", c->slurm.signal_lead_s);
-    text_add(&slots[S_REQUEUE_FLAG].value, c->slurm.requeue ? "--requeue" : "--no-requeue");
-    output_pattern(j->run_dir, &slots[S_OUTPUT].value);
-    add_sbatch_word(&slots[S_WORKDIR].value, j->cwd);
-    add_shell_word(&slots[S_FSPO].value, j->exe);
-    add_shell_word(&slots[S_CONFIG].value, j->config_path);
-    add_shell_word(&slots[S_RUN_DIR].value, j->run_dir);
-    text_addf(&slots[S_MAX_STEPS].value, "%ld", c->train.max_steps);
-    text_add(&slots[S_LAUNCHER].value, c->slurm.launcher);
-    text_add(&slots[S_REQUEUE].value, c->slurm.requeue ? "1" : "0");
-    Text *args = &slots[S_TRAIN_ARGS].value;
-    for (int i = 0; i < j->n_sets; i++) {
-        text_add(args, "    --set ");
-        add_shell_word(args, j->sets[i]);
-        text_add(args, "\n");
-    }
-    text_add(args, "    --set train.resume=auto");
-    for (int i = 0; i < c->slurm.setup.n; i++) {
-        Text *setup = &slots[S_SETUP].value;
-        text_add(setup, i ? "\neval " : "eval ");
-        add_shell_word(setup, c->slurm.setup.v[i]);
-        text_addf(setup, " || setup_failed %d $?", i + 1);
-    }
-}
-
-/* Finds the slot named by the text between "{{" at p and "}}"; -1 if none. */
-static int slot_at(const char *p, const Slot *slots, const char **after)
-{
-    const char *end = strstr(p + 2, "}}");
-    if (!end) return -1;
-    size_t n = (size_t)(end - p - 2);
-    for (int i = 0; i < S_N; i++)
-        if (strlen(slots[i].name) == n && !strncmp(p + 2, slots[i].name, n)) {
-            *after = end + 2;
-            return i;
-        }
-    return -1;
-}
-
-/* One template line: 0 rendered into out, 1 left out (a value is empty),
- * -1 an unknown placeholder (err says which). */
-static int render_line(const char *line, size_t len, const Slot *slots, Text *out, char *err, size_t errlen)
-{
-    Text t = { 0 };
-    const char *p = line, *end = line + len;
-    while (p < end) {
-        const char *open = strstr(p, "{{");
-        if (!open || open >= end) {
-            text_addn(&t, p, (size_t)(end - p));
-            break;
-        }
-        text_addn(&t, p, (size_t)(open - p));
-        const char *after;
-        int i = slot_at(open, slots, &after);
-        if (i < 0 || after > end) {
-            free(t.s);
-            return set_err(err, errlen, "unknown placeholder in: %.*s", (int)len, line);
-        }
-        if (slots[i].value.len == 0) {
-            free(t.s);
-            return 1;
-        }
-        text_add(&t, text_str(&slots[i].value));
-        p = after;
-    }
-    text_add(&t, "\n");
-    text_add(out, text_str(&t));
-    free(t.s);
-    return 0;
-}
-
-static int render(const char *tmpl, const Slot *slots, Text *out, char *err, size_t errlen)
-{
-    for (const char *line = tmpl; *line;) {
-        const char *nl = strchr(line, '\n');
-        size_t len = nl ? (size_t)(nl - line) : strlen(line);
-        if (render_line(line, len, slots, out, err, errlen) < 0) return -1;
-        line += len + (nl ? 1 : 0);
-    }
-    return 0;
 }
 
 /* ------------------------------------------------------------ processes */
@@ -700,25 +492,21 @@ static int cmd_submit(int argc, char **argv)
     char *tmpl = read_whole_file(tmpl_path);
     if (!tmpl) fatal(EXIT_USAGE, "slurm submit: template %s: %s", tmpl_path, strerror(errno));
     JobSpec job = { &cfg, exe, config_path, run_dir, cwd, a.sets, a.n_sets };
-    Slot slots[S_N];
-    fill_slots(&job, slots);
-    Text script = { 0 };
-    int rc = render(tmpl, slots, &script, err, sizeof err);
+    char *script = slurm_render_script(tmpl, &job, err, sizeof err);
     free(tmpl);
-    for (int i = 0; i < S_N; i++) free(slots[i].value.s);
-    if (rc != 0) fatal(EXIT_USAGE, "slurm submit: template %s: %s", tmpl_path, err);
+    if (!script) fatal(EXIT_USAGE, "slurm submit: template %s: %s", tmpl_path, err);
 
     if (a.dry_run) {
-        fputs(text_str(&script), stdout);
+        fputs(script, stdout);
     } else {
         char name[80], file[100], path[PATH_LEN];
         safe_file_part(cfg.slurm.job_name, name, sizeof name);
         snprintf(file, sizeof file, "fspo-%s.sbatch", name);
         join_path(path, sizeof path, run_dir, file);
-        write_file(path, text_str(&script));
+        write_file(path, script);
         submit_script(path, run_dir);
     }
-    free(script.s);
+    free(script);
     return EXIT_OK;
 }
 
