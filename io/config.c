@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
+#include "duration.h"
 #include "model.h"
 #include "pack.h"
 #include "sampler.h"
@@ -578,61 +579,12 @@ static int convert_long(Loader *L, const Key *k, const Scalar *v, const char *wh
     return 0;
 }
 
-/* "90s", "30m", "2h", "1h30m", "1d12h": units in decreasing order, each once. */
-static int parse_units(const char *s, size_t n, long *out)
-{
-    static const char units[] = "dhms";
-    static const long scale[] = { 86400, 3600, 60, 1 };
-    long total = 0;
-    int next_unit = 0;
-    size_t i = 0;
-    if (n == 0) return -1;
-    while (i < n) {
-        long part = 0;
-        size_t digits = 0;
-        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++, digits++) {
-            if (digits >= 9) return -1;
-            part = part * 10 + (s[i] - '0');
-        }
-        if (digits == 0 || i >= n) return -1;
-        const char *u = strchr(units, s[i]);
-        if (!u || s[i] == '\0' || u - units < next_unit) return -1;
-        next_unit = (int)(u - units) + 1;
-        total += part * scale[u - units];
-        i++;
-    }
-    *out = total;
-    return 0;
-}
-
-/* "H:MM:SS" with minutes and seconds below 60. */
-static int parse_clock(const char *s, size_t n, long *out)
-{
-    long parts[3] = { 0, 0, 0 };
-    int np = 0;
-    size_t digits = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == ':') {
-            if (digits == 0 || np == 2) return -1;
-            np++, digits = 0;
-        } else if (s[i] >= '0' && s[i] <= '9' && digits < 7) {
-            parts[np] = parts[np] * 10 + (s[i] - '0');
-            digits++;
-        } else
-            return -1;
-    }
-    if (np != 2 || digits != 2 || parts[1] >= 60 || parts[2] >= 60) return -1;
-    if (s[n - 5] == ':' || s[n - 6] != ':') return -1; /* MM and SS have two digits each */
-    *out = parts[0] * 3600 + parts[1] * 60 + parts[2];
-    return 0;
-}
-
 static int convert_duration(Loader *L, const Key *k, const Scalar *v, long *out)
 {
     if (is_null(v)) return wrong_type(L, k, v);
     int rc = parse_long(v->s, v->n, 0, out);
     if (rc == -2) return out_of_range(L, k, v, "");
-    if (rc == -1 && (v->n > 32 || (parse_units(v->s, v->n, out) && parse_clock(v->s, v->n, out))))
+    if (rc == -1 && (v->n > 32 || duration_parse(v->s, v->n, out) != 0))
         return wrong_type(L, k, v);
     if ((double)*out > k->hi) {
         char sb[80];

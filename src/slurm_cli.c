@@ -22,6 +22,7 @@
 #include "ckpt.h"
 #include "commands.h"
 #include "config.h"
+#include "duration.h"
 #include "slurm_script.h"
 #include "util.h"
 
@@ -33,7 +34,6 @@
 #define SIGNAL_EARLY_S 60
 /* ntasks_per_node * cpus_per_task above this is a typo, not a node. */
 #define MAX_CPUS_PER_NODE 1024
-#define TIME_UNLIMITED LONG_MAX
 
 static const char usage_text[] =
     "usage: fspo slurm submit CFG.yaml [--set section.key=value]... [--dry-run] [--template FILE]\n"
@@ -67,59 +67,6 @@ static int has_control_char(const char *s)
     for (; *s; s++)
         if ((unsigned char)*s < 0x20 || *s == 0x7f) return 1;
     return 0;
-}
-
-/* ---------------------------------------------------------- Slurm time */
-
-static int parse_field(const char *s, size_t n, long *v)
-{
-    if (n == 0 || n > 9) return -1;
-    long x = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i])) return -1;
-        x = 10 * x + (s[i] - '0');
-    }
-    *v = x;
-    return 0;
-}
-
-/* Splits s at ':' into at most 3 numbers; returns how many, -1 if malformed. */
-static int parse_colon_fields(const char *s, long f[3])
-{
-    int n = 0;
-    for (;;) {
-        const char *colon = strchr(s, ':');
-        size_t len = colon ? (size_t)(colon - s) : strlen(s);
-        if (n == 3 || parse_field(s, len, &f[n]) != 0) return -1;
-        n++;
-        if (!colon) return n;
-        s = colon + 1;
-    }
-}
-
-/* Seconds in a Slurm --time value: MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM,
- * D-HH:MM:SS; TIME_UNLIMITED for 0, INFINITE or UNLIMITED; -1 if invalid.
- * Minutes and seconds after the first field must be below 60. */
-static long slurm_time_seconds(const char *s)
-{
-    if (!strcmp(s, "INFINITE") || !strcmp(s, "UNLIMITED") || !strcmp(s, "infinite") || !strcmp(s, "unlimited"))
-        return TIME_UNLIMITED;
-    long days = 0, f[3];
-    const char *dash = strchr(s, '-');
-    if (dash) {
-        if (parse_field(s, (size_t)(dash - s), &days) != 0) return -1;
-        s = dash + 1;
-    }
-    int n = parse_colon_fields(s, f);
-    if (n < 0) return -1;
-    for (int i = 1; i < n; i++)
-        if (f[i] >= 60) return -1;
-    long secs;
-    if (dash) secs = days * 86400 + f[0] * 3600 + (n > 1 ? f[1] * 60 : 0) + (n > 2 ? f[2] : 0);
-    else if (n == 1) secs = f[0] * 60;
-    else if (n == 2) secs = f[0] * 60 + f[1];
-    else secs = f[0] * 3600 + f[1] * 60 + f[2];
-    return secs == 0 ? TIME_UNLIMITED : secs;
 }
 
 /* Slurm's --mem: an integer with an optional K, M, G or T suffix (MB by default). */
@@ -277,13 +224,13 @@ static void problem(Problems *p, const char *fmt, ...)
 
 static void check_time(const Config *c, Problems *p)
 {
-    long t = slurm_time_seconds(c->slurm.time);
+    long t = duration_slurm_seconds(c->slurm.time);
     if (t < 0) {
         problem(p, "slurm.time '%s' is not a Slurm time: use MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS", c->slurm.time);
         return;
     }
     long need = (long)c->slurm.signal_lead_s + SIGNAL_EARLY_S;
-    if (t != TIME_UNLIMITED && t < need)
+    if (t != DURATION_UNLIMITED && t < need)
         problem(p,
                 "slurm.time %s (%ld s) is too short for slurm.signal_lead_s = %d: Slurm may send the stop signal up to %d s "
                 "before the lead asks, so the job needs at least %ld s to train before it checkpoints; raise slurm.time or "
