@@ -20,9 +20,9 @@ CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) $(SAN) -g -Wall -Wextra -
 DNNL_LIBS  := -ldnnl -lgomp
 LDLIBS_ALL = $(SAN) $(PKG_LIBS) $(DNNL_LIBS) -lm $(LDLIBS)
 
-SRCS      := $(wildcard src/*.c mpi/*.c io/*.c)
-LIB_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(filter-out src/main.c,$(SRCS)))
-MAIN_OBJ  := $(BUILD)/src/main.o
+SRCS      := $(wildcard src/*.c src/cli/*.c mpi/*.c io/*.c)
+LIB_OBJS  := $(patsubst %.c,$(BUILD)/%.o,$(filter-out src/cli/main.c,$(SRCS)))
+MAIN_OBJ  := $(BUILD)/src/cli/main.o
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/tests/%,$(TEST_SRCS))
 TEST_LIB  := $(BUILD)/tests/golden.o $(BUILD)/tests/check.o $(BUILD)/tests/gradcheck.o
@@ -52,7 +52,7 @@ all: $(FSPO_BIN)
 $(FSPO_BIN): $(MAIN_OBJ) $(LIB_OBJS)
 	$(CC) -o $@ $^ $(LDLIBS_ALL)
 
-$(BUILD)/%.o: %.c $(wildcard src/*.h mpi/*.h io/*.h tests/*.h)
+$(BUILD)/%.o: %.c $(wildcard src/*.h src/cli/*.h mpi/*.h io/*.h tests/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -c -o $@ $<
 

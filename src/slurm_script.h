@@ -1,6 +1,6 @@
 /* slurm_script: the sbatch script of a training job, rendered from a
  * template (slurm/fspo.sbatch.in) and the config. Pure: it reads no file,
- * runs nothing; `fspo slurm submit` (src/slurm_cli.c) checks the config,
+ * runs nothing; `fspo slurm submit` (src/cli/slurm_cli.c) checks the config,
  * finds the template and submits what this renders.
  *
  * The template's {{NAME}} placeholders (JOB_NAME, NODES, NTASKS_PER_NODE,

@@ -12,7 +12,7 @@
  * Everything is a pure function of (seed, user index): user i draws from its
  * own stream rng_seed(seed, i), so a user comes out the same whatever
  * --users is, and the first M pairs of a user are the same whatever
- * --pairs-per-user is. No I/O here: src/synth_cli.c writes the files. */
+ * --pairs-per-user is. No I/O here: src/cli/synth_cli.c writes the files. */
 #ifndef FSPO_SYNTH_H
 #define FSPO_SYNTH_H
 

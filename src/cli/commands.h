@@ -4,16 +4,16 @@
 
 int cmd_model(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
-int cmd_synth(int argc, char **argv);   /* src/synth_cli.c */
-int cmd_prep(int argc, char **argv);    /* src/prep_cli.c */
-int cmd_config(int argc, char **argv);  /* src/config_cli.c */
-int cmd_train(int argc, char **argv);   /* src/train_cli.c */
-int cmd_eval(int argc, char **argv);    /* src/eval_cli.c */
-int cmd_sample(int argc, char **argv);  /* src/sample_cli.c */
-int cmd_slurm(int argc, char **argv);   /* src/slurm_cli.c */
-int cmd_inspect(int argc, char **argv); /* src/inspect_cli.c */
-int cmd_tokenizer(int argc, char **argv); /* src/tokenizer_cli.c */
-int cmd_export(int argc, char **argv);  /* src/export_cli.c */
+int cmd_synth(int argc, char **argv);   /* src/cli/synth_cli.c */
+int cmd_prep(int argc, char **argv);    /* src/cli/prep_cli.c */
+int cmd_config(int argc, char **argv);  /* src/cli/config_cli.c */
+int cmd_train(int argc, char **argv);   /* src/cli/train_cli.c */
+int cmd_eval(int argc, char **argv);    /* src/cli/eval_cli.c */
+int cmd_sample(int argc, char **argv);  /* src/cli/sample_cli.c */
+int cmd_slurm(int argc, char **argv);   /* src/cli/slurm_cli.c */
+int cmd_inspect(int argc, char **argv); /* src/cli/inspect_cli.c */
+int cmd_tokenizer(int argc, char **argv); /* src/cli/tokenizer_cli.c */
+int cmd_export(int argc, char **argv);  /* src/cli/export_cli.c */
 
 #endif
 

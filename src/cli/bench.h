@@ -1,4 +1,4 @@
-/* bench: helpers shared by `fspo bench` modes (src/bench.c, src/bench_fspo.c). */
+/* bench: helpers shared by `fspo bench` modes (src/cli/bench.c, src/cli/bench_fspo.c). */
 #ifndef FSPO_BENCH_H
 #define FSPO_BENCH_H
 

@@ -37,7 +37,7 @@ int cmd_bench(int argc, char **argv)
                    "  --precision P      fp32 (default), bf16 or auto: model.precision of the steps; in bf16\n"
                    "                     MFU is against the bf16 product peak (same size and threads)\n"
                    "  --json             one JSON object on stdout instead of text\n\n"
-                   "Other rows of make bench (one JSON line each; see src/bench_fspo.c):\n"
+                   "Other rows of make bench (one JSON line each; see src/cli/bench_fspo.c):\n"
                    "  --pref DATA.h5 [--fewshot N --queries Q --examples K --dump FILE]\n"
                    "                     FSPO preference step per meta-example, tree-packed vs unshared rows\n"
                    "  --ckpt DIR         checkpoint save/load vs plain write+fsync/read of the same bytes\n"
