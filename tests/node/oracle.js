@@ -15,6 +15,14 @@
 //                                     added token, sets the ByteLevel decoder
 //                                     (the binding has no function for it) and
 //                                     writes OUT
+//   node oracle.js train-plain CORPUS OUT  the same training without any added
+//                                     token (a pretrained model's own tokenizer),
+//                                     then the byte characters the corpus lacked
+//                                     appended to the vocabulary (the trainer
+//                                     keeps only those it saw)
+//   node oracle.js encode-added TOK FILE..  TOK with fspo's special tokens added
+//                                     by the binding's addSpecialTokens: their ids
+//                                     on the first line, then each file's ids
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -144,6 +152,43 @@ function train(corpus, out) {
   fs.unlinkSync(tmp);
 }
 
+// GPT-2's bytes_to_unicode: the character of each byte.
+function byteChars() {
+  const bs = [];
+  for (let b = 0x21; b <= 0x7e; b++) bs.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) bs.push(b);
+  for (let b = 0xae; b <= 0xff; b++) bs.push(b);
+  const cs = bs.slice();
+  let n = 0;
+  for (let b = 0; b < 256; b++) if (!bs.includes(b)) bs.push(b), cs.push(256 + n++);
+  return cs.map((c) => String.fromCodePoint(c));
+}
+
+function trainPlain(corpus, out) {
+  const tok = new tk.Tokenizer(tk.BPE.empty());
+  tok.setPreTokenizer(tk.byteLevelPreTokenizer(false, true));
+  tok.train([corpus]);
+  const tmp = out + '.raw';
+  tok.save(tmp);
+  const j = JSON.parse(fs.readFileSync(tmp, 'utf8'));
+  j.decoder = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true };
+  let next = Object.keys(j.model.vocab).length;
+  for (const c of byteChars()) if (!(c in j.model.vocab)) j.model.vocab[c] = next++;
+  fs.writeFileSync(out, JSON.stringify(j));
+  fs.unlinkSync(tmp);
+}
+
+async function encodeAdded(tokFile, files) {
+  const tok = tk.Tokenizer.fromFile(tokFile);
+  tok.addSpecialTokens(SPECIALS);
+  const lines = [SPECIALS.map((s) => tok.tokenToId(s)).join(' ')];
+  for (const f of files) {
+    const enc = await tok.encode(fs.readFileSync(f, 'utf8'), null, { addSpecialTokens: false });
+    lines.push(enc.getIds().join(' '));
+  }
+  fs.writeSync(1, lines.join('\n') + '\n');
+}
+
 async function main() {
   const [mode, ...args] = process.argv.slice(2);
   if (mode === 'texts') writeTexts(args[0]);
@@ -152,8 +197,10 @@ async function main() {
   else if (mode === 'encode') await encode(args[0], args.slice(1));
   else if (mode === 'roundtrip') await roundtrip(args[0], args.slice(1));
   else if (mode === 'train') train(args[0], args[1]);
+  else if (mode === 'train-plain') trainPlain(args[0], args[1]);
+  else if (mode === 'encode-added') await encodeAdded(args[0], args.slice(1));
   else {
-    console.error('usage: node oracle.js texts|probes|split|encode|roundtrip|train ...');
+    console.error('usage: node oracle.js texts|probes|split|encode|roundtrip|train|train-plain|encode-added ...');
     process.exit(2);
   }
 }
