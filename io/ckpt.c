@@ -380,20 +380,21 @@ int ckpt_check_tokenizer(const char *path, const Tokenizer *want, const char *wa
     snprintf(name, sizeof name, "%s", tok_name(&t));
     int same = !strcmp(name, tok_name(want));
     /* a Hugging Face directory's model reads its tokenizer.json's ids: data
-     * whose tokenizer means the same on every id both have (its structure
-     * tokens added otherwise, say) is fine, the vocabulary grows to it */
-    int32_t diff = -1;
+     * whose tokenizer has them all, meaning the same (with the structure
+     * tokens added otherwise, say), is fine: the vocabulary grows to it */
+    int32_t diff = -1, n_own = 0;
     if (!same && hf_is_dir(path)) { /* the ids its own file defines: the structure tokens added may sit elsewhere */
         char json[4200];
         snprintf(json, sizeof json, "%s/tokenizer.json", path);
         Bpe *own = access(json, F_OK) == 0 ? tokenizer_json_read(json, err, errlen) : NULL;
         if (access(json, F_OK) == 0 && !own) return tok_free(&t), -1;
-        diff = tok_first_difference(&t, want, own ? bpe_n_ids(own) : TOKENIZER_VOCAB, what, sizeof what);
+        n_own = own ? bpe_n_ids(own) : TOKENIZER_VOCAB;
+        diff = tok_first_difference(&t, want, n_own, what, sizeof what);
         bpe_free(own);
     }
     tok_free(&t);
-    if (!same && hf_is_dir(path)) {
-        if (diff < 0) return 0;
+    if (!same && hf_is_dir(path) && (diff >= 0 || tok_n_ids(want) >= n_own)) {
+        if (diff < 0) return 0; /* the data's tokenizer extends the directory's */
         return set_err(err, errlen, "%s: its tokenizer.json and the tokenizer of %s (%s) disagree on id %d (%s): "
                                     "the imported model's rows would mean other tokens than the data's ids (fspo "
                                     "prep --tokenizer %s/tokenizer.json --add-structure-tokens makes data for it)",

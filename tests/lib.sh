@@ -94,7 +94,8 @@ train() {
 }
 
 # oracle_ready TMPDIR: Hugging Face `tokenizers` (the official Node.js
-# binding) in tests/node, installed from its package-lock.json when missing;
+# binding) and `@huggingface/hub` (its safetensors header parser) in
+# tests/node, installed from its package-lock.json when missing;
 # prints a SKIP line and returns 1 when it cannot be had. ORACLE runs it.
 NODE_DIR=tests/node
 ORACLE=(node "$NODE_DIR/oracle.js")
@@ -103,7 +104,7 @@ oracle_ready() {
         echo "SKIP: Hugging Face oracle: node or npm is missing (make deps installs them)"
         return 1
     fi
-    if [[ ! -f $NODE_DIR/node_modules/tokenizers/package.json ]]; then
+    if [[ ! -f $NODE_DIR/node_modules/tokenizers/package.json || ! -f $NODE_DIR/node_modules/@huggingface/hub/package.json ]]; then
         if ! (cd $NODE_DIR && timeout 600 npm ci --no-audit --no-fund --loglevel=error) >"$1/npm.log" 2>&1; then
             echo "SKIP: Hugging Face oracle: 'npm ci' in $NODE_DIR failed (registry unreachable?): $(tail -n 3 "$1/npm.log" | tr '\n' ' ')"
             return 1

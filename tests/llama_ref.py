@@ -206,6 +206,36 @@ def bad(a):
         extra = json.dumps({names[0]: hdr[names[0]]}).encode()[1:-1]
         h = h[:-1] + b", " + extra + b"}"
         out = struct.pack("<Q", len(h)) + h + data
+    elif c == "vocab_pad":  # 8 more (zero) rows of embed_tokens and lm_head, vocab_size to match
+        rows, parts, at, new = 8, [], 0, {"__metadata__": hdr.get("__metadata__", {})}
+        for k in sorted(names, key=lambda k: hdr[k]["data_offsets"][0]):
+            e = dict(hdr[k])
+            raw = data[e["data_offsets"][0]:e["data_offsets"][1]]
+            if k in ("model.embed_tokens.weight", "lm_head.weight"):
+                raw += bytes(rows * len(raw) // e["shape"][0])
+                e["shape"] = [e["shape"][0] + rows, e["shape"][1]]
+            e["data_offsets"] = [at, at + len(raw)]
+            at += len(raw)
+            new[k] = e
+            parts.append(raw)
+        cfg["vocab_size"] += rows
+        json.dump(cfg, open(os.path.join(a.dir, "config.json"), "w"))
+        out = header_file(new, b"".join(parts))
+    elif c == "tokswap":  # tokenizer.json: the tokens of ids 97 and 98 trade ids (a valid file, another tokenizer)
+        path = os.path.join(a.dir, "tokenizer.json")
+        j = json.load(open(path))
+        v = j["model"]["vocab"]
+        x, y = (t for t, i in v.items() if i in (97, 98))
+        v[x], v[y] = v[y], v[x]
+        json.dump(j, open(path, "w"), ensure_ascii=False)
+        return
+    elif c == "nonspecial":  # tokenizer.json: <|eos|> an added token that is not special
+        path = os.path.join(a.dir, "tokenizer.json")
+        j = json.load(open(path))
+        for t in j["added_tokens"]:
+            t["special"] = t["special"] and t["content"] != "<|eos|>"
+        json.dump(j, open(path, "w"), ensure_ascii=False)
+        return
     elif c == "shape_vs_config":
         cfg["intermediate_size"] = cfg["intermediate_size"] + 8
         json.dump(cfg, open(os.path.join(a.dir, "config.json"), "w"))

@@ -142,6 +142,18 @@ $PY $REF check "$tmp/logits.list" --tokens "$TOK" --tol 1e-4 || fail "finetune: 
 cmp -s "$tmp/exp/tokenizer.json" "$tmp/aug.json" && cmp -s "$tmp/grown/tokenizer.json" "$tmp/aug.json" &&
     pass "the exports carry the dataset's (augmented) tokenizer.json" "" || fail "the exports carry the dataset's tokenizer.json" "differs"
 $PY $REF grown "$tmp/hf" "$tmp/grown" || fail "grown rows (untied)" "see above"
+# Hugging Face's own safetensors parser (@huggingface/hub) on the export: names, dtypes, shapes and
+# offsets as it reads them; every tensor's bytes begin with the PyTorch-written original's (the
+# grown ones have their extra rows after)
+"${ORACLE[@]}" safetensors "$tmp/grown" "$tmp/hf" >"$tmp/st.txt" 2>&1
+np=$("$FSPO" export "$tmp/hf" -o "$tmp/grown2" 2>/dev/null | sed -n 's/.*(\([0-9]*\) parameters).*/\1/p') # fspo's count
+if [[ $(grep -c "F32 .* begins with ORIG's" "$tmp/st.txt") == 21 ]] && grep -q "^model.embed_tokens.weight F32 \[$G, 32\]" "$tmp/st.txt" &&
+    grep -q "^lm_head.weight F32 \[$G, 32\]" "$tmp/st.txt" && grep -q "^parameters {\"F32\":$np}" "$tmp/st.txt"; then
+    pass "Hugging Face's safetensors parser (@huggingface/hub) reads the export: 21 tensors, the original's values" \
+        "$(grep -E "embed_tokens|parameters" "$tmp/st.txt" | tr '\n' '|')"
+else
+    fail "Hugging Face's safetensors parser (@huggingface/hub) reads the export" "$(head -c 600 "$tmp/st.txt")"
+fi
 # tied, BF16: only embed_tokens grows (fspo's rows are the BF16 values widened, then the mean)
 "$FSPO" export "$tmp/hft" -o "$tmp/grownt" >/dev/null 2>"$tmp/t.err" && $PY $REF grown "$tmp/hft" "$tmp/grownt" ||
     fail "grown rows (tied, BF16)" "$(cat "$tmp/t.err")"
