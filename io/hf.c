@@ -181,6 +181,20 @@ static void shape_str(const int64_t *shape, int ndim, char *buf, size_t len)
     if (o < len) snprintf(buf + o, len - o, "]");
 }
 
+/* Tensor t as fp32 into *buf (grown to hold it; *cap its size in floats). */
+static int read_scratch(const StSet *s, const StTensor *t, float **buf, size_t *cap, const char *dir, char *err,
+                        size_t errlen)
+{
+    size_t n = (size_t)st_numel(t);
+    if (n > *cap) {
+        free(*buf);
+        *buf = malloc(sizeof(float) * n);
+        *cap = *buf ? n : 0;
+        if (!*buf) return set_err(err, errlen, "%s: out of memory", dir);
+    }
+    return st_read_f32(s, t, *buf, n, err, errlen);
+}
+
 /* Rows vocab..V-1 of the [V, cols] matrix w: each the mean of rows 0..vocab-1
  * (summed in double). */
 static void grow_rows(float *w, int vocab, int V, int cols)
@@ -237,15 +251,7 @@ int hf_read_weights(const char *dir, Model *m, char *err, size_t errlen)
         size_t numel = (size_t)e->rows * (e->cols ? e->cols : 1);
         float *dst = m->params + e->offset;
         if (e->heads) {
-            if (numel > cap) {
-                free(tmp);
-                tmp = malloc(sizeof(float) * (cap = numel));
-                if (!tmp) {
-                    rc = set_err(err, errlen, "%s: out of memory", dir);
-                    break;
-                }
-            }
-            rc = st_read_f32(&s, t, tmp, numel, err, errlen);
+            rc = read_scratch(&s, t, &tmp, &cap, dir, err, errlen);
             if (rc == 0) permute_rope(dst, tmp, e->rows, e->cols, e->heads, 0);
         } else
             rc = st_read_f32(&s, t, dst, numel, err, errlen);
@@ -311,15 +317,7 @@ int hf_print(const char *dir, FILE *out, char *err, size_t errlen)
     for (int i = 0; i < s.n && rc == 0; i++) {
         const StTensor *e = &s.t[i];
         size_t n = (size_t)st_numel(e);
-        if (n > cap) {
-            free(buf);
-            buf = malloc(sizeof(float) * (cap = n));
-            if (!buf) {
-                rc = set_err(err, errlen, "%s: out of memory", dir);
-                break;
-            }
-        }
-        rc = st_read_f32(&s, e, buf, n, err, errlen);
+        rc = read_scratch(&s, e, &buf, &cap, dir, err, errlen);
         double sq = 0;
         for (size_t k = 0; rc == 0 && k < n; k++) sq += (double)buf[k] * buf[k];
         char shape[64];
