@@ -534,7 +534,7 @@ static int load_hf(const char *path, Model *m, const Optimizer *o, CkptMeta *met
                                        "train.init_from to start from it", path);
     ModelConfig c;
     if (hf_read_config(path, &c, err, errlen) != 0) return -1;
-    ModelConfig same = c; /* weights only: any max_seq (max_position_embeddings), as in ckpt_load; */
+    ModelConfig same = c; /* weights only: any max_seq (max_position_embeddings), as in ckpt_load */
     same.max_seq = m->cfg.max_seq;
     same.vocab = m->cfg.vocab; /* hf_read_weights grows the vocabulary or refuses to shrink it */
     if (memcmp(&same, &m->cfg, sizeof same) != 0) {

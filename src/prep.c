@@ -439,7 +439,6 @@ static int open_tokenizer(Prep *P, Tokenizer *t, int32_t *learn_v, char *err, si
                                             sizeof P->s->structure_added, why, sizeof why)
                       : tokenizer_load(spec, t, why, sizeof why);
         if (rc != 0) return set_err(err, errlen, "--tokenizer %s", why), EXIT_USAGE;
-
         P->s->tokenizer_seconds = now_seconds() - t0;
         return 0;
     }
