@@ -113,6 +113,14 @@ if "$FSPO" train "$tmp/cfg.yaml" "${PREF[@]}" >"$tmp/pref.log" 2>&1 && [[ $(grep
 else
     fail "preference stage from the directory" "$(tail -n 3 "$tmp/pref.log")"
 fi
+# 2 ranks like 1: every rank grows its reference the same way (the policy is rank 0's, broadcast);
+# relative 1e-3: step 3's rewards are near 0, where the summation order shows (the logps agree to ~1e-8)
+if mpirun_np 2 "$FSPO" train "$tmp/cfg.yaml" "${PREF[@]}" --set train.run_dir="$tmp/pref2" --set mpi.bucket_mb=0.01 \
+    >"$tmp/pref2.log" 2>&1 && out=$(same_losses "$tmp/pref/metrics.jsonl" "$tmp/pref2/metrics.jsonl" 1e-3 2>&1); then
+    pass "the preference stage from the directory on 2 ranks equals 1 rank" "$out"
+else
+    fail "the preference stage from the directory on 2 ranks equals 1 rank" "$out $(tail -n 2 "$tmp/pref2.log")"
+fi
 CK=$tmp/pref/ckpt_3.h5
 if "$FSPO" eval "$tmp/cfg.yaml" --ckpt "$CK" --split test --set loss.ref_ckpt="$tmp/hf" --json "$tmp/eval.json" \
     --quiet >"$tmp/eval.log" 2>&1 && $PY -c 'import json, sys; json.load(open(sys.argv[1]))["accuracy"]' "$tmp/eval.json"; then
