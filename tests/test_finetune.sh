@@ -9,7 +9,7 @@
 #     that contains them, and reads fspo's augmented file to the same ids;
 #   - a tiny Llama of that vocabulary written by PyTorch (tests/llama_ref.py)
 #     with that tokenizer.json: SFT and a preference stage from it (the
-#     embeddings grow; the first DPO loss is log 2), eval, sample, export;
+#     embeddings grow; the first DPO loss is log 2; 2 ranks = 1), eval, sample, export;
 #     PyTorch on the export gives fspo's logits; the grown rows are the mean of
 #     the original rows, the others unchanged (PyTorch reads both files);
 #   - refusals, exit 2: a model.vocab below the directory's vocab_size, and a
