@@ -356,7 +356,7 @@ int ckpt_read_tokenizer(const char *path, Tokenizer *t, char *err, size_t errlen
     if (hf_is_dir(path)) { /* its tokenizer.json; without one, fspo's byte ids */
         char json[4200];
         snprintf(json, sizeof json, "%s/tokenizer.json", path);
-        return access(json, F_OK) == 0 ? tokenizer_load(json, t, err, errlen) : 0;
+        return access(json, F_OK) == 0 ? tokenizer_load_json(json, 1, t, NULL, 0, err, errlen) : 0;
     }
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     int rc = tokenizer_h5_read(f, path, t, err, errlen);
@@ -368,10 +368,31 @@ int ckpt_check_tokenizer(const char *path, const Tokenizer *want, const char *wa
 {
     Tokenizer t;
     if (ckpt_read_tokenizer(path, &t, err, errlen) != 0) return -1;
-    char name[64];
+    char name[64], what[200];
     snprintf(name, sizeof name, "%s", tok_name(&t));
+    int same = !strcmp(name, tok_name(want));
+    /* a Hugging Face directory's model reads its tokenizer.json's ids: data
+     * whose tokenizer has them all, meaning the same (with the structure
+     * tokens added otherwise, say), is fine: the vocabulary grows to it */
+    int32_t diff = -1, n_own = 0;
+    if (!same && hf_is_dir(path)) { /* the ids its own file defines: the structure tokens added may sit elsewhere */
+        char json[4200];
+        snprintf(json, sizeof json, "%s/tokenizer.json", path);
+        Bpe *own = access(json, F_OK) == 0 ? tokenizer_json_read(json, err, errlen) : NULL;
+        if (access(json, F_OK) == 0 && !own) return tok_free(&t), -1;
+        n_own = own ? bpe_n_ids(own) : TOKENIZER_VOCAB;
+        diff = tok_first_difference(&t, want, n_own, what, sizeof what);
+        bpe_free(own);
+    }
     tok_free(&t);
-    if (strcmp(name, tok_name(want)) != 0)
+    if (!same && hf_is_dir(path) && (diff >= 0 || tok_n_ids(want) >= n_own)) {
+        if (diff < 0) return 0; /* the data's tokenizer extends the directory's */
+        return set_err(err, errlen, "%s: its tokenizer.json and the tokenizer of %s (%s) disagree on id %d (%s): "
+                                    "the imported model's rows would mean other tokens than the data's ids (fspo "
+                                    "prep --tokenizer %s/tokenizer.json --add-structure-tokens makes data for it)",
+                       path, want_from, tok_name(want), (int)diff, what, path);
+    }
+    if (!same)
         return set_err(err, errlen, "%s: the model reads the ids of tokenizer %s, but %s was tokenized with %s: a "
                                     "checkpoint and the data it reads must share one tokenizer (fspo prep "
                                     "--tokenizer %s uses this checkpoint's)",
@@ -395,7 +416,13 @@ static void shape_text(const ModelConfig *c, char *buf, size_t len);
 
 int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t errlen)
 {
-    if (hf_is_dir(path)) return hf_read_config(path, cfg, err, errlen);
+    if (hf_is_dir(path)) { /* the vocabulary grows to the tokenizer's ids (structure tokens added) */
+        Tokenizer t;
+        if (hf_read_config(path, cfg, err, errlen) != 0 || ckpt_read_tokenizer(path, &t, err, errlen) != 0) return -1;
+        if (tok_n_ids(&t) > cfg->vocab) cfg->vocab = tok_n_ids(&t);
+        tok_free(&t);
+        return 0;
+    }
     hid_t f = -1;
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     int rc = read_shape(f, path, cfg, err, errlen);
@@ -501,6 +528,7 @@ static int load_hf(const char *path, Model *m, const Optimizer *o, CkptMeta *met
     if (hf_read_config(path, &c, err, errlen) != 0) return -1;
     ModelConfig same = c; /* weights only: any max_seq (max_position_embeddings), as in ckpt_load */
     same.max_seq = m->cfg.max_seq;
+    same.vocab = m->cfg.vocab; /* hf_read_weights grows the vocabulary or refuses to shrink it */
     if (memcmp(&same, &m->cfg, sizeof same) != 0) {
         char have[300], want[300];
         shape_text(&c, have, sizeof have);

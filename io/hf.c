@@ -129,8 +129,9 @@ typedef struct {
     int heads;      /* > 0: rows are RoPE heads of rows/heads, permuted between the two pairings */
 } Map;
 
-/* The Hugging Face tensors of model m, in model order; returns how many (<= 3 + 9L). */
-static int build_map(const Model *m, Map *out)
+/* The Hugging Face tensors of model m, in model order, with `vocab` rows of
+ * embed_tokens and lm_head (m's first rows); returns how many (<= 3 + 9L). */
+static int build_map(const Model *m, int vocab, Map *out)
 {
     const ModelConfig *c = &m->cfg;
     int C = c->d_model, F = c->ffn_hidden, Ckv = model_kv_width(c), n = 0;
@@ -138,7 +139,7 @@ static int build_map(const Model *m, Map *out)
 #define MAP(nm, r, cl, off, h) \
     (snprintf(out[n].name, sizeof out[n].name, "%s", nm), out[n].rows = (r), out[n].cols = (cl), out[n].offset = (off), \
      out[n].heads = (h), n++)
-    MAP("model.embed_tokens.weight", c->vocab, C, t[0].offset, 0);
+    MAP("model.embed_tokens.weight", vocab, C, t[0].offset, 0);
     for (int l = 0; l < c->n_layers; l++) {
         const TensorInfo *lt = t + model_layer_tensor(l); /* attn_norm wqkv wo mlp_norm w13 w2 */
         char p[96];
@@ -155,7 +156,7 @@ static int build_map(const Model *m, Map *out)
 #undef LAYER
     }
     MAP("model.norm.weight", C, 0, t[model_layer_tensor(c->n_layers)].offset, 0);
-    if (c->untied) MAP("lm_head.weight", c->vocab, C, t[model_layer_tensor(c->n_layers) + 1].offset, 0);
+    if (c->untied) MAP("lm_head.weight", vocab, C, t[model_layer_tensor(c->n_layers) + 1].offset, 0);
 #undef MAP
     return n;
 }
@@ -180,11 +181,44 @@ static void shape_str(const int64_t *shape, int ndim, char *buf, size_t len)
     if (o < len) snprintf(buf + o, len - o, "]");
 }
 
+/* Tensor t as fp32 into *buf (grown to hold it; *cap its size in floats). */
+static int read_scratch(const StSet *s, const StTensor *t, float **buf, size_t *cap, const char *dir, char *err,
+                        size_t errlen)
+{
+    size_t n = (size_t)st_numel(t);
+    if (n > *cap) {
+        free(*buf);
+        *buf = malloc(sizeof(float) * n);
+        *cap = *buf ? n : 0;
+        if (!*buf) return set_err(err, errlen, "%s: out of memory", dir);
+    }
+    return st_read_f32(s, t, *buf, n, err, errlen);
+}
+
+/* Rows vocab..V-1 of the [V, cols] matrix w: each the mean of rows 0..vocab-1
+ * (summed in double). */
+static void grow_rows(float *w, int vocab, int V, int cols)
+{
+    for (int c = 0; c < cols; c++) {
+        double sum = 0;
+        for (int r = 0; r < vocab; r++) sum += w[(size_t)r * cols + c];
+        for (int r = vocab; r < V; r++) w[(size_t)r * cols + c] = (float)(sum / vocab);
+    }
+}
+
 int hf_read_weights(const char *dir, Model *m, char *err, size_t errlen)
 {
+    ModelConfig file;
+    if (hf_read_config(dir, &file, err, errlen) != 0) return -1;
+    int V = m->cfg.vocab, vocab = file.vocab;
+    if (vocab > V)
+        return set_err(err, errlen, "%s: config.json has vocab_size %d (model.embed_tokens.weight [%d, %d]), more "
+                                    "than the model's %d ids (model.vocab): fspo grows an imported vocabulary but "
+                                    "never drops rows; set model.vocab to at least %d",
+                       dir, vocab, vocab, m->cfg.d_model, V, vocab);
     Map *map = malloc(sizeof *map * (size_t)(3 + 9 * m->cfg.n_layers));
     if (!map) return set_err(err, errlen, "%s: out of memory", dir);
-    int n = build_map(m, map), rc = 0;
+    int n = build_map(m, vocab, map), rc = 0;
     StSet s = { 0 };
     rc = st_open_dir(&s, dir, err, errlen);
     /* every tensor of the files must be one fspo reads (inv_freq buffers of old exports are derived data) */
@@ -217,15 +251,7 @@ int hf_read_weights(const char *dir, Model *m, char *err, size_t errlen)
         size_t numel = (size_t)e->rows * (e->cols ? e->cols : 1);
         float *dst = m->params + e->offset;
         if (e->heads) {
-            if (numel > cap) {
-                free(tmp);
-                tmp = malloc(sizeof(float) * (cap = numel));
-                if (!tmp) {
-                    rc = set_err(err, errlen, "%s: out of memory", dir);
-                    break;
-                }
-            }
-            rc = st_read_f32(&s, t, tmp, numel, err, errlen);
+            rc = read_scratch(&s, t, &tmp, &cap, dir, err, errlen);
             if (rc == 0) permute_rope(dst, tmp, e->rows, e->cols, e->heads, 0);
         } else
             rc = st_read_f32(&s, t, dst, numel, err, errlen);
@@ -233,7 +259,82 @@ int hf_read_weights(const char *dir, Model *m, char *err, size_t errlen)
     free(tmp);
     st_close(&s);
     free(map);
+    if (rc == 0 && V > vocab) { /* new tokens (fspo's structure tokens): the mean row, see docs/interop.md */
+        const TensorInfo *t = m->tensors;
+        grow_rows(m->params + t[0].offset, vocab, V, m->cfg.d_model);
+        if (m->cfg.untied) grow_rows(m->params + t[model_layer_tensor(m->cfg.n_layers) + 1].offset, vocab, V, m->cfg.d_model);
+        report("%s: vocabulary grown from %d to %d ids: rows %d..%d of embed_tokens%s are the mean of its %d rows",
+               dir, vocab, V, vocab, V - 1, m->cfg.untied ? " and of lm_head" : "", vocab);
+    }
     model_params_changed(m);
+    return rc;
+}
+
+/* ---- inspect ---- */
+
+int hf_print(const char *dir, FILE *out, char *err, size_t errlen)
+{
+    ModelConfig c;
+    if (hf_read_config(dir, &c, err, errlen) != 0) return -1;
+    fprintf(out, "Hugging Face Llama directory %s\n", dir);
+    fprintf(out, "  config.json: vocab_size %d, hidden_size %d, num_hidden_layers %d, num_attention_heads %d, "
+                 "num_key_value_heads %d, intermediate_size %d, max_position_embeddings %d, rms_norm_eps %g, "
+                 "rope_theta %g, tie_word_embeddings %s\n",
+            c.vocab, c.d_model, c.n_layers, c.n_heads, c.n_kv_heads, c.ffn_hidden, c.max_seq, c.norm_eps, c.rope_theta,
+            c.untied ? "false" : "true");
+    char json[4200], added[400] = "";
+    snprintf(json, sizeof json, "%s/tokenizer.json", dir);
+    Tokenizer t = { 0 };
+    int vocab = c.vocab;
+    struct stat st;
+    if (stat(json, &st) != 0) fprintf(out, "  tokenizer: no tokenizer.json: fspo's byte ids (%s)\n", TOKENIZER_ID);
+    else {
+        Bpe *own = tokenizer_json_read(json, err, errlen);
+        if (!own || tokenizer_load_json(json, 1, &t, added, sizeof added, err, errlen) != 0) {
+            bpe_free(own);
+            return -1;
+        }
+        const BpeSpec *sp = bpe_spec(own);
+        fprintf(out, "  tokenizer.json: %d ids (%zu in the vocabulary, %zu merges, %zu added tokens)\n",
+                (int)bpe_n_ids(own), sp->n_vocab, sp->n_merges, sp->n_added);
+        bpe_free(own);
+        if (added[0]) fprintf(out, "    fspo adds the structure tokens it lacks: %s\n", added);
+        else fprintf(out, "    it has fspo's eight structure tokens\n");
+        fprintf(out, "    as fspo reads it: tokenizer %s, %d ids\n", tok_name(&t), (int)tok_n_ids(&t));
+        if (tok_n_ids(&t) > vocab) vocab = tok_n_ids(&t);
+        tok_free(&t);
+    }
+    if (vocab > c.vocab)
+        fprintf(out, "  fspo's model: vocab %d (embed_tokens%s grow by %d rows, the mean of the others)\n", vocab,
+                c.untied ? " and lm_head" : "", vocab - c.vocab);
+    StSet s = { 0 };
+    if (st_open_dir(&s, dir, err, errlen) != 0) return -1;
+    static const char *dt[] = { "F32", "F16", "BF16" };
+    fprintf(out, "\n  %-48s %-5s %-14s %12s  %s\n", "tensor", "dtype", "shape", "L2 norm", "file");
+    float *buf = NULL;
+    size_t cap = 0;
+    int rc = 0;
+    for (int i = 0; i < s.n && rc == 0; i++) {
+        const StTensor *e = &s.t[i];
+        size_t n = (size_t)st_numel(e);
+        rc = read_scratch(&s, e, &buf, &cap, dir, err, errlen);
+        double sq = 0;
+        for (size_t k = 0; rc == 0 && k < n; k++) sq += (double)buf[k] * buf[k];
+        char shape[64];
+        shape_str(e->shape, e->ndim, shape, sizeof shape);
+        const char *file = strrchr(s.paths[e->file], '/');
+        if (rc == 0)
+            fprintf(out, "  %-48s %-5s %-14s %12.6g  %s\n", e->name, dt[e->dtype], shape, sqrt(sq),
+                    file ? file + 1 : s.paths[e->file]);
+    }
+    free(buf);
+    st_close(&s);
+    if (rc != 0) return -1;
+    /* what every fspo command checks: each tensor the config implies, no other */
+    Model *m = model_create(&c, 0, 1, 1);
+    rc = hf_read_weights(dir, m, err, errlen);
+    if (rc == 0) fprintf(out, "\n  weights: %zu parameters, every tensor of the config, none else: fspo reads them\n", m->n_params);
+    model_free(m);
     return rc;
 }
 
@@ -365,7 +466,7 @@ int hf_export(const Model *m, const Tokenizer *tok, const char *dir, char *err, 
         free(map), free(t), free(perm);
         return set_err(err, errlen, "%s: out of memory", dir);
     }
-    int n = build_map(m, map);
+    int n = build_map(m, c->vocab, map);
     for (int j = 0; j < n; j++) {
         const Map *e = &map[j];
         const float *src = m->params + e->offset;

@@ -11,6 +11,7 @@
 #define FSPO_HF_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "model.h"
 #include "tokenizer.h"
@@ -22,8 +23,15 @@ int hf_is_dir(const char *path);
  * refused), validated. 0, or -1 with err naming the file and key. */
 int hf_read_config(const char *dir, ModelConfig *cfg, char *err, size_t errlen);
 /* Reads the weights of DIR into m, whose shape must be DIR's (the caller
- * checks with hf_read_config); F32, F16 and BF16 tensors become fp32. */
+ * checks with hf_read_config) except that m's vocab may be larger than
+ * vocab_size: rows vocab_size.. of embed_tokens (and of an untied lm_head)
+ * are then set to the mean of DIR's rows, and one line on stderr says so; a
+ * smaller vocab is refused. F32, F16 and BF16 tensors become fp32. */
 int hf_read_weights(const char *dir, Model *m, char *err, size_t errlen);
+/* `fspo inspect DIR`: config.json, the tokenizer (and what fspo adds to
+ * it), the tensors (dtype, shape, L2 norm, file), then a full read of the
+ * weights. 0, or -1 with err if anything fspo checks fails. */
+int hf_print(const char *dir, FILE *out, char *err, size_t errlen);
 /* Writes m as a Hugging Face directory into dir, which must not exist or be
  * empty: config.json, model.safetensors (fp32), tokenizer.json (tok's, the
  * checkpoint's tokenizer; for the byte tokenizer, NULL or zeroed, a

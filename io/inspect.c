@@ -7,11 +7,13 @@
 #include "ckpt.h"
 #include "dataset.h"
 #include "h5util.h"
+#include "hf.h"
 #include "util.h"
 
 int inspect_file(const char *path, FILE *out, char *err, size_t errlen)
 {
     char why[256], fmt[64] = "";
+    if (hf_is_dir(path)) return hf_print(path, out, err, errlen);
     if (h5_check_file(path, why, sizeof why) != 0) return set_err(err, errlen, "%s: %s", path, why);
     hid_t f = h5_open_ro(path);
     if (f < 0) return set_err(err, errlen, "%s: HDF5 cannot open it (truncated or corrupt)", path);

@@ -458,9 +458,24 @@ int tokenizer_load(const char *path, Tokenizer *t, char *err, size_t errlen)
         if (rc != 0 && strstr(err, "not an fspo dataset")) rc = ckpt_read_tokenizer(path, t, err, errlen);
         return rc;
     }
+    return tokenizer_load_json(path, 0, t, NULL, 0, err, errlen);
+}
+
+int tokenizer_load_json(const char *path, int add_structure, Tokenizer *t, char *added, size_t added_len, char *err,
+                        size_t errlen)
+{
+    memset(t, 0, sizeof *t);
+    if (added_len) added[0] = '\0';
     Bpe *b = tokenizer_json_read(path, err, errlen);
     if (!b) return -1;
-    char *json = tokenizer_json_dump(b), why[1024];
+    char why[1024];
+    if (add_structure) {
+        Bpe *grown = tok_add_structure(b, added, added_len, why, sizeof why);
+        bpe_free(b);
+        if (!grown) return set_err(err, errlen, "%s: %s", path, why);
+        b = grown;
+    }
+    char *json = tokenizer_json_dump(b);
     if (!json) {
         bpe_free(b);
         return set_err(err, errlen, "%s: out of memory", path);

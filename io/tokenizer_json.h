@@ -31,6 +31,12 @@ int tokenizer_json_write(const Bpe *b, const char *path, char *err, size_t errle
  * 0, or -1 with err naming the file and what is wrong or missing
  * (tok_init_bpe's conditions). */
 int tokenizer_load(const char *path, Tokenizer *t, char *err, size_t errlen);
+/* A tokenizer.json file as tokenizer_load reads it; with add_structure,
+ * the structure tokens it lacks are appended first (tok_add_structure;
+ * `added` says which, at which ids): what fspo prep --add-structure-tokens
+ * stores and how fspo reads a Hugging Face directory's tokenizer.json. */
+int tokenizer_load_json(const char *path, int add_structure, Tokenizer *t, char *added, size_t added_len, char *err,
+                        size_t errlen);
 
 /* How a dataset or checkpoint file f stores its tokenizer: the attribute
  * "tokenizer" (tok_name) and, for a BPE, the dataset /tokenizer_json. */

@@ -426,10 +426,19 @@ static int open_tokenizer(Prep *P, Tokenizer *t, int32_t *learn_v, char *err, si
     double t0 = now_seconds();
     memset(t, 0, sizeof *t);
     *learn_v = 0;
+    size_t sl = spec ? strlen(spec) : 0;
+    int json = spec && strcmp(spec, "bytes") && strncmp(spec, "bpe:", 4) && !(sl > 3 && !strcmp(spec + sl - 3, ".h5"));
+    if (P->o->add_structure_tokens && !json)
+        return set_err(err, errlen, "--add-structure-tokens extends a tokenizer.json file (--tokenizer FILE.json); "
+                                    "--tokenizer %s already has fspo's structure tokens", spec ? spec : "bytes"),
+               EXIT_USAGE;
     if (!spec || !strcmp(spec, "bytes")) return 0;
     char why[1024];
     if (strncmp(spec, "bpe:", 4) != 0) {
-        if (tokenizer_load(spec, t, why, sizeof why) != 0) return set_err(err, errlen, "--tokenizer %s", why), EXIT_USAGE;
+        int rc = json ? tokenizer_load_json(spec, P->o->add_structure_tokens, t, P->s->structure_added,
+                                            sizeof P->s->structure_added, why, sizeof why)
+                      : tokenizer_load(spec, t, why, sizeof why);
+        if (rc != 0) return set_err(err, errlen, "--tokenizer %s", why), EXIT_USAGE;
         P->s->tokenizer_seconds = now_seconds() - t0;
         return 0;
     }

@@ -40,8 +40,13 @@ typedef struct {
      * prompts, answers; deterministic: it depends on nothing but that
      * text); FILE.h5: the tokenizer of that dataset or checkpoint; else
      * the path of a tokenizer.json, which must hold fspo's eight structure
-     * tokens as special added tokens (refused otherwise). */
+     * tokens as special added tokens (refused otherwise, unless
+     * add_structure_tokens). */
     const char *tokenizer;
+    /* with a tokenizer.json: append the structure tokens it lacks as
+     * special added tokens after its ids (tok_add_structure), e.g. for a
+     * pretrained Llama's own tokenizer; the dataset stores the result */
+    int add_structure_tokens;
     JsonlKeys keys;         /* field names of the input (jsonl_keys_default) */
     int strict;             /* the first bad line is an error, nothing is written */
     double val_frac, test_frac; /* each in [0, 1), val_frac + test_frac < 1 */
@@ -72,6 +77,7 @@ typedef struct {
     int64_t pairs, split_pairs[SPLIT_COUNT], tokens; /* of kept users */
     int64_t text_bytes;                        /* their text, which the tokens encode */
     char tokenizer[64];                        /* tok_name of the dataset's tokenizer */
+    char structure_added[400];                 /* add_structure_tokens: "<|bos|> 300, ..." ("" if none was missing) */
     int64_t vocab;                             /* its ids: the model.vocab to train with */
     int64_t tokenizer_bytes;                   /* bpe:V: text learned from (the training users') */
     double tokenizer_seconds;                  /* learning or loading it */

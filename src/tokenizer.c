@@ -35,6 +35,43 @@ static int byte_equivalent(const Bpe *b, const int32_t *special)
     return 1;
 }
 
+Bpe *tok_add_structure(const Bpe *b, char *added, size_t added_len, char *err, size_t errlen)
+{
+    const BpeSpec *s = bpe_spec(b);
+    BpeAdded *a = malloc(sizeof *a * (s->n_added + (TOKENIZER_VOCAB - TOK_BOS)));
+    if (!a) return set_err(err, errlen, "out of memory"), NULL;
+    memcpy(a, s->added, sizeof *a * s->n_added);
+    size_t n = s->n_added, used = 0;
+    int32_t next = bpe_n_ids(b);
+    if (added_len) added[0] = '\0';
+    for (int k = 0; k < TOKENIZER_VOCAB - TOK_BOS; k++) {
+        const char *name = special_names[k];
+        int32_t id = bpe_added_id(b, name);
+        if (id >= 0) { /* present: reused if special */
+            if (!bpe_is_special(b, id)) {
+                free(a);
+                return set_err(err, errlen, "added token '%s' (id %d) is not special; fspo's structure tokens must be "
+                                            "(set \"special\": true)", name, (int)id), NULL;
+            }
+            continue;
+        }
+        /* Hugging Face's add_special_tokens: the vocabulary id of the same
+         * text if there is one, else the next id after all others */
+        id = -1;
+        for (size_t v = 0; v < s->n_vocab && id < 0; v++)
+            if (s->vocab[v].len == strlen(name) && !memcmp(s->vocab[v].text, name, s->vocab[v].len)) id = (int32_t)s->vocab[v].id;
+        if (id < 0) id = next++;
+        a[n++] = (BpeAdded){ name, strlen(name), id, 1, 0 };
+        if (added_len && used < added_len)
+            used += (size_t)snprintf(added + used, added_len - used, "%s%s %d", used ? ", " : "", name, (int)id);
+    }
+    BpeSpec ns = *s;
+    ns.added = a, ns.n_added = n;
+    Bpe *out = bpe_build(&ns, err, errlen);
+    free(a);
+    return out;
+}
+
 int tok_init_bpe(Tokenizer *t, Bpe *b, char *json, char *err, size_t errlen)
 {
     memset(t, 0, sizeof *t);
@@ -49,7 +86,8 @@ int tok_init_bpe(Tokenizer *t, Bpe *b, char *json, char *err, size_t errlen)
         if (id < 0 || !bpe_is_special(b, id)) {
             bpe_free(b), free(json);
             return set_err(err, errlen, "the tokenizer has no special added token '%s' (fspo's structure tokens "
-                                        "are %s ... %s)", special_names[k - TOK_BOS], special_names[0],
+                                        "are %s ... %s; fspo prep --add-structure-tokens appends those missing)",
+                           special_names[k - TOK_BOS], special_names[0],
                            special_names[TOKENIZER_VOCAB - TOK_BOS - 1]);
         }
         t->special[k - TOK_BOS] = id;
@@ -65,6 +103,42 @@ int tok_init_bpe(Tokenizer *t, Bpe *b, char *json, char *err, size_t errlen)
     snprintf(t->name, sizeof t->name, "bpe%d-%016llx", (int)t->n_ids,
              (unsigned long long)checksum64(json, json ? strlen(json) : 0));
     return 0;
+}
+
+/* What id is in t: its bytes (a structure token's name) and whether it is special. */
+static const char *token_of(const Tokenizer *t, int32_t id, char *byte, size_t *len, int *special)
+{
+    if (t && t->bpe) {
+        *special = bpe_is_special(t->bpe, id);
+        return bpe_token_bytes(t->bpe, id, len);
+    }
+    *special = id >= 256;
+    if (id < 256) {
+        *byte = (char)id, *len = 1;
+        return byte;
+    }
+    *len = strlen(special_names[id - 256]);
+    return special_names[id - 256];
+}
+
+int32_t tok_first_difference(const Tokenizer *a, const Tokenizer *b, int32_t n, char *what, size_t len)
+{
+    if (tok_n_ids(a) < n) n = tok_n_ids(a);
+    if (tok_n_ids(b) < n) n = tok_n_ids(b);
+    for (int32_t id = 0; id < n; id++) {
+        char ba, bb;
+        size_t la = 0, lb = 0;
+        int sa, sb;
+        const char *ta = token_of(a, id, &ba, &la, &sa), *tb = token_of(b, id, &bb, &lb, &sb);
+        if (sa == sb && ta && tb && la == lb && !memcmp(ta, tb, la)) continue;
+        char ea[64], eb[64], ra[40], rb[40];
+        snprintf(ra, sizeof ra, "%.*s", (int)(la < 30 ? la : 30), ta ? ta : "");
+        snprintf(rb, sizeof rb, "%.*s", (int)(lb < 30 ? lb : 30), tb ? tb : "");
+        snprintf(what, len, "'%s'%s vs '%s'%s", str_escape(ea, sizeof ea, ra), sa ? " (special)" : "",
+                 str_escape(eb, sizeof eb, rb), sb ? " (special)" : "");
+        return id;
+    }
+    return -1;
 }
 
 void tok_free(Tokenizer *t)

@@ -185,6 +185,18 @@ typedef struct {
  * structure tokens at 256..263: what fspo export writes for a byte model)
  * becomes the byte tokenizer (t zeroed). */
 int tok_init_bpe(Tokenizer *t, Bpe *b, char *json, char *err, size_t errlen);
+/* b with those of fspo's eight structure tokens it lacks appended as
+ * special added tokens, in TOK_BOS..TOK_USER_DESC order, numbered as
+ * Hugging Face's add_special_tokens numbers them (the id of the same text
+ * in the vocabulary, else the next id after all of b's): b's ids keep
+ * their meaning. Tokens b has are reused (they must be special). `added`
+ * lists what was added ("<|bos|> 300, ...", "" if nothing). A new Bpe, or
+ * NULL with err. */
+Bpe *tok_add_structure(const Bpe *b, char *added, size_t added_len, char *err, size_t errlen);
+/* The first id below n and both tokenizers' counts that means something
+ * else in a than in b (other bytes, or special in one only), with both
+ * shown in `what`; -1 if they agree on every such id. */
+int32_t tok_first_difference(const Tokenizer *a, const Tokenizer *b, int32_t n, char *what, size_t len);
 void tok_free(Tokenizer *t);
 /* TOKENIZER_ID for the byte tokenizer, else t->name: equal names, equal ids. */
 const char *tok_name(const Tokenizer *t);

@@ -94,7 +94,8 @@ train() {
 }
 
 # oracle_ready TMPDIR: Hugging Face `tokenizers` (the official Node.js
-# binding) in tests/node, installed from its package-lock.json when missing;
+# binding) and `@huggingface/hub` (its safetensors header parser) in
+# tests/node, installed from its package-lock.json when missing;
 # prints a SKIP line and returns 1 when it cannot be had. ORACLE runs it.
 NODE_DIR=tests/node
 ORACLE=(node "$NODE_DIR/oracle.js")
@@ -103,7 +104,7 @@ oracle_ready() {
         echo "SKIP: Hugging Face oracle: node or npm is missing (make deps installs them)"
         return 1
     fi
-    if [[ ! -f $NODE_DIR/node_modules/tokenizers/package.json ]]; then
+    if [[ ! -f $NODE_DIR/node_modules/tokenizers/package.json || ! -f $NODE_DIR/node_modules/@huggingface/hub/package.json ]]; then
         if ! (cd $NODE_DIR && timeout 600 npm ci --no-audit --no-fund --loglevel=error) >"$1/npm.log" 2>&1; then
             echo "SKIP: Hugging Face oracle: 'npm ci' in $NODE_DIR failed (registry unreachable?): $(tail -n 3 "$1/npm.log" | tr '\n' ' ')"
             return 1
@@ -113,4 +114,37 @@ oracle_ready() {
         echo "SKIP: Hugging Face oracle: the tokenizers binding does not load here: $(head -c 300 "$1/node.err")"
         return 1
     fi
+}
+
+# hf_equal NAME DATA.h5 TOK.json IN.jsonl: the first 24 pairs' ids in DATA.h5 (prep of IN.jsonl)
+# against the oracle's on IN.jsonl's texts (uses $tmp, $PY, $FSPO's test_dataset)
+hf_equal() {
+    local name=$1 data=$2 tok=$3 jsonl=$4
+    "${BUILD:-build}/tests/test_dataset" --dump "$data" 24 >"$tmp/dump.tsv"
+    local out
+    out=$($PY - "$jsonl" "$tmp/dump.tsv" "$tmp/texts" <<'PYEOF'
+import json, os, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by_user = {}
+for r in rows:
+    by_user.setdefault(str(r["user_id"]), []).append(r)
+seen = {}
+os.makedirs(sys.argv[3], exist_ok=True)
+n = 0
+for line in open(sys.argv[2]):
+    user, *ids = line.rstrip("\n").split("\t")
+    r = by_user[user][seen.get(user, 0)]
+    seen[user] = seen.get(user, 0) + 1
+    for field, want in zip(("prompt", "chosen", "rejected"), ids):
+        open(f"{sys.argv[3]}/{n:04d}.txt", "w").write(r[field])
+        open(f"{sys.argv[3]}/{n:04d}.ids", "w").write(want + "\n")
+        n += 1
+print(n)
+PYEOF
+) || { fail "$name" "$out"; return; }
+    "${ORACLE[@]}" encode "$tok" "$tmp"/texts/*.txt >"$tmp/hf.ids" 2>"$tmp/hf.err" || { fail "$name" "$(cat "$tmp/hf.err")"; return; }
+    cat "$tmp"/texts/*.ids >"$tmp/fspo.ids"
+    cmp -s "$tmp/hf.ids" "$tmp/fspo.ids" && pass "$name" "$out texts, $(wc -w <"$tmp/hf.ids") ids equal" ||
+        fail "$name" "$(diff "$tmp/hf.ids" "$tmp/fspo.ids" | head -n 4 | tr '\n' ' ')"
+    rm -rf "$tmp/texts"
 }

@@ -7,12 +7,16 @@ LlamaForCausalLM forward as transformers defines it (rotate-half RoPE,
 repeat_kv for grouped-query attention, RMSNorm, SwiGLU MLP, untied or tied
 head), computed in float64.
 
-  make DIR:DTYPE:SHARDS:SEED:TIED ...   random tiny Llamas (GQA, rope_theta 500000,
-                                       rms_norm_eps 1e-6); DTYPE F32|F16|BF16, TIED 0|1
+  make DIR:DTYPE:SHARDS:SEED:TIED[:VOCAB] ...  random tiny Llamas (GQA, rope_theta 500000,
+                                       rms_norm_eps 1e-6); DTYPE F32|F16|BF16, TIED 0|1,
+                                       VOCAB the vocab_size (272)
   check LIST --tokens 1,2,3 [--tol 1e-4]  LIST: lines NAME<TAB>FSPO_LOGITS<TAB>DIR; prints
                                        PASS/FAIL per line: fspo's raw float32 logits [T, V]
                                        against this forward on DIR
   bad DIR CASE                         a malformed model directory (see bad())
+  grown ORIG GROWN                     GROWN (fspo's export of ORIG with a larger vocabulary)
+                                       holds ORIG's rows of embed_tokens (and lm_head) and,
+                                       after them, rows equal to the mean of ORIG's rows
 (torch is imported only where needed: it takes seconds to load.)
 """
 import argparse, json, math, os, struct, sys
@@ -113,7 +117,7 @@ def forward(cfg, w, ids):
 def make(a):
     import torch
     torch.manual_seed(a.seed)
-    C, L, H, Hkv, F, V, T = 32, 2, 4, 2, 48, 272, 256
+    C, L, H, Hkv, F, V, T = 32, 2, 4, 2, 48, a.vocab, 256
     cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": C,
            "intermediate_size": F, "num_attention_heads": H, "num_key_value_heads": Hkv,
            "num_hidden_layers": L, "vocab_size": V, "max_position_embeddings": T, "rms_norm_eps": 1e-6,
@@ -202,6 +206,36 @@ def bad(a):
         extra = json.dumps({names[0]: hdr[names[0]]}).encode()[1:-1]
         h = h[:-1] + b", " + extra + b"}"
         out = struct.pack("<Q", len(h)) + h + data
+    elif c == "vocab_pad":  # 8 more (zero) rows of embed_tokens and lm_head, vocab_size to match
+        rows, parts, at, new = 8, [], 0, {"__metadata__": hdr.get("__metadata__", {})}
+        for k in sorted(names, key=lambda k: hdr[k]["data_offsets"][0]):
+            e = dict(hdr[k])
+            raw = data[e["data_offsets"][0]:e["data_offsets"][1]]
+            if k in ("model.embed_tokens.weight", "lm_head.weight"):
+                raw += bytes(rows * len(raw) // e["shape"][0])
+                e["shape"] = [e["shape"][0] + rows, e["shape"][1]]
+            e["data_offsets"] = [at, at + len(raw)]
+            at += len(raw)
+            new[k] = e
+            parts.append(raw)
+        cfg["vocab_size"] += rows
+        json.dump(cfg, open(os.path.join(a.dir, "config.json"), "w"))
+        out = header_file(new, b"".join(parts))
+    elif c == "tokswap":  # tokenizer.json: the tokens of ids 97 and 98 trade ids (a valid file, another tokenizer)
+        path = os.path.join(a.dir, "tokenizer.json")
+        j = json.load(open(path))
+        v = j["model"]["vocab"]
+        x, y = (t for t, i in v.items() if i in (97, 98))
+        v[x], v[y] = v[y], v[x]
+        json.dump(j, open(path, "w"), ensure_ascii=False)
+        return
+    elif c == "nonspecial":  # tokenizer.json: <|eos|> an added token that is not special
+        path = os.path.join(a.dir, "tokenizer.json")
+        j = json.load(open(path))
+        for t in j["added_tokens"]:
+            t["special"] = t["special"] and t["content"] != "<|eos|>"
+        json.dump(j, open(path, "w"), ensure_ascii=False)
+        return
     elif c == "shape_vs_config":
         cfg["intermediate_size"] = cfg["intermediate_size"] + 8
         json.dump(cfg, open(os.path.join(a.dir, "config.json"), "w"))
@@ -215,6 +249,23 @@ def bad(a):
     open(path, "wb").write(out)
 
 
+def grown(a):
+    """0 if GROWN's embeddings are ORIG's plus mean rows (what docs/interop.md says), else 1."""
+    (cfg, w), (gcfg, gw) = load_dir(a.orig), load_dir(a.grown)
+    V, G = cfg["vocab_size"], gcfg["vocab_size"]
+    names = ["model.embed_tokens.weight"] + ([] if cfg.get("tie_word_embeddings", False) else ["lm_head.weight"])
+    bad = 0
+    for n in names:
+        o, g = w[n].float().double(), gw[n]  # the original as fp32 (what fspo computes from), fspo's rows
+        keep = (g[:V] - o).abs().max().item()
+        new = (g[V:] - o.mean(0, keepdim=True)).abs().max().item()
+        ok = G > V and keep == 0 and new <= 1e-6
+        bad |= not ok
+        print(f"{'PASS' if ok else 'FAIL'}: {n}: {V} -> {G} rows; the first {V} equal the original's "
+              f"(max diff {keep:.1e}), rows {V}..{G - 1} the mean of its rows (max diff {new:.1e}, tol 1e-6)")
+    return bad
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -224,14 +275,18 @@ def main():
     c.add_argument("list")
     c.add_argument("--tokens", required=True)
     c.add_argument("--tol", type=float, default=1e-4)
+    g = sub.add_parser("grown")
+    g.add_argument("orig")
+    g.add_argument("grown")
     b = sub.add_parser("bad")
     b.add_argument("dir")
     b.add_argument("case")
     a = ap.parse_args()
     if a.cmd == "make":
         for spec in a.specs:
-            d, dtype, shards, seed, tied = spec.split(":")
-            make(argparse.Namespace(dir=d, dtype=dtype, shards=int(shards), seed=int(seed), tied=tied == "1"))
+            d, dtype, shards, seed, tied, *vocab = spec.split(":")
+            make(argparse.Namespace(dir=d, dtype=dtype, shards=int(shards), seed=int(seed), tied=tied == "1",
+                                    vocab=int(vocab[0]) if vocab else 272))
     elif a.cmd == "check":
         import torch
         ids = [int(x) for x in a.tokens.split(",")]
@@ -250,6 +305,8 @@ def main():
                 print(f"FAIL: {name}: {type(e).__name__}: {e}")
     elif a.cmd == "bad":
         bad(a)
+    elif a.cmd == "grown":
+        sys.exit(grown(a))
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ PYEOF
 for f in fake_ckpt fake_ds shape_ck hugeshape_ck; do "$B/tests/test_ckpt" --reseal "$T/$f.h5" || fail "hostile: reseal $f"; done
 # Hugging Face directories (docs/interop.md): an export of $CK, then damaged copies (tests/llama_ref.py bad)
 "$FSPO" export "$CK" -o "$T/hf" >/dev/null || fail "hostile: export"
-for c in truncated beyond badjson overlap shape dtype duplicate arch; do
+for c in truncated beyond badjson overlap shape dtype duplicate arch vocab_pad tokswap nonspecial; do
     cp -r "$T/hf" "$T/hf_$c" && "$PY" tests/llama_ref.py bad "$T/hf_$c" "$c" || fail "hostile: make hf_$c"
 done
 # untrusted HDF5 files: every feature fspo never writes, wrong types, absurd

@@ -533,6 +533,46 @@ static void test_build_errors(void)
     check(bad == 0, "bpe_build refuses inconsistent parts, naming the entry", "%d cases wrong", bad);
 }
 
+/* tok_add_structure: ids as Hugging Face's add_special_tokens gives them
+ * (hand-computed): a special token already added is reused, a text already
+ * in the vocabulary gets its vocabulary id, the others follow every id in
+ * order; an added one that is not special is refused. */
+static void test_add_structure(void)
+{
+    char err[256] = "", added[400];
+    Bpe *b = tiny(0, err, sizeof err); /* ids 0..8 vocab (<|eos|> 8, added, special), "xyz" added at 9 */
+    Bpe *g = b ? tok_add_structure(b, added, sizeof added, err, sizeof err) : NULL;
+    int ok = g && bpe_n_ids(g) == 17 && bpe_added_id(g, "<|eos|>") == 8 && bpe_added_id(g, "xyz") == 9 &&
+             bpe_added_id(g, "<|bos|>") == 10 && bpe_added_id(g, "<|user|>") == 16 && bpe_is_special(g, 12) &&
+             !strcmp(added, "<|bos|> 10, <|example|> 11, <|question|> 12, <|preferred|> 13, <|dispreferred|> 14, "
+                            "<|task|> 15, <|user|> 16");
+    for (int32_t id = 0; g && id < 10; id++) { /* the original ids keep their meaning */
+        size_t la, lb;
+        const char *ta = bpe_token_bytes(b, id, &la), *tb = bpe_token_bytes(g, id, &lb);
+        ok &= la == lb && !memcmp(ta, tb, la) && bpe_is_special(b, id) == bpe_is_special(g, id);
+    }
+    check(ok, "tok_add_structure appends the missing tokens after every id, reusing <|eos|>", "%s", g ? added : err);
+    Bpe *again = g ? tok_add_structure(g, added, sizeof added, err, sizeof err) : NULL;
+    check(again && bpe_n_ids(again) == 17 && !added[0], "tok_add_structure on its own result adds nothing", "%s", added);
+    bpe_free(again), bpe_free(g), bpe_free(b);
+    /* "<|task|>" a plain vocabulary token: it becomes the special added token of that id */
+    static const BpeToken v[] = { { "a", 1, 0 }, { "<|task|>", 8, 1 }, { "b", 1, 2 } };
+    BpeSpec spec = { v, 3, NULL, 0, NULL, 0, 0 };
+    b = bpe_build(&spec, err, sizeof err);
+    g = b ? tok_add_structure(b, added, sizeof added, err, sizeof err) : NULL;
+    check(g && bpe_added_id(g, "<|task|>") == 1 && bpe_is_special(g, 1) && bpe_added_id(g, "<|dispreferred|>") == 8 &&
+              bpe_added_id(g, "<|user|>") == 9 && bpe_n_ids(g) == 10,
+          "a structure token's text in the vocabulary keeps its id", "%s", g ? added : err);
+    bpe_free(g), bpe_free(b);
+    static const BpeAdded ns[] = { { "<|eos|>", 7, 3, 0, 0 } };
+    BpeSpec spec2 = { v, 3, NULL, 0, ns, 1, 0 };
+    b = bpe_build(&spec2, err, sizeof err);
+    g = b ? tok_add_structure(b, added, sizeof added, err, sizeof err) : NULL;
+    check(!g && strstr(err, "added token '<|eos|>' (id 3) is not special"), "a structure token that is not special is refused",
+          "%s", err);
+    bpe_free(g), bpe_free(b);
+}
+
 /* The Tokenizer interface over a learned BPE: the structure tokens are its
  * added tokens, text never becomes one (unlike bpe_encode, which cuts
  * them out as Hugging Face does), other text encodes as bpe_encode does,
@@ -596,5 +636,6 @@ int main(void)
     test_learned_specials();
     test_round_trips();
     test_build_errors();
+    test_add_structure();
     return check_status();
 }

@@ -9,8 +9,9 @@
 int cmd_inspect(int argc, char **argv)
 {
     if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
-        printf("usage: fspo inspect FILE.h5\n\nDescribes an fspo checkpoint (step, metadata, model shape, tensor "
-               "table with\nnorms, checksum status, stored config) or dataset (users, split, pairs, tokens).\n"
+        printf("usage: fspo inspect FILE.h5|DIR\n\nDescribes an fspo checkpoint (step, metadata, model shape, tensor "
+               "table with\nnorms, checksum status, stored config) or dataset (users, split, pairs, tokens),\nor "
+               "a Hugging Face Llama directory (config.json, tokenizer, tensors, whether fspo\nreads it).\n"
                "Exit 0 if every checksum verifies, 2 if the file is not valid.\n");
         return EXIT_OK;
     }

@@ -9,6 +9,8 @@
 #include "ckpt.h"
 #include "cli.h"
 #include "commands.h"
+#include "config.h"
+#include "hf.h"
 #include "sample.h"
 #include "util.h"
 
@@ -52,7 +54,9 @@ static int cmd_model_strip(int argc, char **argv)
             printf("usage: fspo model strip CKPT -o OUT.h5\n\nWrites the weights of checkpoint CKPT, with its step, "
                    "stage, config and\nlineage but without the optimizer state (a third of the size under AdamW),\n"
                    "as a new checkpoint OUT.h5: what eval, sample, train.init_from and\nloss.ref_ckpt read; a "
-                   "resume needs the full checkpoint. OUT.h5 must not exist.\n");
+                   "resume needs the full checkpoint. OUT.h5 must not exist.\nCKPT may be a Hugging Face Llama "
+                   "directory: its weights as fspo reads them\n(vocabulary grown for fspo's structure tokens, "
+                   "docs/interop.md), step 0,\nstage import, the model section of its config.json.\n");
             return EXIT_OK;
         }
         if (!strcmp(argv[i], "-o")) out = cli_str("model strip", argc, argv, &i);
@@ -70,7 +74,20 @@ static int cmd_model_strip(int argc, char **argv)
     if (ckpt_load(in, m, NULL, &meta, err, sizeof err) != 0 || ckpt_read_tokenizer(in, &tok, err, sizeof err) != 0)
         fatal(EXIT_USAGE, "model strip: %s", err);
     meta.tok = &tok;
-    char *yaml = ckpt_read_config(in, err, sizeof err);
+    char *yaml = NULL;
+    if (hf_is_dir(in)) { /* the config a run training this model would have */
+        snprintf(meta.stage, sizeof meta.stage, "import");
+        Config c;
+        config_defaults(&c);
+        c.model = mc;
+        size_t cap = CFG_YAML_MAX + 4400;
+        yaml = malloc(cap);
+        if (!yaml) fatal(EXIT_RUNTIME, "model strip: out of memory");
+        int n = snprintf(yaml, cap, "# the Hugging Face Llama directory %s (fspo model strip); defaults otherwise\n", in);
+        if (n < 0 || (size_t)n >= cap || config_to_yaml(&c, yaml + n, cap - (size_t)n) < 0)
+            fatal(EXIT_RUNTIME, "model strip: the config does not fit");
+    } else
+        yaml = ckpt_read_config(in, err, sizeof err);
     if (!yaml) fatal(EXIT_USAGE, "model strip: %s", err);
     if (ckpt_save_weights(out, m, &meta, yaml, err, sizeof err) != 0) fatal(EXIT_USAGE, "model strip: %s", err);
     printf("model strip: %s -> %s (step %lld, stage %s, %zu parameters, no optimizer state)\n", in, out,

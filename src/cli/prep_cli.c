@@ -21,10 +21,10 @@
 #define PREP_PROGRESS_BYTES (8u << 20)
 
 static const char usage_text[] =
-    "usage: fspo prep IN.jsonl -o OUT.h5 [--tokenizer bytes|bpe:V|FILE.json] [--strict]\n"
-    "                 [--val-frac V] [--test-frac T] [--all-test] [--seed S] [--min-pairs M]\n"
-    "                 [--max-line-bytes B] [--prompt-key K] [--chosen-key K] [--rejected-key K]\n"
-    "                 [--user-key K] [--label-key K] [--quiet]\n\n"
+    "usage: fspo prep IN.jsonl -o OUT.h5 [--tokenizer bytes|bpe:V|FILE.json [--add-structure-tokens]]\n"
+    "                 [--strict] [--val-frac V] [--test-frac T] [--all-test] [--seed S]\n"
+    "                 [--min-pairs M] [--max-line-bytes B] [--prompt-key K] [--chosen-key K]\n"
+    "                 [--rejected-key K] [--user-key K] [--label-key K] [--quiet]\n\n"
     "Reads one preference pair per line,\n"
     "  {\"user_id\": \"u1\", \"prompt\": \"...\", \"chosen\": \"...\", \"rejected\": \"...\",\n"
     "   \"user_description\": \"...\", \"split\": \"test\"}  (description and split are optional)\n"
@@ -41,10 +41,18 @@ static const char usage_text[] =
     "                        level BPE) that holds fspo's structure tokens <|bos|> <|eos|>\n"
     "                        <|example|> <|question|> <|preferred|> <|dispreferred|> <|task|>\n"
     "                        <|user|> as special added tokens ('fspo tokenizer train' writes\n"
-    "                        such files; others are refused, with the token named); FILE.h5:\n"
+    "                        such files; others are refused, with the token named, unless\n"
+    "                        --add-structure-tokens); FILE.h5:\n"
     "                        the tokenizer of that dataset or checkpoint (new users for a\n"
     "                        trained model). The dataset stores the tokenizer, checkpoints\n"
     "                        copy it; set model.vocab to its size (prep prints it)\n"
+    "  --add-structure-tokens\n"
+    "                        with FILE.json (a pretrained model's own tokenizer, say): append\n"
+    "                        the structure tokens it lacks as special added tokens after its\n"
+    "                        ids (tokens it has are reused; prep prints what it added); the\n"
+    "                        dataset stores the result, and a Hugging Face directory with\n"
+    "                        FILE.json imported for it grows its embeddings to match\n"
+    "                        (docs/interop.md)\n"
     "  --prompt-key K, --chosen-key K, --rejected-key K, --user-key K\n"
     "                        read the columns from fields with other names (the OpenRLHF\n"
     "                        --chosen_key idea); user_description and split keep theirs\n"
@@ -221,6 +229,10 @@ static void print_counts(const PrepOptions *o, const PrepStats *s)
     printf("  tokens  %lld (%.2f bytes/token; tokenizer %s, model.vocab %lld); %lld users with a description\n",
            (long long)s->tokens, s->tokens ? (double)s->text_bytes / (double)s->tokens : 0.0, s->tokenizer,
            (long long)s->vocab, (long long)s->users_with_description);
+    if (o->add_structure_tokens)
+        printf("  added   %s%s\n", s->structure_added[0] ? s->structure_added : "nothing: the file has all of fspo's "
+                                                                               "structure tokens",
+               s->structure_added[0] ? " (fspo's structure tokens the file lacked, as special added tokens)" : "");
     if (s->tokenizer_bytes)
         printf("  learned %s from %.2f MB of the training users' text in %.2f s%s\n", o->tokenizer,
                1e-6 * (double)s->tokenizer_bytes, s->tokenizer_seconds,
@@ -255,6 +267,7 @@ int cmd_prep(int argc, char **argv)
         else if (!strcmp(a, "--max-line-bytes"))
             o.max_line_bytes = (size_t)parse_count(argc, argv, &i, 64, 1u << 30, 1);
         else if (!strcmp(a, "--tokenizer")) o.tokenizer = cli_str("prep", argc, argv, &i);
+        else if (!strcmp(a, "--add-structure-tokens")) o.add_structure_tokens = 1;
         else if (!strcmp(a, "--prompt-key")) o.keys.prompt = key_arg(argc, argv, &i);
         else if (!strcmp(a, "--chosen-key")) o.keys.chosen = key_arg(argc, argv, &i);
         else if (!strcmp(a, "--rejected-key")) o.keys.rejected = key_arg(argc, argv, &i);

@@ -15,6 +15,21 @@
 //                                     added token, sets the ByteLevel decoder
 //                                     (the binding has no function for it) and
 //                                     writes OUT
+//   node oracle.js train-plain CORPUS OUT  the same training without any added
+//                                     token (a pretrained model's own tokenizer),
+//                                     then the byte characters the corpus lacked
+//                                     appended to the vocabulary (the trainer
+//                                     keeps only those it saw)
+//   node oracle.js safetensors DIR ORIG  the safetensors header parser of Hugging
+//                                     Face's Hub library (@huggingface/hub's
+//                                     parseSafetensorsMetadata, served DIR's files
+//                                     by a local fetch) on DIR and ORIG: one line
+//                                     per tensor of DIR (name dtype shape), whether
+//                                     its bytes begin with ORIG's tensor's bytes,
+//                                     then the parameter count by dtype
+//   node oracle.js encode-added TOK FILE..  TOK with fspo's special tokens added
+//                                     by the binding's addSpecialTokens: their ids
+//                                     on the first line, then each file's ids
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -144,6 +159,90 @@ function train(corpus, out) {
   fs.unlinkSync(tmp);
 }
 
+// GPT-2's bytes_to_unicode: the character of each byte.
+function byteChars() {
+  const bs = [];
+  for (let b = 0x21; b <= 0x7e; b++) bs.push(b);
+  for (let b = 0xa1; b <= 0xac; b++) bs.push(b);
+  for (let b = 0xae; b <= 0xff; b++) bs.push(b);
+  const cs = bs.slice();
+  let n = 0;
+  for (let b = 0; b < 256; b++) if (!bs.includes(b)) bs.push(b), cs.push(256 + n++);
+  return cs.map((c) => String.fromCodePoint(c));
+}
+
+function trainPlain(corpus, out) {
+  const tok = new tk.Tokenizer(tk.BPE.empty());
+  tok.setPreTokenizer(tk.byteLevelPreTokenizer(false, true));
+  tok.train([corpus]);
+  const tmp = out + '.raw';
+  tok.save(tmp);
+  const j = JSON.parse(fs.readFileSync(tmp, 'utf8'));
+  j.decoder = { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true };
+  let next = Object.keys(j.model.vocab).length;
+  for (const c of byteChars()) if (!(c in j.model.vocab)) j.model.vocab[c] = next++;
+  fs.writeFileSync(out, JSON.stringify(j));
+  fs.unlinkSync(tmp);
+}
+
+async function encodeAdded(tokFile, files) {
+  const tok = tk.Tokenizer.fromFile(tokFile);
+  tok.addSpecialTokens(SPECIALS);
+  const lines = [SPECIALS.map((s) => tok.tokenToId(s)).join(' ')];
+  for (const f of files) {
+    const enc = await tok.encode(fs.readFileSync(f, 'utf8'), null, { addSpecialTokens: false });
+    lines.push(enc.getIds().join(' '));
+  }
+  fs.writeSync(1, lines.join('\n') + '\n');
+}
+
+// fetch for parseSafetensorsMetadata: DIR's files as a Hub repository would
+// serve them (HEAD, ranges, an ETag)
+function localFetch(dir) {
+  return async (url, init = {}) => {
+    const u = new URL(typeof url === 'string' ? url : (url.url ?? url.href));
+    const m = u.pathname.match(/\/(?:resolve|raw)\/[^/]+\/(.+)$/);
+    const file = m && path.join(dir, decodeURIComponent(m[1]));
+    if (!file || !fs.existsSync(file)) return new Response('not found', { status: 404 });
+    const data = fs.readFileSync(file);
+    const range = new Headers(init.headers || {}).get('Range');
+    const headers = { ETag: '"local"' };
+    if (!range) {
+      headers['Content-Length'] = String(data.length);
+      return new Response(init.method === 'HEAD' ? null : data, { status: 200, headers });
+    }
+    const [, a, b] = range.match(/bytes=(\d+)-(\d*)/);
+    const end = b ? Math.min(Number(b), data.length - 1) : data.length - 1;
+    headers['Content-Range'] = `bytes ${a}-${end}/${data.length}`;
+    return new Response(data.subarray(Number(a), end + 1), { status: 206, headers });
+  };
+}
+
+async function safetensors(dir, orig) {
+  const { parseSafetensorsMetadata } = require('@huggingface/hub');
+  const read = (d) => parseSafetensorsMetadata({ repo: 'local/model', fetch: localFetch(d), computeParametersCount: true });
+  const [x, o] = [await read(dir), await read(orig)];
+  if (x.sharded || o.sharded) throw new Error('expected single-file models');
+  const bytes = (d, h, name) => {
+    const data = fs.readFileSync(path.join(d, 'model.safetensors'));
+    const start = 8 + Number(data.readBigUInt64LE(0));
+    const [b, e] = h[name].data_offsets;
+    return data.subarray(start + b, start + e);
+  };
+  const lines = [];
+  for (const name of Object.keys(x.header).filter((k) => k !== '__metadata__').sort()) {
+    const t = x.header[name];
+    let same = 'absent from ORIG';
+    if (o.header[name]) {
+      const a = bytes(dir, x.header, name), b = bytes(orig, o.header, name);
+      same = a.length >= b.length && a.subarray(0, b.length).equals(b) ? `begins with ORIG's ${b.length} bytes` : 'differs from ORIG';
+    }
+    lines.push(`${name} ${t.dtype} [${t.shape.join(', ')}] ${same}`);
+  }
+  lines.push(`parameters ${JSON.stringify(x.parameterCount)}`);
+  fs.writeSync(1, lines.join('\n') + '\n');
+}
+
 async function main() {
   const [mode, ...args] = process.argv.slice(2);
   if (mode === 'texts') writeTexts(args[0]);
@@ -152,8 +251,11 @@ async function main() {
   else if (mode === 'encode') await encode(args[0], args.slice(1));
   else if (mode === 'roundtrip') await roundtrip(args[0], args.slice(1));
   else if (mode === 'train') train(args[0], args[1]);
+  else if (mode === 'train-plain') trainPlain(args[0], args[1]);
+  else if (mode === 'encode-added') await encodeAdded(args[0], args.slice(1));
+  else if (mode === 'safetensors') await safetensors(args[0], args[1]);
   else {
-    console.error('usage: node oracle.js texts|probes|split|encode|roundtrip|train ...');
+    console.error('usage: node oracle.js texts|probes|split|encode|roundtrip|train|train-plain|encode-added|safetensors ...');
     process.exit(2);
   }
 }
