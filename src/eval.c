@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "batch.h"
-#include "ckpt.h"
+#include "frozen.h"
 #include "dataset.h"
 #include "jsonl.h"
 #include "loss.h"
@@ -1038,10 +1038,8 @@ static int load_models(Eval *e, char *err, size_t errlen)
             e->sft = e->ref; /* SFT is the reference: one model */
             continue;
         }
-        if (access(want[i].path, R_OK) == 0 &&
-            ckpt_check_tokenizer(want[i].path, &e->data.tok, cfg->data.path, why, sizeof why) != 0)
-            return set_err(err, errlen, "%s: %s", want[i].role, why);
-        *want[i].m = load_frozen_model(want[i].path, want[i].rows, 0, why, sizeof why);
+        FrozenSpec spec = { .max_rows = want[i].rows, .tok = &e->data.tok, .tok_from = cfg->data.path };
+        *want[i].m = frozen_load(want[i].path, &spec, why, sizeof why);
         if (!*want[i].m) return set_err(err, errlen, "%s: %s", want[i].role, why);
         const ModelConfig *mc = &(*want[i].m)->cfg;
         if (mc->vocab < e->data.vocab)

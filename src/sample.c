@@ -1,13 +1,10 @@
 /* sample: see sample.h. */
 #include "sample.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "ckpt.h"
 #include "tokenizer.h"
 #include "util.h"
 
@@ -145,25 +142,4 @@ int generate(Generator *g, const int32_t *prompt, int n_prompt, const SampleConf
     }
     res->seconds = now_seconds() - t0;
     return 0;
-}
-
-Model *load_frozen_model(const char *path, int max_rows, int max_len, char *err, size_t errlen)
-{
-    char why[900];
-    if (access(path, R_OK) != 0) {
-        set_err(err, errlen, "%s: cannot open the checkpoint: %s", path, strerror(errno));
-        return NULL;
-    }
-    ModelConfig mc;
-    if (ckpt_read_model_config(path, &mc, why, sizeof why) != 0) {
-        set_err(err, errlen, "%s", why);
-        return NULL;
-    }
-    Model *m = model_create(&mc, 0, max_rows, max_len > 0 && max_len < mc.max_seq ? max_len : mc.max_seq);
-    if (ckpt_load(path, m, NULL, NULL, why, sizeof why) != 0) {
-        set_err(err, errlen, "%s", why);
-        model_free(m);
-        return NULL;
-    }
-    return m;
 }

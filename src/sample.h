@@ -63,11 +63,6 @@ void generator_free(Generator *g);
 int generate(Generator *g, const int32_t *prompt, int n_prompt, const SampleConfig *c, uint64_t seed, int32_t *out,
              int cap_out, SampleResult *res);
 
-/* A forward-only model with the shape and weights of a checkpoint, able
- * to run batches of max_rows rows of max_len tokens (0 = model.max_seq).
- * NULL with a message naming the file if it is missing or does not verify. */
-Model *load_frozen_model(const char *path, int max_rows, int max_len, char *err, size_t errlen);
-
 /* "eos", "max tokens", "context full". */
 const char *sample_stop_name(int stop);
 

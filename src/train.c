@@ -32,6 +32,7 @@
 #include "ckpt.h"
 #include "dataset.h"
 #include "fault.h"
+#include "frozen.h"
 #include "loss.h"
 #include "metrics.h"
 #include "model.h"
@@ -827,12 +828,11 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     /* the frozen reference: the SFT checkpoint, forward only (SimPO needs
      * none; config_load made sure the others name one) */
     if (r->pref && r->loss.type != LOSS_SIMPO) {
-        r->ref = model_create(&cfg->model, 0, mb, cfg->model.max_seq);
         snprintf(r->ref_path, sizeof r->ref_path, "%s", cfg->loss.ref_ckpt);
         char reason[900];
-        if (ckpt_check_tokenizer(cfg->loss.ref_ckpt, &r->data.tok, cfg->data.path, reason, sizeof reason) != 0 ||
-            ckpt_load(cfg->loss.ref_ckpt, r->ref, NULL, NULL, reason, sizeof reason) != 0 ||
-            ckpt_weights_checksum(cfg->loss.ref_ckpt, &r->ref_checksum, reason, sizeof reason) != 0) {
+        FrozenSpec spec = { .shape = &cfg->model, .max_rows = mb, .tok = &r->data.tok, .tok_from = cfg->data.path,
+                            .checksum = &r->ref_checksum };
+        if (!(r->ref = frozen_load(cfg->loss.ref_ckpt, &spec, reason, sizeof reason))) {
             code = EXIT_USAGE;
             snprintf(err, sizeof err, "loss.ref_ckpt: %s", reason);
         }

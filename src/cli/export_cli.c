@@ -9,7 +9,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "hf.h"
-#include "sample.h"
+#include "frozen.h"
 #include "util.h"
 
 static void usage(void)
@@ -41,7 +41,7 @@ int cmd_export(int argc, char **argv)
     if (stat(ckpt, &si) == 0 && stat(out, &so) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
         fatal(EXIT_USAGE, "%s: -o %s is the input itself", cmd, out);
     char err[2048];
-    Model *m = load_frozen_model(ckpt, 1, 1, err, sizeof err);
+    Model *m = frozen_load(ckpt, &(FrozenSpec){ .max_rows = 1, .max_len = 1 }, err, sizeof err);
     if (!m) fatal(EXIT_USAGE, "%s: %s", cmd, err);
     Tokenizer tok;
     if (ckpt_read_tokenizer(ckpt, &tok, err, sizeof err) != 0) {

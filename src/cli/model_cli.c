@@ -11,7 +11,7 @@
 #include "commands.h"
 #include "config.h"
 #include "hf.h"
-#include "sample.h"
+#include "frozen.h"
 #include "util.h"
 
 int model_shape_option(const char *cmd, int argc, char **argv, int *i, ModelConfig *cfg, int *batch)
@@ -66,20 +66,17 @@ static int cmd_model_strip(int argc, char **argv)
     }
     if (!in || !out) fatal(EXIT_USAGE, "model strip: usage: fspo model strip CKPT -o OUT.h5");
     char err[1024];
-    ModelConfig mc;
-    if (ckpt_read_model_config(in, &mc, err, sizeof err) != 0) fatal(EXIT_USAGE, "model strip: %s", err);
-    Model *m = model_create(&mc, 0, 1, 1);
     CkptMeta meta;
+    Model *m = frozen_load(in, &(FrozenSpec){ .max_rows = 1, .max_len = 1, .meta = &meta }, err, sizeof err);
     Tokenizer tok; /* the shipped model reads the ids it was trained on */
-    if (ckpt_load(in, m, NULL, &meta, err, sizeof err) != 0 || ckpt_read_tokenizer(in, &tok, err, sizeof err) != 0)
-        fatal(EXIT_USAGE, "model strip: %s", err);
+    if (!m || ckpt_read_tokenizer(in, &tok, err, sizeof err) != 0) fatal(EXIT_USAGE, "model strip: %s", err);
     meta.tok = &tok;
     char *yaml = NULL;
     if (hf_is_dir(in)) { /* the config a run training this model would have */
         snprintf(meta.stage, sizeof meta.stage, "import");
         Config c;
         config_defaults(&c);
-        c.model = mc;
+        c.model = m->cfg;
         size_t cap = CFG_YAML_MAX + 4400;
         yaml = malloc(cap);
         if (!yaml) fatal(EXIT_RUNTIME, "model strip: out of memory");
@@ -133,7 +130,7 @@ static int model_logits(int argc, char **argv)
     }
     if (T == 0) fatal(EXIT_USAGE, "%s: --tokens is empty", cmd);
     char err[2048];
-    Model *m = load_frozen_model(ckpt, 1, T, err, sizeof err);
+    Model *m = frozen_load(ckpt, &(FrozenSpec){ .max_rows = 1, .max_len = T }, err, sizeof err);
     if (!m) fatal(EXIT_USAGE, "%s: %s", cmd, err);
     if (T > m->cfg.max_seq) fatal(EXIT_USAGE, "%s: %d tokens exceed model.max_seq = %d", cmd, T, m->cfg.max_seq);
     for (int t = 0; t < T; t++)

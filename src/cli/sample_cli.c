@@ -9,6 +9,7 @@
 #include "ckpt.h"
 #include "cli.h"
 #include "commands.h"
+#include "frozen.h"
 #include "jsonl.h"
 #include "sample.h"
 #include "tokenizer.h"
@@ -143,7 +144,7 @@ int cmd_sample(int argc, char **argv)
     if (describe && desc_text) fatal(EXIT_USAGE, "%s: --describe and --desc exclude each other", cmd);
 
     char err[1024];
-    Model *m = load_frozen_model(ckpt, 1, 1, err, sizeof err);
+    Model *m = frozen_load(ckpt, &(FrozenSpec){ .max_rows = 1, .max_len = 1 }, err, sizeof err);
     if (!m) fatal(EXIT_USAGE, "%s: %s", cmd, err);
     Tokenizer tok; /* the checkpoint's: prompts in, answers out */
     if (ckpt_read_tokenizer(ckpt, &tok, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s: %s", cmd, err);
