@@ -42,9 +42,8 @@ typedef struct {
     double lo, hi;             /* int, float, duration: value range; int list: each entry's range;
                                   string: minimum length in bytes (lo) */
     int open;                  /* float: OPEN_LO | OPEN_HI */
-    const char *const *names;  /* enum: its names, NULL-terminated; an int field holds the index
-                                  (the C enum of the domain header that owns the table), a char
-                                  array the name */
+    const char *const *names;  /* enum: its names, NULL-terminated; the field, a C enum of the
+                                  domain header that owns the table, holds the index */
     const char *help;
 } Key;
 
@@ -60,12 +59,6 @@ typedef struct {
 #define DURATION(s, k, name, def, hi, help) { #s, name, T_DURATION, FIELD(s.k), def, 0, hi, 0, NULL, help }
 
 #define MAX_DURATION (366.0 * 86400) /* a year: longer is a typo */
-
-/* enum keys still stored as their name (their users compare strings) */
-static const char *const PRECISION_NAMES[] = { "fp32", "bf16", "auto", NULL };
-static const char *const EVAL_SPLIT_NAMES[] = { "validation", "test", NULL };
-static const char *const EVAL_DESC_NAMES[] = { "none", "oracle", "generated", NULL };
-static const char *const LAUNCHER_NAMES[] = { "srun", "mpirun", NULL };
 
 static const Key schema[] = {
     INT(model, vocab, "264", TOKENIZER_VOCAB, 1 << 24,
@@ -83,7 +76,7 @@ static const Key schema[] = {
       "the output head is the token embedding (tok_emb); false = a separate lm_head. Hugging Face tie_word_embeddings" },
     FLOAT(model, rope_theta, "10000", 0, 1e30, OPEN_LO | OPEN_HI, "RoPE base (freq_i = rope_theta^(-2i/head size))"),
     FLOAT(model, norm_eps, "1e-5", 0, 1, OPEN_LO | OPEN_HI, "RMSNorm epsilon. Hugging Face rms_norm_eps"),
-    { "model", "precision", T_ENUM, FIELD(precision), "fp32", 0, 0, 0, PRECISION_NAMES,
+    { "model", "precision", T_ENUM, FIELD(precision), "fp32", 0, 0, 0, PRECISION_CHOICE_NAMES,
       "matmul operands: bf16 rounds them (fp32 accumulation; weights, optimizer state, reductions and checkpoints stay "
       "fp32; needs AMX-BF16 or AVX512-BF16); auto = bf16 where the CPU has those units, else fp32. Training only: "
       "eval and sample run fp32" },
@@ -650,21 +643,13 @@ static int convert_string(Loader *L, const Key *k, const Scalar *v, const char *
     return 0;
 }
 
-static int convert_enum(Loader *L, const Key *k, const Scalar *v, void *dst, size_t cap)
+static int convert_enum(Loader *L, const Key *k, const Scalar *v, int *dst)
 {
-    for (int i = 0; k->names[i]; i++) {
-        size_t len = strlen(k->names[i]);
-        if (v->n != len || memcmp(v->s, k->names[i], len) != 0) continue;
-        if (cap == sizeof(int)) { /* a C enum: the index in its name table */
-            *(int *)dst = i;
+    for (int i = 0; k->names[i]; i++)
+        if (streq_n(v->s, v->n, k->names[i])) {
+            *dst = i; /* a C enum: the index in its name table */
             return 0;
         }
-        if (len < cap) {
-            memset(dst, 0, cap);
-            memcpy(dst, k->names[i], len);
-            return 0;
-        }
-    }
     return wrong_type(L, k, v);
 }
 
@@ -686,7 +671,7 @@ static int store_scalar(Loader *L, const Key *k, const Scalar *v, Config *c)
     case T_FLOAT: return convert_double(L, k, v, (double *)dst);
     case T_BOOL: return convert_bool(L, k, v, (int *)dst);
     case T_STR: return convert_string(L, k, v, "", (char *)dst, k->size);
-    case T_ENUM: return convert_enum(L, k, v, dst, k->size);
+    case T_ENUM: return convert_enum(L, k, v, dst);
     case T_INT_LIST:
     case T_STR_LIST:
         if (is_null(v)) { /* "key:" with nothing after it: an empty list */
@@ -1319,7 +1304,7 @@ static void emit_value(Out *o, const Key *k, const Config *c)
         emit(o, "%s", num);
         break;
     case T_BOOL: emit(o, "%s", *(const int *)p ? "true" : "false"); break;
-    case T_ENUM: emit(o, "%s", k->size == sizeof(int) ? k->names[*(const int *)p] : (const char *)p); break;
+    case T_ENUM: emit(o, "%s", k->names[*(const int *)p]); break;
     case T_STR: emit_quoted(o, (const char *)p); break;
     case T_INT_LIST: {
         const CfgIntList *l = p;

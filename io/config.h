@@ -11,13 +11,20 @@
 
 #include <stddef.h>
 
+#define CFG_STR 512   /* max bytes of a string value, NUL included */
+#define CFG_LIST 16   /* max entries of a list value */
+
+/* eval.h and slurm_script.h, which own choices Config stores, include this
+ * header in turn: they see these constants and Config as a declared type. */
+typedef struct Config Config;
+
+#include "bf16.h"
+#include "eval.h"
 #include "loss.h"
 #include "model.h"
 #include "optim.h"
 #include "pack.h"
-
-#define CFG_STR 512   /* max bytes of a string value, NUL included */
-#define CFG_LIST 16   /* max entries of a list value */
+#include "slurm_script.h"
 
 /* A buffer this size always holds config_to_yaml's output, even with every
  * string at its longest and every byte escaped (test_config checks). */
@@ -26,9 +33,9 @@
 typedef struct { int n; long v[CFG_LIST]; } CfgIntList;
 typedef struct { int n; char v[CFG_LIST][CFG_STR]; } CfgStrList;
 
-typedef struct {
+struct Config {
     ModelConfig model; /* vocab, d_model, n_layers, n_heads, ffn_hidden (0 = auto), max_seq */
-    char precision[8]; /* model.precision: fp32 | bf16 | auto (not in ModelConfig, the shape checkpoints compare) */
+    PrecisionChoice precision; /* model.precision: fp32 | bf16 | auto (src/bf16.h; not in ModelConfig, the shape checkpoints compare) */
     int tie_embeddings; /* model.tie_embeddings; config_load sets model.untied = !tie_embeddings */
     struct {
         char path[CFG_STR];   /* prepared dataset (.h5) from `fspo prep` */
@@ -80,7 +87,7 @@ typedef struct {
     } checkpoint;
     struct {
         CfgIntList n_fewshot; /* N values to evaluate, e.g. [0, 1, 2, 4, 8] */
-        char split[16];       /* validation | test: the users evaluated */
+        EvalSplit split;      /* validation | test: the users evaluated (src/eval.h) */
         int max_users;        /* 0 = every user of the split */
         int bootstrap;        /* resamples for the 95% CI */
         int max_new_tokens;
@@ -88,7 +95,7 @@ typedef struct {
         char sft_ckpt[CFG_STR];    /* SFT with context: win-rate baseline, sft_plain column */
         char pooled_ckpt[CFG_STR]; /* no-context baseline */
         char anchor_ckpt[CFG_STR]; /* non-personalizing model all win rates are measured against */
-        char user_desc[16];        /* none | oracle | generated: the description in the eval context */
+        EvalDescMode user_desc;    /* none | oracle | generated: the description in the eval context (src/eval.h) */
     } eval;
     struct {
         char job_name[CFG_STR];
@@ -99,9 +106,9 @@ typedef struct {
         CfgStrList setup;        /* shell lines before the run (module load ..., export ...) */
         int signal_lead_s;
         int requeue;
-        char launcher[16];       /* srun | mpirun */
+        Launcher launcher;       /* srun | mpirun (src/slurm_script.h) */
     } slurm;
-} Config;
+};
 
 /* Every key at its default. */
 void config_defaults(Config *c);

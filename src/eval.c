@@ -304,7 +304,7 @@ typedef struct {
      * fits[row][user]: the user's context of N pairs and all its queries fit model.max_seq */
     double *hits, *count;
     unsigned char *fits;
-    int desc_mode;        /* eval.user_desc: DESC_NONE | DESC_ORACLE | DESC_GENERATED */
+    EvalDescMode desc_mode; /* eval.user_desc */
     int desc_cap;         /* generated: token limit per description */
     int32_t *desc_text;   /* generated: [row][user][desc_cap] */
     int *desc_len;        /* generated: [row][user]; -1 = its prompt did not fit */
@@ -425,7 +425,7 @@ static int pick_users(Eval *e, char *err, size_t errlen)
     if (nmax > SAMPLER_MAX_FEWSHOT)
         return set_err(err, errlen, "eval.n_fewshot: %d is above the limit %d", nmax, SAMPLER_MAX_FEWSHOT);
     Sampler s;
-    Split split = (Split)dataset_split_parse(cfg->eval.split); /* the config allows only validation and test */
+    Split split = cfg->eval.split == EVAL_SPLIT_TEST ? SPLIT_TEST : SPLIT_VALIDATION;
     if (sampler_init(&s, &e->data, split, (uint64_t)cfg->train.seed, nmax, -1, 1, err, errlen) != 0) return -1;
     e->rep->heldout_users = (int)(s.n_users + s.n_skipped_small);
     if (s.n_skipped_small)
@@ -843,7 +843,6 @@ static void win_rates(Eval *e, int n)
 
 /* ---- the user description (eval.user_desc) ---- */
 
-enum { DESC_NONE, DESC_ORACLE, DESC_GENERATED };
 
 void eval_desc_score(const int sign[SYNTH_K], const double w[SYNTH_K], EvalDescScore *s)
 {
@@ -867,10 +866,8 @@ static const int32_t *true_desc(const Dataset *d, int64_t u, int *len)
 /* eval.user_desc: the mode, its checks and (generated) the storage. */
 static int setup_descriptions(Eval *e, char *err, size_t errlen)
 {
-    const char *mode = e->cfg->eval.user_desc;
-    snprintf(e->rep->user_desc, sizeof e->rep->user_desc, "%s", mode);
-    e->desc_mode = !strcmp(mode, "oracle") ? DESC_ORACLE : !strcmp(mode, "generated") ? DESC_GENERATED : DESC_NONE;
-    if (e->desc_mode == DESC_ORACLE) {
+    e->desc_mode = e->rep->user_desc = e->cfg->eval.user_desc;
+    if (e->desc_mode == EVAL_DESC_ORACLE) {
         int with = 0, len;
         for (int i = 0; i < e->n_users; i++) with += true_desc(&e->data, e->users[i].user, &len) != NULL;
         if (with == 0)
@@ -880,7 +877,7 @@ static int setup_descriptions(Eval *e, char *err, size_t errlen)
             note(e->rep, "eval.user_desc oracle: %d of %d users have no description; their context has none",
                  e->n_users - with, e->n_users);
     }
-    if (e->desc_mode != DESC_GENERATED) return 0;
+    if (e->desc_mode != EVAL_DESC_GENERATED) return 0;
     /* room for twice the longest description the model was trained on */
     int64_t longest = 0;
     for (int64_t u = 0; u < e->data.n_users; u++)
@@ -898,9 +895,9 @@ static int setup_descriptions(Eval *e, char *err, size_t errlen)
  * (oracle) or the one generated at that N. */
 static void point_descriptions(Eval *e, int row)
 {
-    for (int i = 0; i < e->n_users && e->desc_mode != DESC_NONE; i++) {
+    for (int i = 0; i < e->n_users && e->desc_mode != EVAL_DESC_NONE; i++) {
         EvalUser *u = &e->users[i];
-        if (e->desc_mode == DESC_ORACLE) {
+        if (e->desc_mode == EVAL_DESC_ORACLE) {
             u->desc = true_desc(&e->data, u->user, &u->desc_len);
             continue;
         }
@@ -1006,7 +1003,7 @@ static void score_descriptions(Eval *e, int row, int n)
  * hook eval_run calls before planning a row. */
 static void describe_users(Eval *e, int row, int n, int have_truth)
 {
-    if (e->desc_mode == DESC_GENERATED) {
+    if (e->desc_mode == EVAL_DESC_GENERATED) {
         generate_descriptions(e, row, n);
         if (have_truth) score_descriptions(e, row, n);
     }
@@ -1147,7 +1144,7 @@ int eval_run(const Config *cfg, const EvalOptions *o, EvalReport *rep, char *err
     for (int r = 0; r < R; r++)
         if (rep->rows[r].users > 0 && (int)cfg->eval.n_fewshot.v[r] > win_n) win_n = (int)cfg->eval.n_fewshot.v[r], win_row = r;
     point_descriptions(e, win_row); /* the descriptions of that N, for the samples with context */
-    if (e->desc_mode == DESC_GENERATED && !truth) note(rep, "no truth file: no description accuracy");
+    if (e->desc_mode == EVAL_DESC_GENERATED && !truth) note(rep, "no truth file: no description accuracy");
     if (!truth) note(rep, "no truth file: no generation win rate");
     else if (win_n < 0) note(rep, "no N fits: no generation win rate");
     else if (e->sft || e->pooled || e->anchor) win_rates(e, win_n);

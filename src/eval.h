@@ -36,6 +36,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The eval section's choices, which Config stores (so they come before
+ * config.h, which includes this header for them): eval.split, the users
+ * evaluated (io/dataset.h's SPLIT_VALIDATION or SPLIT_TEST), and
+ * eval.user_desc, the description in the context. */
+typedef enum { EVAL_SPLIT_VALIDATION, EVAL_SPLIT_TEST } EvalSplit;
+static const char *const EVAL_SPLIT_NAMES[] = { "validation", "test", NULL };
+typedef enum { EVAL_DESC_NONE, EVAL_DESC_ORACLE, EVAL_DESC_GENERATED } EvalDescMode;
+static const char *const EVAL_DESC_NAMES[] = { "none", "oracle", "generated", NULL };
+
 #include "batch.h"
 #include "config.h"
 #include "synth.h"
@@ -181,7 +190,7 @@ typedef struct {
 typedef struct {
     int n_rows;
     EvalRow rows[CFG_LIST];
-    char user_desc[16];     /* eval.user_desc */
+    EvalDescMode user_desc; /* eval.user_desc */
     int desc_max_tokens;    /* generated: the token limit */
     EvalDesc desc[CFG_LIST]; /* per row of rows[]: generated descriptions' accuracy */
     EvalWin win_sft, win_pooled;       /* head to head: the policy vs SFT (same context), vs pooled */

@@ -151,7 +151,7 @@ static void fill_slots(const JobSpec *j, Slot *slots)
     add_shell_word(&slots[S_CONFIG].value, j->config_path);
     add_shell_word(&slots[S_RUN_DIR].value, j->run_dir);
     text_addf(&slots[S_MAX_STEPS].value, "%ld", c->train.max_steps);
-    text_add(&slots[S_LAUNCHER].value, c->slurm.launcher);
+    text_add(&slots[S_LAUNCHER].value, LAUNCHER_NAMES[c->slurm.launcher]);
     text_add(&slots[S_REQUEUE].value, c->slurm.requeue ? "1" : "0");
     Text *args = &slots[S_TRAIN_ARGS].value;
     for (int i = 0; i < j->n_sets; i++) {

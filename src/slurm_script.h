@@ -18,6 +18,11 @@
 
 #include <stddef.h>
 
+/* slurm.launcher, how the job step starts the ranks; Config stores it (so
+ * it comes before config.h, which includes this header for it). */
+typedef enum { LAUNCHER_SRUN, LAUNCHER_MPIRUN } Launcher;
+static const char *const LAUNCHER_NAMES[] = { "srun", "mpirun", NULL };
+
 #include "config.h"
 
 /* What the script runs: the config (its slurm section and train.max_steps),

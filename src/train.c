@@ -769,7 +769,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     agree_or_exit(d, code, err);
     /* model.precision: every rank must run the same products, so auto is
      * bf16 only where all ranks have the units */
-    r->bf16 = bf16_resolve(cfg->precision, err, sizeof err);
+    r->bf16 = bf16_resolve(PRECISION_CHOICE_NAMES[cfg->precision], err, sizeof err);
     agree_or_exit(d, r->bf16 < 0 ? EXIT_USAGE : 0, err);
     r->bf16 = -dist_allreduce_max_int(-r->bf16);
     /* fault injection for the reliability tests (docs/reliability.md); a
@@ -884,11 +884,12 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
             bf16_kernel_summary(kern, sizeof kern);
             printf("train: precision bf16 (model.precision %s; %s): %s (oneDNN %s); MFU against the bf16 product "
                    "peak, %.0f GFLOP/s\n",
-                   cfg->precision, unit, kern, bf16_library_version(), r->peak_gflops);
+                   PRECISION_CHOICE_NAMES[cfg->precision], unit, kern, bf16_library_version(), r->peak_gflops);
         } else
             printf("train: precision fp32 (model.precision %s%s%s): OpenBLAS sgemm; MFU against the sgemm peak, "
                    "%.0f GFLOP/s\n",
-                   cfg->precision, strcmp(cfg->precision, "auto") ? "" : ": ", strcmp(cfg->precision, "auto") ? "" : unit,
+                   PRECISION_CHOICE_NAMES[cfg->precision], cfg->precision == PRECISION_CHOICE_AUTO ? ": " : "",
+                   cfg->precision == PRECISION_CHOICE_AUTO ? unit : "",
                    r->peak_gflops);
         if (r->user_desc)
             printf("train: data.user_desc cot: %lld of %lld training users have a description (the others get no "

@@ -231,7 +231,7 @@ static void test_defaults(void)
     check(!strcmp(c->slurm.job_name, "fspo") && c->slurm.nodes == 1 && c->slurm.ntasks_per_node == 2 &&
               c->slurm.cpus_per_task == 1 && !strcmp(c->slurm.time, "01:00:00") && !c->slurm.partition[0] &&
               !c->slurm.account[0] && c->slurm.extra_sbatch.n == 0 && c->slurm.setup.n == 0 &&
-              c->slurm.signal_lead_s == 120 && c->slurm.requeue == 1 && !strcmp(c->slurm.launcher, "srun"),
+              c->slurm.signal_lead_s == 120 && c->slurm.requeue == 1 && c->slurm.launcher == LAUNCHER_SRUN,
           "slurm defaults", "%s %d %d %d", c->slurm.time, c->slurm.nodes, c->slurm.ntasks_per_node,
           c->slurm.cpus_per_task);
     rc = config_load(NULL, NULL, 0, c, err, sizeof err);

@@ -253,10 +253,10 @@ static void test_eval_split(void)
     eval_config(&c, data);
     EvalOptions o = { .ckpt = good, .quiet = 1 };
     int rc = eval_run(&c, &o, &r, err, sizeof err);
-    check(rc == 0 && !strcmp(c.eval.split, "validation") && r.heldout_users == 4 && all_rows(&r, EVAL_MODEL, 1.0, 4),
+    check(rc == 0 && c.eval.split == EVAL_SPLIT_VALIDATION && r.heldout_users == 4 && all_rows(&r, EVAL_MODEL, 1.0, 4),
           "eval.split validation (the default): the 4 validation users", "%s; %d users, accuracy %.3f",
-          rc ? err : c.eval.split, r.heldout_users, r.rows[0].m[EVAL_MODEL].ci.mean);
-    snprintf(c.eval.split, sizeof c.eval.split, "test");
+          rc ? err : EVAL_SPLIT_NAMES[c.eval.split], r.heldout_users, r.rows[0].m[EVAL_MODEL].ci.mean);
+    c.eval.split = EVAL_SPLIT_TEST;
     rc = eval_run(&c, &o, &r, err, sizeof err);
     check(rc == 0 && r.heldout_users == 2 && all_rows(&r, EVAL_MODEL, 0.0, 2), "eval.split test: the 2 test users",
           "%s; %d users, accuracy %.3f", rc ? err : "ran", r.heldout_users, r.rows[0].m[EVAL_MODEL].ci.mean);
@@ -272,7 +272,7 @@ static void test_eval_split(void)
     rc = eval_run(&c, &o, &r, err, sizeof err);
     check(rc == 2 && strstr(err, "no record of held-out user 'u5'"), "eval.split test reads the test users' truth",
           "%s", err);
-    snprintf(c.eval.split, sizeof c.eval.split, "validation");
+    c.eval.split = EVAL_SPLIT_VALIDATION;
     rc = eval_run(&c, &o, &r, err, sizeof err);
     check(rc == 0 && r.rows[0].m[EVAL_BAYES].valid, "eval.split validation needs only the validation users' truth",
           "%s", rc ? err : "bayes column computed");
@@ -384,10 +384,10 @@ static void test_eval_descriptions(void)
     EvalOptions o = { .ckpt = good, .quiet = 1, .on_rows = see_rows, .on_rows_ctx = &seen };
 
     int rc = eval_run(&c, &o, &r, err, sizeof err);
-    check(rc == 0 && seen.rows > 0 && seen.without == seen.rows && seen.bad == 0 && !strcmp(r.user_desc, "none"),
+    check(rc == 0 && seen.rows > 0 && seen.without == seen.rows && seen.bad == 0 && r.user_desc == EVAL_DESC_NONE,
           "eval.user_desc none: no description in any context", "%d rows", seen.rows);
     memset(&seen, 0, sizeof seen);
-    snprintf(c.eval.user_desc, sizeof c.eval.user_desc, "oracle");
+    c.eval.user_desc = EVAL_DESC_ORACLE;
     rc = eval_run(&c, &o, &r, err, sizeof err);
     /* users 1..3 have descriptions, u4 none; u0 trains; 3 N values, each user's 8 queries in one row */
     int per_user = seen.with[1] == 3 && seen.with[2] == 3 && seen.with[3] == 3 && seen.with[0] == 0;
@@ -402,7 +402,7 @@ static void test_eval_descriptions(void)
           noted >= 0 ? r.notes[noted] : "(no such note)");
 
     memset(&seen, 0, sizeof seen);
-    snprintf(c.eval.user_desc, sizeof c.eval.user_desc, "generated");
+    c.eval.user_desc = EVAL_DESC_GENERATED;
     o.ckpt = writer;
     rc = eval_run(&c, &o, &r, err, sizeof err);
     check(rc == 0 && seen.bad == 0 && seen.unknown == seen.rows && seen.rows == 12 && !strcmp(seen.text, "x"),

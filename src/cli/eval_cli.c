@@ -63,8 +63,8 @@ static void print_ci(const EvalCI *c) { printf("  %.3f [%.3f,%.3f]", c->mean, c-
 
 static void print_desc_mode(const EvalReport *r)
 {
-    if (!strcmp(r->user_desc, "oracle")) printf("  user description in context: oracle (each user's true description)\n");
-    else if (!strcmp(r->user_desc, "generated"))
+    if (r->user_desc == EVAL_DESC_ORACLE) printf("  user description in context: oracle (each user's true description)\n");
+    else if (r->user_desc == EVAL_DESC_GENERATED)
         printf("  user description in context: generated (the policy writes it after the N pairs, greedy, at most %d "
                "tokens)\n", r->desc_max_tokens);
 }
@@ -307,7 +307,7 @@ static int write_json(const char *path, const EvalReport *r, const char *ckpt, c
     fputs(", \"sft_ckpt\": ", f), json_str(f, r->sft_path);
     fputs(", \"anchor_ckpt\": ", f), json_str(f, r->anchor_path);
     fputs(", \"truth\": ", f), json_str(f, r->truth_path);
-    fputs(", \"split\": ", f), json_str(f, cfg->eval.split);
+    fputs(", \"split\": ", f), json_str(f, EVAL_SPLIT_NAMES[cfg->eval.split]);
     fprintf(f, ", \"beta\": %.6g, \"bootstrap\": %d, \"heldout_users\": %d, \"users\": %d, \"queries_per_user\": %d, "
                "\"seconds\": %.3f,\n \"accuracy\": [",
             cfg->loss.beta, cfg->eval.bootstrap, r->heldout_users, r->evaluated_users, r->queries_per_user, r->seconds);
@@ -324,7 +324,7 @@ static int write_json(const char *path, const EvalReport *r, const char *ckpt, c
         else fputs("null", f);
         fputs("}", f);
     }
-    fputs("],\n \"user_desc\": ", f), json_str(f, r->user_desc);
+    fputs("],\n \"user_desc\": ", f), json_str(f, EVAL_DESC_NAMES[r->user_desc]);
     fprintf(f, ", \"desc_max_tokens\": %d, \"desc_accuracy\": ", r->desc_max_tokens);
     json_desc(f, r);
     fputs(",\n \"win_rate_sft\": ", f), json_win(f, &r->win_sft);
@@ -390,13 +390,13 @@ int cmd_eval(int argc, char **argv)
     static EvalReport rep;
     int code = eval_run(&cfg, &o, &rep, err, sizeof err);
     if (code != 0) fatal(code, "eval: %s", err);
-    print_table(&rep, o.ckpt, cfg.eval.split);
+    print_table(&rep, o.ckpt, EVAL_SPLIT_NAMES[cfg.eval.split]);
     int scored = 0; /* users scored at some N */
     for (int i = 0; i < rep.n_rows; i++) scored = rep.rows[i].users > scored ? rep.rows[i].users : scored;
     if (scored == 0)
         fatal(EXIT_USAGE, "eval: no user was evaluated (%d %s users, %d picked; none has a context of N pairs plus a "
                           "query that fits the model's max_seq at any N of eval.n_fewshot): nothing to report%s",
-              rep.heldout_users, cfg.eval.split, rep.evaluated_users, json ? ", no JSON written" : "");
+              rep.heldout_users, EVAL_SPLIT_NAMES[cfg.eval.split], rep.evaluated_users, json ? ", no JSON written" : "");
     if (json) {
         if (write_json(json, &rep, o.ckpt, &cfg) != 0) fatal(EXIT_RUNTIME, "eval: cannot write %s", json);
         printf("eval: wrote %s (plots: bash scripts/plot.sh %s)\n", json, json);

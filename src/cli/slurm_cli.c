@@ -252,7 +252,7 @@ static void check_tasks(const Config *c, Problems *p)
         problem(p, "mpi.threads_per_rank %d exceeds slurm.cpus_per_task %d: the ranks would oversubscribe their cores "
                    "(0 takes SLURM_CPUS_PER_TASK)",
                 c->mpi.threads_per_rank, c->slurm.cpus_per_task);
-    if (!strcmp(c->slurm.launcher, "mpirun") && c->slurm.nodes > 1)
+    if (c->slurm.launcher == LAUNCHER_MPIRUN && c->slurm.nodes > 1)
         problem(p, "slurm.launcher mpirun starts ranks on one node only, but slurm.nodes is %d: use launcher: srun "
                    "(srun --mpi=pmix starts ranks on every node)",
                 c->slurm.nodes);
