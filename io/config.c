@@ -1081,6 +1081,21 @@ void config_defaults(Config *c)
     }
 }
 
+OptimConfig config_optim(const Config *c)
+{
+    return (OptimConfig){ .kind = c->optim.type, .beta1 = (float)c->optim.beta1, .beta2 = (float)c->optim.beta2,
+                          .alpha = (float)c->optim.alpha, .eps = (float)c->optim.eps,
+                          .weight_decay = (float)c->optim.weight_decay, .max_grad_norm = (float)c->optim.grad_clip };
+}
+
+OptimConfig config_optim_default(OptimKind kind)
+{
+    Config c;
+    config_defaults(&c);
+    c.optim.type = kind;
+    return config_optim(&c);
+}
+
 /* ---------------------------------------------------------------------- */
 /* checks across keys                                                      */
 

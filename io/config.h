@@ -113,6 +113,13 @@ struct Config {
 /* Every key at its default. */
 void config_defaults(Config *c);
 
+/* The optimizer c's optim section asks for: optim.type, beta1, beta2,
+ * alpha, eps, weight_decay, grad_clip (the learning rate is the schedule's). */
+OptimConfig config_optim(const Config *c);
+/* config_optim of the schema's defaults with optim.type = kind: the
+ * optimizer of callers without a config (fspo bench, tests). */
+OptimConfig config_optim_default(OptimKind kind);
+
 /* Loads `path` over the defaults, then applies each "section.key=value" of
  * sets[0..n_sets), then cross-checks (model shape, stage/loss needs).
  * 0 on success; -1 with err = "file:line:col: message" (or "--set ...: message"). */

@@ -6,13 +6,6 @@
 
 #include "util.h"
 
-OptimConfig optim_default_config(OptimKind kind)
-{
-    OptimConfig c = { .kind = kind, .beta1 = 0.9f, .beta2 = 0.95f, .alpha = 0.99f, .eps = 1e-8f,
-                      .weight_decay = kind == OPTIM_ADAMW ? 0.1f : 0.0f, .max_grad_norm = 1.0f };
-    return c;
-}
-
 void optim_init(Optimizer *o, const OptimConfig *cfg, size_t n)
 {
     memset(o, 0, sizeof *o);

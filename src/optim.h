@@ -38,9 +38,8 @@ typedef struct {
     float *v;    /* [n] second moment / square average */
 } Optimizer;
 
-/* Defaults: AdamW(0.9, 0.95, 1e-8, wd 0.1), RMSprop alpha 0.99, clip 1.0. */
-OptimConfig optim_default_config(OptimKind kind);
-
+/* The config's optim section makes an OptimConfig (io/config.h: config_optim;
+ * config_optim_default for the schema's defaults). */
 void optim_init(Optimizer *o, const OptimConfig *cfg, size_t n_params);
 void optim_free(Optimizer *o);
 

@@ -816,10 +816,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     if (d->rank == 0) code = check_fits(r, err, sizeof err); /* agreed with the reference's load below */
     r->loss = (LossConfig){ .type = cfg->loss.type, .beta = cfg->loss.beta, .label_smoothing = cfg->loss.label_smoothing,
                             .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight };
-    OptimConfig oc = optim_default_config(cfg->optim.type);
-    oc.beta1 = (float)cfg->optim.beta1, oc.beta2 = (float)cfg->optim.beta2, oc.eps = (float)cfg->optim.eps;
-    oc.alpha = (float)cfg->optim.alpha, oc.weight_decay = (float)cfg->optim.weight_decay;
-    oc.max_grad_norm = (float)cfg->optim.grad_clip;
+    OptimConfig oc = config_optim(cfg);
     optim_init(&r->opt, &oc, r->policy->n_params);
     r->sched = (Schedule){ .kind = cfg->optim.schedule,
                            .lr = (float)cfg->optim.lr, .min_lr = (float)cfg->optim.min_lr,

@@ -15,6 +15,7 @@
 #include "bf16.h"
 #include "alloccount.h"
 #include "check.h"
+#include "config.h"
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
@@ -377,7 +378,7 @@ static void test_model(void)
     model_free(fo);
 
     /* steps of other lengths with an optimizer: no primitive, no allocation */
-    OptimConfig oc = optim_default_config(OPTIM_ADAMW);
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
     Optimizer opt;
     optim_init(&opt, &oc, m->n_params);
     pool_set_threads(2);

@@ -20,6 +20,7 @@
 
 #include "check.h"
 #include "ckpt.h"
+#include "config.h"
 #include "h5util.h"
 #include "model.h"
 #include "optim.h"
@@ -33,7 +34,7 @@ static Model *trained_model(const ModelConfig *cfg, Optimizer *o, uint64_t seed)
 {
     Model *m = model_create(cfg, 1, 1, 1);
     model_init_weights(m, seed);
-    OptimConfig oc = optim_default_config(OPTIM_ADAMW);
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
     optim_init(o, &oc, m->n_params);
     Rng r = rng_seed(seed, 9);
     for (int s = 0; s < 2; s++) { /* give the moments real values */
@@ -96,7 +97,7 @@ static void test_round_trip(void)
     int rc = ckpt_save(dir, m, &o, &meta, yaml, 3, path, sizeof path, err, sizeof err);
     check(rc == 0, "save", "%s", rc ? err : path);
     Model *m2 = model_create(&small, 1, 1, 1);
-    OptimConfig oc = optim_default_config(OPTIM_ADAMW);
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
     optim_init(&o2, &oc, m2->n_params);
     rc = ckpt_load(path, m2, &o2, &back, err, sizeof err);
     size_t nb = sizeof(float) * m->n_params;
@@ -440,7 +441,7 @@ static void test_bad_checkpoints(void)
     model_free(m3);
     /* optimizer kind differs */
     Optimizer rms;
-    OptimConfig rc_cfg = optim_default_config(OPTIM_RMSPROP);
+    OptimConfig rc_cfg = config_optim_default(OPTIM_RMSPROP);
     optim_init(&rms, &rc_cfg, m->n_params);
     rc = ckpt_load(path, m, &rms, NULL, err, sizeof err);
     check(rc == -1 && strstr(err, "optimizer state is adamw, the config asks for rmsprop"), "bad checkpoint: other "

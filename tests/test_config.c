@@ -240,6 +240,29 @@ static void test_defaults(void)
     free(c);
 }
 
+/* config_optim copies each optim key to its own field (distinct values set
+ * by --set, compared with the numbers written here), and
+ * config_optim_default is the schema's defaults (docs/config.md's values). */
+static void test_optim(void)
+{
+    Config *c = malloc(sizeof *c);
+    char err[512];
+    const char *sets[] = { "optim.type=rmsprop", "optim.beta1=0.5", "optim.beta2=0.25", "optim.alpha=0.75",
+                           "optim.eps=0.125", "optim.weight_decay=0.375", "optim.grad_clip=2.5" };
+    int rc = config_load(NULL, sets, 7, c, err, sizeof err);
+    OptimConfig o = config_optim(c);
+    check(rc == 0 && o.kind == OPTIM_RMSPROP && o.beta1 == 0.5f && o.beta2 == 0.25f && o.alpha == 0.75f &&
+              o.eps == 0.125f && o.weight_decay == 0.375f && o.max_grad_norm == 2.5f,
+          "config_optim: each optim key in its field", "rc %d %s", rc, rc ? err : "");
+    OptimConfig a = config_optim_default(OPTIM_ADAMW), r = config_optim_default(OPTIM_RMSPROP);
+    check(a.kind == OPTIM_ADAMW && a.beta1 == 0.9f && a.beta2 == 0.95f && a.alpha == 0.99f && a.eps == 1e-8f &&
+              a.weight_decay == 0.1f && a.max_grad_norm == 1.0f && r.kind == OPTIM_RMSPROP && r.beta1 == a.beta1 &&
+              r.weight_decay == a.weight_decay && r.max_grad_norm == a.max_grad_norm,
+          "config_optim_default: the schema's defaults, the kind asked for", "wd %g clip %g", a.weight_decay,
+          a.max_grad_norm);
+    free(c);
+}
+
 static void test_values(void)
 {
     Config *c = malloc(sizeof *c);
@@ -474,6 +497,7 @@ int main(void)
     test_bad_inputs();
     test_defaults();
     test_values();
+    test_optim();
     test_round_trips();
     test_doc();
     char path[128];

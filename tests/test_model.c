@@ -9,6 +9,7 @@
 
 #include "alloccount.h"
 #include "check.h"
+#include "config.h"
 #include "gradcheck.h"
 #include "model.h"
 #include "ops.h"
@@ -196,7 +197,7 @@ static void test_no_alloc_in_step(void)
     random_tree_batch(&b, 2, 64, 3, 16, cfg.vocab);
     float logp[16], dlogp[16];
     for (int k = 0; k < 16; k++) dlogp[k] = -1.0f / 16;
-    OptimConfig oc = optim_default_config(OPTIM_ADAMW);
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
     Optimizer opt;
     optim_init(&opt, &oc, m->n_params);
     /* the counter must see an allocation made through our code, or this test proves nothing */

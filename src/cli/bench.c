@@ -10,6 +10,7 @@
 #include "bf16.h"
 #include "cli.h"
 #include "commands.h"
+#include "config.h"
 #include "model.h"
 #include "ops.h"
 #include "optim.h"
@@ -75,7 +76,7 @@ int cmd_bench(int argc, char **argv)
     Batch b;
     float *logp, *dlogp;
     bench_lm_batch(&b, batch, T, &logp, &dlogp);
-    OptimConfig oc = optim_default_config(OPTIM_ADAMW);
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
     Optimizer opt;
     optim_init(&opt, &oc, m->n_params);
 

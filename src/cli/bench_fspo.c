@@ -27,6 +27,7 @@
 #include "ckpt.h"
 #include "cli.h"
 #include "commands.h"
+#include "config.h"
 #include "dataset.h"
 #include "dist.h"
 #include "loss.h"
@@ -99,7 +100,7 @@ static void side_init(PrefSide *s, const ModelConfig *cfg, PackMode mode, int ro
     s->mode = mode;
     s->policy = model_create(cfg, 1, rows, T);
     s->ref = model_create(cfg, 0, rows, T);
-    OptimConfig oc = optim_default_config(OPTIM_ADAMW);
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
     optim_init(&s->opt, &oc, s->policy->n_params);
     int K = rows * T;
     batch_alloc(&s->b, rows, T, S, K);
@@ -316,7 +317,7 @@ static int bench_ckpt(int argc, char **argv)
     mkdir(dir, 0777);
     Model *m = model_create(&cfg, 1, 1, 8);
     model_init_weights(m, 1);
-    OptimConfig oc = optim_default_config(OPTIM_ADAMW);
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
     Optimizer opt;
     optim_init(&opt, &oc, m->n_params);
     Rng r = rng_seed(3, 0);
