@@ -340,12 +340,33 @@ static int key_ranges(int i0, int i1, const int32_t *seg_row, const uint8_t *vis
     return n;
 }
 
+/* The end of the run of segment s that starts at u, at most b: 8 keys per
+ * compare while the run lasts. */
+static inline int seg_run_end(const int32_t *seg_row, int u, int b, int s)
+{
+    int e = u + 1;
+    v8i vs = { s, s, s, s, s, s, s, s };
+    for (; e + 8 <= b; e += 8) {
+        v8i x;
+        memcpy(&x, seg_row + e, sizeof x);
+        v8i ne = x != vs;
+        uint64_t w[4];
+        memcpy(w, &ne, sizeof w);
+        if (w[0] | w[1] | w[2] | w[3]) break;
+    }
+    while (e < b && seg_row[e] == s) e++;
+    return e;
+}
+
 /* Softmax of scale * row t over the keys in the ranges (ra,rb) honoring
  * visibility (vis_row NULL: plain causal): u == t, or u < t with
  * vis_row[seg[u]]. Invisible keys inside the ranges, and keys after t, get
- * probability 0. The fp32 path scales in its sgemm and passes 1 (exact). */
-static void masked_softmax_row(float *row, int t, int nr, const int *ra, const int *rb, const int32_t *seg_row,
-                               const uint8_t *vis_row, float scale)
+ * probability 0. The fp32 path scales in its sgemm and passes 1 (exact).
+ * p16 (bf16 path; else NULL): the probabilities also go there rounded, over
+ * the whole ranges (zeros past t), the P operand of the PV product.
+ * 16 lanes where the build has AVX-512, summing in the 8-lane order. */
+static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const int *ra, const int *rb,
+                               const int32_t *seg_row, const uint8_t *vis_row, float scale)
 {
     v8f vmx = v8_set1(-INFINITY);
     float mx = -INFINITY;
@@ -357,8 +378,7 @@ static void masked_softmax_row(float *row, int t, int nr, const int *ra, const i
             int visible = 1;
             if (vis_row) {
                 int s = seg_row[u];
-                e = u + 1;
-                while (e < b && seg_row[e] == s) e++;
+                e = seg_run_end(seg_row, u, b, s);
                 visible = vis_row[s] || (e == t + 1 && u == t); /* a token always sees itself */
                 if (!visible && e == t + 1) { /* run ends with t itself: mask all but t */
                     for (int k = u; k < t; k++) row[k] = -INFINITY;
@@ -380,8 +400,18 @@ static void masked_softmax_row(float *row, int t, int nr, const int *ra, const i
     float vm = v8_hmax(vmx);
     if (vm > mx) mx = vm;
     v8f vmax = v8_set1(mx), acc = v8_set1(0.0f), vscale = v8_set1(scale);
+#if VEC16
+    v16f vmax16 = v16_set1(mx), vscale16 = v16_set1(scale);
+#endif
     for (int r = 0; r < nr; r++) {
         int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
+#if VEC16
+        for (; u + 16 <= b; u += 16) {
+            v16f e = v16_exp((v16_load(row + u) - vmax16) * vscale16);
+            v16_store(row + u, e);
+            acc = v16_acc8(acc, e);
+        }
+#endif
         for (; u + 8 <= b; u += 8) {
             v8f e = v8_exp((v8_load(row + u) - vmax) * vscale);
             v8_store(row + u, e);
@@ -394,8 +424,31 @@ static void masked_softmax_row(float *row, int t, int nr, const int *ra, const i
         }
     }
     v8f inv = v8_set1(1.0f / v8_hsum(acc));
+#if VEC16
+    v16f inv16 = v16_set1(inv[0]);
+#endif
     for (int r = 0; r < nr; r++) {
         int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
+        if (p16) {
+#if VEC16
+            for (; u + 16 <= b; u += 16) {
+                v16f pv = v16_load(row + u) * inv16;
+                v16_store(row + u, pv);
+                v16_store_bf16(p16 + u, pv);
+            }
+#endif
+            for (; u + 8 <= b; u += 8) {
+                v8f pv = v8_load(row + u) * inv;
+                v8_store(row + u, pv);
+                v8_store_bf16(p16 + u, pv);
+            }
+            for (; u < b; u++) p16[u] = bf16_from_float(row[u] *= inv[0]);
+            for (u = b > a ? b : a; u < rb[r]; u++) row[u] = 0.0f, p16[u] = 0;
+            continue;
+        }
+#if VEC16
+        for (; u + 16 <= b; u += 16) v16_store(row + u, v16_load(row + u) * inv16);
+#endif
         for (; u + 8 <= b; u += 8) v8_store(row + u, v8_load(row + u) * inv);
         for (; u < b; u++) row[u] *= inv[0];
         for (u = b > a ? b : a; u < rb[r]; u++) row[u] = 0.0f;
@@ -418,14 +471,6 @@ typedef struct {
 
 static void attn_prims(AttnArgs *a);
 static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
-/* rounds the columns of a [m, T] block that the ranges cover */
-static void round_block(uint16_t *dst, const float *src, int m, int T, int nr, const int *ra, const int *rb)
-{
-    for (int row = 0; row < m; row++)
-        for (int r = 0; r < nr; r++)
-            bf16_round(dst + (size_t)row * T + ra[r], src + (size_t)row * T + ra[r], (size_t)(rb[r] - ra[r]));
-}
-
 static void attention_forward_task(void *p, int t, int nt)
 {
     const AttnArgs *a = p;
@@ -464,9 +509,8 @@ static void attention_forward_task(void *p, int t, int nt)
                                 q + (size_t)i0 * ld, ld, k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
             }
             for (int tt = i0; tt < i1; tt++)
-                masked_softmax_row(A + (size_t)tt * T, tt, nr, ra, rb, seg_row,
-                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, a->s16 ? scale : 1.0f);
-            if (a->s16) round_block(P16, Ab, m, T, nr, ra, rb);
+                masked_softmax_row(A + (size_t)tt * T, P16 ? P16 + (size_t)(tt - i0) * T : NULL, tt, nr, ra, rb,
+                                   seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, a->s16 ? scale : 1.0f);
             /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
             for (int r = 0; r < nr; r++) {
                 if (a->s16)
@@ -528,7 +572,8 @@ void attention_cached_forward(float *out, float *scores, const float *q, int ldq
     for (int h = 0; h < H; h++) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nk, hd, scale, q + (size_t)h * hd, ldq,
                     kc + (size_t)h * hd, C, 0.0f, scores, nk);
-        for (int i = 0; i < n; i++) masked_softmax_row(scores + (size_t)i * nk, len0 + i, 1, &ra, &rb, NULL, NULL, 1.0f);
+        for (int i = 0; i < n; i++)
+            masked_softmax_row(scores + (size_t)i * nk, NULL, len0 + i, 1, &ra, &rb, NULL, NULL, 1.0f);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, nk, 1.0f, scores, nk, vc + (size_t)h * hd, C,
                     0.0f, out + (size_t)h * hd, C);
     }
@@ -547,6 +592,9 @@ static float visible_dot(const float *p, const float *d, int t, int nr, const in
     v8f acc = v8_set1(0.0f);
     for (int r = 0; r < nr; r++) {
         int u = ra[r], e = rb[r] < t + 1 ? rb[r] : t + 1;
+#if VEC16
+        for (; u + 16 <= e; u += 16) acc = v16_acc8(acc, v16_load(p + u) * v16_load(d + u));
+#endif
         for (; u + 8 <= e; u += 8) acc += v8_load(p + u) * v8_load(d + u);
         if (u < e) acc += v8_load_part(p + u, e - u, 0.0f) * v8_load_part(d + u, e - u, 0.0f);
     }
@@ -569,9 +617,20 @@ static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, co
         int tt = i0 + row;
         const float *pr = P + (size_t)row * T, *dr = D + (size_t)row * T;
         uint16_t *p16 = P16 + (size_t)row * T, *ds16 = D16 + (size_t)row * T;
-        v8f s = v8_set1(visible_dot(pr, dr, tt, nr, ra, rb));
+        float sum = visible_dot(pr, dr, tt, nr, ra, rb);
+        v8f s = v8_set1(sum);
+#if VEC16
+        v16f s16 = v16_set1(sum), vscale16 = v16_set1(scale);
+#endif
         for (int r = 0; r < nr; r++) {
             int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
+#if VEC16
+            for (; u + 16 <= e; u += 16) {
+                v16f pv = v16_load(pr + u);
+                v16_store_bf16(ds16 + u, pv * (v16_load(dr + u) - s16) * vscale16);
+                v16_store_bf16(p16 + u, pv);
+            }
+#endif
             for (; u + 8 <= e; u += 8) {
                 v8f pv = v8_load(pr + u);
                 v8_store_bf16(ds16 + u, pv * (v8_load(dr + u) - s) * vscale);
@@ -645,9 +704,17 @@ static void attention_backward_task(void *p, int t, int nt)
                 int tt = i0 + row;
                 const float *pr = P + (size_t)row * T;
                 float *dr = D + (size_t)row * T;
-                v8f s = v8_set1(visible_dot(pr, dr, tt, nr, ra, rb));
+                float sum = visible_dot(pr, dr, tt, nr, ra, rb);
+                v8f s = v8_set1(sum);
+#if VEC16
+                v16f s16 = v16_set1(sum), vscale16 = v16_set1(scale);
+#endif
                 for (int r = 0; r < nr; r++) {
                     int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
+#if VEC16
+                    for (; u + 16 <= e; u += 16)
+                        v16_store(dr + u, v16_load(pr + u) * (v16_load(dr + u) - s16) * vscale16);
+#endif
                     for (; u + 8 <= e; u += 8) v8_store(dr + u, v8_load(pr + u) * (v8_load(dr + u) - s) * vscale);
                     for (; u < e; u++) dr[u] = pr[u] * (dr[u] - s[0]) * scale;
                     for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) dr[u] = 0.0f;
