@@ -247,12 +247,61 @@ void rope_tables(float *cos_t, float *sin_t, int max_pos, int hd, double theta)
 }
 
 typedef struct {
-    float *qkv;
+    const float *in; /* [N,3C] */
+    float *out;      /* [N,3C], may be in (in place); NULL with out16 */
+    uint16_t *out16; /* bf16 instead of out: q and k rotated, v copied, all rounded */
     const int32_t *pos;
     const float *cos_t, *sin_t;
     int N, C, H;
     float sign;
 } RopeArgs;
+
+/* One head's hd values z rotated by pairs: y[2i] = z[2i] c_i - z[2i+1] s_i,
+ * y[2i+1] = z[2i] s_i + z[2i+1] c_i (s = sign * sin). Vector lanes compute
+ * z[2i] c + z[2i+1] (-s) and z[2i+1] c + z[2i] s: the same products and sums
+ * (negation is exact), so every lane equals the scalar formula bitwise. */
+static inline void rope_head(float *y, uint16_t *y16, const float *z, const float *cs, const float *sn, int half,
+                             float sign)
+{
+    int i = 0;
+#if VEC16
+    typedef float v8hf __attribute__((vector_size(32)));
+    const v16f alt16 = { -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1 };
+    for (; i + 8 <= half; i += 8) {
+        v8hf c8, s8;
+        memcpy(&c8, cs + i, sizeof c8);
+        memcpy(&s8, sn + i, sizeof s8);
+        v16f c = __builtin_shufflevector(c8, c8, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        v16f sv = __builtin_shufflevector(s8, s8, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7) * v16_set1(sign) * alt16;
+        v16f zv = v16_load(z + 2 * i);
+        v16f zs = __builtin_shufflevector(zv, zv, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+        v16f yv = zv * c + zs * sv;
+        if (y16) v16_store_bf16(y16 + 2 * i, yv);
+        else v16_store(y + 2 * i, yv);
+    }
+#endif
+    typedef float v4f __attribute__((vector_size(16)));
+    const v8f alt = { -1, 1, -1, 1, -1, 1, -1, 1 };
+    for (; i + 4 <= half; i += 4) {
+        v4f c4, s4;
+        memcpy(&c4, cs + i, sizeof c4);
+        memcpy(&s4, sn + i, sizeof s4);
+        v8f c = __builtin_shufflevector(c4, c4, 0, 0, 1, 1, 2, 2, 3, 3);
+        v8f sv = __builtin_shufflevector(s4, s4, 0, 0, 1, 1, 2, 2, 3, 3) * v8_set1(sign) * alt;
+        v8f zv = v8_load(z + 2 * i);
+        v8f zs = __builtin_shufflevector(zv, zv, 1, 0, 3, 2, 5, 4, 7, 6);
+        v8f yv = zv * c + zs * sv;
+        if (y16) v8_store_bf16(y16 + 2 * i, yv);
+        else v8_store(y + 2 * i, yv);
+    }
+    for (; i < half; i++) {
+        float c = cs[i], s = sign * sn[i];
+        float z0 = z[2 * i], z1 = z[2 * i + 1];
+        float y0 = z0 * c - z1 * s, y1 = z0 * s + z1 * c;
+        if (y16) y16[2 * i] = bf16_from_float(y0), y16[2 * i + 1] = bf16_from_float(y1);
+        else y[2 * i] = y0, y[2 * i + 1] = y1;
+    }
+}
 
 /* Rotates pairs by +angle (sign = 1) or -angle (sign = -1) in the q and k
  * thirds of a [N,3C] buffer. */
@@ -265,29 +314,41 @@ static void rope_task(void *p, int t, int nt)
     for (size_t n = n0; n < n1; n++) {
         const float *cs = a->cos_t + (size_t)a->pos[n] * half;
         const float *sn = a->sin_t + (size_t)a->pos[n] * half;
-        for (int part = 0; part < 2; part++) { /* 0: q, 1: k */
-            float *z = a->qkv + n * 3 * C + (size_t)part * C;
-            for (int h = 0; h < H; h++, z += hd) {
-                for (int i = 0; i < half; i++) {
-                    float c = cs[i], s = a->sign * sn[i];
-                    float z0 = z[2 * i], z1 = z[2 * i + 1];
-                    z[2 * i] = z0 * c - z1 * s;
-                    z[2 * i + 1] = z0 * s + z1 * c;
-                }
+        size_t row = n * 3 * C;
+        for (int part = 0; part < 2; part++) /* 0: q, 1: k */
+            for (int h = 0; h < H; h++) {
+                size_t o = row + (size_t)part * C + (size_t)h * hd;
+                rope_head(a->out16 ? NULL : a->out + o, a->out16 ? a->out16 + o : NULL, a->in + o, cs, sn, half, a->sign);
             }
-        }
+        if (a->out16) bf16_round(a->out16 + row + 2 * C, a->in + row + 2 * C, (size_t)C); /* v */
     }
 }
 
 void rope_forward(float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H)
 {
-    RopeArgs a = { qkv, pos, cos_t, sin_t, N, C, H, 1.0f };
+    RopeArgs a = { .in = qkv, .out = qkv, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H, .sign = 1.0f };
     pool_run(rope_task, &a);
 }
 
 void rope_backward(float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H)
 {
-    RopeArgs a = { dqkv, pos, cos_t, sin_t, N, C, H, -1.0f };
+    RopeArgs a = { .in = dqkv, .out = dqkv, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H, .sign = -1.0f };
+    pool_run(rope_task, &a);
+}
+
+void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                       int N, int C, int H)
+{
+    RopeArgs a = { .in = qkv, .out16 = out16, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H,
+                   .sign = 1.0f };
+    pool_run(rope_task, &a);
+}
+
+void rope_backward_bf16(uint16_t *out16, const float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                        int N, int C, int H)
+{
+    RopeArgs a = { .in = dqkv, .out16 = out16, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H,
+                   .sign = -1.0f };
     pool_run(rope_task, &a);
 }
 
@@ -489,8 +550,8 @@ static void attention_forward_task(void *p, int t, int nt)
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
         size_t off = (size_t)b * T * ld + (size_t)h * hd;
-        const float *q = a->qkv + off;
-        const float *k = q + C, *v = q + 2 * C;
+        const float *q = a->qkv ? a->qkv + off : NULL; /* NULL in bf16, which reads qkv16 */
+        const float *k = q ? q + C : NULL, *v = q ? q + 2 * C : NULL;
         const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL;
         if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C;
         float *A = a->att + ((size_t)b * H + h) * T * T;
@@ -555,11 +616,12 @@ void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *
     size_t N = (size_t)B * T;
     if (N > s16->rows || T > s16->T || C != s16->C)
         fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
+    if (!qkv && !keep) fatal(EXIT_RUNTIME, "internal: bf16 attention without q, k, v");
     uint16_t *q16 = keep ? keep : s16->qkv;
     AttnArgs a = { .out = out, .att = att, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S,
                    .s16 = s16, .qkv16 = q16, .workers = s16->workers };
     attn_prims(&a);
-    round_rows(q16, qkv, N, N, 3 * C);
+    if (qkv) round_rows(q16, qkv, N, N, 3 * C);
     run_heads(attention_forward_task, &a);
 }
 
@@ -670,8 +732,8 @@ static void attention_backward_task(void *p, int t, int nt)
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
         size_t off = (size_t)b * T * ld + (size_t)h * hd, off_o = (size_t)b * T * C + (size_t)h * hd;
-        const float *q = a->qkv + off;
-        const float *k = q + C, *v = q + 2 * C;
+        const float *q = a->qkv ? a->qkv + off : NULL; /* NULL in bf16, which reads qkv16 */
+        const float *k = q ? q + C : NULL, *v = q ? q + 2 * C : NULL;
         const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL, *dO16 = NULL;
         if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C,
                     dO16 = a->s16->dout + off_o;
@@ -790,6 +852,15 @@ static void swiglu_forward_task(void *p, int t, int nt)
         float *y = a->out16 ? NULL : a->out + n * F;
         uint16_t *y16 = a->out16 ? a->out16 + n * F : NULL;
         int f = 0;
+#if VEC16
+        v16f one16 = v16_set1(1.0f);
+        for (; f + 16 <= F; f += 16) {
+            v16f gv = v16_load(g + f);
+            v16f yv = gv / (one16 + v16_exp(-gv)) * v16_load(u + f);
+            if (y16) v16_store_bf16(y16 + f, yv);
+            else v16_store(y + f, yv);
+        }
+#endif
         for (; f + 8 <= F; f += 8) {
             v8f gv = v8_load(g + f);
             v8f yv = gv / (one + v8_exp(-gv)) * v8_load(u + f);
@@ -829,6 +900,22 @@ static void swiglu_backward_task(void *p, int t, int nt)
         float *dg = a->dh16 ? NULL : a->dh13 + n * 2 * F, *du = a->dh16 ? NULL : dg + F;
         uint16_t *dg16 = a->dh16 ? a->dh16 + n * 2 * F : NULL, *du16 = a->dh16 ? dg16 + F : NULL;
         int f = 0;
+#if VEC16
+        v16f one16 = v16_set1(1.0f);
+        for (; f + 16 <= F; f += 16) {
+            v16f gv = v16_load(g + f), uv = v16_load(u + f), dyv = v16_load(dy + f);
+            v16f sig = one16 / (one16 + v16_exp(-gv));
+            v16f dgv = dyv * uv * sig * (one16 + gv * (one16 - sig)), duv = dyv * gv * sig;
+            if (dg16) {
+                v16_store_bf16(dg16 + f, dgv);
+                v16_store_bf16(du16 + f, duv);
+                continue;
+            }
+            if (a->accumulate) dgv += v16_load(dg + f), duv += v16_load(du + f);
+            v16_store(dg + f, dgv);
+            v16_store(du + f, duv);
+        }
+#endif
         for (; f + 8 <= F; f += 8) {
             v8f gv = v8_load(g + f), uv = v8_load(u + f), dyv = v8_load(dy + f);
             v8f sig = one / (one + v8_exp(-gv));

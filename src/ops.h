@@ -125,6 +125,14 @@ void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
  * (the same fp32 values, rounded: the operand of the next product). */
 void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C, float eps);
 void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F);
+/* rope_forward / rope_backward of qkv [N,3C] (left as it is) written rounded
+ * to bf16 into out16 [N,3C]: q and k rotated, v copied (the same fp32 values
+ * as the fp32 kernel's, rounded: the operands of attention's products, or of
+ * the qkv product's backward). */
+void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                       int N, int C, int H);
+void rope_backward_bf16(uint16_t *out16, const float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                        int N, int C, int H);
 /* swiglu_backward_set writing dh13 rounded to bf16. */
 void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, int N, int F);
 
@@ -147,8 +155,9 @@ void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout,
  * 16, max_cols]); a caller may fill it and pass it as dout16. */
 uint16_t *bf16_scratch_operand(Bf16Scratch *s);
 /* attention_forward / attention_backward with bf16 products. keep: NULL,
- * or where qkv goes rounded ([B*T, 3C]); the backward's qkv16 is that copy
- * (NULL: round qkv again). */
+ * or where qkv goes rounded ([B*T, 3C]); qkv NULL: keep holds q|k|v already
+ * rounded (rope_forward_bf16). The backward's qkv16 is that copy (NULL:
+ * round qkv again; qkv is not read when qkv16 is given). */
 void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
 void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
