@@ -19,7 +19,7 @@
 struct LayerActs {
     float *xn1, *rstd1; /* attn_norm output [N,C], its rstd [N] */
     float *qkv;         /* [N,3C], q and k after RoPE */
-    float *att;         /* [B,H,T,T] attention probabilities */
+    float *att;         /* [B,H,T,T] attention probabilities (bf16: rounded, as uint16_t, in the first half) */
     float *atto;        /* [N,C] attention output before wo */
     float *xmid;        /* [N,C] residual after the attention block */
     float *xn2, *rstd2; /* mlp_norm output [N,C], its rstd [N] */
@@ -495,7 +495,7 @@ void model_forward(Model *m, const Batch *b, float *logp)
         if (m->qkv_kv) repeat_kv(a->qkv, m->qkv_kv, N, C, H, c->n_kv_heads);
         if (m->bf16) { /* q, k rotated and q, k, v rounded in one pass; the fp32 qkv stays unrotated, unread */
             rope_forward_bf16(m->bqkv[l], a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-            attention_forward_bf16(a->atto, a->att, NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+            attention_forward_bf16(a->atto, (uint16_t *)a->att, NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
         } else {
             rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
             attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
@@ -562,8 +562,8 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         if (ready) ready(ctx, lt[2].offset);
         memset(m->d_qkv, 0, sizeof(float) * NC * 3);
         if (m->bf16)
-            attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, NULL,
-                                    m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+            attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, (uint16_t *)a->att,
+                                    NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
         else
             attention_backward(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, a->qkv,
                                b->seg, b->vis, B, T, C, H, b->S);

@@ -423,8 +423,8 @@ static inline int seg_run_end(const int32_t *seg_row, int u, int b, int s)
  * visibility (vis_row NULL: plain causal): u == t, or u < t with
  * vis_row[seg[u]]. Invisible keys inside the ranges, and keys after t, get
  * probability 0. The fp32 path scales in its sgemm and passes 1 (exact).
- * p16 (bf16 path; else NULL): the probabilities also go there rounded, over
- * the whole ranges (zeros past t), the P operand of the PV product.
+ * p16 (bf16 path; else NULL): the probabilities go there rounded instead,
+ * over the whole ranges (zeros past t), and row is left as scratch.
  * 16 lanes where the build has AVX-512, summing in the 8-lane order. */
 static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const int *ra, const int *rb,
                                const int32_t *seg_row, const uint8_t *vis_row, float scale)
@@ -492,19 +492,11 @@ static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const i
         int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
         if (p16) {
 #if VEC16
-            for (; u + 16 <= b; u += 16) {
-                v16f pv = v16_load(row + u) * inv16;
-                v16_store(row + u, pv);
-                v16_store_bf16(p16 + u, pv);
-            }
+            for (; u + 16 <= b; u += 16) v16_store_bf16(p16 + u, v16_load(row + u) * inv16);
 #endif
-            for (; u + 8 <= b; u += 8) {
-                v8f pv = v8_load(row + u) * inv;
-                v8_store(row + u, pv);
-                v8_store_bf16(p16 + u, pv);
-            }
-            for (; u < b; u++) p16[u] = bf16_from_float(row[u] *= inv[0]);
-            for (u = b > a ? b : a; u < rb[r]; u++) row[u] = 0.0f, p16[u] = 0;
+            for (; u + 8 <= b; u += 8) v8_store_bf16(p16 + u, v8_load(row + u) * inv);
+            for (; u < b; u++) p16[u] = bf16_from_float(row[u] * inv[0]);
+            for (u = b > a ? b : a; u < rb[r]; u++) p16[u] = 0;
             continue;
         }
 #if VEC16
@@ -527,6 +519,7 @@ typedef struct {
      * 0 and 1) and A^T B (beta 1) */
     Bf16Scratch *s16;
     const uint16_t *qkv16; /* q|k|v rounded [B*T, 3C] */
+    uint16_t *att16;       /* bf16: the probabilities [B,H,T,T], rounded (in place of att) */
     const Bf16Prim *abt, *ab0, *ab1, *atb1;
 } AttnArgs;
 
@@ -542,7 +535,7 @@ static void attention_forward_task(void *p, int t, int nt)
     int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
-    uint16_t *P16 = a->s16 ? attn_block16(a, t, 0) : NULL;
+    float *Sb = a->s16 ? (float *)attn_block16(a, t, 0) : NULL; /* bf16: the block's scores, [QBLOCK, T] floats */
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
@@ -554,33 +547,38 @@ static void attention_forward_task(void *p, int t, int nt)
         const float *k = q ? q + C : NULL, *v = q ? q + 2 * C : NULL;
         const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL;
         if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C;
-        float *A = a->att + ((size_t)b * H + h) * T * T;
         float *o = a->out + (size_t)b * T * C + (size_t)h * hd;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
-            float *Ab = A + (size_t)i0 * T;
-            /* scores [m, range] = scale * Q[i0:i1] K[range]^T (bf16: the scale goes into the softmax) */
-            for (int r = 0; r < nr; r++) {
-                if (a->s16)
+            if (a->s16) {
+                /* bf16: the scores go to the worker's block (in cache), the softmax writes the
+                 * probabilities rounded to att16, and the PV product reads them there (the
+                 * scale goes into the softmax) */
+                uint16_t *P16 = a->att16 + (((size_t)b * H + h) * T + i0) * T;
+                for (int r = 0; r < nr; r++)
                     bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, q16 + (size_t)i0 * ld, ld, k16 + (size_t)ra[r] * ld, ld,
-                                 Ab + ra[r], T);
-                else
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale,
-                                q + (size_t)i0 * ld, ld, k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
-            }
-            for (int tt = i0; tt < i1; tt++)
-                masked_softmax_row(A + (size_t)tt * T, P16 ? P16 + (size_t)(tt - i0) * T : NULL, tt, nr, ra, rb,
-                                   seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, a->s16 ? scale : 1.0f);
-            /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
-            for (int r = 0; r < nr; r++) {
-                if (a->s16)
+                                 Sb + ra[r], T);
+                for (int tt = i0; tt < i1; tt++)
+                    masked_softmax_row(Sb + (size_t)(tt - i0) * T, P16 + (size_t)(tt - i0) * T, tt, nr, ra, rb, seg_row,
+                                       seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, scale);
+                for (int r = 0; r < nr; r++)
                     bf16_run_any(r ? a->ab1 : a->ab0, t, m, hd, rb[r] - ra[r], P16 + ra[r], T, v16 + (size_t)ra[r] * ld,
                                  ld, o + (size_t)i0 * C, C);
-                else
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
-                                v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
+                continue;
             }
+            float *Ab = a->att + (((size_t)b * H + h) * T + i0) * T;
+            /* scores [m, range] = scale * Q[i0:i1] K[range]^T */
+            for (int r = 0; r < nr; r++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld, ld,
+                            k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
+            for (int tt = i0; tt < i1; tt++)
+                masked_softmax_row(Ab + (size_t)(tt - i0) * T, NULL, tt, nr, ra, rb, seg_row,
+                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, 1.0f);
+            /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
+            for (int r = 0; r < nr; r++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
+                            v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
         }
         if (t == 0) pool_progress();
     }
@@ -610,7 +608,7 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
 
 static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols);
 
-void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *keep, const int32_t *seg,
+void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
 {
     size_t N = (size_t)B * T;
@@ -618,8 +616,8 @@ void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *
         fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
     if (!qkv && !keep) fatal(EXIT_RUNTIME, "internal: bf16 attention without q, k, v");
     uint16_t *q16 = keep ? keep : s16->qkv;
-    AttnArgs a = { .out = out, .att = att, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S,
-                   .s16 = s16, .qkv16 = q16, .workers = s16->workers };
+    AttnArgs a = { .out = out, .att16 = att16, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H,
+                   .S = S, .s16 = s16, .qkv16 = q16, .workers = s16->workers };
     attn_prims(&a);
     if (qkv) round_rows(q16, qkv, N, N, 3 * C);
     run_heads(attention_forward_task, &a);
@@ -647,6 +645,25 @@ size_t attention_scratch_floats(int T)
     return m * (size_t)T * ATTN_SCRATCH_SLOTS;
 }
 
+/* visible_dot with p in bf16 (the bf16 path's saved probabilities) */
+static float visible_dot16(const uint16_t *p, const float *d, int t, int nr, const int *ra, const int *rb)
+{
+    v8f acc = v8_set1(0.0f);
+    for (int r = 0; r < nr; r++) {
+        int u = ra[r], e = rb[r] < t + 1 ? rb[r] : t + 1;
+#if VEC16
+        for (; u + 16 <= e; u += 16) acc = v16_acc8(acc, v16_load_bf16(p + u) * v16_load(d + u));
+#endif
+        for (; u + 8 <= e; u += 8) acc += v8_load_bf16(p + u) * v8_load(d + u);
+        if (u < e) {
+            float pp[8] = { 0 };
+            for (int i = 0; i < e - u; i++) pp[i] = bf16_to_float(p[u + i]);
+            acc += v8_load(pp) * v8_load_part(d + u, e - u, 0.0f);
+        }
+    }
+    return v8_hsum(acc);
+}
+
 /* sum of p[u] d[u] over the keys u <= t in the ranges: the softmax
  * backward's row sum (8 lanes, then a fixed-order horizontal sum) */
 static float visible_dot(const float *p, const float *d, int t, int nr, const int *ra, const int *rb)
@@ -663,11 +680,11 @@ static float visible_dot(const float *p, const float *d, int t, int nr, const in
     return v8_hsum(acc);
 }
 
-/* One query block [i0, i0+m) of the bf16 backward: dP = dO V^T into D, then
- * the softmax backward writes dS and P rounded in one pass over P, then
- * dV += P^T dO, dQ += dS K, dK += dS^T Q. */
-static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, const int *ra, const int *rb, const float *P,
-                             float *D, uint16_t *P16, uint16_t *D16, const uint16_t *q16, const uint16_t *k16,
+/* One query block [i0, i0+m) of the bf16 backward: dP = dO V^T into D,
+ * then the softmax backward writes dS rounded from the saved bf16 P, then
+ * dV += P^T dO, dQ += dS K, dK += dS^T Q. P16: the block's rows of att16. */
+static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, const int *ra, const int *rb,
+                             const uint16_t *P16, float *D, uint16_t *D16, const uint16_t *q16, const uint16_t *k16,
                              const uint16_t *v16, const uint16_t *dO16, float *dq, float *dk, float *dv, float scale)
 {
     int T = a->T, C = a->C, hd = C / a->H, ld = 3 * C;
@@ -677,9 +694,10 @@ static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, co
     v8f vscale = v8_set1(scale);
     for (int row = 0; row < m; row++) {
         int tt = i0 + row;
-        const float *pr = P + (size_t)row * T, *dr = D + (size_t)row * T;
-        uint16_t *p16 = P16 + (size_t)row * T, *ds16 = D16 + (size_t)row * T;
-        float sum = visible_dot(pr, dr, tt, nr, ra, rb);
+        const float *dr = D + (size_t)row * T;
+        const uint16_t *p16 = P16 + (size_t)row * T;
+        uint16_t *ds16 = D16 + (size_t)row * T;
+        float sum = visible_dot16(p16, dr, tt, nr, ra, rb);
         v8f s = v8_set1(sum);
 #if VEC16
         v16f s16 = v16_set1(sum), vscale16 = v16_set1(scale);
@@ -687,23 +705,12 @@ static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, co
         for (int r = 0; r < nr; r++) {
             int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
 #if VEC16
-            for (; u + 16 <= e; u += 16) {
-                v16f pv = v16_load(pr + u);
-                v16_store_bf16(ds16 + u, pv * (v16_load(dr + u) - s16) * vscale16);
-                v16_store_bf16(p16 + u, pv);
-            }
+            for (; u + 16 <= e; u += 16)
+                v16_store_bf16(ds16 + u, v16_load_bf16(p16 + u) * (v16_load(dr + u) - s16) * vscale16);
 #endif
-            for (; u + 8 <= e; u += 8) {
-                v8f pv = v8_load(pr + u);
-                v8_store_bf16(ds16 + u, pv * (v8_load(dr + u) - s) * vscale);
-                v8_store_bf16(p16 + u, pv);
-            }
-            if (u < e) {
-                v8f pv = v8_load_part(pr + u, e - u, 0.0f);
-                v8_store_bf16_part(ds16 + u, pv * (v8_load_part(dr + u, e - u, 0.0f) - s) * vscale, e - u);
-                v8_store_bf16_part(p16 + u, pv, e - u);
-            }
-            for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) ds16[u] = p16[u] = 0;
+            for (; u + 8 <= e; u += 8) v8_store_bf16(ds16 + u, v8_load_bf16(p16 + u) * (v8_load(dr + u) - s) * vscale);
+            for (; u < e; u++) ds16[u] = bf16_from_float(bf16_to_float(p16[u]) * (dr[u] - sum) * scale);
+            for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) ds16[u] = 0;
         }
     }
     for (int r = 0; r < nr; r++) {
@@ -724,7 +731,7 @@ static void attention_backward_task(void *p, int t, int nt)
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
     size_t mrows = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
     float *D = a->scratch + (size_t)t * mrows * T;
-    uint16_t *P16 = a->s16 ? attn_block16(a, t, 0) : NULL, *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
+    uint16_t *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
@@ -739,17 +746,18 @@ static void attention_backward_task(void *p, int t, int nt)
                     dO16 = a->s16->dout + off_o;
         float *dq = a->dqkv + off;
         float *dk = dq + C, *dv = dq + 2 * C;
-        const float *A = a->att + ((size_t)b * H + h) * T * T;
+        const float *A = a->s16 ? NULL : a->att + ((size_t)b * H + h) * T * T;
         const float *dO = a->dout + off_o;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
-            const float *P = A + (size_t)i0 * T;
             if (a->s16) {
-                backward_block16(a, t, i0, m, nr, ra, rb, P, D, P16, D16, q16, k16, v16, dO16, dq, dk, dv, scale);
+                const uint16_t *P16 = a->att16 + (((size_t)b * H + h) * T + i0) * T;
+                backward_block16(a, t, i0, m, nr, ra, rb, P16, D, D16, q16, k16, v16, dO16, dq, dk, dv, scale);
                 if (t == 0) pool_progress();
                 continue;
             }
+            const float *P = A + (size_t)i0 * T;
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
                 /* dV[range] += P[:, range]^T dO[i0:i1] */
@@ -796,15 +804,17 @@ static void attention_backward_task(void *p, int t, int nt)
 }
 
 static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_floats, const float *dout,
-                                   const float *att, const float *qkv, const uint16_t *qkv16, const int32_t *seg,
-                                   const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
+                                   const float *att, const uint16_t *att16, const float *qkv, const uint16_t *qkv16,
+                                   const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S,
+                                   Bf16Scratch *s16)
 {
     size_t per = (T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK) * (size_t)T;
     int workers = pool_threads();
     if ((size_t)workers > scratch_floats / per) workers = (int)(scratch_floats / per);
     if (s16 && workers > s16->workers) workers = s16->workers;
     if (workers < 1) fatal(EXIT_RUNTIME, "internal: attention scratch of %zu floats is below one block", scratch_floats);
-    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .att = (float *)att, .qkv = qkv, .seg = seg, .vis = vis,
+    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .att = (float *)att, .att16 = (uint16_t *)att16,
+                   .qkv = qkv, .seg = seg, .vis = vis,
                    .B = B, .T = T, .C = C, .H = H, .S = S, .workers = workers, .s16 = s16 };
     if (s16) {
         size_t N = (size_t)B * T;
@@ -821,14 +831,14 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
 void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
                         const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, NULL, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
 }
 
-void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const uint16_t *att16,
                              const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
                              int T, int C, int H, int S, Bf16Scratch *s16)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, qkv16, seg, vis, B, T, C, H, S, s16);
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, NULL, att16, qkv, qkv16, seg, vis, B, T, C, H, S, s16);
 }
 
 /* ---- SwiGLU ------------------------------------------------------------- */

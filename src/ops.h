@@ -154,13 +154,16 @@ void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout,
 /* The buffer matmul_backward_bf16 rounds dout into ([max_rows rounded up to
  * 16, max_cols]); a caller may fill it and pass it as dout16. */
 uint16_t *bf16_scratch_operand(Bf16Scratch *s);
-/* attention_forward / attention_backward with bf16 products. keep: NULL,
- * or where qkv goes rounded ([B*T, 3C]); qkv NULL: keep holds q|k|v already
- * rounded (rope_forward_bf16). The backward's qkv16 is that copy (NULL:
- * round qkv again; qkv is not read when qkv16 is given). */
-void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *keep, const int32_t *seg,
+/* attention_forward / attention_backward with bf16 products. The
+ * probabilities are saved rounded to bf16, att16 [B,H,T,T] (what the PV
+ * product and its backward take; the softmax backward reads them too), in
+ * the ranges attention_forward fills. keep: NULL, or where qkv goes rounded
+ * ([B*T, 3C]); qkv NULL: keep holds q|k|v already rounded
+ * (rope_forward_bf16). The backward's qkv16 is that copy (NULL: round qkv
+ * again; qkv is not read when qkv16 is given). */
+void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
-void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const uint16_t *att16,
                              const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
                              int T, int C, int H, int S, Bf16Scratch *s);
 

@@ -104,6 +104,14 @@ static inline void v8_store_bf16_part(uint16_t *p, v8f x, int n)
     for (int i = 0; i < n; i++) p[i] = h[i];
 }
 
+/* 8 bf16 values widened to floats (exact) */
+static inline v8f v8_load_bf16(const uint16_t *p)
+{
+    v8h h;
+    memcpy(&h, p, sizeof h);
+    return (v8f)(__builtin_convertvector(h, v8u) << 16);
+}
+
 static inline float scalar_exp(float x)
 {
     v8f v = v8_exp(v8_set1(x));
@@ -143,6 +151,13 @@ static inline v8f v16_hi(v16f v) { return __builtin_shufflevector(v, v, 8, 9, 10
 static inline v8f v16_acc8(v8f acc, v16f v) { return (acc + v16_lo(v)) + v16_hi(v); }
 
 VEC_DEFINE_EXP(v16_exp, v16f, v16i, v16_set1, v16_select, v16_min, v16_max)
+
+static inline v16f v16_load_bf16(const uint16_t *p)
+{
+    v16h h;
+    memcpy(&h, p, sizeof h);
+    return (v16f)(__builtin_convertvector(h, v16u) << 16);
+}
 
 /* v8_to_bf16 on 16 lanes */
 static inline void v16_store_bf16(uint16_t *p, v16f x)
