@@ -199,11 +199,23 @@ static void rmsnorm_backward_dx_task(void *p, int t, int nt)
         /* y = x r g with r = (mean(x^2)+eps)^(-1/2), so dr/dx_i = -r^3 x_i / C */
         v8f acc = v8_set1(0.0f);
         int c = 0;
+#if VEC16
+        for (; c + 16 <= C; c += 16) acc = v16_acc8(acc, v16_load(dy + c) * v16_load(g + c) * v16_load(x + c));
+#endif
         for (; c + 8 <= C; c += 8) acc += v8_load(dy + c) * v8_load(g + c) * v8_load(x + c);
         float dot = v8_hsum(acc);
         for (; c < C; c++) dot += dy[c] * g[c] * x[c];
         float k = r * r * r * dot / (float)C;
-        for (c = 0; c < C; c++) dx[c] += r * dy[c] * g[c] - k * x[c];
+        c = 0;
+#if VEC16
+        v16f r16 = v16_set1(r), k16 = v16_set1(k);
+        for (; c + 16 <= C; c += 16)
+            v16_store(dx + c, v16_load(dx + c) + (r16 * v16_load(dy + c) * v16_load(g + c) - k16 * v16_load(x + c)));
+#endif
+        v8f r8 = v8_set1(r), k8 = v8_set1(k);
+        for (; c + 8 <= C; c += 8)
+            v8_store(dx + c, v8_load(dx + c) + (r8 * v8_load(dy + c) * v8_load(g + c) - k8 * v8_load(x + c)));
+        for (; c < C; c++) dx[c] += r * dy[c] * g[c] - k * x[c];
     }
 }
 
@@ -216,8 +228,15 @@ static void rmsnorm_backward_dg_task(void *p, int t, int nt)
     pool_range((size_t)C, t, nt, &c0, &c1);
     for (int n = 0; n < a->N; n++) {
         const float *x = a->inp + (size_t)n * C, *dy = a->dout + (size_t)n * C;
-        float r = a->rstd[n];
-        for (size_t c = c0; c < c1; c++) a->dg[c] += dy[c] * x[c] * r;
+        float r = a->rstd[n], *dg = a->dg;
+        size_t c = c0;
+#if VEC16
+        v16f r16 = v16_set1(r);
+        for (; c + 16 <= c1; c += 16) v16_store(dg + c, v16_load(dg + c) + v16_load(dy + c) * v16_load(x + c) * r16);
+#endif
+        v8f r8 = v8_set1(r);
+        for (; c + 8 <= c1; c += 8) v8_store(dg + c, v8_load(dg + c) + v8_load(dy + c) * v8_load(x + c) * r8);
+        for (; c < c1; c++) dg[c] += dy[c] * x[c] * r;
     }
 }
 
@@ -448,8 +467,14 @@ static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const i
                     continue;
                 }
             }
-            if (visible) {
+            if (visible) { /* (the max does not depend on the lane order) */
                 int k = u;
+#if VEC16
+                for (; k + 16 <= e; k += 16) {
+                    v16f x = v16_load(row + k);
+                    vmx = v8_max(vmx, v8_max(v16_lo(x), v16_hi(x)));
+                }
+#endif
                 for (; k + 8 <= e; k += 8) vmx = v8_max(vmx, v8_load(row + k));
                 for (; k < e; k++)
                     if (row[k] > mx) mx = row[k];
@@ -983,7 +1008,12 @@ static void residual_task(void *p, int t, int nt)
     const ResArgs *r = p;
     size_t i0, i1;
     pool_range(r->n, t, nt, &i0, &i1);
-    for (size_t i = i0; i < i1; i++) r->out[i] = r->a[i] + r->b[i];
+    size_t i = i0; /* out may be a or b: each vector is read before it is written */
+#if VEC16
+    for (; i + 16 <= i1; i += 16) v16_store(r->out + i, v16_load(r->a + i) + v16_load(r->b + i));
+#endif
+    for (; i + 8 <= i1; i += 8) v8_store(r->out + i, v8_load(r->a + i) + v8_load(r->b + i));
+    for (; i < i1; i++) r->out[i] = r->a[i] + r->b[i];
 }
 
 void residual_forward(float *out, const float *a, const float *b, size_t n)
