@@ -16,7 +16,8 @@ struct Bf16Scratch {
     int cols, T, C, workers;
     uint16_t *a, *b;      /* rounded operands of the layer products [rows, cols] (+ slack) */
     uint16_t *qkv, *dout; /* attention: rounded q|k|v [rows, 3C] and dO [rows, C] */
-    uint16_t *blk;        /* per worker: rounded P and dS blocks, 2 x [QBLOCK, T] */
+    uint16_t *blk;        /* per worker 2 x [QBLOCK, T] bf16: the forward's fp32 scores [QBLOCK, T] over both, the
+                           * backward's rounded dS in the second */
     float *tile;          /* per worker: one product tile [BF16_TILE, cols] for a partial tile */
 };
 
@@ -539,8 +540,8 @@ typedef struct {
     const int32_t *seg;
     const uint8_t *vis;
     int B, T, C, H, S, workers;
-    /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks of
-     * P and dS rounded, and oneDNN's runtime-shape products A B^T, A B (beta
+    /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks
+     * (scores, dS rounded), and oneDNN's runtime-shape products A B^T, A B (beta
      * 0 and 1) and A^T B (beta 1) */
     Bf16Scratch *s16;
     const uint16_t *qkv16; /* q|k|v rounded [B*T, 3C] */
