@@ -207,15 +207,9 @@ static void rmsnorm_backward_dx_task(void *p, int t, int nt)
         float dot = v8_hsum(acc);
         for (; c < C; c++) dot += dy[c] * g[c] * x[c];
         float k = r * r * r * dot / (float)C;
-        c = 0;
-#if VEC16
-        v16f r16 = v16_set1(r), k16 = v16_set1(k);
-        for (; c + 16 <= C; c += 16)
-            v16_store(dx + c, v16_load(dx + c) + (r16 * v16_load(dy + c) * v16_load(g + c) - k16 * v16_load(x + c)));
-#endif
-        v8f r8 = v8_set1(r), k8 = v8_set1(k);
-        for (; c + 8 <= C; c += 8)
-            v8_store(dx + c, v8_load(dx + c) + (r8 * v8_load(dy + c) * v8_load(g + c) - k8 * v8_load(x + c)));
+        vwf rw = vw_set1(r), kw = vw_set1(k);
+        for (c = 0; c + VW <= C; c += VW)
+            vw_store(dx + c, vw_load(dx + c) + (rw * vw_load(dy + c) * vw_load(g + c) - kw * vw_load(x + c)));
         for (; c < C; c++) dx[c] += r * dy[c] * g[c] - k * x[c];
     }
 }
@@ -231,12 +225,8 @@ static void rmsnorm_backward_dg_task(void *p, int t, int nt)
         const float *x = a->inp + (size_t)n * C, *dy = a->dout + (size_t)n * C;
         float r = a->rstd[n], *dg = a->dg;
         size_t c = c0;
-#if VEC16
-        v16f r16 = v16_set1(r);
-        for (; c + 16 <= c1; c += 16) v16_store(dg + c, v16_load(dg + c) + v16_load(dy + c) * v16_load(x + c) * r16);
-#endif
-        v8f r8 = v8_set1(r);
-        for (; c + 8 <= c1; c += 8) v8_store(dg + c, v8_load(dg + c) + v8_load(dy + c) * v8_load(x + c) * r8);
+        vwf rw = vw_set1(r);
+        for (; c + VW <= c1; c += VW) vw_store(dg + c, vw_load(dg + c) + vw_load(dy + c) * vw_load(x + c) * rw);
         for (; c < c1; c++) dg[c] += dy[c] * x[c] * r;
     }
 }
@@ -510,26 +500,18 @@ static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const i
             acc += e;
         }
     }
-    v8f inv = v8_set1(1.0f / v8_hsum(acc));
-#if VEC16
-    v16f inv16 = v16_set1(inv[0]);
-#endif
+    float inv = 1.0f / v8_hsum(acc);
+    vwf invw = vw_set1(inv);
     for (int r = 0; r < nr; r++) {
         int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
         if (p16) {
-#if VEC16
-            for (; u + 16 <= b; u += 16) v16_store_bf16(p16 + u, v16_load(row + u) * inv16);
-#endif
-            for (; u + 8 <= b; u += 8) v8_store_bf16(p16 + u, v8_load(row + u) * inv);
-            for (; u < b; u++) p16[u] = bf16_from_float(row[u] * inv[0]);
+            for (; u + VW <= b; u += VW) vw_store_bf16(p16 + u, vw_load(row + u) * invw);
+            for (; u < b; u++) p16[u] = bf16_from_float(row[u] * inv);
             for (u = b > a ? b : a; u < rb[r]; u++) p16[u] = 0;
             continue;
         }
-#if VEC16
-        for (; u + 16 <= b; u += 16) v16_store(row + u, v16_load(row + u) * inv16);
-#endif
-        for (; u + 8 <= b; u += 8) v8_store(row + u, v8_load(row + u) * inv);
-        for (; u < b; u++) row[u] *= inv[0];
+        for (; u + VW <= b; u += VW) vw_store(row + u, vw_load(row + u) * invw);
+        for (; u < b; u++) row[u] *= inv;
         for (u = b > a ? b : a; u < rb[r]; u++) row[u] = 0.0f;
     }
 }
@@ -671,37 +653,23 @@ size_t attention_scratch_floats(int T)
     return m * (size_t)T * ATTN_SCRATCH_SLOTS;
 }
 
-/* visible_dot with p in bf16 (the bf16 path's saved probabilities) */
-static float visible_dot16(const uint16_t *p, const float *d, int t, int nr, const int *ra, const int *rb)
+/* sum of p[u] d[u] over the keys u <= t in the ranges: the softmax
+ * backward's row sum (8 lanes, then a fixed-order horizontal sum). p in
+ * fp32, or p16 in bf16 (the bf16 path's saved probabilities; p NULL). */
+static float visible_dot(const float *p, const uint16_t *p16, const float *d, int t, int nr, const int *ra, const int *rb)
 {
     v8f acc = v8_set1(0.0f);
     for (int r = 0; r < nr; r++) {
         int u = ra[r], e = rb[r] < t + 1 ? rb[r] : t + 1;
 #if VEC16
-        for (; u + 16 <= e; u += 16) acc = v16_acc8(acc, v16_load_bf16(p + u) * v16_load(d + u));
+        for (; u + 16 <= e; u += 16) acc = v16_acc8(acc, (p16 ? v16_load_bf16(p16 + u) : v16_load(p + u)) * v16_load(d + u));
 #endif
-        for (; u + 8 <= e; u += 8) acc += v8_load_bf16(p + u) * v8_load(d + u);
+        for (; u + 8 <= e; u += 8) acc += (p16 ? v8_load_bf16(p16 + u) : v8_load(p + u)) * v8_load(d + u);
         if (u < e) {
             float pp[8] = { 0 };
-            for (int i = 0; i < e - u; i++) pp[i] = bf16_to_float(p[u + i]);
+            for (int i = 0; i < e - u; i++) pp[i] = p16 ? bf16_to_float(p16[u + i]) : p[u + i];
             acc += v8_load(pp) * v8_load_part(d + u, e - u, 0.0f);
         }
-    }
-    return v8_hsum(acc);
-}
-
-/* sum of p[u] d[u] over the keys u <= t in the ranges: the softmax
- * backward's row sum (8 lanes, then a fixed-order horizontal sum) */
-static float visible_dot(const float *p, const float *d, int t, int nr, const int *ra, const int *rb)
-{
-    v8f acc = v8_set1(0.0f);
-    for (int r = 0; r < nr; r++) {
-        int u = ra[r], e = rb[r] < t + 1 ? rb[r] : t + 1;
-#if VEC16
-        for (; u + 16 <= e; u += 16) acc = v16_acc8(acc, v16_load(p + u) * v16_load(d + u));
-#endif
-        for (; u + 8 <= e; u += 8) acc += v8_load(p + u) * v8_load(d + u);
-        if (u < e) acc += v8_load_part(p + u, e - u, 0.0f) * v8_load_part(d + u, e - u, 0.0f);
     }
     return v8_hsum(acc);
 }
@@ -717,24 +685,17 @@ static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, co
     const uint16_t *dOb = dO16 + (size_t)i0 * C;
     for (int r = 0; r < nr; r++)
         bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, dOb, C, v16 + (size_t)ra[r] * ld, ld, D + ra[r], T);
-    v8f vscale = v8_set1(scale);
+    vwf vscale = vw_set1(scale);
     for (int row = 0; row < m; row++) {
         int tt = i0 + row;
         const float *dr = D + (size_t)row * T;
         const uint16_t *p16 = P16 + (size_t)row * T;
         uint16_t *ds16 = D16 + (size_t)row * T;
-        float sum = visible_dot16(p16, dr, tt, nr, ra, rb);
-        v8f s = v8_set1(sum);
-#if VEC16
-        v16f s16 = v16_set1(sum), vscale16 = v16_set1(scale);
-#endif
+        float sum = visible_dot(NULL, p16, dr, tt, nr, ra, rb);
+        vwf sw = vw_set1(sum);
         for (int r = 0; r < nr; r++) {
             int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
-#if VEC16
-            for (; u + 16 <= e; u += 16)
-                v16_store_bf16(ds16 + u, v16_load_bf16(p16 + u) * (v16_load(dr + u) - s16) * vscale16);
-#endif
-            for (; u + 8 <= e; u += 8) v8_store_bf16(ds16 + u, v8_load_bf16(p16 + u) * (v8_load(dr + u) - s) * vscale);
+            for (; u + VW <= e; u += VW) vw_store_bf16(ds16 + u, vw_load_bf16(p16 + u) * (vw_load(dr + u) - sw) * vscale);
             for (; u < e; u++) ds16[u] = bf16_from_float(bf16_to_float(p16[u]) * (dr[u] - sum) * scale);
             for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) ds16[u] = 0;
         }
@@ -795,24 +756,17 @@ static void attention_backward_task(void *p, int t, int nt)
             }
             /* softmax backward: dS = P * (dP - sum(P * dP)), times the score scale.
              * Masked entries have P = 0, so they get no gradient. */
-            v8f vscale = v8_set1(scale);
+            vwf vscale = vw_set1(scale);
             for (int row = 0; row < m; row++) {
                 int tt = i0 + row;
                 const float *pr = P + (size_t)row * T;
                 float *dr = D + (size_t)row * T;
-                float sum = visible_dot(pr, dr, tt, nr, ra, rb);
-                v8f s = v8_set1(sum);
-#if VEC16
-                v16f s16 = v16_set1(sum), vscale16 = v16_set1(scale);
-#endif
+                float sum = visible_dot(pr, NULL, dr, tt, nr, ra, rb);
+                vwf sw = vw_set1(sum);
                 for (int r = 0; r < nr; r++) {
                     int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
-#if VEC16
-                    for (; u + 16 <= e; u += 16)
-                        v16_store(dr + u, v16_load(pr + u) * (v16_load(dr + u) - s16) * vscale16);
-#endif
-                    for (; u + 8 <= e; u += 8) v8_store(dr + u, v8_load(pr + u) * (v8_load(dr + u) - s) * vscale);
-                    for (; u < e; u++) dr[u] = pr[u] * (dr[u] - s[0]) * scale;
+                    for (; u + VW <= e; u += VW) vw_store(dr + u, vw_load(pr + u) * (vw_load(dr + u) - sw) * vscale);
+                    for (; u < e; u++) dr[u] = pr[u] * (dr[u] - sum) * scale;
                     for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) dr[u] = 0.0f;
                 }
             }
@@ -882,26 +836,17 @@ static void swiglu_forward_task(void *p, int t, int nt)
     int F = a->F;
     size_t n0, n1;
     pool_range((size_t)a->N, t, nt, &n0, &n1);
-    v8f one = v8_set1(1.0f);
+    vwf one = vw_set1(1.0f);
     for (size_t n = n0; n < n1; n++) {
         const float *g = a->h13 + n * 2 * F, *u = g + F;
         float *y = a->out16 ? NULL : a->out + n * F;
         uint16_t *y16 = a->out16 ? a->out16 + n * F : NULL;
         int f = 0;
-#if VEC16
-        v16f one16 = v16_set1(1.0f);
-        for (; f + 16 <= F; f += 16) {
-            v16f gv = v16_load(g + f);
-            v16f yv = gv / (one16 + v16_exp(-gv)) * v16_load(u + f);
-            if (y16) v16_store_bf16(y16 + f, yv);
-            else v16_store(y + f, yv);
-        }
-#endif
-        for (; f + 8 <= F; f += 8) {
-            v8f gv = v8_load(g + f);
-            v8f yv = gv / (one + v8_exp(-gv)) * v8_load(u + f);
-            if (y16) v8_store_bf16(y16 + f, yv);
-            else v8_store(y + f, yv);
+        for (; f + VW <= F; f += VW) {
+            vwf gv = vw_load(g + f);
+            vwf yv = gv / (one + vw_exp(-gv)) * vw_load(u + f);
+            if (y16) vw_store_bf16(y16 + f, yv);
+            else vw_store(y + f, yv);
         }
         for (; f < F; f++) {
             float yf = g[f] / (1.0f + scalar_exp(-g[f])) * u[f];
@@ -929,41 +874,26 @@ static void swiglu_backward_task(void *p, int t, int nt)
     int F = a->F;
     size_t n0, n1;
     pool_range((size_t)a->N, t, nt, &n0, &n1);
-    v8f one = v8_set1(1.0f), keep = v8_set1(a->accumulate ? 1.0f : 0.0f);
+    vwf one = vw_set1(1.0f);
+    float keep = a->accumulate ? 1.0f : 0.0f;
     for (size_t n = n0; n < n1; n++) {
         const float *g = a->h13 + n * 2 * F, *u = g + F;
         const float *dy = a->dout + n * F;
         float *dg = a->dh16 ? NULL : a->dh13 + n * 2 * F, *du = a->dh16 ? NULL : dg + F;
         uint16_t *dg16 = a->dh16 ? a->dh16 + n * 2 * F : NULL, *du16 = a->dh16 ? dg16 + F : NULL;
         int f = 0;
-#if VEC16
-        v16f one16 = v16_set1(1.0f);
-        for (; f + 16 <= F; f += 16) {
-            v16f gv = v16_load(g + f), uv = v16_load(u + f), dyv = v16_load(dy + f);
-            v16f sig = one16 / (one16 + v16_exp(-gv));
-            v16f dgv = dyv * uv * sig * (one16 + gv * (one16 - sig)), duv = dyv * gv * sig;
+        for (; f + VW <= F; f += VW) {
+            vwf gv = vw_load(g + f), uv = vw_load(u + f), dyv = vw_load(dy + f);
+            vwf sig = one / (one + vw_exp(-gv));
+            vwf dgv = dyv * uv * sig * (one + gv * (one - sig)), duv = dyv * gv * sig;
             if (dg16) {
-                v16_store_bf16(dg16 + f, dgv);
-                v16_store_bf16(du16 + f, duv);
+                vw_store_bf16(dg16 + f, dgv);
+                vw_store_bf16(du16 + f, duv);
                 continue;
             }
-            if (a->accumulate) dgv += v16_load(dg + f), duv += v16_load(du + f);
-            v16_store(dg + f, dgv);
-            v16_store(du + f, duv);
-        }
-#endif
-        for (; f + 8 <= F; f += 8) {
-            v8f gv = v8_load(g + f), uv = v8_load(u + f), dyv = v8_load(dy + f);
-            v8f sig = one / (one + v8_exp(-gv));
-            v8f dgv = dyv * uv * sig * (one + gv * (one - sig)), duv = dyv * gv * sig;
-            if (dg16) {
-                v8_store_bf16(dg16 + f, dgv);
-                v8_store_bf16(du16 + f, duv);
-                continue;
-            }
-            if (a->accumulate) dgv += v8_load(dg + f), duv += v8_load(du + f);
-            v8_store(dg + f, dgv);
-            v8_store(du + f, duv);
+            if (a->accumulate) dgv += vw_load(dg + f), duv += vw_load(du + f);
+            vw_store(dg + f, dgv);
+            vw_store(du + f, duv);
         }
         for (; f < F; f++) {
             float sig = 1.0f / (1.0f + scalar_exp(-g[f]));
@@ -972,8 +902,8 @@ static void swiglu_backward_task(void *p, int t, int nt)
                 dg16[f] = bf16_from_float(dgs), du16[f] = bf16_from_float(dus);
                 continue;
             }
-            dg[f] = keep[0] * dg[f] + dgs;
-            du[f] = keep[0] * du[f] + dus;
+            dg[f] = keep * dg[f] + dgs;
+            du[f] = keep * du[f] + dus;
         }
     }
 }
@@ -1010,10 +940,7 @@ static void residual_task(void *p, int t, int nt)
     size_t i0, i1;
     pool_range(r->n, t, nt, &i0, &i1);
     size_t i = i0; /* out may be a or b: each vector is read before it is written */
-#if VEC16
-    for (; i + 16 <= i1; i += 16) v16_store(r->out + i, v16_load(r->a + i) + v16_load(r->b + i));
-#endif
-    for (; i + 8 <= i1; i += 8) v8_store(r->out + i, v8_load(r->a + i) + v8_load(r->b + i));
+    for (; i + VW <= i1; i += VW) vw_store(r->out + i, vw_load(r->a + i) + vw_load(r->b + i));
     for (; i < i1; i++) r->out[i] = r->a[i] + r->b[i];
 }
 

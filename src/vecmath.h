@@ -173,4 +173,26 @@ static inline void v16_store_bf16(uint16_t *p, v16f x)
 #define VEC16 0
 #endif
 
+/* The widest of the two: elementwise loops are written once in vw_* and
+ * finish with a scalar loop of the same formula. */
+#if VEC16
+#define VW 16
+typedef v16f vwf;
+#define vw_set1 v16_set1
+#define vw_load v16_load
+#define vw_store v16_store
+#define vw_exp v16_exp
+#define vw_store_bf16 v16_store_bf16
+#define vw_load_bf16 v16_load_bf16
+#else
+#define VW 8
+typedef v8f vwf;
+#define vw_set1 v8_set1
+#define vw_load v8_load
+#define vw_store v8_store
+#define vw_exp v8_exp
+#define vw_store_bf16 v8_store_bf16
+#define vw_load_bf16 v8_load_bf16
+#endif
+
 #endif
