@@ -465,7 +465,7 @@ void model_init_weights(Model *m, uint64_t seed)
     model_params_changed(m);
 }
 
-void model_zero_grad(Model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+void model_zero_grad(Model *m) { zero_floats(m->grads, m->n_params); }
 
 /* ---------------------------------------------------------------------- */
 /* forward and backward                                                    */
@@ -536,11 +536,11 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
     int QKV = C + 2 * model_kv_width(c);
     size_t NC = (size_t)N * C;
     /* the scratch gradients are overwritten per use; only m->grads accumulates across calls */
-    memset(m->d_logits, 0, sizeof(float) * N * V);
+    zero_floats(m->d_logits, (size_t)N * V);
     target_logp_backward(m->d_logits, dlogp, m->logits, m->lse, b->targets, b->n_targets, V);
     mm_backward(m, m->d_norm, m->g.head, m->d_logits, m->xnf, m->w.head, 4 * c->n_layers, N, C, V);
     if (ready && c->untied) ready(ctx, m->tensors[2 + 6 * c->n_layers].offset);
-    memset(m->d_resid, 0, sizeof(float) * NC);
+    zero_floats(m->d_resid, NC);
     rmsnorm_backward(m->d_resid, m->g.final_norm, m->d_norm, m->resid[c->n_layers], m->w.final_norm, m->rstdf, N, C);
     if (ready) ready(ctx, m->tensors[1 + 6 * c->n_layers].offset);
     for (int l = c->n_layers - 1; l >= 0; l--) {
@@ -560,7 +560,7 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         /* attention block */
         mm_backward(m, m->d_atto, g->wo, m->d_resid, a->atto, w->wo, 4 * l + 1, N, C, C);
         if (ready) ready(ctx, lt[2].offset);
-        memset(m->d_qkv, 0, sizeof(float) * NC * 3);
+        zero_floats(m->d_qkv, NC * 3);
         if (m->bf16)
             attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, (uint16_t *)a->att,
                                     NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);

@@ -929,6 +929,27 @@ void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, i
 /* ---- residual ----------------------------------------------------------- */
 
 typedef struct {
+    float *p;
+    size_t n;
+} ZeroArgs;
+
+static void zero_task(void *ctx, int t, int nt)
+{
+    const ZeroArgs *z = ctx;
+    size_t lo, hi, units = (z->n + 15) / 16; /* 64-byte pieces */
+    pool_range(units, t, nt, &lo, &hi);
+    lo *= 16, hi *= 16;
+    if (hi > z->n) hi = z->n;
+    if (lo < hi) memset(z->p + lo, 0, sizeof(float) * (hi - lo));
+}
+
+void zero_floats(float *p, size_t n)
+{
+    ZeroArgs z = { p, n };
+    pool_run(zero_task, &z);
+}
+
+typedef struct {
     float *out;
     const float *a, *b;
     size_t n;

@@ -88,6 +88,9 @@ void swiglu_backward(float *dh13, const float *dout, const float *h13, int N, in
 /* The same, overwriting dh13 instead of accumulating into it. */
 void swiglu_backward_set(float *dh13, const float *dout, const float *h13, int N, int F);
 
+/* p[0..n) = 0, split over the pool (the gradient buffers between steps). */
+void zero_floats(float *p, size_t n);
+
 /* out[n] = a[n] + b[n]; safe in place (out may alias a or b). */
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 
