@@ -32,6 +32,9 @@ float bf16_to_float(uint16_t h)
 void bf16_round(uint16_t *dst, const float *src, size_t n)
 {
     size_t i = 0;
+#if VEC16
+    for (; i + 16 <= n; i += 16) v16_store_bf16(dst + i, v16_load(src + i));
+#endif
     for (; i + 8 <= n; i += 8) v8_store_bf16(dst + i, v8_load(src + i));
     if (i < n) v8_store_bf16_part(dst + i, v8_load_part(src + i, (int)(n - i), 0.0f), (int)(n - i));
 }

@@ -19,7 +19,7 @@
 struct LayerActs {
     float *xn1, *rstd1; /* attn_norm output [N,C], its rstd [N] */
     float *qkv;         /* [N,3C], q and k after RoPE */
-    float *att;         /* [B,H,T,T] attention probabilities */
+    float *att;         /* [B,H,T,T] attention probabilities (bf16: rounded, as uint16_t, in the first half) */
     float *atto;        /* [N,C] attention output before wo */
     float *xmid;        /* [N,C] residual after the attention block */
     float *xn2, *rstd2; /* mlp_norm output [N,C], its rstd [N] */
@@ -474,7 +474,7 @@ void model_init_weights(Model *m, uint64_t seed)
     model_params_changed(m);
 }
 
-void model_zero_grad(Model *m) { memset(m->grads, 0, m->n_params * sizeof(float)); }
+void model_zero_grad(Model *m) { zero_floats(m->grads, m->n_params); }
 
 /* ---------------------------------------------------------------------- */
 /* forward and backward                                                    */
@@ -502,11 +502,13 @@ void model_forward(Model *m, const Batch *b, float *logp)
         norm_mm_forward(m, a->xn1, a->rstd1, m->resid[l], w->attn_norm, m->qkv_kv ? m->qkv_kv : a->qkv, w->wqkv, 4 * l,
                         N, C, QKV);
         if (m->qkv_kv) repeat_kv(a->qkv, m->qkv_kv, N, C, H, c->n_kv_heads);
-        rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-        if (m->bf16)
-            attention_forward_bf16(a->atto, a->att, a->qkv, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
-        else
+        if (m->bf16) { /* q, k rotated and q, k, v rounded in one pass; the fp32 qkv stays unrotated, unread */
+            rope_forward_bf16(m->bqkv[l], a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
+            attention_forward_bf16(a->atto, (uint16_t *)a->att, NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+        } else {
+            rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
             attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
+        }
         mm_forward(m, m->tmp, a->atto, w->wo, 4 * l + 1, N, C, C);
         residual_forward(a->xmid, m->resid[l], m->tmp, NC);
         /* MLP block: x + w2(silu(w1 norm(x)) * w3 norm(x)) */
@@ -543,11 +545,11 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
     int QKV = C + 2 * model_kv_width(c);
     size_t NC = (size_t)N * C;
     /* the scratch gradients are overwritten per use; only m->grads accumulates across calls */
-    memset(m->d_logits, 0, sizeof(float) * N * V);
+    zero_floats(m->d_logits, (size_t)N * V);
     target_logp_backward(m->d_logits, dlogp, m->logits, m->lse, b->targets, b->n_targets, V);
     mm_backward(m, m->d_norm, m->g.head, m->d_logits, m->xnf, m->w.head, 4 * c->n_layers, N, C, V);
     if (ready && c->untied) ready(ctx, m->tensors[model_layer_tensor(c->n_layers) + 1].offset);
-    memset(m->d_resid, 0, sizeof(float) * NC);
+    zero_floats(m->d_resid, NC);
     rmsnorm_backward(m->d_resid, m->g.final_norm, m->d_norm, m->resid[c->n_layers], m->w.final_norm, m->rstdf, N, C);
     if (ready) ready(ctx, m->tensors[model_layer_tensor(c->n_layers)].offset);
     for (int l = c->n_layers - 1; l >= 0; l--) {
@@ -567,16 +569,23 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         /* attention block */
         mm_backward(m, m->d_atto, g->wo, m->d_resid, a->atto, w->wo, 4 * l + 1, N, C, C);
         if (ready) ready(ctx, lt[2].offset);
-        memset(m->d_qkv, 0, sizeof(float) * NC * 3);
+        zero_floats(m->d_qkv, NC * 3);
         if (m->bf16)
-            attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, a->qkv,
-                                    m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+            attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, (uint16_t *)a->att,
+                                    NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
         else
             attention_backward(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, a->qkv,
                                b->seg, b->vis, B, T, C, H, b->S);
-        rope_backward(m->d_qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-        if (m->qkv_kv) repeat_kv_backward(m->qkv_kv, m->d_qkv, N, C, H, c->n_kv_heads);
-        mm_backward(m, m->d_norm, g->wqkv, m->qkv_kv ? m->qkv_kv : m->d_qkv, a->xn1, w->wqkv, 4 * l, N, C, QKV);
+        if (m->bf16 && !m->qkv_kv) { /* rotated back and rounded in one pass: the product's dout operand */
+            uint16_t *d16 = bf16_scratch_operand(m->bscratch);
+            rope_backward_bf16(d16, m->d_qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
+            matmul_backward_bf16(m->d_norm, 0.0f, g->wqkv, NULL, d16, a->xn1, m->bin[4 * l], m->bmat[4 * l], N,
+                                 m->bscratch);
+        } else {
+            rope_backward(m->d_qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
+            if (m->qkv_kv) repeat_kv_backward(m->qkv_kv, m->d_qkv, N, C, H, c->n_kv_heads);
+            mm_backward(m, m->d_norm, g->wqkv, m->qkv_kv ? m->qkv_kv : m->d_qkv, a->xn1, w->wqkv, 4 * l, N, C, QKV);
+        }
         if (ready) ready(ctx, lt[1].offset);
         rmsnorm_backward(m->d_resid, g->attn_norm, m->d_norm, m->resid[l], w->attn_norm, a->rstd1, N, C);
         if (ready) ready(ctx, lt[0].offset);

@@ -16,7 +16,8 @@ struct Bf16Scratch {
     int cols, T, C, workers;
     uint16_t *a, *b;      /* rounded operands of the layer products [rows, cols] (+ slack) */
     uint16_t *qkv, *dout; /* attention: rounded q|k|v [rows, 3C] and dO [rows, C] */
-    uint16_t *blk;        /* per worker: rounded P and dS blocks, 2 x [QBLOCK, T] */
+    uint16_t *blk;        /* per worker 2 x [QBLOCK, T] bf16: the forward's fp32 scores [QBLOCK, T] over both, the
+                           * backward's rounded dS in the second */
     float *tile;          /* per worker: one product tile [BF16_TILE, cols] for a partial tile */
 };
 
@@ -199,11 +200,17 @@ static void rmsnorm_backward_dx_task(void *p, int t, int nt)
         /* y = x r g with r = (mean(x^2)+eps)^(-1/2), so dr/dx_i = -r^3 x_i / C */
         v8f acc = v8_set1(0.0f);
         int c = 0;
+#if VEC16
+        for (; c + 16 <= C; c += 16) acc = v16_acc8(acc, v16_load(dy + c) * v16_load(g + c) * v16_load(x + c));
+#endif
         for (; c + 8 <= C; c += 8) acc += v8_load(dy + c) * v8_load(g + c) * v8_load(x + c);
         float dot = v8_hsum(acc);
         for (; c < C; c++) dot += dy[c] * g[c] * x[c];
         float k = r * r * r * dot / (float)C;
-        for (c = 0; c < C; c++) dx[c] += r * dy[c] * g[c] - k * x[c];
+        vwf rw = vw_set1(r), kw = vw_set1(k);
+        for (c = 0; c + VW <= C; c += VW)
+            vw_store(dx + c, vw_load(dx + c) + (rw * vw_load(dy + c) * vw_load(g + c) - kw * vw_load(x + c)));
+        for (; c < C; c++) dx[c] += r * dy[c] * g[c] - k * x[c];
     }
 }
 
@@ -216,8 +223,11 @@ static void rmsnorm_backward_dg_task(void *p, int t, int nt)
     pool_range((size_t)C, t, nt, &c0, &c1);
     for (int n = 0; n < a->N; n++) {
         const float *x = a->inp + (size_t)n * C, *dy = a->dout + (size_t)n * C;
-        float r = a->rstd[n];
-        for (size_t c = c0; c < c1; c++) a->dg[c] += dy[c] * x[c] * r;
+        float r = a->rstd[n], *dg = a->dg;
+        size_t c = c0;
+        vwf rw = vw_set1(r);
+        for (; c + VW <= c1; c += VW) vw_store(dg + c, vw_load(dg + c) + vw_load(dy + c) * vw_load(x + c) * rw);
+        for (; c < c1; c++) dg[c] += dy[c] * x[c] * r;
     }
 }
 
@@ -247,12 +257,61 @@ void rope_tables(float *cos_t, float *sin_t, int max_pos, int hd, double theta)
 }
 
 typedef struct {
-    float *qkv;
+    const float *in; /* [N,3C] */
+    float *out;      /* [N,3C], may be in (in place); NULL with out16 */
+    uint16_t *out16; /* bf16 instead of out: q and k rotated, v copied, all rounded */
     const int32_t *pos;
     const float *cos_t, *sin_t;
     int N, C, H;
     float sign;
 } RopeArgs;
+
+/* One head's hd values z rotated by pairs: y[2i] = z[2i] c_i - z[2i+1] s_i,
+ * y[2i+1] = z[2i] s_i + z[2i+1] c_i (s = sign * sin). Vector lanes compute
+ * z[2i] c + z[2i+1] (-s) and z[2i+1] c + z[2i] s: the same products and sums
+ * (negation is exact), so every lane equals the scalar formula bitwise. */
+static inline void rope_head(float *y, uint16_t *y16, const float *z, const float *cs, const float *sn, int half,
+                             float sign)
+{
+    int i = 0;
+#if VEC16
+    typedef float v8hf __attribute__((vector_size(32)));
+    const v16f alt16 = { -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1 };
+    for (; i + 8 <= half; i += 8) {
+        v8hf c8, s8;
+        memcpy(&c8, cs + i, sizeof c8);
+        memcpy(&s8, sn + i, sizeof s8);
+        v16f c = __builtin_shufflevector(c8, c8, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+        v16f sv = __builtin_shufflevector(s8, s8, 0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7) * v16_set1(sign) * alt16;
+        v16f zv = v16_load(z + 2 * i);
+        v16f zs = __builtin_shufflevector(zv, zv, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+        v16f yv = zv * c + zs * sv;
+        if (y16) v16_store_bf16(y16 + 2 * i, yv);
+        else v16_store(y + 2 * i, yv);
+    }
+#endif
+    typedef float v4f __attribute__((vector_size(16)));
+    const v8f alt = { -1, 1, -1, 1, -1, 1, -1, 1 };
+    for (; i + 4 <= half; i += 4) {
+        v4f c4, s4;
+        memcpy(&c4, cs + i, sizeof c4);
+        memcpy(&s4, sn + i, sizeof s4);
+        v8f c = __builtin_shufflevector(c4, c4, 0, 0, 1, 1, 2, 2, 3, 3);
+        v8f sv = __builtin_shufflevector(s4, s4, 0, 0, 1, 1, 2, 2, 3, 3) * v8_set1(sign) * alt;
+        v8f zv = v8_load(z + 2 * i);
+        v8f zs = __builtin_shufflevector(zv, zv, 1, 0, 3, 2, 5, 4, 7, 6);
+        v8f yv = zv * c + zs * sv;
+        if (y16) v8_store_bf16(y16 + 2 * i, yv);
+        else v8_store(y + 2 * i, yv);
+    }
+    for (; i < half; i++) {
+        float c = cs[i], s = sign * sn[i];
+        float z0 = z[2 * i], z1 = z[2 * i + 1];
+        float y0 = z0 * c - z1 * s, y1 = z0 * s + z1 * c;
+        if (y16) y16[2 * i] = bf16_from_float(y0), y16[2 * i + 1] = bf16_from_float(y1);
+        else y[2 * i] = y0, y[2 * i + 1] = y1;
+    }
+}
 
 /* Rotates pairs by +angle (sign = 1) or -angle (sign = -1) in the q and k
  * thirds of a [N,3C] buffer. */
@@ -265,29 +324,41 @@ static void rope_task(void *p, int t, int nt)
     for (size_t n = n0; n < n1; n++) {
         const float *cs = a->cos_t + (size_t)a->pos[n] * half;
         const float *sn = a->sin_t + (size_t)a->pos[n] * half;
-        for (int part = 0; part < 2; part++) { /* 0: q, 1: k */
-            float *z = a->qkv + n * 3 * C + (size_t)part * C;
-            for (int h = 0; h < H; h++, z += hd) {
-                for (int i = 0; i < half; i++) {
-                    float c = cs[i], s = a->sign * sn[i];
-                    float z0 = z[2 * i], z1 = z[2 * i + 1];
-                    z[2 * i] = z0 * c - z1 * s;
-                    z[2 * i + 1] = z0 * s + z1 * c;
-                }
+        size_t row = n * 3 * C;
+        for (int part = 0; part < 2; part++) /* 0: q, 1: k */
+            for (int h = 0; h < H; h++) {
+                size_t o = row + (size_t)part * C + (size_t)h * hd;
+                rope_head(a->out16 ? NULL : a->out + o, a->out16 ? a->out16 + o : NULL, a->in + o, cs, sn, half, a->sign);
             }
-        }
+        if (a->out16) bf16_round(a->out16 + row + 2 * C, a->in + row + 2 * C, (size_t)C); /* v */
     }
 }
 
 void rope_forward(float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H)
 {
-    RopeArgs a = { qkv, pos, cos_t, sin_t, N, C, H, 1.0f };
+    RopeArgs a = { .in = qkv, .out = qkv, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H, .sign = 1.0f };
     pool_run(rope_task, &a);
 }
 
 void rope_backward(float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t, int N, int C, int H)
 {
-    RopeArgs a = { dqkv, pos, cos_t, sin_t, N, C, H, -1.0f };
+    RopeArgs a = { .in = dqkv, .out = dqkv, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H, .sign = -1.0f };
+    pool_run(rope_task, &a);
+}
+
+void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                       int N, int C, int H)
+{
+    RopeArgs a = { .in = qkv, .out16 = out16, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H,
+                   .sign = 1.0f };
+    pool_run(rope_task, &a);
+}
+
+void rope_backward_bf16(uint16_t *out16, const float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                        int N, int C, int H)
+{
+    RopeArgs a = { .in = dqkv, .out16 = out16, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H,
+                   .sign = -1.0f };
     pool_run(rope_task, &a);
 }
 
@@ -340,12 +411,33 @@ static int key_ranges(int i0, int i1, const int32_t *seg_row, const uint8_t *vis
     return n;
 }
 
+/* The end of the run of segment s that starts at u, at most b: 8 keys per
+ * compare while the run lasts. */
+static inline int seg_run_end(const int32_t *seg_row, int u, int b, int s)
+{
+    int e = u + 1;
+    v8i vs = { s, s, s, s, s, s, s, s };
+    for (; e + 8 <= b; e += 8) {
+        v8i x;
+        memcpy(&x, seg_row + e, sizeof x);
+        v8i ne = x != vs;
+        uint64_t w[4];
+        memcpy(w, &ne, sizeof w);
+        if (w[0] | w[1] | w[2] | w[3]) break;
+    }
+    while (e < b && seg_row[e] == s) e++;
+    return e;
+}
+
 /* Softmax of scale * row t over the keys in the ranges (ra,rb) honoring
  * visibility (vis_row NULL: plain causal): u == t, or u < t with
  * vis_row[seg[u]]. Invisible keys inside the ranges, and keys after t, get
- * probability 0. The fp32 path scales in its sgemm and passes 1 (exact). */
-static void masked_softmax_row(float *row, int t, int nr, const int *ra, const int *rb, const int32_t *seg_row,
-                               const uint8_t *vis_row, float scale)
+ * probability 0. The fp32 path scales in its sgemm and passes 1 (exact).
+ * p16 (bf16 path; else NULL): the probabilities go there rounded instead,
+ * over the whole ranges (zeros past t), and row is left as scratch.
+ * 16 lanes where the build has AVX-512, summing in the 8-lane order. */
+static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const int *ra, const int *rb,
+                               const int32_t *seg_row, const uint8_t *vis_row, float scale)
 {
     v8f vmx = v8_set1(-INFINITY);
     float mx = -INFINITY;
@@ -357,8 +449,7 @@ static void masked_softmax_row(float *row, int t, int nr, const int *ra, const i
             int visible = 1;
             if (vis_row) {
                 int s = seg_row[u];
-                e = u + 1;
-                while (e < b && seg_row[e] == s) e++;
+                e = seg_run_end(seg_row, u, b, s);
                 visible = vis_row[s] || (e == t + 1 && u == t); /* a token always sees itself */
                 if (!visible && e == t + 1) { /* run ends with t itself: mask all but t */
                     for (int k = u; k < t; k++) row[k] = -INFINITY;
@@ -367,8 +458,14 @@ static void masked_softmax_row(float *row, int t, int nr, const int *ra, const i
                     continue;
                 }
             }
-            if (visible) {
+            if (visible) { /* (the max does not depend on the lane order) */
                 int k = u;
+#if VEC16
+                for (; k + 16 <= e; k += 16) {
+                    v16f x = v16_load(row + k);
+                    vmx = v8_max(vmx, v8_max(v16_lo(x), v16_hi(x)));
+                }
+#endif
                 for (; k + 8 <= e; k += 8) vmx = v8_max(vmx, v8_load(row + k));
                 for (; k < e; k++)
                     if (row[k] > mx) mx = row[k];
@@ -380,8 +477,18 @@ static void masked_softmax_row(float *row, int t, int nr, const int *ra, const i
     float vm = v8_hmax(vmx);
     if (vm > mx) mx = vm;
     v8f vmax = v8_set1(mx), acc = v8_set1(0.0f), vscale = v8_set1(scale);
+#if VEC16
+    v16f vmax16 = v16_set1(mx), vscale16 = v16_set1(scale);
+#endif
     for (int r = 0; r < nr; r++) {
         int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
+#if VEC16
+        for (; u + 16 <= b; u += 16) {
+            v16f e = v16_exp((v16_load(row + u) - vmax16) * vscale16);
+            v16_store(row + u, e);
+            acc = v16_acc8(acc, e);
+        }
+#endif
         for (; u + 8 <= b; u += 8) {
             v8f e = v8_exp((v8_load(row + u) - vmax) * vscale);
             v8_store(row + u, e);
@@ -393,11 +500,18 @@ static void masked_softmax_row(float *row, int t, int nr, const int *ra, const i
             acc += e;
         }
     }
-    v8f inv = v8_set1(1.0f / v8_hsum(acc));
+    float inv = 1.0f / v8_hsum(acc);
+    vwf invw = vw_set1(inv);
     for (int r = 0; r < nr; r++) {
         int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
-        for (; u + 8 <= b; u += 8) v8_store(row + u, v8_load(row + u) * inv);
-        for (; u < b; u++) row[u] *= inv[0];
+        if (p16) {
+            for (; u + VW <= b; u += VW) vw_store_bf16(p16 + u, vw_load(row + u) * invw);
+            for (; u < b; u++) p16[u] = bf16_from_float(row[u] * inv);
+            for (u = b > a ? b : a; u < rb[r]; u++) p16[u] = 0;
+            continue;
+        }
+        for (; u + VW <= b; u += VW) vw_store(row + u, vw_load(row + u) * invw);
+        for (; u < b; u++) row[u] *= inv;
         for (u = b > a ? b : a; u < rb[r]; u++) row[u] = 0.0f;
     }
 }
@@ -408,24 +522,17 @@ typedef struct {
     const int32_t *seg;
     const uint8_t *vis;
     int B, T, C, H, S, workers;
-    /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks of
-     * P and dS rounded, and oneDNN's runtime-shape products A B^T, A B (beta
+    /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks
+     * (scores, dS rounded), and oneDNN's runtime-shape products A B^T, A B (beta
      * 0 and 1) and A^T B (beta 1) */
     Bf16Scratch *s16;
     const uint16_t *qkv16; /* q|k|v rounded [B*T, 3C] */
+    uint16_t *att16;       /* bf16: the probabilities [B,H,T,T], rounded (in place of att) */
     const Bf16Prim *abt, *ab0, *ab1, *atb1;
 } AttnArgs;
 
 static void attn_prims(AttnArgs *a);
 static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
-/* rounds the columns of a [m, T] block that the ranges cover */
-static void round_block(uint16_t *dst, const float *src, int m, int T, int nr, const int *ra, const int *rb)
-{
-    for (int row = 0; row < m; row++)
-        for (int r = 0; r < nr; r++)
-            bf16_round(dst + (size_t)row * T + ra[r], src + (size_t)row * T + ra[r], (size_t)(rb[r] - ra[r]));
-}
-
 static void attention_forward_task(void *p, int t, int nt)
 {
     const AttnArgs *a = p;
@@ -436,7 +543,7 @@ static void attention_forward_task(void *p, int t, int nt)
     int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
-    uint16_t *P16 = a->s16 ? attn_block16(a, t, 0) : NULL;
+    float *Sb = a->s16 ? (float *)attn_block16(a, t, 0) : NULL; /* bf16: the block's scores, [QBLOCK, T] floats */
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
@@ -444,38 +551,42 @@ static void attention_forward_task(void *p, int t, int nt)
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
         size_t off = (size_t)b * T * ld + (size_t)h * hd;
-        const float *q = a->qkv + off;
-        const float *k = q + C, *v = q + 2 * C;
+        const float *q = a->qkv ? a->qkv + off : NULL; /* NULL in bf16, which reads qkv16 */
+        const float *k = q ? q + C : NULL, *v = q ? q + 2 * C : NULL;
         const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL;
         if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C;
-        float *A = a->att + ((size_t)b * H + h) * T * T;
         float *o = a->out + (size_t)b * T * C + (size_t)h * hd;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
-            float *Ab = A + (size_t)i0 * T;
-            /* scores [m, range] = scale * Q[i0:i1] K[range]^T (bf16: the scale goes into the softmax) */
-            for (int r = 0; r < nr; r++) {
-                if (a->s16)
+            if (a->s16) {
+                /* bf16: the scores go to the worker's block (in cache), the softmax writes the
+                 * probabilities rounded to att16, and the PV product reads them there (the
+                 * scale goes into the softmax) */
+                uint16_t *P16 = a->att16 + (((size_t)b * H + h) * T + i0) * T;
+                for (int r = 0; r < nr; r++)
                     bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, q16 + (size_t)i0 * ld, ld, k16 + (size_t)ra[r] * ld, ld,
-                                 Ab + ra[r], T);
-                else
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale,
-                                q + (size_t)i0 * ld, ld, k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
-            }
-            for (int tt = i0; tt < i1; tt++)
-                masked_softmax_row(A + (size_t)tt * T, tt, nr, ra, rb, seg_row,
-                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, a->s16 ? scale : 1.0f);
-            if (a->s16) round_block(P16, Ab, m, T, nr, ra, rb);
-            /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
-            for (int r = 0; r < nr; r++) {
-                if (a->s16)
+                                 Sb + ra[r], T);
+                for (int tt = i0; tt < i1; tt++)
+                    masked_softmax_row(Sb + (size_t)(tt - i0) * T, P16 + (size_t)(tt - i0) * T, tt, nr, ra, rb, seg_row,
+                                       seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, scale);
+                for (int r = 0; r < nr; r++)
                     bf16_run_any(r ? a->ab1 : a->ab0, t, m, hd, rb[r] - ra[r], P16 + ra[r], T, v16 + (size_t)ra[r] * ld,
                                  ld, o + (size_t)i0 * C, C);
-                else
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
-                                v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
+                continue;
             }
+            float *Ab = a->att + (((size_t)b * H + h) * T + i0) * T;
+            /* scores [m, range] = scale * Q[i0:i1] K[range]^T */
+            for (int r = 0; r < nr; r++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld, ld,
+                            k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
+            for (int tt = i0; tt < i1; tt++)
+                masked_softmax_row(Ab + (size_t)(tt - i0) * T, NULL, tt, nr, ra, rb, seg_row,
+                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, 1.0f);
+            /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
+            for (int r = 0; r < nr; r++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
+                            v + (size_t)ra[r] * ld, ld, r ? 1.0f : 0.0f, o + (size_t)i0 * C, C);
         }
         if (t == 0) pool_progress();
     }
@@ -505,17 +616,18 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
 
 static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols);
 
-void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *keep, const int32_t *seg,
+void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
 {
     size_t N = (size_t)B * T;
     if (N > s16->rows || T > s16->T || C != s16->C)
         fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
+    if (!qkv && !keep) fatal(EXIT_RUNTIME, "internal: bf16 attention without q, k, v");
     uint16_t *q16 = keep ? keep : s16->qkv;
-    AttnArgs a = { .out = out, .att = att, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S,
-                   .s16 = s16, .qkv16 = q16, .workers = s16->workers };
+    AttnArgs a = { .out = out, .att16 = att16, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H,
+                   .S = S, .s16 = s16, .qkv16 = q16, .workers = s16->workers };
     attn_prims(&a);
-    round_rows(q16, qkv, N, N, 3 * C);
+    if (qkv) round_rows(q16, qkv, N, N, 3 * C);
     run_heads(attention_forward_task, &a);
 }
 
@@ -528,7 +640,8 @@ void attention_cached_forward(float *out, float *scores, const float *q, int ldq
     for (int h = 0; h < H; h++) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nk, hd, scale, q + (size_t)h * hd, ldq,
                     kc + (size_t)h * hd, C, 0.0f, scores, nk);
-        for (int i = 0; i < n; i++) masked_softmax_row(scores + (size_t)i * nk, len0 + i, 1, &ra, &rb, NULL, NULL, 1.0f);
+        for (int i = 0; i < n; i++)
+            masked_softmax_row(scores + (size_t)i * nk, NULL, len0 + i, 1, &ra, &rb, NULL, NULL, 1.0f);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, nk, 1.0f, scores, nk, vc + (size_t)h * hd, C,
                     0.0f, out + (size_t)h * hd, C);
     }
@@ -541,48 +654,50 @@ size_t attention_scratch_floats(int T)
 }
 
 /* sum of p[u] d[u] over the keys u <= t in the ranges: the softmax
- * backward's row sum (8 lanes, then a fixed-order horizontal sum) */
-static float visible_dot(const float *p, const float *d, int t, int nr, const int *ra, const int *rb)
+ * backward's row sum (8 lanes, then a fixed-order horizontal sum). p in
+ * fp32, or p16 in bf16 (the bf16 path's saved probabilities; p NULL). */
+static float visible_dot(const float *p, const uint16_t *p16, const float *d, int t, int nr, const int *ra, const int *rb)
 {
     v8f acc = v8_set1(0.0f);
     for (int r = 0; r < nr; r++) {
         int u = ra[r], e = rb[r] < t + 1 ? rb[r] : t + 1;
-        for (; u + 8 <= e; u += 8) acc += v8_load(p + u) * v8_load(d + u);
-        if (u < e) acc += v8_load_part(p + u, e - u, 0.0f) * v8_load_part(d + u, e - u, 0.0f);
+#if VEC16
+        for (; u + 16 <= e; u += 16) acc = v16_acc8(acc, (p16 ? v16_load_bf16(p16 + u) : v16_load(p + u)) * v16_load(d + u));
+#endif
+        for (; u + 8 <= e; u += 8) acc += (p16 ? v8_load_bf16(p16 + u) : v8_load(p + u)) * v8_load(d + u);
+        if (u < e) {
+            float pp[8] = { 0 };
+            for (int i = 0; i < e - u; i++) pp[i] = p16 ? bf16_to_float(p16[u + i]) : p[u + i];
+            acc += v8_load(pp) * v8_load_part(d + u, e - u, 0.0f);
+        }
     }
     return v8_hsum(acc);
 }
 
-/* One query block [i0, i0+m) of the bf16 backward: dP = dO V^T into D, then
- * the softmax backward writes dS and P rounded in one pass over P, then
- * dV += P^T dO, dQ += dS K, dK += dS^T Q. */
-static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, const int *ra, const int *rb, const float *P,
-                             float *D, uint16_t *P16, uint16_t *D16, const uint16_t *q16, const uint16_t *k16,
+/* One query block [i0, i0+m) of the bf16 backward: dP = dO V^T into D,
+ * then the softmax backward writes dS rounded from the saved bf16 P, then
+ * dV += P^T dO, dQ += dS K, dK += dS^T Q. P16: the block's rows of att16. */
+static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, const int *ra, const int *rb,
+                             const uint16_t *P16, float *D, uint16_t *D16, const uint16_t *q16, const uint16_t *k16,
                              const uint16_t *v16, const uint16_t *dO16, float *dq, float *dk, float *dv, float scale)
 {
     int T = a->T, C = a->C, hd = C / a->H, ld = 3 * C;
     const uint16_t *dOb = dO16 + (size_t)i0 * C;
     for (int r = 0; r < nr; r++)
         bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, dOb, C, v16 + (size_t)ra[r] * ld, ld, D + ra[r], T);
-    v8f vscale = v8_set1(scale);
+    vwf vscale = vw_set1(scale);
     for (int row = 0; row < m; row++) {
         int tt = i0 + row;
-        const float *pr = P + (size_t)row * T, *dr = D + (size_t)row * T;
-        uint16_t *p16 = P16 + (size_t)row * T, *ds16 = D16 + (size_t)row * T;
-        v8f s = v8_set1(visible_dot(pr, dr, tt, nr, ra, rb));
+        const float *dr = D + (size_t)row * T;
+        const uint16_t *p16 = P16 + (size_t)row * T;
+        uint16_t *ds16 = D16 + (size_t)row * T;
+        float sum = visible_dot(NULL, p16, dr, tt, nr, ra, rb);
+        vwf sw = vw_set1(sum);
         for (int r = 0; r < nr; r++) {
             int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
-            for (; u + 8 <= e; u += 8) {
-                v8f pv = v8_load(pr + u);
-                v8_store_bf16(ds16 + u, pv * (v8_load(dr + u) - s) * vscale);
-                v8_store_bf16(p16 + u, pv);
-            }
-            if (u < e) {
-                v8f pv = v8_load_part(pr + u, e - u, 0.0f);
-                v8_store_bf16_part(ds16 + u, pv * (v8_load_part(dr + u, e - u, 0.0f) - s) * vscale, e - u);
-                v8_store_bf16_part(p16 + u, pv, e - u);
-            }
-            for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) ds16[u] = p16[u] = 0;
+            for (; u + VW <= e; u += VW) vw_store_bf16(ds16 + u, vw_load_bf16(p16 + u) * (vw_load(dr + u) - sw) * vscale);
+            for (; u < e; u++) ds16[u] = bf16_from_float(bf16_to_float(p16[u]) * (dr[u] - sum) * scale);
+            for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) ds16[u] = 0;
         }
     }
     for (int r = 0; r < nr; r++) {
@@ -603,7 +718,7 @@ static void attention_backward_task(void *p, int t, int nt)
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
     size_t mrows = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
     float *D = a->scratch + (size_t)t * mrows * T;
-    uint16_t *P16 = a->s16 ? attn_block16(a, t, 0) : NULL, *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
+    uint16_t *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
@@ -611,24 +726,25 @@ static void attention_backward_task(void *p, int t, int nt)
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
         size_t off = (size_t)b * T * ld + (size_t)h * hd, off_o = (size_t)b * T * C + (size_t)h * hd;
-        const float *q = a->qkv + off;
-        const float *k = q + C, *v = q + 2 * C;
+        const float *q = a->qkv ? a->qkv + off : NULL; /* NULL in bf16, which reads qkv16 */
+        const float *k = q ? q + C : NULL, *v = q ? q + 2 * C : NULL;
         const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL, *dO16 = NULL;
         if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C,
                     dO16 = a->s16->dout + off_o;
         float *dq = a->dqkv + off;
         float *dk = dq + C, *dv = dq + 2 * C;
-        const float *A = a->att + ((size_t)b * H + h) * T * T;
+        const float *A = a->s16 ? NULL : a->att + ((size_t)b * H + h) * T * T;
         const float *dO = a->dout + off_o;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
-            const float *P = A + (size_t)i0 * T;
             if (a->s16) {
-                backward_block16(a, t, i0, m, nr, ra, rb, P, D, P16, D16, q16, k16, v16, dO16, dq, dk, dv, scale);
+                const uint16_t *P16 = a->att16 + (((size_t)b * H + h) * T + i0) * T;
+                backward_block16(a, t, i0, m, nr, ra, rb, P16, D, D16, q16, k16, v16, dO16, dq, dk, dv, scale);
                 if (t == 0) pool_progress();
                 continue;
             }
+            const float *P = A + (size_t)i0 * T;
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
                 /* dV[range] += P[:, range]^T dO[i0:i1] */
@@ -640,16 +756,17 @@ static void attention_backward_task(void *p, int t, int nt)
             }
             /* softmax backward: dS = P * (dP - sum(P * dP)), times the score scale.
              * Masked entries have P = 0, so they get no gradient. */
-            v8f vscale = v8_set1(scale);
+            vwf vscale = vw_set1(scale);
             for (int row = 0; row < m; row++) {
                 int tt = i0 + row;
                 const float *pr = P + (size_t)row * T;
                 float *dr = D + (size_t)row * T;
-                v8f s = v8_set1(visible_dot(pr, dr, tt, nr, ra, rb));
+                float sum = visible_dot(pr, NULL, dr, tt, nr, ra, rb);
+                vwf sw = vw_set1(sum);
                 for (int r = 0; r < nr; r++) {
                     int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
-                    for (; u + 8 <= e; u += 8) v8_store(dr + u, v8_load(pr + u) * (v8_load(dr + u) - s) * vscale);
-                    for (; u < e; u++) dr[u] = pr[u] * (dr[u] - s[0]) * scale;
+                    for (; u + VW <= e; u += VW) vw_store(dr + u, vw_load(pr + u) * (vw_load(dr + u) - sw) * vscale);
+                    for (; u < e; u++) dr[u] = pr[u] * (dr[u] - sum) * scale;
                     for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) dr[u] = 0.0f;
                 }
             }
@@ -667,15 +784,17 @@ static void attention_backward_task(void *p, int t, int nt)
 }
 
 static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_floats, const float *dout,
-                                   const float *att, const float *qkv, const uint16_t *qkv16, const int32_t *seg,
-                                   const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
+                                   const float *att, const uint16_t *att16, const float *qkv, const uint16_t *qkv16,
+                                   const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S,
+                                   Bf16Scratch *s16)
 {
     size_t per = (T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK) * (size_t)T;
     int workers = pool_threads();
     if ((size_t)workers > scratch_floats / per) workers = (int)(scratch_floats / per);
     if (s16 && workers > s16->workers) workers = s16->workers;
     if (workers < 1) fatal(EXIT_RUNTIME, "internal: attention scratch of %zu floats is below one block", scratch_floats);
-    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .att = (float *)att, .qkv = qkv, .seg = seg, .vis = vis,
+    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .att = (float *)att, .att16 = (uint16_t *)att16,
+                   .qkv = qkv, .seg = seg, .vis = vis,
                    .B = B, .T = T, .C = C, .H = H, .S = S, .workers = workers, .s16 = s16 };
     if (s16) {
         size_t N = (size_t)B * T;
@@ -692,14 +811,14 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
 void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
                         const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, NULL, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
 }
 
-void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const uint16_t *att16,
                              const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
                              int T, int C, int H, int S, Bf16Scratch *s16)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, qkv, qkv16, seg, vis, B, T, C, H, S, s16);
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, NULL, att16, qkv, qkv16, seg, vis, B, T, C, H, S, s16);
 }
 
 /* ---- SwiGLU ------------------------------------------------------------- */
@@ -717,17 +836,17 @@ static void swiglu_forward_task(void *p, int t, int nt)
     int F = a->F;
     size_t n0, n1;
     pool_range((size_t)a->N, t, nt, &n0, &n1);
-    v8f one = v8_set1(1.0f);
+    vwf one = vw_set1(1.0f);
     for (size_t n = n0; n < n1; n++) {
         const float *g = a->h13 + n * 2 * F, *u = g + F;
         float *y = a->out16 ? NULL : a->out + n * F;
         uint16_t *y16 = a->out16 ? a->out16 + n * F : NULL;
         int f = 0;
-        for (; f + 8 <= F; f += 8) {
-            v8f gv = v8_load(g + f);
-            v8f yv = gv / (one + v8_exp(-gv)) * v8_load(u + f);
-            if (y16) v8_store_bf16(y16 + f, yv);
-            else v8_store(y + f, yv);
+        for (; f + VW <= F; f += VW) {
+            vwf gv = vw_load(g + f);
+            vwf yv = gv / (one + vw_exp(-gv)) * vw_load(u + f);
+            if (y16) vw_store_bf16(y16 + f, yv);
+            else vw_store(y + f, yv);
         }
         for (; f < F; f++) {
             float yf = g[f] / (1.0f + scalar_exp(-g[f])) * u[f];
@@ -755,25 +874,26 @@ static void swiglu_backward_task(void *p, int t, int nt)
     int F = a->F;
     size_t n0, n1;
     pool_range((size_t)a->N, t, nt, &n0, &n1);
-    v8f one = v8_set1(1.0f), keep = v8_set1(a->accumulate ? 1.0f : 0.0f);
+    vwf one = vw_set1(1.0f);
+    float keep = a->accumulate ? 1.0f : 0.0f;
     for (size_t n = n0; n < n1; n++) {
         const float *g = a->h13 + n * 2 * F, *u = g + F;
         const float *dy = a->dout + n * F;
         float *dg = a->dh16 ? NULL : a->dh13 + n * 2 * F, *du = a->dh16 ? NULL : dg + F;
         uint16_t *dg16 = a->dh16 ? a->dh16 + n * 2 * F : NULL, *du16 = a->dh16 ? dg16 + F : NULL;
         int f = 0;
-        for (; f + 8 <= F; f += 8) {
-            v8f gv = v8_load(g + f), uv = v8_load(u + f), dyv = v8_load(dy + f);
-            v8f sig = one / (one + v8_exp(-gv));
-            v8f dgv = dyv * uv * sig * (one + gv * (one - sig)), duv = dyv * gv * sig;
+        for (; f + VW <= F; f += VW) {
+            vwf gv = vw_load(g + f), uv = vw_load(u + f), dyv = vw_load(dy + f);
+            vwf sig = one / (one + vw_exp(-gv));
+            vwf dgv = dyv * uv * sig * (one + gv * (one - sig)), duv = dyv * gv * sig;
             if (dg16) {
-                v8_store_bf16(dg16 + f, dgv);
-                v8_store_bf16(du16 + f, duv);
+                vw_store_bf16(dg16 + f, dgv);
+                vw_store_bf16(du16 + f, duv);
                 continue;
             }
-            if (a->accumulate) dgv += v8_load(dg + f), duv += v8_load(du + f);
-            v8_store(dg + f, dgv);
-            v8_store(du + f, duv);
+            if (a->accumulate) dgv += vw_load(dg + f), duv += vw_load(du + f);
+            vw_store(dg + f, dgv);
+            vw_store(du + f, duv);
         }
         for (; f < F; f++) {
             float sig = 1.0f / (1.0f + scalar_exp(-g[f]));
@@ -782,8 +902,8 @@ static void swiglu_backward_task(void *p, int t, int nt)
                 dg16[f] = bf16_from_float(dgs), du16[f] = bf16_from_float(dus);
                 continue;
             }
-            dg[f] = keep[0] * dg[f] + dgs;
-            du[f] = keep[0] * du[f] + dus;
+            dg[f] = keep * dg[f] + dgs;
+            du[f] = keep * du[f] + dus;
         }
     }
 }
@@ -809,6 +929,27 @@ void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, i
 /* ---- residual ----------------------------------------------------------- */
 
 typedef struct {
+    float *p;
+    size_t n;
+} ZeroArgs;
+
+static void zero_task(void *ctx, int t, int nt)
+{
+    const ZeroArgs *z = ctx;
+    size_t lo, hi, units = (z->n + 15) / 16; /* 64-byte pieces */
+    pool_range(units, t, nt, &lo, &hi);
+    lo *= 16, hi *= 16;
+    if (hi > z->n) hi = z->n;
+    if (lo < hi) memset(z->p + lo, 0, sizeof(float) * (hi - lo));
+}
+
+void zero_floats(float *p, size_t n)
+{
+    ZeroArgs z = { p, n };
+    pool_run(zero_task, &z);
+}
+
+typedef struct {
     float *out;
     const float *a, *b;
     size_t n;
@@ -819,7 +960,9 @@ static void residual_task(void *p, int t, int nt)
     const ResArgs *r = p;
     size_t i0, i1;
     pool_range(r->n, t, nt, &i0, &i1);
-    for (size_t i = i0; i < i1; i++) r->out[i] = r->a[i] + r->b[i];
+    size_t i = i0; /* out may be a or b: each vector is read before it is written */
+    for (; i + VW <= i1; i += VW) vw_store(r->out + i, vw_load(r->a + i) + vw_load(r->b + i));
+    for (; i < i1; i++) r->out[i] = r->a[i] + r->b[i];
 }
 
 void residual_forward(float *out, const float *a, const float *b, size_t n)
@@ -1185,12 +1328,7 @@ double matmul_bf16_peak_gflops(int n, int reps)
         matmul_bf16_rounded(y, x16, w, n, s);
         if (k >= 0) t[k] = now_seconds() - t0;
     }
-    for (int i = 1; i < reps; i++) /* median: insertion sort of a handful */
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double tmp = t[j];
-            t[j] = t[j - 1], t[j - 1] = tmp;
-        }
-    double med = reps % 2 ? t[reps / 2] : 0.5 * (t[reps / 2 - 1] + t[reps / 2]);
+    double med = median(t, reps);
     bf16_scratch_free(s);
     bf16_matrix_free(w);
     xfree_aligned(x), xfree_aligned(y), xfree_aligned(x16);

@@ -91,6 +91,9 @@ void swiglu_backward(float *dh13, const float *dout, const float *h13, int N, in
 /* The same, overwriting dh13 instead of accumulating into it. */
 void swiglu_backward_set(float *dh13, const float *dout, const float *h13, int N, int F);
 
+/* p[0..n) = 0, split over the pool (the gradient buffers between steps). */
+void zero_floats(float *p, size_t n);
+
 /* out[n] = a[n] + b[n]; safe in place (out may alias a or b). */
 void residual_forward(float *out, const float *a, const float *b, size_t n);
 
@@ -128,6 +131,14 @@ void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
  * (the same fp32 values, rounded: the operand of the next product). */
 void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C, float eps);
 void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F);
+/* rope_forward / rope_backward of qkv [N,3C] (left as it is) written rounded
+ * to bf16 into out16 [N,3C]: q and k rotated, v copied (the same fp32 values
+ * as the fp32 kernel's, rounded: the operands of attention's products, or of
+ * the qkv product's backward). */
+void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                       int N, int C, int H);
+void rope_backward_bf16(uint16_t *out16, const float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t,
+                        int N, int C, int H);
 /* swiglu_backward_set writing dh13 rounded to bf16. */
 void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, int N, int F);
 
@@ -149,12 +160,16 @@ void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout,
 /* The buffer matmul_backward_bf16 rounds dout into ([max_rows rounded up to
  * 16, max_cols]); a caller may fill it and pass it as dout16. */
 uint16_t *bf16_scratch_operand(Bf16Scratch *s);
-/* attention_forward / attention_backward with bf16 products. keep: NULL,
- * or where qkv goes rounded ([B*T, 3C]); the backward's qkv16 is that copy
- * (NULL: round qkv again). */
-void attention_forward_bf16(float *out, float *att, const float *qkv, uint16_t *keep, const int32_t *seg,
+/* attention_forward / attention_backward with bf16 products. The
+ * probabilities are saved rounded to bf16, att16 [B,H,T,T] (what the PV
+ * product and its backward take; the softmax backward reads them too), in
+ * the ranges attention_forward fills. keep: NULL, or where qkv goes rounded
+ * ([B*T, 3C]); qkv NULL: keep holds q|k|v already rounded
+ * (rope_forward_bf16). The backward's qkv16 is that copy (NULL: round qkv
+ * again; qkv is not read when qkv16 is given). */
+void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
-void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const uint16_t *att16,
                              const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
                              int T, int C, int H, int S, Bf16Scratch *s);
 
