@@ -168,6 +168,58 @@ Once the products run in bf16 (about 2.6× fewer product samples than
 OpenBLAS's on this loaded machine), the fp32 loops around them — the
 attention softmax and its backward, SwiGLU, RMSNorm, RoPE — are close to
 half of the step: they are the next bottleneck, not the products.
+
+**The loops around the bf16 products, second pass** (recorded by hand, not
+regenerated; the figures above predate it): `perf record -F 999` of `fspo
+bench --preset B --threads 1 --precision bf16 --steps 8` minus the same
+with `--steps 1`, the previous binary and this one back to back, with
+`DNNL_JIT_PROFILE=2` so perf names oneDNN's jitted kernels; 2026-11-30 on
+the AMX machine while a training run held both cores (load average ~6 on 2
+cores: CPU-sample shares only, and two repetitions gave 0.75 and 0.86 for
+the whole ratio). Shares are of the previous binary's step samples, so a
+column's sum is that binary's step (the previous = 1).
+
+| share of the previous bf16 step's CPU samples (config B) | previous | now |
+|---|---|---|
+| oneDNN brgemm (layer products `X W^T`, `dY W`) | 17.6% | 16.6% |
+| oneDNN gemm:jit (weight gradients, attention's products), its packing, post-ops, the rest of libdnnl | 39.0% | 28.1% |
+| attention loops (softmax, its backward's pass) | 12.4% | 10.1% |
+| AdamW and gradient clipping | 8.9% | 4.8% |
+| operand rounding (`bf16_round`) and the weights' oneDNN reorders | 6.3% | 3.6% |
+| SwiGLU forward + backward | 5.6% | 4.7% |
+| RMSNorm forward + backward | 3.7% | 2.2% |
+| RoPE | 2.2% | 1.2% |
+| residual adds, memset | 3.0% | 2.4% |
+| step's CPU samples (previous = 1) | 1 | 0.75 |
+
+What changed (`src/ops.c`, `src/vecmath.h`, `src/bf16.c`, `src/model.c`,
+`src/optim.c`): (1) attention's scores go to the worker's block, which stays
+in cache, and the softmax writes the probabilities rounded to bf16 into
+the saved attention array: the `q k^T` products no longer write 64 MB per
+layer of fp32 scores into cold memory (oneDNN's gemm samples fell by a
+third), and the backward reads half the bytes and no longer rounds P
+(`docs/model.md`, "Precision"); (2) RoPE and the rounding of q, k, v are
+one pass in the forward, and the rotation back and the rounding of dq, dk,
+dv one pass in the backward; (3) on AVX-512 builds the exp-bound and
+elementwise loops (softmax, its backward pass, SwiGLU, RMSNorm's backward,
+residual adds, RoPE, rounding) run 16 lanes, keeping the 8-lane summation
+order, so fp32 results are bitwise unchanged; without AVX-512 the same code
+runs 8 lanes (`VEC16` in `src/vecmath.h`; the build is `-march=native`);
+(4) AdamW and the clipping scale run on the thread pool, vectorized
+(elementwise, so bitwise equal at every pool size; the global norm stays a
+serial sum in double); (5) after these figures, the gradient buffers
+between steps are zeroed on the pool rather than by one thread's `memset`
+(it shows at 2 threads). fp32 runs are bitwise the same as before
+(checkpoints, moments and metrics of SFT and preference runs compared with
+`--tol 0`). What is left: oneDNN's runtime-shape `gemm:jit` runs
+attention's head-size-64 products at 250–650 GFLOP/s (each shape measured
+alone, one thread, on the loaded machine) against the 0.8–1.0 TFLOP/s of
+the layer products' brgemm, and it is now the largest share (oneDNN 2.6's
+fixed-shape primitives pick the same `gemm:jit` for these shapes, and
+query blocks of 256 or 512 rows were no faster); the softmax and its backward are bound by
+writing and reading the saved bf16 P (a fused, recomputing attention would
+not save it); the global gradient norm is a serial double sum (kept for
+bitwise fp32 results).
 """
 
 md += """
