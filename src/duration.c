@@ -4,7 +4,7 @@
 #include <ctype.h>
 #include <string.h>
 
-/* ---- the config's durations ---- */
+/* ---- the config's units: 90s, 1h30m ---- */
 
 /* "90s", "30m", "2h", "1h30m", "1d12h": units in decreasing order, each once. */
 static int parse_units(const char *s, size_t n, long *out)
@@ -33,31 +33,7 @@ static int parse_units(const char *s, size_t n, long *out)
     return 0;
 }
 
-/* "H:MM:SS" with minutes and seconds below 60 (two digits each). */
-static int parse_clock(const char *s, size_t n, long *out)
-{
-    long parts[3] = { 0, 0, 0 };
-    int np = 0;
-    size_t digits = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == ':') {
-            if (digits == 0 || np == 2) return -1;
-            np++, digits = 0;
-        } else if (s[i] >= '0' && s[i] <= '9' && digits < 7) {
-            parts[np] = parts[np] * 10 + (s[i] - '0');
-            digits++;
-        } else
-            return -1;
-    }
-    if (np != 2 || digits != 2 || parts[1] >= 60 || parts[2] >= 60) return -1;
-    if (s[n - 5] == ':' || s[n - 6] != ':') return -1; /* MM and SS have two digits each */
-    *out = parts[0] * 3600 + parts[1] * 60 + parts[2];
-    return 0;
-}
-
-int duration_parse(const char *s, size_t n, long *out) { return parse_units(s, n, out) && parse_clock(s, n, out) ? -1 : 0; }
-
-/* ---- Slurm's --time ---- */
+/* ---- clocks: Slurm's --time ([D-]H:MM:SS, M, M:SS), the config's H:MM:SS ---- */
 
 static int parse_field(const char *s, size_t n, long *v)
 {
@@ -84,6 +60,24 @@ static int parse_colon_fields(const char *s, long f[3])
         s = colon + 1;
     }
 }
+
+/* The config's "H:MM:SS": Slurm's three-field form with H of 1 to 7 digits
+ * and MM, SS of two digits each, below 60. */
+static int parse_clock(const char *s, size_t n, long *out)
+{
+    char buf[40];
+    if (n >= sizeof buf || memchr(s, '\0', n)) return -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    const char *c1 = strchr(buf, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+    long f[3];
+    if (!c2 || c1 - buf > 7 || c2 - c1 != 3 || strlen(c2 + 1) != 2) return -1;
+    if (parse_colon_fields(buf, f) != 3 || f[1] >= 60 || f[2] >= 60) return -1;
+    *out = f[0] * 3600 + f[1] * 60 + f[2];
+    return 0;
+}
+
+int duration_parse(const char *s, size_t n, long *out) { return parse_units(s, n, out) && parse_clock(s, n, out) ? -1 : 0; }
 
 long duration_slurm_seconds(const char *s)
 {
