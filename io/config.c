@@ -139,6 +139,7 @@ static const Key schema[] = {
         "ranks, at most the CPUs the rank is bound to"),
     FLOAT(mpi, bucket_mb, "4", 0, 4096, OPEN_LO, "gradient allreduce bucket size in MiB"),
     INT(mpi, checksum_every, "100", 0, 1e9, "steps between parameter checksum comparisons across ranks (also before every checkpoint); 0 = never"),
+    BOOL(mpi, shard_optimizer, "false", "ZeRO-1: each rank keeps the optimizer state of its own slice of the parameters; gradients are reduce-scattered and the updated slices all-gathered (same results; checkpoints as without it, resumable at any world size)"),
 
     INT(checkpoint, every, "200", 1, 1e12, "steps between checkpoints"),
     INT(checkpoint, keep, "3", 1, 1e6, "newest verified checkpoints kept in run_dir"),

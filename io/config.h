@@ -80,6 +80,7 @@ struct Config {
         int threads_per_rank; /* OpenBLAS threads per rank; 0 = SLURM_CPUS_PER_TASK or cores / local ranks */
         double bucket_mb;     /* gradient allreduce bucket size */
         int checksum_every;   /* compare parameter checksums across ranks every K steps; 0 = never */
+        int shard_optimizer;  /* ZeRO-1: optimizer state sharded over the ranks */
     } mpi;
     struct {
         long every;           /* steps between checkpoints */

@@ -86,6 +86,12 @@ struct GradReducer {
     MPI_Request *req;    /* [n_buckets] */
     double wait_s;
     int started;
+    /* sharded (ZeRO-1) only */
+    int shard, rank, size;
+    size_t lo, hi;       /* this rank's slice */
+    int *counts;         /* [n_buckets][size] each bucket's floats in each rank's slice */
+    int *displs;         /* [n_buckets][size] where they start, from the bucket's start */
+    float *scratch;      /* [hi - lo] the reduce-scatter's results */
 };
 
 GradReducer *dist_reducer_create(float *grads, const size_t *cuts, int n_cuts, double bucket_bytes)
@@ -115,9 +121,68 @@ GradReducer *dist_reducer_create(float *grads, const size_t *cuts, int n_cuts, d
     return r;
 }
 
+GradReducer *dist_reducer_create_sharded(float *grads, const size_t *cuts, int n_cuts, double bucket_bytes,
+                                         const size_t *bounds)
+{
+    GradReducer *r = dist_reducer_create(grads, cuts, n_cuts, bucket_bytes);
+    r->shard = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &r->rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &r->size);
+    r->lo = bounds[r->rank], r->hi = bounds[r->rank + 1];
+    int nb = r->n_buckets, W = r->size;
+    r->counts = malloc(sizeof(int) * (size_t)nb * W);
+    r->displs = malloc(sizeof(int) * (size_t)nb * W);
+    r->scratch = xcalloc_aligned(sizeof(float) * (r->hi - r->lo > 0 ? r->hi - r->lo : 1), "gradient slice");
+    if (!r->counts || !r->displs) fatal(EXIT_RUNTIME, "out of memory for gradient buckets");
+    for (int b = 0; b < nb; b++) {
+        size_t s = r->start[b], e = r->start[b + 1];
+        if (e - s > (size_t)1 << 30) fatal(EXIT_RUNTIME, "internal: gradient bucket of %zu floats", e - s);
+        for (int k = 0; k < W; k++) {
+            size_t a = bounds[k] > s ? bounds[k] : s, z = bounds[k + 1] < e ? bounds[k + 1] : e;
+            r->counts[b * W + k] = a < z ? (int)(z - a) : 0;
+            r->displs[b * W + k] = a < z ? (int)(a - s) : 0;
+        }
+    }
+    return r;
+}
+
+/* bucket b's part of this rank's slice: its first float's index in the slice */
+static size_t slice_offset(const GradReducer *r, int b)
+{
+    size_t s = r->start[b] + (size_t)r->displs[b * r->size + r->rank];
+    return r->counts[b * r->size + r->rank] > 0 ? s - r->lo : 0;
+}
+
+void dist_slices_allgather(GradReducer *r, float *buf)
+{
+    for (int b = 0; b < r->n_buckets; b++)
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf + r->start[b], r->counts + b * r->size,
+                        r->displs + b * r->size, MPI_FLOAT, MPI_COMM_WORLD, &r->req[b]);
+    MPI_Waitall(r->n_buckets, r->req, MPI_STATUSES_IGNORE);
+}
+
+void dist_slices_gather(GradReducer *r, const float *mine, float *full, int root)
+{
+    for (int b = 0; b < r->n_buckets; b++)
+        MPI_Gatherv(mine + slice_offset(r, b), r->counts[b * r->size + r->rank], MPI_FLOAT,
+                    r->rank == root ? full + r->start[b] : NULL, r->counts + b * r->size, r->displs + b * r->size,
+                    MPI_FLOAT, root, MPI_COMM_WORLD);
+}
+
+void dist_slices_scatter(GradReducer *r, const float *full, float *mine, int root)
+{
+    for (int b = 0; b < r->n_buckets; b++)
+        MPI_Scatterv(r->rank == root ? full + r->start[b] : NULL, r->counts + b * r->size, r->displs + b * r->size,
+                     MPI_FLOAT, mine + slice_offset(r, b), r->counts[b * r->size + r->rank], MPI_FLOAT, root,
+                     MPI_COMM_WORLD);
+}
+
 void dist_reducer_free(GradReducer *r)
 {
     if (!r) return;
+    free(r->counts);
+    free(r->displs);
+    xfree_aligned(r->scratch);
     free(r->start);
     free(r->req);
     free(r);
@@ -146,7 +211,11 @@ static void start_bucket(GradReducer *r, int b)
     size_t off = r->start[b], count = r->start[b + 1] - off;
     /* buckets are far below 2^31 floats (bucket_mb is MiB-sized), but guard anyway */
     if (count > (size_t)1 << 30) fatal(EXIT_RUNTIME, "internal: gradient bucket of %zu floats", count);
-    MPI_Iallreduce(MPI_IN_PLACE, r->grads + off, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r->req[b]);
+    if (r->shard)
+        MPI_Ireduce_scatter(r->grads + off, r->scratch + slice_offset(r, b), r->counts + b * r->size, MPI_FLOAT,
+                            MPI_SUM, MPI_COMM_WORLD, &r->req[b]);
+    else
+        MPI_Iallreduce(MPI_IN_PLACE, r->grads + off, (int)count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &r->req[b]);
     r->started++;
 }
 
@@ -176,6 +245,7 @@ void dist_reducer_finish(GradReducer *r)
     MPI_Waitall(r->n_buckets, r->req, MPI_STATUSES_IGNORE);
     r->wait_s += now_seconds() - t0;
     pool_set_progress(NULL, NULL);
+    if (r->shard) memcpy(r->grads + r->lo, r->scratch, sizeof(float) * (r->hi - r->lo));
 }
 
 void dist_reducer_stats(const GradReducer *r, double *wait_s, int *buckets)

@@ -48,6 +48,23 @@ void dist_reducer_free(GradReducer *r);
 void dist_reducer_begin(GradReducer *r);           /* a new step: nothing started yet */
 void dist_reducer_ready(GradReducer *r, size_t from); /* grads[from..n) are final */
 void dist_reducer_finish(GradReducer *r);
+/* ZeRO-1 (mpi.shard_optimizer): the same buckets reduce-scattered
+ * instead. bounds[0..size] split the flat vector into the ranks' slices
+ * (bounds[0] = 0, bounds[size] = n; rank k owns [bounds[k], bounds[k+1]),
+ * src/optim.h: optim_shard_range); each bucket's MPI_Ireduce_scatter hands
+ * every rank the sum of the bucket's part inside its slice. After
+ * dist_reducer_finish, grads[bounds[rank], bounds[rank+1]) hold the SUM
+ * over ranks; the rest of grads is left unspecified. */
+GradReducer *dist_reducer_create_sharded(float *grads, const size_t *cuts, int n_cuts, double bucket_bytes,
+                                         const size_t *bounds);
+/* The slices' collectives, bucket by bucket (every count fits an int):
+ * every rank's slice of buf (n floats) to every rank, in place; */
+void dist_slices_allgather(GradReducer *r, float *buf);
+/* the slices to root: `mine` holds this rank's slice (bounds[rank+1] -
+ * bounds[rank] floats), `full` (n floats, root only) receives all; */
+void dist_slices_gather(GradReducer *r, const float *mine, float *full, int root);
+/* and back: root's full (n floats) to every rank's `mine`. */
+void dist_slices_scatter(GradReducer *r, const float *full, float *mine, int root);
 /* Buckets not yet complete (polls them once): for the overlap benchmark. */
 int dist_reducer_pending(GradReducer *r);
 /* Seconds spent inside finish (waiting) and total communication started,

@@ -19,13 +19,30 @@
 #define VECTORIZE
 #endif
 
-void optim_init(Optimizer *o, const OptimConfig *cfg, size_t n)
+void optim_init_slice(Optimizer *o, const OptimConfig *cfg, size_t n, size_t lo, size_t hi)
 {
+    if (lo > hi || hi > n) fatal(EXIT_RUNTIME, "internal: optimizer slice [%zu, %zu) of %zu params", lo, hi, n);
     memset(o, 0, sizeof *o);
     o->cfg = *cfg;
     o->n = n;
-    if (cfg->kind == OPTIM_ADAMW) o->m = xcalloc_aligned(n * sizeof(float), "AdamW first moments");
-    o->v = xcalloc_aligned(n * sizeof(float), "optimizer second moments");
+    o->lo = lo, o->hi = hi;
+    size_t len = hi - lo > 0 ? hi - lo : 1; /* an empty slice still gets a valid buffer */
+    if (cfg->kind == OPTIM_ADAMW) o->m = xcalloc_aligned(len * sizeof(float), "AdamW first moments");
+    o->v = xcalloc_aligned(len * sizeof(float), "optimizer second moments");
+}
+
+void optim_init(Optimizer *o, const OptimConfig *cfg, size_t n) { optim_init_slice(o, cfg, n, 0, n); }
+
+size_t optim_state_bytes(OptimKind kind, size_t n) { return n * sizeof(float) * (kind == OPTIM_ADAMW ? 2 : 1); }
+
+void optim_shard_range(size_t n, int rank, int world, size_t *lo, size_t *hi)
+{
+    /* floor(n k / world) without overflow, rounded down to 16 floats: each
+     * rank's slice starts on its own 64-byte line */
+    size_t q = n / (size_t)world, r = n % (size_t)world;
+    size_t a = (q * (size_t)rank + r * (size_t)rank / (size_t)world) & ~(size_t)15;
+    size_t b = (q * (size_t)(rank + 1) + r * (size_t)(rank + 1) / (size_t)world) & ~(size_t)15;
+    *lo = a, *hi = rank + 1 == world ? n : b;
 }
 
 void optim_free(Optimizer *o)
@@ -33,6 +50,13 @@ void optim_free(Optimizer *o)
     xfree_aligned(o->m);
     xfree_aligned(o->v);
     memset(o, 0, sizeof *o);
+}
+
+double optim_slice_sumsq(const Optimizer *o, const float *g)
+{
+    double s = 0.0;
+    for (size_t i = o->lo; i < o->hi; i++) s += (double)g[i] * g[i];
+    return s;
 }
 
 double grad_global_norm(const float *g, size_t n)
@@ -58,9 +82,9 @@ static VECTORIZE void scale_task(void *ctx, int t, int nt)
     for (size_t i = lo; i < hi; i++) g[i] = (float)(g[i] * coef);
 }
 
-double grad_clip(float *g, size_t n, double max_norm)
+/* Scales g[0, n) as clipping to max_norm scales a gradient of this norm. */
+static void clip_to(float *g, size_t n, double norm, double max_norm)
 {
-    double norm = grad_global_norm(g, n);
     if (max_norm > 0) {
         double coef = max_norm / (norm + 1e-6);
         if (coef < 1.0) {
@@ -68,15 +92,21 @@ double grad_clip(float *g, size_t n, double max_norm)
             pool_run(scale_task, &a);
         }
     }
+}
+
+double grad_clip(float *g, size_t n, double max_norm)
+{
+    double norm = grad_global_norm(g, n);
+    clip_to(g, n, norm, max_norm);
     return norm;
 }
 
-/* AdamW on elements [lo, hi) of one tensor */
+/* AdamW on n elements of one tensor (p, g, m, v at the first) */
 static VECTORIZE void adamw_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-                                  size_t lo, size_t hi, float b1, float b2, float step_size, float sqrt_bc2, float shrink,
+                                  size_t n, float b1, float b2, float step_size, float sqrt_bc2, float shrink,
                                   float eps)
 {
-    for (size_t i = lo; i < hi; i++) {
+    for (size_t i = 0; i < n; i++) {
         m[i] = b1 * m[i] + (1.0f - b1) * g[i];
         v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
         p[i] = p[i] * shrink - step_size * m[i] / (sqrtf(v[i]) / sqrt_bc2 + eps);
@@ -89,7 +119,8 @@ typedef struct {
     float lr;
 } StepArgs;
 
-/* thread t's share of the flat parameters, tensor by tensor (for the decay flag) */
+/* thread t's share of o's slice of the flat parameters, tensor by tensor
+ * (for the decay flag); the moments are indexed from the slice's start */
 static void adamw_task(void *ctx, int t, int nt)
 {
     const StepArgs *a = ctx;
@@ -99,20 +130,22 @@ static void adamw_task(void *ctx, int t, int nt)
     float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
     float step_size = lr / bc1, sqrt_bc2 = sqrtf(bc2);
     size_t lo, hi;
-    pool_range(a->model->n_params, t, nt, &lo, &hi);
+    pool_range(o->hi - o->lo, t, nt, &lo, &hi);
+    lo += o->lo, hi += o->lo;
+    float *p = a->model->params, *g = a->model->grads;
     for (int i = 0; i < a->model->n_tensors; i++) {
         const TensorInfo *ti = &a->model->tensors[i];
         size_t s = ti->offset > lo ? ti->offset : lo, e = ti->offset + ti->numel < hi ? ti->offset + ti->numel : hi;
         if (s >= e) continue;
         float shrink = ti->decay ? 1.0f - lr * c->weight_decay : 1.0f;
-        adamw_range(a->model->params, a->model->grads, o->m, o->v, s, e, b1, b2, step_size, sqrt_bc2, shrink, c->eps);
+        adamw_range(p + s, g + s, o->m + (s - o->lo), o->v + (s - o->lo), e - s, b1, b2, step_size, sqrt_bc2, shrink,
+                    c->eps);
     }
 }
 
-static void rmsprop_update(Optimizer *o, float *p, const float *g, size_t off, size_t n, float lr, int decay)
+/* RMSprop on n elements of one tensor (p, g, v at the first) */
+static void rmsprop_range(const OptimConfig *c, float *p, const float *g, float *v, size_t n, float lr, int decay)
 {
-    const OptimConfig *c = &o->cfg;
-    float *v = o->v + off;
     float a = c->alpha, wd = decay ? c->weight_decay : 0.0f;
     for (size_t i = 0; i < n; i++) {
         float gi = g[i] + wd * p[i];
@@ -121,11 +154,11 @@ static void rmsprop_update(Optimizer *o, float *p, const float *g, size_t off, s
     }
 }
 
-double optim_step(Optimizer *o, Model *m, float lr)
+void optim_update(Optimizer *o, Model *m, float lr, double norm)
 {
     if (o->n != m->n_params) fatal(EXIT_RUNTIME, "internal: optimizer sized for %zu params, model has %zu", o->n,
                                    m->n_params);
-    double norm = grad_clip(m->grads, m->n_params, o->cfg.max_grad_norm);
+    clip_to(m->grads + o->lo, o->hi - o->lo, norm, o->cfg.max_grad_norm);
     o->t++;
     if (o->cfg.kind == OPTIM_ADAMW) {
         StepArgs a = { o, m, lr };
@@ -133,9 +166,19 @@ double optim_step(Optimizer *o, Model *m, float lr)
     } else
         for (int i = 0; i < m->n_tensors; i++) {
             const TensorInfo *t = &m->tensors[i];
-            rmsprop_update(o, m->params + t->offset, m->grads + t->offset, t->offset, t->numel, lr, t->decay);
+            size_t s = t->offset > o->lo ? t->offset : o->lo;
+            size_t e = t->offset + t->numel < o->hi ? t->offset + t->numel : o->hi;
+            if (s < e) rmsprop_range(&o->cfg, m->params + s, m->grads + s, o->v + (s - o->lo), e - s, lr, t->decay);
         }
     model_params_changed(m);
+}
+
+double optim_step(Optimizer *o, Model *m, float lr)
+{
+    if (o->lo != 0 || o->hi != m->n_params)
+        fatal(EXIT_RUNTIME, "internal: optim_step on an optimizer slice (use optim_update with the global norm)");
+    double norm = grad_global_norm(m->grads, m->n_params);
+    optim_update(o, m, lr, norm);
     return norm;
 }
 

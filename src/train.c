@@ -8,9 +8,11 @@
  *     forward   the reference (preference stage) and the policy;
  *     loss      SFT or preference loss and dloss/dlogp (src/loss.h);
  *     backward  gradients; the last micro-batch's backward starts the
- *               bucketed gradient allreduce layer by layer;
+ *               bucketed gradient allreduce (reduce-scatter with
+ *               mpi.shard_optimizer) layer by layer;
  *   reduce    wait for the gradients, one small allreduce of the step's sums;
- *   update    skip a non-finite step, else clip + optimizer step;
+ *   update    skip a non-finite step, else clip + optimizer step (sharded:
+ *             each rank updates its slice, then the slices are all-gathered);
  *   check     parameter checksums agree every K steps; log; checkpoint.
  * train_run wraps the loop: start-up (setup), stop signals and the time
  * budget, the summary at the end. The policies around it live in their own
@@ -87,8 +89,11 @@ typedef struct {
     Dataset data;
     Sampler sampler;
     Model *policy, *ref;
-    Optimizer opt;
+    Optimizer opt;           /* all parameters, or this rank's slice (shard) */
     GradReducer *reducer;
+    int shard;               /* mpi.shard_optimizer over more than one rank: ZeRO-1 */
+    size_t *bounds;          /* shard: [ranks + 1] the ranks' slices (optim_shard_range) */
+    double grad_sumsq;       /* shard: the step's global sum of squared gradients */
     Batch batch;
     float *logp, *ref_logp, *dlogp;
     MetaExample *plan; /* [B] this step's meta-examples after truncation */
@@ -168,7 +173,7 @@ static void forward(Run *r);
 static void compute_loss(Run *r, int rows, double norm, StepSums *s);
 static void backward(Run *r, int last);
 static void finish_gradients(Run *r);
-static int reduce_step_sums(const Run *r, StepSums *s);
+static int reduce_step_sums(Run *r, StepSums *s);
 static void skip_empty_step(Run *r, StepSums *s);
 static int stop_diverged(Run *r);
 static double optimizer_update(Run *r, float lr);
@@ -263,9 +268,9 @@ static void summary(const Run *r, int exit_code)
             /* the wait also absorbs load imbalance (a rank waiting for a slower one),
              * so "hidden" is a lower bound and clamps at 0 */
             double hidden = full > 0 ? 1 - exposed / full : 0.0;
-            printf("train: gradient allreduce %.2f ms blocking; %.2f ms per step waited after the backward "
+            printf("train: gradient %s %.2f ms blocking; %.2f ms per step waited after the backward "
                    "(communication left + rank imbalance): %.0f%% hidden by overlap\n",
-                   1e3 * full, 1e3 * exposed, 100 * (hidden > 0 ? hidden : 0));
+                   r->shard ? "reduce-scatter" : "allreduce", 1e3 * full, 1e3 * exposed, 100 * (hidden > 0 ? hidden : 0));
         }
     }
     metrics_close(r->log);
@@ -448,22 +453,28 @@ static void finish_gradients(Run *r)
     r->allreduce_steps++;
 }
 
-static int grads_finite(const Model *m)
+static int grads_finite(const float *g, size_t lo, size_t hi)
 {
-    for (size_t i = 0; i < m->n_params; i++)
-        if (!isfinite(m->grads[i])) return 0;
+    for (size_t i = lo; i < hi; i++)
+        if (!isfinite(g[i])) return 0;
     return 1;
 }
 
 /* Sums s over the ranks, with whether any rank's loss or gradients were
- * non-finite: 1 if all were finite (the same answer on every rank). */
-static int reduce_step_sums(const Run *r, StepSums *s)
+ * non-finite: 1 if all were finite (the same answer on every rank).
+ * Sharded, each rank checks the reduced gradients of its slice (a
+ * non-finite value on any rank reaches the slice it falls in) and adds its
+ * slice's sum of squares, so the global norm comes with the same allreduce. */
+static int reduce_step_sums(Run *r, StepSums *s)
 {
-    double buf[STEP_SUMS + 1];
+    double buf[STEP_SUMS + 2];
     memcpy(buf, s, sizeof *s);
-    buf[STEP_SUMS] = grads_finite(r->policy) && isfinite(s->loss.loss) ? 0 : 1;
-    dist_allreduce_sum_f64(buf, STEP_SUMS + 1);
+    size_t lo = r->opt.lo, hi = r->opt.hi; /* 0, n unless sharded */
+    buf[STEP_SUMS] = grads_finite(r->policy->grads, lo, hi) && isfinite(s->loss.loss) ? 0 : 1;
+    buf[STEP_SUMS + 1] = r->shard ? optim_slice_sumsq(&r->opt, r->policy->grads) : 0;
+    dist_allreduce_sum_f64(buf, STEP_SUMS + 2);
     memcpy(s, buf, sizeof *s);
+    r->grad_sumsq = buf[STEP_SUMS + 1];
     return buf[STEP_SUMS] == 0;
 }
 
@@ -479,11 +490,19 @@ static void skip_empty_step(Run *r, StepSums *s)
 }
 
 /* Clip + optimizer step at learning rate lr; returns the gradient norm.
- * FSPO_FAULT=diverge@RANK:STEP: after the update of STEP that rank nudges
- * one parameter, so only the cross-rank checksum can notice. */
+ * Sharded: each rank updates its slice with the global norm, then every
+ * rank receives every slice. FSPO_FAULT=diverge@RANK:STEP: after the
+ * update of STEP that rank nudges one parameter, so only the cross-rank
+ * checksum can notice. */
 static double optimizer_update(Run *r, float lr)
 {
-    double grad_norm = optim_step(&r->opt, r->policy, lr);
+    double grad_norm;
+    if (r->shard) {
+        grad_norm = sqrt(r->grad_sumsq);
+        optim_update(&r->opt, r->policy, lr, grad_norm);
+        dist_slices_allgather(r->reducer, r->policy->params);
+    } else
+        grad_norm = optim_step(&r->opt, r->policy, lr);
     if (fault_diverge_at(&r->fault, r->dist->rank, r->step)) r->policy->params[0] += 1e-3f, model_params_changed(r->policy);
     return grad_norm;
 }
@@ -582,10 +601,19 @@ static void log_step(Run *r, const StepSums *s, double grad_norm, float lr)
     r->tokens_since = r->rows_since = 0;
 }
 
-/* Rank 0: a checkpoint of the current step (io/ckpt.h); dies if it fails. */
+/* Rank 0: a checkpoint of the current step (io/ckpt.h); dies if it fails.
+ * Collective: sharded, rank 0 first gathers the moments into a whole
+ * optimizer, so the file is the same as without sharding. */
 static void save(Run *r)
 {
-    if (r->dist->rank != 0) return;
+    Optimizer whole, *o = &r->opt;
+    int root = r->dist->rank == 0;
+    if (r->shard) {
+        if (root) optim_init(&whole, &r->opt.cfg, r->opt.n), whole.t = r->opt.t, o = &whole;
+        if (r->opt.m) dist_slices_gather(r->reducer, r->opt.m, root ? whole.m : NULL, 0);
+        dist_slices_gather(r->reducer, r->opt.v, root ? whole.v : NULL, 0);
+    }
+    if (!root) return;
     CkptMeta meta = { .step = r->step, .samples_seen = r->step * r->cfg->train.batch_size, .world_size = r->dist->size,
                       .seed = r->cfg->train.seed, .data_checksum = r->data_checksum, .ref_checksum = r->ref_checksum };
     snprintf(meta.stage, sizeof meta.stage, "%s", STAGE_NAMES[r->cfg->train.stage]);
@@ -594,9 +622,10 @@ static void save(Run *r)
     meta.skipped_examples = r->skipped_examples, meta.skipped_nonfinite = r->bad_steps_total;
     meta.tok = &r->data.tok;
     char path[4096], err[1024], shown[8192];
-    if (ckpt_save(r->cfg->train.run_dir, r->policy, &r->opt, &meta, r->yaml, r->cfg->checkpoint.keep, path, sizeof path,
+    if (ckpt_save(r->cfg->train.run_dir, r->policy, o, &meta, r->yaml, r->cfg->checkpoint.keep, path, sizeof path,
                   err, sizeof err) != 0)
         fatal(EXIT_RUNTIME, "checkpoint at step %ld failed: %s", r->step, err);
+    if (o == &whole) optim_free(&whole);
     printf("train: checkpoint %s\n", str_escape(shown, sizeof shown, path));
     fflush(stdout);
 }
@@ -611,7 +640,8 @@ static int64_t users_described(const Sampler *s)
     return n;
 }
 
-/* Rank 0 decides where the run starts (src/resume.h); everyone receives the state. */
+/* Rank 0 decides where the run starts (src/resume.h); everyone receives the
+ * state (sharded: rank 0 loads the whole moments and scatters the slices). */
 static void initial_state(Run *r)
 {
     const Config *cfg = r->cfg;
@@ -619,23 +649,29 @@ static void initial_state(Run *r)
     char err[3584] = "";
     int code = 0;
     Start st = { 0 };
+    Optimizer whole, *o = &r->opt;
     if (d->rank == 0) {
+        if (r->shard) optim_init(&whole, &r->opt.cfg, r->opt.n), o = &whole;
         model_init_weights(r->policy, (uint64_t)cfg->train.seed);
-        code = resume_decide(cfg, &r->data.tok, r->data_checksum, r->ref != NULL, r->ref_checksum, r->policy, &r->opt,
+        code = resume_decide(cfg, &r->data.tok, r->data_checksum, r->ref != NULL, r->ref_checksum, r->policy, o,
                              &st, err, sizeof err);
         snprintf(r->lineage, sizeof r->lineage, "%s", st.lineage);
     }
     agree_or_exit(d, code, err);
     int full = st.resumed; /* optimizer state too */
     const CkptMeta *meta = &st.meta;
-    int64_t hdr[5] = { full, meta->step, r->opt.t, meta->skipped_examples, meta->skipped_nonfinite };
+    int64_t hdr[5] = { full, meta->step, o->t, meta->skipped_examples, meta->skipped_nonfinite };
     dist_bcast(hdr, sizeof hdr, 0);
     dist_bcast(r->policy->params, sizeof(float) * r->policy->n_params, 0);
     model_params_changed(r->policy);
-    if (hdr[0]) {
+    if (hdr[0] && r->shard) {
+        if (r->opt.m) dist_slices_scatter(r->reducer, d->rank == 0 ? whole.m : NULL, r->opt.m, 0);
+        dist_slices_scatter(r->reducer, d->rank == 0 ? whole.v : NULL, r->opt.v, 0);
+    } else if (hdr[0]) {
         if (r->opt.m) dist_bcast(r->opt.m, sizeof(float) * r->opt.n, 0);
         dist_bcast(r->opt.v, sizeof(float) * r->opt.n, 0);
     }
+    if (o == &whole) optim_free(&whole);
     r->step = hdr[0] ? hdr[1] : 0;
     r->resumed = hdr[0] != 0;
     r->opt.t = hdr[2];
@@ -744,6 +780,9 @@ int train_check_ranks(const Config *cfg, int ranks, int local, char *err, size_t
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
     /* this node's ranks, each with its real micro-batch */
     double mem = machine_memory_bytes(), need_mem = model_train_bytes(&cfg->model, mb, pref) * local;
+    /* ZeRO-1: each rank keeps 1/ranks of the AdamW moments model_train_bytes counts */
+    if (cfg->mpi.shard_optimizer && ranks > 1)
+        need_mem -= local * optim_state_bytes(OPTIM_ADAMW, (size_t)model_param_count(&cfg->model)) * (1.0 - 1.0 / ranks);
     if (mem > 0 && need_mem > mem)
         return snprintf(err, errlen, "%d rank(s) on this node, each with micro-batches of %d meta-example(s) of "
                                      "model.max_seq %d tokens, need at least %.1f GiB (weights, gradients, AdamW moments%s and "
@@ -752,6 +791,40 @@ int train_check_ranks(const Config *cfg, int ranks, int local, char *err, size_t
                         local, mb, cfg->model.max_seq, need_mem / (1 << 30), pref ? ", reference model" : "",
                         mem / (1 << 30)), EXIT_USAGE;
     return 0;
+}
+
+/* Median seconds of the sharded gradient reduction run blocking (3 runs):
+ * what it would cost if nothing overlapped it. Collective. */
+static double time_reduce_scatter(Run *r)
+{
+    double t[3];
+    for (int k = 0; k < 3; k++) {
+        dist_barrier();
+        double t0 = now_seconds();
+        dist_reducer_begin(r->reducer);
+        dist_reducer_finish(r->reducer);
+        t[k] = now_seconds() - t0;
+    }
+    return median(t, 3);
+}
+
+/* Rank 0: the optimizer state one rank holds (the largest slice when
+ * sharded), the figure ZeRO-1 divides by the ranks. */
+static void print_optimizer_memory(const Run *r)
+{
+    const Optimizer *o = &r->opt;
+    int W = r->dist->size;
+    size_t most = o->hi - o->lo;
+    for (int k = 0; r->shard && k < W; k++)
+        if (r->bounds[k + 1] - r->bounds[k] > most) most = r->bounds[k + 1] - r->bounds[k];
+    size_t bytes = optim_state_bytes(o->cfg.kind, most);
+    if (r->shard)
+        printf("train: optimizer state: %.3f MiB per rank (%zu bytes: %s state of at most %zu of the %zu parameters, "
+               "sharded over %d ranks)\n", bytes / 1048576.0, bytes, OPTIM_KIND_NAMES[o->cfg.kind], most, o->n, W);
+    else
+        printf("train: optimizer state: %.3f MiB per rank (%zu bytes: %s state of all %zu parameters on every rank%s)\n",
+               bytes / 1048576.0, bytes, OPTIM_KIND_NAMES[o->cfg.kind], o->n,
+               W > 1 ? "; mpi.shard_optimizer divides it by the ranks" : "");
 }
 
 static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_path, const char *yaml)
@@ -817,7 +890,15 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->loss = (LossConfig){ .type = cfg->loss.type, .beta = cfg->loss.beta, .label_smoothing = cfg->loss.label_smoothing,
                             .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight };
     OptimConfig oc = config_optim(cfg);
-    optim_init(&r->opt, &oc, r->policy->n_params);
+    size_t n = r->policy->n_params;
+    r->shard = cfg->mpi.shard_optimizer && d->size > 1;
+    if (r->shard) {
+        r->bounds = malloc(sizeof(size_t) * (d->size + 1));
+        if (!r->bounds) fatal(EXIT_RUNTIME, "out of memory for the optimizer slices");
+        for (int k = 0; k < d->size; k++) optim_shard_range(n, k, d->size, &r->bounds[k], &r->bounds[k + 1]);
+        optim_init_slice(&r->opt, &oc, n, r->bounds[d->rank], r->bounds[d->rank + 1]);
+    } else
+        optim_init(&r->opt, &oc, n);
     r->sched = (Schedule){ .kind = cfg->optim.schedule,
                            .lr = (float)cfg->optim.lr, .min_lr = (float)cfg->optim.min_lr,
                            .warmup_steps = cfg->optim.warmup_steps,
@@ -847,6 +928,14 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
         if (held == 0) fatal_set_cleanup(rundir_unlock);
     }
     agree_or_exit(d, code, err);
+    if (d->size > 1) { /* before initial_state: a sharded resume scatters the moments through it */
+        size_t cuts[4200];
+        if (cfg->model.n_layers + 2 > 4200) fatal(EXIT_USAGE, "model.n_layers too large for the bucket table");
+        int nc = model_grad_cuts(r->policy, cuts, 4200);
+        double bucket = cfg->mpi.bucket_mb * 1048576.0;
+        r->reducer = r->shard ? dist_reducer_create_sharded(r->policy->grads, cuts, nc, bucket, r->bounds)
+                              : dist_reducer_create(r->policy->grads, cuts, nc, bucket);
+    }
     initial_state(r);
 
     int S = 1 + 3 * cfg->data.n_queries, K = 0;
@@ -863,13 +952,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->ans = calloc(mb, sizeof *r->ans);
     if (!r->plan || !r->plan_len || !r->owner || !r->mine || !r->ans)
         fatal(EXIT_RUNTIME, "out of memory for a step's plan (train.batch_size %d)", B);
-    if (d->size > 1) {
-        size_t cuts[4200];
-        if (cfg->model.n_layers + 2 > 4200) fatal(EXIT_USAGE, "model.n_layers too large for the bucket table");
-        int nc = model_grad_cuts(r->policy, cuts, 4200);
-        r->reducer = dist_reducer_create(r->policy->grads, cuts, nc, cfg->mpi.bucket_mb * 1048576.0);
-        r->allreduce_full_s = dist_time_allreduce(r->policy->grads, r->policy->n_params);
-    }
+    if (d->size > 1) r->allreduce_full_s = r->shard ? time_reduce_scatter(r) : dist_time_allreduce(r->policy->grads, n);
     if (d->rank == 0) {
         r->peak_gflops = peak_train_gflops(r->bf16);
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "
@@ -891,6 +974,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
         if (r->user_desc)
             printf("train: data.user_desc cot: %lld of %lld training users have a description (the others get no "
                    "description segment)\n", (long long)users_described(&r->sampler), (long long)r->sampler.n_users);
+        print_optimizer_memory(r);
     }
 }
 
@@ -906,6 +990,7 @@ static void teardown(Run *r)
     free(r->ans);
     batch_free(&r->batch);
     dist_reducer_free(r->reducer);
+    free(r->bounds);
     optim_free(&r->opt);
     model_free(r->policy);
     model_free(r->ref);
