@@ -1,5 +1,6 @@
 /* Optimizer pieces against closed forms worked out by hand: the schedule's
- * landmarks, clipping, one AdamW / RMSprop step, and which tensors decay. */
+ * landmarks, clipping, one AdamW / RMSprop step, and which tensors decay;
+ * ZeRO-1's slices against the whole-vector update. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -95,10 +96,85 @@ static void test_steps(void)
     model_free(m);
 }
 
+/* optim_shard_range: contiguous slices in rank order covering [0, n),
+ * inner boundaries on 16-float lines, sizes within a line of n / world. */
+static void test_shard_range(void)
+{
+    static const size_t ns[] = { 0, 1, 15, 17, 1000, 41376, 1234567 };
+    static const int ws[] = { 1, 2, 3, 4, 7, 64 };
+    int ok = 1;
+    char why[160] = "";
+    for (size_t i = 0; i < sizeof ns / sizeof *ns; i++)
+        for (size_t j = 0; j < sizeof ws / sizeof *ws; j++) {
+            size_t n = ns[i], prev = 0;
+            int w = ws[j];
+            for (int k = 0; k < w; k++) {
+                size_t lo, hi;
+                optim_shard_range(n, k, w, &lo, &hi);
+                int bad = lo != prev || hi < lo || (k + 1 < w && hi % 16) || (k + 1 == w && hi != n) ||
+                          (double)(hi - lo) > (double)n / w + 16;
+                if (bad && ok) snprintf(why, sizeof why, "n %zu world %d rank %d: [%zu, %zu) after %zu", n, w, k, lo, hi, prev);
+                ok &= !bad;
+                prev = hi;
+            }
+        }
+    check(ok, "shard ranges tile the parameters in rank order", "%s", why);
+}
+
+/* Slices updated one by one with the whole gradient's norm (what each rank
+ * of a sharded run does) give bitwise the parameters and moments of one
+ * whole-vector step, with clipping active; for both optimizers. */
+static void test_slices(void)
+{
+    ModelConfig cfg = { .vocab = 264, .d_model = 8, .n_layers = 2, .n_heads = 2, .ffn_hidden = 16, .max_seq = 4 };
+    Model *whole = model_create(&cfg, 1, 1, 1), *part = model_create(&cfg, 1, 1, 1);
+    size_t n = whole->n_params;
+    for (int kind = OPTIM_ADAMW; kind <= OPTIM_RMSPROP; kind++) {
+        OptimConfig oc = { .kind = kind, .beta1 = 0.9f, .beta2 = 0.95f, .alpha = 0.99f, .eps = 1e-8f,
+                           .weight_decay = 0.1f, .max_grad_norm = 0.5f };
+        enum { W = 3 };
+        Optimizer o, sl[W];
+        optim_init(&o, &oc, n);
+        for (int k = 0; k < W; k++) {
+            size_t lo, hi;
+            optim_shard_range(n, k, W, &lo, &hi);
+            optim_init_slice(&sl[k], &oc, n, lo, hi);
+        }
+        for (size_t i = 0; i < n; i++) whole->params[i] = part->params[i] = 0.01f * (float)((i * 37) % 101) - 0.5f;
+        double norm = 0;
+        for (int step = 0; step < 3; step++) {
+            for (size_t i = 0; i < n; i++) whole->grads[i] = part->grads[i] = 0.003f * (float)((i * 53 + step * 7) % 89) - 0.12f;
+            norm = optim_step(&o, whole, 1e-2f);
+            double sumsq = 0;
+            for (int k = 0; k < W; k++) sumsq += optim_slice_sumsq(&sl[k], part->grads);
+            for (int k = 0; k < W; k++) optim_update(&sl[k], part, 1e-2f, sqrt(sumsq));
+        }
+        int same = memcmp(whole->params, part->params, n * sizeof(float)) == 0;
+        for (int k = 0; k < W; k++) {
+            size_t len = sl[k].hi - sl[k].lo;
+            if (kind == OPTIM_ADAMW) same &= memcmp(o.m + sl[k].lo, sl[k].m, len * sizeof(float)) == 0;
+            same &= memcmp(o.v + sl[k].lo, sl[k].v, len * sizeof(float)) == 0 && sl[k].t == o.t;
+        }
+        check(same && norm > 0.5, kind == OPTIM_ADAMW ? "adamw: 3 slices equal the whole update bitwise"
+                                                       : "rmsprop: 3 slices equal the whole update bitwise",
+              "%zu params, norm %.3f clipped to 0.5", n, norm);
+        size_t held = 0;
+        for (int k = 0; k < W; k++) held += optim_state_bytes(sl[k].cfg.kind, sl[k].hi - sl[k].lo);
+        check(held == n * sizeof(float) * (kind == OPTIM_ADAMW ? 2 : 1), "the slices hold the state once",
+              "%zu bytes over %d slices for %zu params", held, W, n);
+        optim_free(&o);
+        for (int k = 0; k < W; k++) optim_free(&sl[k]);
+    }
+    model_free(whole);
+    model_free(part);
+}
+
 int main(void)
 {
     test_schedule();
     test_clip();
     test_steps();
+    test_shard_range();
+    test_slices();
     return check_status();
 }
