@@ -268,3 +268,16 @@ double dist_time_allreduce(float *buf, size_t n)
     }
     return median(t, 3);
 }
+
+double dist_reducer_time(GradReducer *r)
+{
+    double t[3];
+    for (int k = 0; k < 3; k++) {
+        MPI_Barrier(MPI_COMM_WORLD);
+        double t0 = now_seconds();
+        dist_reducer_begin(r);
+        dist_reducer_finish(r);
+        t[k] = now_seconds() - t0;
+    }
+    return median(t, 3);
+}

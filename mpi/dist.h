@@ -74,5 +74,8 @@ void dist_reducer_stats(const GradReducer *r, double *wait_s, int *buckets);
 /* Median seconds of a blocking in-place allreduce of n floats (3 runs):
  * what the gradient reduction would cost if nothing overlapped it. */
 double dist_time_allreduce(float *buf, size_t n);
+/* The same for r's reduction (every bucket started at once, then waited
+ * for; 3 runs): the sharded runs' figure. Overwrites r's gradients. */
+double dist_reducer_time(GradReducer *r);
 
 #endif

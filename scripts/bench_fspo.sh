@@ -5,7 +5,8 @@
 #   N = 8 few-shot, Q = 4 queries), the same meta-examples in PyTorch the
 #   usual way (scripts/bench_torch_fspo.py, tuned), checkpoint save/load
 #   for config B (fspo bench --ckpt) and the overlapped allreduce with
-#   identical work per rank (mpirun -np 2 fspo bench --dp).
+#   identical work per rank (mpirun -np 2 fspo bench --dp), then the same
+#   with ZeRO-1's reduce-scatter and its optimizer state per rank (--shard).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FSPO=${FSPO:-./fspo}
@@ -38,3 +39,6 @@ echo "${line%\}}, \"command\": \"fspo bench --ckpt DIR --preset B --reps 3\"}"
 echo "bench: overlapped allreduce, 2 ranks x 1 thread, identical work ..." >&2
 line=$(mpirun -q --oversubscribe -np 2 "$FSPO" bench --dp --preset A --threads 1 --steps 3 --bucket-mb 1 --json)
 echo "${line%\}}, \"command\": \"mpirun -np 2 fspo bench --dp --preset A --threads 1 --steps 3 --bucket-mb 1\"}"
+echo "bench: the same with ZeRO-1 (reduce-scatter, optimizer slices) ..." >&2
+line=$(mpirun -q --oversubscribe -np 2 "$FSPO" bench --dp --shard --preset A --threads 1 --steps 3 --bucket-mb 1 --json)
+echo "${line%\}}, \"command\": \"mpirun -np 2 fspo bench --dp --shard --preset A --threads 1 --steps 3 --bucket-mb 1\"}"

@@ -793,21 +793,6 @@ int train_check_ranks(const Config *cfg, int ranks, int local, char *err, size_t
     return 0;
 }
 
-/* Median seconds of the sharded gradient reduction run blocking (3 runs):
- * what it would cost if nothing overlapped it. Collective. */
-static double time_reduce_scatter(Run *r)
-{
-    double t[3];
-    for (int k = 0; k < 3; k++) {
-        dist_barrier();
-        double t0 = now_seconds();
-        dist_reducer_begin(r->reducer);
-        dist_reducer_finish(r->reducer);
-        t[k] = now_seconds() - t0;
-    }
-    return median(t, 3);
-}
-
 /* Rank 0: the optimizer state one rank holds (the largest slice when
  * sharded), the figure ZeRO-1 divides by the ranks. */
 static void print_optimizer_memory(const Run *r)
@@ -952,7 +937,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->ans = calloc(mb, sizeof *r->ans);
     if (!r->plan || !r->plan_len || !r->owner || !r->mine || !r->ans)
         fatal(EXIT_RUNTIME, "out of memory for a step's plan (train.batch_size %d)", B);
-    if (d->size > 1) r->allreduce_full_s = r->shard ? time_reduce_scatter(r) : dist_time_allreduce(r->policy->grads, n);
+    if (d->size > 1) r->allreduce_full_s = r->shard ? dist_reducer_time(r->reducer) : dist_time_allreduce(r->policy->grads, n);
     if (d->rank == 0) {
         r->peak_gflops = peak_train_gflops(r->bf16);
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "

@@ -42,7 +42,9 @@ int cmd_bench(int argc, char **argv)
                    "  --pref DATA.h5 [--fewshot N --queries Q --examples K --dump FILE]\n"
                    "                     FSPO preference step per meta-example, tree-packed vs unshared rows\n"
                    "  --ckpt DIR         checkpoint save/load vs plain write+fsync/read of the same bytes\n"
-                   "  --dp [--bucket-mb X]  (under mpirun) allreduce time and the share hidden by the backward\n",
+                   "  --dp [--bucket-mb X] [--shard]\n"
+                   "                     (under mpirun) allreduce time and the share hidden by the backward;\n"
+                   "                     --shard: the ZeRO-1 reduce-scatter, and optimizer state per rank\n",
                    MODEL_SHAPE_HELP);
             return EXIT_OK;
         }

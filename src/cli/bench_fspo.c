@@ -10,7 +10,9 @@
  *                plain write+fsync / read of the same number of bytes.
  *   --dp         (under mpirun) the bucketed overlapped allreduce with the
  *                same work on every rank and a barrier before the backward,
- *                so the wait after the backward is communication only.
+ *                so the wait after the backward is communication only;
+ *                --shard: the ZeRO-1 reduce-scatter instead, and the
+ *                optimizer state per rank, measured (RSS) and counted.
  * Each prints one JSON line. */
 #include <fcntl.h>
 #include <math.h>
@@ -372,10 +374,11 @@ static void dp_ready(void *ctx, size_t from) { dist_reducer_ready(((DpCtx *)ctx)
 static int bench_dp(int argc, char **argv)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
-    int batch = 4, steps = 3, threads = 1;
+    int batch = 4, steps = 3, threads = 1, shard = 0;
     double bucket_mb = 1;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--dp")) continue;
+        else if (!strcmp(argv[i], "--shard")) shard = 1; /* ZeRO-1: reduce-scatter, optimizer slices */
         else if (model_shape_option("bench", argc, argv, &i, &cfg, &batch)) continue;
         else if (!strcmp(argv[i], "--steps")) steps = cli_int("bench", argc, argv, &i, 1, 1000);
         else if (!strcmp(argv[i], "--threads")) threads = cli_int("bench", argc, argv, &i, 1, 1024);
@@ -395,11 +398,25 @@ static int bench_dp(int argc, char **argv)
     bench_lm_batch(&b, batch, T, &logp, &dlogp); /* the same rows on every rank: identical work */
     size_t cuts[4200];
     int nc = model_grad_cuts(m, cuts, 4200);
-    DpCtx ctx = { dist_reducer_create(m->grads, cuts, nc, bucket_mb * 1048576.0) };
-    double full = dist_time_allreduce(m->grads, m->n_params);
+    if (dd.size > 1024) fatal(EXIT_USAGE, "bench --dp: at most 1024 ranks");
+    size_t bounds[1025], n = m->n_params;
+    for (int k = 0; k < dd.size; k++) optim_shard_range(n, k, dd.size, &bounds[k], &bounds[k + 1]);
+    DpCtx ctx = { shard ? dist_reducer_create_sharded(m->grads, cuts, nc, bucket_mb * 1048576.0, bounds)
+                        : dist_reducer_create(m->grads, cuts, nc, bucket_mb * 1048576.0) };
+    double full = shard ? dist_reducer_time(ctx.r) : dist_time_allreduce(m->grads, n);
+    /* the optimizer state this rank holds: counted, and the resident memory
+     * it adds once one update has touched it (a lr-0 update changes nothing) */
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
+    Optimizer opt;
+    long rss0 = bench_status_kb("VmRSS");
+    if (shard) optim_init_slice(&opt, &oc, n, bounds[dd.rank], bounds[dd.rank + 1]);
+    else optim_init(&opt, &oc, n);
+    optim_update(&opt, m, 0.0f, 0.0);
+    double optim_mb = optim_state_bytes(oc.kind, opt.hi - opt.lo) / 1048576.0;
+    double optim_rss_mb = (bench_status_kb("VmRSS") - rss0) / 1024.0;
+    optim_free(&opt);
     double bw_plain[1000], bw_ovl[1000], wait[1000], pend[1000], exposed[1000];
     double ends[1024];
-    if (dd.size > 1024) fatal(EXIT_USAGE, "bench --dp: at most 1024 ranks");
     int buckets = 0;
     for (int s = -1; s < steps; s++) {
         for (int k = 0; k < 2; k++) { /* 0: backward alone, 1: with the overlapped allreduce */
@@ -439,14 +456,17 @@ static int bench_dp(int argc, char **argv)
     double bp = median(bw_plain, steps), bo = median(bw_ovl, steps), wt = median(wait, steps);
     double ext = median(exposed, steps);
     double hidden_wait = 1 - wt / full, hidden_time = 1 - (bo - bp) / full, hidden = 1 - ext / full;
+    double mem[2] = { optim_mb, optim_rss_mb }; /* means over the ranks */
+    dist_allreduce_sum_f64(mem, 2);
     if (dd.rank == 0)
         printf("{\"kind\": \"dp_overlap\", \"ranks\": %d, \"threads\": %d, \"d_model\": %d, \"n_layers\": %d, "
                "\"batch\": %d, \"params\": %zu, \"bucket_mb\": %.3f, \"buckets\": %d, \"allreduce_ms\": %.3f, "
                "\"backward_ms\": %.2f, \"backward_overlapped_ms\": %.2f, \"wait_ms\": %.3f, \"hidden_by_wait\": %.4f, "
                "\"hidden_by_time\": %.4f, \"buckets_pending_after_backward\": %.1f, \"exposed_ms\": %.3f, "
-               "\"hidden\": %.4f}\n",
+               "\"hidden\": %.4f, \"shard\": %s, \"optim_state_mb_per_rank\": %.3f, \"optim_rss_mb_per_rank\": %.3f}\n",
                dd.size, openblas_get_num_threads(), cfg.d_model, cfg.n_layers, batch, m->n_params, bucket_mb, buckets,
-               1e3 * full, 1e3 * bp, 1e3 * bo, 1e3 * wt, hidden_wait, hidden_time, median(pend, steps), 1e3 * ext, hidden);
+               1e3 * full, 1e3 * bp, 1e3 * bo, 1e3 * wt, hidden_wait, hidden_time, median(pend, steps), 1e3 * ext, hidden,
+               shard ? "true" : "false", mem[0] / dd.size, mem[1] / dd.size);
     dist_reducer_free(ctx.r);
     free(logp);
     free(dlogp);
