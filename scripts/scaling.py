@@ -181,6 +181,28 @@ machine, predicts efficiency on 1–256 nodes.
         comm = exposed_comm(4 * W, 256, alpha, bw, 1.0, mb * 1e6)[0]
         need = min_tokens_for(0.9, tok_s, 4 * W, 256, alpha, bw, mb * 1e6)
         out.append(f"| {mb} MB | {K} | {1e3 * comm:.0f} ms | {fmt_tokens(256 * need)} |")
+    # ZeRO-1: memory per rank and the all-gather it adds after the update
+    out.append("""
+## ZeRO-1 (`mpi.shard_optimizer`)
+
+Each rank keeps fp32 parameters and gradients (8 bytes per parameter) and
+the AdamW moments of its 1/P slice only (8/P bytes), instead of 16 bytes per
+parameter. The gradient buckets are reduce-scattered as the backward
+finishes them (the first half of the ring allreduce, so the overlap above
+holds), and the updated slices are all-gathered after the optimizer step:
+`(P−1)·α + (P−1)/P · n/B`, the other half, which fspo does not overlap yet
+and which is therefore exposed in full. Activations and the reference model
+of a preference stage come on top of the figures below.
+""")
+    out.append("| model | P | params + grads + moments per rank | unsharded | all-gather exposed, 100 Gb/s IB | 25 GbE |")
+    out.append("|---|---|---|---|---|---|")
+    for mname, (fpt, W, per_node) in models.items():
+        n_bytes = 4 * W
+        for P in (1, 2, 8, 64):
+            per_rank = 2 * n_bytes + 2 * n_bytes / P
+            gathers = [(P - 1) * al + (P - 1) / P * n_bytes / b for al, b in NETS.values()]
+            out.append(f"| {mname.split(' (')[0]} | {P} | {per_rank / 1e6:.0f} MB | {4 * n_bytes / 1e6:.0f} MB | "
+                       f"{1e3 * gathers[0]:.1f} ms | {1e3 * gathers[1]:.1f} ms |")
     out.append("""
 ## Reading the tables
 

@@ -115,3 +115,19 @@ rc=$?
 grep -q "parameters differ across ranks at step 5" "$tmp/div.log" && [[ $rc -ne 0 ]] &&
     pass "sharded: a diverged rank is caught by the checksum" "exit $rc" ||
     fail "sharded: a diverged rank is caught by the checksum" "exit $rc $(tail -2 "$tmp/div.log")"
+
+# ---- fspo bench --dp --shard (a make bench row): runs, and counts half the optimizer state ----
+dp=(--dp --d-model 64 --n-layers 1 --n-heads 2 --max-seq 32 --batch 1 --threads 1 --steps 1 --bucket-mb 0.05 --json)
+mpirun_np 2 "$FSPO" bench "${dp[@]}" >"$tmp/dp.json" 2>"$tmp/dp.err" &&
+    mpirun_np 2 "$FSPO" bench "${dp[@]}" --shard >"$tmp/dps.json" 2>>"$tmp/dp.err" &&
+    out=$("$PY" - "$tmp/dp.json" "$tmp/dps.json" <<'PYEOF' 2>&1
+import json, sys
+a, b = (json.loads(open(p).read()) for p in sys.argv[1:3])
+assert not a["shard"] and b["shard"], (a["shard"], b["shard"])
+full = 8 * a["params"] / 2**20   # AdamW moments of every parameter, MiB
+assert abs(a["optim_state_mb_per_rank"] - full) < 1e-3, (a["optim_state_mb_per_rank"], full)
+assert abs(b["optim_state_mb_per_rank"] - full / 2) < 1e-3 + 8 * 16 / 2**20, (b["optim_state_mb_per_rank"], full / 2)
+print(f"{a['params']} params: {a['optim_state_mb_per_rank']:.3f} MiB per rank -> {b['optim_state_mb_per_rank']:.3f} sharded")
+PYEOF
+) && pass "bench --dp --shard reports the halved optimizer state" "$out" ||
+    fail "bench --dp --shard reports the halved optimizer state" "$out $(tail -3 "$tmp/dp.err")"
