@@ -501,6 +501,7 @@ static double optimizer_update(Run *r, float lr)
         grad_norm = sqrt(r->grad_sumsq);
         optim_update(&r->opt, r->policy, lr, grad_norm);
         dist_slices_allgather(r->reducer, r->policy->params);
+        model_params_changed(r->policy); /* the other ranks' slices too */
     } else
         grad_norm = optim_step(&r->opt, r->policy, lr);
     if (fault_diverge_at(&r->fault, r->dist->rank, r->step)) r->policy->params[0] += 1e-3f, model_params_changed(r->policy);
@@ -809,7 +810,8 @@ static void print_optimizer_memory(const Run *r)
     else
         printf("train: optimizer state: %.3f MiB per rank (%zu bytes: %s state of all %zu parameters on every rank%s)\n",
                bytes / 1048576.0, bytes, OPTIM_KIND_NAMES[o->cfg.kind], o->n,
-               W > 1 ? "; mpi.shard_optimizer divides it by the ranks" : "");
+               W > 1 ? "; mpi.shard_optimizer divides it by the ranks"
+               : r->cfg->mpi.shard_optimizer ? "; mpi.shard_optimizer: nothing to shard over 1 rank" : "");
 }
 
 static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_path, const char *yaml)
