@@ -30,20 +30,32 @@ static uint64_t named_sum(const char *name, uint64_t sum) { return checksum_mix(
  * tensor so a test can kill the writer at a random point inside the write. */
 static Faults faults = { .ckptfail_step = -1 };
 
-static int write_tensor(hid_t group, const TensorInfo *t, const float *base)
+/* t's values, data[0 .. numel) */
+static int write_tensor(hid_t group, const TensorInfo *t, const float *data)
 {
     int ms = faults.ckptslow_ms;
     if (ms > 0) nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000L }, NULL);
     int64_t dims[2] = { t->shape[0], t->shape[1] };
-    if (h5_write(group, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, base + t->offset) < 0) return -1;
+    if (h5_write(group, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, data) < 0) return -1;
     hid_t ds = H5Dopen2(group, t->name, H5P_DEFAULT);
     if (ds < 0) return -1;
-    int rc = h5_attr_write_u64(ds, "checksum", checksum64(base + t->offset, t->numel * sizeof(float)));
+    int rc = h5_attr_write_u64(ds, "checksum", checksum64(data, t->numel * sizeof(float)));
     H5Dclose(ds);
     return rc;
 }
 
-static int write_group(hid_t file, const char *gname, const Model *m, const float *base)
+/* The largest tensor of m, in elements. */
+static size_t largest_tensor(const Model *m)
+{
+    size_t n = 1;
+    for (int i = 0; i < m->n_tensors; i++) n = m->tensors[i].numel > n ? m->tensors[i].numel : n;
+    return n;
+}
+
+/* gname's tensors from the flat buffer base, or (base NULL) each fetched
+ * into one tensor's buffer by meta->fetch(which) */
+static int write_group(hid_t file, const char *gname, const Model *m, const float *base, const CkptMeta *meta,
+                       int which)
 {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
@@ -55,7 +67,14 @@ static int write_group(hid_t file, const char *gname, const Model *m, const floa
     H5Pclose(lcpl);
     if (g < 0) return -1;
     int rc = 0;
-    for (int i = 0; i < m->n_tensors && rc == 0; i++) rc = write_tensor(g, &m->tensors[i], base);
+    float *buf = base ? NULL : malloc(largest_tensor(m) * sizeof(float));
+    if (!base && !buf) rc = -1;
+    for (int i = 0; i < m->n_tensors && rc == 0; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        if (buf) meta->fetch(meta->fetch_ctx, which, t, buf);
+        rc = write_tensor(g, t, buf ? buf : base + t->offset);
+    }
+    free(buf);
     H5Gclose(g);
     return rc;
 }
@@ -126,14 +145,15 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     rc |= write_model_extras(f, c);
     rc |= h5_attr_write_u64(f, "weights_checksum", wsum);
     rc |= h5_attr_write_i64(f, "created_unix", (int64_t)time(NULL));
-    rc |= write_group(f, "/model", m, m->params);
+    rc |= write_group(f, "/model", m, m->params, meta, 0);
     int injected = rc == 0 && meta->step == faults.ckptfail_step;
     if (injected) rc = -1;
     if (o && rc == 0) {
         rc |= h5_attr_write_str(f, "optim_type", OPTIM_KIND_NAMES[o->cfg.kind]);
         rc |= h5_attr_write_i64(f, "optim_step", o->t);
-        if (o->m) rc |= write_group(f, "/optim/m", m, o->m);
-        if (rc == 0) rc |= write_group(f, "/optim/v", m, o->v);
+        int whole = o->lo == 0 && o->hi == m->n_params; /* else a ZeRO-1 slice: meta->fetch has them (ckpt_save) */
+        if (rc == 0 && o->m) rc |= write_group(f, "/optim/m", m, whole ? o->m : NULL, meta, 0);
+        if (rc == 0) rc |= write_group(f, "/optim/v", m, whole ? o->v : NULL, meta, 1);
     }
     /* flush before close so a failed write (disk full) is reported here */
     if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
@@ -304,6 +324,9 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
 {
     char path[4096];
     snprintf(path, sizeof path, "%s/ckpt_%lld.h5", dir, (long long)meta->step);
+    if (o && (o->lo != 0 || o->hi != m->n_params) && !meta->fetch)
+        return set_err(err, errlen, "internal: the optimizer holds parameters [%zu, %zu) of %zu and no fetch gives "
+                                    "the rest of the moments", o->lo, o->hi, m->n_params);
     struct stat st;
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return set_err(err, errlen, "%s: checkpoint directory: %s", dir,
@@ -479,17 +502,39 @@ static int read_tensor(hid_t g, const char *gname, const TensorInfo *t, float *d
     return 0;
 }
 
-static int read_group(hid_t f, const char *gname, const Model *m, float *base, const char *path, char *err,
-                      size_t errlen)
+/* Elements [lo, hi) of the flat vector gname's tensors make, into out
+ * (hi - lo floats): tensors inside the range are read straight in, one
+ * across an end through a buffer of one tensor; every checksum checked. */
+static int read_group_range(hid_t f, const char *gname, const Model *m, size_t lo, size_t hi, float *out,
+                            const char *path, char *err, size_t errlen)
 {
     if (!h5_group_exists(f, gname)) return set_err(err, errlen, "%s: group %s missing", path, gname);
     hid_t g = H5Gopen2(f, gname, H5P_DEFAULT);
     if (g < 0) return set_err(err, errlen, "%s: group %s cannot be opened", path, gname);
     int rc = 0;
-    for (int i = 0; i < m->n_tensors && rc == 0; i++)
-        rc = read_tensor(g, gname, &m->tensors[i], base + m->tensors[i].offset, path, err, errlen);
+    float *buf = NULL;
+    for (int i = 0; i < m->n_tensors && rc == 0; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        size_t s = t->offset > lo ? t->offset : lo, e = t->offset + t->numel < hi ? t->offset + t->numel : hi;
+        if (s >= e) continue;
+        if (s == t->offset && e == t->offset + t->numel) {
+            rc = read_tensor(g, gname, t, out + (s - lo), path, err, errlen);
+            continue;
+        }
+        if (!buf && !(buf = malloc(largest_tensor(m) * sizeof(float))))
+            rc = set_err(err, errlen, "%s: out of memory reading %s", path, gname);
+        if (rc == 0) rc = read_tensor(g, gname, t, buf, path, err, errlen);
+        if (rc == 0) memcpy(out + (s - lo), buf + (s - t->offset), (e - s) * sizeof(float));
+    }
+    free(buf);
     H5Gclose(g);
     return rc;
+}
+
+static int read_group(hid_t f, const char *gname, const Model *m, float *base, const char *path, char *err,
+                      size_t errlen)
+{
+    return read_group_range(f, gname, m, 0, m->n_params, base, path, err, errlen);
 }
 
 static int read_meta(hid_t f, CkptMeta *meta)
@@ -589,9 +634,25 @@ int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *er
             rc = set_err(err, errlen, "%s: optimizer state is %s, the config asks for %s", path, kind, want);
         else if (h5_attr_read_i64(f, "optim_step", &t) != 0 || t < 0)
             rc = set_err(err, errlen, "%s: attribute optim_step missing or malformed", path);
-        if (rc == 0 && o->m) rc = read_group(f, "/optim/m", m, o->m, path, err, errlen);
-        if (rc == 0) rc = read_group(f, "/optim/v", m, o->v, path, err, errlen);
+        if (rc == 0 && o->m) rc = read_group_range(f, "/optim/m", m, o->lo, o->hi, o->m, path, err, errlen);
+        if (rc == 0) rc = read_group_range(f, "/optim/v", m, o->lo, o->hi, o->v, path, err, errlen);
         if (rc == 0) o->t = t;
+    }
+    H5Fclose(f);
+    return rc;
+}
+
+int ckpt_read_moment_slices(const char *path, const Model *m, const size_t *bounds, int first, int n_slices,
+                            float *mbuf, float *vbuf, void (*deliver)(void *ctx, int k, const float *mm, const float *vv),
+                            void *ctx, char *err, size_t errlen)
+{
+    hid_t f = -1;
+    if (open_ckpt(path, &f, err, errlen) != 0) return -1;
+    int rc = 0;
+    for (int k = first; k < n_slices && rc == 0; k++) {
+        if (mbuf) rc = read_group_range(f, "/optim/m", m, bounds[k], bounds[k + 1], mbuf, path, err, errlen);
+        if (rc == 0) rc = read_group_range(f, "/optim/v", m, bounds[k], bounds[k + 1], vbuf, path, err, errlen);
+        if (rc == 0) deliver(ctx, k, mbuf, vbuf);
     }
     H5Fclose(f);
     return rc;

@@ -33,9 +33,17 @@ typedef struct {
     int64_t skipped_examples;  /* meta-examples skipped so far (too long for model.max_seq) */
     int64_t skipped_nonfinite; /* steps skipped so far (non-finite loss or gradients) */
     const Tokenizer *tok;  /* saving: the tokenizer of the data trained on (NULL: bytes); not set by loading */
+    /* saving, ZeRO-1 (the optimizer holds a slice): the moments come tensor
+     * by tensor from fetch (which 0: m, 1: v) into buf (t->numel floats):
+     * called for every tensor of /optim/m (AdamW) and then of /optim/v, in
+     * model order, once each, unless the save fails first; NULL: the
+     * optimizer holds them all. Not set by loading. */
+    void (*fetch)(void *ctx, int which, const TensorInfo *t, float *buf);
+    void *fetch_ctx;
 } CkptMeta;
 
-/* Saves m (and o's moments unless o is NULL) as <dir>/ckpt_<step>.h5 and
+/* Saves m (and o's moments unless o is NULL; from meta->fetch if o holds
+ * a slice) as <dir>/ckpt_<step>.h5 and
  * prunes older ones of the same lineage (meta->lineage) so at most `keep`
  * of it remain: checkpoints of another lineage, and files that do not
  * verify (whose lineage is unknown), are never deleted. config_yaml is the
@@ -58,8 +66,21 @@ int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, co
  * (then it is a weights-only load, as train.init_from does, and m may have
  * another max_seq: no tensor depends on it). Checks format
  * version, model shape against m->cfg (naming the tensor and both shapes)
- * and every checksum. meta may be NULL. On error m/o may be partly written. */
+ * and every checksum. meta may be NULL. On error m/o may be partly written.
+ * An optimizer holding a slice [lo, hi) (ZeRO-1) receives that slice of the
+ * moments. */
 int ckpt_load(const char *path, Model *m, Optimizer *o, CkptMeta *meta, char *err, size_t errlen);
+
+/* A ZeRO-1 resume, on the rank that loads: the optimizer moments of the
+ * slices k = first .. n_slices - 1 of the flat parameter vector
+ * ([bounds[k], bounds[k+1]), a checkpoint ckpt_load accepted for m), in
+ * order, each read (every tensor's checksum checked) into mbuf (AdamW's m;
+ * NULL for RMSprop) and vbuf, sized for the largest slice, and handed to
+ * deliver(ctx, k, mbuf, vbuf). The file is opened and checked once.
+ * 0, or -1 with a message. */
+int ckpt_read_moment_slices(const char *path, const Model *m, const size_t *bounds, int first, int n_slices,
+                            float *mbuf, float *vbuf, void (*deliver)(void *ctx, int k, const float *mm, const float *vv),
+                            void *ctx, char *err, size_t errlen);
 
 /* The tokenizer a checkpoint's model reads (copied from the dataset it was
  * trained on; older checkpoints: the byte tokenizer). For a Hugging Face

@@ -89,6 +89,7 @@ struct GradReducer {
     /* sharded (ZeRO-1) only */
     int shard, rank, size;
     size_t lo, hi;       /* this rank's slice */
+    size_t *bounds;      /* [size + 1] every rank's */
     int *counts;         /* [n_buckets][size] each bucket's floats in each rank's slice */
     int *displs;         /* [n_buckets][size] where they start, from the bucket's start */
     float *scratch;      /* [hi - lo] the reduce-scatter's results */
@@ -129,6 +130,9 @@ GradReducer *dist_reducer_create_sharded(float *grads, const size_t *cuts, int n
     MPI_Comm_rank(MPI_COMM_WORLD, &r->rank);
     MPI_Comm_size(MPI_COMM_WORLD, &r->size);
     r->lo = bounds[r->rank], r->hi = bounds[r->rank + 1];
+    r->bounds = malloc(sizeof(size_t) * (r->size + 1));
+    if (!r->bounds) fatal(EXIT_RUNTIME, "out of memory for gradient buckets");
+    memcpy(r->bounds, bounds, sizeof(size_t) * (r->size + 1));
     int nb = r->n_buckets, W = r->size;
     r->counts = malloc(sizeof(int) * (size_t)nb * W);
     r->displs = malloc(sizeof(int) * (size_t)nb * W);
@@ -161,20 +165,36 @@ void dist_slices_allgather(GradReducer *r, float *buf)
     MPI_Waitall(r->n_buckets, r->req, MPI_STATUSES_IGNORE);
 }
 
-void dist_slices_gather(GradReducer *r, const float *mine, float *full, int root)
+void dist_slices_gather_range(GradReducer *r, const float *mine, size_t s, size_t e, float *out, int root)
 {
-    for (int b = 0; b < r->n_buckets; b++)
-        MPI_Gatherv(mine + slice_offset(r, b), r->counts[b * r->size + r->rank], MPI_FLOAT,
-                    r->rank == root ? full + r->start[b] : NULL, r->counts + b * r->size, r->displs + b * r->size,
-                    MPI_FLOAT, root, MPI_COMM_WORLD);
+    int W = r->size, *counts = malloc(sizeof(int) * 2 * W), *displs = counts ? counts + W : NULL;
+    if (!counts) fatal(EXIT_RUNTIME, "out of memory gathering the optimizer slices");
+    if (e - s > (size_t)1 << 30) fatal(EXIT_RUNTIME, "internal: gathering %zu floats at once", e - s);
+    for (int k = 0; k < W; k++) {
+        size_t a = r->bounds[k] > s ? r->bounds[k] : s, z = r->bounds[k + 1] < e ? r->bounds[k + 1] : e;
+        counts[k] = a < z ? (int)(z - a) : 0;
+        displs[k] = a < z ? (int)(a - s) : 0;
+    }
+    size_t from = r->lo > s ? r->lo : s; /* this rank's part starts here (if it has one) */
+    MPI_Gatherv(counts[r->rank] ? mine + (from - r->lo) : mine, counts[r->rank], MPI_FLOAT, out, counts, displs,
+                MPI_FLOAT, root, MPI_COMM_WORLD);
+    free(counts);
 }
 
-void dist_slices_scatter(GradReducer *r, const float *full, float *mine, int root)
+void dist_send_floats(const float *buf, size_t n, int dest)
 {
-    for (int b = 0; b < r->n_buckets; b++)
-        MPI_Scatterv(r->rank == root ? full + r->start[b] : NULL, r->counts + b * r->size, r->displs + b * r->size,
-                     MPI_FLOAT, mine + slice_offset(r, b), r->counts[b * r->size + r->rank], MPI_FLOAT, root,
-                     MPI_COMM_WORLD);
+    for (size_t off = 0; off < n; off += (size_t)1 << 30) {
+        size_t c = n - off < ((size_t)1 << 30) ? n - off : ((size_t)1 << 30);
+        MPI_Send(buf + off, (int)c, MPI_FLOAT, dest, 0, MPI_COMM_WORLD);
+    }
+}
+
+void dist_recv_floats(float *buf, size_t n, int src)
+{
+    for (size_t off = 0; off < n; off += (size_t)1 << 30) {
+        size_t c = n - off < ((size_t)1 << 30) ? n - off : ((size_t)1 << 30);
+        MPI_Recv(buf + off, (int)c, MPI_FLOAT, src, 0, MPI_COMM_WORLD, MPI_STATUS_IGNORE);
+    }
 }
 
 void dist_reducer_free(GradReducer *r)
@@ -182,6 +202,7 @@ void dist_reducer_free(GradReducer *r)
     if (!r) return;
     free(r->counts);
     free(r->displs);
+    free(r->bounds);
     xfree_aligned(r->scratch);
     free(r->start);
     free(r->req);

@@ -60,11 +60,16 @@ GradReducer *dist_reducer_create_sharded(float *grads, const size_t *cuts, int n
 /* The slices' collectives, bucket by bucket (every count fits an int):
  * every rank's slice of buf (n floats) to every rank, in place; */
 void dist_slices_allgather(GradReducer *r, float *buf);
-/* the slices to root: `mine` holds this rank's slice (bounds[rank+1] -
- * bounds[rank] floats), `full` (n floats, root only) receives all; */
-void dist_slices_gather(GradReducer *r, const float *mine, float *full, int root);
-/* and back: root's full (n floats) to every rank's `mine`. */
-void dist_slices_scatter(GradReducer *r, const float *full, float *mine, int root);
+/* elements [s, e) of the vector the slices make, to root's out (e - s
+ * floats; ignored elsewhere): every rank passes its slice as `mine`
+ * (bounds[rank+1] - bounds[rank] floats) and sends what of it lies in
+ * [s, e); e - s must fit an int (one tensor: a checkpoint's moments). */
+void dist_slices_gather_range(GradReducer *r, const float *mine, size_t s, size_t e, float *out, int root);
+
+/* Point to point, in chunks of 2^30 floats: n floats to rank dest, and
+ * from rank src (a ZeRO-1 resume: rank 0 hands each rank its moments). */
+void dist_send_floats(const float *buf, size_t n, int dest);
+void dist_recv_floats(float *buf, size_t n, int src);
 /* Buckets not yet complete (polls them once): for the overlap benchmark. */
 int dist_reducer_pending(GradReducer *r);
 /* Seconds spent inside finish (waiting) and total communication started,

@@ -602,19 +602,34 @@ static void log_step(Run *r, const StepSums *s, double grad_norm, float lr)
     r->tokens_since = r->rows_since = 0;
 }
 
+/* Sharded save: tensor t's moment `which` from the ranks that own its
+ * parts (rank 0's ckpt_save asks for them in model order, m then v, and
+ * the other ranks answer in the same order: save_moments). */
+static void gather_moment(void *ctx, int which, const TensorInfo *t, float *buf)
+{
+    Run *r = ctx;
+    dist_slices_gather_range(r->reducer, which ? r->opt.v : r->opt.m, t->offset, t->offset + t->numel, buf, 0);
+}
+
+/* The other ranks' side of a sharded save: every tensor's gather, in the
+ * order rank 0's ckpt_save writes them. A failed save ends the job
+ * (fatal: MPI_Abort), so no rank is left waiting in a gather. */
+static void save_moments(Run *r)
+{
+    for (int which = r->opt.m ? 0 : 1; which < 2; which++)
+        for (int i = 0; i < r->policy->n_tensors; i++) gather_moment(r, which, &r->policy->tensors[i], NULL);
+}
+
 /* Rank 0: a checkpoint of the current step (io/ckpt.h); dies if it fails.
- * Collective: sharded, rank 0 first gathers the moments into a whole
- * optimizer, so the file is the same as without sharding. */
+ * Collective: sharded, the moments are gathered to rank 0 one tensor at a
+ * time as it writes them, so the file is the one an unsharded run writes
+ * and no rank ever holds more than its slice plus one tensor. */
 static void save(Run *r)
 {
-    Optimizer whole, *o = &r->opt;
-    int root = r->dist->rank == 0;
-    if (r->shard) {
-        if (root) optim_init(&whole, &r->opt.cfg, r->opt.n), whole.t = r->opt.t, o = &whole;
-        if (r->opt.m) dist_slices_gather(r->reducer, r->opt.m, root ? whole.m : NULL, 0);
-        dist_slices_gather(r->reducer, r->opt.v, root ? whole.v : NULL, 0);
+    if (r->dist->rank != 0) {
+        if (r->shard) save_moments(r);
+        return;
     }
-    if (!root) return;
     CkptMeta meta = { .step = r->step, .samples_seen = r->step * r->cfg->train.batch_size, .world_size = r->dist->size,
                       .seed = r->cfg->train.seed, .data_checksum = r->data_checksum, .ref_checksum = r->ref_checksum };
     snprintf(meta.stage, sizeof meta.stage, "%s", STAGE_NAMES[r->cfg->train.stage]);
@@ -622,11 +637,11 @@ static void save(Run *r)
     snprintf(meta.lineage, sizeof meta.lineage, "%s", r->lineage);
     meta.skipped_examples = r->skipped_examples, meta.skipped_nonfinite = r->bad_steps_total;
     meta.tok = &r->data.tok;
+    if (r->shard) meta.fetch = gather_moment, meta.fetch_ctx = r;
     char path[4096], err[1024], shown[8192];
-    if (ckpt_save(r->cfg->train.run_dir, r->policy, o, &meta, r->yaml, r->cfg->checkpoint.keep, path, sizeof path,
-                  err, sizeof err) != 0)
+    if (ckpt_save(r->cfg->train.run_dir, r->policy, &r->opt, &meta, r->yaml, r->cfg->checkpoint.keep, path,
+                  sizeof path, err, sizeof err) != 0)
         fatal(EXIT_RUNTIME, "checkpoint at step %ld failed: %s", r->step, err);
-    if (o == &whole) optim_free(&whole);
     printf("train: checkpoint %s\n", str_escape(shown, sizeof shown, path));
     fflush(stdout);
 }
@@ -641,8 +656,40 @@ static int64_t users_described(const Sampler *s)
     return n;
 }
 
+/* A sharded resume, rank 0: slice k's moments to rank k. */
+static void send_moments(void *ctx, int k, const float *mm, const float *vv)
+{
+    const Run *r = ctx;
+    size_t len = r->bounds[k + 1] - r->bounds[k];
+    if (mm) dist_send_floats(mm, len, k);
+    dist_send_floats(vv, len, k);
+}
+
+/* A sharded resume: rank 0 has read its own slice of the moments with the
+ * checkpoint (ckpt_load fills an optimizer slice); it reads each other
+ * rank's slice in turn and sends it, so no rank holds more than two slices. */
+static void scatter_moments(Run *r, const char *path)
+{
+    const Dist *d = r->dist;
+    size_t len = r->opt.hi - r->opt.lo;
+    if (d->rank != 0) {
+        if (r->opt.m) dist_recv_floats(r->opt.m, len, 0);
+        dist_recv_floats(r->opt.v, len, 0);
+        return;
+    }
+    size_t most = 1;
+    for (int k = 1; k < d->size; k++) most = r->bounds[k + 1] - r->bounds[k] > most ? r->bounds[k + 1] - r->bounds[k] : most;
+    float *mbuf = r->opt.m ? xmalloc_aligned(most * sizeof(float), "moments of a slice") : NULL;
+    float *vbuf = xmalloc_aligned(most * sizeof(float), "moments of a slice");
+    char err[1024];
+    if (ckpt_read_moment_slices(path, r->policy, r->bounds, 1, d->size, mbuf, vbuf, send_moments, r, err, sizeof err) != 0)
+        fatal(EXIT_RUNTIME, "resuming the optimizer slices: %s", err);
+    xfree_aligned(mbuf);
+    xfree_aligned(vbuf);
+}
+
 /* Rank 0 decides where the run starts (src/resume.h); everyone receives the
- * state (sharded: rank 0 loads the whole moments and scatters the slices). */
+ * state (sharded: each rank its slice of the moments). */
 static void initial_state(Run *r)
 {
     const Config *cfg = r->cfg;
@@ -650,29 +697,24 @@ static void initial_state(Run *r)
     char err[3584] = "";
     int code = 0;
     Start st = { 0 };
-    Optimizer whole, *o = &r->opt;
     if (d->rank == 0) {
-        if (r->shard) optim_init(&whole, &r->opt.cfg, r->opt.n), o = &whole;
         model_init_weights(r->policy, (uint64_t)cfg->train.seed);
-        code = resume_decide(cfg, &r->data.tok, r->data_checksum, r->ref != NULL, r->ref_checksum, r->policy, o,
+        code = resume_decide(cfg, &r->data.tok, r->data_checksum, r->ref != NULL, r->ref_checksum, r->policy, &r->opt,
                              &st, err, sizeof err);
         snprintf(r->lineage, sizeof r->lineage, "%s", st.lineage);
     }
     agree_or_exit(d, code, err);
     int full = st.resumed; /* optimizer state too */
     const CkptMeta *meta = &st.meta;
-    int64_t hdr[5] = { full, meta->step, o->t, meta->skipped_examples, meta->skipped_nonfinite };
+    int64_t hdr[5] = { full, meta->step, r->opt.t, meta->skipped_examples, meta->skipped_nonfinite };
     dist_bcast(hdr, sizeof hdr, 0);
     dist_bcast(r->policy->params, sizeof(float) * r->policy->n_params, 0);
     model_params_changed(r->policy);
-    if (hdr[0] && r->shard) {
-        if (r->opt.m) dist_slices_scatter(r->reducer, d->rank == 0 ? whole.m : NULL, r->opt.m, 0);
-        dist_slices_scatter(r->reducer, d->rank == 0 ? whole.v : NULL, r->opt.v, 0);
-    } else if (hdr[0]) {
+    if (hdr[0] && r->shard) scatter_moments(r, st.path);
+    else if (hdr[0]) {
         if (r->opt.m) dist_bcast(r->opt.m, sizeof(float) * r->opt.n, 0);
         dist_bcast(r->opt.v, sizeof(float) * r->opt.n, 0);
     }
-    if (o == &whole) optim_free(&whole);
     r->step = hdr[0] ? hdr[1] : 0;
     r->resumed = hdr[0] != 0;
     r->opt.t = hdr[2];

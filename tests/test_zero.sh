@@ -88,6 +88,11 @@ train 1 "$tmp/b" "${half[@]}" && train 3 "$tmp/b" "${all[@]}" "${ZERO[@]}" &&
     out=$("$PY" tests/ckpt_compare.py "$tmp/b/ckpt_40.h5" "$tmp/full/ckpt_40.h5" --tol 1e-5 --optim 2>&1) &&
     pass "an unsharded checkpoint resumes sharded at another world size (1 -> 3)" "$out" ||
     fail "an unsharded checkpoint resumes sharded at another world size (1 -> 3)" "$out $(tail -2 "$tmp/b.log")"
+train 3 "$tmp/c" "${half[@]}" "${ZERO[@]}" && train 2 "$tmp/c" "${all[@]}" "${ZERO[@]}" &&
+    grep -q "resuming from .*ckpt_20.h5 at step 20" "$tmp/c.log" &&
+    out=$("$PY" tests/ckpt_compare.py "$tmp/c/ckpt_40.h5" "$tmp/full/ckpt_40.h5" --tol 1e-5 --optim 2>&1) &&
+    pass "a sharded checkpoint resumes sharded at another world size (3 -> 2)" "$out" ||
+    fail "a sharded checkpoint resumes sharded at another world size (3 -> 2)" "$out $(tail -2 "$tmp/c.log")"
 # the sharded checkpoint's file: the same datasets and attributes as the unsharded one's
 out=$("$PY" - "$tmp/s2/ckpt_30.h5" "$tmp/u2/ckpt_30.h5" <<'PYEOF' 2>&1
 import h5py, sys
