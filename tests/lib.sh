@@ -93,6 +93,23 @@ train() {
     mpirun_np "$np" "$FSPO" train "$TINY_CFG" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1
 }
 
+# interrupt NP RUN_DIR [--set ...]: starts train like `train` does, sends
+# SIGUSR1 to mpirun once RUN_DIR/metrics.jsonl has 30 lines, waits; returns
+# mpirun's exit code (3: checkpointed and asked for a requeue)
+interrupt() {
+    local np=$1 dir=$2
+    shift 2
+    # mpirun itself in the background (not a shell function), so $! is mpirun's PID
+    "${MPIRUN[@]}" -np "$np" "$FSPO" train "$TINY_CFG" --set train.run_dir="$dir" "$@" >"$dir.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 400); do
+        [[ -f $dir/metrics.jsonl && $(wc -l <"$dir/metrics.jsonl") -ge 30 ]] && break
+        sleep 0.05
+    done
+    kill -USR1 $pid
+    wait $pid
+}
+
 # oracle_ready TMPDIR: Hugging Face `tokenizers` (the official Node.js
 # binding) and `@huggingface/hub` (its safetensors header parser) in
 # tests/node, installed from its package-lock.json when missing;

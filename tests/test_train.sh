@@ -35,15 +35,7 @@ out=$("$PY" tests/ckpt_compare.py "$tmp/other/ckpt_40.h5" "$tmp/full/ckpt_40.h5"
 # ---- a signal mid-run: one checkpoint, exit 3, resume to the same end ----
 long=(--set train.max_steps=300 --set optim.decay_steps=300 --set checkpoint.every=1000)
 train 2 "$tmp/straight" "${long[@]}"
-# mpirun itself in the background (not a shell function), so $! is mpirun's PID
-"${MPIRUN[@]}" -np 2 "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$tmp/sig" "${long[@]}" >"$tmp/sig.log" 2>&1 &
-pid=$!
-for _ in $(seq 400); do
-    [[ -f $tmp/sig/metrics.jsonl && $(wc -l <"$tmp/sig/metrics.jsonl") -ge 30 ]] && break
-    sleep 0.05
-done
-kill -USR1 $pid
-wait $pid
+interrupt 2 "$tmp/sig" "${long[@]}"
 rc=$?
 n_ckpt=$(ls "$tmp/sig"/ckpt_*.h5 2>/dev/null | wc -l)
 stopped_at=$(ls "$tmp/sig"/ckpt_*.h5 2>/dev/null | sed 's/.*ckpt_\([0-9]*\).h5/\1/')

@@ -55,14 +55,7 @@ PYEOF
 # ---- bit-exact resume with sharding: SIGUSR1 mid-run, resume, compare with the straight run ----
 long=(--set train.max_steps=300 --set optim.decay_steps=300 --set checkpoint.every=1000 "${ZERO[@]}")
 train 2 "$tmp/straight" "${long[@]}"
-"${MPIRUN[@]}" -np 2 "$FSPO" train "$TINY_CFG" --set train.run_dir="$tmp/sig" "${long[@]}" >"$tmp/sig.log" 2>&1 &
-pid=$!
-for _ in $(seq 400); do
-    [[ -f $tmp/sig/metrics.jsonl && $(wc -l <"$tmp/sig/metrics.jsonl") -ge 30 ]] && break
-    sleep 0.05
-done
-kill -USR1 $pid
-wait $pid
+interrupt 2 "$tmp/sig" "${long[@]}"
 rc=$?
 stopped_at=$(ls "$tmp/sig"/ckpt_*.h5 2>/dev/null | sed 's/.*ckpt_\([0-9]*\).h5/\1/')
 if [[ $rc -eq 3 && -n $stopped_at && $stopped_at -lt 300 ]]; then
