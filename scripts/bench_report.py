@@ -513,8 +513,8 @@ allocator hands out pages already resident; means over the ranks).
 | not sharded (allreduce) | {dp['optim_state_mb_per_rank']:.1f} MiB | {dp['optim_rss_mb_per_rank']:.1f} MiB | {dp['allreduce_ms']:.1f} ms | {dp['exposed_ms']:.1f} ms | {100 * dp['hidden']:.0f}% |
 | sharded (reduce-scatter) | {dp_shard['optim_state_mb_per_rank']:.1f} MiB | {dp_shard['optim_rss_mb_per_rank']:.1f} MiB | {dp_shard['allreduce_ms']:.1f} ms | {dp_shard['exposed_ms']:.1f} ms | {100 * dp_shard['hidden']:.0f}% |
 
-Sharded, the updated slices are then all-gathered (not in this row's
-timing); a reduce-scatter plus an all-gather move the bytes of one ring
-allreduce.
+Sharded, the updated slices are then all-gathered: {dp_shard.get('allgather_ms', float('nan')):.1f} ms
+per step, not overlapped (median; the same slices on every step). A
+reduce-scatter plus an all-gather move the bytes of one ring allreduce.
 """
 open(out_md, "w").write(md)

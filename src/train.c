@@ -113,6 +113,7 @@ typedef struct {
     int bf16;                /* model.precision resolved: bf16 products */
     double allreduce_full_s;  /* one blocking allreduce of all gradients, measured at start */
     double allreduce_wait_s;  /* summed exposed wait after the backward */
+    double allgather_s;       /* shard: summed time of the parameter all-gathers */
     long allreduce_steps;
     long skipped_examples, dropped_fewshot, dropped_queries, bad_steps_total;
     PackedAnswers *ans;      /* [micro-batch] where each row's answers landed */
@@ -271,6 +272,9 @@ static void summary(const Run *r, int exit_code)
             printf("train: gradient %s %.2f ms blocking; %.2f ms per step waited after the backward "
                    "(communication left + rank imbalance): %.0f%% hidden by overlap\n",
                    r->shard ? "reduce-scatter" : "allreduce", 1e3 * full, 1e3 * exposed, 100 * (hidden > 0 ? hidden : 0));
+            if (r->shard)
+                printf("train: parameter all-gather after the update %.2f ms per step (not overlapped)\n",
+                       1e3 * r->allgather_s / r->allreduce_steps);
         }
     }
     metrics_close(r->log);
@@ -500,7 +504,9 @@ static double optimizer_update(Run *r, float lr)
     if (r->shard) {
         grad_norm = sqrt(r->grad_sumsq);
         optim_update(&r->opt, r->policy, lr, grad_norm);
+        double t0 = now_seconds();
         dist_slices_allgather(r->reducer, r->policy->params);
+        r->allgather_s += now_seconds() - t0;
         model_params_changed(r->policy); /* the other ranks' slices too */
     } else
         grad_norm = optim_step(&r->opt, r->policy, lr);

@@ -453,6 +453,16 @@ static int bench_dp(int argc, char **argv)
             else bw_ovl[s] = v[0] / dd.size, wait[s] = v[1] / dd.size, exposed[s] = ex[0] / dd.size;
         }
     }
+    /* ZeRO-1's other half: the updated slices to every rank */
+    double gather[1000];
+    for (int s = 0; shard && s < steps; s++) {
+        dist_barrier();
+        double t0 = now_seconds();
+        dist_slices_allgather(ctx.r, m->params);
+        double v[1] = { now_seconds() - t0 };
+        dist_allreduce_sum_f64(v, 1);
+        gather[s] = v[0] / dd.size;
+    }
     double bp = median(bw_plain, steps), bo = median(bw_ovl, steps), wt = median(wait, steps);
     double ext = median(exposed, steps);
     double hidden_wait = 1 - wt / full, hidden_time = 1 - (bo - bp) / full, hidden = 1 - ext / full;
@@ -463,10 +473,11 @@ static int bench_dp(int argc, char **argv)
                "\"batch\": %d, \"params\": %zu, \"bucket_mb\": %.3f, \"buckets\": %d, \"allreduce_ms\": %.3f, "
                "\"backward_ms\": %.2f, \"backward_overlapped_ms\": %.2f, \"wait_ms\": %.3f, \"hidden_by_wait\": %.4f, "
                "\"hidden_by_time\": %.4f, \"buckets_pending_after_backward\": %.1f, \"exposed_ms\": %.3f, "
-               "\"hidden\": %.4f, \"shard\": %s, \"optim_state_mb_per_rank\": %.3f, \"optim_rss_mb_per_rank\": %.3f}\n",
+               "\"hidden\": %.4f, \"shard\": %s, \"optim_state_mb_per_rank\": %.3f, \"optim_rss_mb_per_rank\": %.3f, "
+               "\"allgather_ms\": %.3f}\n",
                dd.size, openblas_get_num_threads(), cfg.d_model, cfg.n_layers, batch, m->n_params, bucket_mb, buckets,
                1e3 * full, 1e3 * bp, 1e3 * bo, 1e3 * wt, hidden_wait, hidden_time, median(pend, steps), 1e3 * ext, hidden,
-               shard ? "true" : "false", mem[0] / dd.size, mem[1] / dd.size);
+               shard ? "true" : "false", mem[0] / dd.size, mem[1] / dd.size, shard ? 1e3 * median(gather, steps) : 0.0);
     dist_reducer_free(ctx.r);
     free(logp);
     free(dlogp);
