@@ -689,7 +689,7 @@ static void scatter_moments(Run *r, const char *path)
     float *vbuf = xmalloc_aligned(most * sizeof(float), "moments of a slice");
     char err[1024];
     if (ckpt_read_moment_slices(path, r->policy, r->bounds, 1, d->size, mbuf, vbuf, send_moments, r, err, sizeof err) != 0)
-        fatal(EXIT_RUNTIME, "resuming the optimizer slices: %s", err);
+        fatal(EXIT_USAGE, "resuming the optimizer slices: %s", err);
     xfree_aligned(mbuf);
     xfree_aligned(vbuf);
 }

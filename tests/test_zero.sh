@@ -5,6 +5,7 @@
 # world sizes, the same non-finite skips, and the optimizer state per rank.
 cd "$(dirname "$0")/.." && source tests/lib.sh
 PY=/usr/bin/python3
+BUILD=${BUILD:-build}
 tmp=$(mktemp -d /tmp/fspo-zero.XXXXXX) && trap 'remove_tmp "$tmp"' EXIT
 tiny_train_setup "$tmp" || { fail "make dataset"; exit 1; }
 # clipping active (the tiny model's gradient norm is ~0.7), and buckets of
@@ -98,6 +99,21 @@ assert a.attrs["optim_step"] == b.attrs["optim_step"] == 30 and a.attrs["world_s
 print(f"{len(a['optim/m'])} moment tensors each, optim_step 30")
 PYEOF
 ) && pass "a sharded checkpoint has the unsharded layout" "$out" || fail "a sharded checkpoint has the unsharded layout" "$out"
+
+# a moment of the last rank's slice altered behind a valid seal: rank 0 reads that slice only to send
+# it on, and still checks its tensor's checksum (exit 2, naming the tensor)
+cp -r "$tmp/s2" "$tmp/bad" && "$PY" - "$tmp/bad/ckpt_30.h5" <<'PYEOF' &&
+import h5py, sys
+with h5py.File(sys.argv[1], "r+", locking=False) as f:
+    d = f["optim/v/final_norm"]          # near the end of the flat vector: the last rank's slice
+    x = d[()]; x[0] += 1.0; d[...] = x
+PYEOF
+    "$BUILD/tests/test_ckpt" --reseal "$tmp/bad/ckpt_30.h5" &&
+    train 2 "$tmp/bad" "${common[@]}" --set train.max_steps=40 --set train.resume="$tmp/bad/ckpt_30.h5" "${ZERO[@]}"
+rc=$?
+[[ $rc -eq 2 ]] && grep -q "resuming the optimizer slices: .*optim/v/final_norm fails its checksum" "$tmp/bad.log" &&
+    pass "a corrupt moment in another rank's slice stops the sharded resume" "exit 2: $(grep -o 'resuming.*' "$tmp/bad.log")" ||
+    fail "a corrupt moment in another rank's slice stops the sharded resume" "exit $rc $(tail -3 "$tmp/bad.log")"
 
 # ---- non-finite steps: skipped the same way ----
 FSPO_FAULT=nan@1:5 train 2 "$tmp/nanu" "${common[@]}" && FSPO_FAULT=nan@1:5 train 2 "$tmp/nans" "${common[@]}" "${ZERO[@]}" &&
