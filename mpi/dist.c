@@ -157,12 +157,32 @@ static size_t slice_offset(const GradReducer *r, int b)
     return r->counts[b * r->size + r->rank] > 0 ? s - r->lo : 0;
 }
 
+int dist_reducer_buckets(const GradReducer *r, const size_t **start)
+{
+    *start = r->start;
+    return r->n_buckets;
+}
+
+void dist_slices_allgather_start(GradReducer *r, float *buf, int b)
+{
+    MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf + r->start[b], r->counts + b * r->size, r->displs + b * r->size,
+                    MPI_FLOAT, MPI_COMM_WORLD, &r->req[b]);
+    /* move the ones in flight on (Open MPI progresses only inside MPI calls) */
+    int flag;
+    MPI_Testall(b + 1, r->req, &flag, MPI_STATUSES_IGNORE);
+}
+
+double dist_slices_allgather_wait(GradReducer *r)
+{
+    double t0 = now_seconds();
+    MPI_Waitall(r->n_buckets, r->req, MPI_STATUSES_IGNORE);
+    return now_seconds() - t0;
+}
+
 void dist_slices_allgather(GradReducer *r, float *buf)
 {
-    for (int b = 0; b < r->n_buckets; b++)
-        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf + r->start[b], r->counts + b * r->size,
-                        r->displs + b * r->size, MPI_FLOAT, MPI_COMM_WORLD, &r->req[b]);
-    MPI_Waitall(r->n_buckets, r->req, MPI_STATUSES_IGNORE);
+    for (int b = 0; b < r->n_buckets; b++) dist_slices_allgather_start(r, buf, b);
+    dist_slices_allgather_wait(r);
 }
 
 void dist_slices_gather_range(GradReducer *r, const float *mine, size_t s, size_t e, float *out, int root)

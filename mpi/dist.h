@@ -57,9 +57,17 @@ void dist_reducer_finish(GradReducer *r);
  * over ranks; the rest of grads is left unspecified. */
 GradReducer *dist_reducer_create_sharded(float *grads, const size_t *cuts, int n_cuts, double bucket_bytes,
                                          const size_t *bounds);
+/* The buckets: n_buckets + 1 increasing offsets from 0 to n in *start;
+ * returns n_buckets. */
+int dist_reducer_buckets(const GradReducer *r, const size_t **start);
 /* The slices' collectives, bucket by bucket (every count fits an int):
- * every rank's slice of buf (n floats) to every rank, in place; */
+ * every rank's slice of buf (n floats) to every rank, in place, all at once; */
 void dist_slices_allgather(GradReducer *r, float *buf);
+/* or started bucket by bucket (every rank starts b = 0, 1, ... in order,
+ * e.g. as the optimizer finishes each: optim_update_parts), then waited
+ * for; returns the seconds waited. */
+void dist_slices_allgather_start(GradReducer *r, float *buf, int b);
+double dist_slices_allgather_wait(GradReducer *r);
 /* elements [s, e) of the vector the slices make, to root's out (e - s
  * floats; ignored elsewhere): every rank passes its slice as `mine`
  * (bounds[rank+1] - bounds[rank] floats) and sends what of it lies in

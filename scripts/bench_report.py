@@ -514,7 +514,8 @@ allocator hands out pages already resident; means over the ranks).
 | sharded (reduce-scatter) | {dp_shard['optim_state_mb_per_rank']:.1f} MiB | {dp_shard['optim_rss_mb_per_rank']:.1f} MiB | {dp_shard['allreduce_ms']:.1f} ms | {dp_shard['exposed_ms']:.1f} ms | {100 * dp_shard['hidden']:.0f}% |
 
 Sharded, the updated slices are then all-gathered: {dp_shard.get('allgather_ms', float('nan')):.1f} ms
-per step, not overlapped (median; the same slices on every step). A
-reduce-scatter plus an all-gather move the bytes of one ring allreduce.
+per step run blocking here (median; `fspo train` starts each bucket's
+all-gather as the optimizer finishes it). A reduce-scatter plus an
+all-gather move the bytes of one ring allreduce.
 """
 open(out_md, "w").write(md)

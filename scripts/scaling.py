@@ -189,10 +189,12 @@ Each rank keeps fp32 parameters and gradients (8 bytes per parameter) and
 the AdamW moments of its 1/P slice only (8/P bytes), instead of 16 bytes per
 parameter. The gradient buckets are reduce-scattered as the backward
 finishes them (the first half of the ring allreduce, so the overlap above
-holds), and the updated slices are all-gathered after the optimizer step:
-`(P−1)·α + (P−1)/P · n/B`, the other half, which fspo does not overlap yet
-and which is therefore exposed in full. Activations and the reference model
-of a preference stage come on top of the figures below.
+holds), and the updated slices are all-gathered: `(P−1)·α + (P−1)/P · n/B`,
+the other half. fspo starts each bucket's all-gather as the optimizer
+finishes that bucket, so it overlaps the update (short next to the
+backward); the table counts it as exposed in full, an upper bound.
+Activations and the reference model of a preference stage come on top of
+the figures below.
 """)
     out.append("| model | P | params + grads + moments per rank | unsharded | all-gather exposed, 100 Gb/s IB | 25 GbE |")
     out.append("|---|---|---|---|---|---|")

@@ -117,10 +117,11 @@ typedef struct {
     Optimizer *o;
     Model *model;
     float lr;
+    size_t lo, hi; /* the elements to update, inside o's slice */
 } StepArgs;
 
-/* thread t's share of o's slice of the flat parameters, tensor by tensor
- * (for the decay flag); the moments are indexed from the slice's start */
+/* thread t's share of [a->lo, a->hi) of the flat parameters, tensor by
+ * tensor (for the decay flag); the moments are indexed from the slice's start */
 static void adamw_task(void *ctx, int t, int nt)
 {
     const StepArgs *a = ctx;
@@ -130,8 +131,8 @@ static void adamw_task(void *ctx, int t, int nt)
     float bc1 = 1.0f - powf(b1, (float)o->t), bc2 = 1.0f - powf(b2, (float)o->t);
     float step_size = lr / bc1, sqrt_bc2 = sqrtf(bc2);
     size_t lo, hi;
-    pool_range(o->hi - o->lo, t, nt, &lo, &hi);
-    lo += o->lo, hi += o->lo;
+    pool_range(a->hi - a->lo, t, nt, &lo, &hi);
+    lo += a->lo, hi += a->lo;
     float *p = a->model->params, *g = a->model->grads;
     for (int i = 0; i < a->model->n_tensors; i++) {
         const TensorInfo *ti = &a->model->tensors[i];
@@ -154,22 +155,46 @@ static void rmsprop_range(const OptimConfig *c, float *p, const float *g, float 
     }
 }
 
-void optim_update(Optimizer *o, Model *m, float lr, double norm)
+/* clip + update of [lo, hi), a part of o's slice, after o->t counted the step */
+static void update_range(Optimizer *o, Model *m, float lr, double norm, size_t lo, size_t hi)
 {
-    if (o->n != m->n_params) fatal(EXIT_RUNTIME, "internal: optimizer sized for %zu params, model has %zu", o->n,
-                                   m->n_params);
-    clip_to(m->grads + o->lo, o->hi - o->lo, norm, o->cfg.max_grad_norm);
-    o->t++;
+    clip_to(m->grads + lo, hi - lo, norm, o->cfg.max_grad_norm);
     if (o->cfg.kind == OPTIM_ADAMW) {
-        StepArgs a = { o, m, lr };
+        StepArgs a = { o, m, lr, lo, hi };
         pool_run(adamw_task, &a);
     } else
         for (int i = 0; i < m->n_tensors; i++) {
             const TensorInfo *t = &m->tensors[i];
-            size_t s = t->offset > o->lo ? t->offset : o->lo;
-            size_t e = t->offset + t->numel < o->hi ? t->offset + t->numel : o->hi;
+            size_t s = t->offset > lo ? t->offset : lo;
+            size_t e = t->offset + t->numel < hi ? t->offset + t->numel : hi;
             if (s < e) rmsprop_range(&o->cfg, m->params + s, m->grads + s, o->v + (s - o->lo), e - s, lr, t->decay);
         }
+}
+
+static void check_size(const Optimizer *o, const Model *m)
+{
+    if (o->n != m->n_params) fatal(EXIT_RUNTIME, "internal: optimizer sized for %zu params, model has %zu", o->n,
+                                   m->n_params);
+}
+
+void optim_update(Optimizer *o, Model *m, float lr, double norm)
+{
+    check_size(o, m);
+    o->t++;
+    update_range(o, m, lr, norm, o->lo, o->hi);
+    model_params_changed(m);
+}
+
+void optim_update_parts(Optimizer *o, Model *m, float lr, double norm, const size_t *cuts, int n_parts,
+                        void (*done)(void *ctx, int part), void *ctx)
+{
+    check_size(o, m);
+    o->t++;
+    for (int b = 0; b < n_parts; b++) {
+        size_t s = cuts[b] > o->lo ? cuts[b] : o->lo, e = cuts[b + 1] < o->hi ? cuts[b + 1] : o->hi;
+        if (s < e) update_range(o, m, lr, norm, s, e);
+        done(ctx, b);
+    }
     model_params_changed(m);
 }
 

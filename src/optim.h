@@ -77,6 +77,13 @@ double optim_slice_sumsq(const Optimizer *o, const float *g);
  * by the factor grad_clip would). optim_step is this with lo 0, hi n and
  * the norm of the whole gradient. */
 void optim_update(Optimizer *o, Model *m, float lr, double norm);
+/* The same update part by part: o's slice within [cuts[b], cuts[b+1]) for
+ * b = 0 .. n_parts - 1 in turn (cuts increasing, covering the slice), each
+ * reported to done(ctx, b) once updated, also a part holding none of the
+ * slice, so the caller can send each part on while the next is computed
+ * (ZeRO-1's all-gather). Bitwise the same result as optim_update. */
+void optim_update_parts(Optimizer *o, Model *m, float lr, double norm, const size_t *cuts, int n_parts,
+                        void (*done)(void *ctx, int part), void *ctx);
 
 /* Learning rate for step s (0-based: the step about to be taken). */
 float schedule_lr(const Schedule *s, long step);

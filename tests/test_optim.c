@@ -121,14 +121,20 @@ static void test_shard_range(void)
     check(ok, "shard ranges tile the parameters in rank order", "%s", why);
 }
 
+static void count_part(void *ctx, int part) { ((int *)ctx)[part]++; }
+
 /* Slices updated one by one with the whole gradient's norm (what each rank
- * of a sharded run does) give bitwise the parameters and moments of one
- * whole-vector step, with clipping active; for both optimizers. */
+ * of a sharded run does; slice 1 part by part at cuts across tensors and
+ * its ends, as train.c hands parts to the all-gather) give bitwise the
+ * parameters and moments of one whole-vector step, with clipping active;
+ * for both optimizers. */
 static void test_slices(void)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 8, .n_layers = 2, .n_heads = 2, .ffn_hidden = 16, .max_seq = 4 };
     Model *whole = model_create(&cfg, 1, 1, 1), *part = model_create(&cfg, 1, 1, 1);
     size_t n = whole->n_params;
+    size_t cuts[] = { 0, 100, n / 3 + 7, n / 2, 2 * n / 3 + 5, n }; /* parts 0 and 4 miss slice 1 (below) */
+    int n_parts = (int)(sizeof cuts / sizeof *cuts) - 1, calls[8] = { 0 };
     for (int kind = OPTIM_ADAMW; kind <= OPTIM_RMSPROP; kind++) {
         OptimConfig oc = { .kind = kind, .beta1 = 0.9f, .beta2 = 0.95f, .alpha = 0.99f, .eps = 1e-8f,
                            .weight_decay = 0.1f, .max_grad_norm = 0.5f };
@@ -147,7 +153,9 @@ static void test_slices(void)
             norm = optim_step(&o, whole, 1e-2f);
             double sumsq = 0;
             for (int k = 0; k < W; k++) sumsq += optim_slice_sumsq(&sl[k], part->grads);
-            for (int k = 0; k < W; k++) optim_update(&sl[k], part, 1e-2f, sqrt(sumsq));
+            for (int k = 0; k < W; k++)
+                if (k == 1) optim_update_parts(&sl[k], part, 1e-2f, sqrt(sumsq), cuts, n_parts, count_part, calls);
+                else optim_update(&sl[k], part, 1e-2f, sqrt(sumsq));
         }
         int same = memcmp(whole->params, part->params, n * sizeof(float)) == 0;
         for (int k = 0; k < W; k++) {
@@ -155,9 +163,13 @@ static void test_slices(void)
             if (kind == OPTIM_ADAMW) same &= memcmp(o.m + sl[k].lo, sl[k].m, len * sizeof(float)) == 0;
             same &= memcmp(o.v + sl[k].lo, sl[k].v, len * sizeof(float)) == 0 && sl[k].t == o.t;
         }
-        check(same && norm > 0.5, kind == OPTIM_ADAMW ? "adamw: 3 slices equal the whole update bitwise"
-                                                       : "rmsprop: 3 slices equal the whole update bitwise",
-              "%zu params, norm %.3f clipped to 0.5", n, norm);
+        int each = 1;
+        for (int b = 0; b < n_parts; b++) each &= calls[b] == 3 * (kind + 1);
+        check(same && norm > 0.5 && each && sl[1].lo > cuts[1] && sl[1].hi < cuts[4],
+              kind == OPTIM_ADAMW ? "adamw: 3 slices (one part by part) equal the whole update bitwise"
+                                  : "rmsprop: 3 slices (one part by part) equal the whole update bitwise",
+              "%zu params, norm %.3f clipped to 0.5; slice 1 [%zu, %zu) in %d parts, each reported %d times",
+              n, norm, sl[1].lo, sl[1].hi, n_parts, calls[0]);
         size_t held = 0;
         for (int k = 0; k < W; k++) held += optim_state_bytes(sl[k].cfg.kind, sl[k].hi - sl[k].lo);
         check(held == n * sizeof(float) * (kind == OPTIM_ADAMW ? 2 : 1), "the slices hold the state once",

@@ -453,7 +453,7 @@ static int bench_dp(int argc, char **argv)
             else bw_ovl[s] = v[0] / dd.size, wait[s] = v[1] / dd.size, exposed[s] = ex[0] / dd.size;
         }
     }
-    /* ZeRO-1's other half: the updated slices to every rank */
+    /* ZeRO-1's other half: the updated slices to every rank, blocking */
     double gather[1000];
     for (int s = 0; shard && s < steps; s++) {
         dist_barrier();
