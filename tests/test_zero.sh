@@ -28,6 +28,12 @@ grep -q "gradient reduce-scatter" "$tmp/s2.log" && grep -q "gradient allreduce" 
 train 2 "$tmp/ur" "${common[@]}" --set optim.type=rmsprop && train 2 "$tmp/sr" "${common[@]}" --set optim.type=rmsprop "${ZERO[@]}" &&
     out=$("$PY" tests/ckpt_compare.py "$tmp/sr/ckpt_30.h5" "$tmp/ur/ckpt_30.h5" --tol 1e-6 --optim 2>&1) &&
     pass "sharded RMSprop equals unsharded" "$out" || fail "sharded RMSprop equals unsharded" "$out $(tail -2 "$tmp/sr.log")"
+# model.precision auto: bf16 products where the CPU has the units (the parameter all-gather must
+# refresh every rank's bf16 copies), else fp32 again
+train 2 "$tmp/ub" --set model.precision=auto && train 2 "$tmp/sb" --set model.precision=auto "${ZERO[@]}" &&
+    out=$("$PY" tests/ckpt_compare.py "$tmp/sb/ckpt_20.h5" "$tmp/ub/ckpt_20.h5" --tol 1e-6 --optim 2>&1) &&
+    pass "sharded equals unsharded with model.precision auto" "$(grep -o -m1 'precision [a-z0-9]*' "$tmp/sb.log" | head -1); $out" ||
+    fail "sharded equals unsharded with model.precision auto" "$out $(tail -2 "$tmp/sb.log")"
 
 # ---- optimizer state per rank: all of it unsharded, half at 2 ranks, a third at 3 ----
 out=$("$PY" - "$tmp/u2.log" "$tmp/s2.log" "$tmp/s3.log" "$tmp/ur.log" "$tmp/sr.log" <<'PYEOF' 2>&1
