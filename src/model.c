@@ -377,6 +377,12 @@ void model_set_precision(Model *m, Precision p)
 
 void model_params_changed(Model *m) { m->bf16_stale = 1; }
 
+void model_round_bf16(Model *m)
+{
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] = bf16_to_float(bf16_from_float(m->params[i]));
+    model_params_changed(m);
+}
+
 /* the bf16 copies of the weights, rounded again if params changed */
 static void refresh_bf16(Model *m)
 {
