@@ -66,6 +66,7 @@ struct Config {
         double label_smoothing; /* cdpo */
         double simpo_gamma;   /* simpo margin */
         double sft_weight;    /* NLL on chosen added to the preference loss */
+        double desc_weight;   /* the description's weight relative to an answer's (cot) */
         char ref_ckpt[CFG_STR]; /* frozen reference (SFT) checkpoint for pref */
     } loss;
     struct {

@@ -420,9 +420,9 @@ static void compute_loss(Run *r, int rows, double norm, StepSums *s)
             double ref_sums[2 * SAMPLER_MAX_QUERIES];
             if (r->ref) answer_logps(r->ref_logp, &ans[k], ref_sums);
             pref_loss(&r->loss, r->logp, r->ref ? ref_sums : NULL, &ans[k], norm, r->dlogp, &st);
-            desc_loss(r->logp, &ans[k], r->loss.sft_weight, norm, r->dlogp, &s->loss);
+            desc_loss(r->logp, &ans[k], r->loss.sft_weight * r->loss.desc_weight, norm, r->dlogp, &s->loss);
         } else
-            sft_loss(r->logp, &ans[k], r->include_rejected, norm, r->dlogp, &s->loss);
+            sft_loss(r->logp, &ans[k], r->include_rejected, r->loss.desc_weight, norm, r->dlogp, &s->loss);
         desc_metrics(r, &ans[k], s);
     }
     if (r->pref) loss_stats_add(&s->loss, &st);
@@ -815,7 +815,8 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->user_desc = cfg->data.user_desc == USER_DESC_COT;
     if (d->rank == 0) code = check_fits(r, err, sizeof err); /* agreed with the reference's load below */
     r->loss = (LossConfig){ .type = cfg->loss.type, .beta = cfg->loss.beta, .label_smoothing = cfg->loss.label_smoothing,
-                            .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight };
+                            .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight,
+                            .desc_weight = cfg->loss.desc_weight };
     OptimConfig oc = config_optim(cfg);
     optim_init(&r->opt, &oc, r->policy->n_params);
     r->sched = (Schedule){ .kind = cfg->optim.schedule,
