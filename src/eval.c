@@ -30,7 +30,7 @@
 #include "model.h"
 #include "pack.h"
 #include "rng.h"
-#include "sample.h"
+#include "generate.h"
 #include "sampler.h"
 #include "synth.h"
 #include "tokenizer.h"

@@ -21,7 +21,7 @@
  * model to write it and every query is answered conditioned on it.
  *
  * The token layout of C and P lives in pack_render_context/_query alone:
- * pack_write's rows and src/sample.c's generation prompts both use them. */
+ * pack_write's rows and src/generate.c's generation prompts both use them. */
 #ifndef FSPO_PACK_H
 #define FSPO_PACK_H
 

@@ -1,4 +1,4 @@
-/* Evaluation and sampling (src/eval.c, src/sample.c, io/jsonl_truth.c):
+/* Evaluation and sampling (src/eval.c, src/generate.c, io/jsonl_truth.c):
  * eval_run end to end on a model whose log-probs are set by hand (accuracy
  * 1, 0 and 1/2 by construction), the bootstrap against the exact bootstrap
  * distribution of a Bernoulli mean, the linear baseline against a
@@ -22,7 +22,7 @@
 #include "jsonl.h"
 #include "pack.h"
 #include "rng.h"
-#include "sample.h"
+#include "generate.h"
 #include "synth.h"
 #include "tokenizer.h"
 

@@ -11,7 +11,7 @@
 #include "commands.h"
 #include "frozen.h"
 #include "jsonl.h"
-#include "sample.h"
+#include "generate.h"
 #include "tokenizer.h"
 #include "util.h"
 

@@ -1,5 +1,5 @@
-/* sample: see sample.h. */
-#include "sample.h"
+/* generate: see generate.h. */
+#include "generate.h"
 
 #include <math.h>
 #include <stdlib.h>
