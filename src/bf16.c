@@ -63,17 +63,18 @@ int bf16_supported(char *unit, size_t len)
     return 0;
 }
 
-int bf16_resolve(const char *precision, char *err, size_t errlen)
+int bf16_resolve(PrecisionChoice precision, char *err, size_t errlen)
 {
     char unit[96];
     int have = bf16_supported(unit, sizeof unit);
-    if (!strcmp(precision, "fp32")) return 0;
-    if (!strcmp(precision, "auto")) return have;
-    if (!strcmp(precision, "bf16")) {
+    switch (precision) {
+    case PRECISION_CHOICE_FP32: return 0;
+    case PRECISION_CHOICE_AUTO: return have;
+    case PRECISION_CHOICE_BF16:
         if (have) return 1;
         return set_err(err, errlen, "model.precision bf16: %s; use fp32 or auto", unit);
     }
-    return set_err(err, errlen, "model.precision '%s': expected fp32, bf16 or auto", precision);
+    return set_err(err, errlen, "model.precision %d: not a PrecisionChoice", (int)precision);
 }
 
 const char *bf16_library_version(void)

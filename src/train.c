@@ -769,7 +769,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     agree_or_exit(d, code, err);
     /* model.precision: every rank must run the same products, so auto is
      * bf16 only where all ranks have the units */
-    r->bf16 = bf16_resolve(PRECISION_CHOICE_NAMES[cfg->precision], err, sizeof err);
+    r->bf16 = bf16_resolve(cfg->precision, err, sizeof err);
     agree_or_exit(d, r->bf16 < 0 ? EXIT_USAGE : 0, err);
     r->bf16 = -dist_allreduce_max_int(-r->bf16);
     /* fault injection for the reliability tests (docs/reliability.md); a

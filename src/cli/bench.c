@@ -19,6 +19,14 @@
 #include "rng.h"
 #include "util.h"
 
+/* --precision NAME -> its PrecisionChoice (the name table of src/bf16.h) */
+static PrecisionChoice precision_option(const char *name)
+{
+    for (int p = 0; PRECISION_CHOICE_NAMES[p]; p++)
+        if (!strcmp(name, PRECISION_CHOICE_NAMES[p])) return (PrecisionChoice)p;
+    fatal(EXIT_USAGE, "bench --precision: model.precision '%s': expected fp32, bf16 or auto", name);
+}
+
 int cmd_bench(int argc, char **argv)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
@@ -56,7 +64,7 @@ int cmd_bench(int argc, char **argv)
     }
     model_shape_check("bench", &cfg);
     char err[256];
-    int bf16 = bf16_resolve(precision, err, sizeof err);
+    int bf16 = bf16_resolve(precision_option(precision), err, sizeof err);
     if (bf16 < 0) fatal(EXIT_USAGE, "bench --precision: %s", err);
     if (threads > 0) openblas_set_num_threads(threads);
     threads = openblas_get_num_threads();
