@@ -35,7 +35,7 @@ int cmd_bench(int argc, char **argv)
     int extra = bench_extra(argc, argv);
     if (extra >= 0) return extra;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (cli_is_help(argv[i])) {
             printf("usage: fspo bench [options]\n\nTimes training steps (forward + backward + AdamW) on random "
                    "causal rows,\nafter measuring the sgemm peak at the same thread count; prints tokens/s and\n"
                    "MFU = achieved model FLOP/s / sgemm peak (FLOPs: see 'fspo model').\n\n"

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "config.h"
 #include "eval.h"
@@ -345,7 +346,7 @@ int cmd_eval(int argc, char **argv)
     EvalOptions o = { 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             usage();
             return EXIT_OK;
         } else if (!strcmp(a, "--set") || !strcmp(a, "--ckpt") || !strcmp(a, "--json") || !strcmp(a, "--truth") ||

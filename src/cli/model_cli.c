@@ -50,7 +50,7 @@ static int cmd_model_strip(int argc, char **argv)
 {
     const char *in = NULL, *out = NULL;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (cli_is_help(argv[i])) {
             printf("usage: fspo model strip CKPT -o OUT.h5\n\nWrites the weights of checkpoint CKPT, with its step, "
                    "stage, config and\nlineage but without the optimizer state (a third of the size under AdamW),\n"
                    "as a new checkpoint OUT.h5: what eval, sample, train.init_from and\nloss.ref_ckpt read; a "
@@ -104,7 +104,7 @@ static int model_logits(int argc, char **argv)
     const char *cmd = "model logits", *ckpt = NULL, *tokens = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             printf("usage: fspo model logits --ckpt PATH --tokens ID,ID,... --out FILE\n\n"
                    "Runs the model of PATH (a checkpoint or a Hugging Face Llama directory) on one row of\n"
                    "token ids at positions 0.. and writes the logits [tokens, vocab] to FILE as raw\n"
@@ -160,7 +160,7 @@ int cmd_model(int argc, char **argv)
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
     int batch = 4;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (cli_is_help(argv[i])) {
             printf("usage: fspo model [options]\n       fspo model strip CKPT -o OUT.h5   (see fspo model strip --help)\n"
                    "       fspo model logits --ckpt PATH --tokens IDS --out FILE\n\n"
                    "Prints the tensor table, parameter count, training FLOPs per "

@@ -249,7 +249,7 @@ int cmd_prep(int argc, char **argv)
     const char *frac_flag = NULL, *heldout_flag = NULL; /* --val-frac or --test-frac given; --heldout-frac given */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             fputs(usage_text, stdout);
             return EXIT_OK;
         }

@@ -122,7 +122,7 @@ int cmd_sample(int argc, char **argv)
     const char *desc_text = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             usage();
             return EXIT_OK;
         } else if (!strcmp(a, "--ckpt")) ckpt = cli_str(cmd, argc, argv, &i);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "cli.h"
 #include "commands.h"
 #include "config.h"
 #include "duration.h"
@@ -349,7 +350,7 @@ static void parse_submit_args(int argc, char **argv, SubmitArgs *a)
     memset(a, 0, sizeof *a);
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+        if (cli_is_help(s)) {
             fputs(usage_text, stdout);
             exit(EXIT_OK);
         } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6)) {
@@ -540,7 +541,7 @@ static void print_job(long id, const char *run_dir)
 
 static int cmd_status(int argc, char **argv)
 {
-    if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+    if (argc >= 3 && cli_is_help(argv[2])) {
         fputs(usage_text, stdout);
         return EXIT_OK;
     }
@@ -577,7 +578,7 @@ int cmd_slurm(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *sub = argv[1];
-    if (!strcmp(sub, "--help") || !strcmp(sub, "-h")) {
+    if (cli_is_help(sub)) {
         fputs(usage_text, stdout);
         return EXIT_OK;
     }

@@ -296,7 +296,7 @@ int cmd_synth(int argc, char **argv)
         if (!fixed && (!strcmp(a, "--noise") || !strcmp(a, "--active") || !strcmp(a, "--dirichlet") ||
                        !strcmp(a, "--minimal-pairs") || !strcmp(a, "--contrastive") || !strcmp(a, "--attrs")))
             fixed = a;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             usage(stdout);
             return EXIT_OK;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = cli_str(cmd, argc, argv, &i);

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "config.h"
 #include "dist.h"
@@ -38,7 +39,7 @@ int cmd_train(int argc, char **argv)
     const char *sets[256];
     int n_sets = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (cli_is_help(argv[i])) {
             usage();
             return EXIT_OK;
         } else if (!strcmp(argv[i], "--set")) {
