@@ -165,27 +165,16 @@ static int on_path(const char *prog)
     return 0;
 }
 
+/* The template's text; NULL with errno set if it cannot be opened or read. */
 static char *read_whole_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    char *s = NULL;
-    size_t len = 0, cap = 0, n;
-    char buf[8192];
-    do {
-        n = fread(buf, 1, sizeof buf, f);
-        if (len + n + 1 > cap) {
-            cap = cap ? 2 * cap : 16384;
-            while (cap < len + n + 1) cap *= 2;
-            char *p = realloc(s, cap);
-            if (!p) fatal(EXIT_RUNTIME, "slurm: out of memory");
-            s = p;
-        }
-        memcpy(s + len, buf, n);
-        len += n;
-        s[len] = '\0';
-    } while (n > 0);
+    char *s = read_stream(f, NULL);
+    int e = errno;
     fclose(f);
+    if (!s && e == ENOMEM) fatal(EXIT_RUNTIME, "slurm: out of memory");
+    errno = e;
     return s;
 }
 

@@ -176,14 +176,9 @@ static char *truth_path_for(const char *out)
 
 static char *read_stdin(size_t *n)
 {
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + len, 1, cap - len, stdin)) > 0;) {
-        len += got;
-        if (len == cap) buf = realloc(buf, cap *= 2);
-    }
-    if (!buf) fatal(EXIT_RUNTIME, "synth: out of memory reading stdin");
-    *n = len;
+    char *buf = read_stream(stdin, n);
+    if (!buf && errno == ENOMEM) fatal(EXIT_RUNTIME, "synth: out of memory reading stdin");
+    if (!buf) fatal(EXIT_RUNTIME, "synth: read error on stdin");
     return buf;
 }
 

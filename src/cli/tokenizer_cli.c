@@ -59,19 +59,9 @@ static double per_s(double x, double s) { return x / (s > 1e-9 ? s : 1e-9); }
 
 static char *read_all(FILE *f, const char *name, size_t *n)
 {
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + len, 1, cap - len, f)) > 0;) {
-        len += got;
-        if (len == cap) {
-            char *grown = realloc(buf, cap *= 2);
-            if (!grown) free(buf);
-            buf = grown;
-        }
-    }
-    if (!buf) fatal(EXIT_RUNTIME, "tokenizer: out of memory reading %s", name);
-    if (ferror(f)) fatal(EXIT_RUNTIME, "tokenizer: read error on %s", name);
-    *n = len;
+    char *buf = read_stream(f, n);
+    if (!buf && errno == ENOMEM) fatal(EXIT_RUNTIME, "tokenizer: out of memory reading %s", name);
+    if (!buf) fatal(EXIT_RUNTIME, "tokenizer: read error on %s", name);
     return buf;
 }
 
