@@ -1,14 +1,14 @@
 /* bf16: see bf16.h. oneDNN's C API (Debian's libdnnl 2.6, OpenMP runtime). */
-#include "bf16.h"
+#include "src/bf16.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
-#include "util.h"
-#include "vecmath.h"
+#include "src/pool.h"
+#include "src/util.h"
+#include "src/vecmath.h"
 
 /* libgomp's, which oneDNN runs on (declared here: clang's fuzz builds have no omp.h) */
 void omp_set_num_threads(int n);

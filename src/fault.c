@@ -1,5 +1,5 @@
 /* fault: see fault.h. */
-#include "fault.h"
+#include "src/fault.h"
 
 #include <stdio.h>
 #include <stdlib.h>

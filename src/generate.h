@@ -15,9 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
-#include "pack.h" /* TokSpan, PairSpans and the layout */
-#include "rng.h"
+#include "src/model.h"
+#include "src/pack.h" /* TokSpan, PairSpans and the layout */
+#include "src/rng.h"
 
 /* Tokens the rendered prompt needs (BOS, the pairs, the description if
  * desc is not NULL, the query header). */

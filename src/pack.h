@@ -25,10 +25,10 @@
 #ifndef FSPO_PACK_H
 #define FSPO_PACK_H
 
-#include "batch.h"
-#include "dataset.h"
-#include "sampler.h"
-#include "tokenizer.h"
+#include "io/dataset.h"
+#include "src/batch.h"
+#include "src/sampler.h"
+#include "src/tokenizer.h"
 
 /* data.user_desc: whether a training meta-example's context ends with the
  * user's description (cot). */

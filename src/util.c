@@ -1,5 +1,5 @@
 #define _GNU_SOURCE /* sched_getaffinity */
-#include "util.h"
+#include "src/util.h"
 
 #include <errno.h>
 #include <libgen.h>

@@ -5,19 +5,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
-#include "bench.h"
-#include "bf16.h"
-#include "cli.h"
-#include "commands.h"
-#include "config.h"
-#include "model.h"
-#include "ops.h"
-#include "optim.h"
-#include "peak.h"
-#include "pool.h"
-#include "rng.h"
-#include "util.h"
+#include "io/config.h"
+#include "src/batch.h"
+#include "src/bf16.h"
+#include "src/cli/bench.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/model.h"
+#include "src/ops.h"
+#include "src/optim.h"
+#include "src/peak.h"
+#include "src/pool.h"
+#include "src/rng.h"
+#include "src/util.h"
 
 /* --precision NAME -> its PrecisionChoice (the name table of src/bf16.h) */
 static PrecisionChoice precision_option(const char *name)

@@ -4,11 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "config.h"
-#include "train.h"
-#include "util.h"
+#include "io/config.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/train.h"
+#include "src/util.h"
 
 static const char usage_text[] =
     "usage: fspo config show CFG.yaml [--set section.key=value]...\n"

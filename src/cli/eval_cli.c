@@ -8,12 +8,12 @@
 #include <errno.h>
 #include <string.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "config.h"
-#include "eval.h"
-#include "synth.h"
-#include "util.h"
+#include "io/config.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/eval.h"
+#include "src/synth.h"
+#include "src/util.h"
 
 static void usage(void)
 {

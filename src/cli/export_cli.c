@@ -5,12 +5,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "ckpt.h"
-#include "cli.h"
-#include "commands.h"
-#include "hf.h"
-#include "frozen.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/hf.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/frozen.h"
+#include "src/util.h"
 
 static void usage(void)
 {

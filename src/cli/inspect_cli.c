@@ -2,10 +2,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "inspect.h"
-#include "util.h"
+#include "io/inspect.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/util.h"
 
 int cmd_inspect(int argc, char **argv)
 {

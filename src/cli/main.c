@@ -3,9 +3,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "util.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/util.h"
 
 #define FSPO_VERSION "0.1.0"
 

@@ -5,14 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
-#include "ckpt.h"
-#include "cli.h"
-#include "commands.h"
-#include "config.h"
-#include "hf.h"
-#include "frozen.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/config.h"
+#include "io/hf.h"
+#include "src/batch.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/frozen.h"
+#include "src/util.h"
 
 int model_shape_option(const char *cmd, int argc, char **argv, int *i, ModelConfig *cfg, int *batch)
 {

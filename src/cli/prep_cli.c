@@ -9,10 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "prep.h"
-#include "util.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/prep.h"
+#include "src/util.h"
 
 /* Bad lines printed one by one before the rest are only counted: a broken
  * export can have millions, and the kinds summary says it all after this. */

@@ -6,14 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckpt.h"
-#include "cli.h"
-#include "commands.h"
-#include "frozen.h"
-#include "jsonl.h"
-#include "generate.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/jsonl.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/frozen.h"
+#include "src/generate.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 static void usage(void)
 {

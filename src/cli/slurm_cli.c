@@ -19,13 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ckpt.h"
-#include "cli.h"
-#include "commands.h"
-#include "config.h"
-#include "duration.h"
-#include "slurm_script.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/config.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/duration.h"
+#include "src/slurm_script.h"
+#include "src/util.h"
 
 #define MAX_SETS 256
 #define PATH_LEN 4096

@@ -9,11 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "jsonl.h"
-#include "synth.h"
-#include "util.h"
+#include "io/jsonl.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/synth.h"
+#include "src/util.h"
 
 static unsigned population_attrs(const SynthConfig *c) { return c->attrs ? c->attrs : SYNTH_ALL_ATTRS; }
 

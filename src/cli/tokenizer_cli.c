@@ -7,12 +7,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "jsonl.h"
-#include "tokenizer.h"
-#include "tokenizer_json.h"
-#include "util.h"
+#include "io/jsonl.h"
+#include "io/tokenizer_json.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 static const char usage_text[] =
     "usage: fspo tokenizer train CORPUS... --vocab V -o TOK.json [--min-count N] [--quiet]\n"

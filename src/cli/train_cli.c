@@ -3,13 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "config.h"
-#include "dist.h"
-#include "inspect.h"
-#include "train.h"
-#include "util.h"
+#include "io/config.h"
+#include "io/inspect.h"
+#include "mpi/dist.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/train.h"
+#include "src/util.h"
 
 static void usage(void)
 {
