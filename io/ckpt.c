@@ -1,5 +1,5 @@
 /* ckpt: HDF5 checkpoints; see ckpt.h for the guarantees. */
-#include "ckpt.h"
+#include "io/ckpt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -10,14 +10,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bf16.h"
-#include "checksum.h"
-#include "fault.h"
-#include "h5util.h"
-#include "hf.h"
-#include "tokenizer.h"
-#include "tokenizer_json.h"
-#include "util.h"
+#include "io/h5util.h"
+#include "io/hf.h"
+#include "io/tokenizer_json.h"
+#include "src/bf16.h"
+#include "src/checksum.h"
+#include "src/fault.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 #define CKPT_FORMAT "fspo-checkpoint"
 

@@ -14,9 +14,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "model.h"
-#include "optim.h"
-#include "tokenizer.h"
+#include "src/model.h"
+#include "src/optim.h"
+#include "src/tokenizer.h"
 
 #define CKPT_FORMAT_VERSION 1
 

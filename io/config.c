@@ -8,7 +8,7 @@
  * and let us stop at the first error; the config's shape is fixed (mapping
  * of sections, each a mapping of keys, values scalar or a list of scalars),
  * so the walk is three flat loops and never recurses. */
-#include "config.h"
+#include "io/config.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -20,12 +20,12 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
-#include "duration.h"
-#include "model.h"
-#include "pack.h"
-#include "sampler.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "src/duration.h"
+#include "src/model.h"
+#include "src/pack.h"
+#include "src/sampler.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 /* ---------------------------------------------------------------------- */
 /* the schema                                                              */

@@ -18,13 +18,13 @@
  * header in turn: they see these constants and Config as a declared type. */
 typedef struct Config Config;
 
-#include "bf16.h"
-#include "eval.h"
-#include "loss.h"
-#include "model.h"
-#include "optim.h"
-#include "pack.h"
-#include "slurm_script.h"
+#include "src/bf16.h"
+#include "src/eval.h"
+#include "src/loss.h"
+#include "src/model.h"
+#include "src/optim.h"
+#include "src/pack.h"
+#include "src/slurm_script.h"
 
 /* A buffer this size always holds config_to_yaml's output, even with every
  * string at its longest and every byte escaped (test_config checks). */

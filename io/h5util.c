@@ -1,8 +1,8 @@
 /* h5util: see h5util.h. */
-#include "h5util.h"
+#include "io/h5util.h"
 
-#include "checksum.h"
-#include "fault.h"
+#include "src/checksum.h"
+#include "src/fault.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 /* loss: preference objectives; formulas in loss.h. */
-#include "loss.h"
+#include "src/loss.h"
 
 #include <math.h>
 #include <string.h>

@@ -19,8 +19,8 @@
 #ifndef FSPO_LOSS_H
 #define FSPO_LOSS_H
 
-#include "batch.h"
-#include "pack.h"
+#include "src/batch.h"
+#include "src/pack.h"
 
 typedef enum { LOSS_DPO = 0, LOSS_IPO, LOSS_CDPO, LOSS_SIMPO, LOSS_HINGE } LossType;
 /* loss.type's names, in LossType order (io/config.c binds the key to them) */

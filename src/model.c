@@ -1,18 +1,18 @@
 /* model: the fspo transformer, readable top to bottom.
  * Layout of parameters and the exact math: docs/model.md. */
-#include "model.h"
+#include "src/model.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bf16.h"
-#include "ops.h"
-#include "pool.h"
-#include "rng.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "src/bf16.h"
+#include "src/ops.h"
+#include "src/pool.h"
+#include "src/rng.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 /* Per-layer activations saved by the forward for the backward. In a
  * forward-only model every layer's views point at the same slot. */

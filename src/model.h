@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "batch.h"
+#include "src/batch.h"
 
 typedef struct {
     int vocab, d_model, n_layers, n_heads, ffn_hidden, max_seq;

@@ -16,7 +16,7 @@
  * budget, the summary at the end. The policies around it live in their own
  * units: threads per rank (threads.h), the MFU probe (peak.h), where a run
  * starts (resume.h) and the fault hooks (fault.h). */
-#include "train.h"
+#include "src/train.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -27,25 +27,25 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "bf16.h"
-#include "checksum.h"
-#include "ckpt.h"
-#include "dataset.h"
-#include "fault.h"
-#include "frozen.h"
-#include "loss.h"
-#include "metrics.h"
-#include "model.h"
-#include "ops.h"
-#include "optim.h"
-#include "pack.h"
-#include "peak.h"
-#include "resume.h"
-#include "rundir.h"
-#include "sampler.h"
-#include "threads.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/dataset.h"
+#include "io/metrics.h"
+#include "io/rundir.h"
+#include "src/bf16.h"
+#include "src/checksum.h"
+#include "src/fault.h"
+#include "src/frozen.h"
+#include "src/loss.h"
+#include "src/model.h"
+#include "src/ops.h"
+#include "src/optim.h"
+#include "src/pack.h"
+#include "src/peak.h"
+#include "src/resume.h"
+#include "src/sampler.h"
+#include "src/threads.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 /* ---- signals: set a flag; ranks agree on it at the step boundary ---- */
 static volatile sig_atomic_t stop_signal;
@@ -769,7 +769,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     agree_or_exit(d, code, err);
     /* model.precision: every rank must run the same products, so auto is
      * bf16 only where all ranks have the units */
-    r->bf16 = bf16_resolve(PRECISION_CHOICE_NAMES[cfg->precision], err, sizeof err);
+    r->bf16 = bf16_resolve(cfg->precision, err, sizeof err);
     agree_or_exit(d, r->bf16 < 0 ? EXIT_USAGE : 0, err);
     r->bf16 = -dist_allreduce_max_int(-r->bf16);
     /* fault injection for the reliability tests (docs/reliability.md); a

@@ -18,14 +18,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "ckpt.h"
-#include "config.h"
-#include "h5util.h"
-#include "model.h"
-#include "optim.h"
-#include "rng.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/config.h"
+#include "io/h5util.h"
+#include "src/model.h"
+#include "src/optim.h"
+#include "src/rng.h"
+#include "src/util.h"
+#include "tests/check.h"
 
 static const ModelConfig small = { .vocab = 264, .d_model = 32, .n_layers = 2, .n_heads = 4, .max_seq = 16 };
 static const char *yaml = "model:\n  d_model: 32\ntrain:\n  run_dir: \"runs/x\"\n";

@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "config.h"
+#include "io/config.h"
+#include "tests/check.h"
 
 static char dir[64];
 

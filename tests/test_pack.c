@@ -8,14 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "checksum.h"
-#include "loss.h"
-#include "model.h"
-#include "pack.h"
-#include "rng.h"
-#include "sampler.h"
-#include "tokenizer.h"
+#include "src/checksum.h"
+#include "src/loss.h"
+#include "src/model.h"
+#include "src/pack.h"
+#include "src/rng.h"
+#include "src/sampler.h"
+#include "src/tokenizer.h"
+#include "tests/check.h"
 
 /* users x pairs of random byte strings; the last user is a test user, the
  * one before it (with 3 or more users) a validation user */

@@ -5,14 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
-#include "ckpt.h"
-#include "cli.h"
-#include "commands.h"
-#include "config.h"
-#include "hf.h"
-#include "frozen.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/config.h"
+#include "io/hf.h"
+#include "src/batch.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/frozen.h"
+#include "src/util.h"
 
 int model_shape_option(const char *cmd, int argc, char **argv, int *i, ModelConfig *cfg, int *batch)
 {
@@ -51,7 +51,7 @@ static int cmd_model_strip(int argc, char **argv)
     const char *in = NULL, *out = NULL;
     CkptStore store = CKPT_STORE_F32;
     for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (cli_is_help(argv[i])) {
             printf("usage: fspo model strip CKPT -o OUT.h5 [--bf16]\n\nWrites the weights of checkpoint CKPT, with "
                    "its step, stage, config and\nlineage but without the optimizer state (a third of the size under "
                    "AdamW),\nas a new checkpoint OUT.h5: what eval, sample, train.init_from and\nloss.ref_ckpt read; a "
@@ -59,7 +59,7 @@ static int cmd_model_strip(int argc, char **argv)
                    "directory: its weights as fspo reads them\n(vocabulary grown for fspo's structure tokens, "
                    "docs/interop.md), step 0,\nstage import, the model section of its config.json.\n\n"
                    "  --bf16   round every weight to bfloat16 (nearest, ties to even) and store\n"
-                   "           it in 2 bytes, byte-shuffled and deflated: about 40%% of the\n"
+                   "           it in 2 bytes, byte-shuffled and deflated: about 36%% of the\n"
                    "           float32 file (a shipped model). Readers get float32 back;\n"
                    "           the rounding changes the model's outputs slightly, so\n"
                    "           evaluate the stored file, not the checkpoint it came from.\n");
@@ -112,7 +112,7 @@ static int model_logits(int argc, char **argv)
     const char *cmd = "model logits", *ckpt = NULL, *tokens = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             printf("usage: fspo model logits --ckpt PATH --tokens ID,ID,... --out FILE\n\n"
                    "Runs the model of PATH (a checkpoint or a Hugging Face Llama directory) on one row of\n"
                    "token ids at positions 0.. and writes the logits [tokens, vocab] to FILE as raw\n"
@@ -168,7 +168,7 @@ int cmd_model(int argc, char **argv)
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
     int batch = 4;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (cli_is_help(argv[i])) {
             printf("usage: fspo model [options]\n       fspo model strip CKPT -o OUT.h5   (see fspo model strip --help)\n"
                    "       fspo model logits --ckpt PATH --tokens IDS --out FILE\n\n"
                    "Prints the tensor table, parameter count, training FLOPs per "
