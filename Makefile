@@ -13,7 +13,7 @@ SAN      ?=
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS))
 CFLAGS_ALL = -std=c11 -D_POSIX_C_SOURCE=200809L $(OPT) $(SAN) -g -Wall -Wextra -Wshadow -Wno-unused-parameter \
-             -Isrc -Impi -Iio $(PKG_CFLAGS) $(CFLAGS)
+             -I. $(PKG_CFLAGS) $(CFLAGS)
 # oneDNN (libdnnl-dev) for the bf16 products: Debian's 2.6 ships no
 # pkg-config file; it runs on OpenMP (libgomp), which src/bf16.c sets to one
 # thread per caller
@@ -59,17 +59,17 @@ $(BUILD)/%.o: %.c $(wildcard src/*.h src/cli/*.h mpi/*.h io/*.h tests/*.h)
 $(BUILD)/tests/test_model $(BUILD)/tests/test_bf16: $(BUILD)/tests/%: tests/%.c $(LIB_OBJS) $(TEST_LIB) \
 		$(BUILD)/tests/alloccount.o
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Itests -o $@ $^ $(WRAP_ALLOC) $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(WRAP_ALLOC) $(LDLIBS_ALL)
 
 $(BUILD)/tests/test_%: tests/test_%.c $(LIB_OBJS) $(TEST_LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -Itests -o $@ $^ $(LDLIBS_ALL)
+	$(CC) $(CFLAGS_ALL) -o $@ $^ $(LDLIBS_ALL)
 
 tests: $(FSPO_BIN) $(TEST_BINS) $(if $(HAVE_CLANG),$(if $(filter build,$(BUILD)),$(FUZZ_BINS)))
 
 build-fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_SRCS) $(wildcard src/*.h io/*.h)
 	@mkdir -p build-fuzz
-	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -Wno-psabi -fsanitize=fuzzer,address,undefined -Isrc -Iio \
+	clang -std=c11 -D_POSIX_C_SOURCE=200809L -g -O1 -Wno-psabi -fsanitize=fuzzer,address,undefined -I. \
 		$(PKG_CFLAGS) -o $@ $< $(FUZZ_SRCS) $(PKG_LIBS) $(DNNL_LIBS) -lm
 
 # every harness for FUZZ_SECONDS each; findings land in build-fuzz/

@@ -1,5 +1,5 @@
 /* ckpt: HDF5 checkpoints; see ckpt.h for the guarantees. */
-#include "ckpt.h"
+#include "io/ckpt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -10,13 +10,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "checksum.h"
-#include "fault.h"
-#include "h5util.h"
-#include "hf.h"
-#include "tokenizer.h"
-#include "tokenizer_json.h"
-#include "util.h"
+#include "io/h5util.h"
+#include "io/hf.h"
+#include "io/tokenizer_json.h"
+#include "src/bf16.h"
+#include "src/checksum.h"
+#include "src/fault.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 #define CKPT_FORMAT "fspo-checkpoint"
 
@@ -30,16 +31,27 @@ static uint64_t named_sum(const char *name, uint64_t sum) { return checksum_mix(
  * tensor so a test can kill the writer at a random point inside the write. */
 static Faults faults = { .ckptfail_step = -1 };
 
-/* t's values, data[0 .. numel) */
-static int write_tensor(hid_t group, const TensorInfo *t, const float *data)
+/* t's values, data[0 .. numel), stored as store says */
+static int write_tensor(hid_t group, const TensorInfo *t, const float *data, CkptStore store)
 {
     int ms = faults.ckptslow_ms;
     if (ms > 0) nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000L }, NULL);
     int64_t dims[2] = { t->shape[0], t->shape[1] };
-    if (h5_write(group, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, data) < 0) return -1;
+    const float *x = data;
+    int rc;
+    if (store == CKPT_STORE_BF16) { /* exact: ckpt_save_weights checked that bf16 holds every value */
+        uint16_t *h = malloc((size_t)t->numel * sizeof *h);
+        hid_t bt = h5_type_bf16();
+        if (h) bf16_round(h, x, (size_t)t->numel);
+        rc = !h || bt < 0 ? -1 : h5_write_deflate(group, t->name, bt, bt, t->ndim, dims, h);
+        if (bt >= 0) H5Tclose(bt);
+        free(h);
+    } else
+        rc = h5_write(group, t->name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, t->ndim, dims, x);
+    if (rc < 0) return -1;
     hid_t ds = H5Dopen2(group, t->name, H5P_DEFAULT);
     if (ds < 0) return -1;
-    int rc = h5_attr_write_u64(ds, "checksum", checksum64(data, t->numel * sizeof(float)));
+    rc = h5_attr_write_u64(ds, "checksum", checksum64(x, t->numel * sizeof(float)));
     H5Dclose(ds);
     return rc;
 }
@@ -54,8 +66,8 @@ static size_t largest_tensor(const Model *m)
 
 /* gname's tensors from the flat buffer base, or (base NULL) each fetched
  * into one tensor's buffer by meta->fetch(which) */
-static int write_group(hid_t file, const char *gname, const Model *m, const float *base, const CkptMeta *meta,
-                       int which)
+static int write_group(hid_t file, const char *gname, const Model *m, const float *base, CkptStore store,
+                       const CkptMeta *meta, int which)
 {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
@@ -72,10 +84,36 @@ static int write_group(hid_t file, const char *gname, const Model *m, const floa
     for (int i = 0; i < m->n_tensors && rc == 0; i++) {
         const TensorInfo *t = &m->tensors[i];
         if (buf) meta->fetch(meta->fetch_ctx, which, t, buf);
-        rc = write_tensor(g, t, buf ? buf : base + t->offset);
+        rc = write_tensor(g, t, buf ? buf : base + t->offset, store);
     }
     free(buf);
     H5Gclose(g);
+    return rc;
+}
+
+/* A stored tensor's element type: 0 float32 little-endian, 1 bfloat16, -1
+ * absent, -2 another type. Fills nd and d like h5_dims. */
+static int tensor_dims(hid_t g, const char *name, int *nd, int64_t *d)
+{
+    int found = h5_dims(g, name, H5T_IEEE_F32LE, nd, d);
+    if (found != -2) return found;
+    hid_t bt = h5_type_bf16();
+    found = bt < 0 ? -2 : h5_dims(g, name, bt, nd, d);
+    if (bt >= 0) H5Tclose(bt);
+    return found == 0 ? 1 : found;
+}
+
+/* Reads n values of dataset ds, stored as float32 (bf16 0) or bfloat16
+ * (bf16 1, widened exactly), into dst. 0 or -1. */
+static int read_floats(hid_t ds, int bf16, size_t n, float *dst)
+{
+    if (!bf16) return H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0 ? -1 : 0;
+    uint16_t *h = malloc(n * sizeof *h);
+    hid_t bt = h5_type_bf16();
+    int rc = !h || bt < 0 || H5Dread(ds, bt, H5S_ALL, H5S_ALL, H5P_DEFAULT, h) < 0 ? -1 : 0;
+    for (size_t i = 0; rc == 0 && i < n; i++) dst[i] = bf16_to_float(h[i]);
+    if (bt >= 0) H5Tclose(bt);
+    free(h);
     return rc;
 }
 
@@ -118,7 +156,7 @@ static int read_model_extras(hid_t f, const char *path, ModelConfig *c, char *er
 }
 
 static int write_file(const char *tmp, const Model *m, const Optimizer *o, const CkptMeta *meta,
-                      const char *config_yaml)
+                      const char *config_yaml, CkptStore store)
 {
     hid_t f = h5_create(tmp);
     if (f < 0) return -1;
@@ -145,15 +183,15 @@ static int write_file(const char *tmp, const Model *m, const Optimizer *o, const
     rc |= write_model_extras(f, c);
     rc |= h5_attr_write_u64(f, "weights_checksum", wsum);
     rc |= h5_attr_write_i64(f, "created_unix", (int64_t)time(NULL));
-    rc |= write_group(f, "/model", m, m->params, meta, 0);
+    rc |= write_group(f, "/model", m, m->params, store, meta, 0);
     int injected = rc == 0 && meta->step == faults.ckptfail_step;
     if (injected) rc = -1;
     if (o && rc == 0) {
         rc |= h5_attr_write_str(f, "optim_type", OPTIM_KIND_NAMES[o->cfg.kind]);
         rc |= h5_attr_write_i64(f, "optim_step", o->t);
         int whole = o->lo == 0 && o->hi == m->n_params; /* else a ZeRO-1 slice: meta->fetch has them (ckpt_save) */
-        if (rc == 0 && o->m) rc |= write_group(f, "/optim/m", m, whole ? o->m : NULL, meta, 0);
-        if (rc == 0) rc |= write_group(f, "/optim/v", m, whole ? o->v : NULL, meta, 1);
+        if (rc == 0 && o->m) rc |= write_group(f, "/optim/m", m, whole ? o->m : NULL, CKPT_STORE_F32, meta, 0);
+        if (rc == 0) rc |= write_group(f, "/optim/v", m, whole ? o->v : NULL, CKPT_STORE_F32, meta, 1);
     }
     /* flush before close so a failed write (disk full) is reported here */
     if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
@@ -291,13 +329,13 @@ static void prune(const char *dir, const CkptMeta *meta, int keep, const char *k
 /* write <path>.tmp, commit it as path, read it back: the one way a checkpoint
  * file comes to exist (ckpt_save and ckpt_save_weights) */
 static int write_commit_verify(const char *path, const Model *m, const Optimizer *o, const CkptMeta *meta,
-                               const char *config_yaml, char *err, size_t errlen)
+                               const char *config_yaml, CkptStore store, char *err, size_t errlen)
 {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     faults = fault_from_env();
     errno = 0;
-    if (write_file(tmp, m, o, meta, config_yaml) != 0) {
+    if (write_file(tmp, m, o, meta, config_yaml, store) != 0) {
         int e = errno;
         unlink(tmp);
         return set_err(err, errlen, "%s: writing the checkpoint failed (%s%s); previous checkpoints are untouched",
@@ -331,21 +369,29 @@ int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMet
     if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
         return set_err(err, errlen, "%s: checkpoint directory: %s", dir,
                           errno ? strerror(errno) : "not a directory");
-    if (write_commit_verify(path, m, o, meta, config_yaml, err, errlen) != 0) return -1;
+    if (write_commit_verify(path, m, o, meta, config_yaml, CKPT_STORE_F32, err, errlen) != 0) return -1;
     if (path_out) snprintf(path_out, path_len, "%s", path);
     remove_stale_tmps(dir);
     prune(dir, meta, keep, path);
     return 0;
 }
 
-int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, const char *config_yaml, char *err,
-                      size_t errlen)
+int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, const char *config_yaml,
+                      CkptStore store, char *err, size_t errlen)
 {
     struct stat st;
     if (lstat(path, &st) == 0)
         return set_err(err, errlen, "%s: exists; a weights-only copy never overwrites a file (remove it first)",
                           path);
-    return write_commit_verify(path, m, NULL, meta, config_yaml, err, errlen);
+    /* storing must not round: the file's checksums are of the float32 values
+     * the reader gets back, so the caller rounds (model_round_bf16) */
+    for (size_t i = 0; store == CKPT_STORE_BF16 && i < m->n_params; i++) {
+        float x = m->params[i], y = bf16_to_float(bf16_from_float(x));
+        if (memcmp(&x, &y, sizeof x) != 0)
+            return set_err(err, errlen, "%s: weight %zu (%g) is not a bfloat16 value; round the model first "
+                                        "(model_round_bf16)", path, i, (double)x);
+    }
+    return write_commit_verify(path, m, NULL, meta, config_yaml, store, err, errlen);
 }
 
 /* ---- reading ---- */
@@ -449,20 +495,29 @@ int ckpt_read_model_config(const char *path, ModelConfig *cfg, char *err, size_t
     hid_t f = -1;
     if (open_ckpt(path, &f, err, errlen) != 0) return -1;
     int rc = read_shape(f, path, cfg, err, errlen);
+    int nd, packed = 0;
+    int64_t d[4];
+    if (rc == 0 && h5_group_exists(f, "/model")) {
+        hid_t g = H5Gopen2(f, "/model", H5P_DEFAULT);
+        packed = g >= 0 && tensor_dims(g, "tok_emb", &nd, d) == 1;
+        if (g >= 0) H5Gclose(g);
+    }
     H5Fclose(f);
     if (rc == 0) {
         char why[256];
         if (model_config_validate(cfg, why, sizeof why) != 0)
             return set_err(err, errlen, "%s: stored model shape is invalid: %s", path, why);
         /* a model is built from this shape before any tensor is read: its
-         * embedding and attention weights alone must fit in the file */
+         * embedding and attention weights alone must fit in the file (bf16
+         * weights are deflated, which shrinks data at most 1032-fold) */
         struct stat st;
         double floats = (double)cfg->vocab * cfg->d_model + 4.0 * cfg->n_layers * cfg->d_model * cfg->d_model;
-        if (stat(path, &st) == 0 && floats * sizeof(float) > (double)st.st_size) {
+        double bytes = packed ? floats * 2 / 1032 : floats * sizeof(float);
+        if (stat(path, &st) == 0 && bytes > (double)st.st_size) {
             shape_text(cfg, why, sizeof why);
             return set_err(err, errlen, "%s: stored model shape (%s) needs at least %.0f MB of weights, the file "
                                         "holds %.1f MB (not a checkpoint of that model)",
-                           path, why, floats * 4 / 1e6, st.st_size / 1e6);
+                           path, why, bytes / 1e6, st.st_size / 1e6);
         }
     }
     return rc;
@@ -474,11 +529,11 @@ static int read_tensor(hid_t g, const char *gname, const TensorInfo *t, float *d
 {
     int nd = 0;
     int64_t d[4];
-    int found = h5_dims(g, t->name, H5T_IEEE_F32LE, &nd, d);
+    int found = tensor_dims(g, t->name, &nd, d);
     if (found == -2)
-        return set_err(err, errlen, "%s: tensor %s/%s is not float32 little-endian (what fspo writes)", path, gname,
-                       t->name);
-    if (found != 0) return set_err(err, errlen, "%s: tensor %s/%s missing", path, gname, t->name);
+        return set_err(err, errlen, "%s: tensor %s/%s is not float32 little-endian or bfloat16 (what fspo writes)",
+                       path, gname, t->name);
+    if (found < 0) return set_err(err, errlen, "%s: tensor %s/%s missing", path, gname, t->name);
     int ok = nd == t->ndim && d[0] == t->shape[0] && (nd == 1 || d[1] == t->shape[1]);
     if (!ok) {
         char have[64] = "[", want[64];
@@ -493,7 +548,7 @@ static int read_tensor(hid_t g, const char *gname, const TensorInfo *t, float *d
     hid_t ds = H5Dopen2(g, t->name, H5P_DEFAULT);
     uint64_t want_sum = 0;
     int have_sum = ds >= 0 && h5_attr_read_u64(ds, "checksum", &want_sum) == 0;
-    int rd = ds >= 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) >= 0;
+    int rd = ds >= 0 && read_floats(ds, found == 1, (size_t)t->numel, dst) == 0;
     if (ds >= 0) H5Dclose(ds);
     if (!rd) return set_err(err, errlen, "%s: tensor %s/%s cannot be read (corrupt file)", path, gname, t->name);
     if (!have_sum) return set_err(err, errlen, "%s: tensor %s/%s has no checksum", path, gname, t->name);
@@ -686,7 +741,8 @@ static herr_t verify_one(hid_t g, const char *name, const H5L_info_t *info, void
     v->count++;
     int nd = 0;
     int64_t d[4] = { 0 };
-    if (h5_dims(g, name, H5T_IEEE_F32LE, &nd, d) != 0 || nd < 1 || nd > 2 || d[0] <= 0 || (nd == 2 && d[1] <= 0) ||
+    int bf16 = tensor_dims(g, name, &nd, d);
+    if (bf16 < 0 || nd < 1 || nd > 2 || d[0] <= 0 || (nd == 2 && d[1] <= 0) ||
         (double)d[0] * (nd == 2 ? d[1] : 1) > 4e9) {
         if (!v->failed) set_err(v->err, v->errlen, "%s: %s/%s is not a tensor fspo wrote", v->path, v->gname, name);
         v->failed = 1;
@@ -697,7 +753,7 @@ static herr_t verify_one(hid_t g, const char *name, const H5L_info_t *info, void
     hid_t ds = H5Dopen2(g, name, H5P_DEFAULT);
     uint64_t want = 0;
     int have = ds >= 0 && h5_attr_read_u64(ds, "checksum", &want) == 0;
-    int rd = buf && ds >= 0 && H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0;
+    int rd = buf && ds >= 0 && read_floats(ds, bf16, n, buf) == 0;
     if (ds >= 0) H5Dclose(ds);
     uint64_t sum = rd ? checksum64(buf, n * sizeof(float)) : 0;
     const char *status = !rd ? "UNREADABLE" : !have ? "NO CHECKSUM" : sum != want ? "MISMATCH" : "ok";

@@ -14,9 +14,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "model.h"
-#include "optim.h"
-#include "tokenizer.h"
+#include "src/model.h"
+#include "src/optim.h"
+#include "src/tokenizer.h"
 
 #define CKPT_FORMAT_VERSION 1
 
@@ -52,11 +52,18 @@ typedef struct {
 int ckpt_save(const char *dir, const Model *m, const Optimizer *o, const CkptMeta *meta, const char *config_yaml,
               int keep, char *path_out, size_t path_len, char *err, size_t errlen);
 
+/* How ckpt_save_weights stores the weights: float32 (as training writes
+ * them), or bfloat16, half the bytes, byte-shuffled and deflated (a shipped
+ * model). Either way the reader gets the same float32 values: bf16 storage
+ * takes only weights that bf16 holds exactly (model_round_bf16 first), so
+ * storing loses nothing and the checksums are those of the float32 values. */
+typedef enum { CKPT_STORE_F32, CKPT_STORE_BF16 } CkptStore;
+
 /* Writes m's weights and meta, without optimizer state, as exactly `path`
  * (a shipped model: `fspo model strip`): the same tmp -> commit -> verify as
  * ckpt_save, no pruning; refuses a path that exists. 0, or -1 with a message. */
-int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, const char *config_yaml, char *err,
-                      size_t errlen);
+int ckpt_save_weights(const char *path, const Model *m, const CkptMeta *meta, const char *config_yaml,
+                      CkptStore store, char *err, size_t errlen);
 
 /* ckpt_load, ckpt_read_model_config and ckpt_weights_checksum also take a
  * Hugging Face Llama directory (one holding config.json, io/hf.h) in place

@@ -8,7 +8,7 @@
  * and let us stop at the first error; the config's shape is fixed (mapping
  * of sections, each a mapping of keys, values scalar or a list of scalars),
  * so the walk is three flat loops and never recurses. */
-#include "config.h"
+#include "io/config.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -20,12 +20,12 @@
 #include <sys/stat.h>
 #include <yaml.h>
 
-#include "duration.h"
-#include "model.h"
-#include "pack.h"
-#include "sampler.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "src/duration.h"
+#include "src/model.h"
+#include "src/pack.h"
+#include "src/sampler.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 /* ---------------------------------------------------------------------- */
 /* the schema                                                              */
@@ -118,6 +118,9 @@ static const Key schema[] = {
     FLOAT(loss, label_smoothing, "0", 0, 0.5, OPEN_HI, "cdpo: assumed probability that a label is flipped"),
     FLOAT(loss, simpo_gamma, "0.5", 0, 1000, 0, "simpo: target reward margin"),
     FLOAT(loss, sft_weight, "0", 0, 1000, 0, "weight of an NLL term on chosen answers added to the preference loss"),
+    FLOAT(loss, desc_weight, "1", 0, 1000, 0,
+          "data.user_desc cot: the description's weight relative to an answer's; SFT: each description token's "
+          "weight in the token mean; pref: a factor on the description term (sft_weight x token-mean NLL per pair)"),
     STR(loss, ref_ckpt, "", 0, "frozen reference (SFT) checkpoint of the pref stage, or a Hugging Face Llama directory"),
 
     ENUM(optim, type, "adamw", OPTIM_KIND_NAMES, "optimizer"),

@@ -18,13 +18,13 @@
  * header in turn: they see these constants and Config as a declared type. */
 typedef struct Config Config;
 
-#include "bf16.h"
-#include "eval.h"
-#include "loss.h"
-#include "model.h"
-#include "optim.h"
-#include "pack.h"
-#include "slurm_script.h"
+#include "src/bf16.h"
+#include "src/eval.h"
+#include "src/loss.h"
+#include "src/model.h"
+#include "src/optim.h"
+#include "src/pack.h"
+#include "src/slurm_script.h"
 
 /* A buffer this size always holds config_to_yaml's output, even with every
  * string at its longest and every byte escaped (test_config checks). */
@@ -66,6 +66,7 @@ struct Config {
         double label_smoothing; /* cdpo */
         double simpo_gamma;   /* simpo margin */
         double sft_weight;    /* NLL on chosen added to the preference loss */
+        double desc_weight;   /* the description's weight relative to an answer's (cot) */
         char ref_ckpt[CFG_STR]; /* frozen reference (SFT) checkpoint for pref */
     } loss;
     struct {

@@ -1,5 +1,5 @@
 /* dataset: HDF5 container of prepared preference data; see dataset.h. */
-#include "dataset.h"
+#include "io/dataset.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -7,10 +7,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "checksum.h"
-#include "h5util.h"
-#include "tokenizer_json.h"
-#include "util.h"
+#include "io/h5util.h"
+#include "io/tokenizer_json.h"
+#include "src/checksum.h"
+#include "src/util.h"
 
 #define DATASET_FORMAT "fspo-dataset"
 

@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "tokenizer.h"
+#include "src/tokenizer.h"
 
 /* 3: 32-bit token ids, and a BPE tokenizer's tokenizer.json in the file.
  * 2: /users/split (train/validation/test), uint16 ids of the byte tokenizer.

@@ -1,8 +1,8 @@
 /* h5util: see h5util.h. */
-#include "h5util.h"
+#include "io/h5util.h"
 
-#include "checksum.h"
-#include "fault.h"
+#include "src/checksum.h"
+#include "src/fault.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -287,17 +287,58 @@ int h5_attr_read_str(hid_t obj, const char *name, char *buf, size_t len)
     return 0;
 }
 
-int h5_write(hid_t loc, const char *name, hid_t type_file, hid_t type_mem, int ndim, const int64_t *dims,
-             const void *data)
+static int write_dataset(hid_t loc, const char *name, hid_t type_file, hid_t type_mem, int ndim, const int64_t *dims,
+                         const void *data, hid_t dcpl)
 {
     hsize_t d[4];
     for (int i = 0; i < ndim && i < 4; i++) d[i] = (hsize_t)dims[i];
     hid_t s = H5Screate_simple(ndim, d, NULL);
-    hid_t ds = H5Dcreate2(loc, name, type_file, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t ds = H5Dcreate2(loc, name, type_file, s, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     int rc = ds < 0 || H5Dwrite(ds, type_mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0 ? -1 : 0;
     if (ds >= 0) H5Dclose(ds);
     H5Sclose(s);
     return rc;
+}
+
+int h5_write(hid_t loc, const char *name, hid_t type_file, hid_t type_mem, int ndim, const int64_t *dims,
+             const void *data)
+{
+    return write_dataset(loc, name, type_file, type_mem, ndim, dims, data, H5P_DEFAULT);
+}
+
+int h5_write_deflate(hid_t loc, const char *name, hid_t type_file, hid_t type_mem, int ndim, const int64_t *dims,
+                     const void *data)
+{
+    if (ndim < 1 || ndim > 4 || H5Zfilter_avail(H5Z_FILTER_DEFLATE) <= 0) return -1;
+    /* chunks of whole rows, about 1 MB: HDF5 caps a chunk at 4 GB and
+     * decompresses a chunk at a time */
+    size_t row = H5Tget_size(type_file);
+    hsize_t chunk[4];
+    for (int i = 1; i < ndim; i++) chunk[i] = (hsize_t)dims[i], row *= (size_t)dims[i];
+    hsize_t rows = row ? (hsize_t)((1u << 20) / row) : 1;
+    chunk[0] = rows < 1 ? 1 : rows > (hsize_t)dims[0] ? (hsize_t)dims[0] : rows;
+    for (int i = 0; i < ndim; i++)
+        if (chunk[i] == 0) return write_dataset(loc, name, type_file, type_mem, ndim, dims, data, H5P_DEFAULT);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    int rc = dcpl < 0 || H5Pset_chunk(dcpl, ndim, chunk) < 0 || H5Pset_shuffle(dcpl) < 0 || H5Pset_deflate(dcpl, 6) < 0
+                 ? -1
+                 : write_dataset(loc, name, type_file, type_mem, ndim, dims, data, dcpl);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    return rc;
+}
+
+hid_t h5_type_bf16(void)
+{
+    /* binary32's top half: sign bit 15, exponent bits 7..14 (bias 127),
+     * mantissa bits 0..6 with the implied leading 1 */
+    hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+    if (t < 0) return -1;
+    if (H5Tset_fields(t, 15, 7, 8, 0, 7) < 0 || H5Tset_precision(t, 16) < 0 || H5Tset_size(t, 2) < 0 ||
+        H5Tset_ebias(t, 127) < 0) {
+        H5Tclose(t);
+        return -1;
+    }
+    return t;
 }
 
 int h5_dims(hid_t loc, const char *name, hid_t type_file, int *ndim, int64_t *dims)
@@ -431,10 +472,12 @@ int commit_tmp(const char *tmp, const char *path, char *why, size_t len)
 /* ---- structure validation (before any data is read) ---- */
 
 /* What fspo writes, and so all a reader accepts: groups and contiguous
- * datasets of at most 2 dimensions, no filters, no external storage, no
- * soft or external links, no virtual datasets, no named datatypes;
- * integers and floats little-endian of 1-8 bytes, strings; every dataset's
- * raw data and every attribute inside the file. Caps keep the walk itself
+ * datasets of at most 2 dimensions, no filters (but for bfloat16 weights:
+ * chunked, shuffled and deflated, every chunk written and inside the file),
+ * no external storage, no soft or external links, no virtual datasets, no
+ * named datatypes; integers and floats little-endian of 1-8 bytes (floats:
+ * IEEE 4 and 8 bytes, bfloat16), strings; every dataset's raw data and every
+ * attribute inside the file. Caps keep the walk itself
  * bounded whatever the file claims. */
 #define H5V_MAX_OBJECTS 100000
 #define H5V_MAX_ATTR_BYTES (64u << 20)
@@ -473,7 +516,14 @@ static int h5v_type(hid_t t, char *why, size_t len)
         if (n > 1 && H5Tget_order(t) != H5T_ORDER_LE)
             return snprintf(why, len, "a big-endian (or mixed-order) %s type, fspo writes little-endian",
                             c == H5T_FLOAT ? "float" : "integer"), -1;
-        if (c == H5T_FLOAT && n < 4) return snprintf(why, len, "a %zu-byte float type, fspo writes 4- and 8-byte floats", n), -1;
+        if (c == H5T_FLOAT && n == 2) { /* bfloat16 (shipped weights) is the one 2-byte float fspo writes */
+            hid_t bt = h5_type_bf16();
+            int same = bt >= 0 && H5Tequal(t, bt) > 0;
+            if (bt >= 0) H5Tclose(bt);
+            if (same) return 0;
+        }
+        if (c == H5T_FLOAT && n < 4)
+            return snprintf(why, len, "a %zu-byte float type, fspo writes 4- and 8-byte floats and bfloat16", n), -1;
         if (c == H5T_FLOAT && ((n == 4 && H5Tequal(t, H5T_IEEE_F32LE) <= 0) || (n == 8 && H5Tequal(t, H5T_IEEE_F64LE) <= 0)))
             return snprintf(why, len, "a non-IEEE %zu-byte float type", n), -1;
         return 0;
@@ -552,6 +602,39 @@ static int h5v_attrs(H5Walk *w, hid_t obj)
     return w->failed ? -1 : 0;
 }
 
+/* A packed dataset's chunks: at most 64 Mi values each, every one written,
+ * inside the file and with both filters applied. */
+static int h5v_chunks(H5Walk *w, hid_t ds, hid_t dcpl, int nd, const hsize_t *d, const char *label)
+{
+    hsize_t ch[2] = { 0, 0 }, want = 1;
+    uint64_t values = 1;
+    if (H5Pget_chunk(dcpl, 2, ch) != nd) return h5v_fail(w, label, "chunk rank differs from the dataset's (corrupt file)");
+    for (int i = 0; i < nd; i++) {
+        if (ch[i] == 0 || ch[i] > d[i]) return h5v_fail(w, label, "chunk dimension %d is %llu (dataset %llu)", i,
+                                                     (unsigned long long)ch[i], (unsigned long long)d[i]);
+        values *= ch[i];
+        want *= (d[i] + ch[i] - 1) / ch[i];
+    }
+    if (values > (64u << 20))
+        return h5v_fail(w, label, "chunks of %llu values, fspo writes about 1 MB a chunk", (unsigned long long)values);
+    /* by coordinate: HDF5 1.10's H5Dget_num_chunks misses a single-chunk index */
+    for (hsize_t i = 0; i < want; i++) {
+        hsize_t off[2] = { 0, 0 };
+        off[0] = (nd == 2 ? i / ((d[1] + ch[1] - 1) / ch[1]) : i) * ch[0];
+        if (nd == 2) off[1] = i % ((d[1] + ch[1] - 1) / ch[1]) * ch[1];
+        unsigned mask = 0;
+        haddr_t addr = HADDR_UNDEF;
+        hsize_t size = 0;
+        if (H5Dget_chunk_info_by_coord(ds, off, &mask, &addr, &size) < 0 || addr == HADDR_UNDEF)
+            return h5v_fail(w, label, "chunk %llu of %llu was never written (corrupt or unfinished file)",
+                            (unsigned long long)i, (unsigned long long)want);
+        if (addr > w->fsize || size > w->fsize - addr)
+            return h5v_fail(w, label, "chunk %llu lies beyond the end of the file", (unsigned long long)i);
+        if (mask != 0) return h5v_fail(w, label, "chunk %llu skipped a filter, fspo applies both", (unsigned long long)i);
+    }
+    return 0;
+}
+
 static int h5v_dataset(H5Walk *w, hid_t ds, const char *label)
 {
     char why[160];
@@ -571,7 +654,14 @@ static int h5v_dataset(H5Walk *w, hid_t ds, const char *label)
         rc = h5v_fail(w, label, "external storage (raw data in %d other file(s)), which fspo never writes", ne);
         goto out;
     }
-    if (nf != 0) {
+    /* the one filtered form fspo writes (h5_write_deflate, for bf16 weights):
+     * chunked, shuffle then deflate */
+    hid_t bt = h5_type_bf16();
+    int packed = lay == H5D_CHUNKED && nf == 2 && bt >= 0 && H5Tequal(t, bt) > 0 &&
+                 H5Pget_filter2(dcpl, 0, NULL, NULL, NULL, 0, NULL, NULL) == H5Z_FILTER_SHUFFLE &&
+                 H5Pget_filter2(dcpl, 1, NULL, NULL, NULL, 0, NULL, NULL) == H5Z_FILTER_DEFLATE;
+    if (bt >= 0) H5Tclose(bt);
+    if (nf != 0 && !packed) {
         unsigned flags = 0, cd[8];
         size_t ncd = 8;
         char fname[64] = "";
@@ -582,8 +672,9 @@ static int h5v_dataset(H5Walk *w, hid_t ds, const char *label)
                       fname[0] ? " (" : "", fname, fname[0] ? ")" : "");
         goto out;
     }
-    if (lay != H5D_CONTIGUOUS) {
-        rc = h5v_fail(w, label, "%s layout, fspo writes contiguous datasets", lay == H5D_CHUNKED ? "chunked" : lay == H5D_COMPACT ? "compact" : "an unknown");
+    if (lay != H5D_CONTIGUOUS && !packed) {
+        rc = h5v_fail(w, label, "%s layout, fspo writes contiguous datasets (chunked only when shuffled and deflated)",
+                      lay == H5D_CHUNKED ? "chunked" : lay == H5D_COMPACT ? "compact" : "an unknown");
         goto out;
     }
     if (h5v_type(t, why, sizeof why) != 0) {
@@ -598,16 +689,22 @@ static int h5v_dataset(H5Walk *w, hid_t ds, const char *label)
     hsize_t d[2], mx[2];
     H5Sget_simple_extent_dims(s, d, mx);
     uint64_t bytes = H5Tget_size(t);
+    /* deflate expands at most 1032:1, so a packed dataset's values fit in 1032 file sizes */
+    uint64_t room = packed ? w->fsize * 1032 : w->fsize;
     for (int i = 0; i < nd; i++) {
-        if (d[i] > w->fsize || (bytes && d[i] > w->fsize / bytes)) {
+        if (d[i] > room || (bytes && d[i] > room / bytes)) {
             rc = h5v_fail(w, label, "dimension %d is %llu: more elements than a %llu-byte file can hold", i,
                           (unsigned long long)d[i], (unsigned long long)w->fsize);
             goto out;
         }
         bytes *= d[i];
     }
-    if (bytes > w->fsize) {
+    if (bytes > room) {
         rc = h5v_fail(w, label, "%llu bytes of data in a %llu-byte file", (unsigned long long)bytes, (unsigned long long)w->fsize);
+        goto out;
+    }
+    if (packed) {
+        rc = h5v_chunks(w, ds, dcpl, nd, d, label);
         goto out;
     }
     haddr_t off = H5Dget_offset(ds);

@@ -79,6 +79,14 @@ char *h5_attr_read_str_alloc(hid_t obj, const char *name);
 /* Writes a contiguous dataset of `type_file` with `ndim` dims from memory of `type_mem`. */
 int h5_write(hid_t loc, const char *name, hid_t type_file, hid_t type_mem, int ndim, const int64_t *dims,
              const void *data);
+/* The same, chunked by rows (about 1 MB a chunk), byte-shuffled and deflated
+ * (level 6): for data read whole, such as a shipped model's weights. */
+int h5_write_deflate(hid_t loc, const char *name, hid_t type_file, hid_t type_mem, int ndim, const int64_t *dims,
+                     const void *data);
+/* A new HDF5 datatype for bfloat16 (binary32's top 16 bits: sign, 8-bit
+ * exponent with bias 127, 7-bit mantissa), which any HDF5 reader converts
+ * (h5py: ds.astype("f4")); close it with H5Tclose. -1 on failure. */
+hid_t h5_type_bf16(void);
 /* Dataset dims (up to 4); -1 if absent, -2 if its type in the file is not type_file. */
 int h5_dims(hid_t loc, const char *name, hid_t type_file, int *ndim, int64_t *dims);
 int h5_read(hid_t loc, const char *name, hid_t type_mem, void *data);

@@ -1,5 +1,5 @@
 /* hf: Hugging Face Llama directories; see hf.h and docs/interop.md. */
-#include "hf.h"
+#include "io/hf.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -10,10 +10,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "safetensors.h"
-#include "tokenizer.h"
-#include "tokenizer_json.h"
-#include "util.h"
+#include "io/safetensors.h"
+#include "io/tokenizer_json.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 int hf_is_dir(const char *path)
 {

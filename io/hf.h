@@ -13,8 +13,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "model.h"
-#include "tokenizer.h"
+#include "src/model.h"
+#include "src/tokenizer.h"
 
 /* 1 if path is a directory holding config.json. */
 int hf_is_dir(const char *path);

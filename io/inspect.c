@@ -1,14 +1,14 @@
-#include "inspect.h"
+#include "io/inspect.h"
 
 #include <dirent.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "ckpt.h"
-#include "dataset.h"
-#include "h5util.h"
-#include "hf.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/dataset.h"
+#include "io/h5util.h"
+#include "io/hf.h"
+#include "src/util.h"
 
 int inspect_file(const char *path, FILE *out, char *err, size_t errlen)
 {

@@ -20,7 +20,7 @@
  *   - other fields are ignored (exports often carry extra columns);
  *   - duplicate keys in one object are malformed JSON: which value was
  *     meant is ambiguous. */
-#include "jsonl.h"
+#include "io/jsonl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -31,8 +31,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "dataset.h"
-#include "util.h"
+#include "io/dataset.h"
+#include "src/util.h"
 
 /* Reads of this size keep syscall overhead negligible; a line may be
  * longer, the buffer then grows up to max_line_bytes + 2. */

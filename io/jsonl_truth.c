@@ -6,7 +6,7 @@
  * a held-out user's weights by binary search. A line that is not a full,
  * well-typed record stops the read: oracle numbers computed from a
  * half-read truth file would look exact and be wrong. */
-#include "jsonl.h"
+#include "io/jsonl.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
+#include "src/util.h"
 
 typedef struct {
     UserTruth pub;       /* what callers see; its pointers point into the fields below */

@@ -13,7 +13,7 @@
  * \u0000). Values go through json_stringn, which rejects invalid UTF-8 --
  * jansson would otherwise emit bytes no JSON reader accepts; only the
  * constant keys use the _nocheck setters. */
-#include "jsonl.h"
+#include "io/jsonl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,8 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "dataset.h"
-#include "util.h"
+#include "io/dataset.h"
+#include "src/util.h"
 
 struct JsonlWriter {
     FILE *f;

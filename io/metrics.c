@@ -1,5 +1,5 @@
 /* metrics: JSONL metrics log via jansson; see metrics.h. */
-#include "metrics.h"
+#include "io/metrics.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "src/util.h"
 
 struct MetricsLog {
     FILE *f;

@@ -1,5 +1,5 @@
 /* rundir: the run directory's lock, lineage record and run files; see rundir.h. */
-#include "rundir.h"
+#include "io/rundir.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -14,10 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "checksum.h"
-#include "ckpt.h"
-#include "h5util.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/h5util.h"
+#include "src/checksum.h"
+#include "src/util.h"
 
 /* the lock this process holds: one run directory per process */
 static int held_fd = -1;

@@ -1,5 +1,5 @@
 /* safetensors: reader and writer; see safetensors.h for what is checked. */
-#include "safetensors.h"
+#include "io/safetensors.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "util.h"
+#include "src/util.h"
 
 #define ST_MAX_HEADER (100u << 20) /* the safetensors library's limit */
 

@@ -2,7 +2,7 @@
  * This file checks the JSON's shape and what it asks for; bpe_build
  * (src/tokenizer_bpe.c) checks that the vocabulary, merges and added
  * tokens fit together. */
-#include "tokenizer_json.h"
+#include "io/tokenizer_json.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -11,10 +11,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ckpt.h"
-#include "dataset.h"
-#include "h5util.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/dataset.h"
+#include "io/h5util.h"
+#include "src/util.h"
 
 /* ---- reading ---- */
 

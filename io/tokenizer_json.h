@@ -13,7 +13,7 @@
 #include <hdf5.h>
 #include <stddef.h>
 
-#include "tokenizer.h"
+#include "src/tokenizer.h"
 
 /* NULL with err = "PATH: key: reason" (malformed JSON with line and column). */
 Bpe *tokenizer_json_read(const char *path, char *err, size_t errlen);

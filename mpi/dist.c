@@ -1,12 +1,12 @@
 /* dist: MPI wrappers; see dist.h. */
-#include "dist.h"
+#include "mpi/dist.h"
 
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
-#include "util.h"
+#include "src/pool.h"
+#include "src/util.h"
 
 static int initialized_here;
 

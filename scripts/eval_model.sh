@@ -5,7 +5,7 @@
 # on the TEST users of any dataset of that rung and writes fspo eval's JSON.
 # Users you generate yourself with another seed can all be made test users:
 #   fspo synth --population r2 --seed 77 -o u.jsonl      (also writes u.truth.jsonl)
-#   fspo prep u.jsonl -o u.h5 --all-test
+#   fspo prep u.jsonl -o u.h5 --all-test --tokenizer models/r2/policy.h5   (its ids)
 #   scripts/eval_model.sh models/r2 u.h5 u.eval.json
 # The truth file is found beside the dataset's source (.jsonl -> .truth.jsonl)
 # or next to DATA.h5; pass --truth FILE otherwise. Extra options go to fspo

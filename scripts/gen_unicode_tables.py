@@ -54,7 +54,7 @@ def main():
  *   /usr/bin/python3 scripts/gen_unicode_tables.py > src/unicode_tables.c
  * Sorted, disjoint, merged [first, last] code point ranges of the classes
  * the GPT-2 pre-tokenizer regex uses (src/unicode.h). */
-#include "unicode.h"
+#include "src/unicode.h"
 
 {table("uc_letter_ranges", letter)}
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # ship_model.sh RUNG OUTDIR --policy CKPT --ref CKPT --pooled CKPT --anchor CKPT
-#               --design TEXT --command TEXT [--val VAL.json] [--test TEST.json]
+#               --design TEXT --command TEXT [--val VAL.json] [--test TEST.json] [--bf16]
 #
 # Writes a shipped model directory (models/<rung>/, docs/results.md): the
-# weights only (fspo model strip: no optimizer state) of the FSPO policy, its
+# weights only (fspo model strip: no optimizer state; --bf16: rounded to and
+# stored as bfloat16, about 36% of the float32 bytes) of the FSPO policy, its
 # reference (the SFT model with context, also the head-to-head baseline), the
 # pooled and the anchor models; eval.yaml (the policy's training config, which
 # scripts/eval_model.sh completes with paths); and manifest.json: rung,
@@ -17,8 +18,10 @@ usage() { sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 RUNG=$1 OUT=$2
 shift 2
 declare -A A=()
+strip=()
 while [[ $# -gt 0 ]]; do
     case $1 in
+        --bf16) strip=(--bf16); A[bf16]=1; shift ;;
         --policy|--ref|--pooled|--anchor|--design|--command|--val|--test)
             [[ $# -ge 2 ]] || { echo "ship_model.sh: $1 needs a value" >&2; exit 2; }
             A[${1#--}]=$2; shift 2 ;;
@@ -32,15 +35,15 @@ if [[ -e $OUT ]] && [[ -n $(ls -A "$OUT") ]]; then
     echo "ship_model.sh: $OUT: exists and is not empty; a shipped model is never overwritten" >&2; exit 2
 fi
 mkdir -p "$OUT"
-for k in policy ref pooled anchor; do "$FSPO" model strip "${A[$k]}" -o "$OUT/$k.h5" >/dev/null; done
+for k in policy ref pooled anchor; do "$FSPO" model strip "${A[$k]}" -o "$OUT/$k.h5" "${strip[@]}" >/dev/null; done
 cfg=$(dirname "${A[policy]}")/config.yaml
 [[ -f $cfg ]] || { echo "ship_model.sh: $cfg: the policy's run config is missing" >&2; exit 2; }
 { echo "# the training config of the shipped policy (models/$RUNG/manifest.json);"
   echo "# scripts/eval_model.sh sets data.path and every checkpoint path"
   cat "$cfg"; } >"$OUT/eval.yaml"
-/usr/bin/python3 - "$RUNG" "$OUT" "${A[design]}" "${A[command]}" "${A[val]:-}" "${A[test]:-}" "$FSPO" <<'PY'
+/usr/bin/python3 - "$RUNG" "$OUT" "${A[design]}" "${A[command]}" "${A[val]:-}" "${A[test]:-}" "$FSPO" "${A[bf16]:-0}" <<'PY'
 import hashlib, json, os, re, subprocess, sys
-rung, out, design, command, val, test, fspo = sys.argv[1:8]
+rung, out, design, command, val, test, fspo, bf16 = sys.argv[1:9]
 def summary(path):
     if not path: return None
     d = json.load(open(path))
@@ -57,7 +60,7 @@ for k in ("policy", "ref", "pooled", "anchor"):
     m = re.search(r"step (\d+), samples seen \d+, stage (\w+)", info)
     models[k] = {"file": k + ".h5", "step": int(m.group(1)), "stage": m.group(2), "bytes": os.path.getsize(f),
                  "sha256": hashlib.sha256(open(f, "rb").read()).hexdigest()}
-man = {"rung": rung, "design": design, "command": command, "models": models,
+man = {"rung": rung, "design": design, "command": command, "weights": "bfloat16" if bf16 == "1" else "float32", "models": models,
        "validation": summary(val), "test": summary(test)}
 json.dump(man, open(os.path.join(out, "manifest.json"), "w"), indent=1)
 print(f"ship_model.sh: {out}: {sum(m['bytes'] for m in models.values()) / 1e6:.1f} MB in 4 checkpoints + eval.yaml + manifest.json")

@@ -1,10 +1,10 @@
 /* batch: allocation and validation of packed rows. */
-#include "batch.h"
+#include "src/batch.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
+#include "src/util.h"
 
 void batch_alloc(Batch *b, int rows, int max_len, int max_segments, int max_targets)
 {

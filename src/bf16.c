@@ -1,14 +1,14 @@
 /* bf16: see bf16.h. oneDNN's C API (Debian's libdnnl 2.6, OpenMP runtime). */
-#include "bf16.h"
+#include "src/bf16.h"
 
 #include <oneapi/dnnl/dnnl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
-#include "util.h"
-#include "vecmath.h"
+#include "src/pool.h"
+#include "src/util.h"
+#include "src/vecmath.h"
 
 /* libgomp's, which oneDNN runs on (declared here: clang's fuzz builds have no omp.h) */
 void omp_set_num_threads(int n);
@@ -63,17 +63,18 @@ int bf16_supported(char *unit, size_t len)
     return 0;
 }
 
-int bf16_resolve(const char *precision, char *err, size_t errlen)
+int bf16_resolve(PrecisionChoice precision, char *err, size_t errlen)
 {
     char unit[96];
     int have = bf16_supported(unit, sizeof unit);
-    if (!strcmp(precision, "fp32")) return 0;
-    if (!strcmp(precision, "auto")) return have;
-    if (!strcmp(precision, "bf16")) {
+    switch (precision) {
+    case PRECISION_CHOICE_FP32: return 0;
+    case PRECISION_CHOICE_AUTO: return have;
+    case PRECISION_CHOICE_BF16:
         if (have) return 1;
         return set_err(err, errlen, "model.precision bf16: %s; use fp32 or auto", unit);
     }
-    return set_err(err, errlen, "model.precision '%s': expected fp32, bf16 or auto", precision);
+    return set_err(err, errlen, "model.precision %d: not a PrecisionChoice", (int)precision);
 }
 
 const char *bf16_library_version(void)

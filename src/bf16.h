@@ -26,14 +26,14 @@
 int bf16_supported(char *unit, size_t len);
 
 /* model.precision, as the config stores it (io/config.c's schema reads and
- * writes the names); bf16_resolve takes the name. */
+ * writes the names). */
 typedef enum { PRECISION_CHOICE_FP32, PRECISION_CHOICE_BF16, PRECISION_CHOICE_AUTO } PrecisionChoice;
 static const char *const PRECISION_CHOICE_NAMES[] = { "fp32", "bf16", "auto", NULL };
 
-/* model.precision ("fp32", "bf16" or "auto") -> 1 for bf16, 0 for fp32;
- * auto is bf16 exactly when bf16_supported(). -1 with a message when bf16
- * is asked for on a CPU without it. */
-int bf16_resolve(const char *precision, char *err, size_t errlen);
+/* model.precision -> 1 for bf16, 0 for fp32; auto is bf16 exactly when
+ * bf16_supported(). -1 with a message when bf16 is asked for on a CPU
+ * without it. */
+int bf16_resolve(PrecisionChoice precision, char *err, size_t errlen);
 
 /* oneDNN's version, e.g. "2.6.3". */
 const char *bf16_library_version(void);

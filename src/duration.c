@@ -1,5 +1,5 @@
 /* duration: see duration.h. */
-#include "duration.h"
+#include "src/duration.h"
 
 #include <ctype.h>
 #include <string.h>

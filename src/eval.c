@@ -13,7 +13,7 @@
  *            with the context, pooled and anchor without) and the oracle's
  *            ideal answer, all scored with the user's true reward;
  *   CIs      bootstrap over users. */
-#include "eval.h"
+#include "src/eval.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -22,19 +22,19 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "batch.h"
-#include "frozen.h"
-#include "dataset.h"
-#include "jsonl.h"
-#include "loss.h"
-#include "model.h"
-#include "pack.h"
-#include "rng.h"
-#include "sample.h"
-#include "sampler.h"
-#include "synth.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "io/dataset.h"
+#include "io/jsonl.h"
+#include "src/batch.h"
+#include "src/frozen.h"
+#include "src/generate.h"
+#include "src/loss.h"
+#include "src/model.h"
+#include "src/pack.h"
+#include "src/rng.h"
+#include "src/sampler.h"
+#include "src/synth.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 const char *const eval_method_names[EVAL_N_METHODS] = { "model", "pooled", "linear", "bayes", "model_plain", "sft_plain" };
 const char *const eval_win_names[EVAL_N_WIN] = { "policy", "sft", "pooled", "oracle" };

@@ -45,9 +45,9 @@ static const char *const EVAL_SPLIT_NAMES[] = { "validation", "test", NULL };
 typedef enum { EVAL_DESC_NONE, EVAL_DESC_ORACLE, EVAL_DESC_GENERATED } EvalDescMode;
 static const char *const EVAL_DESC_NAMES[] = { "none", "oracle", "generated", NULL };
 
-#include "batch.h"
-#include "config.h"
-#include "synth.h"
+#include "io/config.h"
+#include "src/batch.h"
+#include "src/synth.h"
 
 /* ---- the statistics (pure functions, tested in tests/test_eval.c) ---- */
 

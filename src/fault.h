@@ -28,11 +28,9 @@ typedef struct {
     int h5crash, h5hang;          /* the whole value is h5crash / h5hang */
 } Faults;
 
-/* Parses a value of FSPO_FAULT (NULL: no hook). */
-Faults fault_parse(const char *text);
-
-/* fault_parse(getenv("FSPO_FAULT")), read afresh at each call (tests set
- * and unset the variable between calls). */
+/* FSPO_FAULT's hooks. The value is parsed once and the result cached; the
+ * variable is read at each call, so a changed value (tests set and unset it
+ * between calls) is parsed afresh. */
 Faults fault_from_env(void);
 
 /* nan@R:S[+K] fires on `rank` at `step`. */

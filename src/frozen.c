@@ -1,11 +1,11 @@
 /* frozen: see frozen.h. */
-#include "frozen.h"
+#include "src/frozen.h"
 
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "util.h"
+#include "src/util.h"
 
 Model *frozen_load(const char *path, const FrozenSpec *s, char *err, size_t errlen)
 {

@@ -14,9 +14,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ckpt.h"
-#include "model.h"
-#include "tokenizer.h"
+#include "io/ckpt.h"
+#include "src/model.h"
+#include "src/tokenizer.h"
 
 typedef struct {
     /* NULL: the checkpoint's own shape (eval, sample, export, strip); else

@@ -1,5 +1,5 @@
 /* loss: preference objectives; formulas in loss.h. */
-#include "loss.h"
+#include "src/loss.h"
 
 #include <math.h>
 #include <string.h>
@@ -96,12 +96,12 @@ static void nll_targets(const float *logp, int k0, int k1, double scale, double 
     }
 }
 
-void sft_loss(const float *logp, const PackedAnswers *ans, int include_rejected, double norm, float *dlogp,
-              LossStats *stats)
+void sft_loss(const float *logp, const PackedAnswers *ans, int include_rejected, double desc_weight, double norm,
+              float *dlogp, LossStats *stats)
 {
     double *loss = &stats->loss, *tokens = &stats->tokens;
-    nll_targets(logp, ans->ctx_first, ans->ctx_end, 1.0, norm, dlogp, loss, tokens);   /* empty unless sft_context */
-    nll_targets(logp, ans->desc_first, ans->desc_end, 1.0, norm, dlogp, loss, tokens); /* empty without a description */
+    nll_targets(logp, ans->ctx_first, ans->ctx_end, 1.0, norm, dlogp, loss, tokens); /* empty unless sft_context */
+    nll_targets(logp, ans->desc_first, ans->desc_end, desc_weight, norm, dlogp, loss, tokens); /* empty without one */
     for (int a = 0; a < ans->n_answers; a++)
         if (a % 2 == 0 || include_rejected) nll_targets(logp, ans->first[a], ans->first[a + 1], 1.0, norm, dlogp, loss, tokens);
     stats->pairs += ans->n_answers / 2;

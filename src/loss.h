@@ -19,8 +19,8 @@
 #ifndef FSPO_LOSS_H
 #define FSPO_LOSS_H
 
-#include "batch.h"
-#include "pack.h"
+#include "src/batch.h"
+#include "src/pack.h"
 
 typedef enum { LOSS_DPO = 0, LOSS_IPO, LOSS_CDPO, LOSS_SIMPO, LOSS_HINGE } LossType;
 /* loss.type's names, in LossType order (io/config.c binds the key to them) */
@@ -34,6 +34,7 @@ static const char *const STAGE_NAMES[] = { "sft", "pref", NULL };
 typedef struct {
     LossType type;
     double beta, label_smoothing, simpo_gamma, sft_weight;
+    double desc_weight; /* the description's weight relative to an answer's (sft_loss, desc_loss's caller) */
 } LossConfig;
 
 /* What both stages' losses add up over meta-examples: the loss, the query
@@ -64,11 +65,12 @@ double pref_loss(const LossConfig *c, const float *logp, const double *ref, cons
  * queries' chosen answers (and rejected ones with include_rejected), the
  * context's chosen answers (ans->ctx_first..ctx_end, empty unless packed
  * with them) and the description (ans->desc_first..desc_end), each token
- * weighted 1/norm (norm: the GLOBAL count of such tokens). Sets dlogp on
- * them, subtracts each token's share from stats->loss, counts it in
- * stats->tokens and the meta-example's query pairs in stats->pairs. */
-void sft_loss(const float *logp, const PackedAnswers *ans, int include_rejected, double norm, float *dlogp,
-              LossStats *stats);
+ * weighted 1/norm (norm: the GLOBAL count of such tokens), a description
+ * token desc_weight/norm. Sets dlogp on them, subtracts each token's share
+ * from stats->loss, counts it in stats->tokens and the meta-example's
+ * query pairs in stats->pairs. */
+void sft_loss(const float *logp, const PackedAnswers *ans, int include_rejected, double desc_weight, double norm,
+              float *dlogp, LossStats *stats);
 
 /* The preference stage's description term: weight * (token-mean NLL of
  * the description and its EOS) per query pair of the meta-example, / norm

@@ -1,18 +1,18 @@
 /* model: the fspo transformer, readable top to bottom.
  * Layout of parameters and the exact math: docs/model.md. */
-#include "model.h"
+#include "src/model.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "bf16.h"
-#include "ops.h"
-#include "pool.h"
-#include "rng.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "src/bf16.h"
+#include "src/ops.h"
+#include "src/pool.h"
+#include "src/rng.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 /* Per-layer activations saved by the forward for the backward. In a
  * forward-only model every layer's views point at the same slot. */
@@ -376,6 +376,12 @@ void model_set_precision(Model *m, Precision p)
 }
 
 void model_params_changed(Model *m) { m->bf16_stale = 1; }
+
+void model_round_bf16(Model *m)
+{
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] = bf16_to_float(bf16_from_float(m->params[i]));
+    model_params_changed(m);
+}
 
 /* the bf16 copies of the weights, rounded again if params changed */
 static void refresh_bf16(Model *m)

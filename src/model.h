@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "batch.h"
+#include "src/batch.h"
 
 typedef struct {
     int vocab, d_model, n_layers, n_heads, ffn_hidden, max_seq;
@@ -135,6 +135,9 @@ void model_set_precision(Model *m, Precision p);
 /* Marks the bf16 weight copies stale. optim_step, ckpt_load and
  * model_init_weights call it; so must any other code that writes m->params. */
 void model_params_changed(Model *m);
+/* Rounds every parameter to the nearest bfloat16 value (ties to even), kept
+ * as float32: what a bf16-stored weights file holds (fspo model strip --bf16). */
+void model_round_bf16(Model *m);
 void model_zero_grad(Model *m);
 
 /* Runs the batch; logp[k] = log-prob of target k. Logits stay in m->logits. */

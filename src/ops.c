@@ -1,14 +1,14 @@
 /* ops: kernels of the fspo transformer. See ops.h for shapes and conventions. */
-#include "ops.h"
+#include "src/ops.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "pool.h"
-#include "util.h"
-#include "vecmath.h"
+#include "src/pool.h"
+#include "src/util.h"
+#include "src/vecmath.h"
 
 /* Scratch of the bf16 products (see bf16_scratch_create). */
 struct Bf16Scratch {

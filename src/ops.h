@@ -17,8 +17,8 @@
 
 #include <stdint.h>
 
-#include "batch.h"
-#include "bf16.h"
+#include "src/batch.h"
+#include "src/bf16.h"
 
 /* Attention works on blocks of this many query rows so that a query block
  * only multiplies against the keys at or before its last row (and, in a

@@ -1,11 +1,11 @@
 /* optim: update rules; see optim.h and docs/model.md. */
-#include "optim.h"
+#include "src/optim.h"
 
 #include <math.h>
 #include <string.h>
 
-#include "pool.h"
-#include "util.h"
+#include "src/pool.h"
+#include "src/util.h"
 
 /* The elementwise loops below run on the pool, split anywhere (each element's
  * update depends on that element only, so results are bitwise the same for

@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "model.h"
+#include "src/model.h"
 
 typedef enum { OPTIM_ADAMW = 0, OPTIM_RMSPROP = 1 } OptimKind;
 /* optim.type's names, in OptimKind order (also the checkpoints' optim_type) */

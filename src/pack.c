@@ -1,10 +1,10 @@
 /* pack: see pack.h for the layout. */
-#include "pack.h"
+#include "src/pack.h"
 
 #include <string.h>
 
-#include "tokenizer.h"
-#include "util.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 /* ---- the token layout ---- */
 

@@ -21,14 +21,14 @@
  * model to write it and every query is answered conditioned on it.
  *
  * The token layout of C and P lives in pack_render_context/_query alone:
- * pack_write's rows and src/sample.c's generation prompts both use them. */
+ * pack_write's rows and src/generate.c's generation prompts both use them. */
 #ifndef FSPO_PACK_H
 #define FSPO_PACK_H
 
-#include "batch.h"
-#include "dataset.h"
-#include "sampler.h"
-#include "tokenizer.h"
+#include "io/dataset.h"
+#include "src/batch.h"
+#include "src/sampler.h"
+#include "src/tokenizer.h"
 
 /* data.user_desc: whether a training meta-example's context ends with the
  * user's description (cot). */

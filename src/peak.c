@@ -1,13 +1,13 @@
 /* peak: see peak.h. */
-#include "peak.h"
+#include "src/peak.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 
-#include "ops.h"
-#include "rng.h"
-#include "util.h"
+#include "src/ops.h"
+#include "src/rng.h"
+#include "src/util.h"
 
 double peak_sgemm_gflops(int n, int reps)
 {

@@ -1,13 +1,13 @@
 /* pool: see pool.h. Workers spin briefly on a generation counter, then
  * sleep on a condition variable: they must not burn the cores that
  * OpenBLAS's own threads use between our dispatches. */
-#include "pool.h"
+#include "src/pool.h"
 
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 
-#include "util.h"
+#include "src/util.h"
 
 static struct {
     int n;       /* threads in use, caller included */

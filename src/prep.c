@@ -6,7 +6,7 @@
  * grouped by user (desc, then prompt/chosen/rejected of each pair), which
  * is the order the sampler reads it in. Peak memory is about 5x the kept
  * text: the arena plus the int32 stream (one id per byte at most). */
-#include "prep.h"
+#include "src/prep.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -17,12 +17,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "checksum.h"
-#include "dataset.h"
-#include "jsonl.h"
-#include "tokenizer.h"
-#include "tokenizer_json.h"
-#include "util.h"
+#include "io/dataset.h"
+#include "io/jsonl.h"
+#include "io/tokenizer_json.h"
+#include "src/checksum.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 /* Progress is reported every this many lines: often enough for a smooth
  * line, rare enough to cost nothing. */

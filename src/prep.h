@@ -30,8 +30,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dataset.h"
-#include "jsonl.h"
+#include "io/dataset.h"
+#include "io/jsonl.h"
 
 typedef struct {
     const char *in_path, *out_path;

@@ -1,10 +1,10 @@
 /* resume: see resume.h. */
-#include "resume.h"
+#include "src/resume.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "util.h"
+#include "src/util.h"
 
 /* Where a run that resumes from train.resume (auto, none or a path)
  * starts. 0 with st->resumed = 1 and st->path set to resume from a

@@ -10,12 +10,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ckpt.h"
-#include "config.h"
-#include "model.h"
-#include "optim.h"
-#include "rundir.h"
-#include "tokenizer.h"
+#include "io/ckpt.h"
+#include "io/config.h"
+#include "io/rundir.h"
+#include "src/model.h"
+#include "src/optim.h"
+#include "src/tokenizer.h"
 
 /* What the run starts from. */
 typedef struct {

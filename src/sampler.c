@@ -1,11 +1,11 @@
 /* sampler: see sampler.h. */
-#include "sampler.h"
+#include "src/sampler.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "rng.h"
-#include "util.h"
+#include "src/rng.h"
+#include "src/util.h"
 
 int sampler_init(Sampler *s, const Dataset *d, Split split, uint64_t seed, int n_fewshot, int n_fewshot_min,
                  int n_queries, char *err, size_t errlen)

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "dataset.h"
+#include "io/dataset.h"
 
 #define SAMPLER_MAX_FEWSHOT 64
 #define SAMPLER_MAX_QUERIES 32

@@ -1,5 +1,5 @@
 /* slurm_script: see slurm_script.h. */
-#include "slurm_script.h"
+#include "src/slurm_script.h"
 
 #include <ctype.h>
 #include <stdarg.h>
@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "util.h"
+#include "src/util.h"
 
 #define LINE_MAX_BYTES (4096 + 256) /* one formatted piece: a path and its words */
 

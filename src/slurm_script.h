@@ -23,7 +23,7 @@
 typedef enum { LAUNCHER_SRUN, LAUNCHER_MPIRUN } Launcher;
 static const char *const LAUNCHER_NAMES[] = { "srun", "mpirun", NULL };
 
-#include "config.h"
+#include "io/config.h"
 
 /* What the script runs: the config (its slurm section and train.max_steps),
  * this binary, the config file, the run directory and working directory

@@ -10,7 +10,7 @@
  * grammar (nouns, verbs, prompt words) is in no lexicon, which is what makes
  * the scorer exact on generated text; tests/test_synth.c checks it on every
  * attribute mask of every flavour. */
-#include "synth.h"
+#include "src/synth.h"
 
 #include <math.h>
 #include <string.h>

@@ -19,7 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "rng.h"
+#include "src/rng.h"
 
 /* Bumped whenever synth_score's reading of a text changes; recorded in the
  * truth file so [eval] never scores with rules the data was not made for. */

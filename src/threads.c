@@ -1,13 +1,13 @@
 /* threads: see threads.h. */
-#include "threads.h"
+#include "src/threads.h"
 
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "pool.h"
-#include "util.h"
+#include "src/pool.h"
+#include "src/util.h"
 
 int threads_per_rank(int configured, int local_ranks, int rank, char *why, size_t len)
 {

@@ -1,13 +1,13 @@
 /* tokenizer: the byte tokenizer and the interface both tokenizers share;
  * see tokenizer.h. */
-#include "tokenizer.h"
+#include "src/tokenizer.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "checksum.h"
-#include "util.h"
+#include "src/checksum.h"
+#include "src/util.h"
 
 static const char *const special_names[TOKENIZER_VOCAB - 256] = {
     "<|bos|>", "<|eos|>", "<|example|>", "<|question|>", "<|preferred|>", "<|dispreferred|>", "<|task|>",

@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "checksum.h"
-#include "tokenizer.h"
-#include "unicode.h"
-#include "util.h"
+#include "src/checksum.h"
+#include "src/tokenizer.h"
+#include "src/unicode.h"
+#include "src/util.h"
 
 /* ---------------------------------------------------------------------- */
 /* allocation, string tables, hash maps                                    */

@@ -18,7 +18,7 @@
  * budget, the summary at the end. The policies around it live in their own
  * units: threads per rank (threads.h), the MFU probe (peak.h), where a run
  * starts (resume.h) and the fault hooks (fault.h). */
-#include "train.h"
+#include "src/train.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -29,25 +29,25 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "bf16.h"
-#include "checksum.h"
-#include "ckpt.h"
-#include "dataset.h"
-#include "fault.h"
-#include "frozen.h"
-#include "loss.h"
-#include "metrics.h"
-#include "model.h"
-#include "ops.h"
-#include "optim.h"
-#include "pack.h"
-#include "peak.h"
-#include "resume.h"
-#include "rundir.h"
-#include "sampler.h"
-#include "threads.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/dataset.h"
+#include "io/metrics.h"
+#include "io/rundir.h"
+#include "src/bf16.h"
+#include "src/checksum.h"
+#include "src/fault.h"
+#include "src/frozen.h"
+#include "src/loss.h"
+#include "src/model.h"
+#include "src/ops.h"
+#include "src/optim.h"
+#include "src/pack.h"
+#include "src/peak.h"
+#include "src/resume.h"
+#include "src/sampler.h"
+#include "src/threads.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 /* ---- signals: set a flag; ranks agree on it at the step boundary ---- */
 static volatile sig_atomic_t stop_signal;
@@ -430,9 +430,9 @@ static void compute_loss(Run *r, int rows, double norm, StepSums *s)
             double ref_sums[2 * SAMPLER_MAX_QUERIES];
             if (r->ref) answer_logps(r->ref_logp, &ans[k], ref_sums);
             pref_loss(&r->loss, r->logp, r->ref ? ref_sums : NULL, &ans[k], norm, r->dlogp, &st);
-            desc_loss(r->logp, &ans[k], r->loss.sft_weight, norm, r->dlogp, &s->loss);
+            desc_loss(r->logp, &ans[k], r->loss.sft_weight * r->loss.desc_weight, norm, r->dlogp, &s->loss);
         } else
-            sft_loss(r->logp, &ans[k], r->include_rejected, norm, r->dlogp, &s->loss);
+            sft_loss(r->logp, &ans[k], r->include_rejected, r->loss.desc_weight, norm, r->dlogp, &s->loss);
         desc_metrics(r, &ans[k], s);
     }
     if (r->pref) loss_stats_add(&s->loss, &st);
@@ -886,7 +886,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     agree_or_exit(d, code, err);
     /* model.precision: every rank must run the same products, so auto is
      * bf16 only where all ranks have the units */
-    r->bf16 = bf16_resolve(PRECISION_CHOICE_NAMES[cfg->precision], err, sizeof err);
+    r->bf16 = bf16_resolve(cfg->precision, err, sizeof err);
     agree_or_exit(d, r->bf16 < 0 ? EXIT_USAGE : 0, err);
     r->bf16 = -dist_allreduce_max_int(-r->bf16);
     /* fault injection for the reliability tests (docs/reliability.md); a
@@ -932,7 +932,8 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->user_desc = cfg->data.user_desc == USER_DESC_COT;
     if (d->rank == 0) code = check_fits(r, err, sizeof err); /* agreed with the reference's load below */
     r->loss = (LossConfig){ .type = cfg->loss.type, .beta = cfg->loss.beta, .label_smoothing = cfg->loss.label_smoothing,
-                            .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight };
+                            .simpo_gamma = cfg->loss.simpo_gamma, .sft_weight = cfg->loss.sft_weight,
+                            .desc_weight = cfg->loss.desc_weight };
     OptimConfig oc = config_optim(cfg);
     size_t n = r->policy->n_params;
     r->shard = cfg->mpi.shard_optimizer && d->size > 1;

@@ -7,8 +7,8 @@
 #ifndef FSPO_TRAIN_H
 #define FSPO_TRAIN_H
 
-#include "config.h"
-#include "dist.h"
+#include "io/config.h"
+#include "mpi/dist.h"
 
 /* Runs training as configured; returns the process exit code (EXIT_OK when
  * train.max_steps is reached, EXIT_REQUEUE after a signal or

@@ -1,5 +1,5 @@
 /* unicode: see unicode.h. */
-#include "unicode.h"
+#include "src/unicode.h"
 
 size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
 {

@@ -3,7 +3,7 @@
  *   /usr/bin/python3 scripts/gen_unicode_tables.py > src/unicode_tables.c
  * Sorted, disjoint, merged [first, last] code point ranges of the classes
  * the GPT-2 pre-tokenizer regex uses (src/unicode.h). */
-#include "unicode.h"
+#include "src/unicode.h"
 
 const uint32_t uc_letter_ranges[][2] = {
     {0x41, 0x5A}, {0x61, 0x7A}, {0xAA, 0xAA}, {0xB5, 0xB5}, {0xBA, 0xBA}, {0xC0, 0xD6},

@@ -1,5 +1,5 @@
 #define _GNU_SOURCE /* sched_getaffinity */
-#include "util.h"
+#include "src/util.h"
 
 #include <errno.h>
 #include <libgen.h>
@@ -171,6 +171,25 @@ double median(const double *v, int n)
     memcpy(tmp, v, sizeof(double) * n);
     qsort(tmp, n, sizeof *tmp, cmp_double);
     return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+}
+
+char *read_stream(FILE *f, size_t *n)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap);
+    for (size_t got; buf && (got = fread(buf + len, 1, cap - 1 - len, f)) > 0;) {
+        len += got;
+        if (len + 1 == cap) {
+            char *grown = realloc(buf, cap *= 2);
+            if (!grown) free(buf);
+            buf = grown;
+        }
+    }
+    if (!buf) return errno = ENOMEM, NULL;
+    if (ferror(f)) return free(buf), errno = EIO, NULL;
+    buf[len] = '\0';
+    if (n) *n = len;
+    return buf;
 }
 
 int make_dirs(const char *path)

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* Exit codes of the CLI contract (docs/design.md). */
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_REQUEUE = 3 };
@@ -43,6 +44,11 @@ void xfree_aligned(void *p);
  * errno set by the first mkdir that failed other than for existing. */
 enum { MKDIRS_TOO_LONG = -3, MKDIRS_NOT_DIR = -2 };
 int make_dirs(const char *path);
+
+/* The rest of stream f, malloc'd and NUL-terminated; its length (the NUL
+ * not counted) in *n unless n is NULL. NULL with errno ENOMEM (out of
+ * memory) or EIO (a read error). */
+char *read_stream(FILE *f, size_t *n);
 
 /* CPUs this process may run on (its affinity mask, e.g. what mpirun's
  * default --bind-to core left it); 0 if unknown. */

@@ -1,4 +1,4 @@
-#include "alloccount.h"
+#include "tests/alloccount.h"
 
 #include <stddef.h>
 

@@ -1,4 +1,4 @@
-#include "gradcheck.h"
+#include "tests/gradcheck.h"
 
 #include <math.h>
 

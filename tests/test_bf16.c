@@ -14,16 +14,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bf16.h"
-#include "alloccount.h"
-#include "check.h"
-#include "config.h"
-#include "model.h"
-#include "ops.h"
-#include "optim.h"
-#include "pool.h"
-#include "rng.h"
-#include "vecmath.h"
+#include "io/config.h"
+#include "src/bf16.h"
+#include "src/model.h"
+#include "src/ops.h"
+#include "src/optim.h"
+#include "src/pool.h"
+#include "src/rng.h"
+#include "src/vecmath.h"
+#include "tests/alloccount.h"
+#include "tests/check.h"
 
 
 static Rng rng;

@@ -110,6 +110,34 @@ PYEOF
 ) && [ "$(stat -c %s "$tmp/w.h5")" -lt "$(stat -c %s "$ckpt")" ] &&
     pass "fspo model strip keeps the weights and metadata, drops the optimizer" "$out" ||
     fail "fspo model strip keeps the weights and metadata, drops the optimizer" "$out"
+# fspo model strip --bf16: h5py (HDF5's own bf16 -> f32 conversion) reads the
+# round-to-nearest-even of the float32 weights, computed here in numpy; fspo
+# reads back the same values (a second strip, to float32, compared bitwise)
+out=$("$FSPO" model strip "$ckpt" -o "$tmp/w16.h5" --bf16 2>&1) && "$FSPO" inspect "$tmp/w16.h5" >/dev/null 2>&1 &&
+"$FSPO" model strip "$tmp/w16.h5" -o "$tmp/w16to32.h5" >/dev/null 2>&1 &&
+out=$("$PY" - "$tmp/w.h5" "$tmp/w16.h5" "$tmp/w16to32.h5" <<'PYEOF' 2>&1
+import sys, numpy as np, h5py
+def bf16(x):  # nearest, ties to even, as 32-bit patterns (no NaN among weights)
+    u = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    return (((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16).astype(np.uint32).view(np.float32)
+with h5py.File(sys.argv[1], "r", locking=False) as a, h5py.File(sys.argv[2], "r", locking=False) as b, \
+     h5py.File(sys.argv[3], "r", locking=False) as c:
+    changed = 0
+    for n in a["model"]:
+        d = b["model"][n]
+        assert d.id.get_type().get_size() == 2 and d.compression == "gzip" and d.shuffle, (n, d.compression)
+        want = bf16(a["model"][n][()])
+        assert np.array_equal(d.astype("f4")[()], want), n
+        assert np.array_equal(c["model"][n][()].view(np.uint32), want.view(np.uint32)), n
+        changed += int((want != a["model"][n][()]).sum())
+    assert changed > 0, "rounding changed nothing: not a test"
+    for k in ("step", "stage", "config_yaml", "model_shape", "lineage"):
+        assert np.array_equal(a.attrs[k], b.attrs[k]), k
+    print(f"{len(a['model'])} tensors: h5py reads the nearest bf16 of each weight ({changed} moved), fspo reads the same")
+PYEOF
+) && [ "$(stat -c %s "$tmp/w16.h5")" -lt "$(stat -c %s "$tmp/w.h5")" ] &&
+    pass "fspo model strip --bf16 stores each weight's nearest bfloat16, read back exactly" "$out" ||
+    fail "fspo model strip --bf16 stores each weight's nearest bfloat16, read back exactly" "$out"
 expect_error "fspo model strip never overwrites" 2 "w.h5: exists" -- "$FSPO" model strip "$ckpt" -o "$tmp/w.h5"
 expect_error "fspo model strip on a non-checkpoint" 2 "not an HDF5 file" -- "$FSPO" model strip README.md -o "$tmp/x.h5"
 expect_error "fspo model strip without -o" 2 "usage: fspo model strip CKPT -o OUT.h5" -- "$FSPO" model strip "$ckpt"

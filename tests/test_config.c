@@ -5,8 +5,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "config.h"
+#include "io/config.h"
+#include "tests/check.h"
 
 static char dir[64];
 
@@ -212,7 +212,8 @@ static void test_defaults(void)
               c->train.log_every == 10 && c->train.sft_include_rejected == 0 && c->train.max_bad_steps == 5,
           "train defaults", "%s %d %ld", c->train.run_dir, (int)c->train.stage, c->train.max_steps);
     check(c->loss.type == LOSS_DPO && c->loss.beta == 0.1 && c->loss.label_smoothing == 0 &&
-              c->loss.simpo_gamma == 0.5 && c->loss.sft_weight == 0 && !c->loss.ref_ckpt[0],
+              c->loss.simpo_gamma == 0.5 && c->loss.sft_weight == 0 && c->loss.desc_weight == 1 &&
+              !c->loss.ref_ckpt[0],
           "loss defaults", "%d %g", (int)c->loss.type, c->loss.beta);
     check(c->optim.type == OPTIM_ADAMW && c->optim.lr == 3e-4 && c->optim.min_lr == 3e-5 &&
               c->optim.schedule == SCHED_COSINE && c->optim.warmup_steps == 100 && c->optim.beta1 == 0.9 &&

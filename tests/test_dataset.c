@@ -8,10 +8,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "dataset.h"
-#include "h5util.h"
-#include "tokenizer.h"
+#include "io/dataset.h"
+#include "io/h5util.h"
+#include "src/tokenizer.h"
+#include "tests/check.h"
 
 /* 3 users with 2, 3, 1 pairs; user 1 validation, user 2 test; user 2 has a description. */
 static void make_dataset(Dataset *d)

@@ -1,4 +1,4 @@
-/* Evaluation and sampling (src/eval.c, src/sample.c, io/jsonl_truth.c):
+/* Evaluation and sampling (src/eval.c, src/generate.c, io/jsonl_truth.c):
  * eval_run end to end on a model whose log-probs are set by hand (accuracy
  * 1, 0 and 1/2 by construction), the bootstrap against the exact bootstrap
  * distribution of a Bernoulli mean, the linear baseline against a
@@ -14,17 +14,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "ckpt.h"
-#include "config.h"
-#include "dataset.h"
-#include "eval.h"
-#include "jsonl.h"
-#include "pack.h"
-#include "rng.h"
-#include "sample.h"
-#include "synth.h"
-#include "tokenizer.h"
+#include "io/ckpt.h"
+#include "io/config.h"
+#include "io/dataset.h"
+#include "io/jsonl.h"
+#include "src/eval.h"
+#include "src/generate.h"
+#include "src/pack.h"
+#include "src/rng.h"
+#include "src/synth.h"
+#include "src/tokenizer.h"
+#include "tests/check.h"
 
 static char dir[256];
 

@@ -191,8 +191,27 @@ assert m["test"]["accuracy"]["4"]["model"]["mean"] == json.load(open(sys.argv[3]
 print(f"5 new users, accuracy N=0..4 " + " ".join(f"{a['model']['mean']:.3f}" for a in s["accuracy"]) +
       f"; equal to the full checkpoints'; manifest {sum(x['bytes'] for x in m['models'].values())} bytes")
 PY
-)
+) || rc=1
 [[ $rc -eq 0 ]] && pass "eval_model.sh on a new seed's users equals eval of the full checkpoints" "$out" ||
     fail "eval_model.sh on a new seed's users equals eval of the full checkpoints" "exit $rc; $out; $(tail -3 "$tmp/shipped.txt")"
+# the same model shipped with --bf16: fewer bytes, and scores like the float32 one
+scripts/ship_model.sh r1 "$tmp/models/r1b" --policy "$P" --ref "$R" --pooled "$X" --anchor "$A" --bf16 \
+    --design "the quick demo" --command "FSPO_DEMO_QUICK=1 bash scripts/demo.sh" >"$tmp/ship16.txt" 2>&1 &&
+scripts/eval_model.sh "$tmp/models/r1b" "$tmp/new.h5" "$tmp/shipped16.json" "${ev[@]}" >>"$tmp/ship16.txt" 2>&1
+rc=$?
+out=$(/usr/bin/python3 - "$tmp/shipped16.json" "$tmp/shipped.json" "$tmp/models/r1b/manifest.json" "$tmp/models/r1/manifest.json" <<'PY' 2>&1
+import json, sys
+b, f, mb, mf = (json.load(open(p)) for p in sys.argv[1:5])
+assert mb["weights"] == "bfloat16" and mf["weights"] == "float32", (mb["weights"], mf["weights"])
+sb, sf = (sum(x["bytes"] for x in m["models"].values()) for m in (mb, mf))
+assert 4 * sb < 3 * sf, (sb, sf)  # the quick demo model is tiny: metadata weighs as much as weights
+d = [abs(x["model"]["mean"] - y["model"]["mean"]) for x, y in zip(b["accuracy"], f["accuracy"])]
+assert len(d) == len(f["accuracy"]) and max(d) <= 0.1, d
+print(f"{sb} vs {sf} bytes; accuracy N=0..4 " + " ".join(f"{a['model']['mean']:.3f}" for a in b["accuracy"]) +
+      f" (float32: largest difference {max(d):.3f})")
+PY
+) || rc=1
+[[ $rc -eq 0 ]] && pass "ship_model.sh --bf16: under 3/4 of the bytes (tiny model), the same accuracy within 0.1" "$out" ||
+    fail "ship_model.sh --bf16: under 3/4 of the bytes (tiny model), the same accuracy within 0.1" "exit $rc; $out; $(tail -3 "$tmp/ship16.txt")"
 expect_error "eval_model.sh on a directory that is not a shipped model" 2 "manifest.json: missing" -- \
     scripts/eval_model.sh "$tmp/demo" "$tmp/new.h5" "$tmp/x.json"

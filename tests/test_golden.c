@@ -6,10 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
-#include "golden.h"
-#include "model.h"
-#include "optim.h"
+#include "src/model.h"
+#include "src/optim.h"
+#include "tests/check.h"
+#include "tests/golden.h"
 
 static const GoldenRecord *need(const Golden *g, const char *name, size_t count)
 {

@@ -7,8 +7,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "metrics.h"
+#include "io/metrics.h"
+#include "tests/check.h"
 
 static int count_lines(const char *path, long *last_step)
 {

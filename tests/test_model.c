@@ -7,17 +7,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "alloccount.h"
-#include "check.h"
-#include "config.h"
-#include "gradcheck.h"
-#include "model.h"
-#include "ops.h"
-#include "optim.h"
-#include "pool.h"
+#include "io/config.h"
+#include "src/model.h"
+#include "src/ops.h"
+#include "src/optim.h"
+#include "src/pool.h"
+#include "tests/alloccount.h"
+#include "tests/check.h"
+#include "tests/gradcheck.h"
 #include <cblas.h>
-#include "rng.h"
-#include "tokenizer.h"
+#include "src/rng.h"
+#include "src/tokenizer.h"
 
 
 static Rng rng;

@@ -6,11 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
-#include "gradcheck.h"
-#include "ops.h"
-#include "pool.h"
-#include "rng.h"
+#include "src/ops.h"
+#include "src/pool.h"
+#include "src/rng.h"
+#include "tests/check.h"
+#include "tests/gradcheck.h"
 
 #define TOL 1e-3
 

@@ -5,9 +5,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "check.h"
-#include "model.h"
-#include "optim.h"
+#include "src/model.h"
+#include "src/optim.h"
+#include "tests/check.h"
 
 static int close_to(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(1.0, fabs(b)); }
 

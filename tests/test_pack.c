@@ -8,14 +8,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "checksum.h"
-#include "loss.h"
-#include "model.h"
-#include "pack.h"
-#include "rng.h"
-#include "sampler.h"
-#include "tokenizer.h"
+#include "src/checksum.h"
+#include "src/loss.h"
+#include "src/model.h"
+#include "src/pack.h"
+#include "src/rng.h"
+#include "src/sampler.h"
+#include "src/tokenizer.h"
+#include "tests/check.h"
 
 /* users x pairs of random byte strings; the last user is a test user, the
  * one before it (with 3 or more users) a validation user */
@@ -416,7 +416,7 @@ static void test_desc_targets(const Dataset *d)
     /* SFT: the chosen answers' and the description's tokens, mean NLL over all of them */
     double norm = chosen_tokens + dl + 1;
     LossStats sst = { 0 };
-    sft_loss(logp, &ans, 0, norm, dlogp, &sst);
+    sft_loss(logp, &ans, 0, 1.0, norm, dlogp, &sst);
     double loss = sst.loss, tokens = sst.tokens;
     double want = -(chosen_sum + desc_sum) / norm;
     int grad_ok = 1;
@@ -427,6 +427,19 @@ static void test_desc_targets(const Dataset *d)
     check(fabs(loss - want) < 1e-5 * fabs(want) && tokens == norm && grad_ok, "SFT loss with the description: mean NLL "
                                                                                 "of chosen answers and description",
           "%.6f vs %.6f over %.0f tokens", loss, want, tokens);
+    /* loss.desc_weight 3: the description's tokens weigh 3/norm, the answers' 1/norm */
+    memset(dlogp, 0, sizeof(float) * b.n_targets);
+    LossStats wst = { 0 };
+    sft_loss(logp, &ans, 0, 3.0, norm, dlogp, &wst);
+    double wwant = -(chosen_sum + 3 * desc_sum) / norm;
+    int wgrad_ok = 1;
+    for (int k = 0; k < b.n_targets; k++) {
+        int rejected = (k >= ans.first[1] && k < ans.first[2]) || (k >= ans.first[3] && k < ans.first[4]);
+        int in_desc = k >= ans.desc_first && k < ans.desc_end;
+        wgrad_ok &= dlogp[k] == (rejected ? 0.0f : (float)(-(in_desc ? 3.0 : 1.0) / norm));
+    }
+    check(fabs(wst.loss - wwant) < 1e-5 * fabs(wwant) && wst.tokens == norm && wgrad_ok,
+          "SFT loss with loss.desc_weight 3: description tokens weigh 3, answers 1", "%.6f vs %.6f", wst.loss, wwant);
     /* preference stage: weight x token-mean description NLL per query pair */
     memset(dlogp, 0, sizeof(float) * b.n_targets);
     double w = 0.7, pairs = 5;

@@ -8,11 +8,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "dataset.h"
-#include "jsonl.h"
-#include "prep.h"
-#include "util.h"
+#include "io/dataset.h"
+#include "io/jsonl.h"
+#include "src/prep.h"
+#include "src/util.h"
+#include "tests/check.h"
 
 static char dir[] = "/tmp/fspo-test-prep.XXXXXX";
 

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "check.h"
-#include "slurm_script.h"
+#include "src/slurm_script.h"
+#include "tests/check.h"
 
 int main(void)
 {

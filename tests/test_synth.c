@@ -14,9 +14,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "jsonl.h"
-#include "synth.h"
+#include "io/jsonl.h"
+#include "src/synth.h"
+#include "tests/check.h"
 
 /* s with line breaks shown as \n, so a check's detail stays on its one line
  * (four rotating buffers: several may appear in one check). */

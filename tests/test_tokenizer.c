@@ -11,11 +11,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "check.h"
-#include "rng.h"
-#include "tokenizer.h"
-#include "tokenizer_json.h"
-#include "unicode.h"
+#include "io/tokenizer_json.h"
+#include "src/rng.h"
+#include "src/tokenizer.h"
+#include "src/unicode.h"
+#include "tests/check.h"
 
 static int round_trips(const char *s, size_t n)
 {

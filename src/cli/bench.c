@@ -5,19 +5,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "batch.h"
-#include "bench.h"
-#include "bf16.h"
-#include "cli.h"
-#include "commands.h"
-#include "config.h"
-#include "model.h"
-#include "ops.h"
-#include "optim.h"
-#include "peak.h"
-#include "pool.h"
-#include "rng.h"
-#include "util.h"
+#include "io/config.h"
+#include "src/batch.h"
+#include "src/bf16.h"
+#include "src/cli/bench.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/model.h"
+#include "src/ops.h"
+#include "src/optim.h"
+#include "src/peak.h"
+#include "src/pool.h"
+#include "src/rng.h"
+#include "src/util.h"
+
+/* --precision NAME -> its PrecisionChoice (the name table of src/bf16.h) */
+static PrecisionChoice precision_option(const char *name)
+{
+    for (int p = 0; PRECISION_CHOICE_NAMES[p]; p++)
+        if (!strcmp(name, PRECISION_CHOICE_NAMES[p])) return (PrecisionChoice)p;
+    fatal(EXIT_USAGE, "bench --precision: model.precision '%s': expected fp32, bf16 or auto", name);
+}
 
 int cmd_bench(int argc, char **argv)
 {
@@ -27,7 +35,7 @@ int cmd_bench(int argc, char **argv)
     int extra = bench_extra(argc, argv);
     if (extra >= 0) return extra;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (cli_is_help(argv[i])) {
             printf("usage: fspo bench [options]\n\nTimes training steps (forward + backward + AdamW) on random "
                    "causal rows,\nafter measuring the sgemm peak at the same thread count; prints tokens/s and\n"
                    "MFU = achieved model FLOP/s / sgemm peak (FLOPs: see 'fspo model').\n\n"
@@ -58,7 +66,7 @@ int cmd_bench(int argc, char **argv)
     }
     model_shape_check("bench", &cfg);
     char err[256];
-    int bf16 = bf16_resolve(precision, err, sizeof err);
+    int bf16 = bf16_resolve(precision_option(precision), err, sizeof err);
     if (bf16 < 0) fatal(EXIT_USAGE, "bench --precision: %s", err);
     if (threads > 0) openblas_set_num_threads(threads);
     threads = openblas_get_num_threads();

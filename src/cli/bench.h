@@ -2,7 +2,7 @@
 #ifndef FSPO_BENCH_H
 #define FSPO_BENCH_H
 
-#include "batch.h"
+#include "src/batch.h"
 
 /* `rows` causal rows of T random bytes (the same on every rank), next-token
  * targets, and malloc'd logp/dlogp [K] with dlogp = -1/K. */

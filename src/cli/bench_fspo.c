@@ -24,22 +24,22 @@
 
 #include <cblas.h>
 
-#include "batch.h"
-#include "bench.h"
-#include "ckpt.h"
-#include "cli.h"
-#include "commands.h"
-#include "config.h"
-#include "dataset.h"
-#include "dist.h"
-#include "loss.h"
-#include "model.h"
-#include "optim.h"
-#include "pack.h"
-#include "pool.h"
-#include "rng.h"
-#include "sampler.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/config.h"
+#include "io/dataset.h"
+#include "mpi/dist.h"
+#include "src/batch.h"
+#include "src/cli/bench.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/loss.h"
+#include "src/model.h"
+#include "src/optim.h"
+#include "src/pack.h"
+#include "src/pool.h"
+#include "src/rng.h"
+#include "src/sampler.h"
+#include "src/util.h"
 
 /* kB from a /proc/self/status line (VmHWM: peak resident set; VmRSS: now) */
 long bench_status_kb(const char *key)

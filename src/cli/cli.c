@@ -1,10 +1,13 @@
-#include "cli.h"
+#include "src/cli/cli.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
-#include "util.h"
+#include "src/util.h"
+
+int cli_is_help(const char *arg) { return !strcmp(arg, "--help") || !strcmp(arg, "-h"); }
 
 const char *cli_str(const char *cmd, int argc, char **argv, int *i)
 {

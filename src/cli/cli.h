@@ -2,6 +2,8 @@
 #ifndef FSPO_CLI_H
 #define FSPO_CLI_H
 
+/* 1 if arg asks for help: "--help" or "-h". */
+int cli_is_help(const char *arg);
 /* Parses argv[*i+1] as an int in [lo, hi] for option `opt`; advances *i.
  * Exits with code 2 and "CMD: OPT: reason" on any problem. */
 int cli_int(const char *cmd, int argc, char **argv, int *i, long lo, long hi);

@@ -17,7 +17,7 @@ int cmd_export(int argc, char **argv);  /* src/cli/export_cli.c */
 
 #endif
 
-#include "model.h"
+#include "src/model.h"
 
 /* Shape options shared by `model` and `bench`: --preset A|B, --vocab,
  * --d-model, --n-layers, --n-heads, --ffn-hidden, --max-seq, --batch.

@@ -4,10 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "commands.h"
-#include "config.h"
-#include "train.h"
-#include "util.h"
+#include "io/config.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/train.h"
+#include "src/util.h"
 
 static const char usage_text[] =
     "usage: fspo config show CFG.yaml [--set section.key=value]...\n"
@@ -23,8 +24,6 @@ static const char usage_text[] =
     "  --set section.key=value   override one key (repeatable; the last one wins),\n"
     "                            e.g. --set optim.lr=1e-4 --set eval.n_fewshot=[0,4]\n\n"
     "Errors name their place (cfg.yaml:LINE:COL: ... or --set ...: ...) and exit 2.\n";
-
-static int is_help(const char *a) { return !strcmp(a, "--help") || !strcmp(a, "-h"); }
 
 static int print_doc(void)
 {
@@ -51,7 +50,7 @@ static int show_or_check(const char *sub, int argc, char **argv)
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i];
         const char *problem = NULL;
-        if (is_help(a)) {
+        if (cli_is_help(a)) {
             free(sets);
             fputs(usage_text, stdout);
             return EXIT_OK;
@@ -122,12 +121,12 @@ int cmd_config(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *sub = argv[1];
-    if (is_help(sub)) {
+    if (cli_is_help(sub)) {
         fputs(usage_text, stdout);
         return EXIT_OK;
     }
     if (!strcmp(sub, "doc")) {
-        if (argc > 2 && is_help(argv[2])) {
+        if (argc > 2 && cli_is_help(argv[2])) {
             fputs(usage_text, stdout);
             return EXIT_OK;
         }

@@ -8,11 +8,12 @@
 #include <errno.h>
 #include <string.h>
 
-#include "commands.h"
-#include "config.h"
-#include "eval.h"
-#include "synth.h"
-#include "util.h"
+#include "io/config.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/eval.h"
+#include "src/synth.h"
+#include "src/util.h"
 
 static void usage(void)
 {
@@ -345,7 +346,7 @@ int cmd_eval(int argc, char **argv)
     EvalOptions o = { 0 };
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             usage();
             return EXIT_OK;
         } else if (!strcmp(a, "--set") || !strcmp(a, "--ckpt") || !strcmp(a, "--json") || !strcmp(a, "--truth") ||

@@ -5,12 +5,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "ckpt.h"
-#include "cli.h"
-#include "commands.h"
-#include "hf.h"
-#include "frozen.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/hf.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/frozen.h"
+#include "src/util.h"
 
 static void usage(void)
 {
@@ -28,7 +28,7 @@ int cmd_export(int argc, char **argv)
     const char *cmd = "export", *ckpt = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             usage();
             return EXIT_OK;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = cli_str(cmd, argc, argv, &i);

@@ -2,13 +2,14 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "commands.h"
-#include "inspect.h"
-#include "util.h"
+#include "io/inspect.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/util.h"
 
 int cmd_inspect(int argc, char **argv)
 {
-    if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+    if (argc == 2 && cli_is_help(argv[1])) {
         printf("usage: fspo inspect FILE.h5|DIR\n\nDescribes an fspo checkpoint (step, metadata, model shape, tensor "
                "table with\nnorms, checksum status, stored config) or dataset (users, split, pairs, tokens),\nor "
                "a Hugging Face Llama directory (config.json, tokenizer, tensors, whether fspo\nreads it).\n"

@@ -3,8 +3,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "commands.h"
-#include "util.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/util.h"
 
 #define FSPO_VERSION "0.1.0"
 
@@ -51,7 +52,7 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
-    if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    if (cli_is_help(cmd) || !strcmp(cmd, "help")) {
         usage(stdout);
         return EXIT_OK;
     }

@@ -9,10 +9,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "prep.h"
-#include "util.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/prep.h"
+#include "src/util.h"
 
 /* Bad lines printed one by one before the rest are only counted: a broken
  * export can have millions, and the kinds summary says it all after this. */
@@ -249,7 +249,7 @@ int cmd_prep(int argc, char **argv)
     const char *frac_flag = NULL, *heldout_flag = NULL; /* --val-frac or --test-frac given; --heldout-frac given */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             fputs(usage_text, stdout);
             return EXIT_OK;
         }

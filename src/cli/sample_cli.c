@@ -6,14 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckpt.h"
-#include "cli.h"
-#include "commands.h"
-#include "frozen.h"
-#include "jsonl.h"
-#include "sample.h"
-#include "tokenizer.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/jsonl.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/frozen.h"
+#include "src/generate.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 static void usage(void)
 {
@@ -122,7 +122,7 @@ int cmd_sample(int argc, char **argv)
     const char *desc_text = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             usage();
             return EXIT_OK;
         } else if (!strcmp(a, "--ckpt")) ckpt = cli_str(cmd, argc, argv, &i);

@@ -19,12 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ckpt.h"
-#include "commands.h"
-#include "config.h"
-#include "duration.h"
-#include "slurm_script.h"
-#include "util.h"
+#include "io/ckpt.h"
+#include "io/config.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/duration.h"
+#include "src/slurm_script.h"
+#include "src/util.h"
 
 #define MAX_SETS 256
 #define PATH_LEN 4096
@@ -164,27 +165,16 @@ static int on_path(const char *prog)
     return 0;
 }
 
+/* The template's text; NULL with errno set if it cannot be opened or read. */
 static char *read_whole_file(const char *path)
 {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    char *s = NULL;
-    size_t len = 0, cap = 0, n;
-    char buf[8192];
-    do {
-        n = fread(buf, 1, sizeof buf, f);
-        if (len + n + 1 > cap) {
-            cap = cap ? 2 * cap : 16384;
-            while (cap < len + n + 1) cap *= 2;
-            char *p = realloc(s, cap);
-            if (!p) fatal(EXIT_RUNTIME, "slurm: out of memory");
-            s = p;
-        }
-        memcpy(s + len, buf, n);
-        len += n;
-        s[len] = '\0';
-    } while (n > 0);
+    char *s = read_stream(f, NULL);
+    int e = errno;
     fclose(f);
+    if (!s && e == ENOMEM) fatal(EXIT_RUNTIME, "slurm: out of memory");
+    errno = e;
     return s;
 }
 
@@ -349,7 +339,7 @@ static void parse_submit_args(int argc, char **argv, SubmitArgs *a)
     memset(a, 0, sizeof *a);
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i];
-        if (!strcmp(s, "--help") || !strcmp(s, "-h")) {
+        if (cli_is_help(s)) {
             fputs(usage_text, stdout);
             exit(EXIT_OK);
         } else if (!strcmp(s, "--set") || !strncmp(s, "--set=", 6)) {
@@ -540,7 +530,7 @@ static void print_job(long id, const char *run_dir)
 
 static int cmd_status(int argc, char **argv)
 {
-    if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+    if (argc >= 3 && cli_is_help(argv[2])) {
         fputs(usage_text, stdout);
         return EXIT_OK;
     }
@@ -577,7 +567,7 @@ int cmd_slurm(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *sub = argv[1];
-    if (!strcmp(sub, "--help") || !strcmp(sub, "-h")) {
+    if (cli_is_help(sub)) {
         fputs(usage_text, stdout);
         return EXIT_OK;
     }

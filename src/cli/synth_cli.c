@@ -9,11 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "jsonl.h"
-#include "synth.h"
-#include "util.h"
+#include "io/jsonl.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/synth.h"
+#include "src/util.h"
 
 static unsigned population_attrs(const SynthConfig *c) { return c->attrs ? c->attrs : SYNTH_ALL_ATTRS; }
 
@@ -176,14 +176,9 @@ static char *truth_path_for(const char *out)
 
 static char *read_stdin(size_t *n)
 {
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + len, 1, cap - len, stdin)) > 0;) {
-        len += got;
-        if (len == cap) buf = realloc(buf, cap *= 2);
-    }
-    if (!buf) fatal(EXIT_RUNTIME, "synth: out of memory reading stdin");
-    *n = len;
+    char *buf = read_stream(stdin, n);
+    if (!buf && errno == ENOMEM) fatal(EXIT_RUNTIME, "synth: out of memory reading stdin");
+    if (!buf) fatal(EXIT_RUNTIME, "synth: read error on stdin");
     return buf;
 }
 
@@ -296,7 +291,7 @@ int cmd_synth(int argc, char **argv)
         if (!fixed && (!strcmp(a, "--noise") || !strcmp(a, "--active") || !strcmp(a, "--dirichlet") ||
                        !strcmp(a, "--minimal-pairs") || !strcmp(a, "--contrastive") || !strcmp(a, "--attrs")))
             fixed = a;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (cli_is_help(a)) {
             usage(stdout);
             return EXIT_OK;
         } else if (!strcmp(a, "-o") || !strcmp(a, "--out")) out = cli_str(cmd, argc, argv, &i);

@@ -7,12 +7,12 @@
 #include <string.h>
 #include <time.h>
 
-#include "cli.h"
-#include "commands.h"
-#include "jsonl.h"
-#include "tokenizer.h"
-#include "tokenizer_json.h"
-#include "util.h"
+#include "io/jsonl.h"
+#include "io/tokenizer_json.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 static const char usage_text[] =
     "usage: fspo tokenizer train CORPUS... --vocab V -o TOK.json [--min-count N] [--quiet]\n"
@@ -59,19 +59,9 @@ static double per_s(double x, double s) { return x / (s > 1e-9 ? s : 1e-9); }
 
 static char *read_all(FILE *f, const char *name, size_t *n)
 {
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    for (size_t got; buf && (got = fread(buf + len, 1, cap - len, f)) > 0;) {
-        len += got;
-        if (len == cap) {
-            char *grown = realloc(buf, cap *= 2);
-            if (!grown) free(buf);
-            buf = grown;
-        }
-    }
-    if (!buf) fatal(EXIT_RUNTIME, "tokenizer: out of memory reading %s", name);
-    if (ferror(f)) fatal(EXIT_RUNTIME, "tokenizer: read error on %s", name);
-    *n = len;
+    char *buf = read_stream(f, n);
+    if (!buf && errno == ENOMEM) fatal(EXIT_RUNTIME, "tokenizer: out of memory reading %s", name);
+    if (!buf) fatal(EXIT_RUNTIME, "tokenizer: read error on %s", name);
     return buf;
 }
 
@@ -404,7 +394,7 @@ static int export_json(int argc, char **argv)
 
 int cmd_tokenizer(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+    if (argc < 2 || cli_is_help(argv[1])) {
         fputs(usage_text, argc < 2 ? stderr : stdout);
         return argc < 2 ? EXIT_USAGE : EXIT_OK;
     }

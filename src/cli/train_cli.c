@@ -3,12 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "commands.h"
-#include "config.h"
-#include "dist.h"
-#include "inspect.h"
-#include "train.h"
-#include "util.h"
+#include "io/config.h"
+#include "io/inspect.h"
+#include "mpi/dist.h"
+#include "src/cli/cli.h"
+#include "src/cli/commands.h"
+#include "src/train.h"
+#include "src/util.h"
 
 static void usage(void)
 {
@@ -38,7 +39,7 @@ int cmd_train(int argc, char **argv)
     const char *sets[256];
     int n_sets = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+        if (cli_is_help(argv[i])) {
             usage();
             return EXIT_OK;
         } else if (!strcmp(argv[i], "--set")) {

@@ -29,10 +29,10 @@
 
 #include <sanitizer/common_interface_defs.h>
 
-#include "ckpt.h"
-#include "dataset.h"
-#include "h5util.h"
-#include "inspect.h"
+#include "io/ckpt.h"
+#include "io/dataset.h"
+#include "io/h5util.h"
+#include "io/inspect.h"
 
 static long child_crashes, runs;
 static pid_t parent;

@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "jsonl.h"
+#include "io/jsonl.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
+#include "src/tokenizer.h"
 
 static const Bpe *bpe(void)
 {

@@ -8,8 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tokenizer.h"
-#include "tokenizer_json.h"
+#include "io/tokenizer_json.h"
+#include "src/tokenizer.h"
 
 static int32_t *encode(const Bpe *b, const char *s, size_t *k)
 {

@@ -121,6 +121,48 @@ variant("ds_split_vds", DS, lambda f: (lambda n: (
     (lambda lay: (lay.__setitem__(slice(None), h5py.VirtualSource(DS, "/users/split", shape=(n,))),
                   f.__delitem__("users/split"), f.create_virtual_dataset("users/split", lay)))(h5py.VirtualLayout(shape=(n,), dtype="u1"))))(
     f["users/split"].shape[0]))
+# ---- bfloat16 weights (fspo model strip --bf16: chunked, shuffle, deflate) made wrong ----
+def bf16_type():
+    t = h5py.h5t.IEEE_F32LE.copy()
+    t.set_fields(15, 7, 8, 0, 7)
+    t.set_precision(16)
+    t.set_size(2)
+    t.set_ebias(127)
+    return t
+def bf16_tensor(shape, rows=None, chunks=None):
+    """tok_emb as fspo's bf16 form; only `rows` rows written (None: all)."""
+    def change(f):
+        attrs = dict(f[TE].attrs)
+        del f[TE]
+        dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        dcpl.set_chunk(chunks or (1, shape[1]))
+        dcpl.set_shuffle()
+        dcpl.set_deflate(6)
+        ds = h5py.h5d.create(f.id, TE.encode(), bf16_type(), h5py.h5s.create_simple(shape), dcpl)
+        if rows:
+            half = (te[:rows].astype("<f4").view("<u4") >> 16).astype("<u2")
+            ms = h5py.h5s.create_simple(half.shape)
+            fs = ds.get_space()
+            fs.select_hyperslab((0, 0), half.shape)
+            ds.write(ms, fs, half, mtype=bf16_type())
+        d = f[TE]
+        for k, v in attrs.items():
+            d.attrs[k] = v
+    return change
+variant("ck_bf16_hole", CK, bf16_tensor(te.shape, rows=1))  # chunk 1 onwards never written
+variant("ck_bf16_bomb", CK, bf16_tensor((1 << 34, te.shape[1]), chunks=(1 << 15, te.shape[1])))  # no data at all
+def corrupt_chunk(src, out):
+    """a bf16 tok_emb whose first chunk's deflated bytes are overwritten"""
+    shutil.copy(src, out)
+    with h5py.File(out, "r+", locking=False) as f:
+        bf16_tensor(te.shape, rows=te.shape[0], chunks=te.shape)(f)
+        info = f[TE].id.get_chunk_info(0)
+    raw = bytearray(open(out, "rb").read())
+    mid = info.byte_offset + info.size // 2
+    raw[mid:mid + 16] = b"\xff" * 16
+    open(out, "wb").write(raw)
+    made.append(out)
+corrupt_chunk(CK, f"{T}/ck_bf16_garbled.h5")
 # Inputs found by fuzz_h5file that crash libhdf5 1.10.8 (the isolated
 # validation child dies; fspo reports it). (1) The first object of the
 # first global heap collection (the bytes of the vlen string attribute

@@ -1,12 +1,12 @@
-/* sample: see sample.h. */
-#include "sample.h"
+/* generate: see generate.h. */
+#include "src/generate.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer.h"
-#include "util.h"
+#include "src/tokenizer.h"
+#include "src/util.h"
 
 /* Prompt processing feeds the cache this many tokens per model_decode:
  * large enough for sgemm to pay off, small enough for little scratch. */

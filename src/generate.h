@@ -1,4 +1,4 @@
-/* sample: personalized generation, shared by `fspo sample` and the win
+/* generate: personalized generation, shared by `fspo sample` and the win
  * rate of `fspo eval`.
  *
  * The prompt is rendered by src/pack.c's layout functions, so the model
@@ -9,15 +9,15 @@
  * until EOS, any other structure token, max_new_tokens, or a full context.
  * Everything random comes from one counter-based stream seeded by the
  * caller: the same seed, model and prompt give the same tokens. */
-#ifndef FSPO_SAMPLE_H
-#define FSPO_SAMPLE_H
+#ifndef FSPO_GENERATE_H
+#define FSPO_GENERATE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-#include "model.h"
-#include "pack.h" /* TokSpan, PairSpans and the layout */
-#include "rng.h"
+#include "src/model.h"
+#include "src/pack.h" /* TokSpan, PairSpans and the layout */
+#include "src/rng.h"
 
 /* Tokens the rendered prompt needs (BOS, the pairs, the description if
  * desc is not NULL, the query header). */

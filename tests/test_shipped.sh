@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The shipped models (models/<rung>/, docs/results.md "Shipped models"): each
+# file is the one its manifest names (sha256) and verifies; the r2 model,
+# scored by scripts/eval_model.sh on users of a seed nobody trained or chose
+# on, reads their pairs: accuracy at N = 8 well above N = 0 and the pooled
+# model, as its manifest claims for the test users.
+cd "$(dirname "$0")/.." && source tests/lib.sh
+PY=/usr/bin/python3
+tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT
+for M in models/*/; do
+    M=${M%/}
+    out=$("$PY" - "$M" <<'PYEOF' 2>&1
+import hashlib, json, os, sys
+m = json.load(open(os.path.join(sys.argv[1], "manifest.json")))
+for k, v in m["models"].items():
+    got = hashlib.sha256(open(os.path.join(sys.argv[1], v["file"]), "rb").read()).hexdigest()
+    assert got == v["sha256"], (k, got, v["sha256"])
+print(f"{len(m['models'])} files match the manifest ({m.get('weights', 'float32')} weights)")
+PYEOF
+) && for f in "$M"/{policy,ref,pooled,anchor}.h5; do "$FSPO" inspect "$f" >/dev/null || exit 1; done &&
+        pass "$M: the files are the manifest's and verify" "$out" || fail "$M: the files are the manifest's and verify" "$out"
+done
+[[ -d models/r2 ]] || exit 0
+"$FSPO" synth --population r2 --users 24 --seed 77 -o "$tmp/u.jsonl" --quiet &&
+    "$FSPO" prep "$tmp/u.jsonl" -o "$tmp/u.h5" --all-test --tokenizer models/r2/policy.h5 --quiet ||
+    { fail "models/r2: synth + prep of seed-77 users" ""; exit 1; }
+OPENBLAS_NUM_THREADS=1 scripts/eval_model.sh models/r2 "$tmp/u.h5" "$tmp/u.json" --quiet --set 'eval.n_fewshot=[0,8]' \
+    --set eval.bootstrap=200 --set eval.max_new_tokens=1 >"$tmp/eval.txt" 2>&1 &&
+out=$("$PY" - "$tmp/u.json" <<'PYEOF' 2>&1
+import json, sys
+d = json.load(open(sys.argv[1]))
+acc = {r["n"]: r for r in d["accuracy"]}
+a0, a8, pooled = acc[0]["model"]["mean"], acc[8]["model"]["mean"], acc[8]["pooled"]["mean"]
+assert d["split"] == "test" and d["users"] == 24, (d["split"], d["users"])
+assert a8 >= a0 + 0.1 and a8 >= pooled + 0.1, (a0, a8, pooled)
+print(f"24 new users: N = 0 {a0:.3f}, N = 8 {a8:.3f}, pooled {pooled:.3f}")
+PYEOF
+) && pass "models/r2 on seed-77 users: the context lifts accuracy by over 0.1" "$out" ||
+    fail "models/r2 on seed-77 users: the context lifts accuracy by over 0.1" "$out; $(tail -3 "$tmp/eval.txt")"
