@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # ship_model.sh RUNG OUTDIR --policy CKPT --ref CKPT --pooled CKPT --anchor CKPT
 #               --design TEXT --command TEXT [--val VAL.json] [--test TEST.json] [--bf16]
+#               [--eval-config CFG]
 #
 # Writes a shipped model directory (models/<rung>/, docs/results.md): the
 # weights only (fspo model strip: no optimizer state; --bf16: rounded to and
 # stored as bfloat16, about 36% of the float32 bytes) of the FSPO policy, its
 # reference (the SFT model with context, also the head-to-head baseline), the
-# pooled and the anchor models; eval.yaml (the policy's training config, which
-# scripts/eval_model.sh completes with paths); and manifest.json: rung,
+# pooled and the anchor models; eval.yaml (the policy's training config, or
+# with --eval-config the config CFG resolved by fspo config show, e.g. one
+# with eval.user_desc: generated for a policy that writes the user's
+# description; scripts/eval_model.sh completes it with paths); and
+# manifest.json: rung,
 # design, steps and stage of each model, the validation and test figures
 # read from fspo eval's JSON, the command that made it, sha256 of each file.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 FSPO=${FSPO:-$here/fspo}
-usage() { sed -n '2,3p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 RUNG=$1 OUT=$2
 shift 2
@@ -22,7 +26,7 @@ strip=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --bf16) strip=(--bf16); A[bf16]=1; shift ;;
-        --policy|--ref|--pooled|--anchor|--design|--command|--val|--test)
+        --policy|--ref|--pooled|--anchor|--design|--command|--val|--test|--eval-config)
             [[ $# -ge 2 ]] || { echo "ship_model.sh: $1 needs a value" >&2; exit 2; }
             A[${1#--}]=$2; shift 2 ;;
         *) echo "ship_model.sh: unknown option '$1'" >&2; usage ;;
@@ -34,13 +38,21 @@ done
 if [[ -e $OUT ]] && [[ -n $(ls -A "$OUT") ]]; then
     echo "ship_model.sh: $OUT: exists and is not empty; a shipped model is never overwritten" >&2; exit 2
 fi
+if [[ -n ${A[eval-config]:-} ]]; then
+    cfg=${A[eval-config]}
+    text=$("$FSPO" config show "$cfg" 2>&1) || { echo "ship_model.sh: --eval-config: $text" >&2; exit 2; }
+    what="the config the shipped policy is evaluated with ($cfg, resolved)"
+else
+    cfg=$(dirname "${A[policy]}")/config.yaml
+    [[ -f $cfg ]] || { echo "ship_model.sh: $cfg: the policy's run config is missing" >&2; exit 2; }
+    text=$(cat "$cfg")
+    what="the training config of the shipped policy"
+fi
 mkdir -p "$OUT"
 for k in policy ref pooled anchor; do "$FSPO" model strip "${A[$k]}" -o "$OUT/$k.h5" "${strip[@]}" >/dev/null; done
-cfg=$(dirname "${A[policy]}")/config.yaml
-[[ -f $cfg ]] || { echo "ship_model.sh: $cfg: the policy's run config is missing" >&2; exit 2; }
-{ echo "# the training config of the shipped policy (models/$RUNG/manifest.json);"
+{ echo "# $what (models/$RUNG/manifest.json);"
   echo "# scripts/eval_model.sh sets data.path and every checkpoint path"
-  cat "$cfg"; } >"$OUT/eval.yaml"
+  printf '%s\n' "$text"; } >"$OUT/eval.yaml"
 /usr/bin/python3 - "$RUNG" "$OUT" "${A[design]}" "${A[command]}" "${A[val]:-}" "${A[test]:-}" "$FSPO" "${A[bf16]:-0}" <<'PY'
 import hashlib, json, os, re, subprocess, sys
 rung, out, design, command, val, test, fspo, bf16 = sys.argv[1:9]

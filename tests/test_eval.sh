@@ -213,5 +213,18 @@ PY
 ) || rc=1
 [[ $rc -eq 0 ]] && pass "ship_model.sh --bf16: under 3/4 of the bytes (tiny model), the same accuracy within 0.1" "$out" ||
     fail "ship_model.sh --bf16: under 3/4 of the bytes (tiny model), the same accuracy within 0.1" "exit $rc; $out; $(tail -3 "$tmp/ship16.txt")"
+# --eval-config: eval.yaml is that config, resolved (a COT policy is evaluated with eval.user_desc generated)
+printf 'eval: {bootstrap: 123, user_desc: oracle}\n' >"$tmp/evcfg.yaml"
+if out=$(scripts/ship_model.sh r1 "$tmp/models/r1c" --policy "$P" --ref "$R" --pooled "$X" --anchor "$A" \
+        --design d --command c --eval-config "$tmp/evcfg.yaml" 2>&1) &&
+   grep -q "^  bootstrap: 123$" "$tmp/models/r1c/eval.yaml" && grep -q "^  user_desc: oracle$" "$tmp/models/r1c/eval.yaml" &&
+   grep -q "^# the config the shipped policy is evaluated with" "$tmp/models/r1c/eval.yaml"; then
+    pass "ship_model.sh --eval-config writes that config, resolved, as eval.yaml" "$out"
+else
+    fail "ship_model.sh --eval-config writes that config, resolved, as eval.yaml" "$out; $(head -3 "$tmp/models/r1c/eval.yaml" 2>&1)"
+fi
+expect_error "ship_model.sh --eval-config on a bad config" 2 "ship_model.sh: --eval-config: .*nope.yaml" -- \
+    scripts/ship_model.sh r1 "$tmp/models/r1d" --policy "$P" --ref "$R" --pooled "$X" --anchor "$A" --design d \
+    --command c --eval-config "$tmp/nope.yaml"
 expect_error "eval_model.sh on a directory that is not a shipped model" 2 "manifest.json: missing" -- \
     scripts/eval_model.sh "$tmp/demo" "$tmp/new.h5" "$tmp/x.json"
