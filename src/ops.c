@@ -522,6 +522,8 @@ typedef struct {
     const int32_t *seg;
     const uint8_t *vis;
     int B, T, C, H, S, workers;
+    int flash; /* fp32 without stored probabilities: each query block's P is computed into the worker's scratch
+                * (the forward) or recomputed there by the same code (the backward), att unused */
     /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks
      * (scores, dS rounded), and oneDNN's runtime-shape products A B^T, A B (beta
      * 0 and 1) and A^T B (beta 1) */
@@ -531,12 +533,29 @@ typedef struct {
     const Bf16Prim *abt, *ab0, *ab1, *atb1;
 } AttnArgs;
 
+static size_t attn_block_rows(int T) { return T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK; }
+
+/* The fp32 probabilities of query block [i0, i0+m) of one (row, head) into
+ * Ab [m, T] (row stride T, column u = key u; written in the ranges only):
+ * scores scale * Q[i0:i1] K[range]^T, then the masked softmax. The forward
+ * and the flash backward's recomputation run this same code. */
+static void block_probs(float *Ab, const float *q, const float *k, int i0, int m, int T, int hd, int ld, float scale,
+                        int nr, const int *ra, const int *rb, const int32_t *seg_row, const uint8_t *vis_b, int S)
+{
+    for (int r = 0; r < nr; r++)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld, ld,
+                    k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
+    for (int tt = i0; tt < i0 + m; tt++)
+        masked_softmax_row(Ab + (size_t)(tt - i0) * T, NULL, tt, nr, ra, rb, seg_row,
+                           seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, 1.0f);
+}
+
 static void attn_prims(AttnArgs *a);
 static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
 static void attention_forward_task(void *p, int t, int nt)
 {
     const AttnArgs *a = p;
-    if (a->s16 && nt > a->workers) { /* bf16: only workers with their own block scratch */
+    if ((a->s16 || a->flash) && nt > a->workers) { /* bf16, flash: only workers with their own block scratch */
         if (t >= a->workers) return;
         nt = a->workers;
     }
@@ -575,14 +594,9 @@ static void attention_forward_task(void *p, int t, int nt)
                                  ld, o + (size_t)i0 * C, C);
                 continue;
             }
-            float *Ab = a->att + (((size_t)b * H + h) * T + i0) * T;
-            /* scores [m, range] = scale * Q[i0:i1] K[range]^T */
-            for (int r = 0; r < nr; r++)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld, ld,
-                            k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
-            for (int tt = i0; tt < i1; tt++)
-                masked_softmax_row(Ab + (size_t)(tt - i0) * T, NULL, tt, nr, ra, rb, seg_row,
-                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, 1.0f);
+            float *Ab = a->flash ? a->scratch + (size_t)t * attn_block_rows(T) * T
+                                 : a->att + (((size_t)b * H + h) * T + i0) * T;
+            block_probs(Ab, q, k, i0, m, T, hd, ld, scale, nr, ra, rb, seg_row, vis_b, S);
             /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
             for (int r = 0; r < nr; r++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
@@ -611,6 +625,25 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
                        int C, int H, int S)
 {
     AttnArgs a = { .out = out, .att = att, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S };
+    run_heads(attention_forward_task, &a);
+}
+
+/* Workers a flash call can run with scratch_floats floats of scratch,
+ * `slices` [QBLOCK, T] slices per worker. */
+static int flash_workers(size_t scratch_floats, int T, int slices)
+{
+    size_t per = attn_block_rows(T) * (size_t)T * slices;
+    int workers = pool_threads();
+    if ((size_t)workers > scratch_floats / per) workers = (int)(scratch_floats / per);
+    if (workers < 1) fatal(EXIT_RUNTIME, "internal: attention scratch of %zu floats is below one block", scratch_floats);
+    return workers;
+}
+
+void attention_forward_flash(float *out, float *scratch, size_t scratch_floats, const float *qkv, const int32_t *seg,
+                             const uint8_t *vis, int B, int T, int C, int H, int S)
+{
+    AttnArgs a = { .out = out, .scratch = scratch, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H,
+                   .S = S, .flash = 1, .workers = flash_workers(scratch_floats, T, 1) };
     run_heads(attention_forward_task, &a);
 }
 
@@ -716,8 +749,10 @@ static void attention_backward_task(void *p, int t, int nt)
     int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
-    size_t mrows = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
-    float *D = a->scratch + (size_t)t * mrows * T;
+    size_t mrows = attn_block_rows(T);
+    /* flash: two slices per worker, dP then the recomputed P */
+    float *D = a->scratch + (size_t)t * mrows * T * (a->flash ? 2 : 1);
+    float *Pw = a->flash ? D + mrows * T : NULL;
     uint16_t *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
@@ -733,7 +768,7 @@ static void attention_backward_task(void *p, int t, int nt)
                     dO16 = a->s16->dout + off_o;
         float *dq = a->dqkv + off;
         float *dk = dq + C, *dv = dq + 2 * C;
-        const float *A = a->s16 ? NULL : a->att + ((size_t)b * H + h) * T * T;
+        const float *A = a->s16 || a->flash ? NULL : a->att + ((size_t)b * H + h) * T * T;
         const float *dO = a->dout + off_o;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
@@ -744,7 +779,12 @@ static void attention_backward_task(void *p, int t, int nt)
                 if (t == 0) pool_progress();
                 continue;
             }
-            const float *P = A + (size_t)i0 * T;
+            const float *P;
+            if (a->flash) { /* the forward's probabilities again, by the forward's code: bitwise the same */
+                block_probs(Pw, q, k, i0, m, T, hd, ld, scale, nr, ra, rb, seg_row, vis_b, S);
+                P = Pw;
+            } else
+                P = A + (size_t)i0 * T;
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
                 /* dV[range] += P[:, range]^T dO[i0:i1] */
@@ -813,6 +853,16 @@ void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, cons
 {
     attention_backward_any(dqkv, scratch, scratch_floats, dout, att, NULL, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
 }
+
+void attention_backward_flash(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *qkv,
+                              const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
+{
+    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T,
+                   .C = C, .H = H, .S = S, .flash = 1, .workers = flash_workers(scratch_floats, T, 2) };
+    run_heads(attention_backward_task, &a);
+}
+
+size_t attention_flash_scratch_floats(int T) { return 2 * attention_scratch_floats(T); }
 
 void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const uint16_t *att16,
                              const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,

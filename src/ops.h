@@ -79,6 +79,21 @@ void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, cons
                         const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S);
 size_t attention_scratch_floats(int T);
 
+/* The same attention without the [B,H,T,T] probabilities (model.attention
+ * flash; docs/model.md, "Attention memory"): the forward computes each
+ * query block's probabilities into a per-thread [min(T,QBLOCK), T] slice of
+ * scratch and keeps only out; the backward recomputes them block by block
+ * with the forward's code (so both give bitwise attention_forward's and
+ * attention_backward's results) into a second slice per thread. Scratch:
+ * at least one slice (forward) or two (backward) per thread that should
+ * run; attention_flash_scratch_floats(T) gives ATTN_SCRATCH_SLOTS threads
+ * room for the backward (and so for the forward). */
+void attention_forward_flash(float *out, float *scratch, size_t scratch_floats, const float *qkv, const int32_t *seg,
+                             const uint8_t *vis, int B, int T, int C, int H, int S);
+void attention_backward_flash(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *qkv,
+                              const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S);
+size_t attention_flash_scratch_floats(int T);
+
 /* Plain causal attention of n new tokens against a key/value cache that
  * already holds len0 tokens plus these n: q rows [n] with stride ldq (head h
  * at column h*hd), kc/vc [len0+n, C], out [n, C], scores scratch [n, len0+n]. */
