@@ -1016,6 +1016,10 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
                    PRECISION_CHOICE_NAMES[cfg->precision], cfg->precision == PRECISION_CHOICE_AUTO ? ": " : "",
                    cfg->precision == PRECISION_CHOICE_AUTO ? unit : "",
                    r->peak_gflops);
+        if (cfg->attention == ATTENTION_FLASH)
+            printf("train: model.attention flash: no [rows, heads, T, T] probabilities kept; activation arena %.1f MiB "
+                   "(full: %.1f MiB)\n", r->policy->arena_floats * sizeof(float) / 1048576.0,
+                   model_arena_bytes(&cfg->model, 1, mb, cfg->model.max_seq) / 1048576.0);
         if (r->user_desc)
             printf("train: data.user_desc cot: %lld of %lld training users have a description (the others get no "
                    "description segment)\n", (long long)users_described(&r->sampler), (long long)r->sampler.n_users);
