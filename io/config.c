@@ -82,8 +82,9 @@ static const Key schema[] = {
       "eval and sample run fp32" },
     { "model", "attention", T_ENUM, FIELD(attention), "full", 0, 0, 0, ATTENTION_NAMES,
       "what attention keeps for the backward: full stores every layer's [rows, heads, T, T] probabilities; flash "
-      "stores none and recomputes them per block of 128 queries in the backward (bitwise the same results for one more "
-      "QK^T and softmax per layer; docs/model.md, \"Attention memory\"). flash needs model.precision fp32" },
+      "stores only each query's log-sum-exp (online softmax over 128 x 128 tiles) and recomputes the probabilities in "
+      "the backward: the same results to fp32 rounding, memory linear in T, one more QK^T per layer (docs/model.md, "
+      "\"Attention memory\"). flash needs model.precision fp32" },
 
     STR(data, path, "", 0, "prepared dataset (.h5) written by `fspo prep`"),
     INT(data, n_fewshot, "4", 0, 256, "N: the user's preference pairs shown in context"),

@@ -19,7 +19,9 @@
 struct LayerActs {
     float *xn1, *rstd1; /* attn_norm output [N,C], its rstd [N] */
     float *qkv;         /* [N,3C], q and k after RoPE */
-    float *att;         /* [B,H,T,T] attention probabilities (bf16: rounded, as uint16_t, in the first half) */
+    float *att;         /* [B,H,T,T] attention probabilities (bf16: rounded, as uint16_t, in the first half);
+                         * model.attention flash: NULL, and att_lse [B,H,T] the log-sum-exp of each query's scores */
+    float *att_lse;
     float *atto;        /* [N,C] attention output before wo */
     float *xmid;        /* [N,C] residual after the attention block */
     float *xn2, *rstd2; /* mlp_norm output [N,C], its rstd [N] */
@@ -206,15 +208,15 @@ const TensorInfo *model_find_tensor(const Model *m, const char *name)
 static size_t layer_floats(const ModelConfig *c, size_t N, size_t T, int flash)
 {
     size_t C = c->d_model, F = c->ffn_hidden, H = c->n_heads;
-    return N * (C + 1) * 2 + N * 3 * C + (flash ? 0 : N * H * T) + N * C * 2 + N * 3 * F;
+    return N * (C + 1) * 2 + N * 3 * C + (flash ? N * H : N * H * T) + N * C * 2 + N * 3 * F;
 }
 
 /* Floats of the attention scratch d_att: the backward's (full), or the
- * flash forward's and backward's (a forward-only model's forward takes half). */
+ * flash forward's and backward's (independent of T). */
 static size_t att_scratch_floats(int trainable, size_t T, int flash)
 {
     if (!flash) return trainable ? attention_scratch_floats((int)T) : 0;
-    return trainable ? attention_flash_scratch_floats((int)T) : attention_flash_scratch_floats((int)T) / 2;
+    return attention_flash_scratch_floats();
 }
 
 /* Floats shared by all layers: residual streams (L+1 when training, else
@@ -262,6 +264,7 @@ static void carve_arena(Model *m)
         a->rstd1 = TAKE(N);
         a->qkv = TAKE(N * 3 * C);
         a->att = m->flash ? NULL : TAKE(N * H * T);
+        a->att_lse = m->flash ? TAKE(N * H) : NULL;
         a->atto = TAKE(N * C);
         a->xmid = TAKE(N * C);
         a->xn2 = TAKE(N * C);
@@ -545,7 +548,8 @@ void model_forward(Model *m, const Batch *b, float *logp)
         } else {
             rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
             if (m->flash)
-                attention_forward_flash(a->atto, m->d_att, m->d_att_floats, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
+                attention_forward_flash(a->atto, a->att_lse, m->d_att, m->d_att_floats, a->qkv, b->seg, b->vis, B, T, C,
+                                        H, b->S);
             else
                 attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
         }
@@ -614,8 +618,8 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
             attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, (uint16_t *)a->att,
                                     NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
         else if (m->flash)
-            attention_backward_flash(m->d_qkv, m->d_att, m->d_att_floats, m->d_atto, a->qkv, b->seg, b->vis, B, T, C,
-                                     H, b->S);
+            attention_backward_flash(m->d_qkv, m->d_att, m->d_att_floats, m->d_atto, a->atto, a->att_lse, a->qkv,
+                                     b->seg, b->vis, B, T, C, H, b->S);
         else
             attention_backward(m->d_qkv, m->d_att, m->d_att_floats, m->d_atto, a->att, a->qkv, b->seg, b->vis, B, T,
                                C, H, b->S);

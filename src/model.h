@@ -106,9 +106,9 @@ typedef enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 } Precision;
 
 /* How attention keeps what its backward needs (model.attention; docs/model.md,
  * "Attention memory"): FULL saves every layer's [B,H,T,T] probabilities;
- * FLASH saves none and recomputes them per query block in the backward
- * (attention_forward_flash), with bitwise the same results. Not part of
- * ModelConfig: that is the shape checkpoints compare. */
+ * FLASH saves only their log-sum-exps [B,H,T] and recomputes them tile by
+ * tile in the backward (attention_forward_flash), with the same results to
+ * fp32 rounding. Not part of ModelConfig: that is the shape checkpoints compare. */
 typedef enum { ATTENTION_FULL = 0, ATTENTION_FLASH = 1 } AttentionKind;
 static const char *const ATTENTION_NAMES[] = { "full", "flash", NULL };
 

@@ -522,8 +522,8 @@ typedef struct {
     const int32_t *seg;
     const uint8_t *vis;
     int B, T, C, H, S, workers;
-    int flash; /* fp32 without stored probabilities: each query block's P is computed into the worker's scratch
-                * (the forward) or recomputed there by the same code (the backward), att unused */
+    float *lse;         /* flash: the log-sum-exp of each query's scaled scores [B,H,T] */
+    const float *fout;  /* flash backward: the forward's out [B,T,C] */
     /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks
      * (scores, dS rounded), and oneDNN's runtime-shape products A B^T, A B (beta
      * 0 and 1) and A^T B (beta 1) */
@@ -537,8 +537,8 @@ static size_t attn_block_rows(int T) { return T < ATTN_QBLOCK ? (size_t)T : ATTN
 
 /* The fp32 probabilities of query block [i0, i0+m) of one (row, head) into
  * Ab [m, T] (row stride T, column u = key u; written in the ranges only):
- * scores scale * Q[i0:i1] K[range]^T, then the masked softmax. The forward
- * and the flash backward's recomputation run this same code. */
+ * scores scale * Q[i0:i1] K[range]^T, then the masked softmax
+ * (attention_forward's and attention_forward_bf16's fp32 path). */
 static void block_probs(float *Ab, const float *q, const float *k, int i0, int m, int T, int hd, int ld, float scale,
                         int nr, const int *ra, const int *rb, const int32_t *seg_row, const uint8_t *vis_b, int S)
 {
@@ -555,7 +555,7 @@ static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
 static void attention_forward_task(void *p, int t, int nt)
 {
     const AttnArgs *a = p;
-    if ((a->s16 || a->flash) && nt > a->workers) { /* bf16, flash: only workers with their own block scratch */
+    if (a->s16 && nt > a->workers) { /* bf16: only workers with their own block scratch */
         if (t >= a->workers) return;
         nt = a->workers;
     }
@@ -594,8 +594,7 @@ static void attention_forward_task(void *p, int t, int nt)
                                  ld, o + (size_t)i0 * C, C);
                 continue;
             }
-            float *Ab = a->flash ? a->scratch + (size_t)t * attn_block_rows(T) * T
-                                 : a->att + (((size_t)b * H + h) * T + i0) * T;
+            float *Ab = a->att + (((size_t)b * H + h) * T + i0) * T;
             block_probs(Ab, q, k, i0, m, T, hd, ld, scale, nr, ra, rb, seg_row, vis_b, S);
             /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
             for (int r = 0; r < nr; r++)
@@ -628,24 +627,197 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
     run_heads(attention_forward_task, &a);
 }
 
-/* Workers a flash call can run with scratch_floats floats of scratch,
- * `slices` [QBLOCK, T] slices per worker. */
-static int flash_workers(size_t scratch_floats, int T, int slices)
+/* ---- flash attention: no [T,T] probabilities ------------------------------
+ * Query blocks of ATTN_QBLOCK rows against key tiles of at most ATTN_KBLOCK
+ * keys (the key ranges of key_ranges, cut into tiles). The forward keeps a
+ * running max m and sum l per query (the online softmax), rescaling the
+ * output rows when m grows, and saves lse = m + log l; the backward
+ * recomputes each tile's P = exp(s - lse) and uses dS = P (dP - D) with
+ * D = rowsum(dO * O). Per worker: two [QBLOCK, KBLOCK] tiles and 2 QBLOCK
+ * floats. */
+#define ATTN_KBLOCK 128
+#define FLASH_WORKER_FLOATS (2 * ATTN_QBLOCK * ATTN_KBLOCK + 2 * ATTN_QBLOCK)
+
+/* Masks row tt's tile of scores s[0..kb) (keys u0..u0+kb) in place: keys
+ * past tt, and keys before tt whose segment tt may not see, get -inf.
+ * Returns the number of keys up to tt in the tile (0: none visible). */
+static int flash_mask_row(float *s, int tt, int u0, int kb, const int32_t *seg_row, const uint8_t *vis_row)
 {
-    size_t per = attn_block_rows(T) * (size_t)T * slices;
+    int e = tt + 1 - u0 < kb ? tt + 1 - u0 : kb;
+    if (e < 0) e = 0;
+    for (int x = e; x < kb; x++) s[x] = -INFINITY;
+    if (vis_row)
+        for (int x = 0; x < e; x++)
+            if (u0 + x != tt && !vis_row[seg_row[u0 + x]]) s[x] = -INFINITY;
+    return e;
+}
+
+/* s[x] = exp(s[x] - sub) for x < kb (-inf gives 0); returns the sum. */
+static float flash_exp_row(float *s, int kb, float sub)
+{
+    v8f acc = v8_set1(0.0f), vs = v8_set1(sub);
+    int x = 0;
+    for (; x + 8 <= kb; x += 8) {
+        v8f e = v8_exp(v8_load(s + x) - vs);
+        v8_store(s + x, e);
+        acc += e;
+    }
+    if (x < kb) {
+        v8f e = v8_exp(v8_load_part(s + x, kb - x, -INFINITY) - vs);
+        v8_store_part(s + x, e, kb - x);
+        acc += e;
+    }
+    return v8_hsum(acc);
+}
+
+static void flash_forward_task(void *p, int t, int nt)
+{
+    const AttnArgs *a = p;
+    if (t >= a->workers) return;
+    nt = a->workers;
+    int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hd);
+    int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
+    float *Sb = a->scratch + (size_t)t * FLASH_WORKER_FLOATS, *mx = Sb + 2 * ATTN_QBLOCK * ATTN_KBLOCK,
+          *l = mx + ATTN_QBLOCK;
+    size_t j0, j1;
+    pool_range((size_t)a->B * H, t, nt, &j0, &j1);
+    for (size_t j = j0; j < j1; j++) {
+        int b = (int)(j / H), h = (int)(j % H);
+        const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
+        const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
+        const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd, *k = q + C, *v = q + 2 * C;
+        float *o = a->out + (size_t)b * T * C + (size_t)h * hd, *lse = a->lse + ((size_t)b * H + h) * T;
+        for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
+            int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
+            int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
+            for (int row = 0; row < m; row++) {
+                mx[row] = -INFINITY, l[row] = 0.0f;
+                memset(o + (size_t)(i0 + row) * C, 0, sizeof(float) * hd);
+            }
+            for (int r = 0; r < nr; r++)
+                for (int u0 = ra[r]; u0 < rb[r]; u0 += ATTN_KBLOCK) {
+                    int kb = rb[r] - u0 < ATTN_KBLOCK ? rb[r] - u0 : ATTN_KBLOCK;
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, kb, hd, scale, q + (size_t)i0 * ld, ld,
+                                k + (size_t)u0 * ld, ld, 0.0f, Sb, ATTN_KBLOCK);
+                    for (int row = 0; row < m; row++) {
+                        int tt = i0 + row;
+                        float *sr = Sb + (size_t)row * ATTN_KBLOCK;
+                        flash_mask_row(sr, tt, u0, kb, seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL);
+                        float mt = -INFINITY;
+                        for (int x = 0; x < kb; x++) mt = sr[x] > mt ? sr[x] : mt;
+                        float mn = mt > mx[row] ? mt : mx[row];
+                        if (mn == -INFINITY) { /* nothing visible yet: P = 0 */
+                            memset(sr, 0, sizeof(float) * kb);
+                            continue;
+                        }
+                        float alpha = mx[row] == -INFINITY ? 0.0f : expf(mx[row] - mn);
+                        float sum = flash_exp_row(sr, kb, mn);
+                        if (alpha != 1.0f) {
+                            float *orow = o + (size_t)tt * C;
+                            for (int d = 0; d < hd; d++) orow[d] *= alpha;
+                        }
+                        l[row] = l[row] * alpha + sum, mx[row] = mn;
+                    }
+                    /* out[i0:i1] += P V[tile] */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, kb, 1.0f, Sb, ATTN_KBLOCK,
+                                v + (size_t)u0 * ld, ld, 1.0f, o + (size_t)i0 * C, C);
+                }
+            for (int row = 0; row < m; row++) { /* every query sees itself: l > 0 */
+                float inv = 1.0f / l[row], *orow = o + (size_t)(i0 + row) * C;
+                for (int d = 0; d < hd; d++) orow[d] *= inv;
+                lse[i0 + row] = mx[row] + logf(l[row]);
+            }
+        }
+        if (t == 0) pool_progress();
+    }
+}
+
+static void flash_backward_task(void *p, int t, int nt)
+{
+    const AttnArgs *a = p;
+    if (t >= a->workers) return;
+    nt = a->workers;
+    int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
+    float scale = 1.0f / sqrtf((float)hd);
+    int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
+    float *Pb = a->scratch + (size_t)t * FLASH_WORKER_FLOATS, *Db = Pb + ATTN_QBLOCK * ATTN_KBLOCK,
+          *Dr = Db + ATTN_QBLOCK * ATTN_KBLOCK;
+    size_t j0, j1;
+    pool_range((size_t)a->B * H, t, nt, &j0, &j1);
+    for (size_t j = j0; j < j1; j++) {
+        int b = (int)(j / H), h = (int)(j % H);
+        const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
+        const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
+        size_t off = (size_t)b * T * ld + (size_t)h * hd, off_o = (size_t)b * T * C + (size_t)h * hd;
+        const float *q = a->qkv + off, *k = q + C, *v = q + 2 * C;
+        const float *O = a->fout + off_o, *dO = a->dout + off_o, *lse = a->lse + ((size_t)b * H + h) * T;
+        float *dq = a->dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
+        for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
+            int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
+            int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
+            for (int row = 0; row < m; row++) { /* D = rowsum(dO * O) = rowsum(P * dP) */
+                const float *x = dO + (size_t)(i0 + row) * C, *y = O + (size_t)(i0 + row) * C;
+                float s = 0.0f;
+                for (int d = 0; d < hd; d++) s += x[d] * y[d];
+                Dr[row] = s;
+            }
+            for (int r = 0; r < nr; r++)
+                for (int u0 = ra[r]; u0 < rb[r]; u0 += ATTN_KBLOCK) {
+                    int kb = rb[r] - u0 < ATTN_KBLOCK ? rb[r] - u0 : ATTN_KBLOCK;
+                    /* P = exp(scale Q K^T - lse), masked; dP = dO V^T */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, kb, hd, scale, q + (size_t)i0 * ld, ld,
+                                k + (size_t)u0 * ld, ld, 0.0f, Pb, ATTN_KBLOCK);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, kb, hd, 1.0f, dO + (size_t)i0 * C, C,
+                                v + (size_t)u0 * ld, ld, 0.0f, Db, ATTN_KBLOCK);
+                    for (int row = 0; row < m; row++) {
+                        int tt = i0 + row;
+                        float *pr = Pb + (size_t)row * ATTN_KBLOCK, *dr = Db + (size_t)row * ATTN_KBLOCK;
+                        flash_mask_row(pr, tt, u0, kb, seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL);
+                        flash_exp_row(pr, kb, lse[tt]);
+                        for (int x = 0; x < kb; x++) dr[x] = pr[x] * (dr[x] - Dr[row]) * scale;
+                    }
+                    /* dV[tile] += P^T dO;  dQ[i0:i1] += dS K[tile];  dK[tile] += dS^T Q[i0:i1] */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kb, hd, m, 1.0f, Pb, ATTN_KBLOCK,
+                                dO + (size_t)i0 * C, C, 1.0f, dv + (size_t)u0 * ld, ld);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, kb, 1.0f, Db, ATTN_KBLOCK,
+                                k + (size_t)u0 * ld, ld, 1.0f, dq + (size_t)i0 * ld, ld);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kb, hd, m, 1.0f, Db, ATTN_KBLOCK,
+                                q + (size_t)i0 * ld, ld, 1.0f, dk + (size_t)u0 * ld, ld);
+                }
+            if (t == 0) pool_progress();
+        }
+    }
+}
+
+/* Workers a flash call can run with scratch_floats floats of scratch. */
+static int flash_workers(size_t scratch_floats)
+{
     int workers = pool_threads();
-    if ((size_t)workers > scratch_floats / per) workers = (int)(scratch_floats / per);
-    if (workers < 1) fatal(EXIT_RUNTIME, "internal: attention scratch of %zu floats is below one block", scratch_floats);
+    if ((size_t)workers > scratch_floats / FLASH_WORKER_FLOATS) workers = (int)(scratch_floats / FLASH_WORKER_FLOATS);
+    if (workers < 1) fatal(EXIT_RUNTIME, "internal: flash attention scratch of %zu floats is below one worker's", scratch_floats);
     return workers;
 }
 
-void attention_forward_flash(float *out, float *scratch, size_t scratch_floats, const float *qkv, const int32_t *seg,
-                             const uint8_t *vis, int B, int T, int C, int H, int S)
+void attention_forward_flash(float *out, float *lse, float *scratch, size_t scratch_floats, const float *qkv,
+                             const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
 {
-    AttnArgs a = { .out = out, .scratch = scratch, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H,
-                   .S = S, .flash = 1, .workers = flash_workers(scratch_floats, T, 1) };
-    run_heads(attention_forward_task, &a);
+    AttnArgs a = { .out = out, .lse = lse, .scratch = scratch, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T,
+                   .C = C, .H = H, .S = S, .workers = flash_workers(scratch_floats) };
+    run_heads(flash_forward_task, &a);
 }
+
+void attention_backward_flash(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *out,
+                              const float *lse, const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T,
+                              int C, int H, int S)
+{
+    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .fout = out, .lse = (float *)lse, .qkv = qkv,
+                   .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S,
+                   .workers = flash_workers(scratch_floats) };
+    run_heads(flash_backward_task, &a);
+}
+
+size_t attention_flash_scratch_floats(void) { return (size_t)FLASH_WORKER_FLOATS * ATTN_SCRATCH_SLOTS; }
 
 static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols);
 
@@ -750,9 +922,7 @@ static void attention_backward_task(void *p, int t, int nt)
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
     size_t mrows = attn_block_rows(T);
-    /* flash: two slices per worker, dP then the recomputed P */
-    float *D = a->scratch + (size_t)t * mrows * T * (a->flash ? 2 : 1);
-    float *Pw = a->flash ? D + mrows * T : NULL;
+    float *D = a->scratch + (size_t)t * mrows * T;
     uint16_t *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
@@ -768,7 +938,7 @@ static void attention_backward_task(void *p, int t, int nt)
                     dO16 = a->s16->dout + off_o;
         float *dq = a->dqkv + off;
         float *dk = dq + C, *dv = dq + 2 * C;
-        const float *A = a->s16 || a->flash ? NULL : a->att + ((size_t)b * H + h) * T * T;
+        const float *A = a->s16 ? NULL : a->att + ((size_t)b * H + h) * T * T;
         const float *dO = a->dout + off_o;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
@@ -779,12 +949,7 @@ static void attention_backward_task(void *p, int t, int nt)
                 if (t == 0) pool_progress();
                 continue;
             }
-            const float *P;
-            if (a->flash) { /* the forward's probabilities again, by the forward's code: bitwise the same */
-                block_probs(Pw, q, k, i0, m, T, hd, ld, scale, nr, ra, rb, seg_row, vis_b, S);
-                P = Pw;
-            } else
-                P = A + (size_t)i0 * T;
+            const float *P = A + (size_t)i0 * T;
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
                 /* dV[range] += P[:, range]^T dO[i0:i1] */
@@ -853,16 +1018,6 @@ void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, cons
 {
     attention_backward_any(dqkv, scratch, scratch_floats, dout, att, NULL, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
 }
-
-void attention_backward_flash(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *qkv,
-                              const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
-{
-    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T,
-                   .C = C, .H = H, .S = S, .flash = 1, .workers = flash_workers(scratch_floats, T, 2) };
-    run_heads(attention_backward_task, &a);
-}
-
-size_t attention_flash_scratch_floats(int T) { return 2 * attention_scratch_floats(T); }
 
 void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const uint16_t *att16,
                              const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,

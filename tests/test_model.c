@@ -325,37 +325,40 @@ static void test_flash_training(void)
     Optimizer of, oq;
     optim_init(&of, &oc, full->n_params);
     optim_init(&oq, &oc, flash->n_params);
-    double dl = 0, dg = 0, big;
+    double dl = 0, dg = 0, gbig = 0, big;
     for (int s = 0; s < 4; s++) {
         model_zero_grad(full), model_zero_grad(flash);
         model_forward(full, &b, lf), model_forward(flash, &b, lq);
-        for (int k = 0; k < K; k++) dl = fmax(dl, fabs(lf[k] - lq[k]));
+        for (int k = 0; k < K; k++) dl = fmax(dl, fabs(lf[k] - lq[k]) / fabs(lf[k]));
         model_backward(full, &b, dlogp), model_backward(flash, &b, dlogp);
         dg = fmax(dg, max_diff(flash->grads, full->grads, full->n_params, &big));
-        optim_step(&of, full, 1e-2f), optim_step(&oq, flash, 1e-2f);
+        gbig = fmax(gbig, big);
+        optim_step(&of, full, 1e-3f), optim_step(&oq, flash, 1e-3f);
     }
     double dp = max_diff(flash->params, full->params, full->n_params, &big);
-    check(dl <= 1e-6 && dg <= 1e-6 && dp <= 1e-6 * big, "model.attention flash trains as full (4 AdamW steps)",
-          "max |dlogp| %.1e, |dgrad| %.1e, |dparam| %.1e (bitwise: %s)", dl, dg, dp,
-          dl == 0 && dg == 0 && dp == 0 ? "yes" : "no");
+    check(dl <= 1e-6 && dg <= 1e-5 * gbig && dp <= 1e-5, "model.attention flash trains as full (4 AdamW steps, lr 1e-3)",
+          "max rel |dlogp| %.1e, max |dgrad| %.1e (max |grad| %.1e), max |dparam| %.1e (max |param| %.2f)", dl, dg,
+          gbig, dp, big);
     /* forward-only models (the frozen reference) */
     Model *rf = model_create(&cfg, 0, B, T), *rq = model_create_attn(&cfg, 0, B, T, ATTENTION_FLASH);
     memcpy(rf->params, full->params, sizeof(float) * full->n_params);
     memcpy(rq->params, full->params, sizeof(float) * full->n_params);
     model_forward(rf, &b, lf), model_forward(rq, &b, lq);
     dl = 0;
-    for (int k = 0; k < K; k++) dl = fmax(dl, fabs(lf[k] - lq[k]));
-    check(dl <= 1e-6, "forward-only flash model = full", "max |dlogp| %.1e", dl);
-    /* the arena: no [B,H,T,T] buffers; the flash scratch is twice the full backward's */
-    size_t tt = (size_t)cfg.n_layers * B * cfg.n_heads * T * T, scr = attention_scratch_floats(T);
-    long long want = (long long)tt - (long long)scr;
+    for (int k = 0; k < K; k++) dl = fmax(dl, fabs(lf[k] - lq[k]) / fabs(lf[k]));
+    check(dl <= 1e-6, "forward-only flash model agrees with full", "max rel |dlogp| %.1e", dl);
+    /* the arena: no [B,H,T,T] buffers but the [B,H,T] log-sum-exps, and a scratch independent of T */
+    long long H = cfg.n_heads, L = cfg.n_layers;
+    long long want = L * B * H * T * T - L * B * H * T + (long long)attention_scratch_floats(T) -
+                     (long long)attention_flash_scratch_floats();
     long long got = (long long)full->arena_floats - (long long)flash->arena_floats;
-    check(got == want && flash->flash,
-          "flash arena drops the T x T buffers", "full - flash = %lld floats, want L*B*H*T*T - %zu = %lld", got, scr,
-          want);
-    long long want0 = (long long)B * cfg.n_heads * T * T - (long long)(attention_flash_scratch_floats(T) / 2);
+    check(got == want && flash->flash, "flash arena drops the T x T buffers",
+          "full - flash = %lld floats, want L*B*H*T*(T-1) + %zu - %zu = %lld", got, attention_scratch_floats(T),
+          attention_flash_scratch_floats(), want);
+    long long want0 = B * H * T * T - B * H * T - (long long)attention_flash_scratch_floats();
     got = (long long)rf->arena_floats - (long long)rq->arena_floats;
-    check(got == want0, "forward-only flash arena", "full - flash = %lld floats, want %lld", got, want0);
+    check(got == want0, "forward-only flash arena", "full - flash = %lld floats, want B*H*T*(T-1) - %zu = %lld", got,
+          attention_flash_scratch_floats(), want0);
     optim_free(&of), optim_free(&oq);
     batch_free(&b);
     model_free(full), model_free(flash), model_free(rf), model_free(rq);
@@ -420,13 +423,13 @@ static void test_flash_peak(const char *self)
     double tt = (double)T * T * sizeof(float); /* the one [B,H,T,T] buffer of 1 row, 1 head, 1 layer */
     double analytic = (double)arena[0] - (double)arena[1], measured = (hwm[0] - hwm[1]) * 1024.0;
     printf("peak memory at T=%d (d_model 16, 1 layer, 1 head, 1 row): VmHWM full %.1f MiB, flash %.1f MiB: "
-           "flash lower by %.1f MiB; arenas %.1f / %.1f MiB, analytic difference %.1f MiB = the T x T buffer %.1f MiB "
-           "- the flash scratch's extra %.1f MiB\n", T, hwm[0] / 1024.0, hwm[1] / 1024.0, measured / 1048576,
-           arena[0] / 1048576.0, arena[1] / 1048576.0, analytic / 1048576, tt / 1048576,
-           (tt - analytic) / 1048576);
-    check(measured >= 0.95 * analytic && analytic >= 0.7 * tt && sum[0] == sum[1], "flash peak memory below full",
-          "VmHWM full %ld kB - flash %ld kB = %.1f MiB, analytic %.1f MiB (T x T buffer %.1f MiB); same log-probs: %s",
-          hwm[0], hwm[1], measured / 1048576, analytic / 1048576, tt / 1048576, sum[0] == sum[1] ? "yes" : "no");
+           "flash lower by %.1f MiB; arenas %.2f / %.2f MiB, analytic difference %.2f MiB (the T x T buffer %.1f MiB "
+           "and full's backward scratch, less flash's lse and scratch)\n", T, hwm[0] / 1024.0, hwm[1] / 1024.0,
+           measured / 1048576, arena[0] / 1048576.0, arena[1] / 1048576.0, analytic / 1048576, tt / 1048576);
+    check(measured >= tt && measured >= 0.97 * analytic && fabs(sum[0] - sum[1]) <= 1e-5 * fabs(sum[0]),
+          "flash peak memory below full by the T x T buffer",
+          "VmHWM full %ld kB - flash %ld kB = %.1f MiB >= T x T buffer %.1f MiB (analytic %.2f MiB); summed log-probs "
+          "%.7g vs %.7g", hwm[0], hwm[1], measured / 1048576, tt / 1048576, analytic / 1048576, sum[0], sum[1]);
 }
 
 /* ---- init is deterministic and scaled as documented ---- */

@@ -253,10 +253,10 @@ static void test_attention_shape(int B, int T, int C, int H, int S, size_t max_e
 static double flash_loss(void *p)
 {
     AttCtx *c = p;
-    size_t ns = attention_flash_scratch_floats(c->T);
-    float *scratch = malloc(sizeof(float) * ns);
-    attention_forward_flash(c->y, scratch, ns, c->qkv, c->seg, c->vis, c->B, c->T, c->C, c->H, c->S);
-    free(scratch);
+    size_t ns = attention_flash_scratch_floats();
+    float *scratch = malloc(sizeof(float) * ns), *lse = malloc(sizeof(float) * c->B * c->H * c->T);
+    attention_forward_flash(c->y, lse, scratch, ns, c->qkv, c->seg, c->vis, c->B, c->T, c->C, c->H, c->S);
+    free(scratch), free(lse);
     return dot(c->r, c->y, (size_t)c->B * c->T * c->C);
 }
 
@@ -331,28 +331,32 @@ static void test_flash_shape(int B, int T, int C, int H, int S, int tree, int fd
     c.qkv = randn(N * 3 * C, 1), c.r = randn(N * C, 1);
     float *att = zeros((size_t)B * H * T * T), *y_full = zeros(N * C), *y_flash = zeros(N * C);
     float *d_full = zeros(N * 3 * C), *d_flash = zeros(N * 3 * C);
-    size_t ns = attention_scratch_floats(T), nf = attention_flash_scratch_floats(T);
-    float *scratch = zeros(ns), *fscratch = zeros(nf);
+    size_t ns = attention_scratch_floats(T), nf = attention_flash_scratch_floats();
+    float *scratch = zeros(ns), *fscratch = zeros(nf), *lse = zeros((size_t)B * H * T);
     attention_forward(y_full, att, c.qkv, c.seg, c.vis, B, T, C, H, S);
     attention_backward(d_full, scratch, ns, c.r, att, c.qkv, c.seg, c.vis, B, T, C, H, S);
-    attention_forward_flash(y_flash, fscratch, nf, c.qkv, c.seg, c.vis, B, T, C, H, S);
-    attention_backward_flash(d_flash, fscratch, nf, c.r, c.qkv, c.seg, c.vis, B, T, C, H, S);
+    attention_forward_flash(y_flash, lse, fscratch, nf, c.qkv, c.seg, c.vis, B, T, C, H, S);
+    attention_backward_flash(d_flash, fscratch, nf, c.r, y_flash, lse, c.qkv, c.seg, c.vis, B, T, C, H, S);
     double *y_ref = calloc(N * C, sizeof(double)), *d_ref = calloc(N * 3 * C, sizeof(double));
     naive_attention(y_ref, d_ref, &c);
     double ry, rd, ey = max_abs_d(y_flash, y_ref, N * C, &ry), ed = max_abs_d(d_flash, d_ref, N * 3 * C, &rd);
-    double fy = max_abs(y_flash, y_full, N * C), fdq = max_abs(d_flash, d_full, N * 3 * C);
+    double fy = max_abs(y_flash, y_full, N * C), fdq = max_abs(d_flash, d_full, N * 3 * C), ymax = 0, dmax = 0;
+    for (size_t i = 0; i < N * C; i++) ymax = fmax(ymax, fabs(y_full[i]));
+    for (size_t i = 0; i < N * 3 * C; i++) dmax = fmax(dmax, fabs(d_full[i]));
     char label[128];
     snprintf(label, sizeof label, "flash attention B=%d T=%d C=%d H=%d S=%d%s, %d threads", B, T, C, H, S,
              tree ? " tree-packed" : "", threads);
     check(ey < 1e-5 && ed < 1e-4 && ry < 1e-5 && rd < 1e-5, label,
           "vs double definition: out max abs %.1e (rel to max %.1e), dqkv max abs %.1e (rel %.1e)", ey, ry, ed, rd);
-    snprintf(label, sizeof label, "flash attention B=%d T=%d%s = stored-P attention, %d threads", B, T,
+    snprintf(label, sizeof label, "flash attention B=%d T=%d%s agrees with stored-P attention, %d threads", B, T,
              tree ? " tree-packed" : "", threads);
-    check(fy <= 1e-6 && fdq <= 1e-6, label, "out max abs diff %.1e, dqkv %.1e", fy, fdq);
+    check(fy <= 2e-6 * ymax && fdq <= 2e-6 * dmax, label,
+          "out max abs diff %.1e (rel to max %.1e), dqkv %.1e (rel %.1e); tolerance 2e-6 of the max", fy, fy / ymax,
+          fdq, fdq / dmax);
     /* the backward accumulates like attention_backward */
     float *twice = malloc(sizeof(float) * N * 3 * C);
     memcpy(twice, d_flash, sizeof(float) * N * 3 * C);
-    attention_backward_flash(twice, fscratch, nf, c.r, c.qkv, c.seg, c.vis, B, T, C, H, S);
+    attention_backward_flash(twice, fscratch, nf, c.r, y_flash, lse, c.qkv, c.seg, c.vis, B, T, C, H, S);
     double acc = 0;
     for (size_t i = 0; i < N * 3 * C; i++) acc = fmax(acc, fabs(twice[i] - 2 * d_flash[i]));
     snprintf(label, sizeof label, "flash backward accumulates (T=%d)", T);
@@ -363,7 +367,7 @@ static void test_flash_shape(int B, int T, int C, int H, int S, int tree, int fd
         report(label, gradcheck(flash_loss, &c, c.qkv, d_flash, N * 3 * C, 1e-2f, 100000));
     }
     free(c.seg), free(c.vis), free(c.qkv), free(c.r), free(att), free(y_full), free(y_flash), free(d_full),
-        free(d_flash), free(scratch), free(fscratch), free(y_ref), free(d_ref), free(twice);
+        free(d_flash), free(scratch), free(fscratch), free(y_ref), free(d_ref), free(twice), free(lse);
     pool_set_threads(1);
 }
 
