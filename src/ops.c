@@ -533,23 +533,6 @@ typedef struct {
     const Bf16Prim *abt, *ab0, *ab1, *atb1;
 } AttnArgs;
 
-static size_t attn_block_rows(int T) { return T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK; }
-
-/* The fp32 probabilities of query block [i0, i0+m) of one (row, head) into
- * Ab [m, T] (row stride T, column u = key u; written in the ranges only):
- * scores scale * Q[i0:i1] K[range]^T, then the masked softmax
- * (attention_forward's and attention_forward_bf16's fp32 path). */
-static void block_probs(float *Ab, const float *q, const float *k, int i0, int m, int T, int hd, int ld, float scale,
-                        int nr, const int *ra, const int *rb, const int32_t *seg_row, const uint8_t *vis_b, int S)
-{
-    for (int r = 0; r < nr; r++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld, ld,
-                    k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
-    for (int tt = i0; tt < i0 + m; tt++)
-        masked_softmax_row(Ab + (size_t)(tt - i0) * T, NULL, tt, nr, ra, rb, seg_row,
-                           seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, 1.0f);
-}
-
 static void attn_prims(AttnArgs *a);
 static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
 static void attention_forward_task(void *p, int t, int nt)
@@ -595,7 +578,13 @@ static void attention_forward_task(void *p, int t, int nt)
                 continue;
             }
             float *Ab = a->att + (((size_t)b * H + h) * T + i0) * T;
-            block_probs(Ab, q, k, i0, m, T, hd, ld, scale, nr, ra, rb, seg_row, vis_b, S);
+            /* scores [m, range] = scale * Q[i0:i1] K[range]^T */
+            for (int r = 0; r < nr; r++)
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld, ld,
+                            k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
+            for (int tt = i0; tt < i1; tt++)
+                masked_softmax_row(Ab + (size_t)(tt - i0) * T, NULL, tt, nr, ra, rb, seg_row,
+                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, 1.0f);
             /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
             for (int r = 0; r < nr; r++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
@@ -670,112 +659,82 @@ static float flash_exp_row(float *s, int kb, float sub)
     return v8_hsum(acc);
 }
 
-static void flash_forward_task(void *p, int t, int nt)
+/* The forward (a->dqkv NULL) or the backward of one worker's (row, head)s. */
+static void flash_task(void *p, int t, int nt)
 {
     const AttnArgs *a = p;
     if (t >= a->workers) return;
     nt = a->workers;
-    int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
+    int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C, bwd = a->dqkv != NULL;
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
-    float *Sb = a->scratch + (size_t)t * FLASH_WORKER_FLOATS, *mx = Sb + 2 * ATTN_QBLOCK * ATTN_KBLOCK,
-          *l = mx + ATTN_QBLOCK;
-    size_t j0, j1;
-    pool_range((size_t)a->B * H, t, nt, &j0, &j1);
-    for (size_t j = j0; j < j1; j++) {
-        int b = (int)(j / H), h = (int)(j % H);
-        const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
-        const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
-        const float *q = a->qkv + (size_t)b * T * ld + (size_t)h * hd, *k = q + C, *v = q + 2 * C;
-        float *o = a->out + (size_t)b * T * C + (size_t)h * hd, *lse = a->lse + ((size_t)b * H + h) * T;
+    /* Pb: the tile's scores, then P; Db (backward): dP, then dS; per query: the running max and sum
+     * (forward) or D = rowsum(dO * O) (backward) */
+    float *Pb = a->scratch + (size_t)t * FLASH_WORKER_FLOATS, *Db = Pb + ATTN_QBLOCK * ATTN_KBLOCK,
+          *mx = Db + ATTN_QBLOCK * ATTN_KBLOCK, *l = mx + ATTN_QBLOCK;
+    size_t jlo, jhi;
+    pool_range((size_t)a->B * H, t, nt, &jlo, &jhi);
+    for (size_t bh = jlo; bh < jhi; bh++) { /* (row, head) pair bh = row * H + head */
+        size_t row0 = bh / H * (size_t)T, off = row0 * ld + bh % H * hd, off_o = row0 * C + bh % H * hd;
+        const int32_t *seg_row = a->seg ? a->seg + row0 : NULL;
+        const uint8_t *vis_b = a->vis ? a->vis + bh / H * S * S : NULL;
+        const float *q = a->qkv + off, *k = q + C, *v = q + 2 * C;
+        float *lse = a->lse + bh * T;
+        float *o = bwd ? NULL : a->out + off_o;
+        const float *O = bwd ? a->fout + off_o : NULL, *dO = bwd ? a->dout + off_o : NULL;
+        float *dq = bwd ? a->dqkv + off : NULL, *dk = dq ? dq + C : NULL, *dv = dq ? dq + 2 * C : NULL;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
             for (int row = 0; row < m; row++) {
-                mx[row] = -INFINITY, l[row] = 0.0f;
-                memset(o + (size_t)(i0 + row) * C, 0, sizeof(float) * hd);
+                if (bwd) { /* D = rowsum(dO * O) = rowsum(P * dP) */
+                    const float *x = dO + (size_t)(i0 + row) * C, *y = O + (size_t)(i0 + row) * C;
+                    float s = 0.0f;
+                    for (int d = 0; d < hd; d++) s += x[d] * y[d];
+                    mx[row] = s;
+                } else {
+                    mx[row] = -INFINITY, l[row] = 0.0f;
+                    memset(o + (size_t)(i0 + row) * C, 0, sizeof(float) * hd);
+                }
             }
             for (int r = 0; r < nr; r++)
                 for (int u0 = ra[r]; u0 < rb[r]; u0 += ATTN_KBLOCK) {
                     int kb = rb[r] - u0 < ATTN_KBLOCK ? rb[r] - u0 : ATTN_KBLOCK;
+                    /* scores scale Q[i0:i1] K[tile]^T; backward: dP = dO[i0:i1] V[tile]^T */
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, kb, hd, scale, q + (size_t)i0 * ld, ld,
-                                k + (size_t)u0 * ld, ld, 0.0f, Sb, ATTN_KBLOCK);
+                                k + (size_t)u0 * ld, ld, 0.0f, Pb, ATTN_KBLOCK);
+                    if (bwd)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, kb, hd, 1.0f, dO + (size_t)i0 * C, C,
+                                    v + (size_t)u0 * ld, ld, 0.0f, Db, ATTN_KBLOCK);
                     for (int row = 0; row < m; row++) {
                         int tt = i0 + row;
-                        float *sr = Sb + (size_t)row * ATTN_KBLOCK;
-                        flash_mask_row(sr, tt, u0, kb, seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL);
+                        float *pr = Pb + (size_t)row * ATTN_KBLOCK;
+                        flash_mask_row(pr, tt, u0, kb, seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL);
+                        if (bwd) { /* P = exp(s - lse); dS = P (dP - D) scale */
+                            float *dr = Db + (size_t)row * ATTN_KBLOCK;
+                            flash_exp_row(pr, kb, lse[tt]);
+                            for (int x = 0; x < kb; x++) dr[x] = pr[x] * (dr[x] - mx[row]) * scale;
+                            continue;
+                        }
                         float mt = -INFINITY;
-                        for (int x = 0; x < kb; x++) mt = sr[x] > mt ? sr[x] : mt;
+                        for (int x = 0; x < kb; x++) mt = pr[x] > mt ? pr[x] : mt;
                         float mn = mt > mx[row] ? mt : mx[row];
                         if (mn == -INFINITY) { /* nothing visible yet: P = 0 */
-                            memset(sr, 0, sizeof(float) * kb);
+                            memset(pr, 0, sizeof(float) * kb);
                             continue;
                         }
                         float alpha = mx[row] == -INFINITY ? 0.0f : expf(mx[row] - mn);
-                        float sum = flash_exp_row(sr, kb, mn);
+                        float sum = flash_exp_row(pr, kb, mn);
                         if (alpha != 1.0f) {
                             float *orow = o + (size_t)tt * C;
                             for (int d = 0; d < hd; d++) orow[d] *= alpha;
                         }
                         l[row] = l[row] * alpha + sum, mx[row] = mn;
                     }
-                    /* out[i0:i1] += P V[tile] */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, kb, 1.0f, Sb, ATTN_KBLOCK,
-                                v + (size_t)u0 * ld, ld, 1.0f, o + (size_t)i0 * C, C);
-                }
-            for (int row = 0; row < m; row++) { /* every query sees itself: l > 0 */
-                float inv = 1.0f / l[row], *orow = o + (size_t)(i0 + row) * C;
-                for (int d = 0; d < hd; d++) orow[d] *= inv;
-                lse[i0 + row] = mx[row] + logf(l[row]);
-            }
-        }
-        if (t == 0) pool_progress();
-    }
-}
-
-static void flash_backward_task(void *p, int t, int nt)
-{
-    const AttnArgs *a = p;
-    if (t >= a->workers) return;
-    nt = a->workers;
-    int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
-    float scale = 1.0f / sqrtf((float)hd);
-    int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
-    float *Pb = a->scratch + (size_t)t * FLASH_WORKER_FLOATS, *Db = Pb + ATTN_QBLOCK * ATTN_KBLOCK,
-          *Dr = Db + ATTN_QBLOCK * ATTN_KBLOCK;
-    size_t j0, j1;
-    pool_range((size_t)a->B * H, t, nt, &j0, &j1);
-    for (size_t j = j0; j < j1; j++) {
-        int b = (int)(j / H), h = (int)(j % H);
-        const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
-        const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
-        size_t off = (size_t)b * T * ld + (size_t)h * hd, off_o = (size_t)b * T * C + (size_t)h * hd;
-        const float *q = a->qkv + off, *k = q + C, *v = q + 2 * C;
-        const float *O = a->fout + off_o, *dO = a->dout + off_o, *lse = a->lse + ((size_t)b * H + h) * T;
-        float *dq = a->dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
-        for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
-            int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
-            int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
-            for (int row = 0; row < m; row++) { /* D = rowsum(dO * O) = rowsum(P * dP) */
-                const float *x = dO + (size_t)(i0 + row) * C, *y = O + (size_t)(i0 + row) * C;
-                float s = 0.0f;
-                for (int d = 0; d < hd; d++) s += x[d] * y[d];
-                Dr[row] = s;
-            }
-            for (int r = 0; r < nr; r++)
-                for (int u0 = ra[r]; u0 < rb[r]; u0 += ATTN_KBLOCK) {
-                    int kb = rb[r] - u0 < ATTN_KBLOCK ? rb[r] - u0 : ATTN_KBLOCK;
-                    /* P = exp(scale Q K^T - lse), masked; dP = dO V^T */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, kb, hd, scale, q + (size_t)i0 * ld, ld,
-                                k + (size_t)u0 * ld, ld, 0.0f, Pb, ATTN_KBLOCK);
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, kb, hd, 1.0f, dO + (size_t)i0 * C, C,
-                                v + (size_t)u0 * ld, ld, 0.0f, Db, ATTN_KBLOCK);
-                    for (int row = 0; row < m; row++) {
-                        int tt = i0 + row;
-                        float *pr = Pb + (size_t)row * ATTN_KBLOCK, *dr = Db + (size_t)row * ATTN_KBLOCK;
-                        flash_mask_row(pr, tt, u0, kb, seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL);
-                        flash_exp_row(pr, kb, lse[tt]);
-                        for (int x = 0; x < kb; x++) dr[x] = pr[x] * (dr[x] - Dr[row]) * scale;
+                    if (!bwd) { /* out[i0:i1] += P V[tile] */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, kb, 1.0f, Pb, ATTN_KBLOCK,
+                                    v + (size_t)u0 * ld, ld, 1.0f, o + (size_t)i0 * C, C);
+                        continue;
                     }
                     /* dV[tile] += P^T dO;  dQ[i0:i1] += dS K[tile];  dK[tile] += dS^T Q[i0:i1] */
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kb, hd, m, 1.0f, Pb, ATTN_KBLOCK,
@@ -785,8 +744,14 @@ static void flash_backward_task(void *p, int t, int nt)
                     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kb, hd, m, 1.0f, Db, ATTN_KBLOCK,
                                 q + (size_t)i0 * ld, ld, 1.0f, dk + (size_t)u0 * ld, ld);
                 }
-            if (t == 0) pool_progress();
+            for (int row = 0; !bwd && row < m; row++) { /* every query sees itself: l > 0 */
+                float inv = 1.0f / l[row], *orow = o + (size_t)(i0 + row) * C;
+                for (int d = 0; d < hd; d++) orow[d] *= inv;
+                lse[i0 + row] = mx[row] + logf(l[row]);
+            }
+            if (t == 0 && bwd) pool_progress();
         }
+        if (t == 0 && !bwd) pool_progress();
     }
 }
 
@@ -804,7 +769,7 @@ void attention_forward_flash(float *out, float *lse, float *scratch, size_t scra
 {
     AttnArgs a = { .out = out, .lse = lse, .scratch = scratch, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T,
                    .C = C, .H = H, .S = S, .workers = flash_workers(scratch_floats) };
-    run_heads(flash_forward_task, &a);
+    run_heads(flash_task, &a);
 }
 
 void attention_backward_flash(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *out,
@@ -814,7 +779,7 @@ void attention_backward_flash(float *dqkv, float *scratch, size_t scratch_floats
     AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .fout = out, .lse = (float *)lse, .qkv = qkv,
                    .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S,
                    .workers = flash_workers(scratch_floats) };
-    run_heads(flash_backward_task, &a);
+    run_heads(flash_task, &a);
 }
 
 size_t attention_flash_scratch_floats(void) { return (size_t)FLASH_WORKER_FLOATS * ATTN_SCRATCH_SLOTS; }
@@ -921,7 +886,7 @@ static void attention_backward_task(void *p, int t, int nt)
     int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
-    size_t mrows = attn_block_rows(T);
+    size_t mrows = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
     float *D = a->scratch + (size_t)t * mrows * T;
     uint16_t *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
     size_t j0, j1;
