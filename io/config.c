@@ -80,6 +80,11 @@ static const Key schema[] = {
       "matmul operands: bf16 rounds them (fp32 accumulation; weights, optimizer state, reductions and checkpoints stay "
       "fp32; needs AMX-BF16 or AVX512-BF16); auto = bf16 where the CPU has those units, else fp32. Training only: "
       "eval and sample run fp32" },
+    { "model", "attention", T_ENUM, FIELD(attention), "full", 0, 0, 0, ATTENTION_NAMES,
+      "what attention keeps for the backward: full stores every layer's [rows, heads, T, T] probabilities; flash "
+      "stores only each query's log-sum-exp (online softmax over 128 x 128 tiles) and recomputes the probabilities in "
+      "the backward: the same results to fp32 rounding, memory linear in T, one more QK^T per layer (docs/model.md, "
+      "\"Attention memory\"). flash needs model.precision fp32" },
 
     STR(data, path, "", 0, "prepared dataset (.h5) written by `fspo prep`"),
     INT(data, n_fewshot, "4", 0, 256, "N: the user's preference pairs shown in context"),
@@ -1151,6 +1156,11 @@ static int cross_check(Loader *L)
     ModelConfig m = c->model; /* a copy: ffn_hidden 0 stays "auto" in the config */
     const char *keys[2];
     if (model_config_check(&m, keys, msg, sizeof msg)) return fail_key(L, blamed_model_key(L, keys), msg);
+    if (c->attention == ATTENTION_FLASH && c->precision != PRECISION_CHOICE_FP32) {
+        snprintf(msg, sizeof msg, "model.attention flash runs fp32 attention only; model.precision is %s: set "
+                 "model.precision: fp32 or model.attention: full", PRECISION_CHOICE_NAMES[c->precision]);
+        return fail_key(L, blame(L, key_index("model", "attention"), key_index("model", "precision")), msg);
+    }
     if (c->data.n_fewshot_min > c->data.n_fewshot) {
         snprintf(msg, sizeof msg, "data.n_fewshot_min = %d is larger than data.n_fewshot = %d",
                  c->data.n_fewshot_min, c->data.n_fewshot);
@@ -1189,7 +1199,7 @@ static int train_check(Loader *L)
     ModelConfig m = c->model;
     double mem = machine_memory_bytes(), need_mem = 0;
     int pref = c->train.stage == STAGE_PREF && c->loss.type != LOSS_SIMPO;
-    if (model_config_validate(&m, msg, sizeof msg) == 0) need_mem = model_train_bytes(&m, 1, pref);
+    if (model_config_validate(&m, msg, sizeof msg) == 0) need_mem = model_train_bytes_attn(&m, 1, pref, c->attention);
     if (mem > 0 && need_mem > mem) {
         snprintf(msg, sizeof msg, "this model needs at least %.1f GiB per training rank (%.0f M parameters: 16 bytes "
                  "each for weights, gradients and AdamW moments%s, plus the activations of one meta-example of "

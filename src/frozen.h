@@ -29,6 +29,7 @@ typedef struct {
     const char *tok_from; /* ...those of this dataset (for the message) */
     CkptMeta *meta;       /* non-NULL: the checkpoint's metadata */
     uint64_t *checksum;   /* non-NULL: its weights checksum */
+    AttentionKind attention; /* how its forward keeps attention (ATTENTION_FULL by default) */
 } FrozenSpec;
 
 /* The model of path as spec asks, or NULL with a message naming the file. */

@@ -19,7 +19,9 @@
 struct LayerActs {
     float *xn1, *rstd1; /* attn_norm output [N,C], its rstd [N] */
     float *qkv;         /* [N,3C], q and k after RoPE */
-    float *att;         /* [B,H,T,T] attention probabilities (bf16: rounded, as uint16_t, in the first half) */
+    float *att;         /* [B,H,T,T] attention probabilities (bf16: rounded, as uint16_t, in the first half);
+                         * model.attention flash: NULL, and att_lse [B,H,T] the log-sum-exp of each query's scores */
+    float *att_lse;
     float *atto;        /* [N,C] attention output before wo */
     float *xmid;        /* [N,C] residual after the attention block */
     float *xn2, *rstd2; /* mlp_norm output [N,C], its rstd [N] */
@@ -162,9 +164,14 @@ size_t model_param_count(const ModelConfig *cfg)
 
 double model_train_bytes(const ModelConfig *cfg, int rows, int with_ref)
 {
+    return model_train_bytes_attn(cfg, rows, with_ref, ATTENTION_FULL);
+}
+
+double model_train_bytes_attn(const ModelConfig *cfg, int rows, int with_ref, AttentionKind attn)
+{
     double p = (double)model_param_count(cfg);
-    double bytes = 16.0 * p + (double)model_arena_bytes(cfg, 1, rows, cfg->max_seq);
-    if (with_ref) bytes += 4.0 * p + (double)model_arena_bytes(cfg, 0, rows, cfg->max_seq);
+    double bytes = 16.0 * p + (double)model_arena_bytes_attn(cfg, 1, rows, cfg->max_seq, attn);
+    if (with_ref) bytes += 4.0 * p + (double)model_arena_bytes_attn(cfg, 0, rows, cfg->max_seq, attn);
     return bytes;
 }
 
@@ -196,28 +203,45 @@ const TensorInfo *model_find_tensor(const Model *m, const char *name)
 /* ---------------------------------------------------------------------- */
 /* activation arena                                                        */
 
-/* Floats of one layer's saved activations for N tokens in rows of T. */
-static size_t layer_floats(const ModelConfig *c, size_t N, size_t T)
+/* Floats of one layer's saved activations for N tokens in rows of T
+ * (flash: without the [B,H,T,T] probabilities). */
+static size_t layer_floats(const ModelConfig *c, size_t N, size_t T, int flash)
 {
     size_t C = c->d_model, F = c->ffn_hidden, H = c->n_heads;
-    return N * (C + 1) * 2 + N * 3 * C + N * H * T + N * C * 2 + N * 3 * F;
+    return N * (C + 1) * 2 + N * 3 * C + (flash ? N * H : N * H * T) + N * C * 2 + N * 3 * F;
+}
+
+/* Floats of the attention scratch d_att: the backward's (full), or the
+ * flash forward's and backward's (independent of T). */
+static size_t att_scratch_floats(int trainable, size_t T, int flash)
+{
+    if (!flash) return trainable ? attention_scratch_floats((int)T) : 0;
+    return attention_flash_scratch_floats();
 }
 
 /* Floats shared by all layers: residual streams (L+1 when training, else
- * one), final norm, logits, and the backward scratch when training. */
-static size_t shared_floats(const ModelConfig *c, int trainable, size_t N, size_t T)
+ * one), final norm, logits, the backward scratch when training, and the
+ * attention scratch. */
+static size_t shared_floats(const ModelConfig *c, int trainable, size_t N, size_t T, int flash)
 {
     size_t C = c->d_model, F = c->ffn_hidden, V = c->vocab, L = c->n_layers;
     size_t s = (trainable ? L + 1 : 1) * N * C + N * (C + 1) + N * V + N + N * C;
-    if (trainable) s += N * C * 3 + N * 3 * C + N * 2 * F + N * F + N * V + attention_scratch_floats((int)T);
-    return s;
+    if (trainable) s += N * C * 3 + N * 3 * C + N * 2 * F + N * F + N * V;
+    return s + att_scratch_floats(trainable, T, flash);
 }
 
 size_t model_arena_bytes(const ModelConfig *c, int trainable, int max_rows, int max_len)
 {
+    return model_arena_bytes_attn(c, trainable, max_rows, max_len, ATTENTION_FULL);
+}
+
+size_t model_arena_bytes_attn(const ModelConfig *c, int trainable, int max_rows, int max_len, AttentionKind attn)
+{
     size_t N = (size_t)max_rows * max_len;
-    size_t per_layer = layer_floats(c, N, max_len);
-    return sizeof(float) * ((trainable ? (size_t)c->n_layers : 1) * per_layer + shared_floats(c, trainable, N, max_len));
+    int flash = attn == ATTENTION_FLASH;
+    size_t per_layer = layer_floats(c, N, max_len, flash);
+    return sizeof(float) *
+           ((trainable ? (size_t)c->n_layers : 1) * per_layer + shared_floats(c, trainable, N, max_len, flash));
 }
 
 static void carve_arena(Model *m)
@@ -225,7 +249,8 @@ static void carve_arena(Model *m)
     const ModelConfig *c = &m->cfg;
     size_t N = (size_t)m->cap_rows * m->cap_len, T = m->cap_len;
     size_t C = c->d_model, F = c->ffn_hidden, V = c->vocab, H = c->n_heads, L = c->n_layers;
-    m->arena_floats = model_arena_bytes(c, m->trainable, m->cap_rows, m->cap_len) / sizeof(float);
+    m->arena_floats = model_arena_bytes_attn(c, m->trainable, m->cap_rows, m->cap_len,
+                                             m->flash ? ATTENTION_FLASH : ATTENTION_FULL) / sizeof(float);
     m->arena = xcalloc_aligned(m->arena_floats * sizeof(float), "the activation arena");
     float *p = m->arena;
 #define TAKE(n) (p += (n), p - (n))
@@ -238,7 +263,8 @@ static void carve_arena(Model *m)
         a->xn1 = TAKE(N * C);
         a->rstd1 = TAKE(N);
         a->qkv = TAKE(N * 3 * C);
-        a->att = TAKE(N * H * T);
+        a->att = m->flash ? NULL : TAKE(N * H * T);
+        a->att_lse = m->flash ? TAKE(N * H) : NULL;
         a->atto = TAKE(N * C);
         a->xmid = TAKE(N * C);
         a->xn2 = TAKE(N * C);
@@ -260,17 +286,24 @@ static void carve_arena(Model *m)
         m->d_h13 = TAKE(N * 2 * F);
         m->d_hact = TAKE(N * F);
         m->d_logits = TAKE(N * V);
-        m->d_att = TAKE(attention_scratch_floats((int)T));
     }
+    m->d_att_floats = att_scratch_floats(m->trainable, T, m->flash);
+    m->d_att = m->d_att_floats ? TAKE(m->d_att_floats) : NULL;
 #undef TAKE
     if ((size_t)(p - m->arena) != m->arena_floats) fatal(EXIT_RUNTIME, "internal: arena layout mismatch");
 }
 
 Model *model_create(const ModelConfig *cfg, int trainable, int max_rows, int max_len)
 {
+    return model_create_attn(cfg, trainable, max_rows, max_len, ATTENTION_FULL);
+}
+
+Model *model_create_attn(const ModelConfig *cfg, int trainable, int max_rows, int max_len, AttentionKind attn)
+{
     Model *m = calloc(1, sizeof *m);
     if (!m) fatal(EXIT_RUNTIME, "out of memory for the model");
     m->cfg = *cfg;
+    m->flash = attn == ATTENTION_FLASH;
     char err[256];
     if (model_config_validate(&m->cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
     if (max_rows < 1 || max_len < 1 || max_len > m->cfg.max_seq)
@@ -324,6 +357,7 @@ void model_set_precision(Model *m, Precision p)
 {
     free_bf16(m);
     if (p != PRECISION_BF16) return;
+    if (m->flash) fatal(EXIT_USAGE, "model.attention flash runs fp32 attention only: set model.precision: fp32");
     const ModelConfig *c = &m->cfg;
     int L = c->n_layers, C = c->d_model, F = c->ffn_hidden, V = c->vocab, n = 4 * L + 1;
     int QKV = C + 2 * model_kv_width(c);
@@ -513,7 +547,11 @@ void model_forward(Model *m, const Batch *b, float *logp)
             attention_forward_bf16(a->atto, (uint16_t *)a->att, NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
         } else {
             rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-            attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
+            if (m->flash)
+                attention_forward_flash(a->atto, a->att_lse, m->d_att, m->d_att_floats, a->qkv, b->seg, b->vis, B, T, C,
+                                        H, b->S);
+            else
+                attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
         }
         mm_forward(m, m->tmp, a->atto, w->wo, 4 * l + 1, N, C, C);
         residual_forward(a->xmid, m->resid[l], m->tmp, NC);
@@ -579,9 +617,12 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         if (m->bf16)
             attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, (uint16_t *)a->att,
                                     NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+        else if (m->flash)
+            attention_backward_flash(m->d_qkv, m->d_att, m->d_att_floats, m->d_atto, a->atto, a->att_lse, a->qkv,
+                                     b->seg, b->vis, B, T, C, H, b->S);
         else
-            attention_backward(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->att, a->qkv,
-                               b->seg, b->vis, B, T, C, H, b->S);
+            attention_backward(m->d_qkv, m->d_att, m->d_att_floats, m->d_atto, a->att, a->qkv, b->seg, b->vis, B, T,
+                               C, H, b->S);
         if (m->bf16 && !m->qkv_kv) { /* rotated back and rounded in one pass: the product's dout operand */
             uint16_t *d16 = bf16_scratch_operand(m->bscratch);
             rope_backward_bf16(d16, m->d_qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);

@@ -79,6 +79,7 @@ typedef struct {
     float *rope_cos, *rope_sin; /* [max_seq, hd/2] */
     /* activation arena */
     int cap_rows, cap_len, trainable;
+    int flash;                /* ATTENTION_FLASH: no acts[l].att; d_att is the flash scratch (forward and backward) */
     float *arena;
     size_t arena_floats;
     LayerActs *acts;          /* [L] per-layer views (all alias one slot when forward-only) */
@@ -87,6 +88,7 @@ typedef struct {
     float *logits, *lse;      /* [N,V], [N] */
     float *tmp;               /* [N,C] projection output before the residual add */
     float *d_resid, *d_norm, *d_atto, *d_qkv, *d_h13, *d_hact, *d_logits, *d_att; /* backward scratch */
+    size_t d_att_floats;      /* d_att's size: attention's scratch (flash: also the forward's; NULL/0 if unused) */
     float *qkv_kv;            /* [N, C + 2Ckv] the wqkv product (and its gradient) before the key/value heads are
                                  repeated for grouped-query attention; NULL without GQA */
     /* bf16 products (model_set_precision); all 0/NULL in fp32 */
@@ -102,10 +104,20 @@ typedef struct {
 
 typedef enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 } Precision;
 
+/* How attention keeps what its backward needs (model.attention; docs/model.md,
+ * "Attention memory"): FULL saves every layer's [B,H,T,T] probabilities;
+ * FLASH saves only their log-sum-exps [B,H,T] and recomputes them tile by
+ * tile in the backward (attention_forward_flash), with the same results to
+ * fp32 rounding. Not part of ModelConfig: that is the shape checkpoints compare. */
+typedef enum { ATTENTION_FULL = 0, ATTENTION_FLASH = 1 } AttentionKind;
+static const char *const ATTENTION_NAMES[] = { "full", "flash", NULL };
+
 /* A model able to run batches of up to max_rows rows of max_len tokens.
  * trainable = 0 builds a forward-only model (no gradients; one activation
  * slot reused by every layer), as the frozen reference model needs. */
 Model *model_create(const ModelConfig *cfg, int trainable, int max_rows, int max_len);
+/* The same with attention kept as `attn` says (model_create: ATTENTION_FULL). */
+Model *model_create_attn(const ModelConfig *cfg, int trainable, int max_rows, int max_len, AttentionKind attn);
 
 /* Parameters of a (validated) model shape: the layout model_create builds. */
 size_t model_param_count(const ModelConfig *cfg);
@@ -116,6 +128,8 @@ size_t model_param_count(const ModelConfig *cfg);
  * reference model of a preference stage (4 per parameter and a
  * forward-only arena). A lower bound: no BLAS buffers or batch staging. */
 double model_train_bytes(const ModelConfig *cfg, int rows, int with_ref);
+/* The same with attention kept as `attn` says (model_train_bytes: ATTENTION_FULL). */
+double model_train_bytes_attn(const ModelConfig *cfg, int rows, int with_ref, AttentionKind attn);
 void model_free(Model *m);
 
 /* Views of a flat buffer laid out like the parameters. */
@@ -162,6 +176,8 @@ int model_grad_cuts(const Model *m, size_t *cuts, int cap);
 double model_flops_per_token(const ModelConfig *cfg, int T);
 /* Bytes of the activation arena for a shape, so callers can report memory. */
 size_t model_arena_bytes(const ModelConfig *cfg, int trainable, int max_rows, int max_len);
+/* The same with attention kept as `attn` says (model_arena_bytes: ATTENTION_FULL). */
+size_t model_arena_bytes_attn(const ModelConfig *cfg, int trainable, int max_rows, int max_len, AttentionKind attn);
 
 /* Incremental decoding for one sequence with a key/value cache. */
 typedef struct KVCache KVCache;

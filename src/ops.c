@@ -522,6 +522,8 @@ typedef struct {
     const int32_t *seg;
     const uint8_t *vis;
     int B, T, C, H, S, workers;
+    float *lse;         /* flash: the log-sum-exp of each query's scaled scores [B,H,T] */
+    const float *fout;  /* flash backward: the forward's out [B,T,C] */
     /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks
      * (scores, dS rounded), and oneDNN's runtime-shape products A B^T, A B (beta
      * 0 and 1) and A^T B (beta 1) */
@@ -613,6 +615,174 @@ void attention_forward(float *out, float *att, const float *qkv, const int32_t *
     AttnArgs a = { .out = out, .att = att, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S };
     run_heads(attention_forward_task, &a);
 }
+
+/* ---- flash attention: no [T,T] probabilities ------------------------------
+ * Query blocks of ATTN_QBLOCK rows against key tiles of at most ATTN_KBLOCK
+ * keys (the key ranges of key_ranges, cut into tiles). The forward keeps a
+ * running max m and sum l per query (the online softmax), rescaling the
+ * output rows when m grows, and saves lse = m + log l; the backward
+ * recomputes each tile's P = exp(s - lse) and uses dS = P (dP - D) with
+ * D = rowsum(dO * O). Per worker: two [QBLOCK, KBLOCK] tiles and 2 QBLOCK
+ * floats. */
+#define ATTN_KBLOCK 128
+#define FLASH_WORKER_FLOATS (2 * ATTN_QBLOCK * ATTN_KBLOCK + 2 * ATTN_QBLOCK)
+
+/* Masks row tt's tile of scores s[0..kb) (keys u0..u0+kb) in place: keys
+ * past tt, and keys before tt whose segment tt may not see, get -inf.
+ * Returns the number of keys up to tt in the tile (0: none visible). */
+static int flash_mask_row(float *s, int tt, int u0, int kb, const int32_t *seg_row, const uint8_t *vis_row)
+{
+    int e = tt + 1 - u0 < kb ? tt + 1 - u0 : kb;
+    if (e < 0) e = 0;
+    for (int x = e; x < kb; x++) s[x] = -INFINITY;
+    if (vis_row)
+        for (int x = 0; x < e; x++)
+            if (u0 + x != tt && !vis_row[seg_row[u0 + x]]) s[x] = -INFINITY;
+    return e;
+}
+
+/* s[x] = exp(s[x] - sub) for x < kb (-inf gives 0); returns the sum. */
+static float flash_exp_row(float *s, int kb, float sub)
+{
+    v8f acc = v8_set1(0.0f), vs = v8_set1(sub);
+    int x = 0;
+    for (; x + 8 <= kb; x += 8) {
+        v8f e = v8_exp(v8_load(s + x) - vs);
+        v8_store(s + x, e);
+        acc += e;
+    }
+    if (x < kb) {
+        v8f e = v8_exp(v8_load_part(s + x, kb - x, -INFINITY) - vs);
+        v8_store_part(s + x, e, kb - x);
+        acc += e;
+    }
+    return v8_hsum(acc);
+}
+
+/* The forward (a->dqkv NULL) or the backward of one worker's (row, head)s. */
+static void flash_task(void *p, int t, int nt)
+{
+    const AttnArgs *a = p;
+    if (t >= a->workers) return;
+    nt = a->workers;
+    int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C, bwd = a->dqkv != NULL;
+    float scale = 1.0f / sqrtf((float)hd);
+    int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
+    /* Pb: the tile's scores, then P; Db (backward): dP, then dS; per query: the running max and sum
+     * (forward) or D = rowsum(dO * O) (backward) */
+    float *Pb = a->scratch + (size_t)t * FLASH_WORKER_FLOATS, *Db = Pb + ATTN_QBLOCK * ATTN_KBLOCK,
+          *mx = Db + ATTN_QBLOCK * ATTN_KBLOCK, *l = mx + ATTN_QBLOCK;
+    size_t jlo, jhi;
+    pool_range((size_t)a->B * H, t, nt, &jlo, &jhi);
+    for (size_t bh = jlo; bh < jhi; bh++) { /* (row, head) pair bh = row * H + head */
+        size_t row0 = bh / H * (size_t)T, off = row0 * ld + bh % H * hd, off_o = row0 * C + bh % H * hd;
+        const int32_t *seg_row = a->seg ? a->seg + row0 : NULL;
+        const uint8_t *vis_b = a->vis ? a->vis + bh / H * S * S : NULL;
+        const float *q = a->qkv + off, *k = q + C, *v = q + 2 * C;
+        float *lse = a->lse + bh * T;
+        float *o = bwd ? NULL : a->out + off_o;
+        const float *O = bwd ? a->fout + off_o : NULL, *dO = bwd ? a->dout + off_o : NULL;
+        float *dq = bwd ? a->dqkv + off : NULL, *dk = dq ? dq + C : NULL, *dv = dq ? dq + 2 * C : NULL;
+        for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
+            int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
+            int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
+            for (int row = 0; row < m; row++) {
+                if (bwd) { /* D = rowsum(dO * O) = rowsum(P * dP) */
+                    const float *x = dO + (size_t)(i0 + row) * C, *y = O + (size_t)(i0 + row) * C;
+                    float s = 0.0f;
+                    for (int d = 0; d < hd; d++) s += x[d] * y[d];
+                    mx[row] = s;
+                } else {
+                    mx[row] = -INFINITY, l[row] = 0.0f;
+                    memset(o + (size_t)(i0 + row) * C, 0, sizeof(float) * hd);
+                }
+            }
+            for (int r = 0; r < nr; r++)
+                for (int u0 = ra[r]; u0 < rb[r]; u0 += ATTN_KBLOCK) {
+                    int kb = rb[r] - u0 < ATTN_KBLOCK ? rb[r] - u0 : ATTN_KBLOCK;
+                    /* scores scale Q[i0:i1] K[tile]^T; backward: dP = dO[i0:i1] V[tile]^T */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, kb, hd, scale, q + (size_t)i0 * ld, ld,
+                                k + (size_t)u0 * ld, ld, 0.0f, Pb, ATTN_KBLOCK);
+                    if (bwd)
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, kb, hd, 1.0f, dO + (size_t)i0 * C, C,
+                                    v + (size_t)u0 * ld, ld, 0.0f, Db, ATTN_KBLOCK);
+                    for (int row = 0; row < m; row++) {
+                        int tt = i0 + row;
+                        float *pr = Pb + (size_t)row * ATTN_KBLOCK;
+                        flash_mask_row(pr, tt, u0, kb, seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL);
+                        if (bwd) { /* P = exp(s - lse); dS = P (dP - D) scale */
+                            float *dr = Db + (size_t)row * ATTN_KBLOCK;
+                            flash_exp_row(pr, kb, lse[tt]);
+                            for (int x = 0; x < kb; x++) dr[x] = pr[x] * (dr[x] - mx[row]) * scale;
+                            continue;
+                        }
+                        float mt = -INFINITY;
+                        for (int x = 0; x < kb; x++) mt = pr[x] > mt ? pr[x] : mt;
+                        float mn = mt > mx[row] ? mt : mx[row];
+                        if (mn == -INFINITY) { /* nothing visible yet: P = 0 */
+                            memset(pr, 0, sizeof(float) * kb);
+                            continue;
+                        }
+                        float alpha = mx[row] == -INFINITY ? 0.0f : expf(mx[row] - mn);
+                        float sum = flash_exp_row(pr, kb, mn);
+                        if (alpha != 1.0f) {
+                            float *orow = o + (size_t)tt * C;
+                            for (int d = 0; d < hd; d++) orow[d] *= alpha;
+                        }
+                        l[row] = l[row] * alpha + sum, mx[row] = mn;
+                    }
+                    if (!bwd) { /* out[i0:i1] += P V[tile] */
+                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, kb, 1.0f, Pb, ATTN_KBLOCK,
+                                    v + (size_t)u0 * ld, ld, 1.0f, o + (size_t)i0 * C, C);
+                        continue;
+                    }
+                    /* dV[tile] += P^T dO;  dQ[i0:i1] += dS K[tile];  dK[tile] += dS^T Q[i0:i1] */
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kb, hd, m, 1.0f, Pb, ATTN_KBLOCK,
+                                dO + (size_t)i0 * C, C, 1.0f, dv + (size_t)u0 * ld, ld);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, kb, 1.0f, Db, ATTN_KBLOCK,
+                                k + (size_t)u0 * ld, ld, 1.0f, dq + (size_t)i0 * ld, ld);
+                    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, kb, hd, m, 1.0f, Db, ATTN_KBLOCK,
+                                q + (size_t)i0 * ld, ld, 1.0f, dk + (size_t)u0 * ld, ld);
+                }
+            for (int row = 0; !bwd && row < m; row++) { /* every query sees itself: l > 0 */
+                float inv = 1.0f / l[row], *orow = o + (size_t)(i0 + row) * C;
+                for (int d = 0; d < hd; d++) orow[d] *= inv;
+                lse[i0 + row] = mx[row] + logf(l[row]);
+            }
+            if (t == 0 && bwd) pool_progress();
+        }
+        if (t == 0 && !bwd) pool_progress();
+    }
+}
+
+/* Workers a flash call can run with scratch_floats floats of scratch. */
+static int flash_workers(size_t scratch_floats)
+{
+    int workers = pool_threads();
+    if ((size_t)workers > scratch_floats / FLASH_WORKER_FLOATS) workers = (int)(scratch_floats / FLASH_WORKER_FLOATS);
+    if (workers < 1) fatal(EXIT_RUNTIME, "internal: flash attention scratch of %zu floats is below one worker's", scratch_floats);
+    return workers;
+}
+
+void attention_forward_flash(float *out, float *lse, float *scratch, size_t scratch_floats, const float *qkv,
+                             const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
+{
+    AttnArgs a = { .out = out, .lse = lse, .scratch = scratch, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T,
+                   .C = C, .H = H, .S = S, .workers = flash_workers(scratch_floats) };
+    run_heads(flash_task, &a);
+}
+
+void attention_backward_flash(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *out,
+                              const float *lse, const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T,
+                              int C, int H, int S)
+{
+    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .fout = out, .lse = (float *)lse, .qkv = qkv,
+                   .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H, .S = S,
+                   .workers = flash_workers(scratch_floats) };
+    run_heads(flash_task, &a);
+}
+
+size_t attention_flash_scratch_floats(void) { return (size_t)FLASH_WORKER_FLOATS * ATTN_SCRATCH_SLOTS; }
 
 static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols);
 

@@ -79,6 +79,24 @@ void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, cons
                         const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S);
 size_t attention_scratch_floats(int T);
 
+/* The same attention without the [B,H,T,T] probabilities (model.attention
+ * flash; docs/model.md, "Attention memory"), flash-attention style: query
+ * blocks of ATTN_QBLOCK rows against key tiles of at most 128 keys with the
+ * online softmax (a running max and sum per query, the output rescaled as
+ * the max grows); it saves lse[B,H,T], the log-sum-exp of each query's
+ * scaled visible scores. The backward recomputes each tile's probabilities
+ * exp(s - lse) and uses dS = P (dP - rowsum(dO * out)), so it needs the
+ * forward's out and lse. Masks as attention_forward's; results agree with
+ * it to fp32 rounding (tests/test_ops.c). Scratch: per thread that should
+ * run, two [QBLOCK, 128] tiles and 2 QBLOCK floats, whatever T;
+ * attention_flash_scratch_floats() gives room for ATTN_SCRATCH_SLOTS. */
+void attention_forward_flash(float *out, float *lse, float *scratch, size_t scratch_floats, const float *qkv,
+                             const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S);
+void attention_backward_flash(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *out,
+                              const float *lse, const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T,
+                              int C, int H, int S);
+size_t attention_flash_scratch_floats(void);
+
 /* Plain causal attention of n new tokens against a key/value cache that
  * already holds len0 tokens plus these n: q rows [n] with stride ldq (head h
  * at column h*hd), kc/vc [len0+n, C], out [n, C], scores scratch [n, len0+n]. */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "io/config.h"
 #include "src/model.h"
@@ -187,10 +188,10 @@ static void test_tree_packing(void)
 }
 
 /* ---- the step loop allocates nothing ---- */
-static void test_no_alloc_in_step(void)
+static void test_no_alloc_in_step(AttentionKind attn)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 32, .n_layers = 2, .n_heads = 2, .max_seq = 64 };
-    Model *m = model_create(&cfg, 1, 2, 64);
+    Model *m = model_create_attn(&cfg, 1, 2, 64, attn);
     model_init_weights(m, 3);
     Batch b;
     batch_alloc(&b, 2, 64, 3, 16);
@@ -217,7 +218,9 @@ static void test_no_alloc_in_step(void)
         optim_step(&opt, m, 1e-3f);
     }
     alloc_armed = 0;
-    check(alloc_count == 0, "no allocation in the step loop", "%d allocations in 3 steps", alloc_count);
+    check(alloc_count == 0, attn == ATTENTION_FLASH ? "no allocation in the step loop (model.attention flash)"
+                                                    : "no allocation in the step loop",
+          "%d allocations in 3 steps", alloc_count);
     optim_free(&opt);
     batch_free(&b);
     model_free(m);
@@ -296,6 +299,139 @@ static void test_thread_counts(void)
     model_free(m);
 }
 
+/* ---- model.attention flash: the same training as full, without the T x T buffers ---- */
+static double max_diff(const float *a, const float *b, size_t n, double *big)
+{
+    double e = 0;
+    *big = 0;
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs((double)a[i] - b[i])), *big = fmax(*big, fabs(b[i]));
+    return e;
+}
+
+static void test_flash_training(void)
+{
+    ModelConfig cfg = { .vocab = 264, .d_model = 32, .n_layers = 2, .n_heads = 4, .max_seq = 300, .n_kv_heads = 2 };
+    int B = 2, T = 300, S = 6, K = 40; /* T: two full query blocks and a partial one */
+    pool_set_threads(2);
+    Model *full = model_create(&cfg, 1, B, T), *flash = model_create_attn(&cfg, 1, B, T, ATTENTION_FLASH);
+    model_init_weights(full, 11);
+    model_init_weights(flash, 11);
+    Batch b;
+    batch_alloc(&b, B, T, S, K);
+    random_tree_batch(&b, B, T, S, K, cfg.vocab);
+    float lf[40], lq[40], dlogp[40];
+    for (int k = 0; k < K; k++) dlogp[k] = -1.0f / K;
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
+    Optimizer of, oq;
+    optim_init(&of, &oc, full->n_params);
+    optim_init(&oq, &oc, flash->n_params);
+    double dl = 0, dg = 0, gbig = 0, big;
+    for (int s = 0; s < 4; s++) {
+        model_zero_grad(full), model_zero_grad(flash);
+        model_forward(full, &b, lf), model_forward(flash, &b, lq);
+        for (int k = 0; k < K; k++) dl = fmax(dl, fabs(lf[k] - lq[k]) / fabs(lf[k]));
+        model_backward(full, &b, dlogp), model_backward(flash, &b, dlogp);
+        dg = fmax(dg, max_diff(flash->grads, full->grads, full->n_params, &big));
+        gbig = fmax(gbig, big);
+        optim_step(&of, full, 1e-3f), optim_step(&oq, flash, 1e-3f);
+    }
+    double dp = max_diff(flash->params, full->params, full->n_params, &big);
+    check(dl <= 1e-6 && dg <= 1e-5 * gbig && dp <= 1e-5, "model.attention flash trains as full (4 AdamW steps, lr 1e-3)",
+          "max rel |dlogp| %.1e, max |dgrad| %.1e (max |grad| %.1e), max |dparam| %.1e (max |param| %.2f)", dl, dg,
+          gbig, dp, big);
+    /* forward-only models (the frozen reference) */
+    Model *rf = model_create(&cfg, 0, B, T), *rq = model_create_attn(&cfg, 0, B, T, ATTENTION_FLASH);
+    memcpy(rf->params, full->params, sizeof(float) * full->n_params);
+    memcpy(rq->params, full->params, sizeof(float) * full->n_params);
+    model_forward(rf, &b, lf), model_forward(rq, &b, lq);
+    dl = 0;
+    for (int k = 0; k < K; k++) dl = fmax(dl, fabs(lf[k] - lq[k]) / fabs(lf[k]));
+    check(dl <= 1e-6, "forward-only flash model agrees with full", "max rel |dlogp| %.1e", dl);
+    /* the arena: no [B,H,T,T] buffers but the [B,H,T] log-sum-exps, and a scratch independent of T */
+    long long H = cfg.n_heads, L = cfg.n_layers;
+    long long want = L * B * H * T * T - L * B * H * T + (long long)attention_scratch_floats(T) -
+                     (long long)attention_flash_scratch_floats();
+    long long got = (long long)full->arena_floats - (long long)flash->arena_floats;
+    check(got == want && flash->flash, "flash arena drops the T x T buffers",
+          "full - flash = %lld floats, want L*B*H*T*(T-1) + %zu - %zu = %lld", got, attention_scratch_floats(T),
+          attention_flash_scratch_floats(), want);
+    long long want0 = B * H * T * T - B * H * T - (long long)attention_flash_scratch_floats();
+    got = (long long)rf->arena_floats - (long long)rq->arena_floats;
+    check(got == want0, "forward-only flash arena", "full - flash = %lld floats, want B*H*T*(T-1) - %zu = %lld", got,
+          attention_flash_scratch_floats(), want0);
+    optim_free(&of), optim_free(&oq);
+    batch_free(&b);
+    model_free(full), model_free(flash), model_free(rf), model_free(rq);
+    pool_set_threads(1);
+}
+
+/* A /proc/self/status field in kB, -1 if absent. */
+static long status_kb(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, strlen(key)) && line[strlen(key)] == ':') kb = strtol(line + strlen(key) + 1, NULL, 10);
+    fclose(f);
+    return kb;
+}
+
+/* Child of test_flash_peak: one forward + backward of one row of T tokens,
+ * then prints its VmHWM. */
+static int peak_child(const char *kind, int T)
+{
+    ModelConfig cfg = { .vocab = 264, .d_model = 16, .n_layers = 1, .n_heads = 1, .ffn_hidden = 32, .max_seq = T };
+    Model *m = model_create_attn(&cfg, 1, 1, T, !strcmp(kind, "flash") ? ATTENTION_FLASH : ATTENTION_FULL);
+    model_init_weights(m, 1);
+    Batch b;
+    batch_alloc(&b, 1, T, 1, 64);
+    random_tree_batch(&b, 1, T, 1, 64, cfg.vocab); /* one segment: plain causal */
+    float logp[64], dlogp[64];
+    for (int k = 0; k < 64; k++) dlogp[k] = -1.0f / 64;
+    model_forward(m, &b, logp);
+    model_backward(m, &b, dlogp);
+    double s = 0;
+    for (int k = 0; k < 64; k++) s += logp[k];
+    printf("%ld %zu %.9g\n", status_kb("VmHWM"), m->arena_floats * sizeof(float), s);
+    batch_free(&b);
+    model_free(m);
+    return 0;
+}
+
+/* Peak resident memory of a training step at T = 4096 with each attention,
+ * each in its own process (VmHWM never goes down). */
+static void test_flash_peak(const char *self)
+{
+    int T = 4096;
+    long hwm[2];
+    size_t arena[2];
+    double sum[2];
+    const char *kinds[2] = { "full", "flash" };
+    for (int i = 0; i < 2; i++) {
+        char cmd[1200];
+        snprintf(cmd, sizeof cmd, "'%s' --peak %s %d", self, kinds[i], T);
+        FILE *p = popen(cmd, "r");
+        int n = p ? fscanf(p, "%ld %zu %lg", &hwm[i], &arena[i], &sum[i]) : 0;
+        if (p) pclose(p);
+        if (n != 3) {
+            check(0, "flash peak memory", "could not run %s", cmd);
+            return;
+        }
+    }
+    double tt = (double)T * T * sizeof(float); /* the one [B,H,T,T] buffer of 1 row, 1 head, 1 layer */
+    double analytic = (double)arena[0] - (double)arena[1], measured = (hwm[0] - hwm[1]) * 1024.0;
+    printf("peak memory at T=%d (d_model 16, 1 layer, 1 head, 1 row): VmHWM full %.1f MiB, flash %.1f MiB: "
+           "flash lower by %.1f MiB; arenas %.2f / %.2f MiB, analytic difference %.2f MiB (the T x T buffer %.1f MiB "
+           "and full's backward scratch, less flash's lse and scratch)\n", T, hwm[0] / 1024.0, hwm[1] / 1024.0,
+           measured / 1048576, arena[0] / 1048576.0, arena[1] / 1048576.0, analytic / 1048576, tt / 1048576);
+    check(measured >= tt && measured >= 0.97 * analytic && fabs(sum[0] - sum[1]) <= 1e-5 * fabs(sum[0]),
+          "flash peak memory below full by the T x T buffer",
+          "VmHWM full %ld kB - flash %ld kB = %.1f MiB >= T x T buffer %.1f MiB (analytic %.2f MiB); summed log-probs "
+          "%.7g vs %.7g", hwm[0], hwm[1], measured / 1048576, tt / 1048576, analytic / 1048576, sum[0], sum[1]);
+}
+
 /* ---- init is deterministic and scaled as documented ---- */
 static void test_init(void)
 {
@@ -352,9 +488,10 @@ static void test_bad_configs(void)
           "n_kv_heads %d, rope_theta %g, norm_eps %g, untied %d", ok.n_kv_heads, ok.rope_theta, ok.norm_eps, ok.untied);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     rng = rng_seed(77, 3);
+    if (argc == 4 && !strcmp(argv[1], "--peak")) return peak_child(argv[2], atoi(argv[3]));
     ModelConfig small = { .vocab = 264, .d_model = 16, .n_layers = 2, .n_heads = 2, .ffn_hidden = 24, .max_seq = 10 };
     test_gradcheck(&small, "");
     /* grouped-query attention (2 query heads per key/value head), an untied
@@ -370,13 +507,22 @@ int main(void)
     inf.n_kv_heads = 2, inf.untied = 1, inf.rope_theta = 1e6;
     test_inference_paths(&inf, " (GQA, untied)");
     test_tree_packing();
-    test_no_alloc_in_step();
+    test_no_alloc_in_step(ATTENTION_FULL);
     test_thread_counts();
     /* and again with the pool running: dispatches allocate nothing either */
     pool_set_threads(2);
-    test_no_alloc_in_step();
+    test_no_alloc_in_step(ATTENTION_FULL);
+    test_no_alloc_in_step(ATTENTION_FLASH);
     pool_set_threads(1);
     test_init();
     test_bad_configs();
+    test_flash_training();
+    char self[1024];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = 0;
+        test_flash_peak(self);
+    } else
+        check(0, "flash peak memory", "cannot read /proc/self/exe");
     return check_status();
 }

@@ -182,12 +182,13 @@ static double att_loss(void *p)
 /* tree > 0: a tree-packed layout (docs/design.md) with a context of
  * `tree` tokens and (S-1)/3 queries of prompt/chosen/rejected segments
  * sharing the rest, so long masked key ranges get skipped */
-static void test_attention_shape(int B, int T, int C, int H, int S, size_t max_elems, const char *name, int tree)
+static void att_masks(AttCtx *cp, int tree)
 {
-    AttCtx c = { .B = B, .T = T, .C = C, .H = H, .S = S };
+    AttCtx c = *cp;
+    int B = c.B, T = c.T, S = c.S;
     size_t N = (size_t)B * T;
-    c.seg = malloc(sizeof(int32_t) * N);
-    c.vis = calloc((size_t)B * S * S, 1);
+    cp->seg = c.seg = malloc(sizeof(int32_t) * N);
+    cp->vis = c.vis = calloc((size_t)B * S * S, 1);
     for (int b = 0; tree && b < B; b++) {
         int Q = (S - 1) / 3, per = (T - tree) / Q;
         for (int t = 0; t < T; t++) {
@@ -213,6 +214,13 @@ static void test_attention_shape(int B, int T, int C, int H, int S, size_t max_e
         for (int i = 0; i < S; i++)
             for (int j = 0; j < S; j++) c.vis[(b * S + i) * S + j] = i == j || rng_below(&rng, 2);
     }
+}
+
+static void test_attention_shape(int B, int T, int C, int H, int S, size_t max_elems, const char *name, int tree)
+{
+    AttCtx c = { .B = B, .T = T, .C = C, .H = H, .S = S };
+    size_t N = (size_t)B * T;
+    att_masks(&c, tree);
     c.qkv = randn(N * 3 * C, 1), c.y = zeros(N * C), c.att = zeros((size_t)B * H * T * T), c.r = randn(N * C, 1);
     size_t nscratch = attention_scratch_floats(T);
     float *dqkv = zeros(N * 3 * C), *scratch = zeros(nscratch);
@@ -239,6 +247,128 @@ static void test_attention_shape(int B, int T, int C, int H, int S, size_t max_e
     check(sum_err < 1e-5 && leaks == 0, label, "row-sum error %.1e, %d hidden keys with probability", sum_err,
           leaks);
     free(c.seg), free(c.vis), free(c.qkv), free(c.y), free(c.att), free(c.r), free(dqkv), free(scratch);
+}
+
+/* ---- attention without stored probabilities (attention_*_flash) ---- */
+static double flash_loss(void *p)
+{
+    AttCtx *c = p;
+    size_t ns = attention_flash_scratch_floats();
+    float *scratch = malloc(sizeof(float) * ns), *lse = malloc(sizeof(float) * c->B * c->H * c->T);
+    attention_forward_flash(c->y, lse, scratch, ns, c->qkv, c->seg, c->vis, c->B, c->T, c->C, c->H, c->S);
+    free(scratch), free(lse);
+    return dot(c->r, c->y, (size_t)c->B * c->T * c->C);
+}
+
+/* The definition in double, one (row, head, query) at a time: out = P V with
+ * P = softmax over visible keys of q.k / sqrt(hd); dqkv from dout = r. */
+static void naive_attention(double *out, double *dqkv, const AttCtx *c)
+{
+    int T = c->T, C = c->C, H = c->H, S = c->S, hd = C / H, ld = 3 * C;
+    double *p = malloc(sizeof(double) * T), *dp = malloc(sizeof(double) * T);
+    for (int b = 0; b < c->B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                const float *q = c->qkv + ((size_t)b * T + t) * ld + h * hd;
+                double mx = -INFINITY, sum = 0;
+                for (int u = 0; u <= t; u++) {
+                    int see = u == t || c->vis[((size_t)b * S + c->seg[b * T + t]) * S + c->seg[b * T + u]];
+                    double d = 0;
+                    const float *k = c->qkv + ((size_t)b * T + u) * ld + C + h * hd;
+                    for (int i = 0; i < hd; i++) d += (double)q[i] * k[i];
+                    p[u] = see ? d / sqrt((double)hd) : -INFINITY;
+                    mx = fmax(mx, p[u]);
+                }
+                for (int u = 0; u <= t; u++) sum += (p[u] = exp(p[u] - mx));
+                const float *r = c->r + ((size_t)b * T + t) * C + h * hd;
+                double rs = 0;
+                for (int u = 0; u <= t; u++) {
+                    p[u] /= sum;
+                    const float *v = c->qkv + ((size_t)b * T + u) * ld + 2 * C + h * hd;
+                    dp[u] = 0;
+                    for (int i = 0; i < hd; i++) {
+                        out[((size_t)b * T + t) * C + h * hd + i] += p[u] * v[i];
+                        dp[u] += (double)r[i] * v[i];
+                        dqkv[((size_t)b * T + u) * ld + 2 * C + h * hd + i] += p[u] * r[i]; /* dV */
+                    }
+                    rs += p[u] * dp[u];
+                }
+                for (int u = 0; u <= t; u++) {
+                    double ds = p[u] * (dp[u] - rs) / sqrt((double)hd);
+                    const float *k = c->qkv + ((size_t)b * T + u) * ld + C + h * hd;
+                    for (int i = 0; i < hd; i++) {
+                        dqkv[((size_t)b * T + t) * ld + h * hd + i] += ds * k[i];     /* dQ */
+                        dqkv[((size_t)b * T + u) * ld + C + h * hd + i] += ds * q[i]; /* dK */
+                    }
+                }
+            }
+    free(p), free(dp);
+}
+
+static double max_abs(const float *a, const float *b, size_t n)
+{
+    double e = 0;
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs((double)a[i] - b[i]));
+    return e;
+}
+
+static double max_abs_d(const float *a, const double *b, size_t n, double *rel)
+{
+    double e = 0, big = 0;
+    for (size_t i = 0; i < n; i++) e = fmax(e, fabs(a[i] - b[i])), big = fmax(big, fabs(b[i]));
+    *rel = big > 0 ? e / big : e;
+    return e;
+}
+
+/* attention_*_flash against attention_forward/backward (which store P) and
+ * against the definition in double; fd: finite differences too. */
+static void test_flash_shape(int B, int T, int C, int H, int S, int tree, int fd, int threads)
+{
+    pool_set_threads(threads);
+    AttCtx c = { .B = B, .T = T, .C = C, .H = H, .S = S };
+    size_t N = (size_t)B * T;
+    att_masks(&c, tree);
+    c.qkv = randn(N * 3 * C, 1), c.r = randn(N * C, 1);
+    float *att = zeros((size_t)B * H * T * T), *y_full = zeros(N * C), *y_flash = zeros(N * C);
+    float *d_full = zeros(N * 3 * C), *d_flash = zeros(N * 3 * C);
+    size_t ns = attention_scratch_floats(T), nf = attention_flash_scratch_floats();
+    float *scratch = zeros(ns), *fscratch = zeros(nf), *lse = zeros((size_t)B * H * T);
+    attention_forward(y_full, att, c.qkv, c.seg, c.vis, B, T, C, H, S);
+    attention_backward(d_full, scratch, ns, c.r, att, c.qkv, c.seg, c.vis, B, T, C, H, S);
+    attention_forward_flash(y_flash, lse, fscratch, nf, c.qkv, c.seg, c.vis, B, T, C, H, S);
+    attention_backward_flash(d_flash, fscratch, nf, c.r, y_flash, lse, c.qkv, c.seg, c.vis, B, T, C, H, S);
+    double *y_ref = calloc(N * C, sizeof(double)), *d_ref = calloc(N * 3 * C, sizeof(double));
+    naive_attention(y_ref, d_ref, &c);
+    double ry, rd, ey = max_abs_d(y_flash, y_ref, N * C, &ry), ed = max_abs_d(d_flash, d_ref, N * 3 * C, &rd);
+    double fy = max_abs(y_flash, y_full, N * C), fdq = max_abs(d_flash, d_full, N * 3 * C), ymax = 0, dmax = 0;
+    for (size_t i = 0; i < N * C; i++) ymax = fmax(ymax, fabs(y_full[i]));
+    for (size_t i = 0; i < N * 3 * C; i++) dmax = fmax(dmax, fabs(d_full[i]));
+    char label[128];
+    snprintf(label, sizeof label, "flash attention B=%d T=%d C=%d H=%d S=%d%s, %d threads", B, T, C, H, S,
+             tree ? " tree-packed" : "", threads);
+    check(ey < 1e-5 && ed < 1e-4 && ry < 1e-5 && rd < 1e-5, label,
+          "vs double definition: out max abs %.1e (rel to max %.1e), dqkv max abs %.1e (rel %.1e)", ey, ry, ed, rd);
+    snprintf(label, sizeof label, "flash attention B=%d T=%d%s agrees with stored-P attention, %d threads", B, T,
+             tree ? " tree-packed" : "", threads);
+    check(fy <= 2e-6 * ymax && fdq <= 2e-6 * dmax, label,
+          "out max abs diff %.1e (rel to max %.1e), dqkv %.1e (rel %.1e); tolerance 2e-6 of the max", fy, fy / ymax,
+          fdq, fdq / dmax);
+    /* the backward accumulates like attention_backward */
+    float *twice = malloc(sizeof(float) * N * 3 * C);
+    memcpy(twice, d_flash, sizeof(float) * N * 3 * C);
+    attention_backward_flash(twice, fscratch, nf, c.r, y_flash, lse, c.qkv, c.seg, c.vis, B, T, C, H, S);
+    double acc = 0;
+    for (size_t i = 0; i < N * 3 * C; i++) acc = fmax(acc, fabs(twice[i] - 2 * d_flash[i]));
+    snprintf(label, sizeof label, "flash backward accumulates (T=%d)", T);
+    check(acc <= 1e-5, label, "max |second - 2 x first| %.1e", acc);
+    if (fd) {
+        c.y = y_flash;
+        snprintf(label, sizeof label, "flash attention d_qkv vs finite differences (T=%d)", T);
+        report(label, gradcheck(flash_loss, &c, c.qkv, d_flash, N * 3 * C, 1e-2f, 100000));
+    }
+    free(c.seg), free(c.vis), free(c.qkv), free(c.r), free(att), free(y_full), free(y_flash), free(d_full),
+        free(d_flash), free(scratch), free(fscratch), free(y_ref), free(d_ref), free(twice), free(lse);
+    pool_set_threads(1);
 }
 
 /* ---- swiglu ---- */
@@ -304,5 +434,10 @@ int main(void)
     test_attention_shape(1, 150, 8, 2, 4, 300, "attention d_qkv (T=150, two query blocks)", 0);
     /* a tree-packed row: query blocks skip key ranges no query of theirs sees */
     test_attention_shape(1, 520, 8, 2, 10, 300, "attention d_qkv (tree-packed T=520, skipped key ranges)", 160);
+    test_flash_shape(2, 7, 8, 2, 3, 0, 1, 1);
+    test_flash_shape(3, 150, 16, 4, 4, 0, 0, 2);
+    test_flash_shape(1, 300, 8, 1, 5, 0, 0, 3);
+    test_flash_shape(2, 520, 16, 2, 10, 160, 0, 2);
+    test_flash_shape(1, 1000, 32, 4, 13, 300, 0, 2);
     return check_status();
 }

@@ -14,6 +14,13 @@ for np in 2 3; do
         m=$(same_losses "$tmp/np$np/metrics.jsonl" "$tmp/np1/metrics.jsonl" 1e-5 2>&1) &&
         pass "np $np equals np 1 after 20 steps" "params $out; metrics $m" || fail "np $np equals np 1 after 20 steps" "$out $m"
 done
+# ---- model.attention flash (online softmax, probabilities recomputed in the backward): full's run to fp32 rounding ----
+train 2 "$tmp/flash" --set model.attention=flash || fail "train model.attention flash" "$(tail -3 "$tmp/flash.log")"
+out=$("$PY" tests/ckpt_compare.py "$tmp/flash/ckpt_20.h5" "$tmp/np2/ckpt_20.h5" --tol 1e-5 --optim 2>&1) &&
+    m=$(same_losses "$tmp/flash/metrics.jsonl" "$tmp/np2/metrics.jsonl" 1e-6 2>&1) &&
+    grep -q "model.attention flash: no" "$tmp/flash.log" &&
+    pass "model.attention flash agrees with full (2 ranks, 20 steps)" "params and moments $out; metrics $m; $(grep -o 'arena.*' "$tmp/flash.log")" ||
+    fail "model.attention flash agrees with full (2 ranks, 20 steps)" "$out $m"
 train 4 "$tmp/np4" --set train.batch_size=7 && train 1 "$tmp/np1b" --set train.batch_size=7 &&
     out=$("$PY" tests/ckpt_compare.py "$tmp/np4/ckpt_20.h5" "$tmp/np1b/ckpt_20.h5" --tol 1e-5 2>&1) &&
     pass "uneven shares (7 over 4 ranks) equal np 1" "$out" || fail "uneven shares (7 over 4 ranks) equal np 1" "$out"
