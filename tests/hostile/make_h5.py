@@ -140,7 +140,8 @@ def bf16_tensor(shape, rows=None, chunks=None):
         dcpl.set_deflate(6)
         ds = h5py.h5d.create(f.id, TE.encode(), bf16_type(), h5py.h5s.create_simple(shape), dcpl)
         if rows:
-            half = (te[:rows].astype("<f4").view("<u4") >> 16).astype("<u2")
+            src = te[:rows] if rows <= te.shape[0] else np.resize(te, (rows, shape[1]))
+            half = (src.astype("<f4").view("<u4") >> 16).astype("<u2")
             ms = h5py.h5s.create_simple(half.shape)
             fs = ds.get_space()
             fs.select_hyperslab((0, 0), half.shape)
@@ -149,8 +150,10 @@ def bf16_tensor(shape, rows=None, chunks=None):
         for k, v in attrs.items():
             d.attrs[k] = v
     return change
-variant("ck_bf16_hole", CK, bf16_tensor(te.shape, rows=1))  # chunk 1 onwards never written
+# two chunks of 2^18 values (fspo's smallest), only the first written
+variant("ck_bf16_hole", CK, bf16_tensor((1 << 14, te.shape[1]), rows=1 << 13, chunks=(1 << 13, te.shape[1])))
 variant("ck_bf16_bomb", CK, bf16_tensor((1 << 34, te.shape[1]), chunks=(1 << 15, te.shape[1])))  # no data at all
+variant("ck_bf16_tinychunks", CK, bf16_tensor((1 << 22, te.shape[1]), chunks=(1, 1)))  # 2^27 chunks to walk
 def corrupt_chunk(src, out):
     """a bf16 tok_emb whose first chunk's deflated bytes are overwritten"""
     shutil.copy(src, out)
