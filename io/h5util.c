@@ -606,15 +606,16 @@ static int h5v_attrs(H5Walk *w, hid_t obj)
  * inside the file and with both filters applied. */
 static int h5v_chunks(H5Walk *w, hid_t ds, hid_t dcpl, int nd, const hsize_t *d, const char *label)
 {
-    hsize_t ch[2] = { 0, 0 }, want = 1;
+    hsize_t ch[2] = { 0, 0 }, grid[2] = { 1, 1 }; /* chunk shape, chunks along each dimension */
     uint64_t values = 1;
     if (H5Pget_chunk(dcpl, 2, ch) != nd) return h5v_fail(w, label, "chunk rank differs from the dataset's (corrupt file)");
     for (int i = 0; i < nd; i++) {
         if (ch[i] == 0 || ch[i] > d[i]) return h5v_fail(w, label, "chunk dimension %d is %llu (dataset %llu)", i,
                                                      (unsigned long long)ch[i], (unsigned long long)d[i]);
         values *= ch[i];
-        want *= (d[i] + ch[i] - 1) / ch[i];
+        grid[i] = (d[i] + ch[i] - 1) / ch[i];
     }
+    hsize_t want = grid[0] * grid[1];
     /* h5_write_deflate's chunks hold about 1 MB (or the whole dataset): at
      * least 2^18 values, so the walk below visits a bounded number of them */
     uint64_t total = 1;
@@ -623,9 +624,7 @@ static int h5v_chunks(H5Walk *w, hid_t ds, hid_t dcpl, int nd, const hsize_t *d,
         return h5v_fail(w, label, "chunks of %llu values, fspo writes about 1 MB a chunk", (unsigned long long)values);
     /* by coordinate: HDF5 1.10's H5Dget_num_chunks misses a single-chunk index */
     for (hsize_t i = 0; i < want; i++) {
-        hsize_t off[2] = { 0, 0 };
-        off[0] = (nd == 2 ? i / ((d[1] + ch[1] - 1) / ch[1]) : i) * ch[0];
-        if (nd == 2) off[1] = i % ((d[1] + ch[1] - 1) / ch[1]) * ch[1];
+        hsize_t off[2] = { i / grid[1] * ch[0], i % grid[1] * ch[1] }; /* grid[1] is 1 for a vector */
         unsigned mask = 0;
         haddr_t addr = HADDR_UNDEF;
         hsize_t size = 0;

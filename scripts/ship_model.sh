@@ -22,10 +22,9 @@ usage() { sed -n '2,4p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 RUNG=$1 OUT=$2
 shift 2
 declare -A A=()
-strip=()
 while [[ $# -gt 0 ]]; do
     case $1 in
-        --bf16) strip=(--bf16); A[bf16]=1; shift ;;
+        --bf16) A[bf16]=1; shift ;;
         --policy|--ref|--pooled|--anchor|--design|--command|--val|--test|--eval-config)
             [[ $# -ge 2 ]] || { echo "ship_model.sh: $1 needs a value" >&2; exit 2; }
             A[${1#--}]=$2; shift 2 ;;
@@ -49,7 +48,7 @@ else
     what="the training config of the shipped policy"
 fi
 mkdir -p "$OUT"
-for k in policy ref pooled anchor; do "$FSPO" model strip "${A[$k]}" -o "$OUT/$k.h5" "${strip[@]}" >/dev/null; done
+for k in policy ref pooled anchor; do "$FSPO" model strip "${A[$k]}" -o "$OUT/$k.h5" ${A[bf16]:+--bf16} >/dev/null; done
 { echo "# $what (models/$RUNG/manifest.json);"
   echo "# scripts/eval_model.sh sets data.path and every checkpoint path"
   printf '%s\n' "$text"; } >"$OUT/eval.yaml"
