@@ -184,6 +184,12 @@ static const Key schema[] = {
     INT(slurm, signal_lead_s, "120", 0, 65535,
         "seconds before the time limit at which Slurm sends USR1 so the run checkpoints"),
     BOOL(slurm, requeue, "true", "requeue the job after a signal-triggered checkpoint"),
+    INT(slurm, failure_requeues, "2", 0, 1000,
+        "times a job requeues itself after its step was ended by a signal (a rank or node lost, killed): the next "
+        "run resumes from the newest verified checkpoint; 0 = such a step ends the job"),
+    INT(slurm, wait_s, "60", 0, 86400,
+        "srun --wait: seconds the step lives on once its first rank has ended, then srun kills the rest (the other "
+        "ranks of a lost rank wait in a collective for ever); 0 = no limit"),
     ENUM(slurm, launcher, "srun", LAUNCHER_NAMES, "how the job step starts the ranks"),
 };
 

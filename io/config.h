@@ -109,6 +109,8 @@ struct Config {
         CfgStrList setup;        /* shell lines before the run (module load ..., export ...) */
         int signal_lead_s;
         int requeue;
+        int failure_requeues;    /* requeues after a step a signal ended (a lost rank or node) */
+        int wait_s;              /* srun --wait: the step's life after its first rank ends */
         Launcher launcher;       /* srun | mpirun (src/slurm_script.h) */
     } slurm;
 };

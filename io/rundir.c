@@ -71,6 +71,8 @@ static void host_name(char *buf, size_t len)
 
 typedef struct {
     char host[256], boot[64], started[64];
+    char slurm_job[64]; /* SLURM_JOB_ID of the holder's job ("" outside Slurm) */
+    long slurm_restart; /* its SLURM_RESTART_COUNT; -1 outside Slurm */
     long pid;
     long long ticks;
 } Holder;
@@ -79,7 +81,7 @@ typedef struct {
 static int parse_lock(const char *text, Holder *h)
 {
     memset(h, 0, sizeof *h);
-    h->pid = -1, h->ticks = -1;
+    h->pid = -1, h->ticks = -1, h->slurm_restart = -1;
     char line[512];
     for (const char *p = text; *p;) {
         size_t n = strcspn(p, "\n");
@@ -93,6 +95,8 @@ static int parse_lock(const char *text, Holder *h)
         else if (!strcmp(line, "started")) snprintf(h->started, sizeof h->started, "%s", v);
         else if (!strcmp(line, "pid")) h->pid = strtol(v, NULL, 10);
         else if (!strcmp(line, "pid_start_ticks")) h->ticks = strtoll(v, NULL, 10);
+        else if (!strcmp(line, "slurm_job")) snprintf(h->slurm_job, sizeof h->slurm_job, "%s", v);
+        else if (!strcmp(line, "slurm_restart")) h->slurm_restart = strtol(v, NULL, 10);
     }
     return h->host[0] && h->pid > 0 ? 0 : -1;
 }
@@ -116,6 +120,43 @@ static int read_holder(const char *path, Holder *h, int *fcntl_pid)
     return 1; /* exists, but not (yet) a readable lock */
 }
 
+static int holder_same_boot(const Holder *h)
+{
+    char my_boot[64];
+    boot_id(my_boot, sizeof my_boot);
+    return !h->boot[0] || !strcmp(h->boot, "?") || !my_boot[0] || !strcmp(h->boot, my_boot);
+}
+
+/* Whether the holder may still run: its fcntl lock is held (released when
+ * it dies), or it is on this host and boot and that process still runs
+ * (the same start time: not a reused pid; not a zombie). */
+static int holder_alive(const Holder *h, int fcntl_pid)
+{
+    char me[256];
+    host_name(me, sizeof me);
+    if (fcntl_pid != 0) return 1;
+    if (strcmp(h->host, me) || !holder_same_boot(h)) return 0;
+    int exists = kill((pid_t)h->pid, 0) == 0 || errno == EPERM;
+    return exists && (h->ticks < 0 || pid_start_ticks(h->pid) == h->ticks);
+}
+
+/* The one lock fspo takes over: one left by an earlier run of this same
+ * Slurm job. Slurm requeues a job only once every process of its previous
+ * run has ended (it cancels the job's steps first; a lost node's job is
+ * requeued after the node is declared down), so the holder, on whatever
+ * node, is gone; a later run of the job has a higher SLURM_RESTART_COUNT.
+ * Without this, a job whose rank 0 was killed (a lost node, the OOM
+ * killer) would requeue into a stale lock and stop. The holder must also
+ * look dead from here: no fcntl lock, and not running on this host. */
+static int left_by_earlier_run_of_this_job(const char *path, Holder *h)
+{
+    const char *job = getenv("SLURM_JOB_ID"), *restart = getenv("SLURM_RESTART_COUNT");
+    int fpid;
+    if (!job || !job[0] || read_holder(path, h, &fpid) != 0) return 0;
+    long now = restart && restart[0] ? strtol(restart, NULL, 10) : 0;
+    return !strcmp(h->slurm_job, job) && h->slurm_restart >= 0 && now > h->slurm_restart && !holder_alive(h, fpid);
+}
+
 /* Why the lock at path cannot be taken, as a message. */
 static void describe_holder(const char *dir, const char *path, char *err, size_t errlen)
 {
@@ -133,18 +174,10 @@ static void describe_holder(const char *dir, const char *path, char *err, size_t
                                  "remove it and start again", path, dir);
         return;
     }
-    char me[256], my_boot[64];
+    char me[256];
     host_name(me, sizeof me);
-    boot_id(my_boot, sizeof my_boot);
-    int same_host = !strcmp(h.host, me);
-    int same_boot = !h.boot[0] || !strcmp(h.boot, "?") || !my_boot[0] || !strcmp(h.boot, my_boot);
-    int alive = fpid != 0; /* an fcntl lock is released when its holder dies */
-    if (!alive && same_host && same_boot) {
-        int exists = kill((pid_t)h.pid, 0) == 0 || errno == EPERM;
-        /* the same process (not a reused pid), and not a zombie */
-        alive = exists && (h.ticks < 0 || pid_start_ticks(h.pid) == h.ticks);
-    }
-    if (alive)
+    int same_host = !strcmp(h.host, me), same_boot = holder_same_boot(&h);
+    if (holder_alive(&h, fpid))
         set_err(err, errlen, "%s is in use by another fspo train: pid %ld on host %s, started %s (lock %s). Two runs "
                              "must not write one directory: wait for it to end, stop it, or use another train.run_dir",
                 dir, h.pid, h.host, h.started, path);
@@ -178,6 +211,15 @@ int rundir_lock(const char *dir, char *err, size_t errlen)
     char path[4200];
     snprintf(path, sizeof path, "%s/%s", dir, RUNDIR_LOCK);
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    Holder prev;
+    if (fd < 0 && errno == EEXIST && left_by_earlier_run_of_this_job(path, &prev)) {
+        printf("train: %s: taking over the lock of Slurm job %s's run %ld (pid %ld on %s, started %s), which Slurm "
+               "ended before this requeued run %s\n",
+               path, prev.slurm_job, prev.slurm_restart, prev.pid, prev.host, prev.started,
+               getenv("SLURM_RESTART_COUNT") ? getenv("SLURM_RESTART_COUNT") : "?");
+        fflush(stdout);
+        if (unlink(path) == 0 || errno == ENOENT) fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    }
     if (fd < 0) {
         if (errno != EEXIST) return set_err(err, errlen, "%s: cannot create the lock: %s", path, strerror(errno));
         describe_holder(dir, path, err, errlen);
@@ -186,16 +228,20 @@ int rundir_lock(const char *dir, char *err, size_t errlen)
     /* the fcntl lock first, so a reader that comes before the text sees a holder */
     struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET };
     int locked = fcntl(fd, F_SETLK, &fl) == 0;
-    char host[256], boot[64], date[64], text[1024];
+    char host[256], boot[64], date[64], text[1024], slurm[160] = "";
     host_name(host, sizeof host);
+    const char *job = getenv("SLURM_JOB_ID"), *restart = getenv("SLURM_RESTART_COUNT");
+    if (job && job[0] && strlen(job) < 64 && !strchr(job, '\n'))
+        snprintf(slurm, sizeof slurm, "slurm_job %s\nslurm_restart %ld\n", job,
+                 restart && restart[0] ? strtol(restart, NULL, 10) : 0L);
     boot_id(boot, sizeof boot);
     time_t now = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now));
     int n = snprintf(text, sizeof text,
                      "# fspo train holds this run directory; remove only if no process below is running\n"
-                     "host %s\npid %ld\nboot %s\npid_start_ticks %lld\nstarted %s\nfcntl %s\n",
+                     "host %s\npid %ld\nboot %s\npid_start_ticks %lld\nstarted %s\nfcntl %s\n%s",
                      host, (long)getpid(), boot[0] ? boot : "?", pid_start_ticks(getpid()), date,
-                     locked ? "held" : "unsupported by this file system");
+                     locked ? "held" : "unsupported by this file system", slurm);
     if (write(fd, text, (size_t)n) != n || fsync(fd) != 0) {
         int e = errno;
         close(fd);

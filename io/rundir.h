@@ -8,7 +8,8 @@
  * second trainer finds it and stops, naming the holder. A lock whose
  * holder is provably gone (same host and boot, that pid no longer running
  * that process) is reported as stale, with how to clear it; it is never
- * taken over silently. A lock from another host is live unless its owner
+ * taken over silently (the one exception, a lock an earlier run of the
+ * same Slurm job left, is taken over with a line that says so). A lock from another host is live unless its owner
  * says otherwise: fspo cannot see processes there.
  *
  * One lineage. A run that starts fresh gets a random lineage id, recorded
@@ -31,7 +32,10 @@
 /* Creates dir (and its parents) and takes its lock for this process.
  * 0: held until rundir_unlock() or the process ends. 1: another run holds
  * it, or a stale lock is in the way (err names the holder: host, pid,
- * start, and what to do). -1: the directory or the lock cannot be created
+ * start, and what to do). The one lock taken over: one an earlier run of
+ * the same Slurm job left (its SLURM_JOB_ID, a lower SLURM_RESTART_COUNT,
+ * its holder not alive as far as this host can see), with a line on
+ * stdout. -1: the directory or the lock cannot be created
  * (err names the file and the reason: read-only, permissions, ...). */
 int rundir_lock(const char *dir, char *err, size_t errlen);
 

@@ -76,6 +76,11 @@ int dist_all_equal_u64(uint64_t v)
     return mn == mx;
 }
 
+void dist_gather_bytes(const void *mine, size_t bytes, void *all, int root)
+{
+    MPI_Gather(mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD);
+}
+
 /* ---- bucketed, overlapped gradient allreduce ---- */
 
 struct GradReducer {

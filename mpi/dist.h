@@ -33,6 +33,8 @@ int dist_allreduce_max_int(int v);
 void dist_allreduce_max_ints(int *v, int n);
 /* 1 if every rank passed the same value. */
 int dist_all_equal_u64(uint64_t v);
+/* Rank r's `bytes` bytes land at all + r * bytes on root (all: size x bytes). */
+void dist_gather_bytes(const void *mine, size_t bytes, void *all, int root);
 
 /* Gradient reduction in buckets over the flat gradient buffer. The buffer
  * is split at `cuts` (increasing offsets, the last == n) into ranges that

@@ -104,12 +104,12 @@ typedef struct {
 enum {
     S_JOB_NAME, S_NODES, S_NTASKS_PER_NODE, S_CPUS_PER_TASK, S_MEM, S_TIME, S_PARTITION, S_ACCOUNT, S_QOS,
     S_CONSTRAINT, S_EXTRA_SBATCH, S_SIGNAL_LEAD_S, S_REQUEUE_FLAG, S_OUTPUT, S_WORKDIR, S_FSPO, S_CONFIG,
-    S_RUN_DIR, S_MAX_STEPS, S_LAUNCHER, S_REQUEUE, S_TRAIN_ARGS, S_SETUP, S_N
+    S_RUN_DIR, S_MAX_STEPS, S_LAUNCHER, S_REQUEUE, S_FAILURE_REQUEUES, S_WAIT_S, S_TRAIN_ARGS, S_SETUP, S_N
 };
 static const char *const slot_names[S_N] = {
     "JOB_NAME", "NODES", "NTASKS_PER_NODE", "CPUS_PER_TASK", "MEM", "TIME", "PARTITION", "ACCOUNT", "QOS",
     "CONSTRAINT", "EXTRA_SBATCH", "SIGNAL_LEAD_S", "REQUEUE_FLAG", "OUTPUT", "WORKDIR", "FSPO", "CONFIG",
-    "RUN_DIR", "MAX_STEPS", "LAUNCHER", "REQUEUE", "TRAIN_ARGS", "SETUP",
+    "RUN_DIR", "MAX_STEPS", "LAUNCHER", "REQUEUE", "FAILURE_REQUEUES", "WAIT_S", "TRAIN_ARGS", "SETUP",
 };
 
 
@@ -153,6 +153,8 @@ static void fill_slots(const JobSpec *j, Slot *slots)
     text_addf(&slots[S_MAX_STEPS].value, "%ld", c->train.max_steps);
     text_add(&slots[S_LAUNCHER].value, LAUNCHER_NAMES[c->slurm.launcher]);
     text_add(&slots[S_REQUEUE].value, c->slurm.requeue ? "1" : "0");
+    text_addf(&slots[S_FAILURE_REQUEUES].value, "%d", c->slurm.requeue ? c->slurm.failure_requeues : 0);
+    text_addf(&slots[S_WAIT_S].value, "%d", c->slurm.wait_s);
     Text *args = &slots[S_TRAIN_ARGS].value;
     for (int i = 0; i < j->n_sets; i++) {
         text_add(args, "    --set ");

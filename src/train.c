@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "io/ckpt.h"
 #include "io/dataset.h"
@@ -851,6 +852,33 @@ int train_check_ranks(const Config *cfg, int ranks, int local, char *err, size_t
     return 0;
 }
 
+/* Every rank: its node and thread count go to rank 0, which prints one
+ * line per node ("n1: ranks 0-1, 2 threads each"), so a multi-node job's
+ * log shows where Slurm put each rank. The node is SLURMD_NODENAME under
+ * Slurm (several slurmd may share a host), else the host name. */
+typedef struct { char node[56]; int first, last, threads; } Placement;
+
+static void print_placement(const Dist *d, int threads)
+{
+    Placement mine = { .threads = threads }, *all = d->rank == 0 ? calloc((size_t)d->size, sizeof *all) : NULL;
+    const char *slurm_node = getenv("SLURMD_NODENAME");
+    if (slurm_node && slurm_node[0]) snprintf(mine.node, sizeof mine.node, "%s", slurm_node);
+    else if (gethostname(mine.node, sizeof mine.node) != 0) snprintf(mine.node, sizeof mine.node, "?");
+    mine.node[sizeof mine.node - 1] = '\0';
+    if (d->rank == 0 && !all) fatal(EXIT_RUNTIME, "out of memory for the placement of %d ranks", d->size);
+    dist_gather_bytes(&mine, sizeof mine, all, 0);
+    if (d->rank != 0) return;
+    printf("train: placement:");
+    /* runs of consecutive ranks on one node with one thread count */
+    for (int i = 0, n = 0; i < d->size; i = n) {
+        for (n = i + 1; n < d->size && !strcmp(all[n].node, all[i].node) && all[n].threads == all[i].threads; n++) {}
+        if (n - i > 1) printf("%s %s ranks %d-%d x %d thread(s)", i ? ";" : "", all[i].node, i, n - 1, all[i].threads);
+        else printf("%s %s rank %d x %d thread(s)", i ? ";" : "", all[i].node, i, all[i].threads);
+    }
+    printf("\n");
+    free(all);
+}
+
 /* Rank 0: the optimizer state one rank holds (the largest slice when
  * sharded), the figure ZeRO-1 divides by the ranks. */
 static void print_optimizer_memory(const Run *r)
@@ -998,6 +1026,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     if (!r->plan || !r->plan_len || !r->owner || !r->mine || !r->ans)
         fatal(EXIT_RUNTIME, "out of memory for a step's plan (train.batch_size %d)", B);
     if (d->size > 1) r->allreduce_full_s = r->shard ? dist_reducer_time(r->reducer) : dist_time_allreduce(r->policy->grads, n);
+    if (d->size > 1) print_placement(d, threads);
     if (d->rank == 0) {
         r->peak_gflops = peak_train_gflops(r->bf16);
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "

@@ -1,7 +1,10 @@
 # A real one-node Slurm on localhost for tests (source this file).
 #
-#   slurm_start     munged + slurmctld + slurmd under a fresh temp dir; waits
-#                   until `sinfo` shows the node idle. Returns 1 with a
+#   slurm_start [N] munged + slurmctld + N slurmd (default 1) under a fresh
+#                   temp dir; waits until `sinfo` shows every node idle. With
+#                   N > 1 the nodes are n1, n2, ...: several slurmd on this
+#                   host, each with its own port, spool, log and TmpFS, so a
+#                   job with --nodes=2 runs as it would on two machines. Returns 1 with a
 #                   "SKIP: ..." line when the machine cannot host it (not
 #                   root, or the slurm-wlm/munge binaries are missing: the
 #                   deps step installs them), 2 with a "FAIL: ..." line when
@@ -12,7 +15,7 @@
 #
 # After slurm_start: SLURM_CONF is exported (every client needs it),
 # SLURM_DIR is the temp dir, SLURM_PARTITION the partition's name and
-# SLURM_NODE the node's. Settings follow what is known to work on Debian 12
+# SLURM_NODE the (first) node's, SLURM_NODES all of them, comma-separated. Settings follow what is known to work on Debian 12
 # with slurm-wlm 22.05 as root without systemd or cgroups: see issue 7.
 
 SLURM_DIR=
@@ -26,29 +29,34 @@ slurm_pid_alive() {
     [[ -n $state && $state != Z && $state != X ]]
 }
 
-# Two free TCP ports in a row for slurmctld and slurmd, so a test run never
-# meets another Slurm on this host (or another test run's).
-slurm_free_port_pair() {
-    local used port
+# COUNT free TCP ports in a row, for slurmctld and each slurmd, so a test run
+# never meets another Slurm on this host (or another test run's).
+slurm_free_ports() {
+    local count=$1 used port i busy
     used=$(ss -Htan 2>/dev/null | awk '{print $4}' | sed 's/.*://' | sort -u)
     for _ in $(seq 50); do
-        port=$((20000 + RANDOM % 20000))
-        grep -qx "$port" <<<"$used" || grep -qx "$((port + 1))" <<<"$used" || { echo "$port"; return 0; }
+        port=$((20000 + RANDOM % 20000)) busy=0
+        for ((i = 0; i < count; i++)); do
+            grep -qx "$((port + i))" <<<"$used" && busy=1
+        done
+        ((busy)) || { echo "$port"; return 0; }
     done
     return 1
 }
 
-slurm_write_conf() {
-    local dir=$1 node=$2 port=$3 cpus mem_mb
+slurm_write_conf() { # DIR PORT NODE...: NODE i's slurmd listens on PORT + i
+    local dir=$1 port=$2 host cpus mem_mb nodes i
+    shift 2
+    host=$(hostname -s) nodes=$(IFS=,; echo "$*")
     cpus=$(nproc)
-    # RealMemory must not exceed what slurmd finds, or the node is drained
-    mem_mb=$(awk '/^MemAvailable:/ {printf "%d", $2 / 1024 * 0.8}' /proc/meminfo)
+    # RealMemory must not exceed what slurmd finds, or the node is drained;
+    # nodes on one host share its memory
+    mem_mb=$(awk -v n=$# '/^MemAvailable:/ {printf "%d", $2 / 1024 * 0.8 / n}' /proc/meminfo)
     cat >"$dir/slurm.conf" <<EOF
 # one-node test cluster written by tests/slurm_local.sh
 ClusterName=fspotest
-SlurmctldHost=$node
+SlurmctldHost=$host
 SlurmctldPort=$port
-SlurmdPort=$((port + 1))
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -68,18 +76,23 @@ MailProg=/bin/true
 SchedulerParameters=sched_interval=2,bf_interval=2
 ReturnToService=2
 StateSaveLocation=$dir/state
-SlurmdSpoolDir=$dir/spool
 SlurmctldLogFile=$dir/log/slurmctld.log
-SlurmdLogFile=$dir/log/slurmd.log
 SlurmctldPidFile=$dir/run/slurmctld.pid
-SlurmdPidFile=$dir/run/slurmd.pid
-NodeName=$node CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
-PartitionName=local Nodes=$node Default=YES MaxTime=INFINITE State=UP
+# %n = the node's name, so daemons sharing this host keep their files apart.
+# TmpFS too: the PMIx client dirs go there, named after job and step ids,
+# which are the same on every node of a job and restart at 1 on a fresh
+# cluster (in /tmp a killed step's dir would break the next).
+SlurmdSpoolDir=$dir/spool/%n
+SlurmdLogFile=$dir/log/slurmd-%n.log
+SlurmdPidFile=$dir/run/slurmd-%n.pid
+TmpFS=$dir/tmp/%n
 EOF
-    # PMIx client dirs are named after job and step ids, which restart at 1
-    # on a fresh cluster: in /tmp a killed step's dir would break the next.
-    mkdir -p "$dir/pmix"
-    echo "PMIxCliTmpDirBase=$dir/pmix" >"$dir/mpi.conf"
+    for ((i = 1; i <= $#; i++)); do
+        [[ ${!i} == "$host" ]] && echo "NodeName=$host CPUs=$cpus RealMemory=$mem_mb Port=$((port + i)) State=UNKNOWN" ||
+            echo "NodeName=${!i} NodeHostname=$host CPUs=$cpus RealMemory=$mem_mb Port=$((port + i)) State=UNKNOWN"
+        mkdir -p "$dir/tmp/${!i}"
+    done >>"$dir/slurm.conf"
+    echo "PartitionName=local Nodes=$nodes Default=YES MaxTime=INFINITE State=UP" >>"$dir/slurm.conf"
 }
 
 slurm_start_munge() {
@@ -103,17 +116,18 @@ slurm_start_munge() {
 # Waits until sinfo shows the node idle; the daemons are in the foreground
 # (-D) as children of this shell, so their PIDs are known without pid files.
 slurm_wait_idle() {
-    local state=""
+    local state="" want
+    want=$(tr ',' '\n' <<<"$SLURM_NODES" | sed 's/$/ idle/' | sort)
     for _ in $(seq 150); do
-        state=$(sinfo -h -N -n "$SLURM_NODE" -o %t 2>/dev/null)
-        [[ $state == idle ]] && return 0
+        state=$(sinfo -h -N -n "$SLURM_NODES" -o '%N %t' 2>/dev/null | sort -u)
+        [[ $state == "$want" ]] && return 0
         local pid
         for pid in "${SLURM_PIDS[@]}"; do
             slurm_pid_alive "$pid" || { echo "FAIL: slurm_start: a daemon (PID $pid) died: $(tail -3 "$SLURM_DIR"/log/*.log)"; return 2; }
         done
         sleep 0.1
     done
-    echo "FAIL: slurm_start: node $SLURM_NODE not idle after 15 s (state '${state:-none}'): $(tail -3 "$SLURM_DIR"/log/*.log)"
+    echo "FAIL: slurm_start: nodes $SLURM_NODES not all idle after 15 s (state '${state:-none}'): $(tail -3 "$SLURM_DIR"/log/*.log)"
     return 2
 }
 
@@ -131,6 +145,7 @@ slurm_chain_exit_trap() {
 }
 
 slurm_start() {
+    local nnodes=${1:-1} node names=()
     if [[ $(id -u) -ne 0 ]]; then
         echo "SKIP: slurm: the local test cluster needs root (slurmd runs jobs as any user)"
         return 1
@@ -145,17 +160,25 @@ slurm_start() {
     SLURM_DIR=$(mktemp -d /tmp/fspo-slurm.XXXXXX) || return 2
     slurm_chain_exit_trap
     mkdir -p "$SLURM_DIR"/{state,spool,log,run}
-    SLURM_NODE=$(hostname -s)
+    if ((nnodes == 1)); then
+        names=("$(hostname -s)")
+    else
+        for ((node = 1; node <= nnodes; node++)); do names+=("n$node"); done
+    fi
+    SLURM_NODE=${names[0]}
+    SLURM_NODES=$(IFS=,; echo "${names[*]}")
     SLURM_PARTITION=local
     local port
-    port=$(slurm_free_port_pair) || { echo "FAIL: slurm_start: no free TCP port pair"; return 2; }
-    slurm_write_conf "$SLURM_DIR" "$SLURM_NODE" "$port"
+    port=$(slurm_free_ports $((nnodes + 1))) || { echo "FAIL: slurm_start: no $((nnodes + 1)) free TCP ports in a row"; return 2; }
+    slurm_write_conf "$SLURM_DIR" "$port" "${names[@]}"
     export SLURM_CONF=$SLURM_DIR/slurm.conf
     slurm_start_munge "$SLURM_DIR" || return 2
     slurmctld -D -c -f "$SLURM_CONF" </dev/null >>"$SLURM_DIR/log/slurmctld.out" 2>&1 &
     SLURM_PIDS+=($!)
-    slurmd -D -c -f "$SLURM_CONF" </dev/null >>"$SLURM_DIR/log/slurmd.out" 2>&1 &
-    SLURM_PIDS+=($!)
+    for node in "${names[@]}"; do # -N: which NodeName line this daemon is
+        slurmd -D -c -N "$node" -f "$SLURM_CONF" </dev/null >>"$SLURM_DIR/log/slurmd-$node.out" 2>&1 &
+        SLURM_PIDS+=($!)
+    done
     slurm_wait_idle
 }
 

@@ -2,7 +2,8 @@
 # Who may write a run directory (io/rundir.h, docs/reliability.md "The run
 # directory"): two trainers started together on one directory (one runs,
 # the other exits 2 naming the holder, the first loses nothing), a stale
-# lock after SIGKILL, a preference stage started in its SFT run's
+# lock after SIGKILL (taken over only by a later run of the same Slurm
+# job), a preference stage started in its SFT run's
 # directory, train.resume: none in a used directory, a resume whose
 # checkpoints are all damaged, another run's checkpoint in the directory,
 # and a run that meets meta-examples too long for model.max_seq. Every
@@ -93,6 +94,39 @@ train "$dir" --set train.max_steps=$((newest + 4)) && grep -q "resuming from $di
     "$FSPO" inspect "$dir/ckpt_$((newest + 4)).h5" >/dev/null &&
     pass "after the lock is removed, the run resumes" "from ckpt_$newest to ckpt_$((newest + 4))" ||
     fail "after the lock is removed, the run resumes" "$(tail -2 "$dir.log")"
+
+# ---- a lock an earlier run of the same Slurm job left: taken over, and only that one ----
+# (a requeued job whose rank 0 was killed; test_slurm_nodes.sh does it with
+# a real Slurm job, this checks each condition on its own)
+dir=$tmp/slurmlock
+SLURM_JOB_ID=4242 SLURM_RESTART_COUNT=0 "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" --set train.max_steps=100000 >"$dir.log" 2>&1 &
+pid=$!
+for _ in $(seq 600); do [[ -e $dir/ckpt_8.h5 ]] && break; sleep 0.02; done
+# (the holder keeps writing, so only its lock is compared)
+lock_before=$(sha256sum <"$dir/fspo.lock")
+out=$(SLURM_JOB_ID=4242 SLURM_RESTART_COUNT=1 "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" 2>&1)
+rc=$?
+[[ $rc -eq 2 && $(sha256sum <"$dir/fspo.lock") == "$lock_before" ]] && grep -q "$dir is in use by another fspo train: pid $pid" <<<"$out" &&
+    pass "the same Slurm job's later run while the holder still runs: refused as in use, the lock untouched" "exit 2" ||
+    fail "the same Slurm job's later run while the holder still runs: refused as in use" "exit $rc: $(tail -2 <<<"$out")"
+kill -9 $pid
+wait $pid 2>/dev/null
+grep -qx "slurm_job 4242" "$dir/fspo.lock" && grep -qx "slurm_restart 0" "$dir/fspo.lock" &&
+    pass "a lock written in a Slurm job names the job and its restart count" "$(grep slurm "$dir/fspo.lock" | tr '\n' ' ')" ||
+    fail "a lock written in a Slurm job names the job and its restart count" "$(cat "$dir/fspo.lock")"
+SLURM_JOB_ID=4243 SLURM_RESTART_COUNT=1 refused "another Slurm job: the stale lock is refused, not taken" "$dir" \
+    "$dir/fspo.lock: stale lock of fspo pid $pid" -- "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir"
+SLURM_JOB_ID=4242 SLURM_RESTART_COUNT=0 refused "the same Slurm job, not a later run: refused, not taken" "$dir" \
+    "$dir/fspo.lock: stale lock of fspo pid $pid" -- "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir"
+refused "outside Slurm: refused, not taken" "$dir" "$dir/fspo.lock: stale lock of fspo pid $pid" -- \
+    "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir"
+newest=$(ls "$dir" | sed -n 's/^ckpt_\([0-9]*\)\.h5$/\1/p' | sort -n | tail -1)
+SLURM_JOB_ID=4242 SLURM_RESTART_COUNT=1 train "$dir" --set train.max_steps=$((newest + 4)) &&
+    grep -q "train: $dir/fspo.lock: taking over the lock of Slurm job 4242's run 0 (pid $pid on $(hostname)" "$dir.log" &&
+    grep -q "resuming from $dir/ckpt_$newest.h5" "$dir.log" && [[ ! -e $dir/fspo.lock ]] &&
+    pass "the same Slurm job's requeued run (SLURM_RESTART_COUNT 1) takes over the dead run's lock, says so and resumes" \
+        "$(grep -o 'taking over.*' "$dir.log" | cut -c1-120)...; ckpt_$newest -> ckpt_$((newest + 4))" ||
+    fail "the requeued run takes over the lock" "$(tail -3 "$dir.log")"
 
 # ---- a preference stage started in its SFT run's directory ----
 sft=$tmp/sft

@@ -69,7 +69,7 @@ sandbox() { # SCRIPT: runs it as Slurm would, with the fake srun; its output in 
 rm -f "$tmp/srun.args"
 sandbox "$tmp/evil.sbatch"
 rc=$?
-printf '%s\0' --mpi=pmix --cpus-per-task=1 "$FSPO_ABS" train "$tmp/cfg.yaml" --set "slurm.job_name=$evil_name" \
+printf '%s\0' --mpi=pmix --cpus-per-task=1 --wait=60 "$FSPO_ABS" train "$tmp/cfg.yaml" --set "slurm.job_name=$evil_name" \
     --set "train.run_dir=$evil_dir" --set "$evil_set" --set train.resume=auto >"$tmp/srun.want"
 pwned=$(ls "$tmp" | grep pwned)
 if [[ $rc -eq 0 && -z $pwned ]] && cmp -s "$tmp/srun.args" "$tmp/srun.want" && grep -qF "run dir $evil_dir" "$tmp/sandbox.out"; then
@@ -100,6 +100,37 @@ if bash -n "$tmp/setup.sbatch" && [[ $rc -eq 1 && -f $tmp/setup1_ran && ! -e $tm
 else
     fail "a broken slurm.setup entry stays inside its eval" "exit $rc, pwned '$pwned', $(tail -3 "$tmp/sandbox.out")"
 fi
+
+# a step a signal ended (a rank or node lost: 128 + N) requeues the job at
+# most slurm.failure_requeues times; fspo's own errors (1) do not
+mkdir -p "$tmp/failbin"
+printf '#!/bin/bash\nexit "$FAKE_CODE"\n' >"$tmp/failbin/srun"
+printf '#!/bin/bash\necho "$*" >>"$FAKE_SCONTROL"\n' >"$tmp/failbin/scontrol"
+chmod +x "$tmp/failbin/srun" "$tmp/failbin/scontrol"
+submit --dry-run --set train.run_dir="$tmp/lost" --set slurm.failure_requeues=1 >"$tmp/lost.sbatch"
+mkdir -p "$tmp/lost"
+lost_job() { # CODE: runs the script as job 7 with a step that exits CODE; its exit code
+    (cd "$tmp" && env -i PATH="$tmp/failbin:/usr/bin:/bin" FAKE_CODE=$1 FAKE_SCONTROL="$tmp/scontrol.calls" SLURM_JOB_ID=7 \
+        SLURM_JOB_NAME=lost SLURM_JOB_NODELIST=localhost SLURM_NTASKS=2 SLURM_CPUS_PER_TASK=1 bash "$tmp/lost.sbatch" >>"$tmp/lost.out" 2>&1)
+}
+rm -f "$tmp/scontrol.calls"
+lost_job 1; rc1=$?
+lost_job 137; rc2=$?
+calls2=$(cat "$tmp/scontrol.calls" 2>/dev/null)
+lost_job 137; rc3=$?
+if [[ $rc1 -eq 1 && $rc2 -eq 0 && $calls2 == "requeue 7" && $rc3 -eq 137 && $(cat "$tmp/scontrol.calls") == "requeue 7" &&
+    $(wc -l <"$tmp/lost/slurm-7.failures") -eq 1 ]] &&
+    grep -q "the job step failed with code 137 (a rank ended by signal 9): requeueing job 7 (1 of slurm.failure_requeues 1)" "$tmp/lost.out" &&
+    grep -q "the job step failed with code 137; not requeueing (slurm.failure_requeues 1 used up)" "$tmp/lost.out"; then
+    pass "a step ended by a signal requeues the job up to slurm.failure_requeues times; fspo's own error does not (sandbox)" \
+        "exit 1 -> job exits 1; 137 -> scontrol requeue 7, exits 0; 137 again -> exits 137 (budget of 1 used)"
+else
+    fail "failure requeues (sandbox)" "exits $rc1 $rc2 $rc3, scontrol: $(tr '\n' ';' <"$tmp/scontrol.calls" 2>/dev/null); $(tail -4 "$tmp/lost.out")"
+fi
+submit --dry-run --set slurm.requeue=false >"$tmp/noreq.sbatch"
+grep -qx "failure_requeues=0" "$tmp/noreq.sbatch" && grep -q -- '--wait="$wait_s"' "$tmp/noreq.sbatch" && grep -qx "wait_s=60" "$tmp/noreq.sbatch" &&
+    pass "slurm.requeue false turns failure requeues off; srun gets --wait (slurm.wait_s, default 60)" "" ||
+    fail "slurm.requeue false turns failure requeues off" "$(grep -n 'failure_requeues=\|wait' "$tmp/noreq.sbatch")"
 
 # ---------------------------------------------------------------- real Slurm
 
