@@ -359,18 +359,24 @@ the training users, then encoding) at {tok['prep_bpe_mb_per_s']:.1f} MB/s end to
 """
 
 if pref:
-    base = {r.get("round", 1): r["meta_examples_per_s"] for r in pref if r["ranks"] == 1 and r["threads"] == 1}
+    prec = lambda r: r.get("precision", "fp32")
+    per = {(r.get("round", 1), r["ranks"], r["threads"], prec(r)): r["meta_examples_per_s"] for r in pref}
+    base = {k[0]: v for k, v in per.items() if k[1:] == (1, 1, "fp32")}
     pgroups = {}
     for r in pref:
-        pgroups.setdefault((r["ranks"], r["threads"]), []).append(r)
+        pgroups.setdefault((r["ranks"], r["threads"], prec(r)), []).append(r)
     rows = []
-    for (ranks, threads), rs in sorted(pgroups.items(), key=lambda kv: (kv[0][0] * kv[0][1], kv[0][0])):
+    for (ranks, threads, p), rs in sorted(pgroups.items(), key=lambda kv: (kv[0][2] != "fp32", kv[0][0] * kv[0][1], kv[0][0])):
         speedups = [r["meta_examples_per_s"] / base[r.get("round", 1)] for r in rs if r.get("round", 1) in base]
+        # bf16 against fp32 at the same ranks x threads, in the same round
+        vs32 = [per[k] / per[(k[0], k[1], k[2], "fp32")] for k in per
+                if k[1:] == (ranks, threads, p) and p != "fp32" and (k[0], k[1], k[2], "fp32") in per]
         ar = [r for r in rs if r["allreduce_hidden_pct"] is not None]
         hidden = "–" if not ar else (f"{median([r['allreduce_ms'] for r in ar]):.1f} ms, "
                                      f"{median([r['allreduce_hidden_pct'] for r in ar]):.0f}% hidden")
-        rows.append(f"| {ranks} × {threads} | {median([r['tokens_per_s'] for r in rs]):.0f} | "
+        rows.append(f"| {ranks} × {threads} | {p} | {median([r['tokens_per_s'] for r in rs]):.0f} | "
                     f"{spread([r['meta_examples_per_s'] for r in rs], '{:.2f}')} | **{spread(speedups, '{:.2f}×')}** | "
+                    f"{'**' + spread(vs32, '{:.2f}×') + '**' if vs32 else '–'} | "
                     f"{100 * median([r['mfu'] for r in rs]):.1f}% | {hidden} |")
 md += f"""
 ## Preference stage, data parallel
@@ -381,10 +387,13 @@ T ≤ 2048), global batch 8 FSPO meta-examples (N = 4 few-shot, Q = 4 queries,
 tree-packed) from the synthetic users above; median over steps 2–5 of the
 metrics log, `mpi.bucket_mb: 1`; the layouts run interleaved, `BENCH_ROUNDS`
 rounds, and "vs 1 × 1" is the median of each round's ratio to that round's
-1 × 1. Ranks × OpenBLAS threads per rank on this 2-core machine:
+1 × 1 (fp32). Ranks × OpenBLAS threads per rank on this 2-core machine; the
+bf16 rows (`model.precision: auto`, run only where the CPU has bf16 product
+units) give "vs fp32" as the median of each round's ratio to the fp32 row
+of the same ranks × threads, and their MFU is against the bf16 product peak:
 
-| ranks × threads | tokens/s | meta-examples/s (median, range) | vs 1 × 1 | MFU | gradient allreduce |
-|---|---|---|---|---|---|
+| ranks × threads | precision | tokens/s | meta-examples/s (median, range) | vs 1 × 1 fp32 | vs fp32 (same layout) | MFU | gradient allreduce |
+|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 Targets: 2 ranks × 1 thread ≥ 1.8× 1 rank × 1 thread ([train]), ≥ 1.85× ([perf]).

@@ -36,23 +36,32 @@ train: {run_dir: $tmp/sft, max_steps: 1, batch_size: 8, log_every: 1}
 checkpoint: {every: 1000}
 YAML
 "$FSPO" train "$tmp/cfg.yaml" --set mpi.threads_per_rank=2 >/dev/null
-# BENCH_ROUNDS rounds of the three layouts, interleaved, so that the machine's
-# drift between minutes falls on every layout alike (the report takes medians)
+# BENCH_ROUNDS rounds of the layouts, interleaved, so that the machine's
+# drift between minutes falls on every layout alike (the report takes medians);
+# 1x1b, 2x1b: the same in bf16 ([bf16]: the speedups hold end to end), only
+# where the CPU has bf16 product units (model.precision auto says which ran)
+layouts=(1x1 1x2 2x1)
+grep -qw -e amx_bf16 -e avx512_bf16 /proc/cpuinfo && [[ -z ${FSPO_CPU_NO_BF16:-} ]] && layouts+=(1x1b 2x1b)
 for round in $(seq 1 "${BENCH_ROUNDS:-3}"); do
-for layout in 1x1 1x2 2x1; do
-    np=${layout%x*} th=${layout#*x} dir="$tmp/pref$layout.$round"
-    echo "bench: pref stage, round $round, $np rank(s) x $th thread(s) ..." >&2
+for layout in "${layouts[@]}"; do
+    prec=fp32
+    [[ $layout == *b ]] && prec=auto
+    l=${layout%b} && np=${l%x*} th=${l#*x} dir="$tmp/pref$layout.$round"
+    echo "bench: pref stage, round $round, $np rank(s) x $th thread(s), model.precision $prec ..." >&2
     # mpirun binds each rank to one core by default: a rank with 2 threads needs --bind-to none
     bind=(); [[ $th -gt 1 ]] && bind=(--bind-to none)
     mpirun -q --oversubscribe "${bind[@]}" -np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" \
         --set train.stage=pref --set loss.ref_ckpt="$tmp/sft/ckpt_1.h5" --set train.init_from="$tmp/sft/ckpt_1.h5" \
-        --set train.max_steps=5 --set mpi.threads_per_rank="$th" --set mpi.bucket_mb=1 >"$dir.log" 2>&1
+        --set train.max_steps=5 --set mpi.threads_per_rank="$th" --set mpi.bucket_mb=1 --set model.precision=$prec \
+        >"$dir.log" 2>&1
     /usr/bin/python3 - "$dir/metrics.jsonl" "$np" "$th" "$dir.log" "$round" <<'PYEOF'
 import json, re, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])][1:]  # the first step includes start-up
 log = open(sys.argv[4]).read()
 m = re.search(r"allreduce ([0-9.]+) ms blocking; ([0-9.]+) ms per step waited .*: ([0-9]+)% hidden", log)
+prec = re.search(r"^train: precision (\w+)", log, re.M)
 print(json.dumps({"kind": "pref_step", "ranks": int(sys.argv[2]), "threads": int(sys.argv[3]), "round": int(sys.argv[5]),
+                  "precision": prec.group(1) if prec else "fp32",
                   "tokens_per_s": statistics.median(r["tokens_per_sec"] for r in rows),
                   "meta_examples_per_s": statistics.median(r["meta_examples_per_sec"] for r in rows),
                   "mfu": statistics.median(r["mfu"] for r in rows),
