@@ -7,6 +7,8 @@
 #   for config B (fspo bench --ckpt) and the overlapped allreduce with
 #   identical work per rank (mpirun -np 2 fspo bench --dp), then the same
 #   with ZeRO-1's reduce-scatter and its optimizer state per rank (--shard).
+#   Then attention memory (VmHWM vs analytic, full vs flash, T = 4096 and
+#   8192) and an allreduce sweep on one node and across two Slurm nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FSPO=${FSPO:-./fspo}
@@ -42,3 +44,33 @@ echo "${line%\}}, \"command\": \"mpirun -np 2 fspo bench --dp --preset A --threa
 echo "bench: the same with ZeRO-1 (reduce-scatter, optimizer slices) ..." >&2
 line=$(mpirun -q --oversubscribe -np 2 "$FSPO" bench --dp --shard --preset A --threads 1 --steps 3 --bucket-mb 1 --json)
 echo "${line%\}}, \"command\": \"mpirun -np 2 fspo bench --dp --shard --preset A --threads 1 --steps 3 --bucket-mb 1\"}"
+
+# attention memory: one training step of config A's model on one row of
+# T = 4096 and 8192 tokens, full vs flash (model.attention): peak RSS (VmHWM)
+# against the analytic figure, and the step time of each
+for T in 4096 8192; do
+    for attn in full flash; do
+        echo "bench: attention memory, T = $T, $attn ..." >&2
+        cmd="fspo bench --preset A --max-seq $T --batch 1 --steps 2 --threads 2 --sgemm-n 512 --attention $attn --json"
+        line=$("$FSPO" bench --preset A --max-seq "$T" --batch 1 --steps 2 --threads 2 --sgemm-n 512 --attention "$attn" --json)
+        echo "${line%\}}, \"kind\": \"attn_memory\", \"command\": \"$cmd\"}"
+    done
+done
+
+# the alpha-beta fit of docs/scaling.md: one allreduce of 4 KiB .. 64 MiB
+# between 2 ranks on one node (shared memory), and between two Slurm nodes
+# (tests/slurm_local.sh: two slurmd on this host, so loopback TCP, not a
+# real network: it checks the fit, the network rows stay assumptions)
+echo "bench: allreduce sweep, 2 ranks on one node ..." >&2
+mpirun -q --oversubscribe -np 2 "$FSPO" bench --allreduce-sweep --json
+if [[ $(id -u) -eq 0 ]] && command -v slurmd >/dev/null; then
+    echo "bench: allreduce sweep, 2 ranks on two Slurm nodes ..." >&2
+    (
+        source tests/slurm_local.sh
+        slurm_start 2 >&2 || exit 0
+        srun -N2 -n2 --mpi=pmix "$(readlink -f "$FSPO")" bench --allreduce-sweep --json
+        slurm_stop >&2
+    )
+else
+    echo "bench: no root or no slurmd: the two-node allreduce sweep is skipped" >&2
+fi

@@ -19,9 +19,11 @@ torch_pref = next((r for r in lines if r.get("kind") == "torch_pref"), None)
 ckpt = next((r for r in lines if r.get("kind") == "ckpt"), None)
 dp = next((r for r in lines if r.get("kind") == "dp_overlap" and not r.get("shard")), None)
 dp_shard = next((r for r in lines if r.get("kind") == "dp_overlap" and r.get("shard")), None)
+sweep = [r for r in lines if r.get("kind") == "allreduce_sweep"]
+attn_mem = [r for r in lines if r.get("kind") == "attn_memory"]
 json.dump({"machine": machine, "step_runs": step_runs, "torch_steps": all_torch, "data": data, "pref_steps": pref,
            "pref_pack": pack, "torch_pref": torch_pref, "ckpt": ckpt, "dp_overlap": dp, "dp_shard": dp_shard,
-           "tokenizer": tok},
+           "tokenizer": tok, "allreduce_sweep": sweep, "attn_memory": attn_mem},
           open(out_json, "w"), indent=1)
 
 name = {(256, 4): "A", (512, 8): "B"}

@@ -10,7 +10,9 @@ measured training-step tokens/s on this machine is the node's compute rate;
 """
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import sys
 
 NETS = {  # name: (alpha seconds, effective bandwidth bytes/s)
@@ -70,6 +72,88 @@ def min_tokens_for(eff, tok_s, grad_bytes, P, alpha, bw, bucket_bytes):
     return hi
 
 
+def fit_alpha_beta(sweep):
+    """Least squares t = a + b * bytes over one sweep of 2-rank allreduces;
+    for P = 2 the ring gives a = 2 alpha and b = 1 / B."""
+    xs, ys = [r["bytes"] for r in sweep], [r["seconds"] for r in sweep]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    a = my - b * mx
+    return max(a, 1e-7) / 2, 1 / b if b > 0 else float("inf")
+
+
+GiB = 1 << 30
+BUDGET = 24 * GiB  # this machine's memory, the question the table answers
+
+
+def model_memory(fspo, d, L, H, T, attention, ranks=1):
+    """fspo model --json: the one place the memory formula lives (src/model.c)."""
+    args = [fspo, "model", "--d-model", str(d), "--n-layers", str(L), "--n-heads", str(H), "--max-seq", str(T),
+            "--batch", "1", "--attention", attention, "--json"]
+    if ranks > 1:
+        args += ["--ranks", str(ranks), "--shard"]
+    r = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
+    return r["state_bytes"] + r["activation_bytes"], r["params"]
+
+
+def memory_section(fspo, attn_rows):
+    out = ["""## Memory per rank
+
+From `fspo model --json` (`model_arena_bytes_attn` in `src/model.c`, the
+figure `fspo train` checks against the node's memory before it starts):
+parameters, gradients and AdamW moments (16 bytes per parameter; ZeRO-1
+keeps 8 + 8/P) plus the activations one row of T tokens keeps for the
+backward, byte vocabulary (264), batch 1, an SFT step (a preference stage
+adds the frozen reference: its weights and one forward's activations).
+`full` keeps every layer's [heads, T, T] probabilities; `flash` keeps one
+log-sum-exp per row and head and recomputes them by query block.
+"""]
+    if attn_rows:
+        out.append("Measured (`make bench`, `fspo bench --attention full|flash`, config A's model, one row, 2 threads): "
+                   "peak resident memory (VmHWM) of a whole training step against the analytic figure (RSS also holds "
+                   "the code, libraries, the data and allocator slack, which the analytic figure leaves out).\n")
+        out.append("| T | attention | peak RSS | analytic | RSS / analytic | step s |")
+        out.append("|---|---|---|---|---|---|")
+        for r in sorted(attn_rows, key=lambda r: (r["seq"], r["attention"])):
+            out.append(f"| {r['seq']} | {r['attention']} | {r['rss_peak_mb']:.0f} MB | {r['analytic_mb']:.0f} MB | "
+                       f"{r['rss_peak_mb'] / r['analytic_mb']:.2f}× | {r['step_s_median']:.2f} |")
+        out.append("")
+    shapes = [("config A", 256, 4, 4), ("config B", 512, 8, 8), ("~100M", 768, 14, 12), ("~400M", 1024, 24, 16),
+              ("~1.2B", 1536, 36, 16), ("~2.4B", 2048, 40, 16), ("~5B", 2560, 60, 20)]
+    Ts = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
+    out.append(f"Per rank, GiB, one row; three row lengths:\n")
+    out.append("| model | params | T | full | flash | flash + ZeRO-1 at 64 ranks |")
+    out.append("|---|---|---|---|---|---|")
+    largest = {}
+    for name, d, L, H in shapes:
+        for T in (1024, 8192, 32768):
+            cells, params = [], 0
+            for attn, ranks in (("full", 1), ("flash", 1), ("flash", 64)):
+                b, params = model_memory(fspo, d, L, H, T, attn, ranks)
+                cells.append(f"{b / GiB:.1f}")
+            out.append(f"| {name} | {params / 1e6:.0f} M | {T} | " + " | ".join(cells) + " |")
+        for attn, ranks in (("full", 1), ("flash", 1), ("flash", 64)):
+            fit = [T for T in Ts if model_memory(fspo, d, L, H, T, attn, ranks)[0] <= BUDGET]
+            largest[(name, attn, ranks)] = fit[-1] if fit else 0
+    out.append("")
+    out.append(f"The longest row (T, powers of 2 up to {Ts[-1]}) each model trains in {BUDGET // GiB} GiB per rank:\n")
+    out.append("| model | full | flash | flash + ZeRO-1 at 64 ranks |")
+    out.append("|---|---|---|---|")
+    for name, *_ in shapes:
+        cells = [str(largest[(name, a, r)]) if largest[(name, a, r)] else "none"
+                 for a, r in (("full", 1), ("flash", 1), ("flash", 64))]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.append("""
+Full attention's probabilities grow as T² per layer and head and decide
+the row length well before the weights do; flash makes the activations
+linear in T, and then the weights' state (16 bytes per parameter) is the
+limit, which ZeRO-1 brings to about 8 bytes at 64 ranks. Activation
+checkpointing per block (not in fspo yet) would divide the linear part by
+the number of layers.
+""")
+    return out
+
+
 def fmt_tokens(x):
     if x == float("inf"):
         return "never"
@@ -86,12 +170,21 @@ def main():
     ap.add_argument("--out", default="docs/scaling.md")
     a = ap.parse_args()
     tok_s_b, source = a.tokens_per_s, "--tokens-per-s"
+    sweeps, attn_rows = {}, []
     if a.bench_json:
         text = (sys.stdin if a.bench_json == "-" else open(a.bench_json)).read()
         try:  # docs/benchmarks.json (one object) or make bench's JSON lines
-            runs = json.loads(text)["step_runs"]
+            doc = json.loads(text)
+            runs = doc["step_runs"]
+            extra = doc.get("allreduce_sweep", []) + doc.get("attn_memory", [])
         except (ValueError, KeyError, TypeError):
             runs = [json.loads(l) for l in text.splitlines() if l.strip()]
+            extra = runs
+        for r in extra:
+            if r.get("kind") == "allreduce_sweep":
+                sweeps.setdefault(r["nodes"], []).append(r)
+            elif r.get("kind") == "attn_memory":
+                attn_rows.append(r)
         runs = [r for r in runs if "kind" not in r and r.get("d_model") == 512 and r.get("n_layers") == 8
                 and r.get("precision", "fp32") == "fp32"]  # the default precision's step
         if runs and not tok_s_b:
@@ -104,6 +197,11 @@ def main():
             source = f"make bench: config B, {threads} thread(s), median of {len(vals)} run(s), this machine"
     if not tok_s_b:
         tok_s_b, source = 579.0, "docs/benchmarks.md of 2026-11-23 (quiet machine)"
+    nets = dict(NETS)
+    fits = {nodes: fit_alpha_beta(s) for nodes, s in sweeps.items() if len(s) >= 3}
+    if 2 in fits:
+        al, bw = fits[2]
+        nets[f"two Slurm nodes on this host, loopback TCP, fitted (α {al * 1e6:.0f} µs, {bw / 1e9:.2f} GB/s)"] = (al, bw)
     fB, WB = flops_per_token(512, 8)
     f100, W100 = flops_per_token(768, 14)
     gflops = tok_s_b * fB / 1e9  # the node's sustained model GFLOP/s, used for both models
@@ -146,16 +244,45 @@ machine, predicts efficiency on 1–256 nodes.
   the handshakes.
 - **Networks** (effective bandwidth ≈ 80% of line rate):
 """]
-    for name in NETS:
+    for name in nets:
         out.append(f"  - {name}")
     out.append("")
+    if fits:
+        out.append("""## α and β fitted from measured allreduces
+
+`make bench` times one blocking allreduce of 4 KiB to 64 MiB between 2
+ranks (`fspo bench --allreduce-sweep`, the median of 3 each): on one node
+(`mpirun -np 2`, shared memory) and on two Slurm nodes (`srun -N2 -n2
+--mpi=pmix` on the two-node test cluster of `tests/slurm_local.sh`: two
+slurmd on this host, so TCP over loopback between processes that share two
+cores with everything else, not a real network). For P = 2 the ring gives
+t = 2α + n/B; a least-squares line through the sweep gives α and B. The
+two-node fit enters the tables below as a third network, which shows how
+the projection to 64 and 256 nodes reads with a measured α and B in place of
+the assumed ones; a real cluster's two-node sweep (the same command under
+its srun) is what the projection wants.
+""")
+        out.append("| setup | bytes | measured | fitted |")
+        out.append("|---|---|---|---|")
+        for nodes, s in sorted(sweeps.items()):
+            al, bw = fits[nodes]
+            where = "one node, 2 ranks" if nodes == 1 else f"{nodes} Slurm nodes, 1 rank each"
+            for r in sorted(s, key=lambda r: r["bytes"]):
+                out.append(f"| {where} | {r['bytes']} | {1e3 * r['seconds']:.3f} ms | "
+                           f"{1e3 * (2 * al + r['bytes'] / bw):.3f} ms |")
+        out.append("")
+        for nodes in sorted(fits):
+            al, bw = fits[nodes]
+            out.append(f"- {'one node' if nodes == 1 else f'{nodes} Slurm nodes'}: α = {al * 1e6:.1f} µs, "
+                       f"B = {bw / 1e9:.2f} GB/s")
+        out.append("")
     for mname, (fpt, W, per_node) in models.items():
         grad_bytes = 4 * W
         tok_s = gflops * 1e9 / fpt
         out.append(f"## {mname}\n")
         out.append(f"{grad_bytes / 1e6:.0f} MB of fp32 gradients per step; a node computes {tok_s:.0f} tokens/s; "
                    f"per-node batch {per_node} tokens → {per_node / tok_s:.2f} s of compute per step.\n")
-        for nname, (alpha, bw) in NETS.items():
+        for nname, (alpha, bw) in nets.items():
             out.append(f"**{nname}**, buckets of {BUCKET_MB:g} MB:\n")
             out.append("| nodes | allreduce, not overlapped | exposed after backward | efficiency at "
                        f"{per_node} tokens/node | global batch for ≥ 90% (tokens) | same, 16× faster node |")
@@ -205,6 +332,8 @@ the figures below.
             gathers = [(P - 1) * al + (P - 1) / P * n_bytes / b for al, b in NETS.values()]
             out.append(f"| {mname.split(' (')[0]} | {P} | {per_rank / 1e6:.0f} MB | {4 * n_bytes / 1e6:.0f} MB | "
                        f"{1e3 * gathers[0]:.1f} ms | {1e3 * gathers[1]:.1f} ms |")
+    out.append("")
+    out += memory_section(os.environ.get("FSPO", "./fspo"), attn_rows)
     out.append("""
 ## Reading the tables
 

@@ -154,6 +154,15 @@ static void build_layout(Model *m)
     m->n_params = off;
 }
 
+Model *model_layout(const ModelConfig *cfg)
+{
+    Model *m = calloc(1, sizeof *m);
+    if (!m) fatal(EXIT_RUNTIME, "out of memory for the model");
+    m->cfg = *cfg;
+    build_layout(m);
+    return m;
+}
+
 size_t model_param_count(const ModelConfig *cfg)
 {
     Model m = { .cfg = *cfg };

@@ -121,6 +121,10 @@ Model *model_create_attn(const ModelConfig *cfg, int trainable, int max_rows, in
 
 /* Parameters of a (validated) model shape: the layout model_create builds. */
 size_t model_param_count(const ModelConfig *cfg);
+/* The tensor table and parameter count of a shape, nothing else allocated
+ * (no weights, no arena): what `fspo model` prints for shapes of any size.
+ * model_free() releases it. */
+Model *model_layout(const ModelConfig *cfg);
 
 /* Bytes one training rank needs for a validated shape and micro-batches
  * of `rows` rows of max_seq tokens: 16 per parameter (weights, gradients,

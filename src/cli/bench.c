@@ -31,7 +31,7 @@ int cmd_bench(int argc, char **argv)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
     int batch = 4, steps = 5, threads = 0, json = 0, sgemm_n = 2048;
-    const char *precision = "fp32";
+    const char *precision = "fp32", *attention = "full";
     int extra = bench_extra(argc, argv);
     if (extra >= 0) return extra;
     for (int i = 1; i < argc; i++) {
@@ -45,6 +45,7 @@ int cmd_bench(int argc, char **argv)
                    "  --sgemm-n N        size of the square sgemm used for the peak (default 2048)\n"
                    "  --precision P      fp32 (default), bf16 or auto: model.precision of the steps; in bf16\n"
                    "                     MFU is against the bf16 product peak (same size and threads)\n"
+                   "  --attention K      full (default) or flash (model.attention; fp32 only)\n"
                    "  --json             one JSON object on stdout instead of text\n\n"
                    "Other rows of make bench (one JSON line each; see src/cli/bench_fspo.c):\n"
                    "  --pref DATA.h5 [--fewshot N --queries Q --examples K --dump FILE]\n"
@@ -52,7 +53,9 @@ int cmd_bench(int argc, char **argv)
                    "  --ckpt DIR         checkpoint save/load vs plain write+fsync/read of the same bytes\n"
                    "  --dp [--bucket-mb X] [--shard]\n"
                    "                     (under mpirun) allreduce time and the share hidden by the backward;\n"
-                   "                     --shard: the ZeRO-1 reduce-scatter, and optimizer state per rank\n",
+                   "                     --shard: the ZeRO-1 reduce-scatter, and optimizer state per rank\n"
+                   "  --allreduce-sweep  (under mpirun or srun) one allreduce of 4 KiB .. 64 MiB: the\n"
+                   "                     alpha-beta fit of docs/scaling.md\n",
                    MODEL_SHAPE_HELP);
             return EXIT_OK;
         }
@@ -61,6 +64,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads")) threads = cli_int("bench", argc, argv, &i, 1, 1024);
         else if (!strcmp(argv[i], "--sgemm-n")) sgemm_n = cli_int("bench", argc, argv, &i, 64, 16384);
         else if (!strcmp(argv[i], "--precision")) precision = cli_str("bench", argc, argv, &i);
+        else if (!strcmp(argv[i], "--attention")) attention = cli_str("bench", argc, argv, &i);
         else if (!strcmp(argv[i], "--json")) json = 1;
         else fatal(EXIT_USAGE, "bench: unknown option '%s' (see 'fspo bench --help')", argv[i]);
     }
@@ -68,6 +72,11 @@ int cmd_bench(int argc, char **argv)
     char err[256];
     int bf16 = bf16_resolve(precision_option(precision), err, sizeof err);
     if (bf16 < 0) fatal(EXIT_USAGE, "bench --precision: %s", err);
+    AttentionKind attn = !strcmp(attention, "flash") ? ATTENTION_FLASH : ATTENTION_FULL;
+    if (strcmp(attention, "flash") && strcmp(attention, "full"))
+        fatal(EXIT_USAGE, "bench --attention: '%s': expected full or flash", attention);
+    if (attn == ATTENTION_FLASH && bf16)
+        fatal(EXIT_USAGE, "bench --attention flash runs fp32 attention only: use --precision fp32");
     if (threads > 0) openblas_set_num_threads(threads);
     threads = openblas_get_num_threads();
     pool_set_threads(threads); /* the non-BLAS loops use as many threads as OpenBLAS */
@@ -76,7 +85,7 @@ int cmd_bench(int argc, char **argv)
     /* MFU against the peak of the products the steps run */
     double bf16_peak = bf16 ? matmul_bf16_peak_gflops(sgemm_n, 7) : 0, peak = bf16 ? bf16_peak : sgemm_peak;
     int T = cfg.max_seq, N = batch * T;
-    Model *m = model_create(&cfg, 1, batch, T);
+    Model *m = model_create_attn(&cfg, 1, batch, T, attn);
     model_init_weights(m, 1234);
     char kernel[160] = "OpenBLAS sgemm";
     if (bf16) {
@@ -107,7 +116,7 @@ int cmd_bench(int argc, char **argv)
     double t = median(times, steps);
     /* peak RSS against what the design says the step needs */
     double analytic = 4.0 * m->n_params * 4 /* params, grads, AdamW m and v */ +
-                      model_arena_bytes(&cfg, 1, batch, T) + m->bf16_bytes;
+                      model_arena_bytes_attn(&cfg, 1, batch, T, attn) + m->bf16_bytes;
     double rss = bench_status_kb("VmHWM") * 1024.0;
     double tok_s = N / t, flops = model_flops_per_token(&cfg, T);
     double gflops = tok_s * flops / 1e9, mfu = gflops / peak;
@@ -120,10 +129,10 @@ int cmd_bench(int argc, char **argv)
                "\"step_s_median\": %.5f, \"tokens_per_s\": %.1f, \"model_gflops\": %.2f, "
                "\"sgemm_peak_gflops\": %.2f, \"mfu\": %.4f, \"mfu_causal\": %.4f, \"final_loss\": %.5f, "
                "\"rss_peak_mb\": %.1f, \"analytic_mb\": %.1f, \"rss_ratio\": %.3f, \"precision\": \"%s\", "
-               "\"peak_gflops\": %.2f, \"bf16_peak_gflops\": %.2f, \"kernel\": \"%s\"}\n",
+               "\"peak_gflops\": %.2f, \"bf16_peak_gflops\": %.2f, \"kernel\": \"%s\", \"attention\": \"%s\"}\n",
                cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, T, batch, threads, m->n_params,
                flops, t, tok_s, gflops, sgemm_peak, mfu, mfu_causal, loss, rss / 1048576, analytic / 1048576,
-               rss / analytic, bf16 ? "bf16" : "fp32", peak, bf16_peak, kernel);
+               rss / analytic, bf16 ? "bf16" : "fp32", peak, bf16_peak, kernel, ATTENTION_NAMES[attn]);
     else
         printf("d_model %d, layers %d, heads %d, T %d, batch %d, %d thread(s), %s (%s): %.0f tokens/s, step %.3f s "
                "(median of %d), %.1f GFLOP/s model = %.1f%% of %s peak %.1f GFLOP/s (%.1f%% counting causal "

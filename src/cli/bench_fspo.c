@@ -487,9 +487,39 @@ static int bench_dp(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* ------------------------------------------------------------------------ */
+/* --allreduce-sweep                                                        */
+
+/* (under mpirun or srun) One blocking allreduce of n floats, for n from 1 Ki
+ * to 16 Mi (4 KiB to 64 MiB), each the median of dist_time_allreduce's
+ * three; one JSON line per size from rank 0, with the ranks and the nodes
+ * (SLURM_NNODES, else 1). docs/scaling.md fits t = a + b * bytes to them. */
+static int bench_allreduce_sweep(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--allreduce-sweep") && strcmp(argv[i], "--json"))
+            fatal(EXIT_USAGE, "bench --allreduce-sweep: unknown option '%s'", argv[i]);
+    Dist dd;
+    dist_init(&argc, &argv, &dd);
+    size_t most = (size_t)16 << 20;
+    float *buf = xcalloc_aligned(most * sizeof(float), "the allreduce buffer");
+    const char *nodes = getenv("SLURM_NNODES");
+    dist_time_allreduce(buf, most); /* warm-up: connections, registration */
+    for (size_t n = 1024; n <= most; n *= 4) {
+        double t = dist_time_allreduce(buf, n);
+        if (dd.rank == 0)
+            printf("{\"kind\": \"allreduce_sweep\", \"ranks\": %d, \"nodes\": %s, \"bytes\": %zu, \"seconds\": %.7f}\n",
+                   dd.size, nodes && nodes[0] ? nodes : "1", n * sizeof(float), t);
+    }
+    xfree_aligned(buf);
+    dist_finalize();
+    return EXIT_OK;
+}
+
 int bench_extra(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--allreduce-sweep")) return bench_allreduce_sweep(argc, argv);
         if (!strcmp(argv[i], "--pref")) return bench_pref(argc, argv);
         if (!strcmp(argv[i], "--ckpt")) return bench_ckpt(argc, argv);
         if (!strcmp(argv[i], "--dp")) return bench_dp(argc, argv);
