@@ -29,6 +29,10 @@ if "$FSPO" bench --d-model 32 --n-layers 1 --n-heads 2 --max-seq 64 --precision 
 fi
 precisions=(fp32)
 [[ $BF16 == 1 ]] && precisions+=(bf16)
+# bf16 without AMX: oneDNN capped at AVX512-BF16 (a Zen 4's kernels), config B,
+# where the CPU has both (so the cap is the only difference)
+NOAMX=0
+grep -qw amx_bf16 /proc/cpuinfo && grep -qw avx512_bf16 /proc/cpuinfo && [[ $BF16 == 1 ]] && NOAMX=1
 for round in $(seq 1 "$ROUNDS"); do
     for preset in A B; do
         for precision in "${precisions[@]}"; do
@@ -39,6 +43,13 @@ for round in $(seq 1 "$ROUNDS"); do
                 runs+=("${line%\}}, \"round\": $round}")
             done
         done
+        if [[ $NOAMX == 1 && $preset == B ]]; then
+            for threads in 1 2; do
+                echo "bench: round $round/$ROUNDS, config B, bf16 capped at AVX512_CORE_BF16 (no AMX), $threads thread(s) ..." >&2
+                line=$(DNNL_MAX_CPU_ISA=AVX512_CORE_BF16 "$FSPO" bench --preset B --threads "$threads" --steps 3 --precision bf16 --json)
+                runs+=("${line%\}}, \"round\": $round, \"isa_cap\": \"AVX512_CORE_BF16\"}")
+            done
+        fi
         # the PyTorch reference on the same step, tuned as docs/benchmarks.md says (and with bf16 autocast)
         if [[ -e $TCMALLOC ]]; then
             steps=$([[ $preset == A ]] && echo 3 || echo 2)

@@ -7,7 +7,8 @@ out_json, out_md, machine = sys.argv[1], sys.argv[2], sys.argv[3]
 lines = [json.loads(line) for line in sys.stdin if line.strip()]
 step_runs = [r for r in lines if "kind" not in r]
 runs = [r for r in step_runs if r.get("precision", "fp32") == "fp32"]
-runs16 = [r for r in step_runs if r.get("precision") == "bf16"]
+runs16 = [r for r in step_runs if r.get("precision") == "bf16" and not r.get("isa_cap")]
+noamx = [r for r in step_runs if r.get("precision") == "bf16" and r.get("isa_cap")]
 all_torch = [r for r in lines if r.get("kind") == "torch_step"]
 torch_runs = [r for r in all_torch if r.get("precision", "fp32") == "fp32"]
 torch16 = [r for r in all_torch if r.get("precision") == "bf16-autocast"]
@@ -124,6 +125,37 @@ if rows16:
 else:
     table16 = ("No bf16 rows in this report: `make bench` adds them where the CPU has AMX-BF16 or AVX512-BF16 "
                "units (and `FSPO_CPU_NO_BF16` is not set).")
+rows_noamx = []
+for threads in sorted({r["threads"] for r in noamx}):
+    rs = [r for r in noamx if r["threads"] == threads]
+    cfg = name.get((rs[0]["d_model"], rs[0]["n_layers"]), "?")
+    vs = [r["tokens_per_s"] / fp32_by[(cfg, threads, r.get("round", 1))] for r in rs
+          if (cfg, threads, r.get("round", 1)) in fp32_by]
+    rows_noamx.append(f"| {cfg} | {threads} | {spread([r['tokens_per_s'] for r in rs])} | "
+                      f"{median([r['bf16_peak_gflops'] for r in rs]):.0f} | {median([r['sgemm_peak_gflops'] for r in rs]):.0f} | "
+                      f"{100 * median([r['mfu'] for r in rs]):.1f}% | **{spread(vs, '{:.2f}×')}** |")
+if rows_noamx:
+    all_vs = [r["tokens_per_s"] / fp32_by[(name.get((r["d_model"], r["n_layers"]), "?"), r["threads"], r.get("round", 1))]
+              for r in noamx if (name.get((r["d_model"], r["n_layers"]), "?"), r["threads"], r.get("round", 1)) in fp32_by]
+    verdict_noamx = (f"In this run the capped bf16 step ran at {median(all_vs):.2f}× fp32 (median over threads and rounds), "
+                     + ("slower than fp32, which is why" if median(all_vs) < 1 else
+                        "not slower than fp32 this time; the rule below was set on earlier runs (0.7×), and"))
+    table16 = table16 + f"""
+
+**bf16 without AMX.** The same config B step with oneDNN capped at
+AVX512-BF16 (`DNNL_MAX_CPU_ISA=AVX512_CORE_BF16 fspo bench --preset B --precision bf16`:
+the kernels a Zen 4-like CPU with AVX512-BF16 and no AMX gets, `{noamx[0].get('kernel', '?')}`), in
+the same rounds; "vs fp32" against the fp32 row of the same threads and round:
+
+| config | threads | tokens/s (median, range) | bf16 peak GFLOP/s | sgemm peak GFLOP/s | MFU (vs bf16 peak) | vs fp32 (same round) |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows_noamx)}
+
+{verdict_noamx}
+`model.precision: auto` picks fp32 on a CPU with AVX512-BF16 and no AMX
+(`bf16_auto` in `src/bf16.c`; `bf16` still runs them when asked for). This
+is an emulation on an AMX machine, not a Zen 4: the [bf16] target for such
+CPUs (≥ 1.5× fp32 on B) is not met with these kernels."""
 md += f"""
 ## bf16 products (`model.precision: bf16`)
 
@@ -390,7 +422,7 @@ tree-packed) from the synthetic users above; median over steps 2–5 of the
 metrics log, `mpi.bucket_mb: 1`; the layouts run interleaved, `BENCH_ROUNDS`
 rounds, and "vs 1 × 1" is the median of each round's ratio to that round's
 1 × 1 (fp32). Ranks × OpenBLAS threads per rank on this 2-core machine; the
-bf16 rows (`model.precision: auto`, run only where the CPU has bf16 product
+bf16 rows (`model.precision: bf16`, run only where the CPU has bf16 product
 units) give "vs fp32" as the median of each round's ratio to the fp32 row
 of the same ranks × threads, and their MFU is against the bf16 product peak:
 

@@ -39,13 +39,13 @@ YAML
 # BENCH_ROUNDS rounds of the layouts, interleaved, so that the machine's
 # drift between minutes falls on every layout alike (the report takes medians);
 # 1x1b, 2x1b: the same in bf16 ([bf16]: the speedups hold end to end), only
-# where the CPU has bf16 product units (model.precision auto says which ran)
+# where the CPU has bf16 product units
 layouts=(1x1 1x2 2x1)
 grep -qw -e amx_bf16 -e avx512_bf16 /proc/cpuinfo && [[ -z ${FSPO_CPU_NO_BF16:-} ]] && layouts+=(1x1b 2x1b)
 for round in $(seq 1 "${BENCH_ROUNDS:-3}"); do
 for layout in "${layouts[@]}"; do
     prec=fp32
-    [[ $layout == *b ]] && prec=auto
+    [[ $layout == *b ]] && prec=bf16
     l=${layout%b} && np=${l%x*} th=${l#*x} dir="$tmp/pref$layout.$round"
     echo "bench: pref stage, round $round, $np rank(s) x $th thread(s), model.precision $prec ..." >&2
     # mpirun binds each rank to one core by default: a rank with 2 threads needs --bind-to none

@@ -63,13 +63,32 @@ int bf16_supported(char *unit, size_t len)
     return 0;
 }
 
-int bf16_resolve(PrecisionChoice precision, char *err, size_t errlen)
+int bf16_auto(char *why, size_t len)
 {
     char unit[96];
+    if (!bf16_supported(unit, len < sizeof unit ? len : sizeof unit)) {
+        snprintf(why, len, "%s", unit);
+        return 0;
+    }
+    if (!strcmp(unit, "AMX-BF16")) {
+        snprintf(why, len, "%s", unit);
+        return 1;
+    }
+    /* measured (docs/benchmarks.md, "bf16 without AMX"): oneDNN 2.6's
+     * avx512_core_bf16 products ran below OpenBLAS's sgemm, and config B's
+     * step at 0.7x fp32, so auto would make such a machine slower */
+    snprintf(why, len, "%s without AMX, where oneDNN %s's bf16 products measured slower than sgemm; model.precision: "
+             "bf16 uses them anyway", unit, bf16_library_version());
+    return 0;
+}
+
+int bf16_resolve(PrecisionChoice precision, char *err, size_t errlen)
+{
+    char unit[96], why[200];
     int have = bf16_supported(unit, sizeof unit);
     switch (precision) {
     case PRECISION_CHOICE_FP32: return 0;
-    case PRECISION_CHOICE_AUTO: return have;
+    case PRECISION_CHOICE_AUTO: return bf16_auto(why, sizeof why);
     case PRECISION_CHOICE_BF16:
         if (have) return 1;
         return set_err(err, errlen, "model.precision bf16: %s; use fp32 or auto", unit);

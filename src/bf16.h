@@ -30,9 +30,13 @@ int bf16_supported(char *unit, size_t len);
 typedef enum { PRECISION_CHOICE_FP32, PRECISION_CHOICE_BF16, PRECISION_CHOICE_AUTO } PrecisionChoice;
 static const char *const PRECISION_CHOICE_NAMES[] = { "fp32", "bf16", "auto", NULL };
 
-/* model.precision -> 1 for bf16, 0 for fp32; auto is bf16 exactly when
- * bf16_supported(). -1 with a message when bf16 is asked for on a CPU
- * without it. */
+/* What model.precision auto picks: 1 (bf16) on AMX-BF16; 0 (fp32) without
+ * bf16 units, and on AVX512-BF16 without AMX, where oneDNN's bf16 products
+ * measured slower than sgemm. `why` says which (for the start-up line). */
+int bf16_auto(char *why, size_t len);
+
+/* model.precision -> 1 for bf16, 0 for fp32 (auto: bf16_auto). -1 with a
+ * message when bf16 is asked for on a CPU without bf16 units. */
 int bf16_resolve(PrecisionChoice precision, char *err, size_t errlen);
 
 /* oneDNN's version, e.g. "2.6.3". */

@@ -1032,8 +1032,9 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "
                "%d), %lld training users\n",
                STAGE_NAMES[cfg->train.stage], d->size, threads, why, r->policy->n_params, B, mb, (long long)r->sampler.n_users);
-        char unit[128], kern[160];
+        char unit[128], kern[160], why_auto[200];
         bf16_supported(unit, sizeof unit);
+        bf16_auto(why_auto, sizeof why_auto);
         if (r->bf16) {
             bf16_kernel_summary(kern, sizeof kern);
             printf("train: precision bf16 (model.precision %s; %s): %s (oneDNN %s); MFU against the bf16 product "
@@ -1043,7 +1044,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
             printf("train: precision fp32 (model.precision %s%s%s): OpenBLAS sgemm; MFU against the sgemm peak, "
                    "%.0f GFLOP/s\n",
                    PRECISION_CHOICE_NAMES[cfg->precision], cfg->precision == PRECISION_CHOICE_AUTO ? ": " : "",
-                   cfg->precision == PRECISION_CHOICE_AUTO ? unit : "",
+                   cfg->precision == PRECISION_CHOICE_AUTO ? why_auto : "",
                    r->peak_gflops);
         if (cfg->attention == ATTENTION_FLASH)
             printf("train: model.attention flash: no [rows, heads, T, T] probabilities kept; activation arena %.1f MiB "

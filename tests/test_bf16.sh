@@ -27,6 +27,26 @@ n_vec=$(grep -c "^PASS: .*vector" <<<"$out")
 expect_error "model.precision takes fp32, bf16 or auto" 2 "model.precision.*fp16.*(fp32|bf16|auto)" -- \
     "$FSPO" train "$tmp/cfg.yaml" --set model.precision=fp16 --set train.run_dir="$tmp/err"
 
+# ---- oneDNN's own ISA cap (DNNL_MAX_CPU_ISA) as a second way to take units away ----
+if grep -qw avx512_bf16 /proc/cpuinfo; then
+    DNNL_MAX_CPU_ISA=AVX512_CORE_BF16 train 1 "$tmp/noamx" --set model.precision=auto --set train.max_steps=1
+    DNNL_MAX_CPU_ISA=AVX512_CORE_BF16 train 1 "$tmp/noamx16" --set model.precision=bf16 --set train.max_steps=1
+    grep -q "precision fp32 (model.precision auto: AVX512-BF16 without AMX, where oneDNN .*slower than sgemm" "$tmp/noamx.log" &&
+        grep -q "precision bf16 (model.precision bf16; AVX512-BF16): layer products brg:avx512_core_bf16" "$tmp/noamx16.log" &&
+        pass "AVX512-BF16 without AMX (DNNL_MAX_CPU_ISA=AVX512_CORE_BF16): auto runs fp32, bf16 runs oneDNN's avx512_core_bf16 kernels" \
+            "$(grep -h 'precision' "$tmp/noamx.log" "$tmp/noamx16.log" | cut -c1-150 | tr '\n' ';')" ||
+        fail "AVX512-BF16 without AMX: auto runs fp32, bf16 runs avx512_core_bf16" "$(grep -h 'precision\|fspo:' "$tmp/noamx.log" "$tmp/noamx16.log")"
+else
+    echo "SKIP: AVX512-BF16 without AMX: this CPU has no AVX512-BF16 to cap oneDNN at"
+fi
+DNNL_MAX_CPU_ISA=AVX512_CORE train 1 "$tmp/noisa" --set model.precision=auto --set train.max_steps=1
+grep -q "precision fp32 (model.precision auto: no AMX-BF16 or AVX512-BF16 on this CPU: bf16 would be emulated)" "$tmp/noisa.log" &&
+    pass "no bf16 units (DNNL_MAX_CPU_ISA=AVX512_CORE): auto runs fp32" "$(grep 'precision' "$tmp/noisa.log" | cut -c1-150)" ||
+    fail "no bf16 units (DNNL_MAX_CPU_ISA=AVX512_CORE): auto runs fp32" "$(head -5 "$tmp/noisa.log")"
+expect_error "no bf16 units (DNNL_MAX_CPU_ISA=AVX512_CORE): bf16 asked for is an error" 2 \
+    "model.precision bf16: no AMX-BF16 or AVX512-BF16 on this CPU: bf16 would be emulated; use fp32 or auto" -- \
+    env DNNL_MAX_CPU_ISA=AVX512_CORE "$FSPO" train "$tmp/cfg.yaml" --set model.precision=bf16 --set train.run_dir="$tmp/err2"
+
 # ---- does this CPU have bf16 units? auto says ----
 train 1 "$tmp/auto" --set model.precision=auto --set train.max_steps=1
 if ! grep -q "precision bf16 (model.precision auto" "$tmp/auto.log"; then
