@@ -85,6 +85,10 @@ static const Key schema[] = {
       "stores only each query's log-sum-exp (online softmax over 128 x 128 tiles) and recomputes the probabilities in "
       "the backward: the same results to fp32 rounding, memory linear in T, one more QK^T per layer (docs/model.md, "
       "\"Attention memory\"). flash needs model.precision fp32" },
+    { "model", "recompute", T_BOOL, FIELD(recompute), "false", 0, 1, 0, NULL,
+      "activation checkpointing per block: keep only each block's input and one block's activations, and run each "
+      "block's forward again right before its backward: the same gradients bit for bit, activation memory of one "
+      "layer instead of n_layers, about a third more compute per step (docs/model.md, \"Recomputing blocks\")" },
 
     STR(data, path, "", 0, "prepared dataset (.h5) written by `fspo prep`"),
     INT(data, n_fewshot, "4", 0, 256, "N: the user's preference pairs shown in context"),
@@ -1205,7 +1209,7 @@ static int train_check(Loader *L)
     ModelConfig m = c->model;
     double mem = machine_memory_bytes(), need_mem = 0;
     int pref = c->train.stage == STAGE_PREF && c->loss.type != LOSS_SIMPO;
-    if (model_config_validate(&m, msg, sizeof msg) == 0) need_mem = model_train_bytes_attn(&m, 1, pref, c->attention);
+    if (model_config_validate(&m, msg, sizeof msg) == 0) need_mem = model_train_bytes_keep(&m, 1, pref, (ActKeep){ c->attention, c->recompute });
     if (mem > 0 && need_mem > mem) {
         snprintf(msg, sizeof msg, "this model needs at least %.1f GiB per training rank (%.0f M parameters: 16 bytes "
                  "each for weights, gradients and AdamW moments%s, plus the activations of one meta-example of "

@@ -38,6 +38,7 @@ struct Config {
     PrecisionChoice precision; /* model.precision: fp32 | bf16 | auto (src/bf16.h; not in ModelConfig, the shape checkpoints compare) */
     int tie_embeddings; /* model.tie_embeddings; config_load sets model.untied = !tie_embeddings */
     AttentionKind attention; /* model.attention: full | flash (src/model.h; not in ModelConfig either) */
+    int recompute;           /* model.recompute: rerun each block's forward in the backward (src/model.h ActKeep) */
     struct {
         char path[CFG_STR];   /* prepared dataset (.h5) from `fspo prep` */
         int n_fewshot;        /* N: few-shot pairs in context */

@@ -7,8 +7,8 @@
 #   for config B (fspo bench --ckpt) and the overlapped allreduce with
 #   identical work per rank (mpirun -np 2 fspo bench --dp), then the same
 #   with ZeRO-1's reduce-scatter and its optimizer state per rank (--shard).
-#   Then attention memory (VmHWM vs analytic, full vs flash, T = 4096 and
-#   8192) and an allreduce sweep on one node and across two Slurm nodes.
+#   Then attention memory (VmHWM vs analytic, full, flash, flash with
+#   model.recompute, T = 4096 and 8192) and an allreduce sweep on one node and across two Slurm nodes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 FSPO=${FSPO:-./fspo}
@@ -49,10 +49,11 @@ echo "${line%\}}, \"command\": \"mpirun -np 2 fspo bench --dp --shard --preset A
 # T = 4096 and 8192 tokens, full vs flash (model.attention): peak RSS (VmHWM)
 # against the analytic figure, and the step time of each
 for T in 4096 8192; do
-    for attn in full flash; do
-        echo "bench: attention memory, T = $T, $attn ..." >&2
-        cmd="fspo bench --preset A --max-seq $T --batch 1 --steps 2 --threads 2 --sgemm-n 512 --attention $attn --json"
-        line=$("$FSPO" bench --preset A --max-seq "$T" --batch 1 --steps 2 --threads 2 --sgemm-n 512 --attention "$attn" --json)
+    for keep in "full" "flash" "flash --recompute"; do
+        echo "bench: attention memory, T = $T, $keep ..." >&2
+        cmd="fspo bench --preset A --max-seq $T --batch 1 --steps 2 --threads 2 --sgemm-n 512 --attention $keep --json"
+        # shellcheck disable=SC2086 # $keep is the attention kind and maybe --recompute
+        line=$("$FSPO" bench --preset A --max-seq "$T" --batch 1 --steps 2 --threads 2 --sgemm-n 512 --attention $keep --json)
         echo "${line%\}}, \"kind\": \"attn_memory\", \"command\": \"$cmd\"}"
     done
 done

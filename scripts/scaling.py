@@ -86,12 +86,14 @@ GiB = 1 << 30
 BUDGET = 24 * GiB  # this machine's memory, the question the table answers
 
 
-def model_memory(fspo, d, L, H, T, attention, ranks=1):
+def model_memory(fspo, d, L, H, T, attention, ranks=1, recompute=False):
     """fspo model --json: the one place the memory formula lives (src/model.c)."""
     args = [fspo, "model", "--d-model", str(d), "--n-layers", str(L), "--n-heads", str(H), "--max-seq", str(T),
             "--batch", "1", "--attention", attention, "--json"]
     if ranks > 1:
         args += ["--ranks", str(ranks), "--shard"]
+    if recompute:
+        args += ["--recompute"]
     r = json.loads(subprocess.run(args, check=True, capture_output=True, text=True).stdout)
     return r["state_bytes"] + r["activation_bytes"], r["params"]
 
@@ -106,7 +108,9 @@ keeps 8 + 8/P) plus the activations one row of T tokens keeps for the
 backward, byte vocabulary (264), batch 1, an SFT step (a preference stage
 adds the frozen reference: its weights and one forward's activations).
 `full` keeps every layer's [heads, T, T] probabilities; `flash` keeps one
-log-sum-exp per row and head and recomputes them by query block.
+log-sum-exp per row and head and recomputes them by query block;
+`+ recompute` (`model.recompute`) keeps one block's activations instead of
+every layer's and reruns each block's forward in the backward.
 """]
     if attn_rows:
         out.append("Measured (`make bench`, `fspo bench --attention full|flash`, config A's model, one row, 2 threads): "
@@ -114,42 +118,43 @@ log-sum-exp per row and head and recomputes them by query block.
                    "the code, libraries, the data and allocator slack, which the analytic figure leaves out).\n")
         out.append("| T | attention | peak RSS | analytic | RSS / analytic | step s |")
         out.append("|---|---|---|---|---|---|")
-        for r in sorted(attn_rows, key=lambda r: (r["seq"], r["attention"])):
-            out.append(f"| {r['seq']} | {r['attention']} | {r['rss_peak_mb']:.0f} MB | {r['analytic_mb']:.0f} MB | "
+        for r in sorted(attn_rows, key=lambda r: (r["seq"], r["attention"], r.get("recompute", False))):
+            kind = r["attention"] + (" + recompute" if r.get("recompute") else "")
+            out.append(f"| {r['seq']} | {kind} | {r['rss_peak_mb']:.0f} MB | {r['analytic_mb']:.0f} MB | "
                        f"{r['rss_peak_mb'] / r['analytic_mb']:.2f}× | {r['step_s_median']:.2f} |")
         out.append("")
     shapes = [("config A", 256, 4, 4), ("config B", 512, 8, 8), ("~100M", 768, 14, 12), ("~400M", 1024, 24, 16),
               ("~1.2B", 1536, 36, 16), ("~2.4B", 2048, 40, 16), ("~5B", 2560, 60, 20)]
     Ts = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072]
     out.append(f"Per rank, GiB, one row; three row lengths:\n")
-    out.append("| model | params | T | full | flash | flash + ZeRO-1 at 64 ranks |")
-    out.append("|---|---|---|---|---|---|")
+    opts = (("full", 1, False), ("flash", 1, False), ("flash", 1, True), ("flash", 64, True))
+    out.append("| model | params | T | full | flash | flash + recompute | flash + recompute + ZeRO-1 at 64 ranks |")
+    out.append("|---|---|---|---|---|---|---|")
     largest = {}
     for name, d, L, H in shapes:
         for T in (1024, 8192, 32768):
             cells, params = [], 0
-            for attn, ranks in (("full", 1), ("flash", 1), ("flash", 64)):
-                b, params = model_memory(fspo, d, L, H, T, attn, ranks)
+            for attn, ranks, rec in opts:
+                b, params = model_memory(fspo, d, L, H, T, attn, ranks, rec)
                 cells.append(f"{b / GiB:.1f}")
             out.append(f"| {name} | {params / 1e6:.0f} M | {T} | " + " | ".join(cells) + " |")
-        for attn, ranks in (("full", 1), ("flash", 1), ("flash", 64)):
-            fit = [T for T in Ts if model_memory(fspo, d, L, H, T, attn, ranks)[0] <= BUDGET]
-            largest[(name, attn, ranks)] = fit[-1] if fit else 0
+        for attn, ranks, rec in opts:
+            fit = [T for T in Ts if model_memory(fspo, d, L, H, T, attn, ranks, rec)[0] <= BUDGET]
+            largest[(name, attn, ranks, rec)] = fit[-1] if fit else 0
     out.append("")
     out.append(f"The longest row (T, powers of 2 up to {Ts[-1]}) each model trains in {BUDGET // GiB} GiB per rank:\n")
-    out.append("| model | full | flash | flash + ZeRO-1 at 64 ranks |")
-    out.append("|---|---|---|---|")
+    out.append("| model | full | flash | flash + recompute | flash + recompute + ZeRO-1 at 64 ranks |")
+    out.append("|---|---|---|---|---|")
     for name, *_ in shapes:
-        cells = [str(largest[(name, a, r)]) if largest[(name, a, r)] else "none"
-                 for a, r in (("full", 1), ("flash", 1), ("flash", 64))]
+        cells = [str(largest[(name, *o)]) if largest[(name, *o)] else "none" for o in opts]
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     out.append("""
 Full attention's probabilities grow as T² per layer and head and decide
 the row length well before the weights do; flash makes the activations
-linear in T, and then the weights' state (16 bytes per parameter) is the
-limit, which ZeRO-1 brings to about 8 bytes at 64 ranks. Activation
-checkpointing per block (not in fspo yet) would divide the linear part by
-the number of layers.
+linear in T; recomputing blocks divides that linear part by about the
+number of layers (the residual stream at each block's input stays); then
+the weights' state (16 bytes per parameter) is the limit, which ZeRO-1
+brings to about 8 bytes at 64 ranks.
 """)
     return out
 

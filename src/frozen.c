@@ -24,8 +24,8 @@ Model *frozen_load(const char *path, const FrozenSpec *s, char *err, size_t errl
         return NULL;
     }
     const ModelConfig *mc = s->shape ? s->shape : &own;
-    Model *m = model_create_attn(mc, 0, s->max_rows, s->max_len > 0 && s->max_len < mc->max_seq ? s->max_len : mc->max_seq,
-                                 s->attention);
+    Model *m = model_create_keep(mc, 0, s->max_rows, s->max_len > 0 && s->max_len < mc->max_seq ? s->max_len : mc->max_seq,
+                                 (ActKeep){ s->attention, 0 });
     if (ckpt_load(path, m, NULL, s->meta, why, sizeof why) != 0 ||
         (s->checksum && ckpt_weights_checksum(path, s->checksum, why, sizeof why) != 0)) {
         set_err(err, errlen, "%s", why);

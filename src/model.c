@@ -173,14 +173,14 @@ size_t model_param_count(const ModelConfig *cfg)
 
 double model_train_bytes(const ModelConfig *cfg, int rows, int with_ref)
 {
-    return model_train_bytes_attn(cfg, rows, with_ref, ATTENTION_FULL);
+    return model_train_bytes_keep(cfg, rows, with_ref, (ActKeep){ ATTENTION_FULL, 0 });
 }
 
-double model_train_bytes_attn(const ModelConfig *cfg, int rows, int with_ref, AttentionKind attn)
+double model_train_bytes_keep(const ModelConfig *cfg, int rows, int with_ref, ActKeep keep)
 {
     double p = (double)model_param_count(cfg);
-    double bytes = 16.0 * p + (double)model_arena_bytes_attn(cfg, 1, rows, cfg->max_seq, attn);
-    if (with_ref) bytes += 4.0 * p + (double)model_arena_bytes_attn(cfg, 0, rows, cfg->max_seq, attn);
+    double bytes = 16.0 * p + (double)model_arena_bytes_keep(cfg, 1, rows, cfg->max_seq, keep);
+    if (with_ref) bytes += 4.0 * p + (double)model_arena_bytes_keep(cfg, 0, rows, cfg->max_seq, keep);
     return bytes;
 }
 
@@ -241,16 +241,17 @@ static size_t shared_floats(const ModelConfig *c, int trainable, size_t N, size_
 
 size_t model_arena_bytes(const ModelConfig *c, int trainable, int max_rows, int max_len)
 {
-    return model_arena_bytes_attn(c, trainable, max_rows, max_len, ATTENTION_FULL);
+    return model_arena_bytes_keep(c, trainable, max_rows, max_len, (ActKeep){ ATTENTION_FULL, 0 });
 }
 
-size_t model_arena_bytes_attn(const ModelConfig *c, int trainable, int max_rows, int max_len, AttentionKind attn)
+size_t model_arena_bytes_keep(const ModelConfig *c, int trainable, int max_rows, int max_len, ActKeep keep)
 {
     size_t N = (size_t)max_rows * max_len;
-    int flash = attn == ATTENTION_FLASH;
+    int flash = keep.attention == ATTENTION_FLASH;
     size_t per_layer = layer_floats(c, N, max_len, flash);
-    return sizeof(float) *
-           ((trainable ? (size_t)c->n_layers : 1) * per_layer + shared_floats(c, trainable, N, max_len, flash));
+    /* one slot of layer activations when forward-only or recomputing, else one per layer */
+    size_t slots = trainable && !keep.recompute ? (size_t)c->n_layers : 1;
+    return sizeof(float) * (slots * per_layer + shared_floats(c, trainable, N, max_len, flash));
 }
 
 static void carve_arena(Model *m)
@@ -258,14 +259,15 @@ static void carve_arena(Model *m)
     const ModelConfig *c = &m->cfg;
     size_t N = (size_t)m->cap_rows * m->cap_len, T = m->cap_len;
     size_t C = c->d_model, F = c->ffn_hidden, V = c->vocab, H = c->n_heads, L = c->n_layers;
-    m->arena_floats = model_arena_bytes_attn(c, m->trainable, m->cap_rows, m->cap_len,
-                                             m->flash ? ATTENTION_FLASH : ATTENTION_FULL) / sizeof(float);
+    m->arena_floats = model_arena_bytes_keep(c, m->trainable, m->cap_rows, m->cap_len,
+                                             (ActKeep){ m->flash ? ATTENTION_FLASH : ATTENTION_FULL, m->recompute }) /
+                      sizeof(float);
     m->arena = xcalloc_aligned(m->arena_floats * sizeof(float), "the activation arena");
     float *p = m->arena;
 #define TAKE(n) (p += (n), p - (n))
     for (size_t l = 0; l < L; l++) {
         LayerActs *a = &m->acts[l];
-        if (!m->trainable && l > 0) { /* forward-only: every layer reuses slot 0 */
+        if ((!m->trainable || m->recompute) && l > 0) { /* forward-only or recomputing: every layer reuses slot 0 */
             *a = m->acts[0];
             continue;
         }
@@ -304,15 +306,16 @@ static void carve_arena(Model *m)
 
 Model *model_create(const ModelConfig *cfg, int trainable, int max_rows, int max_len)
 {
-    return model_create_attn(cfg, trainable, max_rows, max_len, ATTENTION_FULL);
+    return model_create_keep(cfg, trainable, max_rows, max_len, (ActKeep){ ATTENTION_FULL, 0 });
 }
 
-Model *model_create_attn(const ModelConfig *cfg, int trainable, int max_rows, int max_len, AttentionKind attn)
+Model *model_create_keep(const ModelConfig *cfg, int trainable, int max_rows, int max_len, ActKeep keep)
 {
     Model *m = calloc(1, sizeof *m);
     if (!m) fatal(EXIT_RUNTIME, "out of memory for the model");
     m->cfg = *cfg;
-    m->flash = attn == ATTENTION_FLASH;
+    m->flash = keep.attention == ATTENTION_FLASH;
+    m->recompute = trainable && keep.recompute;
     char err[256];
     if (model_config_validate(&m->cfg, err, sizeof err) != 0) fatal(EXIT_USAGE, "%s", err);
     if (max_rows < 1 || max_len < 1 || max_len > m->cfg.max_seq)
@@ -349,11 +352,12 @@ static void free_bf16(Model *m)
     if (m->bmat)
         for (int i = 0; i < 4 * m->cfg.n_layers + 1; i++) bf16_matrix_free(m->bmat[i]);
     int L = m->cfg.n_layers;
-    if (m->bin) /* a forward-only model's layers share layer 0's */
+    int per_layer = m->trainable && !m->recompute; /* else the layers share layer 0's */
+    if (m->bin)
         for (int i = 0; i < 4 * L + 1; i++)
-            if (m->trainable || i < 4 || i == 4 * L) xfree_aligned(m->bin[i]);
+            if (per_layer || i < 4 || i == 4 * L) xfree_aligned(m->bin[i]);
     if (m->bqkv)
-        for (int l = 0; l < (m->trainable ? L : 1); l++) xfree_aligned(m->bqkv[l]);
+        for (int l = 0; l < (per_layer ? L : 1); l++) xfree_aligned(m->bqkv[l]);
     free(m->bmat);
     free(m->bsrc);
     free(m->bin);
@@ -393,13 +397,14 @@ void model_set_precision(Model *m, Precision p)
     if (V > widest) widest = V;
     size_t rows = (size_t)m->cap_rows * m->cap_len;
     /* each product's input rounded, and q|k|v rounded: written by the forward,
-     * read by the backward (a forward-only model's layers share one set) */
+     * read by the backward (a forward-only or recomputing model's layers share one set) */
+    int per_layer = m->trainable && !m->recompute;
     size_t rows16 = (rows + 15) / 16 * 16;
     m->bin = calloc(n, sizeof *m->bin);
     m->bqkv = calloc(L, sizeof *m->bqkv);
     if (!m->bin || !m->bqkv) fatal(EXIT_RUNTIME, "out of memory for the bf16 activations");
     for (int i = 0; i < n; i++) {
-        if (!m->trainable && i >= 4 && i < 4 * L) {
+        if (!per_layer && i >= 4 && i < 4 * L) {
             m->bin[i] = m->bin[i % 4];
             continue;
         }
@@ -408,9 +413,9 @@ void model_set_precision(Model *m, Precision p)
         bytes += sizeof(uint16_t) * rows16 * cols;
     }
     for (int l = 0; l < L; l++) {
-        m->bqkv[l] = m->trainable || l == 0 ? xcalloc_aligned(sizeof(uint16_t) * rows * 3 * C, "bf16 activations")
-                                            : m->bqkv[0];
-        if (m->trainable || l == 0) bytes += sizeof(uint16_t) * rows * 3 * C;
+        m->bqkv[l] = per_layer || l == 0 ? xcalloc_aligned(sizeof(uint16_t) * rows * 3 * C, "bf16 activations")
+                                         : m->bqkv[0];
+        if (per_layer || l == 0) bytes += sizeof(uint16_t) * rows * 3 * C;
     }
     m->bscratch = bf16_scratch_create(rows, widest, m->cap_len, C);
     m->bf16_bytes = bytes + bf16_scratch_bytes(rows, widest, m->cap_len, C, pool_threads());
@@ -535,18 +540,18 @@ static void check_shape(const Model *m, const Batch *b)
               m->cap_len);
 }
 
-void model_forward(Model *m, const Batch *b, float *logp)
+/* Block l: resid[l] -> resid[l + 1], its activations in acts[l] (the
+ * forward, and with model.recompute the backward again, right before
+ * block l's backward: the same inputs and code, so the same bits). */
+static void block_forward(Model *m, const Batch *b, int l)
 {
-    check_shape(m, b);
     const ModelConfig *c = &m->cfg;
-    int B = b->B, T = b->T, N = B * T, C = c->d_model, F = c->ffn_hidden, H = c->n_heads, V = c->vocab;
+    int B = b->B, T = b->T, N = B * T, C = c->d_model, F = c->ffn_hidden, H = c->n_heads;
     int QKV = C + 2 * model_kv_width(c);
     size_t NC = (size_t)N * C;
-    refresh_bf16(m);
-    embedding_forward(m->resid[0], b->tokens, m->w.tok_emb, N, C);
-    for (int l = 0; l < c->n_layers; l++) {
-        const LayerWeights *w = &m->w.layer[l];
-        LayerActs *a = &m->acts[l];
+    const LayerWeights *w = &m->w.layer[l];
+    LayerActs *a = &m->acts[l];
+    {
         /* attention block: x + wo(attn(rope(wqkv(norm(x))))) */
         norm_mm_forward(m, a->xn1, a->rstd1, m->resid[l], w->attn_norm, m->qkv_kv ? m->qkv_kv : a->qkv, w->wqkv, 4 * l,
                         N, C, QKV);
@@ -569,6 +574,16 @@ void model_forward(Model *m, const Batch *b, float *logp)
         swiglu_mm_forward(m, a->hact, a->h13, m->tmp, w->w2, 4 * l + 3, N, F, C);
         residual_forward(m->resid[l + 1], a->xmid, m->tmp, NC);
     }
+}
+
+void model_forward(Model *m, const Batch *b, float *logp)
+{
+    check_shape(m, b);
+    const ModelConfig *c = &m->cfg;
+    int N = b->B * b->T, C = c->d_model, V = c->vocab;
+    refresh_bf16(m);
+    embedding_forward(m->resid[0], b->tokens, m->w.tok_emb, N, C);
+    for (int l = 0; l < c->n_layers; l++) block_forward(m, b, l);
     norm_mm_forward(m, m->xnf, m->rstdf, m->resid[c->n_layers], m->w.final_norm, m->logits, m->w.head,
                     4 * c->n_layers, N, C, V);
     target_logp_forward(logp, m->lse, m->logits, b->targets, b->n_targets, N, V);
@@ -609,6 +624,8 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         const LayerWeights *w = &m->w.layer[l];
         LayerWeights *g = &m->g.layer[l];
         LayerActs *a = &m->acts[l];
+        /* model.recompute: the one activation slot holds the last block's; rerun block l into it */
+        if (m->recompute && l < c->n_layers - 1) block_forward(m, b, l);
         /* MLP block; d_resid holds dL/d(layer output) and flows on unchanged through the residual */
         /* each tensor's gradient is final right after its op: report it, so a
          * bucket can start (and the ones in flight progress) within the layer */

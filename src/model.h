@@ -80,6 +80,7 @@ typedef struct {
     /* activation arena */
     int cap_rows, cap_len, trainable;
     int flash;                /* ATTENTION_FLASH: no acts[l].att; d_att is the flash scratch (forward and backward) */
+    int recompute;            /* model.recompute: acts[l] all alias one slot; the backward reruns each block's forward */
     float *arena;
     size_t arena_floats;
     LayerActs *acts;          /* [L] per-layer views (all alias one slot when forward-only) */
@@ -112,12 +113,23 @@ typedef enum { PRECISION_FP32 = 0, PRECISION_BF16 = 1 } Precision;
 typedef enum { ATTENTION_FULL = 0, ATTENTION_FLASH = 1 } AttentionKind;
 static const char *const ATTENTION_NAMES[] = { "full", "flash", NULL };
 
+/* What a training model keeps for its backward (docs/model.md, "Attention
+ * memory" and "Recomputing blocks"): `attention` as above; `recompute`
+ * (model.recompute) keeps only each block's input (the residual stream)
+ * and one block's activations, and runs each block's forward again right
+ * before its backward: the same gradients bit for bit, activations of one
+ * layer instead of L, one more forward of the blocks per step. */
+typedef struct {
+    AttentionKind attention;
+    int recompute;
+} ActKeep;
+
 /* A model able to run batches of up to max_rows rows of max_len tokens.
  * trainable = 0 builds a forward-only model (no gradients; one activation
  * slot reused by every layer), as the frozen reference model needs. */
 Model *model_create(const ModelConfig *cfg, int trainable, int max_rows, int max_len);
-/* The same with attention kept as `attn` says (model_create: ATTENTION_FULL). */
-Model *model_create_attn(const ModelConfig *cfg, int trainable, int max_rows, int max_len, AttentionKind attn);
+/* The same keeping what `keep` says (model_create: full attention, no recompute). */
+Model *model_create_keep(const ModelConfig *cfg, int trainable, int max_rows, int max_len, ActKeep keep);
 
 /* Parameters of a (validated) model shape: the layout model_create builds. */
 size_t model_param_count(const ModelConfig *cfg);
@@ -132,8 +144,8 @@ Model *model_layout(const ModelConfig *cfg);
  * reference model of a preference stage (4 per parameter and a
  * forward-only arena). A lower bound: no BLAS buffers or batch staging. */
 double model_train_bytes(const ModelConfig *cfg, int rows, int with_ref);
-/* The same with attention kept as `attn` says (model_train_bytes: ATTENTION_FULL). */
-double model_train_bytes_attn(const ModelConfig *cfg, int rows, int with_ref, AttentionKind attn);
+/* The same keeping what `keep` says (model_train_bytes: full attention, no recompute). */
+double model_train_bytes_keep(const ModelConfig *cfg, int rows, int with_ref, ActKeep keep);
 void model_free(Model *m);
 
 /* Views of a flat buffer laid out like the parameters. */
@@ -180,8 +192,8 @@ int model_grad_cuts(const Model *m, size_t *cuts, int cap);
 double model_flops_per_token(const ModelConfig *cfg, int T);
 /* Bytes of the activation arena for a shape, so callers can report memory. */
 size_t model_arena_bytes(const ModelConfig *cfg, int trainable, int max_rows, int max_len);
-/* The same with attention kept as `attn` says (model_arena_bytes: ATTENTION_FULL). */
-size_t model_arena_bytes_attn(const ModelConfig *cfg, int trainable, int max_rows, int max_len, AttentionKind attn);
+/* The same keeping what `keep` says (model_arena_bytes: full attention, no recompute). */
+size_t model_arena_bytes_keep(const ModelConfig *cfg, int trainable, int max_rows, int max_len, ActKeep keep);
 
 /* Incremental decoding for one sequence with a key/value cache. */
 typedef struct KVCache KVCache;

@@ -838,7 +838,7 @@ int train_check_ranks(const Config *cfg, int ranks, int local, char *err, size_t
     int share = (B + ranks - 1) / ranks;
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
     /* this node's ranks, each with its real micro-batch */
-    double mem = machine_memory_bytes(), need_mem = model_train_bytes_attn(&cfg->model, mb, pref, cfg->attention) * local;
+    double mem = machine_memory_bytes(), need_mem = model_train_bytes_keep(&cfg->model, mb, pref, (ActKeep){ cfg->attention, cfg->recompute }) * local;
     /* ZeRO-1: each rank keeps 1/ranks of the AdamW moments model_train_bytes counts */
     if (cfg->mpi.shard_optimizer && ranks > 1)
         need_mem -= local * optim_state_bytes(OPTIM_ADAMW, (size_t)model_param_count(&cfg->model)) * (1.0 - 1.0 / ranks);
@@ -954,7 +954,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     threads_use(threads);
     int share = (B + d->size - 1) / d->size;
     int mb = cfg->train.micro_batch > 0 && cfg->train.micro_batch < share ? cfg->train.micro_batch : share;
-    r->policy = model_create_attn(&cfg->model, 1, mb, cfg->model.max_seq, cfg->attention);
+    r->policy = model_create_keep(&cfg->model, 1, mb, cfg->model.max_seq, (ActKeep){ cfg->attention, cfg->recompute });
     r->include_rejected = cfg->train.sft_include_rejected;
     r->context_targets = !r->pref && cfg->train.sft_context;
     r->user_desc = cfg->data.user_desc == USER_DESC_COT;
@@ -1050,6 +1050,11 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
             printf("train: model.attention flash: no [rows, heads, T, T] probabilities kept; activation arena %.1f MiB "
                    "(full: %.1f MiB)\n", r->policy->arena_floats * sizeof(float) / 1048576.0,
                    model_arena_bytes(&cfg->model, 1, mb, cfg->model.max_seq) / 1048576.0);
+        if (cfg->recompute)
+            printf("train: model.recompute: each block's forward runs again before its backward; activation arena "
+                   "%.1f MiB (without: %.1f MiB)\n", r->policy->arena_floats * sizeof(float) / 1048576.0,
+                   model_arena_bytes_keep(&cfg->model, 1, mb, cfg->model.max_seq, (ActKeep){ cfg->attention, 0 }) /
+                       1048576.0);
         if (r->user_desc)
             printf("train: data.user_desc cot: %lld of %lld training users have a description (the others get no "
                    "description segment)\n", (long long)users_described(&r->sampler), (long long)r->sampler.n_users);

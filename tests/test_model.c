@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "io/config.h"
+#include "src/bf16.h"
 #include "src/model.h"
 #include "src/ops.h"
 #include "src/optim.h"
@@ -191,7 +192,7 @@ static void test_tree_packing(void)
 static void test_no_alloc_in_step(AttentionKind attn)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 32, .n_layers = 2, .n_heads = 2, .max_seq = 64 };
-    Model *m = model_create_attn(&cfg, 1, 2, 64, attn);
+    Model *m = model_create_keep(&cfg, 1, 2, 64, (ActKeep){ attn, 0 });
     model_init_weights(m, 3);
     Batch b;
     batch_alloc(&b, 2, 64, 3, 16);
@@ -313,7 +314,7 @@ static void test_flash_training(void)
     ModelConfig cfg = { .vocab = 264, .d_model = 32, .n_layers = 2, .n_heads = 4, .max_seq = 300, .n_kv_heads = 2 };
     int B = 2, T = 300, S = 6, K = 40; /* T: two full query blocks and a partial one */
     pool_set_threads(2);
-    Model *full = model_create(&cfg, 1, B, T), *flash = model_create_attn(&cfg, 1, B, T, ATTENTION_FLASH);
+    Model *full = model_create(&cfg, 1, B, T), *flash = model_create_keep(&cfg, 1, B, T, (ActKeep){ ATTENTION_FLASH, 0 });
     model_init_weights(full, 11);
     model_init_weights(flash, 11);
     Batch b;
@@ -340,7 +341,7 @@ static void test_flash_training(void)
           "max rel |dlogp| %.1e, max |dgrad| %.1e (max |grad| %.1e), max |dparam| %.1e (max |param| %.2f)", dl, dg,
           gbig, dp, big);
     /* forward-only models (the frozen reference) */
-    Model *rf = model_create(&cfg, 0, B, T), *rq = model_create_attn(&cfg, 0, B, T, ATTENTION_FLASH);
+    Model *rf = model_create(&cfg, 0, B, T), *rq = model_create_keep(&cfg, 0, B, T, (ActKeep){ ATTENTION_FLASH, 0 });
     memcpy(rf->params, full->params, sizeof(float) * full->n_params);
     memcpy(rq->params, full->params, sizeof(float) * full->n_params);
     model_forward(rf, &b, lf), model_forward(rq, &b, lq);
@@ -365,6 +366,62 @@ static void test_flash_training(void)
     pool_set_threads(1);
 }
 
+/* ---- model.recompute: each block's forward again in the backward, the same bits ---- */
+static void recompute_case(const char *name, ModelConfig cfg, AttentionKind attn, int bf16)
+{
+    int B = 2, T = 300, S = 6, K = 40;
+    Model *keep = model_create_keep(&cfg, 1, B, T, (ActKeep){ attn, 0 });
+    Model *rec = model_create_keep(&cfg, 1, B, T, (ActKeep){ attn, 1 });
+    if (bf16) model_set_precision(keep, PRECISION_BF16), model_set_precision(rec, PRECISION_BF16);
+    model_init_weights(keep, 21);
+    model_init_weights(rec, 21);
+    Batch b;
+    batch_alloc(&b, B, T, S, K);
+    random_tree_batch(&b, B, T, S, K, cfg.vocab);
+    float lk[40], lr[40], dlogp[40];
+    for (int k = 0; k < K; k++) dlogp[k] = -1.0f / K;
+    OptimConfig oc = config_optim_default(OPTIM_ADAMW);
+    Optimizer ok, orc;
+    optim_init(&ok, &oc, keep->n_params);
+    optim_init(&orc, &oc, rec->n_params);
+    int same = 1;
+    for (int s = 0; s < 3; s++) {
+        model_zero_grad(keep), model_zero_grad(rec);
+        model_forward(keep, &b, lk), model_forward(rec, &b, lr);
+        model_backward(keep, &b, dlogp), model_backward(rec, &b, dlogp);
+        same &= !memcmp(lk, lr, sizeof lk) && !memcmp(keep->grads, rec->grads, sizeof(float) * keep->n_params);
+        optim_step(&ok, keep, 1e-3f), optim_step(&orc, rec, 1e-3f);
+    }
+    same &= !memcmp(keep->params, rec->params, sizeof(float) * keep->n_params);
+    /* the arena: one layer's activations instead of L */
+    size_t one = model_arena_bytes_keep(&cfg, 0, B, T, (ActKeep){ attn, 0 }); /* a forward-only model keeps one too */
+    size_t layer = (model_arena_bytes_keep(&cfg, 1, B, T, (ActKeep){ attn, 0 }) -
+                    model_arena_bytes_keep(&cfg, 1, B, T, (ActKeep){ attn, 1 })) / (cfg.n_layers - 1);
+    check(same && rec->recompute && rec->arena_floats < keep->arena_floats && layer > 0 && one > 0, name,
+          "3 AdamW steps: log-probs, gradients and parameters bit for bit; arena %.2f MiB -> %.2f MiB (%zu bytes a "
+          "layer, %d layers)", keep->arena_floats * 4.0 / 1048576, rec->arena_floats * 4.0 / 1048576, layer, cfg.n_layers);
+    optim_free(&ok), optim_free(&orc);
+    batch_free(&b);
+    model_free(keep), model_free(rec);
+}
+
+static void test_recompute(void)
+{
+    ModelConfig cfg = { .vocab = 264, .d_model = 32, .n_layers = 3, .n_heads = 4, .max_seq = 300 };
+    ModelConfig gqa = cfg;
+    gqa.n_kv_heads = 2;
+    pool_set_threads(2);
+    recompute_case("model.recompute equals keeping every block (fp32, full attention)", cfg, ATTENTION_FULL, 0);
+    recompute_case("model.recompute equals keeping every block (fp32, flash attention, grouped-query)", gqa,
+                   ATTENTION_FLASH, 0);
+    char unit[96];
+    if (bf16_supported(unit, sizeof unit))
+        recompute_case("model.recompute equals keeping every block (bf16 products)", cfg, ATTENTION_FULL, 1);
+    else
+        printf("SKIP: model.recompute in bf16: %s\n", unit);
+    pool_set_threads(1);
+}
+
 /* A /proc/self/status field in kB, -1 if absent. */
 static long status_kb(const char *key)
 {
@@ -383,7 +440,7 @@ static long status_kb(const char *key)
 static int peak_child(const char *kind, int T)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 16, .n_layers = 1, .n_heads = 1, .ffn_hidden = 32, .max_seq = T };
-    Model *m = model_create_attn(&cfg, 1, 1, T, !strcmp(kind, "flash") ? ATTENTION_FLASH : ATTENTION_FULL);
+    Model *m = model_create_keep(&cfg, 1, 1, T, (ActKeep){ !strcmp(kind, "flash") ? ATTENTION_FLASH : ATTENTION_FULL, 0 });
     model_init_weights(m, 1);
     Batch b;
     batch_alloc(&b, 1, T, 1, 64);
@@ -517,6 +574,7 @@ int main(int argc, char **argv)
     test_init();
     test_bad_configs();
     test_flash_training();
+    test_recompute();
     char self[1024];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     if (n > 0) {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # fspo train under mpirun: the same result at 1, 2 and 3 ranks, bit-exact
-# resume, a signal cycle, learning on fixed examples, a dead rank, bad input.
+# resume, model.attention flash and model.recompute, a signal cycle, learning on fixed examples, a dead rank, bad input.
 cd "$(dirname "$0")/.." && source tests/lib.sh
 PY=/usr/bin/python3
 B=${BUILD:-build}
@@ -21,6 +21,13 @@ out=$("$PY" tests/ckpt_compare.py "$tmp/flash/ckpt_20.h5" "$tmp/np2/ckpt_20.h5" 
     grep -q "model.attention flash: no" "$tmp/flash.log" &&
     pass "model.attention flash agrees with full (2 ranks, 20 steps)" "params and moments $out; metrics $m; $(grep -o 'arena.*' "$tmp/flash.log")" ||
     fail "model.attention flash agrees with full (2 ranks, 20 steps)" "$out $m"
+# ---- model.recompute (each block's forward again in the backward): the same run bit for bit ----
+train 2 "$tmp/recompute" --set model.recompute=true || fail "train model.recompute" "$(tail -3 "$tmp/recompute.log")"
+out=$("$PY" tests/ckpt_compare.py "$tmp/recompute/ckpt_20.h5" "$tmp/np2/ckpt_20.h5" --tol 0 --optim 2>&1) &&
+    m=$(same_losses "$tmp/recompute/metrics.jsonl" "$tmp/np2/metrics.jsonl" 0 2>&1) &&
+    grep -q "model.recompute: each block's forward runs again" "$tmp/recompute.log" &&
+    pass "model.recompute trains bit for bit as keeping every block (2 ranks, 20 steps)" "params and moments $out; metrics $m; $(grep -o 'arena.*' "$tmp/recompute.log")" ||
+    fail "model.recompute trains bit for bit as keeping every block" "$out $m"
 train 4 "$tmp/np4" --set train.batch_size=7 && train 1 "$tmp/np1b" --set train.batch_size=7 &&
     out=$("$PY" tests/ckpt_compare.py "$tmp/np4/ckpt_20.h5" "$tmp/np1b/ckpt_20.h5" --tol 1e-5 2>&1) &&
     pass "uneven shares (7 over 4 ranks) equal np 1" "$out" || fail "uneven shares (7 over 4 ranks) equal np 1" "$out"

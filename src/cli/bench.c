@@ -30,7 +30,7 @@ static PrecisionChoice precision_option(const char *name)
 int cmd_bench(int argc, char **argv)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
-    int batch = 4, steps = 5, threads = 0, json = 0, sgemm_n = 2048;
+    int batch = 4, steps = 5, threads = 0, json = 0, sgemm_n = 2048, recompute = 0;
     const char *precision = "fp32", *attention = "full";
     int extra = bench_extra(argc, argv);
     if (extra >= 0) return extra;
@@ -46,6 +46,7 @@ int cmd_bench(int argc, char **argv)
                    "  --precision P      fp32 (default), bf16 or auto: model.precision of the steps; in bf16\n"
                    "                     MFU is against the bf16 product peak (same size and threads)\n"
                    "  --attention K      full (default) or flash (model.attention; fp32 only)\n"
+                   "  --recompute        model.recompute: rerun each block's forward in the backward\n"
                    "  --json             one JSON object on stdout instead of text\n\n"
                    "Other rows of make bench (one JSON line each; see src/cli/bench_fspo.c):\n"
                    "  --pref DATA.h5 [--fewshot N --queries Q --examples K --dump FILE]\n"
@@ -65,6 +66,7 @@ int cmd_bench(int argc, char **argv)
         else if (!strcmp(argv[i], "--sgemm-n")) sgemm_n = cli_int("bench", argc, argv, &i, 64, 16384);
         else if (!strcmp(argv[i], "--precision")) precision = cli_str("bench", argc, argv, &i);
         else if (!strcmp(argv[i], "--attention")) attention = cli_str("bench", argc, argv, &i);
+        else if (!strcmp(argv[i], "--recompute")) recompute = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else fatal(EXIT_USAGE, "bench: unknown option '%s' (see 'fspo bench --help')", argv[i]);
     }
@@ -85,7 +87,8 @@ int cmd_bench(int argc, char **argv)
     /* MFU against the peak of the products the steps run */
     double bf16_peak = bf16 ? matmul_bf16_peak_gflops(sgemm_n, 7) : 0, peak = bf16 ? bf16_peak : sgemm_peak;
     int T = cfg.max_seq, N = batch * T;
-    Model *m = model_create_attn(&cfg, 1, batch, T, attn);
+    ActKeep keep = { attn, recompute };
+    Model *m = model_create_keep(&cfg, 1, batch, T, keep);
     model_init_weights(m, 1234);
     char kernel[160] = "OpenBLAS sgemm";
     if (bf16) {
@@ -116,7 +119,7 @@ int cmd_bench(int argc, char **argv)
     double t = median(times, steps);
     /* peak RSS against what the design says the step needs */
     double analytic = 4.0 * m->n_params * 4 /* params, grads, AdamW m and v */ +
-                      model_arena_bytes_attn(&cfg, 1, batch, T, attn) + m->bf16_bytes;
+                      model_arena_bytes_keep(&cfg, 1, batch, T, keep) + m->bf16_bytes;
     double rss = bench_status_kb("VmHWM") * 1024.0;
     double tok_s = N / t, flops = model_flops_per_token(&cfg, T);
     double gflops = tok_s * flops / 1e9, mfu = gflops / peak;
@@ -129,10 +132,10 @@ int cmd_bench(int argc, char **argv)
                "\"step_s_median\": %.5f, \"tokens_per_s\": %.1f, \"model_gflops\": %.2f, "
                "\"sgemm_peak_gflops\": %.2f, \"mfu\": %.4f, \"mfu_causal\": %.4f, \"final_loss\": %.5f, "
                "\"rss_peak_mb\": %.1f, \"analytic_mb\": %.1f, \"rss_ratio\": %.3f, \"precision\": \"%s\", "
-               "\"peak_gflops\": %.2f, \"bf16_peak_gflops\": %.2f, \"kernel\": \"%s\", \"attention\": \"%s\"}\n",
+               "\"peak_gflops\": %.2f, \"bf16_peak_gflops\": %.2f, \"kernel\": \"%s\", \"attention\": \"%s\", \"recompute\": %s}\n",
                cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, T, batch, threads, m->n_params,
                flops, t, tok_s, gflops, sgemm_peak, mfu, mfu_causal, loss, rss / 1048576, analytic / 1048576,
-               rss / analytic, bf16 ? "bf16" : "fp32", peak, bf16_peak, kernel, ATTENTION_NAMES[attn]);
+               rss / analytic, bf16 ? "bf16" : "fp32", peak, bf16_peak, kernel, ATTENTION_NAMES[attn], recompute ? "true" : "false");
     else
         printf("d_model %d, layers %d, heads %d, T %d, batch %d, %d thread(s), %s (%s): %.0f tokens/s, step %.3f s "
                "(median of %d), %.1f GFLOP/s model = %.1f%% of %s peak %.1f GFLOP/s (%.1f%% counting causal "

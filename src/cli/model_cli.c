@@ -166,7 +166,7 @@ int cmd_model(int argc, char **argv)
     if (argc > 1 && !strcmp(argv[1], "strip")) return cmd_model_strip(argc, argv);
     if (argc > 1 && !strcmp(argv[1], "logits")) return model_logits(argc - 1, argv + 1);
     ModelConfig cfg = { .vocab = 264, .d_model = 256, .n_layers = 4, .n_heads = 4, .max_seq = 1024 };
-    int batch = 4, ranks = 1, shard = 0, json = 0;
+    int batch = 4, ranks = 1, shard = 0, json = 0, recompute = 0;
     AttentionKind attn = ATTENTION_FULL;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
@@ -177,6 +177,7 @@ int cmd_model(int argc, char **argv)
                    "'fspo model logits --help': a checkpoint's logits on token ids.\n\n"
                    "%s"
                    "  --attention K      full (default) or flash: model.attention, what the backward keeps\n"
+                   "  --recompute        model.recompute: one block's activations kept instead of n_layers\n"
                    "  --ranks R --shard  the memory of one of R ranks with mpi.shard_optimizer (ZeRO-1:\n"
                    "                     each rank keeps 1/R of the AdamW moments)\n"
                    "  --json             the figures as one JSON object (no tensor table)\n",
@@ -189,7 +190,8 @@ int cmd_model(int argc, char **argv)
             if (!strcmp(k, "full")) attn = ATTENTION_FULL;
             else if (!strcmp(k, "flash")) attn = ATTENTION_FLASH;
             else fatal(EXIT_USAGE, "model --attention: '%s': expected full or flash", k);
-        } else if (!strcmp(argv[i], "--ranks")) ranks = cli_int("model", argc, argv, &i, 1, 1 << 20);
+        } else if (!strcmp(argv[i], "--recompute")) recompute = 1;
+        else if (!strcmp(argv[i], "--ranks")) ranks = cli_int("model", argc, argv, &i, 1, 1 << 20);
         else if (!strcmp(argv[i], "--shard")) shard = 1;
         else if (!strcmp(argv[i], "--json")) json = 1;
         else fatal(EXIT_USAGE, "model: unknown option '%s' (see 'fspo model --help')", argv[i]);
@@ -198,15 +200,15 @@ int cmd_model(int argc, char **argv)
     model_shape_check("model", &cfg);
     /* the layout only: no weights or arena, so any shape can be asked about */
     Model *m = model_layout(&cfg);
-    double arena = (double)model_arena_bytes_attn(&cfg, 1, batch, cfg.max_seq, attn);
+    double arena = (double)model_arena_bytes_keep(&cfg, 1, batch, cfg.max_seq, (ActKeep){ attn, recompute });
     /* params and grads, then the AdamW moments (ZeRO-1: this rank's slice) */
     double moments = 8.0 * (double)m->n_params / (shard ? ranks : 1), state = 8.0 * (double)m->n_params + moments;
     if (json) {
         printf("{\"vocab\": %d, \"d_model\": %d, \"n_layers\": %d, \"n_heads\": %d, \"ffn_hidden\": %d, \"seq\": %d, "
                "\"batch\": %d, \"params\": %zu, \"flops_per_token\": %.0f, \"attention\": \"%s\", \"ranks\": %d, "
-               "\"shard\": %s, \"state_bytes\": %.0f, \"activation_bytes\": %.0f}\n",
+               "\"shard\": %s, \"recompute\": %s, \"state_bytes\": %.0f, \"activation_bytes\": %.0f}\n",
                cfg.vocab, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.ffn_hidden, cfg.max_seq, batch, m->n_params,
-               model_flops_per_token(&cfg, cfg.max_seq), ATTENTION_NAMES[attn], ranks, shard ? "true" : "false", state,
+               model_flops_per_token(&cfg, cfg.max_seq), ATTENTION_NAMES[attn], ranks, shard ? "true" : "false", recompute ? "true" : "false", state,
                arena);
         model_free(m);
         return EXIT_OK;
@@ -228,9 +230,9 @@ int cmd_model(int argc, char **argv)
     printf("training FLOPs per token at T=%d: %.1f M (6 x matmul weights + 12 x L x T x C)\n", cfg.max_seq,
            model_flops_per_token(&cfg, cfg.max_seq) / 1e6);
     printf("training memory for batch %d x %d: %.1f MiB state (params, grads, AdamW%s) + %.1f MiB activations "
-           "(model.attention %s)\n",
+           "(model.attention %s%s)\n",
            batch, cfg.max_seq, state / (1 << 20), shard ? " moments sharded over the ranks" : "", arena / (1 << 20),
-           ATTENTION_NAMES[attn]);
+           ATTENTION_NAMES[attn], recompute ? ", model.recompute" : "");
     model_free(m);
     return EXIT_OK;
 }
