@@ -13,6 +13,10 @@
 #                   started (by PID) and removes the temp dir. An EXIT trap
 #                   set by slurm_start runs it, so a failing test cleans up.
 #
+# For the tests that drive jobs: wait_job JOB SECONDS, wait_log FILE PATTERN
+# SECONDS, steps_logged RUN_DIR, wait_steps RUN_DIR N SECONDS, job_field JOB
+# FIELD (below).
+#
 # After slurm_start: SLURM_CONF is exported (every client needs it),
 # SLURM_DIR is the temp dir, SLURM_PARTITION the partition's name and
 # SLURM_NODE the (first) node's, SLURM_NODES all of them, comma-separated. Settings follow what is known to work on Debian 12
@@ -232,3 +236,29 @@ slurm_stop() {
     rm -rf "$SLURM_DIR"
     SLURM_DIR= SLURM_PIDS=()
 }
+
+# ---- waiting on jobs (the Slurm tests) ----
+
+wait_job() { # JOB SECONDS: until the job leaves the queue
+    local t0=$SECONDS
+    while [[ -n $(squeue -h -j "$1" 2>/dev/null) ]]; do
+        ((SECONDS - t0 >= $2)) && return 1
+        sleep 0.3
+    done
+}
+wait_log() { # FILE PATTERN SECONDS
+    local t0=$SECONDS
+    until grep -qE -- "$2" "$1" 2>/dev/null; do
+        ((SECONDS - t0 >= $3)) && return 1
+        sleep 0.2
+    done
+}
+steps_logged() { [[ -f $1/metrics.jsonl ]] && wc -l <"$1/metrics.jsonl" || echo 0; }
+wait_steps() { # RUN_DIR N SECONDS
+    local t0=$SECONDS
+    until (($(steps_logged "$1") >= $2)); do
+        ((SECONDS - t0 >= $3)) && return 1
+        sleep 0.1
+    done
+}
+job_field() { scontrol show job -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"; }

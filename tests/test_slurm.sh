@@ -176,30 +176,6 @@ case $slurm_rc in
 2) exit 1 ;; # FAIL printed
 esac
 
-wait_job() { # JOB SECONDS: until the job leaves the queue
-    local t0=$SECONDS
-    while [[ -n $(squeue -h -j "$1" 2>/dev/null) ]]; do
-        ((SECONDS - t0 >= $2)) && return 1
-        sleep 0.3
-    done
-}
-wait_log() { # FILE PATTERN SECONDS
-    local t0=$SECONDS
-    until grep -qE -- "$2" "$1" 2>/dev/null; do
-        ((SECONDS - t0 >= $3)) && return 1
-        sleep 0.2
-    done
-}
-steps_logged() { [[ -f $1/metrics.jsonl ]] && wc -l <"$1/metrics.jsonl" || echo 0; }
-wait_steps() { # RUN_DIR N SECONDS
-    local t0=$SECONDS
-    until (($(steps_logged "$1") >= $2)); do
-        ((SECONDS - t0 >= $3)) && return 1
-        sleep 0.1
-    done
-}
-job_field() { scontrol show job -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-
 # ---- (4, cont.) sbatch --test-only accepts the cluster script on local resources ----
 "$FSPO" slurm submit configs/cluster.yaml --dry-run --set slurm.partition="$SLURM_PARTITION" --set slurm.account= \
     --set slurm.nodes=1 --set slurm.ntasks_per_node=2 --set slurm.cpus_per_task=1 >"$tmp/cluster_local.sbatch"

@@ -37,29 +37,6 @@ case $? in
 esac
 echo "slurm: two nodes ($SLURM_NODES) up after $(elapsed)"
 
-wait_job() { # JOB SECONDS: until the job leaves the queue
-    local t0=$SECONDS
-    while [[ -n $(squeue -h -j "$1" 2>/dev/null) ]]; do
-        ((SECONDS - t0 >= $2)) && return 1
-        sleep 0.3
-    done
-}
-wait_log() { # FILE PATTERN SECONDS
-    local t0=$SECONDS
-    until grep -qE -- "$2" "$1" 2>/dev/null; do
-        ((SECONDS - t0 >= $3)) && return 1
-        sleep 0.2
-    done
-}
-steps_logged() { [[ -f $1/metrics.jsonl ]] && wc -l <"$1/metrics.jsonl" || echo 0; }
-wait_steps() { # RUN_DIR N SECONDS
-    local t0=$SECONDS
-    until (($(steps_logged "$1") >= $2)); do
-        ((SECONDS - t0 >= $3)) && return 1
-        sleep 0.1
-    done
-}
-job_field() { scontrol show job -o "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 same_as_ref() { "$PY" tests/ckpt_compare.py "$1/ckpt_400.h5" "$tmp/ref/ckpt_400.h5" --tol 0 --optim 2>&1; }
 
 # the reference: one node, plain mpirun, the same two ranks of two threads
