@@ -131,6 +131,9 @@ static const Key schema[] = {
           "data.user_desc cot: the description's weight relative to an answer's; SFT: each description token's "
           "weight in the token mean; pref: a factor on the description term (sft_weight x token-mean NLL per pair)"),
     STR(loss, ref_ckpt, "", 0, "frozen reference (SFT) checkpoint of the pref stage, or a Hugging Face Llama directory"),
+    BOOL(loss, ref_cache, "true",
+         "keep the reference's answer log-probs of each meta-example and skip its forward when the meta-example comes "
+         "again (only data.fixed_examples repeats them: a run draws new ones every step); the same results bit for bit"),
 
     ENUM(optim, type, "adamw", OPTIM_KIND_NAMES, "optimizer"),
     FLOAT(optim, lr, "3e-4", 0, 10, OPEN_LO, "peak learning rate, reached after warmup"),

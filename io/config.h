@@ -70,6 +70,7 @@ struct Config {
         double sft_weight;    /* NLL on chosen added to the preference loss */
         double desc_weight;   /* the description's weight relative to an answer's (cot) */
         char ref_ckpt[CFG_STR]; /* frozen reference (SFT) checkpoint for pref */
+        int ref_cache;        /* reuse the reference's log-probs of a repeated meta-example */
     } loss;
     struct {
         OptimKind type;       /* adamw | rmsprop (src/optim.h) */

@@ -392,6 +392,8 @@ prompt and answer) runs at **{tok['encode_mb_per_s_cpu']:.1f} MB/s** of CPU time
 the training users, then encoding) at {tok['prep_bpe_mb_per_s']:.1f} MB/s end to end, {tok['bytes_per_token']:.2f} bytes/token.
 """
 
+pref_fixed = [r for r in pref if r.get("ref_cache") is not None]
+pref = [r for r in pref if r.get("ref_cache") is None]
 if pref:
     prec = lambda r: r.get("precision", "fp32")
     per = {(r.get("round", 1), r["ranks"], r["threads"], prec(r)): r["meta_examples_per_s"] for r in pref}
@@ -442,6 +444,32 @@ tail) takes 1–5% more; and rounds differ by ±10% on this shared VM.
 "Hidden" is 1 − (time waited after the backward) / (one blocking allreduce
 of all gradients, timed at start-up); the wait also absorbs load imbalance
 between ranks, so it is a lower bound.
+"""
+if pref_fixed:
+    on = {r.get("round", 1): r["meta_examples_per_s"] for r in pref_fixed if r["ref_cache"]}
+    off = {r.get("round", 1): r["meta_examples_per_s"] for r in pref_fixed if not r["ref_cache"]}
+    ratios = [on[k] / off[k] for k in on if k in off]
+    md += f"""
+## Reference log-probs once (`loss.ref_cache`)
+
+The preference stage above, 1 rank × 1 thread, with `data.fixed_examples: 8`
+(the batch): every step after the first repeats the same 8 meta-examples.
+With `loss.ref_cache` (the default) the frozen reference's answer log-probs
+of each meta-example are kept after its first forward and its later
+forwards are skipped; off, the reference runs every step. Median over steps
+2–5, `BENCH_ROUNDS` interleaved rounds:
+
+| loss.ref_cache | meta-examples/s (median, range) |
+|---|---|
+| true | {spread(list(on.values()), '{:.2f}')} |
+| false | {spread(list(off.values()), '{:.2f}')} |
+| **true / false** | **{spread(ratios, '{:.2f}×')}** |
+
+A step is then one policy forward and backward instead of two forwards and
+a backward, about a quarter less work; the results are the same bit for bit
+(`tests/test_train.sh`). When meta-examples do not repeat (the default:
+every step draws new ones from (seed, step)), each reference forward already
+runs once per meta-example and there is nothing to reuse.
 """
 if pack:
     md += f"""

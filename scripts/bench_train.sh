@@ -40,28 +40,35 @@ YAML
 # drift between minutes falls on every layout alike (the report takes medians);
 # 1x1b, 2x1b: the same in bf16 ([bf16]: the speedups hold end to end), only
 # where the CPU has bf16 product units
-layouts=(1x1 1x2 2x1)
+# 1x1c, 1x1n: 8 fixed meta-examples (data.fixed_examples 8 = the batch), so every
+# step after the first repeats them, with loss.ref_cache on (c) and off (n): the
+# reference forward the cache saves
+layouts=(1x1 1x2 2x1 1x1c 1x1n)
 grep -qw -e amx_bf16 -e avx512_bf16 /proc/cpuinfo && [[ -z ${FSPO_CPU_NO_BF16:-} ]] && layouts+=(1x1b 2x1b)
 for round in $(seq 1 "${BENCH_ROUNDS:-3}"); do
 for layout in "${layouts[@]}"; do
-    prec=fp32
+    prec=fp32 cache=()
     [[ $layout == *b ]] && prec=bf16
-    l=${layout%b} && np=${l%x*} th=${l#*x} dir="$tmp/pref$layout.$round"
+    [[ $layout == *c ]] && cache=(--set data.fixed_examples=8 --set loss.ref_cache=true)
+    [[ $layout == *n ]] && cache=(--set data.fixed_examples=8 --set loss.ref_cache=false)
+    l=${layout%[bcn]} && np=${l%x*} th=${l#*x} dir="$tmp/pref$layout.$round"
     echo "bench: pref stage, round $round, $np rank(s) x $th thread(s), model.precision $prec ..." >&2
     # mpirun binds each rank to one core by default: a rank with 2 threads needs --bind-to none
     bind=(); [[ $th -gt 1 ]] && bind=(--bind-to none)
     mpirun -q --oversubscribe "${bind[@]}" -np "$np" "$FSPO" train "$tmp/cfg.yaml" --set train.run_dir="$dir" \
         --set train.stage=pref --set loss.ref_ckpt="$tmp/sft/ckpt_1.h5" --set train.init_from="$tmp/sft/ckpt_1.h5" \
         --set train.max_steps=5 --set mpi.threads_per_rank="$th" --set mpi.bucket_mb=1 --set model.precision=$prec \
-        >"$dir.log" 2>&1
-    /usr/bin/python3 - "$dir/metrics.jsonl" "$np" "$th" "$dir.log" "$round" <<'PYEOF'
+        "${cache[@]}" >"$dir.log" 2>&1
+    /usr/bin/python3 - "$dir/metrics.jsonl" "$np" "$th" "$dir.log" "$round" "${cache[*]}" <<'PYEOF'
 import json, re, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])][1:]  # the first step includes start-up
 log = open(sys.argv[4]).read()
 m = re.search(r"allreduce ([0-9.]+) ms blocking; ([0-9.]+) ms per step waited .*: ([0-9]+)% hidden", log)
 prec = re.search(r"^train: precision (\w+)", log, re.M)
+cache = sys.argv[6] if len(sys.argv) > 6 else ""
 print(json.dumps({"kind": "pref_step", "ranks": int(sys.argv[2]), "threads": int(sys.argv[3]), "round": int(sys.argv[5]),
                   "precision": prec.group(1) if prec else "fp32",
+                  "ref_cache": None if not cache else "ref_cache=true" in cache,
                   "tokens_per_s": statistics.median(r["tokens_per_sec"] for r in rows),
                   "meta_examples_per_s": statistics.median(r["meta_examples_per_sec"] for r in rows),
                   "mfu": statistics.median(r["mfu"] for r in rows),

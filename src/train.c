@@ -118,6 +118,15 @@ typedef struct {
     long allreduce_steps;
     long skipped_examples, dropped_fewshot, dropped_queries, bad_steps_total;
     PackedAnswers *ans;      /* [micro-batch] where each row's answers landed */
+    /* loss.ref_cache: the reference's answer log-prob sums of each meta-example
+     * index g < data.fixed_examples, once computed (meta-examples are a pure
+     * function of the seed and g, so a repeated g is the same row) */
+    double *ref_cache;       /* [fixed_examples, 2 * SAMPLER_MAX_QUERIES] */
+    int *ref_cached;         /* [fixed_examples] answers stored for g, 0 = not yet */
+    uint64_t *plan_g;        /* [B] each planned meta-example's g */
+    uint64_t *row_g;         /* [micro-batch] each packed row's g */
+    int mb_cached;           /* every row of the packed micro-batch is in the cache */
+    long ref_forwards, ref_skipped; /* micro-batches: reference forwards run, and served from the cache */
     char lineage[RUNDIR_LINEAGE_MAX]; /* the run's lineage id (io/rundir.h) */
     const char *config_path; /* the config file given to fspo train */
     const char *yaml;        /* the resolved config, as the snapshot and checkpoints store it */
@@ -265,6 +274,10 @@ static void summary(const Run *r, int exit_code)
             printf("train: truncation to model.max_seq: %ld meta-examples skipped, %ld few-shot pairs and %ld queries dropped\n",
                    r->skipped_examples, r->dropped_fewshot, r->dropped_queries);
         if (exit_code == EXIT_OK) printf("train: done, %ld steps\n", r->step);
+        if (r->ref_cache)
+            printf("train: loss.ref_cache: %ld of %ld micro-batches reused the reference's log-probs (data.fixed_examples "
+                   "%ld: each meta-example's reference forward ran once per run and rank)\n",
+                   r->ref_skipped, r->ref_skipped + r->ref_forwards, (long)r->cfg->data.fixed_examples);
         if (r->reducer && r->allreduce_steps > 0) {
             double exposed = r->allreduce_wait_s / r->allreduce_steps, full = r->allreduce_full_s;
             /* the wait also absorbs load imbalance (a rank waiting for a slower one),
@@ -345,6 +358,7 @@ static double plan_step(Run *r, long step)
     for (int i = 0; i < B; i++) {
         uint64_t g = (uint64_t)step * B + i;
         if (cfg->data.fixed_examples > 0) g %= (uint64_t)cfg->data.fixed_examples;
+        r->plan_g[i] = g;
         sampler_draw(&r->sampler, g, &r->plan[i]);
         if (r->user_desc) with_description(&r->data, &r->plan[i]);
         int df, dq;
@@ -399,8 +413,11 @@ static int pack_micro_batch(Run *r, int start, StepSums *s)
     }
     batch_reset(&r->batch, rows, T, S);
     int row = 0;
+    r->mb_cached = r->ref_cache != NULL;
     for (int k = start; k < end; k++) {
         int i = r->mine[k];
+        r->row_g[row] = r->plan_g[i];
+        if (r->ref_cache && !r->ref_cached[r->plan_g[i]]) r->mb_cached = 0;
         s->tokens += r->plan_len[i];
         s->rows += 1;
         if (r->context_targets)
@@ -412,11 +429,31 @@ static int pack_micro_batch(Run *r, int start, StepSums *s)
     return rows;
 }
 
-/* The reference's (preference stage) and the policy's target log-probs. */
+/* The reference's (preference stage) and the policy's target log-probs;
+ * the reference's only if some row's are not in loss.ref_cache. */
 static void forward(Run *r)
 {
-    if (r->ref) model_forward(r->ref, &r->batch, r->ref_logp);
+    if (r->ref && !r->mb_cached) model_forward(r->ref, &r->batch, r->ref_logp), r->ref_forwards++;
+    else if (r->ref) r->ref_skipped++;
     model_forward(r->policy, &r->batch, r->logp);
+}
+
+/* Row k's reference answer sums: from the cache, else from this
+ * micro-batch's reference forward (and into the cache). */
+static void ref_answer_sums(Run *r, int k, double *sums)
+{
+    const PackedAnswers *a = &r->ans[k];
+    if (!r->ref_cache) {
+        answer_logps(r->ref_logp, a, sums);
+        return;
+    }
+    uint64_t g = r->row_g[k];
+    double *c = r->ref_cache + g * 2 * SAMPLER_MAX_QUERIES;
+    if (!r->ref_cached[g]) {
+        answer_logps(r->ref_logp, a, c);
+        r->ref_cached[g] = 1;
+    }
+    memcpy(sums, c, sizeof(double) * a->n_answers);
 }
 
 /* The loss of the micro-batch's rows, / norm: dloss/dlogp in r->dlogp,
@@ -429,7 +466,7 @@ static void compute_loss(Run *r, int rows, double norm, StepSums *s)
     for (int k = 0; k < rows; k++) {
         if (r->pref) {
             double ref_sums[2 * SAMPLER_MAX_QUERIES];
-            if (r->ref) answer_logps(r->ref_logp, &ans[k], ref_sums);
+            if (r->ref) ref_answer_sums(r, k, ref_sums);
             pref_loss(&r->loss, r->logp, r->ref ? ref_sums : NULL, &ans[k], norm, r->dlogp, &st);
             desc_loss(r->logp, &ans[k], r->loss.sft_weight * r->loss.desc_weight, norm, r->dlogp, &s->loss);
         } else
@@ -1023,8 +1060,18 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
     r->owner = calloc(B, sizeof(int));
     r->mine = calloc(B, sizeof(int));
     r->ans = calloc(mb, sizeof *r->ans);
-    if (!r->plan || !r->plan_len || !r->owner || !r->mine || !r->ans)
+    r->plan_g = calloc(B, sizeof *r->plan_g);
+    r->row_g = calloc(mb, sizeof *r->row_g);
+    if (!r->plan || !r->plan_len || !r->owner || !r->mine || !r->ans || !r->plan_g || !r->row_g)
         fatal(EXIT_RUNTIME, "out of memory for a step's plan (train.batch_size %d)", B);
+    /* loss.ref_cache: meta-examples repeat only when data.fixed_examples cycles
+     * K of them (otherwise every step draws new ones); up to 512 MiB of sums */
+    long K_fixed = cfg->data.fixed_examples;
+    if (r->ref && cfg->loss.ref_cache && K_fixed > 0 && K_fixed <= (1L << 29) / (2 * SAMPLER_MAX_QUERIES * 8)) {
+        r->ref_cache = xcalloc_aligned(sizeof(double) * 2 * SAMPLER_MAX_QUERIES * (size_t)K_fixed, "loss.ref_cache");
+        r->ref_cached = calloc((size_t)K_fixed, sizeof *r->ref_cached);
+        if (!r->ref_cached) fatal(EXIT_RUNTIME, "out of memory for loss.ref_cache (%ld meta-examples)", K_fixed);
+    }
     if (d->size > 1) r->allreduce_full_s = r->shard ? dist_reducer_time(r->reducer) : dist_time_allreduce(r->policy->grads, n);
     if (d->size > 1) print_placement(d, threads);
     if (d->rank == 0) {
@@ -1072,6 +1119,10 @@ static void teardown(Run *r)
     free(r->owner);
     free(r->mine);
     free(r->ans);
+    free(r->plan_g);
+    free(r->row_g);
+    xfree_aligned(r->ref_cache);
+    free(r->ref_cached);
     batch_free(&r->batch);
     dist_reducer_free(r->reducer);
     free(r->bounds);

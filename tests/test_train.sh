@@ -87,6 +87,19 @@ acc=$("$PY" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[
 "$PY" -c 'import sys; sys.exit(0 if float(sys.argv[1]) == 1.0 else 1)' "$acc" &&
     pass "preference stage reaches accuracy 1.0 on them" "rewards/accuracies $acc" ||
     fail "preference stage reaches accuracy 1.0 on them" "rewards/accuracies $acc; $(tail -2 "$tmp/pref.log")"
+# loss.ref_cache (on by default): the 200 steps over 32 fixed meta-examples ran the reference forward
+# once per meta-example; with the cache off it runs every time: the same run bit for bit
+train 2 "$tmp/prefnc" "${fit[@]}" --set train.max_steps=200 --set train.stage=pref --set loss.beta=0.5 \
+    --set loss.ref_ckpt="$tmp/sft/ckpt_400.h5" --set train.init_from="$tmp/sft/ckpt_400.h5" --set loss.ref_cache=false \
+    --set checkpoint.every=200
+train 2 "$tmp/prefc" "${fit[@]}" --set train.max_steps=200 --set train.stage=pref --set loss.beta=0.5 \
+    --set loss.ref_ckpt="$tmp/sft/ckpt_400.h5" --set train.init_from="$tmp/sft/ckpt_400.h5" --set checkpoint.every=200
+reused=$(grep -o "loss.ref_cache: [0-9]* of [0-9]* micro-batches" "$tmp/prefc.log")
+out=$("$PY" tests/ckpt_compare.py "$tmp/prefc/ckpt_200.h5" "$tmp/prefnc/ckpt_200.h5" --tol 0 --optim 2>&1) &&
+    m=$(same_losses "$tmp/prefc/metrics.jsonl" "$tmp/prefnc/metrics.jsonl" 0 2>&1) &&
+    [[ $reused =~ ^loss.ref_cache:\ ([0-9]+)\ of\ 200\ micro ]] && ((BASH_REMATCH[1] >= 180)) && ! grep -q "loss.ref_cache" "$tmp/prefnc.log" &&
+    pass "loss.ref_cache reuses the reference's log-probs of repeated meta-examples, bit for bit" "$reused (rank 0); params and moments $out; metrics $m" ||
+    fail "loss.ref_cache: the same run bit for bit" "'$reused'; $out $m"
 
 # a weights-only load (init_from, the reference) may change model.max_seq: no
 # tensor depends on it, so one step from the same SFT model at 256 and 512
