@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cblas.h>
+
+#include "src/ops.h"
+#include "src/peak.h"
 #include "src/pool.h"
 #include "src/util.h"
 #include "src/vecmath.h"
@@ -74,12 +78,25 @@ int bf16_auto(char *why, size_t len)
         snprintf(why, len, "%s", unit);
         return 1;
     }
-    /* measured (docs/benchmarks.md, "bf16 without AMX"): oneDNN 2.6's
-     * avx512_core_bf16 products ran below OpenBLAS's sgemm, and config B's
-     * step at 0.7x fp32, so auto would make such a machine slower */
-    snprintf(why, len, "%s without AMX, where oneDNN %s's bf16 products measured slower than sgemm; model.precision: "
-             "bf16 uses them anyway", unit, bf16_library_version());
-    return 0;
+    /* AVX512-BF16 without AMX: whether its products beat sgemm depends on
+     * the core (on the AMX machine with oneDNN capped there they ran at
+     * 0.6x sgemm, docs/benchmarks.md "bf16 without AMX"), so measure once,
+     * one thread each, 1024^3: bf16 only if it is at least 1.3x faster here */
+    static int measured = -1;
+    static double gf_bf16, gf_fp32;
+    if (measured < 0) {
+        int blas = openblas_get_num_threads(), pool = pool_threads();
+        openblas_set_num_threads(1);
+        pool_set_threads(1);
+        gf_bf16 = matmul_bf16_peak_gflops(1024, 3);
+        gf_fp32 = peak_sgemm_gflops(1024, 3);
+        openblas_set_num_threads(blas);
+        pool_set_threads(pool);
+        measured = gf_bf16 >= 1.3 * gf_fp32;
+    }
+    snprintf(why, len, "%s without AMX: bf16 products %.0f vs sgemm %.0f GFLOP/s on one core here, so %s", unit, gf_bf16,
+             gf_fp32, measured ? "bf16" : "fp32 (model.precision: bf16 uses them anyway)");
+    return measured;
 }
 
 int bf16_resolve(PrecisionChoice precision, char *err, size_t errlen)

@@ -31,8 +31,10 @@ typedef enum { PRECISION_CHOICE_FP32, PRECISION_CHOICE_BF16, PRECISION_CHOICE_AU
 static const char *const PRECISION_CHOICE_NAMES[] = { "fp32", "bf16", "auto", NULL };
 
 /* What model.precision auto picks: 1 (bf16) on AMX-BF16; 0 (fp32) without
- * bf16 units, and on AVX512-BF16 without AMX, where oneDNN's bf16 products
- * measured slower than sgemm. `why` says which (for the start-up line). */
+ * bf16 units; on AVX512-BF16 without AMX, bf16 only if its products run at
+ * least 1.3x sgemm's speed on one core, measured once per process (on
+ * some cores they are slower). `why` says
+ * which and why (for the start-up line). */
 int bf16_auto(char *why, size_t len);
 
 /* model.precision -> 1 for bf16, 0 for fp32 (auto: bf16_auto). -1 with a
