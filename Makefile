@@ -42,7 +42,7 @@ FUZZ_NAMES   := config jsonl tokenizer tokenizer_json h5file safetensors
 FUZZ_BINS    := $(patsubst %,build-fuzz/fuzz_%,$(FUZZ_NAMES))
 FUZZ_SRCS    := src/fault.c src/duration.c io/config.c io/jsonl_read.c io/ckpt.c io/dataset.c io/h5util.c io/inspect.c io/tokenizer_json.c \
                 io/hf.c io/safetensors.c \
-                src/model.c src/ops.c src/bf16.c src/pool.c src/optim.c src/batch.c src/pack.c src/tokenizer.c src/util.c \
+                src/model.c src/ops.c src/bf16.c src/peak.c src/pool.c src/optim.c src/batch.c src/pack.c src/tokenizer.c src/util.c \
                 src/tokenizer_bpe.c src/unicode.c src/unicode_tables.c
 HAVE_CLANG   := $(shell command -v clang 2>/dev/null)
 
