@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # ship_model.sh RUNG OUTDIR --policy CKPT --ref CKPT --pooled CKPT --anchor CKPT
 #               --design TEXT --command TEXT [--val VAL.json] [--test TEST.json] [--bf16]
-#               [--eval-config CFG]
+#               [--eval-config CFG] [--primary model|model_plain]
 #
 # Writes a shipped model directory (models/<rung>/, docs/results.md): the
 # weights only (fspo model strip: no optimizer state; --bf16: rounded to and
@@ -13,7 +13,9 @@
 # description; scripts/eval_model.sh completes it with paths); and
 # manifest.json: rung,
 # design, steps and stage of each model, the validation and test figures
-# read from fspo eval's JSON, the command that made it, sha256 of each file.
+# read from fspo eval's JSON, the command that made it, sha256 of each file,
+# and the primary accuracy column (--primary: model, the implicit margin, by
+# default; model_plain for a policy whose last stage is SFT).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 FSPO=${FSPO:-$here/fspo}
@@ -25,7 +27,7 @@ declare -A A=()
 while [[ $# -gt 0 ]]; do
     case $1 in
         --bf16) A[bf16]=1; shift ;;
-        --policy|--ref|--pooled|--anchor|--design|--command|--val|--test|--eval-config)
+        --policy|--ref|--pooled|--anchor|--design|--command|--val|--test|--eval-config|--primary)
             [[ $# -ge 2 ]] || { echo "ship_model.sh: $1 needs a value" >&2; exit 2; }
             A[${1#--}]=$2; shift 2 ;;
         *) echo "ship_model.sh: unknown option '$1'" >&2; usage ;;
@@ -52,9 +54,11 @@ for k in policy ref pooled anchor; do "$FSPO" model strip "${A[$k]}" -o "$OUT/$k
 { echo "# $what (models/$RUNG/manifest.json);"
   echo "# scripts/eval_model.sh sets data.path and every checkpoint path"
   printf '%s\n' "$text"; } >"$OUT/eval.yaml"
-/usr/bin/python3 - "$RUNG" "$OUT" "${A[design]}" "${A[command]}" "${A[val]:-}" "${A[test]:-}" "$FSPO" "${A[bf16]:-0}" <<'PY'
+case ${A[primary]:-model} in model|model_plain) ;; *) echo "ship_model.sh: --primary: model or model_plain" >&2; exit 2 ;; esac
+/usr/bin/python3 - "$RUNG" "$OUT" "${A[design]}" "${A[command]}" "${A[val]:-}" "${A[test]:-}" "$FSPO" "${A[bf16]:-0}" \
+    "${A[primary]:-model}" <<'PY'
 import hashlib, json, os, re, subprocess, sys
-rung, out, design, command, val, test, fspo, bf16 = sys.argv[1:9]
+rung, out, design, command, val, test, fspo, bf16, primary = sys.argv[1:10]
 def summary(path):
     if not path: return None
     d = json.load(open(path))
@@ -71,7 +75,8 @@ for k in ("policy", "ref", "pooled", "anchor"):
     m = re.search(r"step (\d+), samples seen \d+, stage (\w+)", info)
     models[k] = {"file": k + ".h5", "step": int(m.group(1)), "stage": m.group(2), "bytes": os.path.getsize(f),
                  "sha256": hashlib.sha256(open(f, "rb").read()).hexdigest()}
-man = {"rung": rung, "design": design, "command": command, "weights": "bfloat16" if bf16 == "1" else "float32", "models": models,
+man = {"rung": rung, "design": design, "command": command, "weights": "bfloat16" if bf16 == "1" else "float32",
+       "primary": primary, "models": models,
        "validation": summary(val), "test": summary(test)}
 json.dump(man, open(os.path.join(out, "manifest.json"), "w"), indent=1)
 print(f"ship_model.sh: {out}: {sum(m['bytes'] for m in models.values()) / 1e6:.1f} MB in 4 checkpoints + eval.yaml + manifest.json")
