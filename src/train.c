@@ -890,10 +890,11 @@ int train_check_ranks(const Config *cfg, int ranks, int local, char *err, size_t
 }
 
 /* Every rank: its node and thread count go to rank 0, which prints one
- * line per node ("n1: ranks 0-1, 2 threads each"), so a multi-node job's
- * log shows where Slurm put each rank. The node is SLURMD_NODENAME under
- * Slurm (several slurmd may share a host), else the host name. */
-typedef struct { char node[56]; int first, last, threads; } Placement;
+ * line ("train: placement: n1 ranks 0-1 x 2 thread(s); n2 ..."), so a
+ * multi-node job's log shows where Slurm put each rank. The node is
+ * SLURMD_NODENAME under Slurm (several slurmd may share a host), else the
+ * host name. */
+typedef struct { char node[60]; int threads; } Placement;
 
 static void print_placement(const Dist *d, int threads)
 {
