@@ -67,9 +67,11 @@ mpirun -q --oversubscribe -np 2 "$FSPO" bench --allreduce-sweep --json
 if [[ $(id -u) -eq 0 ]] && command -v slurmd >/dev/null; then
     echo "bench: allreduce sweep, 2 ranks on two Slurm nodes ..." >&2
     (
+        set +e # tests/slurm_local.sh is written for the tests' shells, not for set -e
         source tests/slurm_local.sh
         slurm_start 2 >&2 || exit 0
-        srun -N2 -n2 --mpi=pmix "$(readlink -f "$FSPO")" bench --allreduce-sweep --json
+        srun -N2 -n2 --mpi=pmix "$(readlink -f "$FSPO")" bench --allreduce-sweep --json ||
+            echo "bench: the two-node allreduce sweep failed" >&2
         slurm_stop >&2
     )
 else
