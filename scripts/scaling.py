@@ -73,12 +73,16 @@ def min_tokens_for(eff, tok_s, grad_bytes, P, alpha, bw, bucket_bytes):
 
 
 def fit_alpha_beta(sweep):
-    """Least squares t = a + b * bytes over one sweep of 2-rank allreduces;
-    for P = 2 the ring gives a = 2 alpha and b = 1 / B."""
+    """Least squares t = a + b * bytes over one sweep of 2-rank allreduces,
+    in relative error (weights 1/t^2: the 4 KiB points set a, the 64 MiB
+    ones b, instead of the largest times deciding both); for P = 2 the ring
+    gives a = 2 alpha and b = 1 / B."""
     xs, ys = [r["bytes"] for r in sweep], [r["seconds"] for r in sweep]
-    mx, my = statistics.mean(xs), statistics.mean(ys)
-    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    a = my - b * mx
+    w = [1 / y ** 2 for y in ys]
+    sw, sx, sy = sum(w), sum(wi * x for wi, x in zip(w, xs)), sum(wi * y for wi, y in zip(w, ys))
+    sxx, sxy = sum(wi * x * x for wi, x in zip(w, xs)), sum(wi * x * y for wi, x, y in zip(w, xs, ys))
+    b = (sw * sxy - sx * sy) / (sw * sxx - sx * sx)
+    a = (sy - b * sx) / sw
     return max(a, 1e-7) / 2, 1 / b if b > 0 else float("inf")
 
 
@@ -261,7 +265,7 @@ ranks (`fspo bench --allreduce-sweep`, the median of 3 each): on one node
 --mpi=pmix` on the two-node test cluster of `tests/slurm_local.sh`: two
 slurmd on this host, so TCP over loopback between processes that share two
 cores with everything else, not a real network). For P = 2 the ring gives
-t = 2α + n/B; a least-squares line through the sweep gives α and B. The
+t = 2α + n/B; a least-squares line through the sweep (in relative error) gives α and B. The
 two-node fit enters the tables below as a third network, which shows how
 the projection to 64 and 256 nodes reads with a measured α and B in place of
 the assumed ones; a real cluster's two-node sweep (the same command under
