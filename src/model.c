@@ -551,29 +551,27 @@ static void block_forward(Model *m, const Batch *b, int l)
     size_t NC = (size_t)N * C;
     const LayerWeights *w = &m->w.layer[l];
     LayerActs *a = &m->acts[l];
-    {
-        /* attention block: x + wo(attn(rope(wqkv(norm(x))))) */
-        norm_mm_forward(m, a->xn1, a->rstd1, m->resid[l], w->attn_norm, m->qkv_kv ? m->qkv_kv : a->qkv, w->wqkv, 4 * l,
-                        N, C, QKV);
-        if (m->qkv_kv) repeat_kv(a->qkv, m->qkv_kv, N, C, H, c->n_kv_heads);
-        if (m->bf16) { /* q, k rotated and q, k, v rounded in one pass; the fp32 qkv stays unrotated, unread */
-            rope_forward_bf16(m->bqkv[l], a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-            attention_forward_bf16(a->atto, (uint16_t *)a->att, NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
-        } else {
-            rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
-            if (m->flash)
-                attention_forward_flash(a->atto, a->att_lse, m->d_att, m->d_att_floats, a->qkv, b->seg, b->vis, B, T, C,
-                                        H, b->S);
-            else
-                attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
-        }
-        mm_forward(m, m->tmp, a->atto, w->wo, 4 * l + 1, N, C, C);
-        residual_forward(a->xmid, m->resid[l], m->tmp, NC);
-        /* MLP block: x + w2(silu(w1 norm(x)) * w3 norm(x)) */
-        norm_mm_forward(m, a->xn2, a->rstd2, a->xmid, w->mlp_norm, a->h13, w->w13, 4 * l + 2, N, C, 2 * F);
-        swiglu_mm_forward(m, a->hact, a->h13, m->tmp, w->w2, 4 * l + 3, N, F, C);
-        residual_forward(m->resid[l + 1], a->xmid, m->tmp, NC);
+    /* attention block: x + wo(attn(rope(wqkv(norm(x))))) */
+    norm_mm_forward(m, a->xn1, a->rstd1, m->resid[l], w->attn_norm, m->qkv_kv ? m->qkv_kv : a->qkv, w->wqkv, 4 * l,
+                    N, C, QKV);
+    if (m->qkv_kv) repeat_kv(a->qkv, m->qkv_kv, N, C, H, c->n_kv_heads);
+    if (m->bf16) { /* q, k rotated and q, k, v rounded in one pass; the fp32 qkv stays unrotated, unread */
+        rope_forward_bf16(m->bqkv[l], a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
+        attention_forward_bf16(a->atto, (uint16_t *)a->att, NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+    } else {
+        rope_forward(a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
+        if (m->flash)
+            attention_forward_flash(a->atto, a->att_lse, m->d_att, m->d_att_floats, a->qkv, b->seg, b->vis, B, T, C,
+                                    H, b->S);
+        else
+            attention_forward(a->atto, a->att, a->qkv, b->seg, b->vis, B, T, C, H, b->S);
     }
+    mm_forward(m, m->tmp, a->atto, w->wo, 4 * l + 1, N, C, C);
+    residual_forward(a->xmid, m->resid[l], m->tmp, NC);
+    /* MLP block: x + w2(silu(w1 norm(x)) * w3 norm(x)) */
+    norm_mm_forward(m, a->xn2, a->rstd2, a->xmid, w->mlp_norm, a->h13, w->w13, 4 * l + 2, N, C, 2 * F);
+    swiglu_mm_forward(m, a->hact, a->h13, m->tmp, w->w2, 4 * l + 3, N, F, C);
+    residual_forward(m->resid[l + 1], a->xmid, m->tmp, NC);
 }
 
 void model_forward(Model *m, const Batch *b, float *logp)
