@@ -557,7 +557,8 @@ enum { AP_QK, AP_AB0, AP_AB1, AP_ATB1, AP_KINDS };
  * key lengths a widened range can have (multiples of ATTN_KGRAIN, and when
  * T is not one, T minus a multiple: a range that ends at T). */
 #define ATTN_KGRAIN 32
-#define ATTN_TABLES 4
+#define ATTN_TABLES 4        /* tables kept, for the last (T, hd)s prepared */
+#define ATTN_TABLE_MAX 512   /* primitives in one table at most (T = 4096 with T % 32 == 0) */
 typedef struct {
     int T, hd, nl;
     const Bf16Prim **p; /* [2 block sizes][nl key lengths][AP_KINDS] */
@@ -586,15 +587,20 @@ static void attn_prims(AttnArgs *a);
 static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
 static float *attn_acc(const AttnArgs *a, int t);
 
+/* Where a query block of m rows and a key range of n keys sit in T's table:
+ * *mi, *li; 0 if it has no such shape. */
+static int table_index(int T, int m, int n, int *mi, int *li)
+{
+    int g = ATTN_KGRAIN;
+    *mi = m == (T < ATTN_QBLOCK ? T : ATTN_QBLOCK) ? 0 : T > ATTN_QBLOCK && m == T % ATTN_QBLOCK ? 1 : -1;
+    *li = n < 1 || n > T ? -1 : n % g == 0 ? n / g - 1 : T % g && (T - n) % g == 0 ? T / g + n / g : -1;
+    return *mi >= 0 && *li >= 0;
+}
+
 static const Bf16Prim *table_prim(const AttnTable *tb, int kind, int m, int n)
 {
-    int T = tb->T, g = ATTN_KGRAIN, mi = -1, li = -1;
-    if (m == (T < ATTN_QBLOCK ? T : ATTN_QBLOCK)) mi = 0;
-    else if (T > ATTN_QBLOCK && m == T % ATTN_QBLOCK) mi = 1;
-    if (n > 0 && n <= T && n % g == 0) li = n / g - 1;
-    else if (n > 0 && n <= T && T % g && (T - n) % g == 0) li = T / g + n / g;
-    if (mi < 0 || li < 0) return NULL;
-    return tb->p[((size_t)mi * tb->nl + li) * AP_KINDS + kind];
+    int mi, li;
+    return table_index(tb->T, m, n, &mi, &li) ? tb->p[((size_t)mi * tb->nl + li) * AP_KINDS + kind] : NULL;
 }
 
 /* C = the product `kind` of A and B (see AP_QK): the fixed-shape primitive
@@ -1515,27 +1521,24 @@ static const Bf16Prim *fixed_prim(int kind, int m, int n, int hd)
 void attention_bf16_prepare(int T, int C, int H)
 {
     int hd = C / H, g = ATTN_KGRAIN;
+    int nl = T / g + (T % g ? T / g + 1 : 0), nm = T > ATTN_QBLOCK && T % ATTN_QBLOCK ? 2 : 1;
+    /* a table unless there is one, or it would be too large (T past ~4096: runtime shapes) */
+    if (T >= 1 && !find_table(T, hd) && nm * nl * AP_KINDS <= ATTN_TABLE_MAX) {
+        AttnTable *tb = &attn_tables[attn_tables_next];
+        attn_tables_next = (attn_tables_next + 1) % ATTN_TABLES;
+        free(tb->p);
+        *tb = (AttnTable){ .T = T, .hd = hd, .nl = nl };
+        tb->p = calloc((size_t)2 * nl * AP_KINDS, sizeof *tb->p);
+        if (!tb->p) fatal(EXIT_RUNTIME, "out of memory for the bf16 attention primitives");
+        for (int m = 1; m <= T && m <= ATTN_QBLOCK; m++)
+            for (int n = 1; n <= T; n++) {
+                int mi, li;
+                if (!table_index(T, m, n, &mi, &li)) continue;
+                for (int kind = 0; kind < AP_KINDS; kind++)
+                    tb->p[((size_t)mi * nl + li) * AP_KINDS + kind] = fixed_prim(kind, m, n, hd);
+            }
+    }
     AttnArgs a = { .T = T, .C = C, .H = H };
-    if (T < 1 || find_table(T, hd)) {
-        attn_prims(&a);
-        return;
-    }
-    AttnTable *tb = &attn_tables[attn_tables_next];
-    attn_tables_next = (attn_tables_next + 1) % ATTN_TABLES;
-    free(tb->p);
-    *tb = (AttnTable){ .T = T, .hd = hd, .nl = T / g + (T % g ? T / g + 1 : 0) };
-    tb->p = calloc((size_t)2 * tb->nl * AP_KINDS, sizeof *tb->p);
-    if (!tb->p) fatal(EXIT_RUNTIME, "out of memory for the bf16 attention primitives");
-    for (int mi = 0; mi < 2; mi++) {
-        int m = mi ? T % ATTN_QBLOCK : (T < ATTN_QBLOCK ? T : ATTN_QBLOCK);
-        if (mi && (T <= ATTN_QBLOCK || m == 0)) continue;
-        for (int n = 1; n <= T; n++) {
-            /* the lengths table_prim looks up: multiples of g, and T minus one */
-            int li = n % g == 0 ? n / g - 1 : T % g && (T - n) % g == 0 ? T / g + n / g : -1;
-            for (int kind = 0; li >= 0 && kind < AP_KINDS; kind++)
-                tb->p[((size_t)mi * tb->nl + li) * AP_KINDS + kind] = fixed_prim(kind, m, n, hd);
-        }
-    }
     attn_prims(&a);
 }
 

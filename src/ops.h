@@ -150,8 +150,9 @@ size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int H, in
 void matmul_bf16_prepare(int rows, int cols);
 /* The same for attention over rows of T tokens, width C, H heads: the
  * fixed-shape products (2 query block sizes x the key lengths up to T x 4
- * products; tables for the last 4 (T, C/H) prepared are kept) and the
- * runtime-shape ones that attention of any other T uses. */
+ * products, for T up to about 4096; tables for the last 4 (T, C/H)
+ * prepared are kept) and the runtime-shape ones that attention of any
+ * other T uses. */
 void attention_bf16_prepare(int T, int C, int H);
 /* Rounds w[j] into m[j] for j < n, the matrices spread over the pool. */
 void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
