@@ -17,7 +17,7 @@
 /* libgomp's, which oneDNN runs on (declared here: clang's fuzz builds have no omp.h) */
 void omp_set_num_threads(int n);
 
-#define MAX_PRIMS 2048
+#define MAX_PRIMS 4096 /* the layer products, 4 attention tables of up to 512 and the rest */
 #define MD_TILE_M 256 /* the row count whose primitive fixes a matrix's blocked layout */
 
 /* ---- rounding ------------------------------------------------------------ */
@@ -158,6 +158,7 @@ static void init(void)
 struct Bf16Prim {
     int ta, tb, bkind, M, N, K, lda, ldb, ldc, any;
     float beta;
+    const char *role; /* what it computes, for bf16_kernel_summary (its first creator's words) */
     dnnl_primitive_t prim;
     dnnl_memory_desc_t amd, bmd, cmd, smd;
     char kernel[64];
@@ -245,13 +246,14 @@ static void prim_mems(Bf16Prim *p, int t)
         if (!(i == 1 && p->bkind != BF16_B_PLAIN)) CK(dnnl_memory_create(&p->mem[t][i], mds[i], engine, DNNL_MEMORY_NONE));
 }
 
-static Bf16Prim *create(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta, int any)
+static Bf16Prim *create(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta, int any,
+                        const char *role)
 {
     if (n_prims == MAX_PRIMS) fatal(EXIT_RUNTIME, "internal: more than %d bf16 primitives", MAX_PRIMS);
     Bf16Prim *p = calloc(1, sizeof *p);
     if (!p) fatal(EXIT_RUNTIME, "out of memory for a bf16 primitive");
     *p = (Bf16Prim){ .ta = ta, .tb = tb, .bkind = bkind, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
-                     .any = any, .beta = beta };
+                     .any = any, .beta = beta, .role = role };
     init();
     if (any) {
         dnnl_dim_t R = DNNL_RUNTIME_DIM_VAL;
@@ -274,7 +276,8 @@ static Bf16Prim *create(int ta, int tb, int bkind, int M, int N, int K, int lda,
     return p;
 }
 
-const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta)
+const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta,
+                          const char *role)
 {
     if (bkind != BF16_B_PLAIN) ldb = 0, tb = 0;
     for (int i = 0; i < n_prims; i++) {
@@ -283,16 +286,16 @@ const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int ld
             p->lda == lda && p->ldb == ldb && p->ldc == ldc && p->beta == beta)
             return p;
     }
-    return create(ta, tb, bkind, M, N, K, lda, ldb, ldc, beta, 0);
+    return create(ta, tb, bkind, M, N, K, lda, ldb, ldc, beta, 0, role);
 }
 
-const Bf16Prim *bf16_prim_any(int ta, int tb, float beta)
+const Bf16Prim *bf16_prim_any(int ta, int tb, float beta, const char *role)
 {
     for (int i = 0; i < n_prims; i++) {
         const Bf16Prim *p = prims[i];
         if (p->any && p->ta == ta && p->tb == tb && p->beta == beta) return p;
     }
-    return create(ta, tb, BF16_B_PLAIN, 0, 0, 0, 0, 0, 0, beta, 1);
+    return create(ta, tb, BF16_B_PLAIN, 0, 0, 0, 0, 0, 0, beta, 1, role);
 }
 
 const char *bf16_prim_kernel(const Bf16Prim *p) { return p->kernel; }
@@ -301,20 +304,21 @@ long bf16_prim_creations(void) { return creations; }
 
 void bf16_kernel_summary(char *buf, size_t len)
 {
-    static const char *label[2] = { "layer products", "weight gradients and attention" };
     size_t o = 0;
     buf[0] = '\0';
-    for (int any = 0; any < 2; any++) {
-        int listed = 0;
-        for (int i = 0; i < n_prims; i++) {
-            int seen = prims[i]->any != any;
-            for (int j = 0; j < i && !seen; j++) seen = prims[j]->any == any && !strcmp(prims[j]->kernel, prims[i]->kernel);
-            if (seen) continue;
-            const char *k = prims[i]->kernel;
-            int n = listed ? snprintf(buf + o, len - o, "/%s", k)
-                           : snprintf(buf + o, len - o, "%s%s %s", o ? ", " : "", label[any], k);
+    for (int i = 0; i < n_prims; i++) { /* each role once, in the order of its first primitive */
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = !strcmp(prims[j]->role, prims[i]->role);
+        if (seen) continue;
+        int n = snprintf(buf + o, len - o, "%s%s ", o ? ", " : "", prims[i]->role);
+        o = n < 0 ? o : (o + (size_t)n < len ? o + (size_t)n : len - 1);
+        for (int k = i; k < n_prims; k++) { /* its kernels, each once */
+            int dup = strcmp(prims[k]->role, prims[i]->role) != 0;
+            for (int j = i; j < k && !dup; j++)
+                dup = !strcmp(prims[j]->role, prims[i]->role) && !strcmp(prims[j]->kernel, prims[k]->kernel);
+            if (dup) continue;
+            n = snprintf(buf + o, len - o, "%s%s", k > i ? "/" : "", prims[k]->kernel);
             o = n < 0 ? o : (o + (size_t)n < len ? o + (size_t)n : len - 1);
-            listed = 1;
         }
     }
 }

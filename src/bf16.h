@@ -8,9 +8,10 @@
  * everything and no OpenMP workers spin between products.
  *
  * Primitives are created once per shape and kept (bf16_prim): fixed shapes
- * for the layer products (oneDNN's brgemm kernels, AMX where present) and
- * one runtime-shape primitive per transpose pattern for attention's small
- * per-head products. bf16_prim_creations() counts creations, so tests can
+ * for the layer products and attention's per-head products (oneDNN's brgemm
+ * kernels, AMX where present; they take dense operands only), and one
+ * runtime-shape primitive per transpose pattern for the weight gradients
+ * and attention of shapes not prepared. bf16_prim_creations() counts creations, so tests can
  * check that the step loop creates none. Creating primitives is not
  * thread-safe: ops.c looks them up on the pool's caller before dispatching. */
 #ifndef FSPO_BF16_H
@@ -77,11 +78,14 @@ enum { BF16_B_PLAIN = 0, BF16_B_WT = 1, BF16_B_W = 2 };
 
 /* C[M,N] = op(A)[M,K] op(B)[K,N] + beta C, fixed shape: A stored [M x K]
  * with row stride lda (or [K x M] when ta), B as `bkind` says ([K x N], or
- * [N x K] when tb), C [M x N] with row stride ldc. Created on first use. */
-const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta);
-/* The same with M, N, K and the strides given at each call (attention's
- * products, whose key ranges have any length); B plain. */
-const Bf16Prim *bf16_prim_any(int ta, int tb, float beta);
+ * [N x K] when tb), C [M x N] with row stride ldc. Created on first use;
+ * role names what it is for in bf16_kernel_summary (e.g. "layer
+ * products"; a string that outlives it; the first creator's is kept). */
+const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta,
+                          const char *role);
+/* The same with M, N, K and the strides given at each call (the weight
+ * gradients' token counts, attention of shapes not prepared); B plain. */
+const Bf16Prim *bf16_prim_any(int ta, int tb, float beta, const char *role);
 /* Runs p on pool thread t (t < POOL_MAX_THREADS; each thread its own
  * scratch). For BF16_B_WT/W primitives B is the Bf16Matrix. */
 void bf16_run(const Bf16Prim *p, int t, const uint16_t *A, const void *B, float *C);
@@ -89,8 +93,9 @@ void bf16_run_any(const Bf16Prim *p, int t, int M, int N, int K, const uint16_t 
                   float *C, int ldc);
 /* oneDNN's implementation name of p, e.g. "brg:avx512_core_amx_bf16". */
 const char *bf16_prim_kernel(const Bf16Prim *p);
-/* The kernels of the primitives created so far, e.g. "layer products
- * brg:avx512_core_amx_bf16, attention gemm:jit" (oneDNN's names). */
+/* The kernels of the primitives created so far by role, in the order each
+ * role first appeared, e.g. "layer products brg:avx512_core_amx_bf16,
+ * weight gradients gemm:jit" (oneDNN's names). */
 void bf16_kernel_summary(char *buf, size_t len);
 /* Primitives created so far in this process. */
 long bf16_prim_creations(void);

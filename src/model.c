@@ -417,8 +417,9 @@ void model_set_precision(Model *m, Precision p)
                                          : m->bqkv[0];
         if (per_layer || l == 0) bytes += sizeof(uint16_t) * rows * 3 * C;
     }
-    m->bscratch = bf16_scratch_create(rows, widest, m->cap_len, C);
-    m->bf16_bytes = bytes + bf16_scratch_bytes(rows, widest, m->cap_len, C, pool_threads());
+    attention_bf16_prepare(m->cap_len, C, c->n_heads);
+    m->bscratch = bf16_scratch_create(rows, widest, m->cap_len, C, c->n_heads);
+    m->bf16_bytes = bytes + bf16_scratch_bytes(rows, widest, m->cap_len, C, c->n_heads, pool_threads());
     m->bf16 = 1;
     m->bf16_stale = 1;
 }

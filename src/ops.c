@@ -13,11 +13,13 @@
 /* Scratch of the bf16 products (see bf16_scratch_create). */
 struct Bf16Scratch {
     size_t rows;          /* row capacity of a and b, rounded up to 16 */
-    int cols, T, C, workers;
+    int cols, T, C, hd, workers;
     uint16_t *a, *b;      /* rounded operands of the layer products [rows, cols] (+ slack) */
-    uint16_t *qkv, *dout; /* attention: rounded q|k|v [rows, 3C] and dO [rows, C] */
+    uint16_t *qkv, *dout; /* attention: rounded q|k|v [3H, rows, hd] and dO [H, rows, hd] (head-major) */
     uint16_t *blk;        /* per worker 2 x [QBLOCK, T] bf16: the forward's fp32 scores [QBLOCK, T] over both, the
-                           * backward's rounded dS in the second */
+                           * backward's rounded dS in the second (each block's range tiles one after another) */
+    float *acc;           /* per worker (2T + QBLOCK) hd floats: the backward's dK, dV [T, hd] and dQ [QBLOCK, hd]
+                           * of a head; the forward's out [QBLOCK, hd] of a block */
     float *tile;          /* per worker: one product tile [BF16_TILE, cols] for a partial tile */
 };
 
@@ -260,6 +262,7 @@ typedef struct {
     const float *in; /* [N,3C] */
     float *out;      /* [N,3C], may be in (in place); NULL with out16 */
     uint16_t *out16; /* bf16 instead of out: q and k rotated, v copied, all rounded */
+    int heads;       /* out16 head-major, [3H, N, hd] (else [N, 3C]) */
     const int32_t *pos;
     const float *cos_t, *sin_t;
     int N, C, H;
@@ -325,12 +328,15 @@ static void rope_task(void *p, int t, int nt)
         const float *cs = a->cos_t + (size_t)a->pos[n] * half;
         const float *sn = a->sin_t + (size_t)a->pos[n] * half;
         size_t row = n * 3 * C;
-        for (int part = 0; part < 2; part++) /* 0: q, 1: k */
+        for (int part = 0; part < 3; part++) /* q, k rotated; v copied (bf16 only) */
             for (int h = 0; h < H; h++) {
                 size_t o = row + (size_t)part * C + (size_t)h * hd;
-                rope_head(a->out16 ? NULL : a->out + o, a->out16 ? a->out16 + o : NULL, a->in + o, cs, sn, half, a->sign);
+                uint16_t *y16 = !a->out16 ? NULL
+                                : a->heads ? a->out16 + ((size_t)(part * H + h) * a->N + n) * hd
+                                           : a->out16 + o;
+                if (part < 2) rope_head(y16 ? NULL : a->out + o, y16, a->in + o, cs, sn, half, a->sign);
+                else if (y16) bf16_round(y16, a->in + o, (size_t)hd);
             }
-        if (a->out16) bf16_round(a->out16 + row + 2 * C, a->in + row + 2 * C, (size_t)C); /* v */
     }
 }
 
@@ -349,8 +355,8 @@ void rope_backward(float *dqkv, const int32_t *pos, const float *cos_t, const fl
 void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t,
                        int N, int C, int H)
 {
-    RopeArgs a = { .in = qkv, .out16 = out16, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H,
-                   .sign = 1.0f };
+    RopeArgs a = { .in = qkv, .out16 = out16, .heads = 1, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C,
+                   .H = H, .sign = 1.0f };
     pool_run(rope_task, &a);
 }
 
@@ -432,17 +438,21 @@ static inline int seg_run_end(const int32_t *seg_row, int u, int b, int s)
 /* Softmax of scale * row t over the keys in the ranges (ra,rb) honoring
  * visibility (vis_row NULL: plain causal): u == t, or u < t with
  * vis_row[seg[u]]. Invisible keys inside the ranges, and keys after t, get
- * probability 0. The fp32 path scales in its sgemm and passes 1 (exact).
- * p16 (bf16 path; else NULL): the probabilities go there rounded instead,
- * over the whole ranges (zeros past t), and row is left as scratch.
- * 16 lanes where the build has AVX-512, summing in the 8-lane order. */
-static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const int *ra, const int *rb,
+ * probability 0. Range r of the row is stored at rp[r] (rp[r][0] is key
+ * ra[r]'s score): the fp32 path's rows are whole, rp[r] = row + ra[r]; the
+ * bf16 path's blocks keep each range in a tile of its own. The fp32 path
+ * scales in its sgemm and passes 1 (exact).
+ * pp (bf16 path; else NULL): the probabilities go there rounded instead
+ * (pp[r] as rp[r]), over the whole ranges (zeros past t), and rp is left as
+ * scratch. 16 lanes where the build has AVX-512, summing in the 8-lane order. */
+static void masked_softmax_row(float *const *rp, uint16_t *const *pp, int t, int nr, const int *ra, const int *rb,
                                const int32_t *seg_row, const uint8_t *vis_row, float scale)
 {
     v8f vmx = v8_set1(-INFINITY);
     float mx = -INFINITY;
     for (int r = 0; r < nr; r++) {
         int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1;
+        float *x = rp[r]; /* key u at x[u - a] */
         int u = a;
         while (u < b) {
             int e = b;
@@ -452,8 +462,8 @@ static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const i
                 e = seg_run_end(seg_row, u, b, s);
                 visible = vis_row[s] || (e == t + 1 && u == t); /* a token always sees itself */
                 if (!visible && e == t + 1) { /* run ends with t itself: mask all but t */
-                    for (int k = u; k < t; k++) row[k] = -INFINITY;
-                    if (row[t] > mx) mx = row[t];
+                    for (int k = u; k < t; k++) x[k - a] = -INFINITY;
+                    if (x[t - a] > mx) mx = x[t - a];
                     u = e;
                     continue;
                 }
@@ -462,15 +472,15 @@ static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const i
                 int k = u;
 #if VEC16
                 for (; k + 16 <= e; k += 16) {
-                    v16f x = v16_load(row + k);
-                    vmx = v8_max(vmx, v8_max(v16_lo(x), v16_hi(x)));
+                    v16f y = v16_load(x + (k - a));
+                    vmx = v8_max(vmx, v8_max(v16_lo(y), v16_hi(y)));
                 }
 #endif
-                for (; k + 8 <= e; k += 8) vmx = v8_max(vmx, v8_load(row + k));
+                for (; k + 8 <= e; k += 8) vmx = v8_max(vmx, v8_load(x + (k - a)));
                 for (; k < e; k++)
-                    if (row[k] > mx) mx = row[k];
+                    if (x[k - a] > mx) mx = x[k - a];
             } else
-                for (int k = u; k < e; k++) row[k] = -INFINITY;
+                for (int k = u; k < e; k++) x[k - a] = -INFINITY;
             u = e;
         }
     }
@@ -481,40 +491,78 @@ static void masked_softmax_row(float *row, uint16_t *p16, int t, int nr, const i
     v16f vmax16 = v16_set1(mx), vscale16 = v16_set1(scale);
 #endif
     for (int r = 0; r < nr; r++) {
-        int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
+        int b = rb[r] < t + 1 ? rb[r] - ra[r] : t + 1 - ra[r], u = 0; /* offsets into the range */
+        float *x = rp[r];
 #if VEC16
         for (; u + 16 <= b; u += 16) {
-            v16f e = v16_exp((v16_load(row + u) - vmax16) * vscale16);
-            v16_store(row + u, e);
+            v16f e = v16_exp((v16_load(x + u) - vmax16) * vscale16);
+            v16_store(x + u, e);
             acc = v16_acc8(acc, e);
         }
 #endif
         for (; u + 8 <= b; u += 8) {
-            v8f e = v8_exp((v8_load(row + u) - vmax) * vscale);
-            v8_store(row + u, e);
+            v8f e = v8_exp((v8_load(x + u) - vmax) * vscale);
+            v8_store(x + u, e);
             acc += e;
         }
         if (u < b) {
-            v8f e = v8_exp((v8_load_part(row + u, b - u, -INFINITY) - vmax) * vscale);
-            v8_store_part(row + u, e, b - u);
+            v8f e = v8_exp((v8_load_part(x + u, b - u, -INFINITY) - vmax) * vscale);
+            v8_store_part(x + u, e, b - u);
             acc += e;
         }
     }
     float inv = 1.0f / v8_hsum(acc);
     vwf invw = vw_set1(inv);
     for (int r = 0; r < nr; r++) {
-        int a = ra[r], b = rb[r] < t + 1 ? rb[r] : t + 1, u = a;
-        if (p16) {
-            for (; u + VW <= b; u += VW) vw_store_bf16(p16 + u, vw_load(row + u) * invw);
-            for (; u < b; u++) p16[u] = bf16_from_float(row[u] * inv);
-            for (u = b > a ? b : a; u < rb[r]; u++) p16[u] = 0;
+        int n = rb[r] - ra[r], b = rb[r] < t + 1 ? n : t + 1 - ra[r], u = 0;
+        float *x = rp[r];
+        if (pp) {
+            uint16_t *p16 = pp[r];
+            for (; u + VW <= b; u += VW) vw_store_bf16(p16 + u, vw_load(x + u) * invw);
+            for (; u < b; u++) p16[u] = bf16_from_float(x[u] * inv);
+            for (u = b > 0 ? b : 0; u < n; u++) p16[u] = 0;
             continue;
         }
-        for (; u + VW <= b; u += VW) vw_store(row + u, vw_load(row + u) * invw);
-        for (; u < b; u++) row[u] *= inv;
-        for (u = b > a ? b : a; u < rb[r]; u++) row[u] = 0.0f;
+        for (; u + VW <= b; u += VW) vw_store(x + u, vw_load(x + u) * invw);
+        for (; u < b; u++) x[u] *= inv;
+        for (u = b > 0 ? b : 0; u < n; u++) x[u] = 0.0f;
     }
 }
+
+/* dst[i * ld + d] += src[i * hd + d] for i < rows, d < hd */
+static void add_rows(float *dst, int ld, const float *src, int rows, int hd)
+{
+    for (int i = 0; i < rows; i++) {
+        float *y = dst + (size_t)i * ld;
+        const float *x = src + (size_t)i * hd;
+        for (int d = 0; d < hd; d++) y[d] += x[d];
+    }
+}
+
+/* rp[r] = row + ra[r]: the ranges of a whole row (the fp32 layout) */
+static void range_ptrs(float **rp, float *row, int nr, const int *ra)
+{
+    for (int r = 0; r < nr; r++) rp[r] = row + ra[r];
+}
+
+/* bf16 attention's products, all on dense operands (oneDNN's brgemm kernels
+ * take no others), for a query block of m rows and a key range of n keys:
+ * AP_QK    C[m, n]   = A[m, hd] B[n, hd]^T   (Q K^T, dO V^T)
+ * AP_AB0/1 C[m, hd]  = (or +=) A[m, n] B[n, hd]   (P V, dS K)
+ * AP_ATB1  C[n, hd] += A[m, n]^T B[m, hd]   (P^T dO, dS^T Q) */
+enum { AP_QK, AP_AB0, AP_AB1, AP_ATB1, AP_KINDS };
+
+/* Fixed-shape primitives of those products for one (T, hd): both query
+ * block sizes (ATTN_QBLOCK and the last block's T % ATTN_QBLOCK) times the
+ * key lengths a widened range can have (multiples of ATTN_KGRAIN, and when
+ * T is not one, T minus a multiple: a range that ends at T). */
+#define ATTN_KGRAIN 32
+#define ATTN_TABLES 4        /* tables kept, for the last (T, hd)s prepared */
+#define ATTN_TABLE_MAX 512   /* primitives in one table at most (T = 4096 with T % 32 == 0) */
+typedef struct {
+    int T, hd, nl;
+    const Bf16Prim **p; /* [2 block sizes][nl key lengths][AP_KINDS] */
+} AttnTable;
 
 typedef struct {
     float *out, *att, *dqkv, *scratch;
@@ -524,17 +572,118 @@ typedef struct {
     int B, T, C, H, S, workers;
     float *lse;         /* flash: the log-sum-exp of each query's scaled scores [B,H,T] */
     const float *fout;  /* flash backward: the forward's out [B,T,C] */
-    /* bf16 products (NULL: fp32): q,k,v and dO rounded, per-worker blocks
-     * (scores, dS rounded), and oneDNN's runtime-shape products A B^T, A B (beta
-     * 0 and 1) and A^T B (beta 1) */
+    /* bf16 products (s16 NULL: fp32): q,k,v and dO rounded (head-major, see
+     * attention_forward_bf16), per-worker scratch in s16, the fixed-shape
+     * products for this (T, hd) (tab; NULL: none prepared) and the
+     * runtime-shape ones for other shapes */
     Bf16Scratch *s16;
-    const uint16_t *qkv16; /* q|k|v rounded [B*T, 3C] */
-    uint16_t *att16;       /* bf16: the probabilities [B,H,T,T], rounded (in place of att) */
-    const Bf16Prim *abt, *ab0, *ab1, *atb1;
+    const uint16_t *qkv16, *dout16;
+    uint16_t *att16; /* bf16: the probabilities, rounded (in place of att; see attention_forward_bf16) */
+    const AttnTable *tab;
+    const Bf16Prim *any[AP_KINDS];
 } AttnArgs;
 
 static void attn_prims(AttnArgs *a);
 static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
+static float *attn_acc(const AttnArgs *a, int t);
+
+/* Where a query block of m rows and a key range of n keys sit in T's table:
+ * *mi, *li; 0 if it has no such shape. */
+static int table_index(int T, int m, int n, int *mi, int *li)
+{
+    int g = ATTN_KGRAIN;
+    *mi = m == (T < ATTN_QBLOCK ? T : ATTN_QBLOCK) ? 0 : T > ATTN_QBLOCK && m == T % ATTN_QBLOCK ? 1 : -1;
+    *li = n < 1 || n > T ? -1 : n % g == 0 ? n / g - 1 : T % g && (T - n) % g == 0 ? T / g + n / g : -1;
+    return *mi >= 0 && *li >= 0;
+}
+
+static const Bf16Prim *table_prim(const AttnTable *tb, int kind, int m, int n)
+{
+    int mi, li;
+    return table_index(tb->T, m, n, &mi, &li) ? tb->p[((size_t)mi * tb->nl + li) * AP_KINDS + kind] : NULL;
+}
+
+/* C = the product `kind` of A and B (see AP_QK): the fixed-shape primitive
+ * if the table has one, else the runtime-shape one */
+static void attn_mm(const AttnArgs *a, int t, int kind, int m, int n, const uint16_t *A, const uint16_t *B, float *C)
+{
+    int hd = a->C / a->H;
+    const Bf16Prim *p = a->tab ? table_prim(a->tab, kind, m, n) : NULL;
+    if (p) {
+        bf16_run(p, t, A, B, C);
+        return;
+    }
+    p = a->any[kind];
+    if (kind == AP_QK) bf16_run_any(p, t, m, n, hd, A, hd, B, hd, C, n);
+    else if (kind == AP_ATB1) bf16_run_any(p, t, n, hd, m, A, n, B, hd, C, hd);
+    else bf16_run_any(p, t, m, hd, n, A, n, B, hd, C, hd);
+}
+
+/* The key ranges of a bf16 query block [i0, i1): key_ranges', and with a
+ * fixed-shape table each widened outward to multiples of ATTN_KGRAIN keys
+ * (the end capped at i1) and merged where they then meet. The keys added
+ * are masked ones (in a skipped gap, or after a query), which the softmax
+ * gives probability 0 and its backward dS 0, as it does for the gaps
+ * key_ranges leaves inside ranges. off[r]: where range r's [i1 - i0, n_r]
+ * tile starts in the block's storage (the tiles one after another). */
+static int block_ranges16(const AttnArgs *a, int i0, int i1, const int32_t *seg_row, const uint8_t *vis_b, int *ra,
+                          int *rb, size_t *off)
+{
+    int nr = key_ranges(i0, i1, seg_row, vis_b, a->S, ra, rb);
+    if (a->tab) {
+        int g = ATTN_KGRAIN, k = 0;
+        for (int r = 0; r < nr; r++) {
+            int lo = ra[r] / g * g, hi = (rb[r] + g - 1) / g * g;
+            if (hi > i1) hi = i1;
+            if (k > 0 && lo <= rb[k - 1]) rb[k - 1] = hi;
+            else ra[k] = lo, rb[k] = hi, k++;
+        }
+        nr = k;
+    }
+    size_t o = 0;
+    for (int r = 0; r < nr; r++) off[r] = o, o += (size_t)(i1 - i0) * (rb[r] - ra[r]);
+    return nr;
+}
+
+/* Head h of row b in the head-major bf16 copies: q, k, v [T, hd] each, dO [T, hd] */
+static void heads16(const AttnArgs *a, int b, int h, const uint16_t **q16, const uint16_t **k16, const uint16_t **v16,
+                    const uint16_t **dO16)
+{
+    size_t N = (size_t)a->B * a->T, hd = (size_t)(a->C / a->H), row = (size_t)b * a->T * hd;
+    *q16 = a->qkv16 + (size_t)h * N * hd + row;
+    *k16 = *q16 + (size_t)a->H * N * hd;
+    *v16 = *k16 + (size_t)a->H * N * hd;
+    if (dO16) *dO16 = a->dout16 ? a->dout16 + (size_t)h * N * hd + row : NULL;
+}
+
+/* One query block [i0, i0+m) of the bf16 forward: the scores Q K_r^T of
+ * each range go to their tile of the worker's block (in cache), the softmax
+ * writes the probabilities rounded to the same tiles of P16 (the block's
+ * part of att16; the scale goes into the softmax), and sum_r P_r V_r goes
+ * to the worker's [m, hd] tile, then to out's rows (o, stride C). */
+static void forward_block16(const AttnArgs *a, int t, int i0, int m, int nr, const int *ra, const int *rb,
+                            const size_t *off, const int32_t *seg_row, const uint8_t *vis_b, uint16_t *P16,
+                            const uint16_t *q16, const uint16_t *k16, const uint16_t *v16, float *o, float scale)
+{
+    int hd = a->C / a->H, S = a->S;
+    float *Sb = (float *)attn_block16(a, t, 0), *Ob = attn_acc(a, t);
+    float *rp[ATTN_MAX_RANGES];
+    uint16_t *pp[ATTN_MAX_RANGES];
+    for (int r = 0; r < nr; r++)
+        attn_mm(a, t, AP_QK, m, rb[r] - ra[r], q16 + (size_t)i0 * hd, k16 + (size_t)ra[r] * hd, Sb + off[r]);
+    for (int row = 0; row < m; row++) {
+        int tt = i0 + row;
+        for (int r = 0; r < nr; r++) {
+            size_t x = off[r] + (size_t)row * (rb[r] - ra[r]);
+            rp[r] = Sb + x, pp[r] = P16 + x;
+        }
+        masked_softmax_row(rp, pp, tt, nr, ra, rb, seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, scale);
+    }
+    for (int r = 0; r < nr; r++)
+        attn_mm(a, t, r ? AP_AB1 : AP_AB0, m, rb[r] - ra[r], P16 + off[r], v16 + (size_t)ra[r] * hd, Ob);
+    for (int row = 0; row < m; row++) memcpy(o + (size_t)(i0 + row) * a->C, Ob + (size_t)row * hd, sizeof(float) * hd);
+}
+
 static void attention_forward_task(void *p, int t, int nt)
 {
     const AttnArgs *a = p;
@@ -545,7 +694,8 @@ static void attention_forward_task(void *p, int t, int nt)
     int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
-    float *Sb = a->s16 ? (float *)attn_block16(a, t, 0) : NULL; /* bf16: the block's scores, [QBLOCK, T] floats */
+    float *rp[ATTN_MAX_RANGES];
+    size_t roff[ATTN_MAX_RANGES];
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
@@ -556,35 +706,27 @@ static void attention_forward_task(void *p, int t, int nt)
         const float *q = a->qkv ? a->qkv + off : NULL; /* NULL in bf16, which reads qkv16 */
         const float *k = q ? q + C : NULL, *v = q ? q + 2 * C : NULL;
         const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL;
-        if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C;
+        if (a->s16) heads16(a, b, h, &q16, &k16, &v16, NULL);
         float *o = a->out + (size_t)b * T * C + (size_t)h * hd;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
-            int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
             if (a->s16) {
-                /* bf16: the scores go to the worker's block (in cache), the softmax writes the
-                 * probabilities rounded to att16, and the PV product reads them there (the
-                 * scale goes into the softmax) */
-                uint16_t *P16 = a->att16 + (((size_t)b * H + h) * T + i0) * T;
-                for (int r = 0; r < nr; r++)
-                    bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, q16 + (size_t)i0 * ld, ld, k16 + (size_t)ra[r] * ld, ld,
-                                 Sb + ra[r], T);
-                for (int tt = i0; tt < i1; tt++)
-                    masked_softmax_row(Sb + (size_t)(tt - i0) * T, P16 + (size_t)(tt - i0) * T, tt, nr, ra, rb, seg_row,
-                                       seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, scale);
-                for (int r = 0; r < nr; r++)
-                    bf16_run_any(r ? a->ab1 : a->ab0, t, m, hd, rb[r] - ra[r], P16 + ra[r], T, v16 + (size_t)ra[r] * ld,
-                                 ld, o + (size_t)i0 * C, C);
+                int nr = block_ranges16(a, i0, i1, seg_row, vis_b, ra, rb, roff);
+                forward_block16(a, t, i0, m, nr, ra, rb, roff, seg_row, vis_b,
+                                a->att16 + (((size_t)b * H + h) * T + i0) * T, q16, k16, v16, o, scale);
                 continue;
             }
+            int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
             float *Ab = a->att + (((size_t)b * H + h) * T + i0) * T;
             /* scores [m, range] = scale * Q[i0:i1] K[range]^T */
             for (int r = 0; r < nr; r++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, rb[r] - ra[r], hd, scale, q + (size_t)i0 * ld, ld,
                             k + (size_t)ra[r] * ld, ld, 0.0f, Ab + ra[r], T);
-            for (int tt = i0; tt < i1; tt++)
-                masked_softmax_row(Ab + (size_t)(tt - i0) * T, NULL, tt, nr, ra, rb, seg_row,
-                                   seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL, 1.0f);
+            for (int tt = i0; tt < i1; tt++) {
+                range_ptrs(rp, Ab + (size_t)(tt - i0) * T, nr, ra);
+                masked_softmax_row(rp, NULL, tt, nr, ra, rb, seg_row, seg_row ? vis_b + (size_t)seg_row[tt] * S : NULL,
+                                   1.0f);
+            }
             /* out[i0:i1] = sum over ranges of P[:, range] V[range] */
             for (int r = 0; r < nr; r++)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, rb[r] - ra[r], 1.0f, Ab + ra[r], T,
@@ -785,6 +927,7 @@ void attention_backward_flash(float *dqkv, float *scratch, size_t scratch_floats
 size_t attention_flash_scratch_floats(void) { return (size_t)FLASH_WORKER_FLOATS * ATTN_SCRATCH_SLOTS; }
 
 static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols);
+static void round_heads(uint16_t *dst, const float *src, size_t N, int heads, int hd);
 
 void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
@@ -794,10 +937,10 @@ void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint1
         fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
     if (!qkv && !keep) fatal(EXIT_RUNTIME, "internal: bf16 attention without q, k, v");
     uint16_t *q16 = keep ? keep : s16->qkv;
-    AttnArgs a = { .out = out, .att16 = att16, .qkv = qkv, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H,
+    AttnArgs a = { .out = out, .att16 = att16, .seg = seg, .vis = vis, .B = B, .T = T, .C = C, .H = H,
                    .S = S, .s16 = s16, .qkv16 = q16, .workers = s16->workers };
     attn_prims(&a);
-    if (qkv) round_rows(q16, qkv, N, N, 3 * C);
+    if (qkv) round_heads(q16, qkv, N, 3 * H, C / H);
     run_heads(attention_forward_task, &a);
 }
 
@@ -810,8 +953,10 @@ void attention_cached_forward(float *out, float *scores, const float *q, int ldq
     for (int h = 0; h < H; h++) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, nk, hd, scale, q + (size_t)h * hd, ldq,
                     kc + (size_t)h * hd, C, 0.0f, scores, nk);
-        for (int i = 0; i < n; i++)
-            masked_softmax_row(scores + (size_t)i * nk, NULL, len0 + i, 1, &ra, &rb, NULL, NULL, 1.0f);
+        for (int i = 0; i < n; i++) {
+            float *row = scores + (size_t)i * nk;
+            masked_softmax_row(&row, NULL, len0 + i, 1, &ra, &rb, NULL, NULL, 1.0f);
+        }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, nk, 1.0f, scores, nk, vc + (size_t)h * hd, C,
                     0.0f, out + (size_t)h * hd, C);
     }
@@ -824,13 +969,17 @@ size_t attention_scratch_floats(int T)
 }
 
 /* sum of p[u] d[u] over the keys u <= t in the ranges: the softmax
- * backward's row sum (8 lanes, then a fixed-order horizontal sum). p in
- * fp32, or p16 in bf16 (the bf16 path's saved probabilities; p NULL). */
-static float visible_dot(const float *p, const uint16_t *p16, const float *d, int t, int nr, const int *ra, const int *rb)
+ * backward's row sum (8 lanes, then a fixed-order horizontal sum). Range r
+ * of p and d at pr[r] and dr[r] (as masked_softmax_row's rp); p in fp32,
+ * or in bf16 at pr16[r] (the bf16 path's saved probabilities; pr NULL). */
+static float visible_dot(const float *const *pr, const uint16_t *const *pr16, const float *const *dr, int t, int nr,
+                         const int *ra, const int *rb)
 {
     v8f acc = v8_set1(0.0f);
     for (int r = 0; r < nr; r++) {
-        int u = ra[r], e = rb[r] < t + 1 ? rb[r] : t + 1;
+        int u = 0, e = rb[r] < t + 1 ? rb[r] - ra[r] : t + 1 - ra[r];
+        const float *p = pr ? pr[r] : NULL, *d = dr[r];
+        const uint16_t *p16 = pr16 ? pr16[r] : NULL;
 #if VEC16
         for (; u + 16 <= e; u += 16) acc = v16_acc8(acc, (p16 ? v16_load_bf16(p16 + u) : v16_load(p + u)) * v16_load(d + u));
 #endif
@@ -844,38 +993,49 @@ static float visible_dot(const float *p, const uint16_t *p16, const float *d, in
     return v8_hsum(acc);
 }
 
-/* One query block [i0, i0+m) of the bf16 backward: dP = dO V^T into D,
- * then the softmax backward writes dS rounded from the saved bf16 P, then
- * dV += P^T dO, dQ += dS K, dK += dS^T Q. P16: the block's rows of att16. */
+/* One query block [i0, i0+m) of the bf16 backward, its ranges' tiles as
+ * the forward's (P16: the block's part of att16): dP = dO V_r^T into D's
+ * tiles, the softmax backward writes dS rounded into D16's from the saved
+ * P, then dV_r += P_r^T dO, dQ = sum_r dS_r K_r, dK_r += dS_r^T Q into the
+ * worker's dense accumulators acc (dK [T, hd], dV [T, hd], dQ [m, hd]);
+ * dQ goes to dq's rows (stride 3C) here, dK and dV once the head is done. */
 static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, const int *ra, const int *rb,
-                             const uint16_t *P16, float *D, uint16_t *D16, const uint16_t *q16, const uint16_t *k16,
-                             const uint16_t *v16, const uint16_t *dO16, float *dq, float *dk, float *dv, float scale)
+                             const size_t *off, const uint16_t *P16, float *D, uint16_t *D16, const uint16_t *q16,
+                             const uint16_t *k16, const uint16_t *v16, const uint16_t *dO16, float *acc, float *dq,
+                             float scale)
 {
-    int T = a->T, C = a->C, hd = C / a->H, ld = 3 * C;
-    const uint16_t *dOb = dO16 + (size_t)i0 * C;
-    for (int r = 0; r < nr; r++)
-        bf16_run_any(a->abt, t, m, rb[r] - ra[r], hd, dOb, C, v16 + (size_t)ra[r] * ld, ld, D + ra[r], T);
+    int T = a->T, hd = a->C / a->H, ld = 3 * a->C;
+    float *dk = acc, *dv = acc + (size_t)T * hd, *dqb = dv + (size_t)T * hd;
+    const uint16_t *dOb = dO16 + (size_t)i0 * hd;
+    const uint16_t *pr[ATTN_MAX_RANGES];
+    const float *drc[ATTN_MAX_RANGES];
+    for (int r = 0; r < nr; r++) attn_mm(a, t, AP_QK, m, rb[r] - ra[r], dOb, v16 + (size_t)ra[r] * hd, D + off[r]);
     vwf vscale = vw_set1(scale);
     for (int row = 0; row < m; row++) {
         int tt = i0 + row;
-        const float *dr = D + (size_t)row * T;
-        const uint16_t *p16 = P16 + (size_t)row * T;
-        uint16_t *ds16 = D16 + (size_t)row * T;
-        float sum = visible_dot(NULL, p16, dr, tt, nr, ra, rb);
+        for (int r = 0; r < nr; r++) {
+            size_t x = off[r] + (size_t)row * (rb[r] - ra[r]);
+            pr[r] = P16 + x, drc[r] = D + x;
+        }
+        float sum = visible_dot(NULL, pr, drc, tt, nr, ra, rb);
         vwf sw = vw_set1(sum);
         for (int r = 0; r < nr; r++) {
-            int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
+            int n = rb[r] - ra[r], u = 0, e = rb[r] < tt + 1 ? n : tt + 1 - ra[r];
+            const uint16_t *p16 = pr[r];
+            const float *dr = drc[r];
+            uint16_t *ds16 = D16 + (pr[r] - P16);
             for (; u + VW <= e; u += VW) vw_store_bf16(ds16 + u, vw_load_bf16(p16 + u) * (vw_load(dr + u) - sw) * vscale);
             for (; u < e; u++) ds16[u] = bf16_from_float(bf16_to_float(p16[u]) * (dr[u] - sum) * scale);
-            for (u = e > ra[r] ? e : ra[r]; u < rb[r]; u++) ds16[u] = 0;
+            for (u = e > 0 ? e : 0; u < n; u++) ds16[u] = 0;
         }
     }
     for (int r = 0; r < nr; r++) {
-        int u0 = ra[r], nk = rb[r] - ra[r];
-        bf16_run_any(a->atb1, t, nk, hd, m, P16 + u0, T, dOb, C, dv + (size_t)u0 * ld, ld);
-        bf16_run_any(a->ab1, t, m, hd, nk, D16 + u0, T, k16 + (size_t)u0 * ld, ld, dq + (size_t)i0 * ld, ld);
-        bf16_run_any(a->atb1, t, nk, hd, m, D16 + u0, T, q16 + (size_t)i0 * ld, ld, dk + (size_t)u0 * ld, ld);
+        int u0 = ra[r], n = rb[r] - ra[r];
+        attn_mm(a, t, AP_ATB1, m, n, P16 + off[r], dOb, dv + (size_t)u0 * hd);
+        attn_mm(a, t, r ? AP_AB1 : AP_AB0, m, n, D16 + off[r], k16 + (size_t)u0 * hd, dqb);
+        attn_mm(a, t, AP_ATB1, m, n, D16 + off[r], q16 + (size_t)i0 * hd, dk + (size_t)u0 * hd);
     }
+    add_rows(dq + (size_t)i0 * ld, ld, dqb, m, hd);
 }
 
 static void attention_backward_task(void *p, int t, int nt)
@@ -886,9 +1046,13 @@ static void attention_backward_task(void *p, int t, int nt)
     int T = a->T, C = a->C, H = a->H, S = a->S, hd = C / H, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hd);
     int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
+    const float *prp[ATTN_MAX_RANGES];
+    float *drp[ATTN_MAX_RANGES];
+    size_t roff[ATTN_MAX_RANGES];
     size_t mrows = T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK;
     float *D = a->scratch + (size_t)t * mrows * T;
     uint16_t *D16 = a->s16 ? attn_block16(a, t, 1) : NULL;
+    float *acc = a->s16 ? attn_acc(a, t) : NULL;
     size_t j0, j1;
     pool_range((size_t)a->B * H, t, nt, &j0, &j1);
     for (size_t j = j0; j < j1; j++) {
@@ -896,24 +1060,29 @@ static void attention_backward_task(void *p, int t, int nt)
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
         size_t off = (size_t)b * T * ld + (size_t)h * hd, off_o = (size_t)b * T * C + (size_t)h * hd;
-        const float *q = a->qkv ? a->qkv + off : NULL; /* NULL in bf16, which reads qkv16 */
-        const float *k = q ? q + C : NULL, *v = q ? q + 2 * C : NULL;
-        const uint16_t *q16 = NULL, *k16 = NULL, *v16 = NULL, *dO16 = NULL;
-        if (a->s16) q16 = a->qkv16 + off, k16 = q16 + C, v16 = q16 + 2 * C,
-                    dO16 = a->s16->dout + off_o;
         float *dq = a->dqkv + off;
         float *dk = dq + C, *dv = dq + 2 * C;
-        const float *A = a->s16 ? NULL : a->att + ((size_t)b * H + h) * T * T;
+        if (a->s16) {
+            const uint16_t *q16, *k16, *v16, *dO16;
+            heads16(a, b, h, &q16, &k16, &v16, &dO16);
+            memset(acc, 0, sizeof(float) * 2 * T * hd);
+            for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
+                int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T;
+                int nr = block_ranges16(a, i0, i1, seg_row, vis_b, ra, rb, roff);
+                const uint16_t *P16 = a->att16 + (((size_t)b * H + h) * T + i0) * T;
+                backward_block16(a, t, i0, i1 - i0, nr, ra, rb, roff, P16, D, D16, q16, k16, v16, dO16, acc, dq, scale);
+                if (t == 0) pool_progress();
+            }
+            add_rows(dk, ld, acc, T, hd);
+            add_rows(dv, ld, acc + (size_t)T * hd, T, hd);
+            continue;
+        }
+        const float *q = a->qkv + off, *k = q + C, *v = q + 2 * C;
+        const float *A = a->att + ((size_t)b * H + h) * T * T;
         const float *dO = a->dout + off_o;
         for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
             int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
             int nr = key_ranges(i0, i1, seg_row, vis_b, S, ra, rb);
-            if (a->s16) {
-                const uint16_t *P16 = a->att16 + (((size_t)b * H + h) * T + i0) * T;
-                backward_block16(a, t, i0, m, nr, ra, rb, P16, D, D16, q16, k16, v16, dO16, dq, dk, dv, scale);
-                if (t == 0) pool_progress();
-                continue;
-            }
             const float *P = A + (size_t)i0 * T;
             for (int r = 0; r < nr; r++) {
                 int u0 = ra[r], nk = rb[r] - ra[r];
@@ -931,7 +1100,8 @@ static void attention_backward_task(void *p, int t, int nt)
                 int tt = i0 + row;
                 const float *pr = P + (size_t)row * T;
                 float *dr = D + (size_t)row * T;
-                float sum = visible_dot(pr, NULL, dr, tt, nr, ra, rb);
+                for (int r = 0; r < nr; r++) prp[r] = pr + ra[r], drp[r] = dr + ra[r];
+                float sum = visible_dot(prp, NULL, (const float *const *)drp, tt, nr, ra, rb);
                 vwf sw = vw_set1(sum);
                 for (int r = 0; r < nr; r++) {
                     int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
@@ -971,9 +1141,10 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
         if (N > s16->rows || T > s16->T || C != s16->C)
             fatal(EXIT_RUNTIME, "internal: bf16 attention of %dx%d (C %d) exceeds its scratch", B, T, C);
         attn_prims(&a);
-        if (!qkv16) round_rows(s16->qkv, qkv, N, N, 3 * C);
+        if (!qkv16) round_heads(s16->qkv, qkv, N, 3 * H, C / H);
         a.qkv16 = qkv16 ? qkv16 : s16->qkv;
-        round_rows(s16->dout, dout, N, N, C);
+        a.dout16 = s16->dout;
+        round_heads(s16->dout, dout, N, H, C / H);
     }
     run_heads(attention_backward_task, &a);
 }
@@ -1260,7 +1431,7 @@ static int size_index(int full, int sz)
 }
 #define N_SIZES 5 /* 256 .. 16 */
 
-Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C)
+Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C, int H)
 {
     Bf16Scratch *s = calloc(1, sizeof *s);
     if (!s) fatal(EXIT_RUNTIME, "out of memory for bf16 scratch");
@@ -1268,6 +1439,7 @@ Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C)
     s->cols = max_cols;
     s->T = T;
     s->C = C;
+    s->hd = C / H;
     s->workers = pool_threads();
     size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
     s->a = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols), "bf16 operands");
@@ -1275,6 +1447,7 @@ Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C)
     s->qkv = xcalloc_aligned(sizeof(uint16_t) * max_rows * 3 * C, "bf16 attention operands");
     s->dout = xcalloc_aligned(sizeof(uint16_t) * max_rows * C, "bf16 attention operands");
     s->blk = xcalloc_aligned(sizeof(uint16_t) * blk * 2 * s->workers, "bf16 attention blocks");
+    s->acc = xcalloc_aligned(sizeof(float) * (2 * (size_t)T + ATTN_QBLOCK) * s->hd * s->workers, "bf16 attention blocks");
     s->tile = xcalloc_aligned(sizeof(float) * BF16_TILE * max_cols * s->workers, "bf16 product tiles");
     bf16_reserve_threads(s->workers);
     return s;
@@ -1288,17 +1461,18 @@ void bf16_scratch_free(Bf16Scratch *s)
     xfree_aligned(s->qkv);
     xfree_aligned(s->dout);
     xfree_aligned(s->blk);
+    xfree_aligned(s->acc);
     xfree_aligned(s->tile);
     free(s);
 }
 
 uint16_t *bf16_scratch_operand(Bf16Scratch *s) { return s->a; }
 
-size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int workers)
+size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int H, int workers)
 {
     size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
     return 2 * (2 * (pad_rows(max_rows) * max_cols) + max_rows * 4 * (size_t)C + blk * 2 * workers) +
-           4 * (size_t)BF16_TILE * max_cols * workers;
+           4 * (size_t)BF16_TILE * max_cols * workers + 4 * (2 * (size_t)T + ATTN_QBLOCK) * (C / H) * workers;
 }
 
 static uint16_t *attn_block16(const AttnArgs *a, int t, int which)
@@ -1307,12 +1481,110 @@ static uint16_t *attn_block16(const AttnArgs *a, int t, int which)
     return a->s16->blk + ((size_t)t * 2 + which) * blk;
 }
 
+static float *attn_acc(const AttnArgs *a, int t)
+{
+    if (a->C / a->H != a->s16->hd) fatal(EXIT_RUNTIME, "internal: bf16 attention head size %d, scratch for %d", a->C / a->H, a->s16->hd);
+    return a->s16->acc + (size_t)t * (2 * (size_t)a->s16->T + ATTN_QBLOCK) * a->s16->hd;
+}
+
+static AttnTable attn_tables[ATTN_TABLES];
+static int attn_tables_next;
+
+static const AttnTable *find_table(int T, int hd)
+{
+    for (int i = 0; i < ATTN_TABLES; i++)
+        if (attn_tables[i].p && attn_tables[i].T == T && attn_tables[i].hd == hd) return &attn_tables[i];
+    return NULL;
+}
+
 static void attn_prims(AttnArgs *a)
 {
-    a->abt = bf16_prim_any(0, 1, 0.0f);
-    a->ab0 = bf16_prim_any(0, 0, 0.0f);
-    a->ab1 = bf16_prim_any(0, 0, 1.0f);
-    a->atb1 = bf16_prim_any(1, 0, 1.0f);
+    a->any[AP_QK] = bf16_prim_any(0, 1, 0.0f, "attention (other shapes)");
+    a->any[AP_AB0] = bf16_prim_any(0, 0, 0.0f, "attention (other shapes)");
+    a->any[AP_AB1] = bf16_prim_any(0, 0, 1.0f, "attention (other shapes)");
+    a->any[AP_ATB1] = bf16_prim_any(1, 0, 1.0f, "attention (other shapes)");
+    a->tab = a->s16 ? find_table(a->T, a->C / a->H) : NULL;
+}
+
+/* the fixed-shape primitive of product `kind` (see AP_QK) for m queries, n keys */
+static const Bf16Prim *fixed_prim(int kind, int m, int n, int hd)
+{
+    const char *role = "attention";
+    switch (kind) {
+    case AP_QK: return bf16_prim(0, 1, BF16_B_PLAIN, m, n, hd, hd, hd, n, 0.0f, role);
+    case AP_AB0: return bf16_prim(0, 0, BF16_B_PLAIN, m, hd, n, n, hd, hd, 0.0f, role);
+    case AP_AB1: return bf16_prim(0, 0, BF16_B_PLAIN, m, hd, n, n, hd, hd, 1.0f, role);
+    default: return bf16_prim(1, 0, BF16_B_PLAIN, n, hd, m, n, hd, hd, 1.0f, role);
+    }
+}
+
+void attention_bf16_prepare(int T, int C, int H)
+{
+    int hd = C / H, g = ATTN_KGRAIN;
+    int nl = T / g + (T % g ? T / g + 1 : 0), nm = T > ATTN_QBLOCK && T % ATTN_QBLOCK ? 2 : 1;
+    /* a table unless there is one, or it would be too large (T past ~4096: runtime shapes) */
+    if (T >= 1 && !find_table(T, hd) && nm * nl * AP_KINDS <= ATTN_TABLE_MAX) {
+        AttnTable *tb = &attn_tables[attn_tables_next];
+        attn_tables_next = (attn_tables_next + 1) % ATTN_TABLES;
+        free(tb->p);
+        *tb = (AttnTable){ .T = T, .hd = hd, .nl = nl };
+        tb->p = calloc((size_t)2 * nl * AP_KINDS, sizeof *tb->p);
+        if (!tb->p) fatal(EXIT_RUNTIME, "out of memory for the bf16 attention primitives");
+        for (int m = 1; m <= T && m <= ATTN_QBLOCK; m++)
+            for (int n = 1; n <= T; n++) {
+                int mi, li;
+                if (!table_index(T, m, n, &mi, &li)) continue;
+                for (int kind = 0; kind < AP_KINDS; kind++)
+                    tb->p[((size_t)mi * nl + li) * AP_KINDS + kind] = fixed_prim(kind, m, n, hd);
+            }
+    }
+    AttnArgs a = { .T = T, .C = C, .H = H };
+    attn_prims(&a);
+}
+
+/* dst [heads, N, hd] = src [N, heads * hd] rounded: each head's rows together */
+typedef struct {
+    uint16_t *dst;
+    const float *src;
+    size_t N;
+    int heads, hd;
+} HeadsArgs;
+
+static void round_heads_task(void *p, int t, int nt)
+{
+    const HeadsArgs *r = p;
+    size_t n0, n1, hd = (size_t)r->hd;
+    pool_range(r->N, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++)
+        for (int j = 0; j < r->heads; j++) bf16_round(r->dst + ((size_t)j * r->N + n) * hd, r->src + (n * r->heads + j) * hd, hd);
+}
+
+static void round_heads(uint16_t *dst, const float *src, size_t N, int heads, int hd)
+{
+    HeadsArgs r = { dst, src, N, heads, hd };
+    pool_run(round_heads_task, &r);
+}
+
+void attention_probs_bf16(float *att, const uint16_t *att16, const int32_t *seg, const uint8_t *vis, int B, int T, int C,
+                          int H, int S)
+{
+    AttnArgs a = { .B = B, .T = T, .C = C, .H = H, .S = S };
+    a.tab = find_table(T, C / H);
+    int ra[ATTN_MAX_RANGES], rb[ATTN_MAX_RANGES];
+    size_t off[ATTN_MAX_RANGES];
+    for (int b = 0; b < B; b++)
+        for (int i0 = 0; i0 < T; i0 += ATTN_QBLOCK) {
+            int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T, m = i1 - i0;
+            int nr = block_ranges16(&a, i0, i1, seg ? seg + (size_t)b * T : NULL, vis ? vis + (size_t)b * S * S : NULL,
+                                    ra, rb, off);
+            for (int h = 0; h < H; h++) {
+                size_t blk = (((size_t)b * H + h) * T + i0) * T;
+                for (int r = 0; r < nr; r++)
+                    for (int row = 0; row < m; row++)
+                        for (int u = ra[r]; u < rb[r]; u++)
+                            att[blk + (size_t)row * T + u] = bf16_to_float(att16[blk + off[r] + (size_t)row * (rb[r] - ra[r]) + (u - ra[r])]);
+            }
+        }
 }
 
 typedef struct {
@@ -1397,7 +1669,7 @@ static void row_tiles(float *C, float beta, const uint16_t *A, int lda, const Bf
     if (g.N > s->cols || lda > s->cols || pad_rows((size_t)M) > s->rows)
         fatal(EXIT_RUNTIME, "internal: bf16 product %dx%dx%d exceeds its scratch", M, g.N, g.K);
     for (int i = 0, sz = BF16_TILE; i < N_SIZES; i++, sz /= 2)
-        g.prim[i] = bf16_prim(0, 0, transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, lda, 0, g.N, beta);
+        g.prim[i] = bf16_prim(0, 0, transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, lda, 0, g.N, beta, "layer products");
     pool_run(row_tiles_task, &g);
 }
 
@@ -1423,11 +1695,10 @@ static void dw_task(void *p, int t, int nt)
 void matmul_bf16_prepare(int rows, int cols)
 {
     for (int sz = BF16_TILE; sz >= BF16_MIN_TILE; sz /= 2) {
-        bf16_prim(0, 0, BF16_B_WT, sz, rows, cols, cols, 0, rows, 0.0f);
-        bf16_prim(0, 0, BF16_B_W, sz, cols, rows, rows, 0, cols, 0.0f);
+        bf16_prim(0, 0, BF16_B_WT, sz, rows, cols, cols, 0, rows, 0.0f, "layer products");
+        bf16_prim(0, 0, BF16_B_W, sz, cols, rows, rows, 0, cols, 0.0f, "layer products");
     }
-    AttnArgs a; /* the weight gradient uses attention's A^T B */
-    attn_prims(&a);
+    bf16_prim_any(1, 0, 1.0f, "weight gradients");
 }
 
 void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s, uint16_t *keep)
@@ -1455,7 +1726,7 @@ void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout,
     if (dinp) row_tiles(dinp, beta, dy, OUT, w, 0, N, s);
     if (dw) {
         if (!inp16) round_rows(s->b, inp, (size_t)N, (size_t)N, IN);
-        DwArgs g = { .dw = dw, .dy = dy, .x = inp16 ? inp16 : s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f),
+        DwArgs g = { .dw = dw, .dy = dy, .x = inp16 ? inp16 : s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f, "weight gradients"),
                      .s = s };
         pool_run(dw_task, &g);
     }
@@ -1488,7 +1759,7 @@ double matmul_bf16_peak_gflops(int n, int reps)
     bf16_round(x16, x, (size_t)n * n);
     Bf16Matrix *w = bf16_matrix_create(n, n);
     const float *src = x;
-    Bf16Scratch *s = bf16_scratch_create((size_t)n, n, 1, 1);
+    Bf16Scratch *s = bf16_scratch_create((size_t)n, n, 1, 1, 1);
     matmul_bf16_prepare(n, n);
     bf16_set_matrices(&w, &src, 1);
     double t[64];

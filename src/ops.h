@@ -130,18 +130,30 @@ void target_logp_backward(float *dlogits, const float *dlogp, const float *logit
  * attention by (row, head) as in fp32; a weight gradient as one call per
  * thread over its share of dW's rows (runtime shape: oneDNN's rows have come
  * out bitwise equal for every split test_bf16 tries, which is not promised).
+ * Attention's products take dense operands (what oneDNN's brgemm kernels
+ * need): q, k, v and dO rounded head-major, each key range of a query block
+ * in a tile of its own; with the fixed-shape primitives of
+ * attention_bf16_prepare for the batch's T, each range widened to a
+ * multiple of 32 keys (masked keys, probability 0), else runtime shapes.
  * Scratch comes from a Bf16Scratch; no call allocates (oneDNN itself makes a
  * few small memory handles per runtime-shape call). */
 typedef struct Bf16Scratch Bf16Scratch;
 /* For products of up to max_rows tokens, operands up to max_cols wide, and
- * attention over rows of up to T tokens of width C; sized for the pool's
- * current thread count (a larger pool later uses that many threads). */
-Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C);
+ * attention over rows of up to T tokens of width C in H heads; sized for
+ * the pool's current thread count (a larger pool later uses that many threads). */
+Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C, int H);
 void bf16_scratch_free(Bf16Scratch *s);
-size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int workers);
-/* Creates every primitive the products of a [rows, cols] weight (and
- * attention) use, so that no step creates one. */
+size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int H, int workers);
+/* Creates every primitive the products of a [rows, cols] weight use
+ * (fixed shapes, and the weight gradient's runtime shape), so that no step
+ * creates one. */
 void matmul_bf16_prepare(int rows, int cols);
+/* The same for attention over rows of T tokens, width C, H heads: the
+ * fixed-shape products (2 query block sizes x the key lengths up to T x 4
+ * products, for T up to about 4096; tables for the last 4 (T, C/H)
+ * prepared are kept) and the runtime-shape ones that attention of any
+ * other T uses. */
+void attention_bf16_prepare(int T, int C, int H);
 /* Rounds w[j] into m[j] for j < n, the matrices spread over the pool. */
 void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
 
@@ -150,9 +162,10 @@ void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
 void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C, float eps);
 void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F);
 /* rope_forward / rope_backward of qkv [N,3C] (left as it is) written rounded
- * to bf16 into out16 [N,3C]: q and k rotated, v copied (the same fp32 values
- * as the fp32 kernel's, rounded: the operands of attention's products, or of
- * the qkv product's backward). */
+ * to bf16: q and k rotated, v copied (the same fp32 values as the fp32
+ * kernel's, rounded). The forward's out16 is head-major, [3H, N, hd] (q
+ * heads, k heads, v heads; each head's rows together: attention's
+ * operands); the backward's is [N,3C] (the qkv product's dout). */
 void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t,
                        int N, int C, int H);
 void rope_backward_bf16(uint16_t *out16, const float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t,
@@ -179,16 +192,24 @@ void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout,
  * 16, max_cols]); a caller may fill it and pass it as dout16. */
 uint16_t *bf16_scratch_operand(Bf16Scratch *s);
 /* attention_forward / attention_backward with bf16 products. The
- * probabilities are saved rounded to bf16, att16 [B,H,T,T] (what the PV
- * product and its backward take; the softmax backward reads them too), in
- * the ranges attention_forward fills. keep: NULL, or where qkv goes rounded
- * ([B*T, 3C]); qkv NULL: keep holds q|k|v already rounded
- * (rope_forward_bf16). The backward's qkv16 is that copy (NULL: round qkv
- * again; qkv is not read when qkv16 is given). */
+ * probabilities are saved rounded to bf16 in att16, the [B,H,T,T] buffer
+ * of attention_forward's att (what the PV product and its backward take;
+ * the softmax backward reads them too), each query block's [QBLOCK, T]
+ * part holding its key ranges' tiles one after another
+ * (attention_probs_bf16 unpacks them). keep: NULL, or where qkv goes
+ * rounded, head-major as rope_forward_bf16 writes it ([3H, B*T, hd]); qkv
+ * NULL: keep holds q|k|v already rounded (rope_forward_bf16). The
+ * backward's qkv16 is that copy (NULL: round qkv again; qkv is not read
+ * when qkv16 is given). */
 void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
 void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const uint16_t *att16,
                              const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
                              int T, int C, int H, int S, Bf16Scratch *s);
+/* att [B,H,T,T] = the probabilities attention_forward_bf16 saved in att16,
+ * in attention_forward's layout (entries outside the key ranges left as
+ * they are). For tests; run with the same prepared tables as the forward. */
+void attention_probs_bf16(float *att, const uint16_t *att16, const int32_t *seg, const uint8_t *vis, int B, int T, int C,
+                          int H, int S);
 
 #endif

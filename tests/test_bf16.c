@@ -21,6 +21,7 @@
 #include "src/optim.h"
 #include "src/pool.h"
 #include "src/rng.h"
+#include "src/util.h"
 #include "src/vecmath.h"
 #include "tests/alloccount.h"
 #include "tests/check.h"
@@ -157,7 +158,7 @@ static void test_products(void)
     reference(&exact, inp_r, w_r, dout_r, N, IN, OUT, 0.5f);
     reference(&full, inp, w, dout, N, IN, OUT, 0.5f);
     pool_set_threads(3);
-    Bf16Scratch *s = bf16_scratch_create(N, OUT, 1, 1);
+    Bf16Scratch *s = bf16_scratch_create(N, OUT, 1, 1, 1);
     Bf16Matrix *bw = bf16_matrix_create(OUT, IN);
     matmul_bf16_prepare(OUT, IN);
     float *y[3], *di[3], *dw[3];
@@ -210,7 +211,7 @@ static void test_products(void)
     check(ok, "bf16 products of other row counts", "1301, 17, 256, 700 rows: the same rows as the 1301-row product");
     check(bf16_prim_creations() == before, "no primitive created by products of new row counts",
           "%ld created (prepared before)", bf16_prim_creations() - before);
-    const Bf16Prim *p = bf16_prim(0, 0, BF16_B_WT, 256, OUT, IN, IN, 0, OUT, 0.0f);
+    const Bf16Prim *p = bf16_prim(0, 0, BF16_B_WT, 256, OUT, IN, IN, 0, OUT, 0.0f, "layer products");
     const char *kern = bf16_prim_kernel(p);
     check(strncmp(kern, "ref", 3) != 0, "layer products run a hardware kernel", "%s (oneDNN %s)", kern,
           bf16_library_version());
@@ -274,7 +275,12 @@ static void test_vector_kernels(void)
                             z[2 * i + 1] = z0 * sn + z1 * c;
                         }
                     }
-            for (size_t i = 0; i < (size_t)N * 3 * C; i++) ref16[i] = bf16_from_float(ref[i]);
+            /* the forward's bf16 copy is head-major [3H, N, hd], the backward's [N, 3C] */
+            for (int n = 0; n < N; n++)
+                for (int j = 0; j < 3 * H; j++)
+                    for (int d = 0; d < hd; d++)
+                        ref16[dir ? (size_t)n * 3 * C + (size_t)j * hd + d : ((size_t)j * N + n) * hd + d] =
+                            bf16_from_float(ref[(size_t)n * 3 * C + (size_t)j * hd + d]);
             memcpy(y, x, sizeof(float) * N * 3 * C);
             (dir ? rope_backward : rope_forward)(y, pos, ct, st, N, C, H);
             (dir ? rope_backward_bf16 : rope_forward_bf16)(y16, x, pos, ct, st, N, C, H);
@@ -282,7 +288,7 @@ static void test_vector_kernels(void)
         }
         char label[96];
         snprintf(label, sizeof label, "RoPE vector loops == scalar formula (hd %d)", hd);
-        check(ok, label, "forward and backward, fp32 in place and rounded to bf16 (q, k rotated, v copied)");
+        check(ok, label, "forward and backward, fp32 in place and rounded to bf16 (q, k rotated, v copied; the forward's copy head-major)");
         free(ct), free(st), free(x), free(y), free(ref), free(y16), free(ref16);
     }
 
@@ -384,50 +390,107 @@ static void test_attention(int B, int T, int C, int H, int S, int tree, const ch
     float *qkv = randn(N * 3 * C, 1), *dout = randn(N * C, 1);
     float *qkv_r = rounded(qkv, N * 3 * C), *dout_r = rounded(dout, N * C);
     size_t natt = (size_t)B * H * T * T, ns = attention_scratch_floats(T);
-    float *o16 = calloc(N * C, 4), *a16 = calloc(natt, 4), *d16 = calloc(N * 3 * C, 4), *sc = calloc(ns, 4);
+    float *sc = calloc(ns, 4), *o16[2], *a16[2], *d16[2];
     uint16_t *p16 = calloc(natt, 2); /* the bf16 path saves the probabilities rounded */
     float *o32 = calloc(N * C, 4), *a32 = calloc(natt, 4), *d32 = calloc(N * 3 * C, 4);
     pool_set_threads(2);
-    Bf16Scratch *s = bf16_scratch_create(N, 1, T, C);
+    Bf16Scratch *s = bf16_scratch_create(N, 1, T, C, H);
     attention_forward(o32, a32, qkv_r, seg, vis, B, T, C, H, S);
     attention_backward(d32, sc, ns, dout_r, a32, qkv_r, seg, vis, B, T, C, H, S);
-    long before = bf16_prim_creations();
-    (void)bf16_prim_any(0, 1, 0.0f); /* prepared by matmul_bf16_prepare in test_products */
-    attention_forward_bf16(o16, p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
-    attention_backward_bf16(d16, sc, ns, dout, p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
-    long created = bf16_prim_creations() - before;
+    /* mode 0: the runtime-shape products (no table prepared for this T yet, which each call's T
+     * must be; T 0 makes only those); mode 1: the fixed-shape ones of attention_bf16_prepare, ranges
+     * widened to 32 keys */
+    long created[2], table = 0;
+    double t_prep = 0;
+    for (int mode = 0; mode < 2; mode++) {
+        if (mode) {
+            long c0 = bf16_prim_creations();
+            double t0 = now_seconds();
+            attention_bf16_prepare(T, C, H);
+            t_prep = now_seconds() - t0, table = bf16_prim_creations() - c0;
+        } else
+            attention_bf16_prepare(0, C, H);
+        o16[mode] = calloc(N * C, 4), a16[mode] = calloc(natt, 4), d16[mode] = calloc(N * 3 * C, 4);
+        memset(p16, 0xff, natt * 2); /* NaN where nothing was written: it must not be read */
+        long before = bf16_prim_creations();
+        attention_forward_bf16(o16[mode], p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
+        attention_backward_bf16(d16[mode], sc, ns, dout, p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
+        created[mode] = bf16_prim_creations() - before;
+        attention_probs_bf16(a16[mode], p16, seg, vis, B, T, C, H, S);
+    }
     pool_set_threads(1);
-    /* entries the ranges leave unwritten are never read: compare where the fp32 kernel wrote (hidden ones are 0 in both) */
-    for (size_t i = 0; i < natt; i++) a16[i] = bf16_to_float(p16[i]);
-    double eo = rel_err(o16, o32, N * C, 1e-6), ea = rel_err(a16, a32, natt, 1e-6), ed = rel_err(d16, d32, N * 3 * C, 1e-6);
-    char label[128];
-    snprintf(label, sizeof label, "bf16 attention %s against fp32 on rounded inputs", name);
-    /* what is left: P (saved rounded) and dS rounded to bf16 (within 2^-8 relative each: 8 significant
-     * bits, round to nearest) before their products */
-    check(eo < 1e-2 && ea < 0x1p-8 && ed < 2e-2 && created == 0, label,
-          "max err / max |ref|: out %.1e, probabilities (saved in bf16) %.1e, dqkv %.1e (tol 1e-2, 2^-8, 2e-2); "
-          "%ld primitives created",
-          eo, ea, ed, created);
-    int leaks = 0;
-    double sum_err = 0;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++)
-            for (int t = 0; t < T; t++) {
-                const float *row = a16 + (((size_t)b * H + h) * T + t) * T;
-                double sum = 0;
-                for (int u = 0; u <= t; u++) {
-                    sum += row[u];
-                    int visible = u == t || vis[(b * S + seg[b * T + t]) * S + seg[b * T + u]];
-                    if (!visible && row[u] != 0.0f) leaks++;
+    for (int mode = 0; mode < 2; mode++) {
+        const char *how = mode ? "fixed shapes" : "runtime shapes";
+        /* entries the ranges leave unwritten are never read: compare where the fp32 kernel wrote (hidden ones are 0 in both) */
+        double eo = rel_err(o16[mode], o32, N * C, 1e-6), ea = rel_err(a16[mode], a32, natt, 1e-6);
+        double ed = rel_err(d16[mode], d32, N * 3 * C, 1e-6);
+        char label[160];
+        snprintf(label, sizeof label, "bf16 attention %s against fp32 on rounded inputs (%s)", name, how);
+        /* what is left: P (saved rounded) and dS rounded to bf16 (within 2^-8 relative each: 8 significant
+         * bits, round to nearest) before their products */
+        check(eo < 1e-2 && ea < 0x1p-8 && ed < 2e-2 && created[mode] == 0, label,
+              "max err / max |ref|: out %.1e, probabilities (saved in bf16) %.1e, dqkv %.1e (tol 1e-2, 2^-8, 2e-2); "
+              "%ld primitives created", eo, ea, ed, created[mode]);
+        int leaks = 0;
+        double sum_err = 0;
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < H; h++)
+                for (int t = 0; t < T; t++) {
+                    const float *row = a16[mode] + (((size_t)b * H + h) * T + t) * T;
+                    double sum = 0;
+                    for (int u = 0; u < T; u++) {
+                        sum += row[u];
+                        int visible = u == t || (u < t && vis[(b * S + seg[b * T + t]) * S + seg[b * T + u]]);
+                        if (!visible && row[u] != 0.0f) leaks++;
+                    }
+                    sum_err = fmax(sum_err, fabs(sum - 1));
                 }
-                sum_err = fmax(sum_err, fabs(sum - 1));
+        snprintf(label, sizeof label, "bf16 attention %s: masked softmax (%s)", name, how);
+        /* each saved probability within 2^-8 of its own size, so a row sums to 1 within 2^-8 (+ fp32 rounding) */
+        check(sum_err < 0x1p-8 + 1e-5 && leaks == 0, label, "row-sum error of the bf16 probabilities %.1e (tol 2^-8 + 1e-5), "
+              "%d hidden keys (or keys after the query) with probability", sum_err, leaks);
+    }
+    {
+        /* the two paths round the same operands; only the accumulation order (and so a rare bf16
+         * rounding of P or dS one step apart) differs */
+        double fo = rel_err(o16[1], o16[0], N * C, 1e-6), fa = rel_err(a16[1], a16[0], natt, 1e-6);
+        double fd = rel_err(d16[1], d16[0], N * 3 * C, 1e-6);
+        char label[160], kern[512];
+        snprintf(label, sizeof label, "bf16 attention %s: fixed shapes equal runtime shapes", name);
+        check(fo < 1e-3 && fa < 0x1p-8 && fd < 1e-3, label,
+              "max diff / max |runtime|: out %.1e, probabilities %.1e, dqkv %.1e (tol 1e-3, 2^-8, 1e-3); "
+              "%ld primitives prepared in %.0f ms", fo, fa, fd, table, t_prep * 1e3);
+        /* hd 64, full query blocks: the prepared primitives of every key length (looked up, so
+         * none is created) run AMX's brgemm */
+        char unit[64];
+        bf16_supported(unit, sizeof unit);
+        snprintf(label, sizeof label, "bf16 attention %s: fixed shapes run brgemm on AMX", name);
+        if (C / H == 64 && T % 128 == 0) {
+            int hd = 64, amx = 0, all = 0;
+            long c0 = bf16_prim_creations();
+            const char *other = "";
+            for (int n = 32; n <= T; n += 32) {
+                const Bf16Prim *p[4] = { bf16_prim(0, 1, BF16_B_PLAIN, 128, n, hd, hd, hd, n, 0.0f, "test"),
+                                         bf16_prim(0, 0, BF16_B_PLAIN, 128, hd, n, n, hd, hd, 0.0f, "test"),
+                                         bf16_prim(0, 0, BF16_B_PLAIN, 128, hd, n, n, hd, hd, 1.0f, "test"),
+                                         bf16_prim(1, 0, BF16_B_PLAIN, n, hd, 128, n, hd, hd, 1.0f, "test") };
+                for (int k = 0; k < 4; k++, all++) {
+                    if (!strcmp(bf16_prim_kernel(p[k]), "brg:avx512_core_amx_bf16")) amx++;
+                    else other = bf16_prim_kernel(p[k]);
+                }
             }
-    snprintf(label, sizeof label, "bf16 attention %s: masked softmax", name);
-    /* each saved probability within 2^-8 of its own size, so a row sums to 1 within 2^-8 (+ fp32 rounding) */
-    check(sum_err < 0x1p-8 + 1e-5 && leaks == 0, label, "row-sum error of the bf16 probabilities %.1e (tol 2^-8 + 1e-5), "
-          "%d hidden keys with probability", sum_err, leaks);
+            bf16_kernel_summary(kern, sizeof kern);
+            if (strcmp(unit, "AMX-BF16") != 0)
+                printf("SKIP: %s: %s, not AMX-BF16\n", label, unit);
+            else
+                check(amx == all && bf16_prim_creations() == c0, label,
+                      "%d of %d prepared products on brg:avx512_core_amx_bf16 %s(%ld created looking them up); every "
+                      "kernel: %s", amx, all, other, bf16_prim_creations() - c0, kern);
+        }
+    }
     bf16_scratch_free(s);
-    free(seg), free(vis), free(qkv), free(dout), free(qkv_r), free(dout_r), free(o16), free(a16), free(d16), free(sc);
+    free(seg), free(vis), free(qkv), free(dout), free(qkv_r), free(dout_r), free(sc);
+    for (int mode = 0; mode < 2; mode++) free(o16[mode]), free(a16[mode]), free(d16[mode]);
     free(o32), free(a32), free(d32), free(p16);
 }
 
@@ -576,7 +639,7 @@ static void test_model_gqa(void)
 {
     ModelConfig cfg = { .vocab = 264, .d_model = 64, .n_layers = 2, .n_heads = 4, .max_seq = 200, .n_kv_heads = 2,
                         .untied = 1, .rope_theta = 1e5, .norm_eps = 1e-6 };
-    enum { B = 2, T = 200, S = 5, K = 32 };
+    enum { B = 2, T = 200, S = 7, K = 32 }; /* tree_batch uses segments 0..6 */
     Model *f = model_create(&cfg, 1, B, T), *m = model_create(&cfg, 1, B, T), *fo = model_create(&cfg, 0, B, T);
     model_init_weights(f, 9);
     memcpy(m->params, f->params, sizeof(float) * f->n_params);
@@ -624,6 +687,7 @@ int main(void)
     test_attention(2, 7, 32, 2, 3, 0, "(T=7, hd 16)");
     test_attention(1, 150, 128, 2, 4, 0, "(T=150, two query blocks, hd 64)");
     test_attention(1, 520, 64, 2, 10, 160, "(tree-packed T=520, skipped key ranges)");
+    test_attention(2, 512, 128, 2, 13, 96, "(tree-packed T=512, hd 64, ranges merged when widened)");
     test_model();
     test_model_gqa();
     return check_status();
