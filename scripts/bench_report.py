@@ -256,6 +256,41 @@ query blocks of 256 or 512 rows were no faster); the softmax and its backward ar
 writing and reading the saved bf16 P (a fused, recomputing attention would
 not save it); the global gradient norm is a serial double sum (kept for
 bitwise fp32 results).
+
+**Attention's products on brgemm, third pass** (recorded by hand, not
+regenerated; session 9, `src/ops.c`'s bf16 attention, `docs/model.md`
+"Precision"): in oneDNN 2.6 the brgemm kernels take only dense operands
+(no row stride beyond the width, for A, B and C alike), which is why the
+fixed-shape primitives of the second pass still came out `gemm:jit`. Now
+the rounding pass writes q, k, v (and the backward dO) head-major, `[3H,
+N, hd]`; each key range of a query block gets a dense tile for its scores,
+P, dP and dS; PV and dQ go to a per-thread `[m, hd]` tile and dK, dV to
+per-thread `[T, hd]` blocks, added into their rows after; and the key
+ranges are widened to multiples of 32 keys (the added keys are masked
+ones, with P = 0 and dS = 0), so a table of fixed shapes, made before the
+step loop (128 primitives for T 1024, head size 64), covers every range.
+All six products then run `brg:avx512_core_amx_bf16` (`fspo train`
+prints the attention kernel apart from the weight gradients'). Measured
+back to back against the previous binary (`fspo bench --preset B
+--precision bf16 --threads 1 --steps 8`, 6 pairs alternating, the host
+very noisy that hour: one binary's step medians ranged 1.38–2.71 s): the
+fastest step median 1.38 s against 1.67 s (0.83×), the median of the
+pair ratios 0.80; under a training run's load (a helper's 4–5 pairs) the
+pair ratio was 0.90 (B) and 0.92 (A). Attention alone at B's shape
+(forward and backward of one layer): 80–90 ms → 47–55 ms. What is left in
+attention is its fp32 loops (the softmax and the dS pass), not its
+products; the weight gradients still run `gemm:jit`. The tables above are
+this binary's (make bench, 2026-11-30): config B in bf16 2.33× / 2.57× its
+fp32 step at 1 / 2 threads (the previous run 2.10× / 2.17×), 2.00× PyTorch's
+bf16 autocast (previous 1.70×). A table is made for the model's longest
+row, but a training micro-batch is as long as its longest row, which is
+almost never that length; so the trainer now pads bf16 micro-batches to a
+multiple of 32 tokens and one table (4 query block sizes × the key
+lengths) serves every batch. On r3's preference stage (d 256, 4 layers,
+2 ranks, 16 steps of `prefD2.yaml`, twice each, alternating) the padded
+binary, the unpadded one and the previous one ran 6.9k / 6.4k, 6.0k /
+7.7k and 6.3k / 7.7k tokens/s: no difference shows above this hour's
+noise at that size, where attention is a small share of the step.
 """
 
 md += """
