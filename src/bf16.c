@@ -17,7 +17,7 @@
 /* libgomp's, which oneDNN runs on (declared here: clang's fuzz builds have no omp.h) */
 void omp_set_num_threads(int n);
 
-#define MAX_PRIMS 4096 /* the layer products, 4 attention tables of up to 512 and the rest */
+#define MAX_PRIMS 8192 /* the layer products, attention tables of up to 1024 (shared shapes) and the rest */
 #define MD_TILE_M 256 /* the row count whose primitive fixes a matrix's blocked layout */
 
 /* ---- rounding ------------------------------------------------------------ */

@@ -552,16 +552,18 @@ static void range_ptrs(float **rp, float *row, int nr, const int *ra)
  * AP_ATB1  C[n, hd] += A[m, n]^T B[m, hd]   (P^T dO, dS^T Q) */
 enum { AP_QK, AP_AB0, AP_AB1, AP_ATB1, AP_KINDS };
 
-/* Fixed-shape primitives of those products for one (T, hd): both query
- * block sizes (ATTN_QBLOCK and the last block's T % ATTN_QBLOCK) times the
- * key lengths a widened range can have (multiples of ATTN_KGRAIN, and when
- * T is not one, T minus a multiple: a range that ends at T). */
-#define ATTN_KGRAIN 32
-#define ATTN_TABLES 4        /* tables kept, for the last (T, hd)s prepared */
-#define ATTN_TABLE_MAX 512   /* primitives in one table at most (T = 4096 with T % 32 == 0) */
+/* Fixed-shape primitives of those products for rows of up to T tokens
+ * and head size hd: the query block sizes and key lengths that occur when
+ * the rows' T is a multiple of ATTN_KGRAIN (ops.h; the trainer pads its
+ * bf16 batches so): m = ATTN_KGRAIN, 2 ATTN_KGRAIN, ... ATTN_QBLOCK rows
+ * times n = ATTN_KGRAIN, 2 ATTN_KGRAIN, ... T keys (a widened range). One
+ * table serves every T up to its own. */
+#define ATTN_TABLES 4         /* tables kept, for the last (T, hd)s prepared */
+#define ATTN_TABLE_MAX 1024   /* primitives in one table at most (T = 2048) */
+#define ATTN_NM (ATTN_QBLOCK / ATTN_KGRAIN) /* query block sizes in a table */
 typedef struct {
     int T, hd, nl;
-    const Bf16Prim **p; /* [2 block sizes][nl key lengths][AP_KINDS] */
+    const Bf16Prim **p; /* [ATTN_NM block sizes][nl key lengths][AP_KINDS] */
 } AttnTable;
 
 typedef struct {
@@ -587,13 +589,13 @@ static void attn_prims(AttnArgs *a);
 static uint16_t *attn_block16(const AttnArgs *a, int t, int which);
 static float *attn_acc(const AttnArgs *a, int t);
 
-/* Where a query block of m rows and a key range of n keys sit in T's table:
- * *mi, *li; 0 if it has no such shape. */
+/* Where a query block of m rows and a key range of n keys sit in a table
+ * for rows of up to T tokens: *mi, *li; 0 if it has no such shape. */
 static int table_index(int T, int m, int n, int *mi, int *li)
 {
     int g = ATTN_KGRAIN;
-    *mi = m == (T < ATTN_QBLOCK ? T : ATTN_QBLOCK) ? 0 : T > ATTN_QBLOCK && m == T % ATTN_QBLOCK ? 1 : -1;
-    *li = n < 1 || n > T ? -1 : n % g == 0 ? n / g - 1 : T % g && (T - n) % g == 0 ? T / g + n / g : -1;
+    *mi = m >= g && m <= ATTN_QBLOCK && m % g == 0 ? m / g - 1 : -1;
+    *li = n >= g && n <= T && n % g == 0 ? n / g - 1 : -1;
     return *mi >= 0 && *li >= 0;
 }
 
@@ -1490,10 +1492,11 @@ static float *attn_acc(const AttnArgs *a, int t)
 static AttnTable attn_tables[ATTN_TABLES];
 static int attn_tables_next;
 
+/* a table that covers rows of T tokens at head size hd (its T at least T) */
 static const AttnTable *find_table(int T, int hd)
 {
     for (int i = 0; i < ATTN_TABLES; i++)
-        if (attn_tables[i].p && attn_tables[i].T == T && attn_tables[i].hd == hd) return &attn_tables[i];
+        if (attn_tables[i].p && attn_tables[i].T >= T && attn_tables[i].hd == hd) return &attn_tables[i];
     return NULL;
 }
 
@@ -1520,23 +1523,21 @@ static const Bf16Prim *fixed_prim(int kind, int m, int n, int hd)
 
 void attention_bf16_prepare(int T, int C, int H)
 {
-    int hd = C / H, g = ATTN_KGRAIN;
-    int nl = T / g + (T % g ? T / g + 1 : 0), nm = T > ATTN_QBLOCK && T % ATTN_QBLOCK ? 2 : 1;
-    /* a table unless there is one, or it would be too large (T past ~4096: runtime shapes) */
-    if (T >= 1 && !find_table(T, hd) && nm * nl * AP_KINDS <= ATTN_TABLE_MAX) {
+    int hd = C / H, g = ATTN_KGRAIN, nl = T > 0 ? (T + g - 1) / g : 0; /* key lengths up to T rounded up */
+    if (T <= 0) /* no fixed shapes: every table dropped (its primitives stay cached in bf16.c) */
+        for (int i = 0; i < ATTN_TABLES; i++) free(attn_tables[i].p), attn_tables[i].p = NULL;
+    /* a table unless one covers T, or it would be too large (T past 2048: runtime shapes) */
+    if (nl >= 1 && !find_table(T, hd) && ATTN_NM * nl * AP_KINDS <= ATTN_TABLE_MAX) {
         AttnTable *tb = &attn_tables[attn_tables_next];
         attn_tables_next = (attn_tables_next + 1) % ATTN_TABLES;
         free(tb->p);
-        *tb = (AttnTable){ .T = T, .hd = hd, .nl = nl };
-        tb->p = calloc((size_t)2 * nl * AP_KINDS, sizeof *tb->p);
+        *tb = (AttnTable){ .T = nl * g, .hd = hd, .nl = nl };
+        tb->p = calloc((size_t)ATTN_NM * nl * AP_KINDS, sizeof *tb->p);
         if (!tb->p) fatal(EXIT_RUNTIME, "out of memory for the bf16 attention primitives");
-        for (int m = 1; m <= T && m <= ATTN_QBLOCK; m++)
-            for (int n = 1; n <= T; n++) {
-                int mi, li;
-                if (!table_index(T, m, n, &mi, &li)) continue;
+        for (int mi = 0; mi < ATTN_NM; mi++)
+            for (int li = 0; li < nl; li++)
                 for (int kind = 0; kind < AP_KINDS; kind++)
-                    tb->p[((size_t)mi * nl + li) * AP_KINDS + kind] = fixed_prim(kind, m, n, hd);
-            }
+                    tb->p[((size_t)mi * nl + li) * AP_KINDS + kind] = fixed_prim(kind, (mi + 1) * g, (li + 1) * g, hd);
     }
     AttnArgs a = { .T = T, .C = C, .H = H };
     attn_prims(&a);

@@ -24,6 +24,10 @@
  * only multiplies against the keys at or before its last row (and, in a
  * tree-packed row, only against key ranges some query of the block may see). */
 #define ATTN_QBLOCK 128
+/* bf16 attention's key ranges are widened to multiples of this many keys,
+ * and its fixed-shape products cover rows whose length is one (the trainer
+ * pads bf16 batches to it: attention_bf16_prepare) */
+#define ATTN_KGRAIN 32
 /* attention_backward's scratch holds this many per-thread [QBLOCK, T] slices */
 #define ATTN_SCRATCH_SLOTS 8
 
@@ -133,8 +137,8 @@ void target_logp_backward(float *dlogits, const float *dlogp, const float *logit
  * Attention's products take dense operands (what oneDNN's brgemm kernels
  * need): q, k, v and dO rounded head-major, each key range of a query block
  * in a tile of its own; with the fixed-shape primitives of
- * attention_bf16_prepare for the batch's T, each range widened to a
- * multiple of 32 keys (masked keys, probability 0), else runtime shapes.
+ * attention_bf16_prepare, each range widened to a multiple of ATTN_KGRAIN
+ * keys (masked keys, probability 0), else runtime shapes.
  * Scratch comes from a Bf16Scratch; no call allocates (oneDNN itself makes a
  * few small memory handles per runtime-shape call). */
 typedef struct Bf16Scratch Bf16Scratch;
@@ -148,11 +152,13 @@ size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int H, in
  * (fixed shapes, and the weight gradient's runtime shape), so that no step
  * creates one. */
 void matmul_bf16_prepare(int rows, int cols);
-/* The same for attention over rows of T tokens, width C, H heads: the
- * fixed-shape products (2 query block sizes x the key lengths up to T x 4
- * products, for T up to about 4096; tables for the last 4 (T, C/H)
- * prepared are kept) and the runtime-shape ones that attention of any
- * other T uses. */
+/* The same for attention over rows of up to T tokens, width C, H heads:
+ * the fixed-shape products of every query block and key range that rows
+ * whose length is a multiple of ATTN_KGRAIN have (ATTN_QBLOCK / ATTN_KGRAIN
+ * block sizes x T / ATTN_KGRAIN key lengths x 4 products, for T up to 2048;
+ * a table serves every length up to its T, the last 4 (T, C/H) prepared
+ * are kept) and the runtime-shape ones that other lengths use. T <= 0:
+ * no fixed shapes (the tables are dropped). */
 void attention_bf16_prepare(int T, int C, int H);
 /* Rounds w[j] into m[j] for j < n, the matrices spread over the pool. */
 void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);

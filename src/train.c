@@ -411,6 +411,13 @@ static int pack_micro_batch(Run *r, int start, StepSums *s)
         int n = pack_segments(&r->plan[i], PACK_TREE);
         if (n > S) S = n;
     }
+    /* bf16: rows padded to a multiple of ATTN_KGRAIN tokens, the lengths
+     * attention's fixed-shape (brgemm) products cover (ops.h); padding
+     * comes after every row's last token, which no token attends to */
+    if (r->policy->bf16 && T % ATTN_KGRAIN) {
+        T += ATTN_KGRAIN - T % ATTN_KGRAIN;
+        if (T > r->policy->cap_len) T = r->policy->cap_len;
+    }
     batch_reset(&r->batch, rows, T, S);
     int row = 0;
     r->mb_cached = r->ref_cache != NULL;

@@ -460,7 +460,7 @@ static void test_attention(int B, int T, int C, int H, int S, int tree, const ch
         check(fo < 1e-3 && fa < 0x1p-8 && fd < 1e-3, label,
               "max diff / max |runtime|: out %.1e, probabilities %.1e, dqkv %.1e (tol 1e-3, 2^-8, 1e-3); "
               "%ld primitives prepared in %.0f ms", fo, fa, fd, table, t_prep * 1e3);
-        /* hd 64, full query blocks: the prepared primitives of every key length (looked up, so
+        /* hd 64: the prepared primitives of every query block size and key length (looked up, so
          * none is created) run AMX's brgemm */
         char unit[64];
         bf16_supported(unit, sizeof unit);
@@ -469,11 +469,12 @@ static void test_attention(int B, int T, int C, int H, int S, int tree, const ch
             int hd = 64, amx = 0, all = 0;
             long c0 = bf16_prim_creations();
             const char *other = "";
+            for (int m = 32; m <= 128; m += 32) /* the query block sizes of rows padded to 32 tokens */
             for (int n = 32; n <= T; n += 32) {
-                const Bf16Prim *p[4] = { bf16_prim(0, 1, BF16_B_PLAIN, 128, n, hd, hd, hd, n, 0.0f, "test"),
-                                         bf16_prim(0, 0, BF16_B_PLAIN, 128, hd, n, n, hd, hd, 0.0f, "test"),
-                                         bf16_prim(0, 0, BF16_B_PLAIN, 128, hd, n, n, hd, hd, 1.0f, "test"),
-                                         bf16_prim(1, 0, BF16_B_PLAIN, n, hd, 128, n, hd, hd, 1.0f, "test") };
+                const Bf16Prim *p[4] = { bf16_prim(0, 1, BF16_B_PLAIN, m, n, hd, hd, hd, n, 0.0f, "test"),
+                                         bf16_prim(0, 0, BF16_B_PLAIN, m, hd, n, n, hd, hd, 0.0f, "test"),
+                                         bf16_prim(0, 0, BF16_B_PLAIN, m, hd, n, n, hd, hd, 1.0f, "test"),
+                                         bf16_prim(1, 0, BF16_B_PLAIN, n, hd, m, n, hd, hd, 1.0f, "test") };
                 for (int k = 0; k < 4; k++, all++) {
                     if (!strcmp(bf16_prim_kernel(p[k]), "brg:avx512_core_amx_bf16")) amx++;
                     else other = bf16_prim_kernel(p[k]);
