@@ -397,9 +397,9 @@ static void test_attention(int B, int T, int C, int H, int S, int tree, const ch
     Bf16Scratch *s = bf16_scratch_create(N, 1, T, C, H);
     attention_forward(o32, a32, qkv_r, seg, vis, B, T, C, H, S);
     attention_backward(d32, sc, ns, dout_r, a32, qkv_r, seg, vis, B, T, C, H, S);
-    /* mode 0: the runtime-shape products (no table prepared for this T yet, which each call's T
-     * must be; T 0 makes only those); mode 1: the fixed-shape ones of attention_bf16_prepare, ranges
-     * widened to 32 keys */
+    /* mode 0: the runtime-shape products (attention_bf16_prepare(0) drops every table, so only
+     * they run); mode 1: the fixed-shape ones of attention_bf16_prepare(T), ranges widened to 32
+     * keys (a T that is not a multiple of 32 runs its last block on runtime shapes) */
     long created[2], table = 0;
     double t_prep = 0;
     for (int mode = 0; mode < 2; mode++) {
