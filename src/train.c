@@ -1087,7 +1087,7 @@ static void setup(Run *r, const Config *cfg, const Dist *d, const char *config_p
         printf("train: %s stage, %d rank(s) x %d BLAS thread(s) (%s), %zu parameters, global batch %d (micro-batch "
                "%d), %lld training users\n",
                STAGE_NAMES[cfg->train.stage], d->size, threads, why, r->policy->n_params, B, mb, (long long)r->sampler.n_users);
-        char unit[128], kern[160], why_auto[200] = "";
+        char unit[128], kern[256], why_auto[200] = "";
         bf16_supported(unit, sizeof unit);
         /* only auto's line says why: on AVX512-BF16 without AMX the first call measures */
         if (cfg->precision == PRECISION_CHOICE_AUTO) bf16_auto(why_auto, sizeof why_auto);

@@ -90,7 +90,7 @@ int cmd_bench(int argc, char **argv)
     ActKeep keep = { attn, recompute };
     Model *m = model_create_keep(&cfg, 1, batch, T, keep);
     model_init_weights(m, 1234);
-    char kernel[160] = "OpenBLAS sgemm";
+    char kernel[256] = "OpenBLAS sgemm";
     if (bf16) {
         model_set_precision(m, PRECISION_BF16);
         bf16_kernel_summary(kernel, sizeof kernel);
