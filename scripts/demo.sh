@@ -5,9 +5,10 @@
 #
 #   FSPO_TIER=demo      (default, make demo) ~12 minutes on an idle 2-core machine:
 #                       population r1, the effect checked at the end (exit 1 if absent)
-#   FSPO_TIER=small     (make small) ~35 minutes on 2 cores: docs/results.md
-#                       experiment 5, where few-shot personalization emerges;
-#                       resumable: run it again after a stop and it goes on
+#   FSPO_TIER=small     (make small) ~2 hours on 2 cores: the r2 model of
+#                       docs/results.md experiment 18 from scratch (FSPO + the
+#                       user-description chain of thought and two description
+#                       stages); resumable: run it again after a stop and it goes on
 #   FSPO_TIER=quick     (or FSPO_DEMO_QUICK=1) a ~1-minute miniature (the test
 #                       suite runs it): tiny model, a few steps, few users
 #   FSPO_DEMO_DIR=DIR   where everything goes (default runs/demo, runs/small)
@@ -29,9 +30,14 @@ export OPENBLAS_NUM_THREADS=1
 
 CONFIG=configs/demo.yaml
 SYNTH=(--population r1)   # fspo synth's users (docs/populations.md)
+PREP=()             # fspo prep's splits and tokenizer (default: train / test, --test-frac HELDOUT)
 SFT=()              # the SFT stage's extra settings
 PREF=()             # the preference stage's extra settings
+POOLED=()           # the pooled stage's, after PREF's
 ANCHOR_STEPS=0      # > 0: train the non-personalizing anchor (SFT without context)
+ANCHOR=(--set optim.decay_steps=0)  # the anchor stage's extra settings
+DESC1_STEPS=0 DESC2_STEPS=0         # > 0: description stages after the preference stage (each from the last)
+DESC1=() DESC2=()   # their settings
 RESUME=0
 case $TIER in
 quick)
@@ -40,6 +46,8 @@ quick)
     MODEL=(--set model.d_model=32 --set model.n_layers=2 --set model.n_heads=4)
     SFT_STEPS=8 PREF_STEPS=8 POOLED_STEPS=8 ANCHOR_STEPS=8 BATCH=4 LOG_EVERY=4
     SFT_CAP=60s PREF_CAP=60s POOLED_CAP=60s ANCHOR_CAP=60s
+    # a few steps of a description stage: the small tier's code path
+    DESC1_STEPS=4 DESC1=(--set train.stage=sft --set data.user_desc=cot --set loss.desc_weight=10 --set data.n_queries=1)
     EVAL=(--set eval.max_users=6 --set eval.bootstrap=200 --set eval.max_new_tokens=24) ;;
 demo)
     OUT=${FSPO_DEMO_DIR:-runs/demo}
@@ -60,15 +68,30 @@ demo)
 small)
     OUT=${FSPO_DEMO_DIR:-runs/small}
     CONFIG=configs/small.yaml RESUME=1
-    # docs/results.md experiment 5: two attributes, one of them liked or
-    # disliked by each user, pairs that differ only there, no label noise
-    USERS=1500 PAIRS=40 HELDOUT=0.1 SEED=1
-    SYNTH=(--minimal-pairs --contrastive --attrs bullets,emoji --active 1)
-    MODEL=()
-    SFT_STEPS=1200 PREF_STEPS=300 POOLED_STEPS=150 BATCH=8 LOG_EVERY=10 SFT_CAP=0 PREF_CAP=0 POOLED_CAP=0
-    PREF=(--set optim.lr=1e-4 --set optim.min_lr=2e-5 --set optim.warmup_steps=20 --set optim.decay_steps=0
-          --set loss.sft_weight=0.5 --set train.sft_context=false --set checkpoint.every=50)
-    EVAL=(--set eval.bootstrap=1000 --set mpi.threads_per_rank=2) ;;
+    # docs/results.md experiment 18 (r2, design C3) on its own users: seed 1,
+    # BPE rows, train / validation / test users as the experiments split them
+    # (the recipe was chosen on the validation users; this reports the test users)
+    USERS=1500 PAIRS=40 SEED=1
+    SYNTH=(--population r2)
+    PREP=(--val-frac 0.1 --test-frac 0.1 --tokenizer bpe:1024)
+    SFT_STEPS=1000 ANCHOR_STEPS=300 PREF_STEPS=1662 POOLED_STEPS=150 DESC1_STEPS=600 DESC2_STEPS=800
+    SFT_CAP=0 ANCHOR_CAP=0 PREF_CAP=0 POOLED_CAP=0
+    ANCHOR=(--set optim.warmup_steps=50 --set optim.decay_steps=300)
+    # FSPO + COT (experiment 13's C1): DPO with 8 queries after N 1..8 pairs and
+    # the user's description, the cosine of a 3000-step run stopped at 1662
+    PREF=(--set data.n_fewshot_min=1 --set data.n_queries=8 --set train.batch_size=8 --set loss.sft_weight=0.5
+          --set optim.lr=5e-4 --set optim.min_lr=5e-5 --set optim.warmup_steps=20 --set optim.decay_steps=3000
+          --set data.user_desc=cot)
+    POOLED=(--set data.user_desc=none --set optim.decay_steps=0)  # no context, no description
+    # description stages (C2, C3): SFT on 64 contexts a step, each with its
+    # description (weight 10) and one query's chosen answer
+    DESC=(--set train.stage=sft --set train.sft_context=false --set data.n_queries=1 --set train.batch_size=64 --set loss.desc_weight=10
+          --set data.user_desc=cot --set optim.warmup_steps=20)
+    DESC1=("${DESC[@]}" --set data.n_fewshot_min=1 --set optim.lr=3e-4 --set optim.min_lr=5e-5 --set optim.decay_steps=600)
+    DESC2=("${DESC[@]}" --set data.n_fewshot_min=3 --set optim.lr=1.5e-4 --set optim.min_lr=1.5e-5 --set optim.decay_steps=800)
+    # the policy writes its own description before it answers
+    EVAL=(--set data.user_desc=cot --set eval.user_desc=generated --set data.n_fewshot_min=1 --set data.n_queries=8
+          --set eval.bootstrap=1000 --set mpi.threads_per_rank=2) ;;
 *)
     echo "demo: FSPO_TIER must be quick, demo or small (got '$TIER')" >&2
     exit 2 ;;
@@ -77,7 +100,7 @@ esac
 [[ ${FSPO_DEMO_CAPS:-1} == 0 ]] && SFT_CAP=0 ANCHOR_CAP=0 PREF_CAP=0 POOLED_CAP=0
 T0=$SECONDS
 STAGE=0
-N_STAGES=$((ANCHOR_STEPS > 0 ? 9 : 8))
+N_STAGES=$((8 + (ANCHOR_STEPS > 0) + (DESC1_STEPS > 0) + (DESC2_STEPS > 0)))
 stage() { # stage TEXT: one progress line per stage, with the elapsed time
     STAGE=$((STAGE + 1))
     local e=$((SECONDS - T0))
@@ -135,7 +158,8 @@ if [[ ! -s $OUT/data.h5 ]]; then # a resumed small tier keeps its data
     "$FSPO" synth -o "$OUT/users.jsonl" --users $USERS --pairs-per-user $PAIRS --seed $SEED "${SYNTH[@]}" --quiet
     # the small grammar repeats a few pairs within a user; prep drops them
     # (reported line by line in prep.log)
-    "$FSPO" prep "$OUT/users.jsonl" -o "$OUT/data.h5.tmp" --val-frac 0 --test-frac $HELDOUT --quiet 2>"$OUT/prep.log" ||
+    [[ ${#PREP[@]} -gt 0 ]] || PREP=(--val-frac 0 --test-frac $HELDOUT)
+    "$FSPO" prep "$OUT/users.jsonl" -o "$OUT/data.h5.tmp" "${PREP[@]}" --quiet 2>"$OUT/prep.log" ||
         { cat "$OUT/prep.log" >&2; exit 1; }
     grep -E '^prep: skipped' "$OUT/prep.log" | sed 's/^/    /;s/$/ (see prep.log)/' || true
     mv "$OUT/data.h5.tmp" "$OUT/data.h5"
@@ -153,13 +177,13 @@ train sft $SFT_STEPS $SFT_CAP --set train.stage=sft "${SFT[@]}"
 SFT=$(latest "$OUT/sft")
 lap sft
 
-ANCHOR=
+ANCHOR_CKPT=
 if [[ $ANCHOR_STEPS -gt 0 ]]; then
     LAP=$SECONDS
     stage "anchor: $ANCHOR_STEPS SFT steps without any context (the non-personalizing base every method is scored against)"
     train anchor $ANCHOR_STEPS $ANCHOR_CAP --set train.stage=sft --set train.sft_context=false \
-        --set data.n_fewshot=0 --set data.n_fewshot_min=-1 --set optim.decay_steps=0
-    ANCHOR=$(latest "$OUT/anchor")
+        --set data.n_fewshot=0 --set data.n_fewshot_min=-1 "${ANCHOR[@]}"
+    ANCHOR_CKPT=$(latest "$OUT/anchor")
     lap anchor
 fi
 
@@ -172,9 +196,22 @@ lap pref
 LAP=$SECONDS
 stage "pooled baseline: the same preference stage without any context (N = 0)"
 train pooled $POOLED_STEPS $POOLED_CAP --set train.stage=pref --set loss.ref_ckpt="$SFT" --set train.init_from="$SFT" \
-    "${PREF[@]}" --set data.n_fewshot=0 --set data.n_fewshot_min=-1
-POOLED=$(latest "$OUT/pooled")
+    "${PREF[@]}" --set data.n_fewshot=0 --set data.n_fewshot_min=-1 "${POOLED[@]}"
+POOLED_CKPT=$(latest "$OUT/pooled")
 lap pooled
+
+# description stages: the policy learns to write the user's description from
+# more contexts than the preference stage shows it (docs/results.md 13, 18)
+for d in 1 2; do
+    steps=DESC${d}_STEPS
+    [[ ${!steps} -gt 0 ]] || continue
+    declare -n sets=DESC$d
+    LAP=$SECONDS
+    stage "description stage $d: ${!steps} SFT steps on the user's description after N pairs, from the last policy"
+    train desc$d ${!steps} 0 --set train.init_from="$POLICY" "${sets[@]}"
+    POLICY=$(latest "$OUT/desc$d")
+    lap desc$d
+done
 
 LAP=$SECONDS
 # the demo's recipe was chosen on other users (another synth seed), so its
@@ -182,7 +219,7 @@ LAP=$SECONDS
 stage "evaluate on the held-out (test) users: accuracy vs N, linear and Bayes baselines, win rates"
 "$FSPO" eval $CONFIG --ckpt "$POLICY" --split test --json "$OUT/eval.json" --truth "$OUT/users.truth.jsonl" \
     "${COMMON[@]}" --set train.run_dir="$OUT/pref" --set loss.ref_ckpt="$SFT" --set eval.sft_ckpt="$SFT" \
-    --set eval.pooled_ckpt="$POOLED" ${ANCHOR:+--set eval.anchor_ckpt="$ANCHOR"} "${EVAL[@]}" | tee "$OUT/eval.txt"
+    --set eval.pooled_ckpt="$POOLED_CKPT" ${ANCHOR_CKPT:+--set eval.anchor_ckpt="$ANCHOR_CKPT"} "${EVAL[@]}" | tee "$OUT/eval.txt"
 lap eval
 
 LAP=$SECONDS
@@ -225,7 +262,7 @@ lap check
 stage "done in $(((SECONDS - T0) / 60))m$(printf '%02d' $(((SECONDS - T0) % 60)))s: ${timing[*]}"
 echo "  results   $OUT/eval.txt, $OUT/eval.json"
 echo "  plots     $(ls "$OUT"/plots/*.png 2>/dev/null | tr '\n' ' ')"
-echo "  models    SFT $SFT, FSPO $POLICY, pooled $POOLED${ANCHOR:+, anchor $ANCHOR}"
+echo "  models    SFT $SFT, FSPO $POLICY, pooled $POOLED_CKPT${ANCHOR_CKPT:+, anchor $ANCHOR_CKPT}"
 echo "  sample    $FSPO sample --ckpt $POLICY --examples EXAMPLES.jsonl --prompt 'Write a quick review of Up.'"
 [[ $TIER == demo ]] && echo "  more      make small: a longer run (docs/results.md); docs/results.md: the harder rungs r2-r4"
 printf '%s\n' "total $((SECONDS - T0))s" "${timing[@]}" "${capped[@]}" >"$OUT/timing.txt"

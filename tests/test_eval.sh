@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The quick demo end to end (synth, prep, SFT, FSPO and pooled preference
-# stages under mpirun -np 2, eval, plots), then `fspo sample` on its
+# stages and a description stage under mpirun -np 2, eval, plots), then `fspo sample` on its
 # checkpoint: determinism for a seed, and clear refusals of bad input.
 cd "$(dirname "$0")/.." && source tests/lib.sh
 tmp=$(mktemp -d /tmp/fspo-eval.XXXXXX) && trap 'rm -rf "$tmp"' EXIT
@@ -16,7 +16,7 @@ else
 fi
 [[ $((SECONDS - t0)) -le 150 ]] && pass "quick demo is quick" "$((SECONDS - t0)) s (limit 150)" ||
     fail "quick demo is quick" "$((SECONDS - t0)) s (limit 150)"
-grep -q '^\[demo 9/9 ' "$tmp/demo.log" && grep -qE '^ +N users +model' "$tmp/demo.log" &&
+grep -q '^\[demo 10/10 ' "$tmp/demo.log" && grep -qE '^ +N users +model' "$tmp/demo.log" &&
     pass "demo prints progress and the table" "$(grep -c '^\[demo ' "$tmp/demo.log") stage lines" ||
     fail "demo prints progress and the table" "$(head -c 300 "$tmp/demo.log")"
 
