@@ -168,6 +168,10 @@ if [[ ${SYNTH[*]} == "--population r1" ]]; then
     echo "    the users: each likes or dislikes one of 2 markers (a bullet list, an emoji); a pair differs only in"
     echo "    that marker, so the query shows which marker matters and the model must infer the sign from the"
     echo "    user's examples; 10% of labels are flipped, so even knowing the user scores ~0.9 (docs/populations.md)"
+elif [[ ${SYNTH[*]} == "--population r2" ]]; then
+    echo "    the users: each likes or dislikes one of 3 markers (exclamation marks, a bullet list, an emoji); a pair"
+    echo "    also differs in markers the user ignores, so the model must infer from the user's examples which marker"
+    echo "    matters and its sign; even knowing the user scores ~0.9 (docs/populations.md)"
 fi
 lap synth+prep
 
