@@ -112,7 +112,7 @@ demo: deps
 	@$(MAKE) --no-print-directory all
 	@bash scripts/demo.sh
 
-# the longer tier: the r2 model of docs/results.md experiment 18 from scratch (~2 hours on 2 cores, resumable)
+# the longer tier: the r2 model of docs/results.md experiment 18 from scratch (~1 hour on 2 cores, resumable)
 small: deps
 	@$(MAKE) --no-print-directory all
 	@FSPO_TIER=small bash scripts/demo.sh

@@ -5,7 +5,7 @@
 #
 #   FSPO_TIER=demo      (default, make demo) ~12 minutes on an idle 2-core machine:
 #                       population r1, the effect checked at the end (exit 1 if absent)
-#   FSPO_TIER=small     (make small) ~2 hours on 2 cores: the r2 model of
+#   FSPO_TIER=small     (make small) ~1 hour on 2 cores: the r2 model of
 #                       docs/results.md experiment 18 from scratch (FSPO + the
 #                       user-description chain of thought and two description
 #                       stages); resumable: run it again after a stop and it goes on
