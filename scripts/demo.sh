@@ -219,7 +219,8 @@ done
 
 LAP=$SECONDS
 # the demo's recipe was chosen on other users (another synth seed), so its
-# own users are split train / test only, and the test users are evaluated once
+# own users are split train / test only; the small tier's recipe was chosen
+# on its users' validation split. Either way the test users are evaluated once
 stage "evaluate on the held-out (test) users: accuracy vs N, linear and Bayes baselines, win rates"
 "$FSPO" eval $CONFIG --ckpt "$POLICY" --split test --json "$OUT/eval.json" --truth "$OUT/users.truth.jsonl" \
     "${COMMON[@]}" --set train.run_dir="$OUT/pref" --set loss.ref_ckpt="$SFT" --set eval.sft_ckpt="$SFT" \
@@ -268,7 +269,7 @@ echo "  results   $OUT/eval.txt, $OUT/eval.json"
 echo "  plots     $(ls "$OUT"/plots/*.png 2>/dev/null | tr '\n' ' ')"
 echo "  models    SFT $SFT, FSPO $POLICY, pooled $POOLED_CKPT${ANCHOR_CKPT:+, anchor $ANCHOR_CKPT}"
 echo "  sample    $FSPO sample --ckpt $POLICY --examples EXAMPLES.jsonl --prompt 'Write a quick review of Up.'"
-[[ $TIER == demo ]] && echo "  more      make small: a longer run (docs/results.md); docs/results.md: the harder rungs r2-r4"
+[[ $TIER == demo ]] && echo "  more      make small: the r2 model from scratch (~1 hour); docs/results.md: the harder rungs r2-r4"
 printf '%s\n' "total $((SECONDS - T0))s" "${timing[@]}" "${capped[@]}" >"$OUT/timing.txt"
 for c in "${capped[@]}"; do echo "  note: $c"; done
 if [[ $check -ne 0 && $TIER != quick ]]; then
