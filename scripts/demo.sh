@@ -206,16 +206,18 @@ lap pooled
 
 # description stages: the policy learns to write the user's description from
 # more contexts than the preference stage shows it (docs/results.md 13, 18)
-for d in 1 2; do
-    steps=DESC${d}_STEPS
-    [[ ${!steps} -gt 0 ]] || continue
-    declare -n sets=DESC$d
+desc_stage() { # desc_stage NAME STEPS [--set ...]: from the last policy, which it then becomes
+    local name=$1 steps=$2
+    shift 2
+    [[ $steps -gt 0 ]] || return 0
     LAP=$SECONDS
-    stage "description stage $d: ${!steps} SFT steps on the user's description after N pairs, from the last policy"
-    train desc$d ${!steps} 0 --set train.init_from="$POLICY" "${sets[@]}"
-    POLICY=$(latest "$OUT/desc$d")
-    lap desc$d
-done
+    stage "description stage ${name#desc}: $steps SFT steps on the user's description after N pairs, from the last policy"
+    train "$name" "$steps" 0 --set train.init_from="$POLICY" "$@"
+    POLICY=$(latest "$OUT/$name")
+    lap "$name"
+}
+desc_stage desc1 $DESC1_STEPS "${DESC1[@]}"
+desc_stage desc2 $DESC2_STEPS "${DESC2[@]}"
 
 LAP=$SECONDS
 # the demo's recipe was chosen on other users (another synth seed), so its
