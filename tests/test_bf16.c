@@ -469,17 +469,18 @@ static void test_attention(int B, int T, int C, int H, int S, int tree, const ch
             int hd = 64, amx = 0, all = 0;
             long c0 = bf16_prim_creations();
             const char *other = "";
-            for (int m = 32; m <= 128; m += 32) /* the query block sizes of rows padded to 32 tokens */
-            for (int n = 32; n <= T; n += 32) {
-                const Bf16Prim *p[4] = { bf16_prim(0, 1, BF16_B_PLAIN, m, n, hd, hd, hd, n, 0.0f, "test"),
-                                         bf16_prim(0, 0, BF16_B_PLAIN, m, hd, n, n, hd, hd, 0.0f, "test"),
-                                         bf16_prim(0, 0, BF16_B_PLAIN, m, hd, n, n, hd, hd, 1.0f, "test"),
-                                         bf16_prim(1, 0, BF16_B_PLAIN, n, hd, m, n, hd, hd, 1.0f, "test") };
-                for (int k = 0; k < 4; k++, all++) {
-                    if (!strcmp(bf16_prim_kernel(p[k]), "brg:avx512_core_amx_bf16")) amx++;
-                    else other = bf16_prim_kernel(p[k]);
+            /* the query block sizes of rows padded to 32 tokens, times every key length */
+            for (int m = 32; m <= 128; m += 32)
+                for (int n = 32; n <= T; n += 32) {
+                    const Bf16Prim *p[4] = { bf16_prim(0, 1, BF16_B_PLAIN, m, n, hd, hd, hd, n, 0.0f, "test"),
+                                             bf16_prim(0, 0, BF16_B_PLAIN, m, hd, n, n, hd, hd, 0.0f, "test"),
+                                             bf16_prim(0, 0, BF16_B_PLAIN, m, hd, n, n, hd, hd, 1.0f, "test"),
+                                             bf16_prim(1, 0, BF16_B_PLAIN, n, hd, m, n, hd, hd, 1.0f, "test") };
+                    for (int k = 0; k < 4; k++, all++) {
+                        if (!strcmp(bf16_prim_kernel(p[k]), "brg:avx512_core_amx_bf16")) amx++;
+                        else other = bf16_prim_kernel(p[k]);
+                    }
                 }
-            }
             bf16_kernel_summary(kern, sizeof kern);
             if (strcmp(unit, "AMX-BF16") != 0)
                 printf("SKIP: %s: %s, not AMX-BF16\n", label, unit);
