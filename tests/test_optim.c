@@ -3,10 +3,12 @@
  * ZeRO-1's slices against the whole-vector update. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "src/model.h"
 #include "src/optim.h"
+#include "src/pool.h"
 #include "tests/check.h"
 
 static int close_to(double a, double b, double tol) { return fabs(a - b) <= tol * fmax(1.0, fabs(b)); }
@@ -181,10 +183,44 @@ static void test_slices(void)
     model_free(part);
 }
 
+/* The global norm sums on the pool in fixed parts: against a serial sum in
+ * long double, and bitwise the same at 1, 2 and 3 threads, for lengths
+ * shorter than its 64 parts, not a multiple of 8, and large. */
+static void test_global_norm(void)
+{
+    size_t lens[] = { 1, 7, 63, 1001, 300007 };
+    int ok = 1, same = 1;
+    double worst = 0;
+    for (size_t c = 0; c < sizeof lens / sizeof lens[0]; c++) {
+        size_t n = lens[c];
+        float *g = malloc(n * sizeof *g);
+        long double ref = 0;
+        for (size_t i = 0; i < n; i++) {
+            g[i] = (float)sin(0.37 * (double)i + 1.0) * (i % 97 == 0 ? 100.0f : 0.01f);
+            ref += (long double)g[i] * g[i];
+        }
+        double norm[3];
+        for (int th = 1; th <= 3; th++) {
+            pool_set_threads(th);
+            norm[th - 1] = grad_global_norm(g, n);
+        }
+        pool_set_threads(1);
+        double rel = fabs(norm[0] - (double)sqrtl(ref)) / (double)sqrtl(ref);
+        worst = rel > worst ? rel : worst;
+        ok &= rel < 1e-14;
+        same &= norm[0] == norm[1] && norm[0] == norm[2];
+        free(g);
+    }
+    check(ok, "global norm equals a serial long-double sum", "worst relative difference %.2g over 5 lengths (1 to 300007)",
+          worst);
+    check(same, "global norm bitwise equal at 1, 2, 3 pool threads", "5 lengths");
+}
+
 int main(void)
 {
     test_schedule();
     test_clip();
+    test_global_norm();
     test_steps();
     test_shard_range();
     test_slices();
