@@ -201,3 +201,22 @@ if [[ $rc -eq 0 && $rows -eq 60000 && $(wc -l <"$T/big.truth.jsonl") -eq 1500 ]]
 else
     fail "synth 1500 users x 40 pairs" "exit $rc, $rows rows, ${secs} s: $sum"
 fi
+
+# scripts/desc_bound.py (docs/results.md, experiment 22) on noise-free dense users: labels always pick the
+# higher-reward answer, so the true weights score every query pair right (Bayes 1.000), which checks its
+# reading of the answers (fspo synth --score) and of the labels; and a fit on 8 pairs beats one on 1
+if $PY -c 'import h5py, numpy' 2>/dev/null; then
+    "$FSPO" synth -o "$T/db.jsonl" --users 12 --pairs-per-user 20 --seed 5 --dirichlet 1 --minimal-pairs --noise 0 \
+        --attrs positive,formal,enthusiastic,technical,bullets,emoji >/dev/null 2>&1 &&
+        "$FSPO" prep "$T/db.jsonl" -o "$T/db.h5" --all-test --quiet >/dev/null 2>&1
+    out=$(FSPO="$FSPO" $PY scripts/desc_bound.py "$T/db.h5" "$T/db.jsonl" --split test --reps 2 2>&1); rc=$?
+    bayes=$(awk '$1 == "bayes" {print $9}' <<<"$out")
+    lin1=$(awk '$1 == "linear" {print $3}' <<<"$out") lin8=$(awk '$1 == "linear" {print $9}' <<<"$out")
+    if [[ $rc -eq 0 && $bayes == "1.000" && $out == *"test users: 12, 2 draws"* ]] && (( $(echo "$lin8 > $lin1" | bc) )); then
+        pass "desc_bound.py on noise-free users" "Bayes $bayes; linear N = 1 $lin1 -> N = 8 $lin8"
+    else
+        fail "desc_bound.py on noise-free users" "exit $rc, Bayes '$bayes', linear '$lin1' -> '$lin8': $out"
+    fi
+else
+    echo "SKIP: desc_bound.py: no h5py or numpy under $PY (make deps installs them)"
+fi
