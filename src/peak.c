@@ -33,11 +33,21 @@ double peak_sgemm_gflops(int n, int reps)
     return 2.0 * n * (double)n * n / t / 1e9;
 }
 
-double peak_train_gflops(int bf16)
+/* FSPO_PEAK_GFLOPS when it is a positive number, else 0 */
+static double peak_from_env(void)
 {
     const char *pk = getenv("FSPO_PEAK_GFLOPS");
     char *end = NULL;
     double g = pk ? strtod(pk, &end) : 0;
-    if (pk && end != pk && *end == '\0' && g > 0 && isfinite(g)) return g;
-    return bf16 ? matmul_bf16_peak_gflops(1024, 3) : peak_sgemm_gflops(1024, 3);
+    return pk && end != pk && *end == '\0' && g > 0 && isfinite(g) ? g : 0;
+}
+
+int peak_overridden(void) { return peak_from_env() > 0; }
+
+double peak_measure_gflops(int bf16) { return bf16 ? matmul_bf16_peak_gflops(1024, 3) : peak_sgemm_gflops(1024, 3); }
+
+double peak_train_gflops(int bf16)
+{
+    double g = peak_from_env();
+    return g > 0 ? g : peak_measure_gflops(bf16);
 }

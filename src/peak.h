@@ -13,5 +13,9 @@ double peak_sgemm_gflops(int n, int reps);
  * else the median of 3 timed 1024^3 products in the run's precision
  * (bf16: matmul_bf16_peak_gflops, else sgemm). */
 double peak_train_gflops(int bf16);
+/* The measurement alone (FSPO_PEAK_GFLOPS not read), and whether that
+ * variable sets the ceiling. */
+double peak_measure_gflops(int bf16);
+int peak_overridden(void);
 
 #endif

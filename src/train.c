@@ -111,6 +111,7 @@ typedef struct {
     uint64_t ref_checksum, data_checksum;
     char ref_path[CFG_STR];
     double peak_gflops;      /* of the matmuls in the run's precision */
+    int peak_rechecked;      /* MFU came out above 100% once: the peak was measured again */
     int bf16;                /* model.precision resolved: bf16 products */
     double allreduce_full_s;  /* one blocking allreduce of all gradients, measured at start */
     double allreduce_wait_s;  /* summed exposed wait after the backward */
@@ -621,7 +622,24 @@ static void log_step(Run *r, const StepSums *s, double grad_norm, float lr)
     double now = now_seconds(), dt = now - r->t_last;
     double tok_s = r->tokens_since / (dt > 0 ? dt : 1e-9);
     int mean_len = (int)(r->tokens_since / (r->rows_since > 0 ? r->rows_since : 1));
-    double mfu = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / (r->peak_gflops * r->dist->size);
+    double flops = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / r->dist->size;
+    double mfu = flops / r->peak_gflops;
+    if (mfu > 1.0 && !r->peak_rechecked) {
+        /* a rate above the ceiling: the start-up probe ran on a busy machine
+         * (or FSPO_PEAK_GFLOPS is too low); measure once more and say so */
+        r->peak_rechecked = 1;
+        if (peak_overridden()) {
+            printf("train: MFU %.0f%% at step %ld: FSPO_PEAK_GFLOPS (%.3g GFLOP/s) is below the %.3g GFLOP/s a rank "
+                   "runs at; MFU figures of this run are not against a real ceiling\n",
+                   100 * mfu, r->step, r->peak_gflops, flops);
+        } else {
+            double again = peak_measure_gflops(r->bf16);
+            printf("train: MFU %.0f%% at step %ld: the peak measured at start (%.0f GFLOP/s) was low, the machine "
+                   "busy then; measured again: %.0f GFLOP/s%s\n",
+                   100 * mfu, r->step, r->peak_gflops, again, again > r->peak_gflops ? ", used from here" : "");
+            if (again > r->peak_gflops) r->peak_gflops = again, mfu = flops / again;
+        }
+    }
     const LossStats *l = &s->loss;
     double pairs = l->pairs > 0 ? l->pairs : 1;
     /* desc/nll (data.user_desc cot only): nats per description token, this step */

@@ -190,3 +190,9 @@ bad "resume against another reference" "was trained against reference .*sft/ckpt
     --set data.fixed_examples=32 --set train.batch_size=8
 bad "resume a pref stage from an sft checkpoint" "a sft checkpoint cannot resume a pref stage" 1 --set train.stage=pref \
     --set loss.ref_ckpt="$tmp/np1/ckpt_20.h5" --set train.resume="$tmp/np1/ckpt_20.h5"
+
+# ---- MFU above 100% (a ceiling below what the run achieves) is named once, not printed as a figure to trust ----
+FSPO_PEAK_GFLOPS=0.0001 train 1 "$tmp/peak" --set train.max_steps=4 && n=$(grep -c "^train: MFU .* FSPO_PEAK_GFLOPS (0.0001 GFLOP/s) is below" "$tmp/peak.log") &&
+    [[ $n -eq 1 && $(grep -c "^step " "$tmp/peak.log") -eq 4 ]] &&
+    pass "MFU above 100% is named once" "$(grep '^train: MFU' "$tmp/peak.log" | cut -c1-150)" ||
+    fail "MFU above 100% is named once" "$(grep -E '^(train: MFU|step )' "$tmp/peak.log" | head -6)"
