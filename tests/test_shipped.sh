@@ -22,7 +22,7 @@ PYEOF
 ) && for f in "$M"/{policy,ref,pooled,anchor}.h5; do "$FSPO" inspect "$f" >/dev/null || exit 1; done &&
         pass "$M: the files are the manifest's and verify" "$out" || fail "$M: the files are the manifest's and verify" "$out"
 done
-for rung in r2 r3; do
+for rung in r2 r3 r4; do
     M=models/$rung
     [[ -d $M ]] || continue
     "$FSPO" synth --population $rung --users 24 --seed 77 -o "$tmp/$rung.jsonl" --quiet &&
