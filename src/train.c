@@ -622,8 +622,8 @@ static void log_step(Run *r, const StepSums *s, double grad_norm, float lr)
     double now = now_seconds(), dt = now - r->t_last;
     double tok_s = r->tokens_since / (dt > 0 ? dt : 1e-9);
     int mean_len = (int)(r->tokens_since / (r->rows_since > 0 ? r->rows_since : 1));
-    double flops = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / r->dist->size;
-    double mfu = flops / r->peak_gflops;
+    double rank_gflops = tok_s * model_flops_per_token(&cfg->model, mean_len) / 1e9 / r->dist->size;
+    double mfu = rank_gflops / r->peak_gflops;
     if (mfu > 1.0 && !r->peak_rechecked) {
         /* a rate above the ceiling: the start-up probe ran on a busy machine
          * (or FSPO_PEAK_GFLOPS is too low); measure once more and say so */
@@ -631,13 +631,13 @@ static void log_step(Run *r, const StepSums *s, double grad_norm, float lr)
         if (peak_overridden()) {
             printf("train: MFU %.0f%% at step %ld: FSPO_PEAK_GFLOPS (%.3g GFLOP/s) is below the %.3g GFLOP/s a rank "
                    "runs at; MFU figures of this run are not against a real ceiling\n",
-                   100 * mfu, r->step, r->peak_gflops, flops);
+                   100 * mfu, r->step, r->peak_gflops, rank_gflops);
         } else {
             double again = peak_measure_gflops(r->bf16);
             printf("train: MFU %.0f%% at step %ld: the peak measured at start (%.0f GFLOP/s) was low, the machine "
                    "busy then; measured again: %.0f GFLOP/s%s\n",
                    100 * mfu, r->step, r->peak_gflops, again, again > r->peak_gflops ? ", used from here" : "");
-            if (again > r->peak_gflops) r->peak_gflops = again, mfu = flops / again;
+            if (again > r->peak_gflops) r->peak_gflops = again, mfu = rank_gflops / again;
         }
     }
     const LossStats *l = &s->loss;
