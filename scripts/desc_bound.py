@@ -23,7 +23,7 @@ USERS.jsonl is fspo synth's output (its .truth.jsonl beside it). Needs
 h5py and numpy (Debian: python3-h5py, python3-numpy). Scoring runs the
 fspo binary once per answer (FSPO=path, default ./fspo): minutes.
 """
-import argparse, json, os, subprocess, sys
+import argparse, json, os, subprocess
 
 import h5py
 import numpy as np
@@ -86,18 +86,19 @@ named = {N: {} for N in Ns}
 for u in sorted(diffs):
     D, tw = diffs[u], np.array(truth[u]["weights"])
     varying = np.abs(D).sum(0) > 0  # attributes this population varies
-    tstate = np.where(np.abs(tw) >= 0.2, np.sign(tw), 0)[varying]
+    true = {"bayes": tw, "true-sign": described(tw, 0.2, 0), "true-rank": described(tw, 0.2, 1)}
+    tstate = true["true-sign"][varying]  # liked +1, disliked -1, not named 0
+    active = tstate != 0
     for _ in range(args.reps):
         perm = rng.permutation(len(D))
         Q = D[perm[:8]]
         for N in Ns:
             w = fit(D[perm[8:8 + N]])
-            cand = {"linear": w, "bayes": tw, "true-sign": described(tw, 0.2, 0), "true-rank": described(tw, 0.2, 1)}
+            cand = {"linear": w, **true}
             for t in taus:
                 cand["desc-sign tau %.1f" % t] = described(w, t, 0)
                 cand["desc-rank tau %.1f" % t] = described(w, t, 1)
-                state = np.where(np.abs(w) >= t, np.sign(w), 0)[varying]
-                active = tstate != 0
+                state = cand["desc-sign tau %.1f" % t][varying]
                 named[N].setdefault("tau %.1f" % t, []).append(
                     ((state[active] == tstate[active]).mean() if active.any() else 1.0, (state == tstate).mean()))
             for k, v in cand.items():
