@@ -638,10 +638,10 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         /* attention block */
         mm_backward(m, m->d_atto, g->wo, m->d_resid, a->atto, w->wo, 4 * l + 1, N, C, C);
         if (ready) ready(ctx, lt[2].offset);
-        zero_floats(m->d_qkv, NC * 3);
+        if (!m->bf16) zero_floats(m->d_qkv, NC * 3); /* (the bf16 backward writes every element) */
         if (m->bf16)
-            attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, (uint16_t *)a->att,
-                                    NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+            attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->atto,
+                                    (uint16_t *)a->att, NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
         else if (m->flash)
             attention_backward_flash(m->d_qkv, m->d_att, m->d_att_floats, m->d_atto, a->atto, a->att_lse, a->qkv,
                                      b->seg, b->vis, B, T, C, H, b->S);

@@ -16,6 +16,7 @@ struct Bf16Scratch {
     int cols, T, C, hd, workers;
     uint16_t *a, *b;      /* rounded operands of the layer products [rows, cols] (+ slack) */
     uint16_t *qkv, *dout; /* attention: rounded q|k|v [3H, rows, hd] and dO [H, rows, hd] (head-major) */
+    float *drow;          /* attention backward: D = rowsum(dO * O) per head and row [H, rows] */
     uint16_t *blk;        /* per worker 2 x [QBLOCK, T] bf16: the forward's fp32 scores [QBLOCK, T] over both, the
                            * backward's rounded dS in the second (each block's range tiles one after another) */
     float *acc;           /* per worker (2T + QBLOCK) hd floats: the backward's dK, dV [T, hd] and dQ [QBLOCK, hd]
@@ -529,14 +530,10 @@ static void masked_softmax_row(float *const *rp, uint16_t *const *pp, int t, int
     }
 }
 
-/* dst[i * ld + d] += src[i * hd + d] for i < rows, d < hd */
-static void add_rows(float *dst, int ld, const float *src, int rows, int hd)
+/* dst[i * ld + d] = src[i * hd + d] for i < rows, d < hd */
+static void set_rows(float *dst, int ld, const float *src, int rows, int hd)
 {
-    for (int i = 0; i < rows; i++) {
-        float *y = dst + (size_t)i * ld;
-        const float *x = src + (size_t)i * hd;
-        for (int d = 0; d < hd; d++) y[d] += x[d];
-    }
+    for (int i = 0; i < rows; i++) memcpy(dst + (size_t)i * ld, src + (size_t)i * hd, sizeof(float) * hd);
 }
 
 /* rp[r] = row + ra[r]: the ranges of a whole row (the fp32 layout) */
@@ -573,7 +570,7 @@ typedef struct {
     const uint8_t *vis;
     int B, T, C, H, S, workers;
     float *lse;         /* flash: the log-sum-exp of each query's scaled scores [B,H,T] */
-    const float *fout;  /* flash backward: the forward's out [B,T,C] */
+    const float *fout;  /* flash and bf16 backward: the forward's out [B,T,C] */
     /* bf16 products (s16 NULL: fp32): q,k,v and dO rounded (head-major, see
      * attention_forward_bf16), per-worker scratch in s16, the fixed-shape
      * products for this (T, hd) (tab; NULL: none prepared) and the
@@ -930,6 +927,7 @@ size_t attention_flash_scratch_floats(void) { return (size_t)FLASH_WORKER_FLOATS
 
 static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows_pad, int cols);
 static void round_heads(uint16_t *dst, const float *src, size_t N, int heads, int hd);
+static void round_heads_dot(uint16_t *dst, float *dot, const float *src, const float *out, size_t N, int heads, int hd);
 
 void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
@@ -972,27 +970,31 @@ size_t attention_scratch_floats(int T)
 
 /* sum of p[u] d[u] over the keys u <= t in the ranges: the softmax
  * backward's row sum (8 lanes, then a fixed-order horizontal sum). Range r
- * of p and d at pr[r] and dr[r] (as masked_softmax_row's rp); p in fp32,
- * or in bf16 at pr16[r] (the bf16 path's saved probabilities; pr NULL). */
-static float visible_dot(const float *const *pr, const uint16_t *const *pr16, const float *const *dr, int t, int nr,
-                         const int *ra, const int *rb)
+ * of p and d at pr[r] and dr[r] (as masked_softmax_row's rp). */
+static float visible_dot(const float *const *pr, const float *const *dr, int t, int nr, const int *ra, const int *rb)
 {
     v8f acc = v8_set1(0.0f);
     for (int r = 0; r < nr; r++) {
         int u = 0, e = rb[r] < t + 1 ? rb[r] - ra[r] : t + 1 - ra[r];
-        const float *p = pr ? pr[r] : NULL, *d = dr[r];
-        const uint16_t *p16 = pr16 ? pr16[r] : NULL;
+        const float *p = pr[r], *d = dr[r];
 #if VEC16
-        for (; u + 16 <= e; u += 16) acc = v16_acc8(acc, (p16 ? v16_load_bf16(p16 + u) : v16_load(p + u)) * v16_load(d + u));
+        for (; u + 16 <= e; u += 16) acc = v16_acc8(acc, v16_load(p + u) * v16_load(d + u));
 #endif
-        for (; u + 8 <= e; u += 8) acc += (p16 ? v8_load_bf16(p16 + u) : v8_load(p + u)) * v8_load(d + u);
-        if (u < e) {
-            float pp[8] = { 0 };
-            for (int i = 0; i < e - u; i++) pp[i] = p16 ? bf16_to_float(p16[u + i]) : p[u + i];
-            acc += v8_load(pp) * v8_load_part(d + u, e - u, 0.0f);
-        }
+        for (; u + 8 <= e; u += 8) acc += v8_load(p + u) * v8_load(d + u);
+        if (u < e) acc += v8_load_part(p + u, e - u, 0.0f) * v8_load_part(d + u, e - u, 0.0f);
     }
     return v8_hsum(acc);
+}
+
+/* x[0, n) . y[0, n), x rounded to bf16 (a head's row of dO), 8 lanes */
+static float head_dot(const uint16_t *x, const float *y, int n)
+{
+    v8f acc = v8_set1(0.0f);
+    int d = 0;
+    for (; d + 8 <= n; d += 8) acc += v8_load_bf16(x + d) * v8_load(y + d);
+    float s = v8_hsum(acc);
+    for (; d < n; d++) s += bf16_to_float(x[d]) * y[d];
+    return s;
 }
 
 /* One query block [i0, i0+m) of the bf16 backward, its ranges' tiles as
@@ -1001,10 +1003,10 @@ static float visible_dot(const float *const *pr, const uint16_t *const *pr16, co
  * P, then dV_r += P_r^T dO, dQ = sum_r dS_r K_r, dK_r += dS_r^T Q into the
  * worker's dense accumulators acc (dK [T, hd], dV [T, hd], dQ [m, hd]);
  * dQ goes to dq's rows (stride 3C) here, dK and dV once the head is done. */
-static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, const int *ra, const int *rb,
-                             const size_t *off, const uint16_t *P16, float *D, uint16_t *D16, const uint16_t *q16,
-                             const uint16_t *k16, const uint16_t *v16, const uint16_t *dO16, float *acc, float *dq,
-                             float scale)
+static void backward_block16(const AttnArgs *a, int t, int b, int h, int i0, int m, int nr, const int *ra,
+                             const int *rb, const size_t *off, const uint16_t *P16, float *D, uint16_t *D16,
+                             const uint16_t *q16, const uint16_t *k16, const uint16_t *v16, const uint16_t *dO16,
+                             float *acc, float *dq, float scale)
 {
     int T = a->T, hd = a->C / a->H, ld = 3 * a->C;
     float *dk = acc, *dv = acc + (size_t)T * hd, *dqb = dv + (size_t)T * hd;
@@ -1019,7 +1021,7 @@ static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, co
             size_t x = off[r] + (size_t)row * (rb[r] - ra[r]);
             pr[r] = P16 + x, drc[r] = D + x;
         }
-        float sum = visible_dot(NULL, pr, drc, tt, nr, ra, rb);
+        float sum = a->s16->drow[(size_t)h * a->B * T + (size_t)b * T + tt]; /* D (round_heads_dot) */
         vwf sw = vw_set1(sum);
         for (int r = 0; r < nr; r++) {
             int n = rb[r] - ra[r], u = 0, e = rb[r] < tt + 1 ? n : tt + 1 - ra[r];
@@ -1037,7 +1039,7 @@ static void backward_block16(const AttnArgs *a, int t, int i0, int m, int nr, co
         attn_mm(a, t, r ? AP_AB1 : AP_AB0, m, n, D16 + off[r], k16 + (size_t)u0 * hd, dqb);
         attn_mm(a, t, AP_ATB1, m, n, D16 + off[r], q16 + (size_t)i0 * hd, dk + (size_t)u0 * hd);
     }
-    add_rows(dq + (size_t)i0 * ld, ld, dqb, m, hd);
+    set_rows(dq + (size_t)i0 * ld, ld, dqb, m, hd);
 }
 
 static void attention_backward_task(void *p, int t, int nt)
@@ -1072,11 +1074,11 @@ static void attention_backward_task(void *p, int t, int nt)
                 int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T;
                 int nr = block_ranges16(a, i0, i1, seg_row, vis_b, ra, rb, roff);
                 const uint16_t *P16 = a->att16 + (((size_t)b * H + h) * T + i0) * T;
-                backward_block16(a, t, i0, i1 - i0, nr, ra, rb, roff, P16, D, D16, q16, k16, v16, dO16, acc, dq, scale);
+                backward_block16(a, t, b, h, i0, i1 - i0, nr, ra, rb, roff, P16, D, D16, q16, k16, v16, dO16, acc, dq, scale);
                 if (t == 0) pool_progress();
             }
-            add_rows(dk, ld, acc, T, hd);
-            add_rows(dv, ld, acc + (size_t)T * hd, T, hd);
+            set_rows(dk, ld, acc, T, hd);
+            set_rows(dv, ld, acc + (size_t)T * hd, T, hd);
             continue;
         }
         const float *q = a->qkv + off, *k = q + C, *v = q + 2 * C;
@@ -1103,7 +1105,7 @@ static void attention_backward_task(void *p, int t, int nt)
                 const float *pr = P + (size_t)row * T;
                 float *dr = D + (size_t)row * T;
                 for (int r = 0; r < nr; r++) prp[r] = pr + ra[r], drp[r] = dr + ra[r];
-                float sum = visible_dot(prp, NULL, (const float *const *)drp, tt, nr, ra, rb);
+                float sum = visible_dot(prp, (const float *const *)drp, tt, nr, ra, rb);
                 vwf sw = vw_set1(sum);
                 for (int r = 0; r < nr; r++) {
                     int u = ra[r], e = rb[r] < tt + 1 ? rb[r] : tt + 1;
@@ -1126,7 +1128,7 @@ static void attention_backward_task(void *p, int t, int nt)
 }
 
 static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_floats, const float *dout,
-                                   const float *att, const uint16_t *att16, const float *qkv, const uint16_t *qkv16,
+                                   const float *out, const float *att, const uint16_t *att16, const float *qkv, const uint16_t *qkv16,
                                    const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S,
                                    Bf16Scratch *s16)
 {
@@ -1135,7 +1137,8 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
     if ((size_t)workers > scratch_floats / per) workers = (int)(scratch_floats / per);
     if (s16 && workers > s16->workers) workers = s16->workers;
     if (workers < 1) fatal(EXIT_RUNTIME, "internal: attention scratch of %zu floats is below one block", scratch_floats);
-    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .att = (float *)att, .att16 = (uint16_t *)att16,
+    AttnArgs a = { .dqkv = dqkv, .scratch = scratch, .dout = dout, .fout = out, .att = (float *)att,
+                   .att16 = (uint16_t *)att16,
                    .qkv = qkv, .seg = seg, .vis = vis,
                    .B = B, .T = T, .C = C, .H = H, .S = S, .workers = workers, .s16 = s16 };
     if (s16) {
@@ -1146,7 +1149,7 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
         if (!qkv16) round_heads(s16->qkv, qkv, N, 3 * H, C / H);
         a.qkv16 = qkv16 ? qkv16 : s16->qkv;
         a.dout16 = s16->dout;
-        round_heads(s16->dout, dout, N, H, C / H);
+        round_heads_dot(s16->dout, s16->drow, dout, a.fout, N, H, C / H);
     }
     run_heads(attention_backward_task, &a);
 }
@@ -1154,14 +1157,14 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
 void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
                         const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, att, NULL, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, NULL, att, NULL, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
 }
 
-void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const uint16_t *att16,
-                             const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
-                             int T, int C, int H, int S, Bf16Scratch *s16)
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *out,
+                             const uint16_t *att16, const float *qkv, const uint16_t *qkv16, const int32_t *seg,
+                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, NULL, att16, qkv, qkv16, seg, vis, B, T, C, H, S, s16);
+    attention_backward_any(dqkv, scratch, scratch_floats, dout, out, NULL, att16, qkv, qkv16, seg, vis, B, T, C, H, S, s16);
 }
 
 /* ---- SwiGLU ------------------------------------------------------------- */
@@ -1448,6 +1451,7 @@ Bf16Scratch *bf16_scratch_create(size_t max_rows, int max_cols, int T, int C, in
     s->b = xcalloc_aligned(sizeof(uint16_t) * (s->rows * max_cols), "bf16 operands");
     s->qkv = xcalloc_aligned(sizeof(uint16_t) * max_rows * 3 * C, "bf16 attention operands");
     s->dout = xcalloc_aligned(sizeof(uint16_t) * max_rows * C, "bf16 attention operands");
+    s->drow = xcalloc_aligned(sizeof(float) * max_rows * H, "bf16 attention operands");
     s->blk = xcalloc_aligned(sizeof(uint16_t) * blk * 2 * s->workers, "bf16 attention blocks");
     s->acc = xcalloc_aligned(sizeof(float) * (2 * (size_t)T + ATTN_QBLOCK) * s->hd * s->workers, "bf16 attention blocks");
     s->tile = xcalloc_aligned(sizeof(float) * BF16_TILE * max_cols * s->workers, "bf16 product tiles");
@@ -1462,6 +1466,7 @@ void bf16_scratch_free(Bf16Scratch *s)
     xfree_aligned(s->b);
     xfree_aligned(s->qkv);
     xfree_aligned(s->dout);
+    xfree_aligned(s->drow);
     xfree_aligned(s->blk);
     xfree_aligned(s->acc);
     xfree_aligned(s->tile);
@@ -1474,7 +1479,8 @@ size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int H, in
 {
     size_t blk = (size_t)(T < ATTN_QBLOCK ? T : ATTN_QBLOCK) * T;
     return 2 * (2 * (pad_rows(max_rows) * max_cols) + max_rows * 4 * (size_t)C + blk * 2 * workers) +
-           4 * (size_t)BF16_TILE * max_cols * workers + 4 * (2 * (size_t)T + ATTN_QBLOCK) * (C / H) * workers;
+           4 * (size_t)BF16_TILE * max_cols * workers + 4 * (2 * (size_t)T + ATTN_QBLOCK) * (C / H) * workers +
+           4 * max_rows * (size_t)H;
 }
 
 static uint16_t *attn_block16(const AttnArgs *a, int t, int which)
@@ -1549,6 +1555,8 @@ typedef struct {
     const float *src;
     size_t N;
     int heads, hd;
+    const float *out; /* with dot: dot[j * N + n] = (src rounded) . out, head j of row n */
+    float *dot;
 } HeadsArgs;
 
 static void round_heads_task(void *p, int t, int nt)
@@ -1557,12 +1565,28 @@ static void round_heads_task(void *p, int t, int nt)
     size_t n0, n1, hd = (size_t)r->hd;
     pool_range(r->N, t, nt, &n0, &n1);
     for (size_t n = n0; n < n1; n++)
-        for (int j = 0; j < r->heads; j++) bf16_round(r->dst + ((size_t)j * r->N + n) * hd, r->src + (n * r->heads + j) * hd, hd);
+        for (int j = 0; j < r->heads; j++) {
+            uint16_t *x = r->dst + ((size_t)j * r->N + n) * hd;
+            bf16_round(x, r->src + (n * r->heads + j) * hd, hd);
+            if (r->dot) r->dot[(size_t)j * r->N + n] = head_dot(x, r->out + (n * r->heads + j) * hd, (int)hd);
+        }
 }
 
 static void round_heads(uint16_t *dst, const float *src, size_t N, int heads, int hd)
 {
-    HeadsArgs r = { dst, src, N, heads, hd };
+    HeadsArgs r = { dst, src, N, heads, hd, NULL, NULL };
+    pool_run(round_heads_task, &r);
+}
+
+/* dO rounded head-major, as round_heads, and D = rowsum(P * dP) = dO . O
+ * per head and row: the forward's O is P V with the same rounded P and V,
+ * and dP = dO V^T with the same rounded dO, so the two sums differ by fp32
+ * summation order only, and this one costs hd per row instead of the row's
+ * keys. Done here because the pass streams dO anyway (O's rows read inside
+ * the blocks would each be a cache miss). */
+static void round_heads_dot(uint16_t *dst, float *dot, const float *src, const float *out, size_t N, int heads, int hd)
+{
+    HeadsArgs r = { dst, src, N, heads, hd, out, dot };
     pool_run(round_heads_task, &r);
 }
 

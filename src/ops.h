@@ -206,12 +206,13 @@ uint16_t *bf16_scratch_operand(Bf16Scratch *s);
  * rounded, head-major as rope_forward_bf16 writes it ([3H, B*T, hd]); qkv
  * NULL: keep holds q|k|v already rounded (rope_forward_bf16). The
  * backward's qkv16 is that copy (NULL: round qkv again; qkv is not read
- * when qkv16 is given). */
+ * when qkv16 is given); it takes the forward's out, and it writes every
+ * element of dqkv[B,T,3C] (not +=, unlike attention_backward). */
 void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
-void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const uint16_t *att16,
-                             const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
-                             int T, int C, int H, int S, Bf16Scratch *s);
+void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *out,
+                             const uint16_t *att16, const float *qkv, const uint16_t *qkv16, const int32_t *seg,
+                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
 /* att [B,H,T,T] = the probabilities attention_forward_bf16 saved in att16,
  * in attention_forward's layout (entries outside the key ranges left as
  * they are). For tests; run with the same prepared tables as the forward. */

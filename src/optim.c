@@ -113,15 +113,20 @@ static VECTORIZE void scale_task(void *ctx, int t, int nt)
     for (size_t i = lo; i < hi; i++) g[i] = (float)(g[i] * coef);
 }
 
+/* What clipping to max_norm multiplies a gradient of this norm by (1: none) */
+static double clip_coef(double norm, double max_norm)
+{
+    double coef = max_norm > 0 ? max_norm / (norm + 1e-6) : 1.0;
+    return coef < 1.0 ? coef : 1.0;
+}
+
 /* Scales g[0, n) as clipping to max_norm scales a gradient of this norm. */
 static void clip_to(float *g, size_t n, double norm, double max_norm)
 {
-    if (max_norm > 0) {
-        double coef = max_norm / (norm + 1e-6);
-        if (coef < 1.0) {
-            ScaleArgs a = { g, n, coef };
-            pool_run(scale_task, &a);
-        }
+    double coef = clip_coef(norm, max_norm);
+    if (coef < 1.0) {
+        ScaleArgs a = { g, n, coef };
+        pool_run(scale_task, &a);
     }
 }
 
@@ -132,14 +137,17 @@ double grad_clip(float *g, size_t n, double max_norm)
     return norm;
 }
 
-/* AdamW on n elements of one tensor (p, g, m, v at the first) */
+/* AdamW on n elements of one tensor (p, g, m, v at the first), the gradient
+ * clipped on the fly: g * clip rounds to what clip_to would have stored
+ * (clip 1: g itself), so fusing it saves a pass over the gradients, bitwise */
 static VECTORIZE void adamw_range(float *restrict p, const float *restrict g, float *restrict m, float *restrict v,
-                                  size_t n, float b1, float b2, float step_size, float sqrt_bc2, float shrink,
-                                  float eps)
+                                  size_t n, double clip, float b1, float b2, float step_size, float sqrt_bc2,
+                                  float shrink, float eps)
 {
     for (size_t i = 0; i < n; i++) {
-        m[i] = b1 * m[i] + (1.0f - b1) * g[i];
-        v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+        float gi = (float)(g[i] * clip);
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
         p[i] = p[i] * shrink - step_size * m[i] / (sqrtf(v[i]) / sqrt_bc2 + eps);
     }
 }
@@ -148,6 +156,7 @@ typedef struct {
     Optimizer *o;
     Model *model;
     float lr;
+    double clip;   /* the clipping coefficient (1: none) */
     size_t lo, hi; /* the elements to update, inside o's slice */
 } StepArgs;
 
@@ -170,8 +179,8 @@ static void adamw_task(void *ctx, int t, int nt)
         size_t s = ti->offset > lo ? ti->offset : lo, e = ti->offset + ti->numel < hi ? ti->offset + ti->numel : hi;
         if (s >= e) continue;
         float shrink = ti->decay ? 1.0f - lr * c->weight_decay : 1.0f;
-        adamw_range(p + s, g + s, o->m + (s - o->lo), o->v + (s - o->lo), e - s, b1, b2, step_size, sqrt_bc2, shrink,
-                    c->eps);
+        adamw_range(p + s, g + s, o->m + (s - o->lo), o->v + (s - o->lo), e - s, a->clip, b1, b2, step_size, sqrt_bc2,
+                    shrink, c->eps);
     }
 }
 
@@ -186,20 +195,22 @@ static void rmsprop_range(const OptimConfig *c, float *p, const float *g, float 
     }
 }
 
-/* clip + update of [lo, hi), a part of o's slice, after o->t counted the step */
+/* clip + update of [lo, hi), a part of o's slice, after o->t counted the
+ * step (AdamW clips as it reads the gradients; they are left unscaled) */
 static void update_range(Optimizer *o, Model *m, float lr, double norm, size_t lo, size_t hi)
 {
-    clip_to(m->grads + lo, hi - lo, norm, o->cfg.max_grad_norm);
     if (o->cfg.kind == OPTIM_ADAMW) {
-        StepArgs a = { o, m, lr, lo, hi };
+        StepArgs a = { o, m, lr, clip_coef(norm, o->cfg.max_grad_norm), lo, hi };
         pool_run(adamw_task, &a);
-    } else
-        for (int i = 0; i < m->n_tensors; i++) {
-            const TensorInfo *t = &m->tensors[i];
-            size_t s = t->offset > lo ? t->offset : lo;
-            size_t e = t->offset + t->numel < hi ? t->offset + t->numel : hi;
-            if (s < e) rmsprop_range(&o->cfg, m->params + s, m->grads + s, o->v + (s - o->lo), e - s, lr, t->decay);
-        }
+        return;
+    }
+    clip_to(m->grads + lo, hi - lo, norm, o->cfg.max_grad_norm);
+    for (int i = 0; i < m->n_tensors; i++) {
+        const TensorInfo *t = &m->tensors[i];
+        size_t s = t->offset > lo ? t->offset : lo;
+        size_t e = t->offset + t->numel < hi ? t->offset + t->numel : hi;
+        if (s < e) rmsprop_range(&o->cfg, m->params + s, m->grads + s, o->v + (s - o->lo), e - s, lr, t->decay);
+    }
 }
 
 static void check_size(const Optimizer *o, const Model *m)

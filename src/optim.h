@@ -74,7 +74,8 @@ double optim_step(Optimizer *o, Model *m, float lr);
 double optim_slice_sumsq(const Optimizer *o, const float *g);
 /* The update of o's slice [lo, hi) of m's parameters from the same slice of
  * m's gradients, given the global gradient norm (clipping scales the slice
- * by the factor grad_clip would). optim_step is this with lo 0, hi n and
+ * by the factor grad_clip would: AdamW as it reads the gradients, leaving
+ * them unscaled; RMSprop in place). optim_step is this with lo 0, hi n and
  * the norm of the whole gradient. */
 void optim_update(Optimizer *o, Model *m, float lr, double norm);
 /* The same update part by part: o's slice within [cuts[b], cuts[b+1]) for

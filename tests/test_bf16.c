@@ -410,11 +410,12 @@ static void test_attention(int B, int T, int C, int H, int S, int tree, const ch
             t_prep = now_seconds() - t0, table = bf16_prim_creations() - c0;
         } else
             attention_bf16_prepare(0, C, H);
-        o16[mode] = calloc(N * C, 4), a16[mode] = calloc(natt, 4), d16[mode] = calloc(N * 3 * C, 4);
+        o16[mode] = calloc(N * C, 4), a16[mode] = calloc(natt, 4), d16[mode] = malloc(N * 3 * C * 4);
         memset(p16, 0xff, natt * 2); /* NaN where nothing was written: it must not be read */
+        memset(d16[mode], 0xff, N * 3 * C * 4); /* NaN: the backward writes every element of dqkv (no +=) */
         long before = bf16_prim_creations();
         attention_forward_bf16(o16[mode], p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
-        attention_backward_bf16(d16[mode], sc, ns, dout, p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
+        attention_backward_bf16(d16[mode], sc, ns, dout, o16[mode], p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
         created[mode] = bf16_prim_creations() - before;
         attention_probs_bf16(a16[mode], p16, seg, vis, B, T, C, H, S);
     }
