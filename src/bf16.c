@@ -156,7 +156,7 @@ static void init(void)
 /* ---- primitives ------------------------------------------------------------ */
 
 struct Bf16Prim {
-    int ta, tb, bkind, M, N, K, lda, ldb, ldc, any;
+    int ta, tb, bkind, M, N, K, lda, ldb, ldc, any, c16; /* c16: C in bf16 (rounded from the fp32 sums) */
     float beta;
     const char *role; /* what it computes, for bf16_kernel_summary (its first creator's words) */
     dnnl_primitive_t prim;
@@ -247,13 +247,13 @@ static void prim_mems(Bf16Prim *p, int t)
 }
 
 static Bf16Prim *create(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta, int any,
-                        const char *role)
+                        int c16, const char *role)
 {
     if (n_prims == MAX_PRIMS) fatal(EXIT_RUNTIME, "internal: more than %d bf16 primitives", MAX_PRIMS);
     Bf16Prim *p = calloc(1, sizeof *p);
     if (!p) fatal(EXIT_RUNTIME, "out of memory for a bf16 primitive");
     *p = (Bf16Prim){ .ta = ta, .tb = tb, .bkind = bkind, .M = M, .N = N, .K = K, .lda = lda, .ldb = ldb, .ldc = ldc,
-                     .any = any, .beta = beta, .role = role };
+                     .any = any, .c16 = c16, .beta = beta, .role = role };
     init();
     if (any) {
         dnnl_dim_t R = DNNL_RUNTIME_DIM_VAL;
@@ -261,6 +261,7 @@ static Bf16Prim *create(int ta, int tb, int bkind, int M, int N, int K, int lda,
     } else {
         operand_mds(&p->amd, bkind == BF16_B_PLAIN ? &p->bmd : NULL, &p->cmd, ta, tb, M, N, K, lda, ldb, ldc);
         if (bkind != BF16_B_PLAIN) p->bmd = *blocked_layout(K, N);
+        if (c16) md_2d(&p->cmd, M, N, ldc, 1, dnnl_bf16);
     }
     dnnl_primitive_desc_t pd = matmul_pd(&p->amd, &p->bmd, &p->cmd, beta);
     const char *impl = NULL;
@@ -282,11 +283,21 @@ const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int ld
     if (bkind != BF16_B_PLAIN) ldb = 0, tb = 0;
     for (int i = 0; i < n_prims; i++) {
         const Bf16Prim *p = prims[i];
-        if (!p->any && p->ta == ta && p->tb == tb && p->bkind == bkind && p->M == M && p->N == N && p->K == K &&
-            p->lda == lda && p->ldb == ldb && p->ldc == ldc && p->beta == beta)
+        if (!p->any && !p->c16 && p->ta == ta && p->tb == tb && p->bkind == bkind && p->M == M && p->N == N &&
+            p->K == K && p->lda == lda && p->ldb == ldb && p->ldc == ldc && p->beta == beta)
             return p;
     }
-    return create(ta, tb, bkind, M, N, K, lda, ldb, ldc, beta, 0, role);
+    return create(ta, tb, bkind, M, N, K, lda, ldb, ldc, beta, 0, 0, role);
+}
+
+const Bf16Prim *bf16_prim_out16(int bkind, int M, int N, int K, int lda, int ldc, const char *role)
+{
+    for (int i = 0; i < n_prims; i++) {
+        const Bf16Prim *p = prims[i];
+        if (p->c16 && p->bkind == bkind && p->M == M && p->N == N && p->K == K && p->lda == lda && p->ldc == ldc)
+            return p;
+    }
+    return create(0, 0, bkind, M, N, K, lda, 0, ldc, 0.0f, 0, 1, role);
 }
 
 const Bf16Prim *bf16_prim_any(int ta, int tb, float beta, const char *role)
@@ -295,7 +306,7 @@ const Bf16Prim *bf16_prim_any(int ta, int tb, float beta, const char *role)
         const Bf16Prim *p = prims[i];
         if (p->any && p->ta == ta && p->tb == tb && p->beta == beta) return p;
     }
-    return create(ta, tb, BF16_B_PLAIN, 0, 0, 0, 0, 0, 0, beta, 1, role);
+    return create(ta, tb, BF16_B_PLAIN, 0, 0, 0, 0, 0, 0, beta, 1, 0, role);
 }
 
 const char *bf16_prim_kernel(const Bf16Prim *p) { return p->kernel; }
@@ -412,7 +423,7 @@ size_t bf16_matrix_bytes(const Bf16Matrix *m) { return m->bytes; }
 
 /* ---- running ------------------------------------------------------------- */
 
-void bf16_run(const Bf16Prim *pc, int t, const uint16_t *A, const void *B, float *C)
+void bf16_run(const Bf16Prim *pc, int t, const uint16_t *A, const void *B, void *C)
 {
     check_slot(t);
     single_thread();

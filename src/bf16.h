@@ -2,7 +2,8 @@
  * (docs/model.md, "Precision").
  *
  * Operands are rounded from fp32 to bf16 (round to nearest even), products
- * accumulate in fp32 and write fp32. Every product runs single-threaded on
+ * accumulate in fp32 and write fp32 (or, bf16_prim_out16, the fp32 sums
+ * rounded to bf16). Every product runs single-threaded on
  * the calling thread (oneDNN's OpenMP team is set to one thread per caller):
  * ops.c splits work over fspo's pool, so mpi.threads_per_rank threads run
  * everything and no OpenMP workers spin between products.
@@ -83,12 +84,16 @@ enum { BF16_B_PLAIN = 0, BF16_B_WT = 1, BF16_B_W = 2 };
  * products"; a string that outlives it; the first creator's is kept). */
 const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta,
                           const char *role);
+/* The same writing C rounded to bf16 (uint16_t [M x N], row stride ldc):
+ * the products whose output is only ever an operand read in bf16 (w13's
+ * gate|up pre-activations); no transposes, B prepared, beta 0. */
+const Bf16Prim *bf16_prim_out16(int bkind, int M, int N, int K, int lda, int ldc, const char *role);
 /* The same with M, N, K and the strides given at each call (the weight
  * gradients' token counts, attention of shapes not prepared); B plain. */
 const Bf16Prim *bf16_prim_any(int ta, int tb, float beta, const char *role);
 /* Runs p on pool thread t (t < POOL_MAX_THREADS; each thread its own
  * scratch). For BF16_B_WT/W primitives B is the Bf16Matrix. */
-void bf16_run(const Bf16Prim *p, int t, const uint16_t *A, const void *B, float *C);
+void bf16_run(const Bf16Prim *p, int t, const uint16_t *A, const void *B, void *C); /* C: float, or uint16_t (out16) */
 void bf16_run_any(const Bf16Prim *p, int t, int M, int N, int K, const uint16_t *A, int lda, const uint16_t *B, int ldb,
                   float *C, int ldc);
 /* oneDNN's implementation name of p, e.g. "brg:avx512_core_amx_bf16". */

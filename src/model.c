@@ -25,7 +25,7 @@ struct LayerActs {
     float *atto;        /* [N,C] attention output before wo */
     float *xmid;        /* [N,C] residual after the attention block */
     float *xn2, *rstd2; /* mlp_norm output [N,C], its rstd [N] */
-    float *h13;         /* [N,2F] gate|up pre-activations */
+    float *h13;         /* [N,2F] gate|up pre-activations (bf16: as uint16_t, in the first half) */
     float *hact;        /* [N,F] silu(gate) * up */
 };
 
@@ -387,6 +387,7 @@ void model_set_precision(Model *m, Precision p)
             m->bsrc[4 * l + j] = src[j];
             bytes += bf16_matrix_bytes(m->bmat[4 * l + j]);
             if (l == 0) matmul_bf16_prepare(rows[j], cols[j]);
+            if (l == 0 && j == 2) matmul_bf16_prepare_out16(rows[j], cols[j]); /* w13 -> h13 in bf16 */
         }
     }
     m->bmat[4 * L] = bf16_matrix_create(V, C);
@@ -448,25 +449,29 @@ static void mm_forward(Model *m, float *out, const float *inp, const float *w, i
 }
 
 /* y = rmsnorm(x) g, then out = y W^T. In bf16 the normalized rows go to
- * their rounded copy directly (nothing else reads y). */
+ * their rounded copy directly (nothing else reads y), and with out16 so
+ * does out: bf16 values in out's first half (w13's h13, which only SwiGLU
+ * reads). */
 static void norm_mm_forward(Model *m, float *y, float *rstd, const float *x, const float *g, float *out, const float *w,
-                            int wi, int N, int C, int OUT)
+                            int wi, int N, int C, int OUT, int out16)
 {
     if (m->bf16) {
         rmsnorm_forward_bf16(m->bin[wi], rstd, x, g, N, C, (float)m->cfg.norm_eps);
-        matmul_bf16_rounded(out, m->bin[wi], m->bmat[wi], N, m->bscratch);
+        if (out16) matmul_bf16_rounded_out16((uint16_t *)out, m->bin[wi], m->bmat[wi], N, m->bscratch);
+        else matmul_bf16_rounded(out, m->bin[wi], m->bmat[wi], N, m->bscratch);
     } else {
         rmsnorm_forward(y, rstd, x, g, N, C, (float)m->cfg.norm_eps);
         matmul_forward(out, y, w, N, C, OUT);
     }
 }
 
-/* y = swiglu(h13), then out = y W^T; in bf16 y goes to its rounded copy */
+/* y = swiglu(h13), then out = y W^T; in bf16 h13 holds bf16 values and y
+ * goes to its rounded copy */
 static void swiglu_mm_forward(Model *m, float *y, const float *h13, float *out, const float *w, int wi, int N, int F,
                               int OUT)
 {
     if (m->bf16) {
-        swiglu_forward_bf16(m->bin[wi], h13, N, F);
+        swiglu_forward_bf16(m->bin[wi], (const uint16_t *)h13, N, F);
         matmul_bf16_rounded(out, m->bin[wi], m->bmat[wi], N, m->bscratch);
     } else {
         swiglu_forward(y, h13, N, F);
@@ -483,13 +488,13 @@ static void mm_backward(Model *m, float *dinp, float *dw, const float *dout, con
 }
 
 /* dh13 = swiglu'(h13) dhact, then the product's backward with it as dout;
- * in bf16 dh13 goes straight to the rounded operand */
+ * in bf16 (h13 in bf16) dh13 goes straight to the rounded operand */
 static void swiglu_mm_backward(Model *m, float *dh13, const float *dhact, const float *h13, float *dinp, float *dw,
                                const float *inp, const float *w, int wi, int N, int IN, int F)
 {
     if (m->bf16) {
         uint16_t *d16 = bf16_scratch_operand(m->bscratch);
-        swiglu_backward_bf16(d16, dhact, h13, N, F);
+        swiglu_backward_bf16(d16, dhact, (const uint16_t *)h13, N, F);
         matmul_backward_bf16(dinp, 0.0f, dw, NULL, d16, inp, m->bin[wi], m->bmat[wi], N, m->bscratch);
     } else {
         swiglu_backward_set(dh13, dhact, h13, N, F);
@@ -554,7 +559,7 @@ static void block_forward(Model *m, const Batch *b, int l)
     LayerActs *a = &m->acts[l];
     /* attention block: x + wo(attn(rope(wqkv(norm(x))))) */
     norm_mm_forward(m, a->xn1, a->rstd1, m->resid[l], w->attn_norm, m->qkv_kv ? m->qkv_kv : a->qkv, w->wqkv, 4 * l,
-                    N, C, QKV);
+                    N, C, QKV, 0);
     if (m->qkv_kv) repeat_kv(a->qkv, m->qkv_kv, N, C, H, c->n_kv_heads);
     if (m->bf16) { /* q, k rotated and q, k, v rounded in one pass; the fp32 qkv stays unrotated, unread */
         rope_forward_bf16(m->bqkv[l], a->qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
@@ -570,7 +575,7 @@ static void block_forward(Model *m, const Batch *b, int l)
     mm_forward(m, m->tmp, a->atto, w->wo, 4 * l + 1, N, C, C);
     residual_forward(a->xmid, m->resid[l], m->tmp, NC);
     /* MLP block: x + w2(silu(w1 norm(x)) * w3 norm(x)) */
-    norm_mm_forward(m, a->xn2, a->rstd2, a->xmid, w->mlp_norm, a->h13, w->w13, 4 * l + 2, N, C, 2 * F);
+    norm_mm_forward(m, a->xn2, a->rstd2, a->xmid, w->mlp_norm, a->h13, w->w13, 4 * l + 2, N, C, 2 * F, 1);
     swiglu_mm_forward(m, a->hact, a->h13, m->tmp, w->w2, 4 * l + 3, N, F, C);
     residual_forward(m->resid[l + 1], a->xmid, m->tmp, NC);
 }
@@ -584,7 +589,7 @@ void model_forward(Model *m, const Batch *b, float *logp)
     embedding_forward(m->resid[0], b->tokens, m->w.tok_emb, N, C);
     for (int l = 0; l < c->n_layers; l++) block_forward(m, b, l);
     norm_mm_forward(m, m->xnf, m->rstdf, m->resid[c->n_layers], m->w.final_norm, m->logits, m->w.head,
-                    4 * c->n_layers, N, C, V);
+                    4 * c->n_layers, N, C, V, 0);
     target_logp_forward(logp, m->lse, m->logits, b->targets, b->n_targets, N, V);
 }
 

@@ -1174,7 +1174,19 @@ typedef struct {
     const float *h13, *dout;
     int N, F, accumulate;
     uint16_t *out16, *dh16; /* bf16 output instead of out / dh13 (not accumulating) */
+    const uint16_t *h16;    /* bf16 input instead of h13 (with out16 / dh16) */
 } SwiArgs;
+
+/* VW lanes of h13 (or its bf16 copy) at element i of row n's 2F */
+static inline vwf swi_load(const SwiArgs *a, size_t i)
+{
+    return a->h16 ? vw_load_bf16(a->h16 + i) : vw_load(a->h13 + i);
+}
+
+static inline float swi_at(const SwiArgs *a, size_t i)
+{
+    return a->h16 ? bf16_to_float(a->h16[i]) : a->h13[i];
+}
 
 static void swiglu_forward_task(void *p, int t, int nt)
 {
@@ -1184,18 +1196,18 @@ static void swiglu_forward_task(void *p, int t, int nt)
     pool_range((size_t)a->N, t, nt, &n0, &n1);
     vwf one = vw_set1(1.0f);
     for (size_t n = n0; n < n1; n++) {
-        const float *g = a->h13 + n * 2 * F, *u = g + F;
+        size_t g = n * 2 * F, u = g + F; /* gate and up of row n */
         float *y = a->out16 ? NULL : a->out + n * F;
         uint16_t *y16 = a->out16 ? a->out16 + n * F : NULL;
         int f = 0;
         for (; f + VW <= F; f += VW) {
-            vwf gv = vw_load(g + f);
-            vwf yv = gv / (one + vw_exp(-gv)) * vw_load(u + f);
+            vwf gv = swi_load(a, g + f);
+            vwf yv = gv / (one + vw_exp(-gv)) * swi_load(a, u + f);
             if (y16) vw_store_bf16(y16 + f, yv);
             else vw_store(y + f, yv);
         }
         for (; f < F; f++) {
-            float yf = g[f] / (1.0f + scalar_exp(-g[f])) * u[f];
+            float gf = swi_at(a, g + f), yf = gf / (1.0f + scalar_exp(-gf)) * swi_at(a, u + f);
             if (y16) y16[f] = bf16_from_float(yf);
             else y[f] = yf;
         }
@@ -1208,9 +1220,9 @@ void swiglu_forward(float *out, const float *h13, int N, int F)
     pool_run(swiglu_forward_task, &a);
 }
 
-void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F)
+void swiglu_forward_bf16(uint16_t *out16, const uint16_t *h16, int N, int F)
 {
-    SwiArgs a = { .out16 = out16, .h13 = h13, .N = N, .F = F };
+    SwiArgs a = { .out16 = out16, .h16 = h16, .N = N, .F = F };
     pool_run(swiglu_forward_task, &a);
 }
 
@@ -1223,13 +1235,13 @@ static void swiglu_backward_task(void *p, int t, int nt)
     vwf one = vw_set1(1.0f);
     float keep = a->accumulate ? 1.0f : 0.0f;
     for (size_t n = n0; n < n1; n++) {
-        const float *g = a->h13 + n * 2 * F, *u = g + F;
+        size_t g = n * 2 * F, u = g + F; /* gate and up of row n */
         const float *dy = a->dout + n * F;
         float *dg = a->dh16 ? NULL : a->dh13 + n * 2 * F, *du = a->dh16 ? NULL : dg + F;
         uint16_t *dg16 = a->dh16 ? a->dh16 + n * 2 * F : NULL, *du16 = a->dh16 ? dg16 + F : NULL;
         int f = 0;
         for (; f + VW <= F; f += VW) {
-            vwf gv = vw_load(g + f), uv = vw_load(u + f), dyv = vw_load(dy + f);
+            vwf gv = swi_load(a, g + f), uv = swi_load(a, u + f), dyv = vw_load(dy + f);
             vwf sig = one / (one + vw_exp(-gv));
             vwf dgv = dyv * uv * sig * (one + gv * (one - sig)), duv = dyv * gv * sig;
             if (dg16) {
@@ -1242,8 +1254,8 @@ static void swiglu_backward_task(void *p, int t, int nt)
             vw_store(du + f, duv);
         }
         for (; f < F; f++) {
-            float sig = 1.0f / (1.0f + scalar_exp(-g[f]));
-            float dgs = dy[f] * u[f] * sig * (1.0f + g[f] * (1.0f - sig)), dus = dy[f] * g[f] * sig;
+            float gf = swi_at(a, g + f), uf = swi_at(a, u + f), sig = 1.0f / (1.0f + scalar_exp(-gf));
+            float dgs = dy[f] * uf * sig * (1.0f + gf * (1.0f - sig)), dus = dy[f] * gf * sig;
             if (dg16) {
                 dg16[f] = bf16_from_float(dgs), du16[f] = bf16_from_float(dus);
                 continue;
@@ -1266,9 +1278,9 @@ void swiglu_backward_set(float *dh13, const float *dout, const float *h13, int N
     pool_run(swiglu_backward_task, &a);
 }
 
-void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, int N, int F)
+void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const uint16_t *h16, int N, int F)
 {
-    SwiArgs a = { .dh16 = dh16, .dout = dout, .h13 = h13, .N = N, .F = F };
+    SwiArgs a = { .dh16 = dh16, .dout = dout, .h16 = h16, .N = N, .F = F };
     pool_run(swiglu_backward_task, &a);
 }
 
@@ -1640,10 +1652,10 @@ static void round_rows(uint16_t *dst, const float *src, size_t rows, size_t rows
 /* Products with the rows of C split in tiles over the pool:
  * C[M, N] = beta C + A[M, K] B, B a prepared matrix (forward: W^T, input gradient: W). */
 typedef struct {
-    float *C;
+    void *C; /* float, or uint16_t with out16 */
     const uint16_t *A;
     const Bf16Matrix *w;
-    int M, N, K, lda;
+    int M, N, K, lda, out16;
     float beta;
     const Bf16Prim *prim[N_SIZES];
     Bf16Scratch *s;
@@ -1670,31 +1682,35 @@ static void row_tiles_task(void *p, int t, int nt)
         if ((size_t)start < lo || (size_t)start >= hi) continue;
         const Bf16Prim *pr = g->prim[size_index(BF16_TILE, sz)];
         const uint16_t *A = g->A + (size_t)start * g->lda;
-        float *C = g->C + (size_t)start * g->N;
+        size_t es = g->out16 ? sizeof(uint16_t) : sizeof(float);
+        char *C = (char *)g->C + (size_t)start * g->N * es;
         int valid = g->M - start < sz ? g->M - start : sz;
         if (valid == sz) {
             bf16_run(pr, t, A, g->w, C);
             continue;
         }
         /* a tile past the last row: through the tile buffer (rows past M are junk) */
-        size_t bytes = sizeof(float) * (size_t)valid * g->N;
+        size_t bytes = es * (size_t)valid * g->N;
         if (g->beta != 0.0f) memcpy(tile, C, bytes);
         bf16_run(pr, t, A, g->w, tile);
         memcpy(C, tile, bytes);
     }
 }
 
-/* A [M, K] with row stride lda; K and N from w (W^T when transposed, else W) */
-static void row_tiles(float *C, float beta, const uint16_t *A, int lda, const Bf16Matrix *w, int transposed, int M,
-                      Bf16Scratch *s)
+/* A [M, K] with row stride lda; K and N from w (W^T when transposed, else
+ * W); C float, or (out16: forward only, beta 0) uint16_t */
+static void row_tiles(void *C, float beta, const uint16_t *A, int lda, const Bf16Matrix *w, int transposed, int M,
+                      int out16, Bf16Scratch *s)
 {
     int rows = bf16_matrix_rows(w), cols = bf16_matrix_cols(w);
     RowTiles g = { .C = C, .A = A, .w = w, .M = M, .N = transposed ? rows : cols, .K = transposed ? cols : rows,
-                   .lda = lda, .beta = beta, .s = s };
+                   .lda = lda, .out16 = out16, .beta = beta, .s = s };
     if (g.N > s->cols || lda > s->cols || pad_rows((size_t)M) > s->rows)
         fatal(EXIT_RUNTIME, "internal: bf16 product %dx%dx%d exceeds its scratch", M, g.N, g.K);
     for (int i = 0, sz = BF16_TILE; i < N_SIZES; i++, sz /= 2)
-        g.prim[i] = bf16_prim(0, 0, transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, lda, 0, g.N, beta, "layer products");
+        g.prim[i] = out16 ? bf16_prim_out16(BF16_B_WT, sz, g.N, g.K, lda, g.N, "layer products")
+                          : bf16_prim(0, 0, transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, lda, 0, g.N, beta,
+                                      "layer products");
     pool_run(row_tiles_task, &g);
 }
 
@@ -1726,18 +1742,29 @@ void matmul_bf16_prepare(int rows, int cols)
     bf16_prim_any(1, 0, 1.0f, "weight gradients");
 }
 
+void matmul_bf16_prepare_out16(int rows, int cols)
+{
+    for (int sz = BF16_TILE; sz >= BF16_MIN_TILE; sz /= 2)
+        bf16_prim_out16(BF16_B_WT, sz, rows, cols, cols, rows, "layer products");
+}
+
 void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s, uint16_t *keep)
 {
     int IN = bf16_matrix_cols(w);
     if (pad_rows((size_t)N) > s->rows || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
     uint16_t *a16 = keep ? keep : s->a;
     round_rows(a16, inp, (size_t)N, pad_rows((size_t)N), IN);
-    row_tiles(out, 0.0f, a16, IN, w, 1, N, s);
+    row_tiles(out, 0.0f, a16, IN, w, 1, N, 0, s);
 }
 
 void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
 {
-    row_tiles(out, 0.0f, inp16, bf16_matrix_cols(w), w, 1, N, s);
+    row_tiles(out, 0.0f, inp16, bf16_matrix_cols(w), w, 1, N, 0, s);
+}
+
+void matmul_bf16_rounded_out16(uint16_t *out16, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
+{
+    row_tiles(out16, 0.0f, inp16, bf16_matrix_cols(w), w, 1, N, 1, s);
 }
 
 void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const uint16_t *dout16,
@@ -1748,7 +1775,7 @@ void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout,
     if (rows16 > s->rows || OUT > s->cols || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
     if (!dout16) round_rows(s->a, dout, (size_t)N, rows16, OUT);
     const uint16_t *dy = dout16 ? dout16 : s->a;
-    if (dinp) row_tiles(dinp, beta, dy, OUT, w, 0, N, s);
+    if (dinp) row_tiles(dinp, beta, dy, OUT, w, 0, N, 0, s);
     if (dw) {
         if (!inp16) round_rows(s->b, inp, (size_t)N, (size_t)N, IN);
         DwArgs g = { .dw = dw, .dy = dy, .x = inp16 ? inp16 : s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f, "weight gradients"),

@@ -152,6 +152,8 @@ size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int H, in
  * (fixed shapes, and the weight gradient's runtime shape), so that no step
  * creates one. */
 void matmul_bf16_prepare(int rows, int cols);
+/* The same for matmul_bf16_rounded_out16's products of that weight. */
+void matmul_bf16_prepare_out16(int rows, int cols);
 /* The same for attention over rows of up to T tokens, width C, H heads:
  * the fixed-shape products of every query block and key range that rows
  * whose length is a multiple of ATTN_KGRAIN have (ATTN_QBLOCK / ATTN_KGRAIN
@@ -164,9 +166,11 @@ void attention_bf16_prepare(int T, int C, int H);
 void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
 
 /* rmsnorm_forward / swiglu_forward writing their output rounded to bf16
- * (the same fp32 values, rounded: the operand of the next product). */
+ * (the same fp32 values, rounded: the operand of the next product);
+ * swiglu's input h16 is h13 in bf16 (matmul_bf16_rounded_out16's), the
+ * SwiGLU itself computed in fp32. */
 void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C, float eps);
-void swiglu_forward_bf16(uint16_t *out16, const float *h13, int N, int F);
+void swiglu_forward_bf16(uint16_t *out16, const uint16_t *h16, int N, int F);
 /* rope_forward / rope_backward of qkv [N,3C] (left as it is) written rounded
  * to bf16: q and k rotated, v copied (the same fp32 values as the fp32
  * kernel's, rounded). The forward's out16 is head-major, [3H, N, hd] (q
@@ -176,8 +180,8 @@ void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, co
                        int N, int C, int H);
 void rope_backward_bf16(uint16_t *out16, const float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t,
                         int N, int C, int H);
-/* swiglu_backward_set writing dh13 rounded to bf16. */
-void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const float *h13, int N, int F);
+/* swiglu_backward_set from h13 in bf16, writing dh13 rounded to bf16. */
+void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const uint16_t *h16, int N, int F);
 
 /* matmul_forward with W = w (a Bf16Matrix of W [OUT, IN]). keep: NULL, or
  * where the rounded inp goes ([N rounded up to 16, IN]), for the backward. */
@@ -185,6 +189,10 @@ void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int 
 /* The same on rows already rounded, inp16 [N rounded up to 16, IN]: the
  * product itself (the bf16 peak of `fspo bench`). */
 void matmul_bf16_rounded(float *out, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
+/* The same with out16 [N, OUT] the fp32 sums rounded to bf16 (the same
+ * values as matmul_bf16_rounded's, rounded), for an output that is only read
+ * in bf16: w13's, which SwiGLU reads (half the bytes written and read). */
+void matmul_bf16_rounded_out16(uint16_t *out16, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
 /* Median GFLOP/s of an n x n x n bf16 product (matmul_bf16_rounded on
  * rounded operands) over `reps` runs after one warm-up, on the pool: the
  * ceiling that MFU is measured against in bf16. */

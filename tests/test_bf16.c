@@ -193,6 +193,27 @@ static void test_products(void)
                 !memcmp(dw[th], dw[0], sizeof(float) * OUT * IN);
     check(same, "bf16 products bitwise equal at 1, 2, 3 pool threads", "forward, input and weight gradients");
 
+    /* the forward with a bf16 output (w13's): the fp32 product's values rounded, at every pool size */
+    matmul_bf16_prepare_out16(OUT, IN);
+    size_t rows16 = ((size_t)N + 15) / 16 * 16;
+    uint16_t *inp16 = calloc(rows16 * IN, 2), *y16 = malloc(2 * (size_t)N * OUT);
+    float *y32 = malloc(sizeof(float) * N * OUT);
+    bf16_round(inp16, inp, (size_t)N * IN);
+    long c0 = bf16_prim_creations();
+    int out16_ok = 1;
+    for (int th = 1; th <= 3; th++) {
+        pool_set_threads(th);
+        matmul_bf16_rounded(y32, inp16, bw, N, s);
+        memset(y16, 0xff, 2 * (size_t)N * OUT);
+        matmul_bf16_rounded_out16(y16, inp16, bw, N, s);
+        for (size_t i = 0; i < (size_t)N * OUT; i++) out16_ok &= y16[i] == bf16_from_float(y32[i]);
+    }
+    pool_set_threads(1);
+    check(out16_ok && bf16_prim_creations() == c0, "bf16 products with a bf16 output equal the fp32 output rounded",
+          "%d x %d x %d at 1, 2, 3 pool threads, every element (NaN before), %ld primitives created after prepare", N,
+          OUT, IN, bf16_prim_creations() - c0);
+    free(inp16), free(y16), free(y32);
+
     /* beta 0 and NULL gradients: the model's calls; no primitive created for any row count */
     long before = bf16_prim_creations();
     int ok = 1;
@@ -307,21 +328,30 @@ static void test_vector_kernels(void)
             dh_ref[n * 2 * F + f] += d * u[f] * sig * (1.0f + g[f] * (1.0f - sig));
             dh_ref[n * 2 * F + F + f] += d * g[f] * sig;
         }
+    /* the bf16 variants read h13 in bf16: against the fp32 kernels on the rounded h13 */
+    uint16_t *h16 = malloc(2 * (size_t)N * 2 * F);
+    float *h13r = malloc(sizeof(float) * N * 2 * F), *outr = malloc(sizeof(float) * N * F);
+    bf16_round(h16, h13, (size_t)N * 2 * F);
+    for (int i = 0; i < N * 2 * F; i++) h13r[i] = bf16_to_float(h16[i]);
     swiglu_forward(out, h13, N, F);
-    swiglu_forward_bf16(o16, h13, N, F);
+    swiglu_forward(outr, h13r, N, F);
+    swiglu_forward_bf16(o16, h16, N, F);
     sw_ok &= same_bits(out, out_ref, sizeof(float) * N * F);
-    for (int i = 0; i < N * F; i++) sw_ok &= o16[i] == bf16_from_float(out_ref[i]);
+    for (int i = 0; i < N * F; i++) sw_ok &= o16[i] == bf16_from_float(outr[i]);
     float *dh0 = malloc(sizeof(float) * N * 2 * F);
     swiglu_backward(dh, dy, h13, N, F);
     sw_ok &= same_bits(dh, dh_ref, sizeof(float) * N * 2 * F);
     /* the bf16 backward overwrites: against the overwriting fp32 variant, itself the scalar formula on zeros */
-    swiglu_backward_bf16(d16, dy, h13, N, F);
+    swiglu_backward_bf16(d16, dy, h16, N, F);
     swiglu_backward_set(dh, dy, h13, N, F);
     memset(dh0, 0, sizeof(float) * N * 2 * F);
     swiglu_backward(dh0, dy, h13, N, F);
     sw_ok &= same_bits(dh, dh0, sizeof(float) * N * 2 * F);
+    swiglu_backward_set(dh, dy, h13r, N, F);
     for (int i = 0; i < N * 2 * F; i++) sw_ok &= d16[i] == bf16_from_float(dh[i]);
-    check(sw_ok, "SwiGLU vector loops == scalar formula", "forward, backward (accumulating), bf16 outputs == rounded fp32");
+    check(sw_ok, "SwiGLU vector loops == scalar formula",
+          "forward, backward (accumulating), bf16 variants (h13 in bf16) == fp32 on the rounded h13, rounded");
+    free(h16), free(h13r), free(outr);
 
     float *x = randn((size_t)N * Cn, 1), *g = randn(Cn, 1), *dout = randn((size_t)N * Cn, 1), rstd[9];
     float *dx = randn((size_t)N * Cn, 1), *dg = randn(Cn, 1);
