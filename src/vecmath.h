@@ -85,9 +85,29 @@ VEC_DEFINE_EXP(v8_exp, v8f, v8i, v8_set1, v8_select, v8_min, v8_max)
  * rounds to infinity. */
 typedef uint16_t v8h __attribute__((vector_size(16)));
 typedef uint32_t v8u __attribute__((vector_size(32)));
+/* Where the build has AVX512-BF16 (every CPU with AMX has it), the
+ * instruction VCVTNEPS2BF16 rounds the same way in one step, NaNs alike,
+ * except that it flushes subnormal inputs to zero: a vector holding one
+ * takes the bit-pattern path, so the results are the same bits either way. */
+#if defined(__AVX512BF16__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#define HW_BF16 1
+#else
+#define HW_BF16 0
+#endif
 static inline v8h v8_to_bf16(v8f x)
 {
     v8u b = (v8u)x;
+#if HW_BF16
+    __m256i bi = (__m256i)b;
+    if (!(_mm256_testn_epi32_mask(bi, _mm256_set1_epi32(0x7f800000)) &
+          _mm256_test_epi32_mask(bi, _mm256_set1_epi32(0x007fffff)))) {
+        __m128bh h = _mm256_cvtneps_pbh((__m256)x);
+        v8h r;
+        memcpy(&r, &h, sizeof r);
+        return r;
+    }
+#endif
     v8u r = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
     v8u nan = (v8u)((b & 0x7fffffffu) > 0x7f800000u);
     r = (r & ~nan) | (((b >> 16) | 0x40u) & nan);
@@ -163,6 +183,15 @@ static inline v16f v16_load_bf16(const uint16_t *p)
 static inline void v16_store_bf16(uint16_t *p, v16f x)
 {
     v16u b = (v16u)x;
+#if HW_BF16
+    __m512i bi = (__m512i)b;
+    if (!(_mm512_testn_epi32_mask(bi, _mm512_set1_epi32(0x7f800000)) &
+          _mm512_test_epi32_mask(bi, _mm512_set1_epi32(0x007fffff)))) {
+        __m256bh h = _mm512_cvtneps_pbh((__m512)x);
+        memcpy(p, &h, sizeof h);
+        return;
+    }
+#endif
     v16u r = (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
     v16u nan = (v16u)((b & 0x7fffffffu) > 0x7f800000u);
     r = (r & ~nan) | (((b >> 16) | 0x40u) & nan);
