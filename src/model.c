@@ -644,18 +644,21 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         mm_backward(m, m->d_atto, g->wo, m->d_resid, a->atto, w->wo, 4 * l + 1, N, C, C);
         if (ready) ready(ctx, lt[2].offset);
         if (!m->bf16) zero_floats(m->d_qkv, NC * 3); /* (the bf16 backward writes every element) */
+        /* bf16 without GQA: dq, dk rotated back and dq, dk, dv rounded as the
+         * attention backward writes them, straight into the qkv product's dout */
+        uint16_t *d16 = m->bf16 && !m->qkv_kv ? bf16_scratch_operand(m->bscratch) : NULL;
+        Bf16RopeBack rope = { d16, b->pos, m->rope_cos, m->rope_sin };
         if (m->bf16)
-            attention_backward_bf16(m->d_qkv, m->d_att, attention_scratch_floats(m->cap_len), m->d_atto, a->atto,
-                                    (uint16_t *)a->att, NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H, b->S, m->bscratch);
+            attention_backward_bf16(m->d_qkv, d16 ? &rope : NULL, m->d_att, attention_scratch_floats(m->cap_len),
+                                    m->d_atto, a->atto, (uint16_t *)a->att, NULL, m->bqkv[l], b->seg, b->vis, B, T, C, H,
+                                    b->S, m->bscratch);
         else if (m->flash)
             attention_backward_flash(m->d_qkv, m->d_att, m->d_att_floats, m->d_atto, a->atto, a->att_lse, a->qkv,
                                      b->seg, b->vis, B, T, C, H, b->S);
         else
             attention_backward(m->d_qkv, m->d_att, m->d_att_floats, m->d_atto, a->att, a->qkv, b->seg, b->vis, B, T,
                                C, H, b->S);
-        if (m->bf16 && !m->qkv_kv) { /* rotated back and rounded in one pass: the product's dout operand */
-            uint16_t *d16 = bf16_scratch_operand(m->bscratch);
-            rope_backward_bf16(d16, m->d_qkv, b->pos, m->rope_cos, m->rope_sin, N, C, H);
+        if (d16) {
             matmul_backward_bf16(m->d_norm, 0.0f, g->wqkv, NULL, d16, a->xn1, m->bin[4 * l], m->bmat[4 * l], N,
                                  m->bscratch);
         } else {

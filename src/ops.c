@@ -361,14 +361,6 @@ void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, co
     pool_run(rope_task, &a);
 }
 
-void rope_backward_bf16(uint16_t *out16, const float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t,
-                        int N, int C, int H)
-{
-    RopeArgs a = { .in = dqkv, .out16 = out16, .pos = pos, .cos_t = cos_t, .sin_t = sin_t, .N = N, .C = C, .H = H,
-                   .sign = -1.0f };
-    pool_run(rope_task, &a);
-}
-
 /* ---- attention ---------------------------------------------------------- */
 
 /* Key ranges a query block [i0,i1) of one row needs: key u < i1 is needed
@@ -530,11 +522,7 @@ static void masked_softmax_row(float *const *rp, uint16_t *const *pp, int t, int
     }
 }
 
-/* dst[i * ld + d] = src[i * hd + d] for i < rows, d < hd */
-static void set_rows(float *dst, int ld, const float *src, int rows, int hd)
-{
-    for (int i = 0; i < rows; i++) memcpy(dst + (size_t)i * ld, src + (size_t)i * hd, sizeof(float) * hd);
-}
+
 
 /* rp[r] = row + ra[r]: the ranges of a whole row (the fp32 layout) */
 static void range_ptrs(float **rp, float *row, int nr, const int *ra)
@@ -578,6 +566,9 @@ typedef struct {
     Bf16Scratch *s16;
     const uint16_t *qkv16, *dout16;
     uint16_t *att16; /* bf16: the probabilities, rounded (in place of att; see attention_forward_bf16) */
+    uint16_t *dqkv16; /* bf16 backward: dq, dk rotated back and dq, dk, dv rounded here instead of dqkv */
+    const int32_t *pos;
+    const float *cos_t, *sin_t;
     const AttnTable *tab;
     const Bf16Prim *any[AP_KINDS];
 } AttnArgs;
@@ -997,6 +988,23 @@ static float head_dot(const uint16_t *x, const float *y, int n)
     return s;
 }
 
+/* Rows [i0, i0 + rows) of part (0 q, 1 k, 2 v) of head h of batch row b,
+ * from src [rows, hd]: into dqkv, or with dqkv16 rotated back (q, k) and
+ * rounded into dqkv16 [N,3C]: the bits rope_backward on dqkv, then
+ * rounding, would give (rope_head on the same values), without dqkv. */
+static void put_head_rows(const AttnArgs *a, int b, int h, int part, int i0, int rows, const float *src)
+{
+    int C = a->C, hd = C / a->H, half = hd / 2;
+    for (int i = 0; i < rows; i++) {
+        size_t n = (size_t)b * a->T + i0 + i, o = n * 3 * C + (size_t)part * C + (size_t)h * hd;
+        const float *z = src + (size_t)i * hd;
+        if (!a->dqkv16) memcpy(a->dqkv + o, z, sizeof(float) * hd);
+        else if (part == 2) bf16_round(a->dqkv16 + o, z, (size_t)hd);
+        else rope_head(NULL, a->dqkv16 + o, z, a->cos_t + (size_t)a->pos[n] * half, a->sin_t + (size_t)a->pos[n] * half,
+                       half, -1.0f);
+    }
+}
+
 /* One query block [i0, i0+m) of the bf16 backward, its ranges' tiles as
  * the forward's (P16: the block's part of att16): dP = dO V_r^T into D's
  * tiles, the softmax backward writes dS rounded into D16's from the saved
@@ -1006,9 +1014,9 @@ static float head_dot(const uint16_t *x, const float *y, int n)
 static void backward_block16(const AttnArgs *a, int t, int b, int h, int i0, int m, int nr, const int *ra,
                              const int *rb, const size_t *off, const uint16_t *P16, float *D, uint16_t *D16,
                              const uint16_t *q16, const uint16_t *k16, const uint16_t *v16, const uint16_t *dO16,
-                             float *acc, float *dq, float scale)
+                             float *acc, float scale)
 {
-    int T = a->T, hd = a->C / a->H, ld = 3 * a->C;
+    int T = a->T, hd = a->C / a->H;
     float *dk = acc, *dv = acc + (size_t)T * hd, *dqb = dv + (size_t)T * hd;
     const uint16_t *dOb = dO16 + (size_t)i0 * hd;
     const uint16_t *pr[ATTN_MAX_RANGES];
@@ -1039,7 +1047,7 @@ static void backward_block16(const AttnArgs *a, int t, int b, int h, int i0, int
         attn_mm(a, t, r ? AP_AB1 : AP_AB0, m, n, D16 + off[r], k16 + (size_t)u0 * hd, dqb);
         attn_mm(a, t, AP_ATB1, m, n, D16 + off[r], q16 + (size_t)i0 * hd, dk + (size_t)u0 * hd);
     }
-    set_rows(dq + (size_t)i0 * ld, ld, dqb, m, hd);
+    put_head_rows(a, b, h, 0, i0, m, dqb);
 }
 
 static void attention_backward_task(void *p, int t, int nt)
@@ -1064,8 +1072,6 @@ static void attention_backward_task(void *p, int t, int nt)
         const int32_t *seg_row = a->seg ? a->seg + (size_t)b * T : NULL;
         const uint8_t *vis_b = a->vis ? a->vis + (size_t)b * S * S : NULL;
         size_t off = (size_t)b * T * ld + (size_t)h * hd, off_o = (size_t)b * T * C + (size_t)h * hd;
-        float *dq = a->dqkv + off;
-        float *dk = dq + C, *dv = dq + 2 * C;
         if (a->s16) {
             const uint16_t *q16, *k16, *v16, *dO16;
             heads16(a, b, h, &q16, &k16, &v16, &dO16);
@@ -1074,13 +1080,14 @@ static void attention_backward_task(void *p, int t, int nt)
                 int i1 = i0 + ATTN_QBLOCK < T ? i0 + ATTN_QBLOCK : T;
                 int nr = block_ranges16(a, i0, i1, seg_row, vis_b, ra, rb, roff);
                 const uint16_t *P16 = a->att16 + (((size_t)b * H + h) * T + i0) * T;
-                backward_block16(a, t, b, h, i0, i1 - i0, nr, ra, rb, roff, P16, D, D16, q16, k16, v16, dO16, acc, dq, scale);
+                backward_block16(a, t, b, h, i0, i1 - i0, nr, ra, rb, roff, P16, D, D16, q16, k16, v16, dO16, acc, scale);
                 if (t == 0) pool_progress();
             }
-            set_rows(dk, ld, acc, T, hd);
-            set_rows(dv, ld, acc + (size_t)T * hd, T, hd);
+            put_head_rows(a, b, h, 1, 0, T, acc);
+            put_head_rows(a, b, h, 2, 0, T, acc + (size_t)T * hd);
             continue;
         }
+        float *dq = a->dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
         const float *q = a->qkv + off, *k = q + C, *v = q + 2 * C;
         const float *A = a->att + ((size_t)b * H + h) * T * T;
         const float *dO = a->dout + off_o;
@@ -1127,10 +1134,10 @@ static void attention_backward_task(void *p, int t, int nt)
     }
 }
 
-static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_floats, const float *dout,
-                                   const float *out, const float *att, const uint16_t *att16, const float *qkv, const uint16_t *qkv16,
-                                   const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S,
-                                   Bf16Scratch *s16)
+static void attention_backward_any(float *dqkv, const Bf16RopeBack *rope, float *scratch, size_t scratch_floats,
+                                   const float *dout, const float *out, const float *att, const uint16_t *att16,
+                                   const float *qkv, const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B,
+                                   int T, int C, int H, int S, Bf16Scratch *s16)
 {
     size_t per = (T < ATTN_QBLOCK ? (size_t)T : ATTN_QBLOCK) * (size_t)T;
     int workers = pool_threads();
@@ -1141,6 +1148,7 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
                    .att16 = (uint16_t *)att16,
                    .qkv = qkv, .seg = seg, .vis = vis,
                    .B = B, .T = T, .C = C, .H = H, .S = S, .workers = workers, .s16 = s16 };
+    if (rope) a.dqkv16 = rope->dqkv16, a.pos = rope->pos, a.cos_t = rope->cos_t, a.sin_t = rope->sin_t;
     if (s16) {
         size_t N = (size_t)B * T;
         if (N > s16->rows || T > s16->T || C != s16->C)
@@ -1157,14 +1165,17 @@ static void attention_backward_any(float *dqkv, float *scratch, size_t scratch_f
 void attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *att,
                         const float *qkv, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H, int S)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, NULL, att, NULL, qkv, NULL, seg, vis, B, T, C, H, S, NULL);
+    attention_backward_any(dqkv, NULL, scratch, scratch_floats, dout, NULL, att, NULL, qkv, NULL, seg, vis, B, T, C, H, S,
+                           NULL);
 }
 
-void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *out,
-                             const uint16_t *att16, const float *qkv, const uint16_t *qkv16, const int32_t *seg,
-                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s16)
+void attention_backward_bf16(float *dqkv, const Bf16RopeBack *rope, float *scratch, size_t scratch_floats,
+                             const float *dout, const float *out, const uint16_t *att16, const float *qkv,
+                             const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H,
+                             int S, Bf16Scratch *s16)
 {
-    attention_backward_any(dqkv, scratch, scratch_floats, dout, out, NULL, att16, qkv, qkv16, seg, vis, B, T, C, H, S, s16);
+    attention_backward_any(dqkv, rope, scratch, scratch_floats, dout, out, NULL, att16, qkv, qkv16, seg, vis, B, T, C, H,
+                           S, s16);
 }
 
 /* ---- SwiGLU ------------------------------------------------------------- */

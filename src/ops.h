@@ -171,15 +171,13 @@ void bf16_set_matrices(Bf16Matrix *const *m, const float *const *w, int n);
  * SwiGLU itself computed in fp32. */
 void rmsnorm_forward_bf16(uint16_t *out16, float *rstd, const float *inp, const float *g, int N, int C, float eps);
 void swiglu_forward_bf16(uint16_t *out16, const uint16_t *h16, int N, int F);
-/* rope_forward / rope_backward of qkv [N,3C] (left as it is) written rounded
- * to bf16: q and k rotated, v copied (the same fp32 values as the fp32
- * kernel's, rounded). The forward's out16 is head-major, [3H, N, hd] (q
- * heads, k heads, v heads; each head's rows together: attention's
- * operands); the backward's is [N,3C] (the qkv product's dout). */
+/* rope_forward of qkv [N,3C] (left as it is) written rounded to bf16: q and
+ * k rotated, v copied (the same fp32 values as the fp32 kernel's, rounded),
+ * head-major, [3H, N, hd] (q heads, k heads, v heads; each head's rows
+ * together: attention's operands). The backward's rotation is done by
+ * attention_backward_bf16 as it writes dq, dk (Bf16RopeBack). */
 void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t,
                        int N, int C, int H);
-void rope_backward_bf16(uint16_t *out16, const float *dqkv, const int32_t *pos, const float *cos_t, const float *sin_t,
-                        int N, int C, int H);
 /* swiglu_backward_set from h13 in bf16, writing dh13 rounded to bf16. */
 void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const uint16_t *h16, int N, int F);
 
@@ -218,9 +216,19 @@ uint16_t *bf16_scratch_operand(Bf16Scratch *s);
  * element of dqkv[B,T,3C] (not +=, unlike attention_backward). */
 void attention_forward_bf16(float *out, uint16_t *att16, const float *qkv, uint16_t *keep, const int32_t *seg,
                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
-void attention_backward_bf16(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *out,
-                             const uint16_t *att16, const float *qkv, const uint16_t *qkv16, const int32_t *seg,
-                             const uint8_t *vis, int B, int T, int C, int H, int S, Bf16Scratch *s);
+/* With rope (else NULL), the backward writes dq, dk, dv rotated back (q, k:
+ * rope_backward's rotation) and rounded, into rope->dqkv16 [N,3C] (the qkv
+ * product's dout: the bits rope_backward of dqkv, then bf16_round, would
+ * give), and dqkv is not written (may be NULL). */
+typedef struct {
+    uint16_t *dqkv16;
+    const int32_t *pos;
+    const float *cos_t, *sin_t;
+} Bf16RopeBack;
+void attention_backward_bf16(float *dqkv, const Bf16RopeBack *rope, float *scratch, size_t scratch_floats,
+                             const float *dout, const float *out, const uint16_t *att16, const float *qkv,
+                             const uint16_t *qkv16, const int32_t *seg, const uint8_t *vis, int B, int T, int C, int H,
+                             int S, Bf16Scratch *s);
 /* att [B,H,T,T] = the probabilities attention_forward_bf16 saved in att16,
  * in attention_forward's layout (entries outside the key ranges left as
  * they are). For tests; run with the same prepared tables as the forward. */

@@ -296,20 +296,21 @@ static void test_vector_kernels(void)
                             z[2 * i + 1] = z0 * sn + z1 * c;
                         }
                     }
-            /* the forward's bf16 copy is head-major [3H, N, hd], the backward's [N, 3C] */
+            memcpy(y, x, sizeof(float) * N * 3 * C);
+            (dir ? rope_backward : rope_forward)(y, pos, ct, st, N, C, H);
+            ok &= same_bits(y, ref, sizeof(float) * N * 3 * C);
+            if (dir) continue; /* (the bf16 backward's rotation is the attention backward's: test_attention) */
+            /* the forward's bf16 copy is head-major [3H, N, hd] */
             for (int n = 0; n < N; n++)
                 for (int j = 0; j < 3 * H; j++)
                     for (int d = 0; d < hd; d++)
-                        ref16[dir ? (size_t)n * 3 * C + (size_t)j * hd + d : ((size_t)j * N + n) * hd + d] =
-                            bf16_from_float(ref[(size_t)n * 3 * C + (size_t)j * hd + d]);
-            memcpy(y, x, sizeof(float) * N * 3 * C);
-            (dir ? rope_backward : rope_forward)(y, pos, ct, st, N, C, H);
-            (dir ? rope_backward_bf16 : rope_forward_bf16)(y16, x, pos, ct, st, N, C, H);
-            ok &= same_bits(y, ref, sizeof(float) * N * 3 * C) && same_bits(y16, ref16, 2 * (size_t)N * 3 * C);
+                        ref16[((size_t)j * N + n) * hd + d] = bf16_from_float(ref[(size_t)n * 3 * C + (size_t)j * hd + d]);
+            rope_forward_bf16(y16, x, pos, ct, st, N, C, H);
+            ok &= same_bits(y16, ref16, 2 * (size_t)N * 3 * C);
         }
         char label[96];
         snprintf(label, sizeof label, "RoPE vector loops == scalar formula (hd %d)", hd);
-        check(ok, label, "forward and backward, fp32 in place and rounded to bf16 (q, k rotated, v copied; the forward's copy head-major)");
+        check(ok, label, "forward and backward in place; the forward rounded to bf16 (q, k rotated, v copied; head-major)");
         free(ct), free(st), free(x), free(y), free(ref), free(y16), free(ref16);
     }
 
@@ -445,9 +446,28 @@ static void test_attention(int B, int T, int C, int H, int S, int tree, const ch
         memset(d16[mode], 0xff, N * 3 * C * 4); /* NaN: the backward writes every element of dqkv (no +=) */
         long before = bf16_prim_creations();
         attention_forward_bf16(o16[mode], p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
-        attention_backward_bf16(d16[mode], sc, ns, dout, o16[mode], p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
+        attention_backward_bf16(d16[mode], NULL, sc, ns, dout, o16[mode], p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
         created[mode] = bf16_prim_creations() - before;
         attention_probs_bf16(a16[mode], p16, seg, vis, B, T, C, H, S);
+        /* dq, dk rotated back and dq, dk, dv rounded as they are written: the bits of rope_backward
+         * on the fp32 dqkv, then rounding (any tables and positions will do for that) */
+        int half = C / H / 2;
+        int32_t *pos = malloc(sizeof(int32_t) * N);
+        float *ct = randn((size_t)T * half, 1), *st = randn((size_t)T * half, 1), *rot = malloc(N * 3 * C * 4);
+        uint16_t *want = malloc(N * 3 * C * 2), *got = malloc(N * 3 * C * 2);
+        for (size_t n = 0; n < N; n++) pos[n] = (int32_t)((n * 7) % T);
+        memcpy(rot, d16[mode], N * 3 * C * 4);
+        rope_backward(rot, pos, ct, st, N, C, H);
+        bf16_round(want, rot, N * 3 * C);
+        memset(got, 0xff, N * 3 * C * 2);
+        Bf16RopeBack rope = { got, pos, ct, st };
+        attention_backward_bf16(NULL, &rope, sc, ns, dout, o16[mode], p16, qkv, NULL, seg, vis, B, T, C, H, S, s);
+        char label[160];
+        snprintf(label, sizeof label, "bf16 attention %s: the backward rotates and rounds dq, dk, dv as it writes (%s)",
+                 name, mode ? "fixed shapes" : "runtime shapes");
+        check(!memcmp(got, want, N * 3 * C * 2), label, "bitwise rope_backward of its fp32 dqkv, rounded (%zu values)",
+              N * 3 * C);
+        free(pos), free(ct), free(st), free(rot), free(want), free(got);
     }
     pool_set_threads(1);
     for (int mode = 0; mode < 2; mode++) {
