@@ -387,7 +387,8 @@ void model_set_precision(Model *m, Precision p)
             m->bsrc[4 * l + j] = src[j];
             bytes += bf16_matrix_bytes(m->bmat[4 * l + j]);
             if (l == 0) matmul_bf16_prepare(rows[j], cols[j]);
-            if (l == 0 && j == 2) matmul_bf16_prepare_out16(rows[j], cols[j]); /* w13 -> h13 in bf16 */
+            if (l == 0 && j == 2) matmul_bf16_prepare_out16(rows[j], cols[j], 0); /* w13 -> h13 in bf16 */
+            if (l == 0 && j == 3) matmul_bf16_prepare_out16(rows[j], cols[j], 1); /* w2's dX -> dhact in bf16 */
         }
     }
     m->bmat[4 * L] = bf16_matrix_create(V, C);
@@ -488,13 +489,13 @@ static void mm_backward(Model *m, float *dinp, float *dw, const float *dout, con
 }
 
 /* dh13 = swiglu'(h13) dhact, then the product's backward with it as dout;
- * in bf16 (h13 in bf16) dh13 goes straight to the rounded operand */
+ * in bf16 (h13 and dhact in bf16) dh13 goes straight to the rounded operand */
 static void swiglu_mm_backward(Model *m, float *dh13, const float *dhact, const float *h13, float *dinp, float *dw,
                                const float *inp, const float *w, int wi, int N, int IN, int F)
 {
     if (m->bf16) {
         uint16_t *d16 = bf16_scratch_operand(m->bscratch);
-        swiglu_backward_bf16(d16, dhact, (const uint16_t *)h13, N, F);
+        swiglu_backward_bf16(d16, (const uint16_t *)dhact, (const uint16_t *)h13, N, F);
         matmul_backward_bf16(dinp, 0.0f, dw, NULL, d16, inp, m->bin[wi], m->bmat[wi], N, m->bscratch);
     } else {
         swiglu_backward_set(dh13, dhact, h13, N, F);
@@ -634,7 +635,11 @@ void model_backward_hooked(Model *m, const Batch *b, const float *dlogp, GradsRe
         /* each tensor's gradient is final right after its op: report it, so a
          * bucket can start (and the ones in flight progress) within the layer */
         const TensorInfo *lt = m->tensors + model_layer_tensor(l); /* attn_norm wqkv wo mlp_norm w13 w2 */
-        mm_backward(m, m->d_hact, g->w2, m->d_resid, a->hact, w->w2, 4 * l + 3, N, F, C);
+        /* (bf16: d_hact in bf16, in its first half; SwiGLU's backward is its only reader) */
+        if (m->bf16)
+            matmul_backward_bf16_out16((uint16_t *)m->d_hact, g->w2, m->d_resid, NULL, a->hact, m->bin[4 * l + 3],
+                                       m->bmat[4 * l + 3], N, m->bscratch);
+        else mm_backward(m, m->d_hact, g->w2, m->d_resid, a->hact, w->w2, 4 * l + 3, N, F, C);
         if (ready) ready(ctx, lt[5].offset);
         swiglu_mm_backward(m, m->d_h13, m->d_hact, a->h13, m->d_norm, g->w13, a->xn2, w->w13, 4 * l + 2, N, C, F);
         if (ready) ready(ctx, lt[4].offset);

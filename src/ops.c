@@ -1186,6 +1186,7 @@ typedef struct {
     int N, F, accumulate;
     uint16_t *out16, *dh16; /* bf16 output instead of out / dh13 (not accumulating) */
     const uint16_t *h16;    /* bf16 input instead of h13 (with out16 / dh16) */
+    const uint16_t *dout16; /* bf16 input instead of dout (with dh16) */
 } SwiArgs;
 
 /* VW lanes of h13 (or its bf16 copy) at element i of row n's 2F */
@@ -1247,12 +1248,13 @@ static void swiglu_backward_task(void *p, int t, int nt)
     float keep = a->accumulate ? 1.0f : 0.0f;
     for (size_t n = n0; n < n1; n++) {
         size_t g = n * 2 * F, u = g + F; /* gate and up of row n */
-        const float *dy = a->dout + n * F;
+        const float *dy = a->dout16 ? NULL : a->dout + n * F;
+        const uint16_t *dy16 = a->dout16 ? a->dout16 + n * F : NULL;
         float *dg = a->dh16 ? NULL : a->dh13 + n * 2 * F, *du = a->dh16 ? NULL : dg + F;
         uint16_t *dg16 = a->dh16 ? a->dh16 + n * 2 * F : NULL, *du16 = a->dh16 ? dg16 + F : NULL;
         int f = 0;
         for (; f + VW <= F; f += VW) {
-            vwf gv = swi_load(a, g + f), uv = swi_load(a, u + f), dyv = vw_load(dy + f);
+            vwf gv = swi_load(a, g + f), uv = swi_load(a, u + f), dyv = dy16 ? vw_load_bf16(dy16 + f) : vw_load(dy + f);
             vwf sig = one / (one + vw_exp(-gv));
             vwf dgv = dyv * uv * sig * (one + gv * (one - sig)), duv = dyv * gv * sig;
             if (dg16) {
@@ -1266,7 +1268,8 @@ static void swiglu_backward_task(void *p, int t, int nt)
         }
         for (; f < F; f++) {
             float gf = swi_at(a, g + f), uf = swi_at(a, u + f), sig = 1.0f / (1.0f + scalar_exp(-gf));
-            float dgs = dy[f] * uf * sig * (1.0f + gf * (1.0f - sig)), dus = dy[f] * gf * sig;
+            float dyf = dy16 ? bf16_to_float(dy16[f]) : dy[f];
+            float dgs = dyf * uf * sig * (1.0f + gf * (1.0f - sig)), dus = dyf * gf * sig;
             if (dg16) {
                 dg16[f] = bf16_from_float(dgs), du16[f] = bf16_from_float(dus);
                 continue;
@@ -1289,9 +1292,9 @@ void swiglu_backward_set(float *dh13, const float *dout, const float *h13, int N
     pool_run(swiglu_backward_task, &a);
 }
 
-void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const uint16_t *h16, int N, int F)
+void swiglu_backward_bf16(uint16_t *dh16, const uint16_t *dout16, const uint16_t *h16, int N, int F)
 {
-    SwiArgs a = { .dh16 = dh16, .dout = dout, .h16 = h16, .N = N, .F = F };
+    SwiArgs a = { .dh16 = dh16, .dout16 = dout16, .h16 = h16, .N = N, .F = F };
     pool_run(swiglu_backward_task, &a);
 }
 
@@ -1709,7 +1712,7 @@ static void row_tiles_task(void *p, int t, int nt)
 }
 
 /* A [M, K] with row stride lda; K and N from w (W^T when transposed, else
- * W); C float, or (out16: forward only, beta 0) uint16_t */
+ * W); C float, or (out16, beta 0) uint16_t */
 static void row_tiles(void *C, float beta, const uint16_t *A, int lda, const Bf16Matrix *w, int transposed, int M,
                       int out16, Bf16Scratch *s)
 {
@@ -1719,7 +1722,7 @@ static void row_tiles(void *C, float beta, const uint16_t *A, int lda, const Bf1
     if (g.N > s->cols || lda > s->cols || pad_rows((size_t)M) > s->rows)
         fatal(EXIT_RUNTIME, "internal: bf16 product %dx%dx%d exceeds its scratch", M, g.N, g.K);
     for (int i = 0, sz = BF16_TILE; i < N_SIZES; i++, sz /= 2)
-        g.prim[i] = out16 ? bf16_prim_out16(BF16_B_WT, sz, g.N, g.K, lda, g.N, "layer products")
+        g.prim[i] = out16 ? bf16_prim_out16(transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, lda, g.N, "layer products")
                           : bf16_prim(0, 0, transposed ? BF16_B_WT : BF16_B_W, sz, g.N, g.K, lda, 0, g.N, beta,
                                       "layer products");
     pool_run(row_tiles_task, &g);
@@ -1753,10 +1756,11 @@ void matmul_bf16_prepare(int rows, int cols)
     bf16_prim_any(1, 0, 1.0f, "weight gradients");
 }
 
-void matmul_bf16_prepare_out16(int rows, int cols)
+void matmul_bf16_prepare_out16(int rows, int cols, int backward)
 {
     for (int sz = BF16_TILE; sz >= BF16_MIN_TILE; sz /= 2)
-        bf16_prim_out16(BF16_B_WT, sz, rows, cols, cols, rows, "layer products");
+        if (backward) bf16_prim_out16(BF16_B_W, sz, cols, rows, rows, cols, "layer products");
+        else bf16_prim_out16(BF16_B_WT, sz, rows, cols, cols, rows, "layer products");
 }
 
 void matmul_forward_bf16(float *out, const float *inp, const Bf16Matrix *w, int N, Bf16Scratch *s, uint16_t *keep)
@@ -1778,7 +1782,22 @@ void matmul_bf16_rounded_out16(uint16_t *out16, const uint16_t *inp16, const Bf1
     row_tiles(out16, 0.0f, inp16, bf16_matrix_cols(w), w, 1, N, 1, s);
 }
 
+static void backward_bf16(void *dinp, int dinp16, float beta, float *dw, const float *dout, const uint16_t *dout16,
+                          const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
+
 void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const uint16_t *dout16,
+                          const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
+{
+    backward_bf16(dinp, 0, beta, dw, dout, dout16, inp, inp16, w, N, s);
+}
+
+void matmul_backward_bf16_out16(uint16_t *dinp16, float *dw, const float *dout, const uint16_t *dout16, const float *inp,
+                                const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
+{
+    backward_bf16(dinp16, 1, 0.0f, dw, dout, dout16, inp, inp16, w, N, s);
+}
+
+static void backward_bf16(void *dinp, int dinp16, float beta, float *dw, const float *dout, const uint16_t *dout16,
                           const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
 {
     int OUT = bf16_matrix_rows(w), IN = bf16_matrix_cols(w);
@@ -1786,7 +1805,7 @@ void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout,
     if (rows16 > s->rows || OUT > s->cols || IN > s->cols) fatal(EXIT_RUNTIME, "internal: bf16 product exceeds its scratch");
     if (!dout16) round_rows(s->a, dout, (size_t)N, rows16, OUT);
     const uint16_t *dy = dout16 ? dout16 : s->a;
-    if (dinp) row_tiles(dinp, beta, dy, OUT, w, 0, N, 0, s);
+    if (dinp) row_tiles(dinp, beta, dy, OUT, w, 0, N, dinp16, s);
     if (dw) {
         if (!inp16) round_rows(s->b, inp, (size_t)N, (size_t)N, IN);
         DwArgs g = { .dw = dw, .dy = dy, .x = inp16 ? inp16 : s->b, .OUT = OUT, .IN = IN, .N = N, .prim = bf16_prim_any(1, 0, 1.0f, "weight gradients"),

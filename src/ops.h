@@ -152,8 +152,9 @@ size_t bf16_scratch_bytes(size_t max_rows, int max_cols, int T, int C, int H, in
  * (fixed shapes, and the weight gradient's runtime shape), so that no step
  * creates one. */
 void matmul_bf16_prepare(int rows, int cols);
-/* The same for matmul_bf16_rounded_out16's products of that weight. */
-void matmul_bf16_prepare_out16(int rows, int cols);
+/* The same for matmul_bf16_rounded_out16's products of that weight (or,
+ * backward, matmul_backward_bf16_out16's input gradient). */
+void matmul_bf16_prepare_out16(int rows, int cols, int backward);
 /* The same for attention over rows of up to T tokens, width C, H heads:
  * the fixed-shape products of every query block and key range that rows
  * whose length is a multiple of ATTN_KGRAIN have (ATTN_QBLOCK / ATTN_KGRAIN
@@ -178,8 +179,9 @@ void swiglu_forward_bf16(uint16_t *out16, const uint16_t *h16, int N, int F);
  * attention_backward_bf16 as it writes dq, dk (Bf16RopeBack). */
 void rope_forward_bf16(uint16_t *out16, const float *qkv, const int32_t *pos, const float *cos_t, const float *sin_t,
                        int N, int C, int H);
-/* swiglu_backward_set from h13 in bf16, writing dh13 rounded to bf16. */
-void swiglu_backward_bf16(uint16_t *dh16, const float *dout, const uint16_t *h16, int N, int F);
+/* swiglu_backward_set from h13 and dout in bf16 (matmul_backward_bf16_out16's
+ * input gradient), computed in fp32, writing dh13 rounded to bf16. */
+void swiglu_backward_bf16(uint16_t *dh16, const uint16_t *dout16, const uint16_t *h16, int N, int F);
 
 /* matmul_forward with W = w (a Bf16Matrix of W [OUT, IN]). keep: NULL, or
  * where the rounded inp goes ([N rounded up to 16, IN]), for the backward. */
@@ -200,6 +202,11 @@ double matmul_bf16_peak_gflops(int n, int reps);
  * e.g. written into bf16_scratch_operand; inp16 as the forward kept it). */
 void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const uint16_t *dout16,
                           const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
+/* matmul_backward_bf16 with beta 0 and the input gradient written rounded to
+ * bf16, dinp16 [N, IN]: for one only read in bf16 (w2's, which SwiGLU's
+ * backward reads). */
+void matmul_backward_bf16_out16(uint16_t *dinp16, float *dw, const float *dout, const uint16_t *dout16, const float *inp,
+                                const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
 /* The buffer matmul_backward_bf16 rounds dout into ([max_rows rounded up to
  * 16, max_cols]); a caller may fill it and pass it as dout16. */
 uint16_t *bf16_scratch_operand(Bf16Scratch *s);

@@ -194,25 +194,32 @@ static void test_products(void)
     check(same, "bf16 products bitwise equal at 1, 2, 3 pool threads", "forward, input and weight gradients");
 
     /* the forward with a bf16 output (w13's): the fp32 product's values rounded, at every pool size */
-    matmul_bf16_prepare_out16(OUT, IN);
+    matmul_bf16_prepare_out16(OUT, IN, 0);
+    matmul_bf16_prepare_out16(OUT, IN, 1);
     size_t rows16 = ((size_t)N + 15) / 16 * 16;
-    uint16_t *inp16 = calloc(rows16 * IN, 2), *y16 = malloc(2 * (size_t)N * OUT);
-    float *y32 = malloc(sizeof(float) * N * OUT);
+    uint16_t *inp16 = calloc(rows16 * IN, 2), *y16 = malloc(2 * (size_t)N * OUT), *dx16 = malloc(2 * (size_t)N * IN);
+    float *y32 = malloc(sizeof(float) * N * OUT), *dx32 = malloc(sizeof(float) * N * IN);
     bf16_round(inp16, inp, (size_t)N * IN);
     long c0 = bf16_prim_creations();
-    int out16_ok = 1;
+    int out16_ok = 1, dx16_ok = 1;
     for (int th = 1; th <= 3; th++) {
         pool_set_threads(th);
         matmul_bf16_rounded(y32, inp16, bw, N, s);
         memset(y16, 0xff, 2 * (size_t)N * OUT);
         matmul_bf16_rounded_out16(y16, inp16, bw, N, s);
         for (size_t i = 0; i < (size_t)N * OUT; i++) out16_ok &= y16[i] == bf16_from_float(y32[i]);
+        matmul_backward_bf16(dx32, 0.0f, NULL, dout, NULL, inp, NULL, bw, N, s);
+        memset(dx16, 0xff, 2 * (size_t)N * IN);
+        matmul_backward_bf16_out16(dx16, NULL, dout, NULL, inp, NULL, bw, N, s);
+        for (size_t i = 0; i < (size_t)N * IN; i++) dx16_ok &= dx16[i] == bf16_from_float(dx32[i]);
     }
     pool_set_threads(1);
-    check(out16_ok && bf16_prim_creations() == c0, "bf16 products with a bf16 output equal the fp32 output rounded",
-          "%d x %d x %d at 1, 2, 3 pool threads, every element (NaN before), %ld primitives created after prepare", N,
-          OUT, IN, bf16_prim_creations() - c0);
-    free(inp16), free(y16), free(y32);
+    check(out16_ok && dx16_ok && bf16_prim_creations() == c0,
+          "bf16 products with a bf16 output equal the fp32 output rounded",
+          "forward %d x %d x %d and input gradient %d x %d x %d at 1, 2, 3 pool threads, every element (NaN before): "
+          "%d, %d; %ld primitives created after prepare", N, OUT, IN, N, IN, OUT, out16_ok, dx16_ok,
+          bf16_prim_creations() - c0);
+    free(inp16), free(y16), free(y32), free(dx16), free(dx32);
 
     /* beta 0 and NULL gradients: the model's calls; no primitive created for any row count */
     long before = bf16_prim_creations();
@@ -343,15 +350,21 @@ static void test_vector_kernels(void)
     swiglu_backward(dh, dy, h13, N, F);
     sw_ok &= same_bits(dh, dh_ref, sizeof(float) * N * 2 * F);
     /* the bf16 backward overwrites: against the overwriting fp32 variant, itself the scalar formula on zeros */
-    swiglu_backward_bf16(d16, dy, h16, N, F);
+    uint16_t *dy16 = malloc(2 * (size_t)N * F);
+    float *dy_r = malloc(sizeof(float) * N * F);
+    bf16_round(dy16, dy, (size_t)N * F);
+    for (int i = 0; i < N * F; i++) dy_r[i] = bf16_to_float(dy16[i]);
+    swiglu_backward_bf16(d16, dy16, h16, N, F);
     swiglu_backward_set(dh, dy, h13, N, F);
     memset(dh0, 0, sizeof(float) * N * 2 * F);
     swiglu_backward(dh0, dy, h13, N, F);
     sw_ok &= same_bits(dh, dh0, sizeof(float) * N * 2 * F);
-    swiglu_backward_set(dh, dy, h13r, N, F);
+    swiglu_backward_set(dh, dy_r, h13r, N, F);
     for (int i = 0; i < N * 2 * F; i++) sw_ok &= d16[i] == bf16_from_float(dh[i]);
+    free(dy16), free(dy_r);
     check(sw_ok, "SwiGLU vector loops == scalar formula",
-          "forward, backward (accumulating), bf16 variants (h13 in bf16) == fp32 on the rounded h13, rounded");
+          "forward, backward (accumulating), bf16 variants (h13, and the backward's dout, in bf16) == fp32 on "
+          "the rounded inputs, rounded");
     free(h16), free(h13r), free(outr);
 
     float *x = randn((size_t)N * Cn, 1), *g = randn(Cn, 1), *dout = randn((size_t)N * Cn, 1), rstd[9];
