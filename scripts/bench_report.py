@@ -255,7 +255,7 @@ fixed-shape primitives pick the same `gemm:jit` for these shapes, and
 query blocks of 256 or 512 rows were no faster); the softmax and its backward are bound by
 writing and reading the saved bf16 P (a fused, recomputing attention would
 not save it); the global gradient norm is a serial double sum (kept for
-bitwise fp32 results).
+bitwise fp32 results) (summed on the pool since the fourth pass, below).
 
 **Attention's products on brgemm, third pass** (recorded by hand, not
 regenerated; session 9, `src/ops.c`'s bf16 attention, `docs/model.md`
@@ -279,8 +279,8 @@ pair ratios 0.80; under a training run's load (a helper's 4–5 pairs) the
 pair ratio was 0.90 (B) and 0.92 (A). Attention alone at B's shape
 (forward and backward of one layer): 80–90 ms → 47–55 ms. What is left in
 attention is its fp32 loops (the softmax and the dS pass), not its
-products; the weight gradients still run `gemm:jit`. The tables above are
-this binary's (make bench, 2026-11-30): config B in bf16 2.33× / 2.57× its
+products; the weight gradients still run `gemm:jit`. That session's make
+bench (2026-11-30) gave config B in bf16 2.33× / 2.57× its
 fp32 step at 1 / 2 threads (the previous run 2.10× / 2.17×), 2.00× PyTorch's
 bf16 autocast (previous 1.70×). A table is made for the model's longest
 row, but a training micro-batch is as long as its longest row, which is
@@ -291,6 +291,80 @@ lengths) serves every batch. On r3's preference stage (d 256, 4 layers,
 binary, the unpadded one and the previous one ran 6.9k / 6.4k, 6.0k /
 7.7k and 6.3k / 7.7k tokens/s: no difference shows above this hour's
 noise at that size, where attention is a small share of the step.
+
+**The gradient norm, and the weight gradients, fourth pass** (recorded by
+hand, not regenerated; session 11). A `perf record` of `fspo bench
+--preset B --threads 1 --precision bf16` (steps 8 minus steps 1, under a
+training run's load, sample shares only) put 3.7% of the step in
+`optim_step` itself: the global gradient norm, a serial sum in double
+over B's 25.7M parameters (about 55 ms a step on one core, and at two
+threads the worker waited through it). It now sums on the pool in 64
+fixed parts of 8 lanes each, the parts added in order (`src/optim.c`), so
+it vectorizes and the result does not depend on the thread count
+(`test_optim`: bitwise equal at 1, 2 and 3 threads, and equal to a serial
+long-double sum within 2e-16). fp32 runs are not bitwise the previous
+binary's (the norm's last bits moved); resume and world-size equivalence
+are unchanged. Measured on an idle machine, this binary against the
+previous one (8350b11), pairs alternating, 5 counted pairs after a
+warm-up, `fspo bench --preset B --precision bf16 --steps 5`, each run's
+step median: 1 thread 1.028–1.043 s against 1.042–1.078 s (whole-process
+ratio 0.98, 0.97–0.99); 2 threads 0.525–0.568 s against 0.575–0.610 s
+(0.94, 0.92–0.99). In the same hour, fp32 against bf16 with this binary
+(3 pairs): 1 thread 2.71–2.75 s against 1.00–1.06 s, **2.64×** (2.60–2.70×);
+2 threads 1.35–1.46 s against 0.52–0.55 s, **2.64×** (2.59–2.70×); MFU
+against the bf16 product peak of the same process 46.5–50.0% (1 thread,
+peak 840–854 GFLOP/s) and 39.8–44.3% (2 threads). This host ran both
+precisions about a third faster than the one the table above was made on
+(bf16 B at 1 thread: 1.03 s against 1.58 s), so only same-hour ratios
+compare.
+
+The weight gradients were measured for a move to brgemm: a fixed-shape
+primitive (`dY^T X` with dY transposed, over 256- or 512-token chunks,
+accumulating) against the runtime-shape `gemm:jit` they run on, one
+thread, the best of 25 calls under load: 650–730 against 640–710 GFLOP/s
+for the shapes 1408×512, 512×1408, 1536×512 and 512×512 over 2048 tokens.
+No gain worth a per-thread transposed copy of dY (brgemm takes dense
+operands only), so they stay on `gemm:jit`. The products are now about
+45% of a bf16 step at one thread; the rest, by share of the step:
+attention's
+softmax and its backward pass (about 17%, a sixth of it the store of P in
+bf16 to memory), SwiGLU (6%), AdamW (3.4%, memory-bound), the operand
+rounding (3.3%) and the weights' reorders into oneDNN's layout (2%).
+
+**The loops around the products, fifth pass** (recorded by hand, not
+regenerated; session 12). Six changes to the bf16 step, each measured
+against the binary before it (`fspo bench --preset B --precision bf16
+--threads 1 --steps 5`, 9 pairs of whole runs alternating, the median of
+the pair ratios of their step medians; this host's step medians moved
+by 10-30% between minutes, so no single pair means much):
+(1) the softmax backward's row sum `sum P dP` is taken as `dO . O` per
+head and row, in the pass that rounds dO (hd products per row instead of
+one per key; the two are equal but for fp32 summation order, docs/model.md
+"Precision"), and AdamW clips the gradient as it reads it instead of
+scaling it in a pass of its own (fp32 runs bitwise unchanged): 0.96;
+(2) the weights' reorders into oneDNN's layouts go to the least-loaded
+thread rather than to matrix j % threads (one of two threads had 2.3×
+the other's bytes); (3) w13's product writes h13 in bf16 (oneDNN's bf16
+destination), which SwiGLU reads: 0.976; (4) bf16 rounding by
+`VCVTNEPS2BF16` where the build has AVX512-BF16, a vector holding a
+subnormal taking the bit-pattern path so the bits are the same: 0.963;
+(5) the attention backward writes dq, dk rotated back and dq, dk, dv
+rounded straight into the qkv product's operand, so the fp32 `d_qkv` of a
+layer is neither zeroed, written nor read (bitwise the same training): 0.98;
+(6) w2's input gradient is written in bf16 for SwiGLU's backward: 0.984.
+Tried and dropped (no gain above the noise): product tiles of up to 2048
+rows, one call per thread's share (1.002); wqkv's output in bf16 (1.011);
+a fused-multiply-add exp for the loops whose results are rounded to bf16
+(1.003). The profile had misled on (1): the row-sum pass read P and dP
+first, so it took their cache misses, which then moved to the dS pass.
+Together, in the same rounds (4 interleaved rounds of fp32, the previous
+binary in bf16, this one in bf16; 2026-11-30): at 1 thread fp32 3.26–3.45 s
+a step against 1.02–1.13 s, **3.09×** (2.90–3.26×), where the previous
+binary made 2.55×; at 2 threads 1.66–1.85 s against 0.53–0.57 s, **3.09×**
+(2.96–3.23×) against 2.57×; this binary's step 0.83× (1 thread) and 0.84×
+(2 threads) the previous one's. MFU against the bf16 product peak of the
+same process: 48.7% median at 1 thread (45–62%, the peak itself 668–827
+GFLOP/s between runs) and 45.6% at 2 (44.5–46.6%).
 """
 
 md += """
