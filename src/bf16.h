@@ -85,8 +85,8 @@ enum { BF16_B_PLAIN = 0, BF16_B_WT = 1, BF16_B_W = 2 };
 const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta,
                           const char *role);
 /* The same writing C rounded to bf16 (uint16_t [M x N], row stride ldc):
- * the products whose output is only ever an operand read in bf16 (w13's
- * gate|up pre-activations); no transposes, B prepared, beta 0. */
+ * the products whose output is only ever read in bf16 (w13's gate|up
+ * pre-activations, w2's input gradient); no transposes, B prepared, beta 0. */
 const Bf16Prim *bf16_prim_out16(int bkind, int M, int N, int K, int lda, int ldc, const char *role);
 /* The same with M, N, K and the strides given at each call (the weight
  * gradients' token counts, attention of shapes not prepared); B plain. */

@@ -522,8 +522,6 @@ static void masked_softmax_row(float *const *rp, uint16_t *const *pp, int t, int
     }
 }
 
-
-
 /* rp[r] = row + ra[r]: the ranges of a whole row (the fp32 layout) */
 static void range_ptrs(float **rp, float *row, int nr, const int *ra)
 {
@@ -1010,7 +1008,7 @@ static void put_head_rows(const AttnArgs *a, int b, int h, int part, int i0, int
  * tiles, the softmax backward writes dS rounded into D16's from the saved
  * P, then dV_r += P_r^T dO, dQ = sum_r dS_r K_r, dK_r += dS_r^T Q into the
  * worker's dense accumulators acc (dK [T, hd], dV [T, hd], dQ [m, hd]);
- * dQ goes to dq's rows (stride 3C) here, dK and dV once the head is done. */
+ * dQ goes out (put_head_rows) here, dK and dV once the head is done. */
 static void backward_block16(const AttnArgs *a, int t, int b, int h, int i0, int m, int nr, const int *ra,
                              const int *rb, const size_t *off, const uint16_t *P16, float *D, uint16_t *D16,
                              const uint16_t *q16, const uint16_t *k16, const uint16_t *v16, const uint16_t *dO16,
@@ -1783,21 +1781,6 @@ void matmul_bf16_rounded_out16(uint16_t *out16, const uint16_t *inp16, const Bf1
 }
 
 static void backward_bf16(void *dinp, int dinp16, float beta, float *dw, const float *dout, const uint16_t *dout16,
-                          const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s);
-
-void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const uint16_t *dout16,
-                          const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
-{
-    backward_bf16(dinp, 0, beta, dw, dout, dout16, inp, inp16, w, N, s);
-}
-
-void matmul_backward_bf16_out16(uint16_t *dinp16, float *dw, const float *dout, const uint16_t *dout16, const float *inp,
-                                const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
-{
-    backward_bf16(dinp16, 1, 0.0f, dw, dout, dout16, inp, inp16, w, N, s);
-}
-
-static void backward_bf16(void *dinp, int dinp16, float beta, float *dw, const float *dout, const uint16_t *dout16,
                           const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
 {
     int OUT = bf16_matrix_rows(w), IN = bf16_matrix_cols(w);
@@ -1812,6 +1795,18 @@ static void backward_bf16(void *dinp, int dinp16, float beta, float *dw, const f
                      .s = s };
         pool_run(dw_task, &g);
     }
+}
+
+void matmul_backward_bf16(float *dinp, float beta, float *dw, const float *dout, const uint16_t *dout16,
+                          const float *inp, const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
+{
+    backward_bf16(dinp, 0, beta, dw, dout, dout16, inp, inp16, w, N, s);
+}
+
+void matmul_backward_bf16_out16(uint16_t *dinp16, float *dw, const float *dout, const uint16_t *dout16, const float *inp,
+                                const uint16_t *inp16, const Bf16Matrix *w, int N, Bf16Scratch *s)
+{
+    backward_bf16(dinp16, 1, 0.0f, dw, dout, dout16, inp, inp16, w, N, s);
 }
 
 typedef struct {
