@@ -277,27 +277,29 @@ static Bf16Prim *create(int ta, int tb, int bkind, int M, int N, int K, int lda,
     return p;
 }
 
-const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta,
-                          const char *role)
+/* The fixed-shape primitive of these operands (c16: C in bf16), created on first use */
+static const Bf16Prim *fixed_prim(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta,
+                                  int c16, const char *role)
 {
     if (bkind != BF16_B_PLAIN) ldb = 0, tb = 0;
     for (int i = 0; i < n_prims; i++) {
         const Bf16Prim *p = prims[i];
-        if (!p->any && !p->c16 && p->ta == ta && p->tb == tb && p->bkind == bkind && p->M == M && p->N == N &&
+        if (!p->any && p->c16 == c16 && p->ta == ta && p->tb == tb && p->bkind == bkind && p->M == M && p->N == N &&
             p->K == K && p->lda == lda && p->ldb == ldb && p->ldc == ldc && p->beta == beta)
             return p;
     }
-    return create(ta, tb, bkind, M, N, K, lda, ldb, ldc, beta, 0, 0, role);
+    return create(ta, tb, bkind, M, N, K, lda, ldb, ldc, beta, 0, c16, role);
+}
+
+const Bf16Prim *bf16_prim(int ta, int tb, int bkind, int M, int N, int K, int lda, int ldb, int ldc, float beta,
+                          const char *role)
+{
+    return fixed_prim(ta, tb, bkind, M, N, K, lda, ldb, ldc, beta, 0, role);
 }
 
 const Bf16Prim *bf16_prim_out16(int bkind, int M, int N, int K, int lda, int ldc, const char *role)
 {
-    for (int i = 0; i < n_prims; i++) {
-        const Bf16Prim *p = prims[i];
-        if (p->c16 && p->bkind == bkind && p->M == M && p->N == N && p->K == K && p->lda == lda && p->ldc == ldc)
-            return p;
-    }
-    return create(0, 0, bkind, M, N, K, lda, 0, ldc, 0.0f, 0, 1, role);
+    return fixed_prim(0, 0, bkind, M, N, K, lda, 0, ldc, 0.0f, 1, role);
 }
 
 const Bf16Prim *bf16_prim_any(int ta, int tb, float beta, const char *role)
