@@ -54,16 +54,18 @@ remove_tmp() {
     rm -rf "$1"
 }
 
-# same_losses A B TOL: two metrics.jsonl agree on every logged training metric
-# (timing ones excluded) within relative TOL (0: exactly)
-same_losses() { # metrics A B TOL: every logged training metric agrees (timing ones excluded)
-    "${PY:-/usr/bin/python3}" - "$1" "$2" "$3" <<'PYEOF'
+# same_losses A B TOL [FLOOR]: two metrics.jsonl agree on every logged training
+# metric (timing ones excluded) within relative TOL (0: exactly); a value
+# smaller than FLOOR in magnitude is held to TOL * FLOOR absolute instead (a
+# reward near 0 is a difference of logps ~100 apart in their last bits)
+same_losses() { # metrics A B TOL [FLOOR]: every logged training metric agrees (timing ones excluded)
+    "${PY:-/usr/bin/python3}" - "$1" "$2" "$3" "${4:-1e-12}" <<'PYEOF'
 import json, sys
 a = [json.loads(l) for l in open(sys.argv[1])]
 b = [json.loads(l) for l in open(sys.argv[2])]
-tol = float(sys.argv[3])
+tol, floor = float(sys.argv[3]), float(sys.argv[4])
 assert [r["step"] for r in a] == [r["step"] for r in b], "different steps logged"
-worst = 0.0
+worst, where = 0.0, ""
 for x, y in zip(a, b):
     for k in x:
         if k in ("tokens_per_sec", "mfu", "meta_examples_per_sec"):
@@ -71,9 +73,10 @@ for x, y in zip(a, b):
         if x[k] is None or y[k] is None:
             assert x[k] == y[k], (k, x[k], y[k])
             continue
-        err = abs(x[k] - y[k]) / max(abs(y[k]), 1e-12)
-        worst = max(worst, err)
-assert worst <= tol, f"metrics differ: {worst:.3g}"
+        err = abs(x[k] - y[k]) / max(abs(y[k]), floor)
+        if err > worst:
+            worst, where = err, f"{k} at step {x['step']}: {x[k]!r} vs {y[k]!r}"
+assert worst <= tol, f"metrics differ: {worst:.3g} > {tol:g} ({where})"
 print(f"{len(a)} steps, worst rel diff {worst:.2g}")
 PYEOF
 }
