@@ -53,6 +53,14 @@ for round in $(seq 1 "$ROUNDS"); do
                 runs+=("${line%\}}, \"round\": $round}")
             done
         done
+        # no bf16 units: auto must resolve to fp32 and cost nothing (the [bf16] issue), config B
+        if [[ $BF16 == 0 && $preset == B ]]; then
+            for threads in 1 2; do
+                echo "bench: round $round/$ROUNDS, config B, model.precision auto, $threads thread(s) ..." >&2
+                line=$("$FSPO" bench --preset B --threads "$threads" --steps 3 --precision auto --json)
+                runs+=("${line%\}}, \"round\": $round, \"asked\": \"auto\"}")
+            done
+        fi
         if [[ $NOAMX == 1 && $preset == B ]]; then
             for threads in 1 2; do
                 echo "bench: round $round/$ROUNDS, config B, bf16 capped at AVX512_CORE_BF16 (no AMX), $threads thread(s) ..." >&2

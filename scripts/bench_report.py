@@ -21,7 +21,8 @@ primary = kind == "amx"
 REFERENCE_MD = os.path.join(os.path.dirname(out_md), "benchmarks.md")
 lines = [json.loads(line) for line in sys.stdin if line.strip()]
 step_runs = [r for r in lines if "kind" not in r]
-runs = [r for r in step_runs if r.get("precision", "fp32") == "fp32"]
+runs = [r for r in step_runs if r.get("precision", "fp32") == "fp32" and not r.get("asked")]
+auto_runs = [r for r in step_runs if r.get("asked") == "auto"]  # --precision auto where the CPU has no bf16 units
 runs16 = [r for r in step_runs if r.get("precision") == "bf16" and not r.get("isa_cap")]
 noamx = [r for r in step_runs if r.get("precision") == "bf16" and r.get("isa_cap")]
 all_torch = [r for r in lines if r.get("kind") == "torch_step"]
@@ -73,7 +74,8 @@ def headline(d):
 
     def ratio(num, den):
         return median([num[k] / den[k] for k in num if k in den])
-    b = [r for r in d["step_runs"] if (r["d_model"], r["n_layers"]) == (512, 8) and not r.get("isa_cap")]
+    b = [r for r in d["step_runs"] if (r["d_model"], r["n_layers"]) == (512, 8) and not r.get("isa_cap")
+         and not r.get("asked")]
     f32 = best([r for r in b if r.get("precision", "fp32") == "fp32"])
     b16 = best([r for r in b if r.get("precision") == "bf16"])
     tb = [r for r in d["torch_steps"] if r["preset"] == "B"]
@@ -200,6 +202,25 @@ if rows16:
 else:
     table16 = ("No bf16 rows in this report: `make bench` adds them where the CPU has AMX-BF16 or AVX512-BF16 "
                "units (and `FSPO_CPU_NO_BF16` is not set).")
+if auto_runs:
+    rows_auto = []
+    for threads in sorted({r["threads"] for r in auto_runs}):
+        rs = [r for r in auto_runs if r["threads"] == threads]
+        cfg = name.get((rs[0]["d_model"], rs[0]["n_layers"]), "?")
+        vs = [r["tokens_per_s"] / fp32_by[(cfg, threads, r.get("round", 1))] for r in rs
+              if (cfg, threads, r.get("round", 1)) in fp32_by]
+        rows_auto.append(f"| {cfg} | {threads} | {', '.join(sorted({r['precision'] for r in rs}))} | "
+                         f"{spread([r['tokens_per_s'] for r in rs])} | **{spread(vs, '{:.2f}×')}** |")
+    table16 += f"""
+
+**`model.precision: auto` without bf16 units.** Config B with `--precision
+auto` in the same rounds (`fspo bench --preset B --precision auto`): the
+precision it resolved to, and its tokens/s against the fp32 row of the same
+threads and round (the same code runs, so this is the noise between runs):
+
+| config | threads | ran as | tokens/s (median, range) | vs fp32 (same round) |
+|---|---|---|---|---|
+{chr(10).join(rows_auto)}"""
 rows_noamx = []
 for threads in sorted({r["threads"] for r in noamx}):
     rs = [r for r in noamx if r["threads"] == threads]
@@ -523,6 +544,15 @@ the per-round ratios (defaults: one round, against round 1).
 | config | PyTorch | PyTorch tokens/s | step s | fspo tokens/s | fspo / PyTorch |
 |---|---|---|---|---|---|
 {chr(10).join(trows)}
+"""
+if torch_runs and not runs16:
+    md += """
+PyTorch's bf16 autocast is not run where the CPU has no bf16 units: there
+its bf16 products fall back to slow generic code, far below its fp32, so fp32 is PyTorch's best mode
+too. Recorded by hand on the AVX2-only AMD EPYC of 2026-11-30, once, just
+after its `make bench`: `bench_torch.py --preset B --steps 2 --threads 2
+--autocast bf16` with tcmalloc ran at 12 tokens/s (a 168 s step), 0.04× the
+297 tokens/s of its tuned fp32.
 """
 
 if torch16:
