@@ -202,13 +202,23 @@ if rows16:
 else:
     table16 = ("No bf16 rows in this report: `make bench` adds them where the CPU has AMX-BF16 or AVX512-BF16 "
                "units (and `FSPO_CPU_NO_BF16` is not set).")
+
+
+def vs_fp32_by_threads(variant):
+    """A variant of the fp32 step (auto, bf16 capped) per thread count: (config, threads, its runs, their
+    ratios to the fp32 row of the same config, threads and round)."""
+    out = []
+    for threads in sorted({r["threads"] for r in variant}):
+        rs = [r for r in variant if r["threads"] == threads]
+        cfg = name.get((rs[0]["d_model"], rs[0]["n_layers"]), "?")
+        out.append((cfg, threads, rs, [r["tokens_per_s"] / fp32_by[(cfg, threads, r.get("round", 1))] for r in rs
+                                       if (cfg, threads, r.get("round", 1)) in fp32_by]))
+    return out
+
+
 if auto_runs:
     rows_auto = []
-    for threads in sorted({r["threads"] for r in auto_runs}):
-        rs = [r for r in auto_runs if r["threads"] == threads]
-        cfg = name.get((rs[0]["d_model"], rs[0]["n_layers"]), "?")
-        vs = [r["tokens_per_s"] / fp32_by[(cfg, threads, r.get("round", 1))] for r in rs
-              if (cfg, threads, r.get("round", 1)) in fp32_by]
+    for cfg, threads, rs, vs in vs_fp32_by_threads(auto_runs):
         rows_auto.append(f"| {cfg} | {threads} | {', '.join(sorted({r['precision'] for r in rs}))} | "
                          f"{spread([r['tokens_per_s'] for r in rs])} | **{spread(vs, '{:.2f}×')}** |")
     table16 += f"""
@@ -222,11 +232,7 @@ threads and round (the same code runs, so this is the noise between runs):
 |---|---|---|---|---|
 {chr(10).join(rows_auto)}"""
 rows_noamx = []
-for threads in sorted({r["threads"] for r in noamx}):
-    rs = [r for r in noamx if r["threads"] == threads]
-    cfg = name.get((rs[0]["d_model"], rs[0]["n_layers"]), "?")
-    vs = [r["tokens_per_s"] / fp32_by[(cfg, threads, r.get("round", 1))] for r in rs
-          if (cfg, threads, r.get("round", 1)) in fp32_by]
+for cfg, threads, rs, vs in vs_fp32_by_threads(noamx):
     rows_noamx.append(f"| {cfg} | {threads} | {spread([r['tokens_per_s'] for r in rs])} | "
                       f"{median([r['bf16_peak_gflops'] for r in rs]):.0f} | {median([r['sgemm_peak_gflops'] for r in rs]):.0f} | "
                       f"{100 * median([r['mfu'] for r in rs]):.1f}% | **{spread(vs, '{:.2f}×')}** |")
