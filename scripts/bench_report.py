@@ -647,7 +647,7 @@ wait after the backward (`allreduce_exposed_ms` in the JSON, ≈ 50–220 ms of 
 length imbalance the cost-balanced shares leave, plus the allreduce's
 tail) takes 1–5% more; and rounds differ by ±10% on this shared VM.
 """ if primary else ""
-md += f"""
+    md += f"""
 ## Preference stage, data parallel
 
 `fspo train` with `train.stage: pref` (DPO against a frozen reference, so two
