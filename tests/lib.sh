@@ -57,7 +57,8 @@ remove_tmp() {
 # same_losses A B TOL [FLOOR]: two metrics.jsonl agree on every logged training
 # metric (timing ones excluded) within relative TOL (0: exactly); a value
 # smaller than FLOOR in magnitude is held to TOL * FLOOR absolute instead (a
-# reward near 0 is a difference of logps ~100 apart in their last bits)
+# DPO reward near 0 is the difference of two logps near -100: only their last
+# bits are left, so its relative error is large)
 same_losses() { # metrics A B TOL [FLOOR]: every logged training metric agrees (timing ones excluded)
     "${PY:-/usr/bin/python3}" - "$1" "$2" "$3" "${4:-1e-12}" <<'PYEOF'
 import json, sys

@@ -114,11 +114,12 @@ else
     fail "preference stage from the directory" "$(tail -n 3 "$tmp/pref.log")"
 fi
 # 2 ranks like 1: every rank grows its reference the same way (the policy is rank 0's, broadcast);
-# relative 1e-4, and 1e-6 absolute below 0.01: the rewards are ~1e-4 here, differences of logps
-# ~92 apart in their last bits, so the summation order shows there (the logps agree to ~1e-8; on an
-# AVX2-only Zen 3 the margins differ by 1.4e-7, 1.5e-3 of their size)
+# relative 1e-4, and 5e-6 absolute below 0.05: the rewards are ~1e-4 here, each beta times the
+# difference of two logps near -92, so it keeps only their last bits and the summation order shows
+# there (the logps agree to ~1e-8; on an AVX2-only Zen 3 the margins differed by 1.4e-7, 1.5e-3 of
+# their size)
 if mpirun_np 2 "$FSPO" train "$tmp/cfg.yaml" "${PREF[@]}" --set train.run_dir="$tmp/pref2" --set mpi.bucket_mb=0.01 \
-    >"$tmp/pref2.log" 2>&1 && out=$(same_losses "$tmp/pref/metrics.jsonl" "$tmp/pref2/metrics.jsonl" 1e-4 0.01 2>&1); then
+    >"$tmp/pref2.log" 2>&1 && out=$(same_losses "$tmp/pref/metrics.jsonl" "$tmp/pref2/metrics.jsonl" 1e-4 0.05 2>&1); then
     pass "the preference stage from the directory on 2 ranks equals 1 rank" "$out"
 else
     fail "the preference stage from the directory on 2 ranks equals 1 rank" "$out $(tail -n 2 "$tmp/pref2.log")"
