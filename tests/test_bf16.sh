@@ -14,6 +14,11 @@ FSPO_CPU_NO_BF16=1 train 1 "$tmp/hidden" --set model.precision=auto --set train.
 grep -q "precision fp32 (model.precision auto: hidden by FSPO_CPU_NO_BF16=1)" "$tmp/hidden.log" &&
     pass "FSPO_CPU_NO_BF16=1: auto runs fp32" "$(grep 'precision' "$tmp/hidden.log")" ||
     fail "FSPO_CPU_NO_BF16=1: auto runs fp32" "$(head -5 "$tmp/hidden.log")"
+out=$(FSPO_CPU_NO_BF16=1 "$FSPO" bench --d-model 32 --n-layers 1 --n-heads 2 --max-seq 64 --steps 1 --sgemm-n 64 \
+    --precision auto 2>&1)
+[[ $out == *"bench: --precision auto: fp32: hidden by FSPO_CPU_NO_BF16=1"* && $out == *"thread(s), fp32 (OpenBLAS sgemm):"* ]] &&
+    pass "FSPO_CPU_NO_BF16=1: bench --precision auto runs fp32 and says why" "$(grep -m1 'precision auto' <<<"$out")" ||
+    fail "FSPO_CPU_NO_BF16=1: bench --precision auto runs fp32 and says why" "$out"
 expect_error "FSPO_CPU_NO_BF16=1: bf16 asked for is an error" 2 \
     "model.precision bf16: hidden by FSPO_CPU_NO_BF16=1; use fp32 or auto" -- \
     env FSPO_CPU_NO_BF16=1 "$FSPO" train "$tmp/cfg.yaml" --set model.precision=bf16 --set train.run_dir="$tmp/err"
