@@ -125,6 +125,7 @@ for (cfg, threads), rs in sorted(groups.items()):
                 f"{100 * m('mfu'):.1f}% | {100 * m('mfu_causal'):.1f}% | "
                 f"{m('rss_peak_mb'):.0f} / {m('analytic_mb'):.0f} MB = {m('rss_ratio'):.2f}× |")
 
+block = machines_block(os.path.dirname(out_md))  # this report's JSON is written: its row is in
 other_kind = "" if primary else f""" This is the report
 for a machine of kind `{kind}` ({KIND_NAMES.get(kind, kind)}): the
 generated tables only. `docs/benchmarks.md` is the reference machine's
@@ -140,7 +141,7 @@ at the same thread count**, right before the steps, and the comparisons that car
 `BENCH_ROUNDS` (default 3) interleaved rounds: tables quote the median over
 rounds with the range.
 
-{machines_block(os.path.dirname(out_md))}
+{block}
 ## Training step (forward + backward + AdamW), single process
 
 Config A: vocab 264, d_model 256, 4 layers, 4 heads, T 1024, batch 4.
@@ -816,7 +817,6 @@ all-gather move the bytes of one ring allreduce.
 """
 open(out_md, "w").write(md)
 # the other reports' Machines tables (the reference report gains one if it has none)
-block = machines_block(os.path.dirname(out_md))
 for path in glob.glob(os.path.join(os.path.dirname(out_md), "benchmarks*.md")):
     text = open(path).read()
     if BLOCK.search(text):

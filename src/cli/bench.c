@@ -72,9 +72,10 @@ int cmd_bench(int argc, char **argv)
     }
     model_shape_check("bench", &cfg);
     char err[256];
-    int bf16 = bf16_resolve(precision_option(precision), err, sizeof err);
+    PrecisionChoice choice = precision_option(precision);
+    int bf16 = bf16_resolve(choice, err, sizeof err);
     if (bf16 < 0) fatal(EXIT_USAGE, "bench --precision: %s", err);
-    if (precision_option(precision) == PRECISION_CHOICE_AUTO) { /* say why, as fspo train's start-up line does */
+    if (choice == PRECISION_CHOICE_AUTO) { /* say why, as fspo train's start-up line does */
         char why[200];
         bf16_auto(why, sizeof why); /* measured once: bf16_resolve's call kept the figures */
         fprintf(stderr, "bench: --precision auto: %s: %s\n", bf16 ? "bf16" : "fp32", why);
