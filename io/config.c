@@ -110,7 +110,8 @@ static const Key schema[] = {
              "wall-clock limit, 0 = none: seconds (3600) or \"90s\", \"30m\", \"2h\", \"1h30m\", \"HH:MM:SS\""),
     INT(train, batch_size, "8", 1, 1 << 20, "meta-examples per optimizer step, over all ranks"),
     INT(train, micro_batch, "0", 0, 1 << 20,
-        "meta-examples per forward/backward on one rank (gradient accumulation); 0 = the rank's whole share"),
+        "meta-examples per forward/backward on one rank (gradient accumulation); 0 = the rank's whole share. A "
+        "micro-batch pads its rows to its longest: 1 pads none where lengths vary (configs/demo.yaml)"),
     INT(train, seed, "1234", 0, NO_MAX, "seeds the initialization and the sampler (meta-example = f(seed, index))"),
     STR(train, resume, "auto", 1,
         "auto: newest verified checkpoint of run_dir's run, if any; none: start fresh (refused if run_dir holds a "

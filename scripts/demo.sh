@@ -3,8 +3,9 @@
 # pooled (no-context) preference model, each with mpirun -np 2 -> fspo eval
 # on held-out users -> table and plots. Three tiers of the same pipeline:
 #
-#   FSPO_TIER=demo      (default, make demo) ~12 minutes on an idle 2-core machine:
-#                       population r1, the effect checked at the end (exit 1 if absent)
+#   FSPO_TIER=demo      (default, make demo) ~12 minutes on an idle 2-core AMX machine,
+#                       ~15.5 on an AVX2-only one: population r1, the effect
+#                       checked at the end (exit 1 if absent)
 #   FSPO_TIER=small     (make small) ~1 hour on 2 cores: the r2 model of
 #                       docs/results.md experiment 18 from scratch (FSPO + the
 #                       user-description chain of thought and two description
@@ -12,8 +13,12 @@
 #   FSPO_TIER=quick     (or FSPO_DEMO_QUICK=1) a ~1-minute miniature (the test
 #                       suite runs it): tiny model, a few steps, few users
 #   FSPO_DEMO_DIR=DIR   where everything goes (default runs/demo, runs/small)
-#   FSPO_DEMO_CAPS=0    no per-stage time caps (a slow machine then takes longer
-#                       instead of training less)
+#   FSPO_DEMO_CAPS=1    per-stage time caps for the demo tier (train.max_time): the
+#                       run stays near 15 minutes, but a machine slower than the
+#                       reference then trains less, and the effect may not show;
+#                       default 0, so a slower CPU (an AVX2-only one takes ~25
+#                       minutes) trains the whole recipe. The quick tier always
+#                       caps; FSPO_DEMO_CAPS=0 lifts its caps too
 #   FSPO=./fspo         the binary
 #
 # The demo and quick tiers start afresh on every run.
@@ -58,9 +63,13 @@ demo)
     MODEL=() # configs/demo.yaml: d_model 128, 4 layers, 4 heads (0.9 M parameters)
     SFT_STEPS=${FSPO_DEMO_SFT_STEPS:-1000} PREF_STEPS=${FSPO_DEMO_PREF_STEPS:-300} POOLED_STEPS=60 ANCHOR_STEPS=300
     BATCH=8 LOG_EVERY=20
-    # time caps per stage (train.max_time) keep the demo near its budget on a
-    # busy machine; a capped stage is reported at the end
+    # time caps per stage (train.max_time), only with FSPO_DEMO_CAPS=1: they
+    # keep the demo near 15 minutes, but on a CPU half as fast (fp32 products
+    # without AVX-512) they stopped SFT at step 594 of 1000, before the
+    # inference appears, and the demo failed its check. A capped stage is
+    # reported at the end
     SFT_CAP=7m30s ANCHOR_CAP=75s PREF_CAP=3m30s POOLED_CAP=45s
+    [[ ${FSPO_DEMO_CAPS:-0} == 1 ]] || SFT_CAP=0 ANCHOR_CAP=0 PREF_CAP=0 POOLED_CAP=0
     PREF=(--set optim.lr=3e-4 --set optim.min_lr=5e-5 --set optim.warmup_steps=20 --set optim.decay_steps=0
           --set loss.sft_weight=0.5 --set train.sft_context=false --set checkpoint.every=50)
     # the eval runs alone: both cores
@@ -276,6 +285,6 @@ printf '%s\n' "total $((SECONDS - T0))s" "${timing[@]}" "${capped[@]}" >"$OUT/ti
 for c in "${capped[@]}"; do echo "  note: $c"; done
 if [[ $check -ne 0 && $TIER != quick ]]; then
     echo "demo: FAILED its self-check: this run did not show few-shot personalization (see $OUT/check.txt)." >&2
-    [[ ${#capped[@]} -gt 0 ]] && echo "demo: time caps cut training short (above): on a busy machine run it again when idle." >&2
+    [[ ${#capped[@]} -gt 0 ]] && echo "demo: time caps cut training short (above): run it again without FSPO_DEMO_CAPS=1." >&2
     exit 1
 fi

@@ -488,9 +488,21 @@ typedef struct {
     int len;
 } RowJob;
 
+/* Longest first, then by user and query: a total order, so the batches
+ * are the same on every run */
+static int cmp_job_len(const void *pa, const void *pb)
+{
+    const RowJob *a = pa, *b = pb;
+    if (a->len != b->len) return a->len > b->len ? -1 : 1;
+    if (a->user != b->user) return a->user < b->user ? -1 : 1;
+    return (a->q0 > b->q0) - (a->q0 < b->q0);
+}
+
 /* All rows of N: each user's queries split greedily over rows of C + as
  * many queries as fit. Users whose context plus one query does not fit get
- * no row; fit[u] records which. Returns the number of rows. */
+ * no row; fit[u] records which. The rows are sorted by length: a batch of
+ * EVAL_ROWS pads every row to its longest, and in the users' order short
+ * and long rows share batches. Returns the number of rows. */
 static int plan_rows(Eval *e, int n, RowJob *jobs, unsigned char *fit)
 {
     int count = 0;
@@ -520,6 +532,7 @@ static int plan_rows(Eval *e, int n, RowJob *jobs, unsigned char *fit)
         else
             while (count > 0 && jobs[count - 1].user == i) count--;
     }
+    qsort(jobs, (size_t)count, sizeof *jobs, cmp_job_len);
     return count;
 }
 

@@ -341,6 +341,7 @@ static void test_eval_anchor_known_answers(void)
 /* What the rows' contexts held: checked against the layout built here. */
 typedef struct {
     int rows, bad, without, unknown, with[USERS];
+    int last_n, last_len, unsorted; /* rows of one N should come longest first */
     char text[64];
 } Seen;
 
@@ -368,6 +369,10 @@ static void see_rows(void *ctx, const Batch *b, int n)
             s->without++;
         ok &= t[k] == TOK_TASK;
         s->rows++, s->bad += !ok;
+        int len = b->T;
+        while (len > 0 && t[len - 1] == TOK_PAD) len--;
+        if (s->rows > 1 && n == s->last_n && len > s->last_len) s->unsorted++;
+        s->last_n = n, s->last_len = len;
     }
 }
 
@@ -400,6 +405,10 @@ static void test_eval_descriptions(void)
         if (strstr(r.notes[i], "eval.user_desc oracle: 1 of 4 users have no description")) noted = i;
     check(rc == 0 && noted >= 0, "oracle: users without a description are noted", "%s",
           noted >= 0 ? r.notes[noted] : "(no such note)");
+    /* u1..u4's rows are 21, 15, 22 and 0 description tokens long in the users' order */
+    check(rc == 0 && seen.rows == 12 && seen.unsorted == 0,
+          "eval scores each N's rows longest first (a batch pads its rows to the longest)", "%d of %d rows longer than the one before",
+          seen.unsorted, seen.rows);
 
     memset(&seen, 0, sizeof seen);
     c.eval.user_desc = EVAL_DESC_GENERATED;

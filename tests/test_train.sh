@@ -31,6 +31,13 @@ out=$("$PY" tests/ckpt_compare.py "$tmp/recompute/ckpt_20.h5" "$tmp/np2/ckpt_20.
 train 4 "$tmp/np4" --set train.batch_size=7 && train 1 "$tmp/np1b" --set train.batch_size=7 &&
     out=$("$PY" tests/ckpt_compare.py "$tmp/np4/ckpt_20.h5" "$tmp/np1b/ckpt_20.h5" --tol 1e-5 2>&1) &&
     pass "uneven shares (7 over 4 ranks) equal np 1" "$out" || fail "uneven shares (7 over 4 ranks) equal np 1" "$out"
+# ---- train.micro_batch 1 (gradient accumulation over one meta-example at a time, no padding): the whole share's run ----
+train 2 "$tmp/mb1" --set train.micro_batch=1 &&
+    out=$("$PY" tests/ckpt_compare.py "$tmp/mb1/ckpt_20.h5" "$tmp/np2/ckpt_20.h5" --tol 1e-5 --optim 2>&1) &&
+    m=$(same_losses "$tmp/mb1/metrics.jsonl" "$tmp/np2/metrics.jsonl" 1e-5 2>&1) &&
+    grep -q "(micro-batch 1)" "$tmp/mb1.log" &&
+    pass "train.micro_batch 1 equals the whole share per forward (2 ranks, 20 steps)" "params and moments $out; metrics $m" ||
+    fail "train.micro_batch 1 equals the whole share per forward (2 ranks, 20 steps)" "$out $m $(tail -2 "$tmp/mb1.log")"
 
 # ---- resume: 40 straight vs 20 + 20 on the same schedule ----
 train 2 "$tmp/full" --set train.max_steps=40 --set optim.decay_steps=40
