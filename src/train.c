@@ -138,12 +138,15 @@ typedef struct {
     double t_start, t_last;  /* the loop's start, the last log line */
     long steps_timed, bad_in_a_row, last_saved, empty_steps;
     double tokens_since, rows_since; /* since the last log line */
+    double tokens_total, padded_total; /* the row tokens and the tokens computed (with padding), this process's run */
+    int padding_noted;
 } Run;
 
 /* A step's sums over its meta-examples: this rank's, then every rank's. */
 typedef struct {
     LossStats loss;           /* loss, pairs, rewards, log-probs, SFT tokens */
     double tokens, rows;      /* row tokens and meta-examples run */
+    double padded;            /* tokens computed: each micro-batch's rows x its longest row */
     double desc_nll, desc_tokens; /* data.user_desc cot: the description's NLL */
 } StepSums;
 enum { STEP_SUMS = sizeof(StepSums) / sizeof(double) };
@@ -267,7 +270,13 @@ static int stop_diverged(Run *r)
     return EXIT_RUNTIME;
 }
 
-/* Rank 0, at the end: truncation counts, "done", the allreduce overlap. */
+/* The share of the tokens computed that were padding, so far */
+static double padding_share(const Run *r)
+{
+    return r->padded_total > 0 ? 1 - r->tokens_total / r->padded_total : 0.0;
+}
+
+/* Rank 0, at the end: truncation counts, "done", padding, the allreduce overlap. */
 static void summary(const Run *r, int exit_code)
 {
     if (r->dist->rank == 0) {
@@ -275,6 +284,9 @@ static void summary(const Run *r, int exit_code)
             printf("train: truncation to model.max_seq: %ld meta-examples skipped, %ld few-shot pairs and %ld queries dropped\n",
                    r->skipped_examples, r->dropped_fewshot, r->dropped_queries);
         if (exit_code == EXIT_OK) printf("train: done, %ld steps\n", r->step);
+        if (padding_share(r) >= 0.05)
+            printf("train: %.0f%% of the tokens computed were padding (train.micro_batch %d)\n", 100 * padding_share(r),
+                   r->cfg->train.micro_batch);
         if (r->ref_cache)
             printf("train: loss.ref_cache: %ld of %ld micro-batches reused the reference's log-probs (data.fixed_examples "
                    "%ld: each meta-example's reference forward ran once per run and rank)\n",
@@ -420,6 +432,7 @@ static int pack_micro_batch(Run *r, int start, StepSums *s)
         if (T > r->policy->cap_len) T = r->policy->cap_len;
     }
     batch_reset(&r->batch, rows, T, S);
+    s->padded += (double)rows * T;
     int row = 0;
     r->mb_cached = r->ref_cache != NULL;
     for (int k = start; k < end; k++) {
@@ -616,6 +629,7 @@ static void log_step(Run *r, const StepSums *s, double grad_norm, float lr)
     const Config *cfg = r->cfg;
     r->tokens_since += s->tokens;
     r->rows_since += s->rows;
+    r->tokens_total += s->tokens, r->padded_total += s->padded;
     r->steps_timed++;
     int log_now = r->step % cfg->train.log_every == 0 || r->step == cfg->train.max_steps || r->step == 1;
     if (!log_now || r->dist->rank != 0) return;
@@ -675,6 +689,13 @@ static void log_step(Run *r, const StepSums *s, double grad_norm, float lr)
     else
         printf("step %ld/%ld | loss %.4f%s | %.0f tok/s | MFU %.1f%% | lr %.2e | ETA %s\n", r->step,
                cfg->train.max_steps, l->loss, desc, tok_s, 100 * mfu, lr, eta);
+    /* once, from step 10: rows of varied length padded to their micro-batch's longest */
+    double pad = padding_share(r);
+    if (!r->padding_noted && (r->step >= 10 || r->step == cfg->train.max_steps) && pad >= 0.2) {
+        r->padding_noted = 1;
+        printf("train: %.0f%% of the tokens computed so far were padding (a micro-batch pads its rows to its "
+               "longest): train.micro_batch: 1 runs one meta-example per forward, with none\n", 100 * pad);
+    }
     fflush(stdout);
     r->t_last = now;
     r->tokens_since = r->rows_since = 0;

@@ -38,6 +38,14 @@ train 2 "$tmp/mb1" --set train.micro_batch=1 &&
     grep -q "(micro-batch 1)" "$tmp/mb1.log" &&
     pass "train.micro_batch 1 equals the whole share per forward (2 ranks, 20 steps)" "params and moments $out; metrics $m" ||
     fail "train.micro_batch 1 equals the whole share per forward (2 ranks, 20 steps)" "$out $m $(tail -2 "$tmp/mb1.log")"
+# the padding line: rows padded to their micro-batch's longest. One micro-batch of all 6 rows (1 rank) pads at
+# least as much as 2 ranks' 3 each (a longest over more rows); one row per forward pads none
+pad() { sed -n 's/^train: \([0-9]*\)% of the tokens computed were padding.*/\1/p' "$1"; }
+p1=$(pad "$tmp/np1.log") p2=$(pad "$tmp/np2.log")
+[[ -n $p1 && -n $p2 ]] && ((p1 >= p2 && p2 > 0)) && ! grep -q "padding" "$tmp/mb1.log" &&
+    pass "train reports the share of padding: 1 rank >= 2 ranks > 0, micro_batch 1 none" "$p1% and $p2%" ||
+    fail "train reports the share of padding: 1 rank >= 2 ranks > 0, micro_batch 1 none" \
+        "1 rank '$p1', 2 ranks '$p2', micro_batch 1: $(grep padding "$tmp/mb1.log")"
 
 # ---- resume: 40 straight vs 20 + 20 on the same schedule ----
 train 2 "$tmp/full" --set train.max_steps=40 --set optim.decay_steps=40
