@@ -131,6 +131,23 @@ else
     fail "sft_plain of the policy's own checkpoint equals its model_plain" "$(tail -n 5 "$tmp/sft.txt")"
 fi
 
+# mpi.threads_per_rank: the forwards on the pool's threads, the same table (without --quiet: the threads line)
+EVT=()
+for a in "${EV[@]}"; do [[ $a == --quiet ]] || EVT+=("$a"); done
+for t in 1 2; do
+    "$FSPO" eval "${EVT[@]}" --ckpt "$SFT" --json "$tmp/t$t.json" --set eval.n_fewshot=[0,2] \
+        --set mpi.threads_per_rank=$t >"$tmp/t$t.txt" 2>&1
+done
+out=$(/usr/bin/python3 - "$tmp/t1.json" "$tmp/t2.json" <<'PY' 2>&1
+import json, sys
+a, b = (json.load(open(p))["accuracy"] for p in sys.argv[1:])
+assert a == b, (a, b)
+print(" ".join("N=%d: %.3f" % (r["n"], r["model"]["mean"]) for r in a))
+PY
+) && grep -q "^eval: 1 thread(s) (mpi.threads_per_rank)" "$tmp/t1.txt" && grep -q "^eval: 2 thread(s) (mpi.threads_per_rank)" "$tmp/t2.txt" &&
+    pass "eval runs mpi.threads_per_rank threads, with the same accuracy table at 1 and 2" "$out" ||
+    fail "eval runs mpi.threads_per_rank threads, with the same accuracy table at 1 and 2" "$out $(head -2 "$tmp/t2.txt")"
+
 # ---- fspo sample ----
 ckpt=$(ls -v "$tmp"/demo/pref/ckpt_*.h5 | tail -n 1)
 head -n 3 "$tmp/demo/users.jsonl" >"$tmp/user.jsonl"

@@ -13,6 +13,7 @@
 #include "src/cli/commands.h"
 #include "src/eval.h"
 #include "src/synth.h"
+#include "src/threads.h"
 #include "src/util.h"
 
 static void usage(void)
@@ -388,6 +389,12 @@ int cmd_eval(int argc, char **argv)
         fclose(f);
         remove(tmp);
     }
+    /* mpi.threads_per_rank as fspo train takes it (0: every core): the
+     * forwards' products and loops run on the pool */
+    char why[64];
+    int threads = threads_per_rank(cfg.mpi.threads_per_rank, 1, 0, why, sizeof why);
+    threads_use(threads);
+    if (!o.quiet) printf("eval: %d thread(s) (%s)\n", threads, why);
     static EvalReport rep;
     int code = eval_run(&cfg, &o, &rep, err, sizeof err);
     if (code != 0) fatal(code, "eval: %s", err);
