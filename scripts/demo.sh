@@ -4,7 +4,7 @@
 # on held-out users -> table and plots. Three tiers of the same pipeline:
 #
 #   FSPO_TIER=demo      (default, make demo) ~12 minutes on an idle 2-core AMX machine,
-#                       ~15.5 on an AVX2-only one: population r1, the effect
+#                       ~14 on an AVX2-only one: population r1, the effect
 #                       checked at the end (exit 1 if absent)
 #   FSPO_TIER=small     (make small) ~1 hour on 2 cores: the r2 model of
 #                       docs/results.md experiment 18 from scratch (FSPO + the
@@ -16,8 +16,8 @@
 #   FSPO_DEMO_CAPS=1    per-stage time caps for the demo tier (train.max_time): the
 #                       run stays near 15 minutes, but a machine slower than the
 #                       reference then trains less, and the effect may not show;
-#                       default 0, so a slower CPU (an AVX2-only one takes ~25
-#                       minutes) trains the whole recipe. The quick tier always
+#                       default 0, so a slower or busier machine trains the
+#                       whole recipe, taking longer. The quick tier always
 #                       caps; FSPO_DEMO_CAPS=0 lifts its caps too
 #   FSPO=./fspo         the binary
 #
