@@ -30,11 +30,9 @@
 #include "src/loss.h"
 #include "src/model.h"
 #include "src/pack.h"
-#include "src/pool.h"
 #include "src/rng.h"
 #include "src/sampler.h"
 #include "src/synth.h"
-#include "src/threads.h"
 #include "src/tokenizer.h"
 #include "src/util.h"
 
@@ -842,12 +840,7 @@ static void win_rates(Eval *e, int n)
     }
     WinSample *s = malloc(sizeof(WinSample) * (size_t)(e->n_users * EVAL_WIN_PROMPTS + 1));
     if (!s) fatal(EXIT_RUNTIME, "out of memory");
-    /* one thread for sampling: a decoding step is one token of one sequence,
-     * too little work per op to split (2 threads took 1.3x as long) */
-    int threads = pool_threads();
-    threads_use(1);
     int m = collect_samples(e, &sd, n, s);
-    threads_use(threads);
     uint64_t seed = (uint64_t)cfg->train.seed + 1;
     if (sd.have[EVAL_WIN_SFT]) compare_sides(e, s, m, &sd, EVAL_WIN_POLICY, EVAL_WIN_SFT, 0, seed, &rep->win_sft);
     if (sd.have[EVAL_WIN_POOLED]) compare_sides(e, s, m, &sd, EVAL_WIN_POLICY, EVAL_WIN_POOLED, 0, seed, &rep->win_pooled);

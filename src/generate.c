@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "src/pool.h"
+#include "src/threads.h"
 #include "src/tokenizer.h"
 #include "src/util.h"
 
@@ -115,6 +117,11 @@ int generate(Generator *g, const int32_t *prompt, int n_prompt, const SampleConf
     memset(res, 0, sizeof *res);
     if (n_prompt < 1 || n_prompt >= m->cfg.max_seq) return -1;
     double t0 = now_seconds();
+    /* on one thread: a decoding step is one token of one sequence, too little
+     * work per op to split over the pool (fspo eval's sampling took 1.3x as
+     * long on 2 threads) */
+    int threads = pool_threads();
+    threads_use(1);
     kv_reset(g->kv);
     int last = 0; /* row of g->logits holding the newest token's prediction */
     for (int at = 0; at < n_prompt; at += PREFILL_CHUNK) {
@@ -140,6 +147,7 @@ int generate(Generator *g, const int32_t *prompt, int n_prompt, const SampleConf
         }
         last = 0;
     }
+    threads_use(threads);
     res->seconds = now_seconds() - t0;
     return 0;
 }

@@ -284,8 +284,9 @@ static void summary(const Run *r, int exit_code)
             printf("train: truncation to model.max_seq: %ld meta-examples skipped, %ld few-shot pairs and %ld queries dropped\n",
                    r->skipped_examples, r->dropped_fewshot, r->dropped_queries);
         if (exit_code == EXIT_OK) printf("train: done, %ld steps\n", r->step);
-        if (padding_share(r) >= 0.05)
-            printf("train: %.0f%% of the tokens computed were padding (train.micro_batch %d)\n", 100 * padding_share(r),
+        double pad = padding_share(r);
+        if (pad >= 0.05)
+            printf("train: %.0f%% of the tokens computed were padding (train.micro_batch %d)\n", 100 * pad,
                    r->cfg->train.micro_batch);
         if (r->ref_cache)
             printf("train: loss.ref_cache: %ld of %ld micro-batches reused the reference's log-probs (data.fixed_examples "
